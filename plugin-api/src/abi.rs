@@ -171,11 +171,7 @@ pub trait IsolationAbi: Send + Sync {
 pub trait OutputAbi: Send + Sync {
     /// Transforms a batch of lines; lines left out of the answer are dropped.
     #[sabi(last_prefix_field)]
-    fn filter(
-        &self,
-        info: BatchInfo,
-        lines: RVec<OutputLine>,
-    ) -> RResult<RVec<OutputLine>, RString>;
+    fn filter(&self, info: BatchInfo, lines: RVec<OutputLine>) -> RResult<RVec<OutputLine>, RString>;
 }
 
 /// ABI object of an authorization plugin. See [`crate::Authorization`].
@@ -286,11 +282,9 @@ pub struct PluginModule {
     /// Builds an output plugin, if provided.
     pub new_output: Option<extern "C" fn(config: RStr<'_>) -> RResult<OutputBox, RString>>,
     /// Builds an authorization plugin, if provided.
-    pub new_authorization:
-        Option<extern "C" fn(config: RStr<'_>) -> RResult<AuthorizationBox, RString>>,
+    pub new_authorization: Option<extern "C" fn(config: RStr<'_>) -> RResult<AuthorizationBox, RString>>,
     /// Builds an organization plugin, if provided.
-    pub new_organization:
-        Option<extern "C" fn(config: RStr<'_>) -> RResult<OrganizationBox, RString>>,
+    pub new_organization: Option<extern "C" fn(config: RStr<'_>) -> RResult<OrganizationBox, RString>>,
     /// Builds a variables plugin, if provided.
     pub new_variables: Option<extern "C" fn(config: RStr<'_>) -> RResult<VariablesBox, RString>>,
     /// Builds a secrets plugin, if provided.

@@ -312,10 +312,7 @@ impl Default for CommandRequest {
 impl CommandRequest {
     /// A request running `line` with `/bin/sh -c`.
     pub fn shell(line: impl Into<String>) -> Self {
-        Self {
-            shell: Some(line.into()),
-            ..Self::default()
-        }
+        Self { shell: Some(line.into()), ..Self::default() }
     }
 
     /// A request running `argv` directly, without a shell.
@@ -324,10 +321,7 @@ impl CommandRequest {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self {
-            argv: argv.into_iter().map(Into::into).collect(),
-            ..Self::default()
-        }
+        Self { argv: argv.into_iter().map(Into::into).collect(), ..Self::default() }
     }
 }
 

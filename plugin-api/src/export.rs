@@ -31,8 +31,7 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> PluginResult<T>) -> RResult<T, R
 }
 
 fn parse<T: DeserializeOwned>(what: &str, json: RStr<'_>) -> PluginResult<T> {
-    serde_json::from_str(json.as_str())
-        .map_err(|e| format!("invalid {what} JSON from the host: {e}"))
+    serde_json::from_str(json.as_str()).map_err(|e| format!("invalid {what} JSON from the host: {e}"))
 }
 
 fn config(json: RStr<'_>) -> PluginResult<Value> {
@@ -55,14 +54,8 @@ pub fn info(name: &str, version: &str, description: &str, kinds: &[&str]) -> Plu
 
 /// Guards a plugin's `info` function.
 pub fn info_guarded(f: impl FnOnce() -> PluginInfo) -> PluginInfo {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        info(
-            "<panicked>",
-            "0.0.0",
-            "the plugin's info function panicked",
-            &[],
-        )
-    })
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| info("<panicked>", "0.0.0", "the plugin's info function panicked", &[]))
 }
 
 /// Adapter from an author trait to its ABI trait.
@@ -83,38 +76,16 @@ macro_rules! ctor {
 
 ctor!(new_trigger, crate::Trigger, TriggerBox, TriggerAbi_TO);
 ctor!(new_scm, crate::Scm, ScmBox, ScmAbi_TO);
-ctor!(
-    new_isolation,
-    crate::Isolation,
-    IsolationBox,
-    IsolationAbi_TO
-);
+ctor!(new_isolation, crate::Isolation, IsolationBox, IsolationAbi_TO);
 ctor!(new_output, crate::Output, OutputBox, OutputAbi_TO);
-ctor!(
-    new_authorization,
-    crate::Authorization,
-    AuthorizationBox,
-    AuthorizationAbi_TO
-);
-ctor!(
-    new_organization,
-    crate::Organization,
-    OrganizationBox,
-    OrganizationAbi_TO
-);
-ctor!(
-    new_variables,
-    crate::Variables,
-    VariablesBox,
-    VariablesAbi_TO
-);
+ctor!(new_authorization, crate::Authorization, AuthorizationBox, AuthorizationAbi_TO);
+ctor!(new_organization, crate::Organization, OrganizationBox, OrganizationAbi_TO);
+ctor!(new_variables, crate::Variables, VariablesBox, VariablesAbi_TO);
 ctor!(new_secrets, crate::Secrets, SecretsBox, SecretsAbi_TO);
 
 impl<T: crate::Trigger> TriggerAbi for Adapter<T> {
     fn execute(&self, context: RStr<'_>, host: &Host<'_>) -> RResult<(), RString> {
-        guard("execute", || {
-            self.0.execute(&parse("trigger context", context)?, host)
-        })
+        guard("execute", || self.0.execute(&parse("trigger context", context)?, host))
     }
 }
 
@@ -122,27 +93,19 @@ impl<T: crate::Scm> ScmAbi for Adapter<T> {
     fn checkout(&self, context: RStr<'_>, host: &Host<'_>) -> RResult<RString, RString> {
         guard("checkout", || {
             let result = self.0.checkout(&parse("scm context", context)?, host)?;
-            serde_json::to_string(&result)
-                .map(RString::from)
-                .map_err(|e| e.to_string())
+            serde_json::to_string(&result).map(RString::from).map_err(|e| e.to_string())
         })
     }
 }
 
 impl<T: crate::Isolation> IsolationAbi for Adapter<T> {
     fn execute(&self, context: RStr<'_>, host: &Host<'_>) -> RResult<i32, RString> {
-        guard("execute", || {
-            self.0.execute(&parse("isolation context", context)?, host)
-        })
+        guard("execute", || self.0.execute(&parse("isolation context", context)?, host))
     }
 }
 
 impl<T: crate::Output> OutputAbi for Adapter<T> {
-    fn filter(
-        &self,
-        info: BatchInfo,
-        lines: RVec<OutputLine>,
-    ) -> RResult<RVec<OutputLine>, RString> {
+    fn filter(&self, info: BatchInfo, lines: RVec<OutputLine>) -> RResult<RVec<OutputLine>, RString> {
         guard("filter", move || {
             let mut lines = lines;
             self.0.filter(&info, &mut lines)?;
@@ -168,12 +131,8 @@ impl<T: crate::Authorization> AuthorizationAbi for Adapter<T> {
 impl<T: crate::Organization> OrganizationAbi for Adapter<T> {
     fn find_repos(&self, organization: RStr<'_>, host: &Host<'_>) -> RResult<RString, RString> {
         guard("find_repos", || {
-            let repos = self
-                .0
-                .find_repos(&parse("organization", organization)?, host)?;
-            serde_json::to_string(&repos)
-                .map(RString::from)
-                .map_err(|e| e.to_string())
+            let repos = self.0.find_repos(&parse("organization", organization)?, host)?;
+            serde_json::to_string(&repos).map(RString::from).map_err(|e| e.to_string())
         })
     }
 
@@ -186,12 +145,7 @@ impl<T: crate::Organization> OrganizationAbi for Adapter<T> {
     ) -> RResult<(), RString> {
         guard("clone_repo", || {
             let repo: RepositoryRef = parse("repository", repository)?;
-            self.0.clone_repo(
-                &parse("organization", organization)?,
-                &repo,
-                dest.as_str(),
-                host,
-            )
+            self.0.clone_repo(&parse("organization", organization)?, &repo, dest.as_str(), host)
         })
     }
 }
@@ -199,13 +153,8 @@ impl<T: crate::Organization> OrganizationAbi for Adapter<T> {
 impl<T: crate::Variables> VariablesAbi for Adapter<T> {
     fn compute(&self, context: RStr<'_>, existing: RStr<'_>) -> RResult<RString, RString> {
         guard("compute", || {
-            let vars = self.0.compute(
-                &parse("variables context", context)?,
-                &parse("variables", existing)?,
-            )?;
-            serde_json::to_string(&vars)
-                .map(RString::from)
-                .map_err(|e| e.to_string())
+            let vars = self.0.compute(&parse("variables context", context)?, &parse("variables", existing)?)?;
+            serde_json::to_string(&vars).map(RString::from).map_err(|e| e.to_string())
         })
     }
 }
@@ -220,9 +169,7 @@ impl<T: crate::Secrets> SecretsAbi for Adapter<T> {
     }
 
     fn decloak(&self, stored: RStr<'_>) -> RResult<RString, RString> {
-        guard("decloak", || {
-            self.0.decloak(stored.as_str()).map(Into::into)
-        })
+        guard("decloak", || self.0.decloak(stored.as_str()).map(Into::into))
     }
 }
 

@@ -143,14 +143,12 @@ impl std::fmt::Display for Kind {
 impl Host<'_> {
     /// Writes a housekeeping line to the build's message log.
     pub fn message(&self, text: &str) {
-        self.output
-            .emit(Stream::Message, RSlice::from_slice(&[RStr::from(text)]));
+        self.output.emit(Stream::Message, RSlice::from_slice(&[RStr::from(text)]));
     }
 
     /// Writes a line to the build's output log.
     pub fn print(&self, text: &str) {
-        self.output
-            .emit(Stream::Output, RSlice::from_slice(&[RStr::from(text)]));
+        self.output.emit(Stream::Output, RSlice::from_slice(&[RStr::from(text)]));
     }
 
     /// Whether the build was stopped or timed out.
@@ -166,19 +164,12 @@ impl Host<'_> {
     /// Runs a command through the host (streamed, cancellable).
     pub fn run(&self, request: &CommandRequest) -> PluginResult<CommandOutcome> {
         let json = serde_json::to_string(request).map_err(|e| e.to_string())?;
-        self.commands
-            .run(RStr::from(json.as_str()))
-            .into_result()
-            .map_err(Into::into)
+        self.commands.run(RStr::from(json.as_str())).into_result().map_err(Into::into)
     }
 
     /// Decrypts a stored secret.
     pub fn decrypt(&self, stored: &str) -> PluginResult<String> {
-        self.secrets
-            .decrypt(RStr::from(stored))
-            .into_result()
-            .map(Into::into)
-            .map_err(Into::into)
+        self.secrets.decrypt(RStr::from(stored)).into_result().map(Into::into).map_err(Into::into)
     }
 }
 
@@ -231,10 +222,7 @@ pub trait Authorization: Send + Sync + Sized + 'static {
     /// The default keeps all of them when `check` allows the listing.
     fn filter_list(&self, request: &AccessRequest, candidates: &[Value]) -> PluginResult<Vec<i64>> {
         if self.check(request)? {
-            Ok(candidates
-                .iter()
-                .filter_map(|c| c.get("id").and_then(Value::as_i64))
-                .collect())
+            Ok(candidates.iter().filter_map(|c| c.get("id").and_then(Value::as_i64)).collect())
         } else {
             Ok(Vec::new())
         }
@@ -247,8 +235,7 @@ pub trait Organization: Send + Sync + Sized + 'static {
     /// Builds the plugin from its settings parameters.
     fn new(config: &Value) -> PluginResult<Self>;
     /// Lists the repositories of the organization described by `organization`.
-    fn find_repos(&self, organization: &Value, host: &Host<'_>)
-        -> PluginResult<Vec<RepositoryRef>>;
+    fn find_repos(&self, organization: &Value, host: &Host<'_>) -> PluginResult<Vec<RepositoryRef>>;
     /// Clones `repository` (its default branch, shallow) into `dest`.
     fn clone_repo(
         &self,
@@ -288,9 +275,6 @@ pub trait Secrets: Send + Sync + Sized + 'static {
 mod tests {
     #[test]
     fn export_macro_uses_abi_stables_symbol_name() {
-        assert_eq!(
-            abi_stable::library::ROOT_MODULE_LOADER_NAME,
-            "_1as_0lib_1header_0root_bmodule_bloader"
-        );
+        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
     }
 }

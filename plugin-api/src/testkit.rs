@@ -68,11 +68,7 @@ impl RecordingHost {
     }
 
     fn of(&self, stream: Stream) -> Vec<String> {
-        self.lines()
-            .into_iter()
-            .filter(|(s, _)| *s == stream)
-            .map(|(_, l)| l)
-            .collect()
+        self.lines().into_iter().filter(|(s, _)| *s == stream).map(|(_, l)| l).collect()
     }
 
     fn record(&self, stream: Stream, text: &str) {
@@ -127,8 +123,7 @@ impl CommandRunner for RecordingHost {
         };
         match cmd.output() {
             Ok(out) => {
-                let text = String::from_utf8_lossy(&out.stdout).to_string()
-                    + &String::from_utf8_lossy(&out.stderr);
+                let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
                 let mut last = String::new();
                 for line in text.lines() {
                     self.record(stream, line);
@@ -147,11 +142,7 @@ impl CommandRunner for RecordingHost {
 
 impl SecretDecrypter for RecordingHost {
     fn decrypt(&self, stored: RStr<'_>) -> RResult<RString, RString> {
-        ROk(stored
-            .as_str()
-            .strip_prefix("plain:")
-            .unwrap_or(stored.as_str())
-            .into())
+        ROk(stored.as_str().strip_prefix("plain:").unwrap_or(stored.as_str()).into())
     }
 }
 
@@ -184,28 +175,14 @@ pub fn fake_project() -> ProjectInfo {
 
 /// A trigger context for `hook` (`pre`, `success`, `failure`).
 pub fn fake_trigger_context(hook: &str) -> TriggerContext {
-    TriggerContext {
-        hook: hook.into(),
-        build: fake_build(),
-        project: fake_project(),
-        ..Default::default()
-    }
+    TriggerContext { hook: hook.into(), build: fake_build(), project: fake_project(), ..Default::default() }
 }
 
 /// A batch of output lines produced `offset_ms` after a build started at 0.
 pub fn fake_lines(texts: &[&str], offset_ms: i64) -> (BatchInfo, RVec<OutputLine>) {
-    let info = BatchInfo {
-        build_id: 42,
-        build_started_unix_ms: 0,
-    };
-    let lines = texts
-        .iter()
-        .map(|t| OutputLine {
-            stream: Stream::Output,
-            at_unix_ms: offset_ms,
-            text: (*t).into(),
-        })
-        .collect();
+    let info = BatchInfo { build_id: 42, build_started_unix_ms: 0 };
+    let lines =
+        texts.iter().map(|t| OutputLine { stream: Stream::Output, at_unix_ms: offset_ms, text: (*t).into() }).collect();
     (info, lines)
 }
 
@@ -214,45 +191,21 @@ macro_rules! loader {
         /// Builds the plugin through its exported ABI constructor, exactly as the
         /// server does, from the JSON of its settings parameters.
         pub fn $fn_name<T: $author>(config_json: &str) -> Result<$boxed, String> {
-            crate::export::$ctor::<T>(RStr::from(config_json))
-                .into_result()
-                .map_err(Into::into)
+            crate::export::$ctor::<T>(RStr::from(config_json)).into_result().map_err(Into::into)
         }
     };
 }
 
 loader!(trigger_from, crate::Trigger, TriggerBox, new_trigger);
 loader!(scm_from, crate::Scm, ScmBox, new_scm);
-loader!(
-    isolation_from,
-    crate::Isolation,
-    IsolationBox,
-    new_isolation
-);
+loader!(isolation_from, crate::Isolation, IsolationBox, new_isolation);
 loader!(output_from, crate::Output, OutputBox, new_output);
-loader!(
-    authorization_from,
-    crate::Authorization,
-    AuthorizationBox,
-    new_authorization
-);
-loader!(
-    organization_from,
-    crate::Organization,
-    OrganizationBox,
-    new_organization
-);
-loader!(
-    variables_from,
-    crate::Variables,
-    VariablesBox,
-    new_variables
-);
+loader!(authorization_from, crate::Authorization, AuthorizationBox, new_authorization);
+loader!(organization_from, crate::Organization, OrganizationBox, new_organization);
+loader!(variables_from, crate::Variables, VariablesBox, new_variables);
 loader!(secrets_from, crate::Secrets, SecretsBox, new_secrets);
 
 /// Serializes a context for an ABI call.
 pub fn to_json<T: serde::Serialize>(value: &T) -> RString {
-    serde_json::to_string(value)
-        .expect("context serializes")
-        .into()
+    serde_json::to_string(value).expect("context serializes").into()
 }

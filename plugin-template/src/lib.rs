@@ -1,0 +1,197 @@
+//! The `template` trigger plugin: an example to copy when writing a plugin.
+//!
+//! On each build it writes `<greeting> from build <id> of <project>` to the
+//! build's message log and, if the `file` parameter is set, appends the same
+//! line to that file. `file` is a minijinja template rendered against the
+//! trigger context (`hook`, `build`, `project`), so one file per project is
+//! `file = "/var/log/greetings/{{ project.name }}.log"`.
+//!
+//! ```toml
+//! [plugins.success_triggers.hello]
+//! library = "template"
+//! greeting = "hello"
+//! file = "/tmp/{{ project.name }}-greetings.log"
+//! ```
+//!
+//! What every plugin does, shown here:
+//! * check its parameters in `new`, naming the parameter in each error, so a
+//!   bad setting stops the server at start-up rather than failing builds;
+//! * report progress through the [`Host`] and failures as `Err(one line)`;
+//! * export itself with [`export_plugin!`].
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+
+use minijinja::{Environment, UndefinedBehavior};
+use vespene_plugin_api::serde_json::{self, Map, Value};
+use vespene_plugin_api::{export_plugin, Host, PluginResult, Trigger, TriggerContext};
+
+/// The parameters this plugin takes; anything else is a configuration error.
+const PARAMETERS: &[&str] = &["greeting", "file"];
+
+/// The name the `file` template is stored under; it appears in render errors.
+const FILE_TEMPLATE: &str = "file";
+
+/// The `template` trigger.
+#[derive(Debug)]
+pub struct Greeter {
+    greeting: String,
+    /// The compiled `file` template and its text, when the parameter is set.
+    file: Option<(Environment<'static>, String)>,
+}
+
+/// A template error in one line, quoting the failing part of `source` when
+/// minijinja knows it ("undefined value" alone does not say which one).
+fn describe(err: &minijinja::Error, source: &str) -> String {
+    match err.range().and_then(|r| source.get(r)) {
+        Some(at) if !at.trim().is_empty() => format!("{err} at `{at}`"),
+        _ => err.to_string(),
+    }
+}
+
+impl Greeter {
+    /// The line written for one build.
+    pub fn line(&self, context: &TriggerContext) -> String {
+        format!("{} from build {} of {}", self.greeting, context.build.id, context.project.name)
+    }
+
+    /// The file to append to for one build, if the `file` parameter is set.
+    pub fn file_path(&self, context: &TriggerContext) -> PluginResult<Option<String>> {
+        let Some((env, source)) = &self.file else {
+            return Ok(None);
+        };
+        let vars = serde_json::to_value(context).map_err(|e| e.to_string())?;
+        env.get_template(FILE_TEMPLATE)
+            .and_then(|t| t.render(&vars))
+            .map(Some)
+            .map_err(|e| format!("cannot render parameter 'file' of the template trigger: {}", describe(&e, source)))
+    }
+}
+
+impl Trigger for Greeter {
+    fn new(config: &Value) -> PluginResult<Self> {
+        let empty = Map::new();
+        let params = match config {
+            Value::Object(params) => params,
+            // No parameters at all: reported below as the missing 'greeting'.
+            Value::Null => &empty,
+            other => return Err(format!("the parameters of trigger plugin template must be a table, not {other}")),
+        };
+        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
+            return Err(format!("unknown parameter '{key}' for trigger plugin template"));
+        }
+        let greeting = params
+            .get("greeting")
+            .and_then(Value::as_str)
+            .ok_or("parameter 'greeting' (a string) is required")?
+            .to_string();
+        let file = match params.get("file") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(path)) => {
+                let mut env = Environment::new();
+                // A misspelt variable must fail, not write to a path with a hole in it.
+                env.set_undefined_behavior(UndefinedBehavior::Strict);
+                env.add_template_owned(FILE_TEMPLATE, path.clone())
+                    .map_err(|e| format!("parameter 'file' is not a valid template: {}", describe(&e, path)))?;
+                Some((env, path.clone()))
+            }
+            Some(_) => return Err("parameter 'file' must be a string (a path)".to_string()),
+        };
+        Ok(Greeter { greeting, file })
+    }
+
+    fn execute(&self, context: &TriggerContext, host: &Host<'_>) -> PluginResult<()> {
+        let line = self.line(context);
+        host.message(&line);
+        if let Some(path) = self.file_path(context)? {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("cannot open {path}: {e}"))?;
+            // One write per line so concurrent builds do not interleave mid-line.
+            file.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("cannot write to {path}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+export_plugin! {
+    name: "template",
+    description: "Example trigger: greets each build, optionally into a file",
+    trigger: Greeter,
+}
+
+#[cfg(test)]
+mod tests {
+    use vespene_plugin_api::serde_json::json;
+    use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
+    use vespene_plugin_api::TriggerContext;
+
+    use super::Greeter;
+
+    fn execute(config_json: &str, ctx: &TriggerContext, host: &RecordingHost) -> Result<(), String> {
+        let trigger = trigger_from::<Greeter>(config_json)?;
+        trigger.execute(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    }
+
+    #[test]
+    fn writes_the_greeting_to_the_message_log() {
+        let host = RecordingHost::new();
+        execute(r#"{"greeting": "hello"}"#, &fake_trigger_context("success"), &host).unwrap();
+        assert_eq!(host.messages(), vec!["hello from build 42 of demo".to_string()]);
+        assert!(host.outputs().is_empty());
+    }
+
+    #[test]
+    fn appends_the_greeting_to_the_rendered_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = format!("{}/{{{{ project.name }}}}-{{{{ hook }}}}.log", dir.path().display());
+        let cfg = json!({"greeting": "hi", "file": template}).to_string();
+        let host = RecordingHost::new();
+        let mut ctx = fake_trigger_context("failure");
+
+        execute(&cfg, &ctx, &host).unwrap();
+        ctx.build.id = 43;
+        execute(&cfg, &ctx, &host).unwrap();
+
+        let written = std::fs::read_to_string(dir.path().join("demo-failure.log")).unwrap();
+        assert_eq!(written, "hi from build 42 of demo\nhi from build 43 of demo\n");
+        assert_eq!(host.messages().len(), 2);
+    }
+
+    #[test]
+    fn an_unwritable_file_fails_the_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = json!({
+            "greeting": "hi",
+            "file": dir.path().join("missing-dir/x.log"),
+        })
+        .to_string();
+        let err = execute(&cfg, &fake_trigger_context("success"), &RecordingHost::new()).unwrap_err();
+        assert!(err.starts_with("cannot open "), "{err}");
+    }
+
+    #[test]
+    fn an_undefined_variable_in_file_fails_the_trigger() {
+        let cfg = r#"{"greeting": "hi", "file": "/tmp/{{ build.nope }}.log"}"#;
+        let err = execute(cfg, &fake_trigger_context("success"), &RecordingHost::new()).unwrap_err();
+        assert!(err.starts_with("cannot render parameter 'file'"), "{err}");
+        assert!(err.ends_with(" at `build.nope`"), "{err}");
+    }
+
+    #[test]
+    fn bad_configurations_name_the_parameter() {
+        let cases = [
+            ("{}", "parameter 'greeting' (a string) is required"),
+            (r#"{"greeting": 1}"#, "parameter 'greeting' (a string) is required"),
+            (r#"{"greeting": "hi", "file": 1}"#, "parameter 'file' must be a string (a path)"),
+            (r#"{"greeting": "hi", "greting": "x"}"#, "unknown parameter 'greting' for trigger plugin template"),
+        ];
+        for (cfg, expected) in cases {
+            assert_eq!(trigger_from::<Greeter>(cfg).err().unwrap(), expected, "{cfg}");
+        }
+        let err = trigger_from::<Greeter>(r#"{"greeting": "hi", "file": "/tmp/{% if %}"}"#).err().unwrap();
+        assert!(err.starts_with("parameter 'file' is not a valid template: "), "{err}");
+    }
+}

@@ -1,0 +1,264 @@
+//! The `command` trigger plugin: runs a shell command before or after a build.
+//!
+//! Its one parameter, `command`, is a minijinja template rendered against the
+//! trigger context (`hook`, `build`, `project`) with strict undefined checking,
+//! so a misspelt variable fails the trigger instead of running a half-empty
+//! command. The command runs through the host with `/bin/sh -c`, in the build's
+//! working directory, its output going to the build's message log; a non-zero
+//! exit fails the trigger.
+//!
+//! ```toml
+//! [plugins.success_triggers.notify]
+//! library = "command"
+//! command = "notify-send 'build {{ build.id }} of {{ project.name }} passed'"
+//! ```
+
+use minijinja::{Environment, UndefinedBehavior};
+use vespene_plugin_api::serde_json::{self, Value};
+use vespene_plugin_api::{export_plugin, CommandRequest, Host, PluginResult, StreamName, Trigger, TriggerContext};
+
+/// The name the command template is stored under; it appears in render errors.
+const TEMPLATE: &str = "command";
+
+/// The `command` trigger.
+#[derive(Debug)]
+pub struct CommandTrigger {
+    /// Holds the compiled command template.
+    env: Environment<'static>,
+    /// The template's text, to quote the part an error points at.
+    source: String,
+}
+
+/// A template error in one line, quoting the failing part of `source` when
+/// minijinja knows it ("undefined value" alone does not say which one).
+fn describe(err: &minijinja::Error, source: &str) -> String {
+    match err.range().and_then(|r| source.get(r)) {
+        Some(at) if !at.trim().is_empty() => format!("{err} at `{at}`"),
+        _ => err.to_string(),
+    }
+}
+
+impl CommandTrigger {
+    /// Renders the command for one build.
+    pub fn render(&self, context: &TriggerContext) -> PluginResult<String> {
+        // The context's own JSON (hook, build, project and any newer fields).
+        let vars = serde_json::to_value(context).map_err(|e| e.to_string())?;
+        self.env
+            .get_template(TEMPLATE)
+            .and_then(|t| t.render(&vars))
+            .map_err(|e| format!("cannot render the command of the command trigger: {}", describe(&e, &self.source)))
+    }
+}
+
+impl Trigger for CommandTrigger {
+    fn new(config: &Value) -> PluginResult<Self> {
+        let empty = serde_json::Map::new();
+        let params = match config {
+            Value::Object(params) => params,
+            Value::Null => &empty,
+            other => return Err(format!("the parameters of trigger plugin command must be a table, not {other}")),
+        };
+        let unknown: Vec<String> =
+            params.keys().filter(|k| k.as_str() != "command").map(|k| format!("'{k}'")).collect();
+        match unknown.len() {
+            0 => {}
+            1 => return Err(format!("unknown parameter {} for trigger plugin command", unknown[0])),
+            _ => return Err(format!("unknown parameters {} for trigger plugin command", unknown.join(", "))),
+        }
+        let command =
+            params.get("command").and_then(Value::as_str).ok_or("parameter 'command' (a string) is required")?;
+
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Compiling here turns a syntax error into a start-up error, not a failed build.
+        env.add_template_owned(TEMPLATE, command.to_string())
+            .map_err(|e| format!("parameter 'command' is not a valid template: {}", describe(&e, command)))?;
+        Ok(CommandTrigger { env, source: command.to_string() })
+    }
+
+    fn execute(&self, context: &TriggerContext, host: &Host<'_>) -> PluginResult<()> {
+        let rendered = self.render(context)?;
+        let working_dir = &context.build.working_dir;
+        // The host logs the command line itself (log_command), so no message here.
+        let outcome = host.run(&CommandRequest {
+            stream: StreamName::Message,
+            cwd: (!working_dir.is_empty()).then(|| working_dir.clone()),
+            ..CommandRequest::shell(rendered.clone())
+        })?;
+        // A stopped command exits non-zero too: report the cancel, which is the cause.
+        if outcome.cancelled {
+            return Err("command trigger was cancelled".to_string());
+        }
+        if outcome.exit_code != 0 {
+            return Err(format!("command trigger failed with exit code {}: {rendered}", outcome.exit_code));
+        }
+        Ok(())
+    }
+}
+
+export_plugin! {
+    name: "command",
+    description: "Trigger that runs a templated shell command",
+    trigger: CommandTrigger,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use vespene_plugin_api::abi::{CommandOutcome, CommandRunner, CommandRunner_TO};
+    use vespene_plugin_api::abi_stable::sabi_trait::TD_Opaque;
+    use vespene_plugin_api::abi_stable::std_types::{ROk, RResult, RStr, RString};
+    use vespene_plugin_api::serde_json::{self, json};
+    use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
+    use vespene_plugin_api::{CommandRequest, StreamName, TriggerContext};
+
+    use super::CommandTrigger;
+
+    fn config(command: &str) -> String {
+        json!({ "command": command }).to_string()
+    }
+
+    fn context_in(dir: &std::path::Path) -> TriggerContext {
+        let mut ctx = fake_trigger_context("success");
+        ctx.build.working_dir = dir.to_string_lossy().into_owned();
+        ctx
+    }
+
+    fn execute(config_json: &str, ctx: &TriggerContext, host: &RecordingHost) -> Result<(), String> {
+        let trigger = trigger_from::<CommandTrigger>(config_json)?;
+        trigger.execute(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    }
+
+    #[test]
+    fn runs_the_rendered_command_in_the_working_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = RecordingHost::new();
+        // A relative path: lands in the build's working directory only if cwd is set.
+        let cfg = config("echo '{{ hook }} {{ build.id }} {{ project.name }}' > out.txt && echo wrote it");
+
+        execute(&cfg, &context_in(dir.path()), &host).unwrap();
+
+        let written = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
+        assert_eq!(written, "success 42 demo\n");
+        // The command's output goes to the housekeeping log, not the build output.
+        assert_eq!(host.messages(), vec!["wrote it".to_string()]);
+        assert!(host.outputs().is_empty());
+    }
+
+    #[test]
+    fn non_zero_exit_fails_with_code_and_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = RecordingHost::new();
+        let err =
+            execute(&config("echo failing for {{ build.id }}; exit 3"), &context_in(dir.path()), &host).unwrap_err();
+        assert_eq!(err, "command trigger failed with exit code 3: echo failing for 42; exit 3");
+        assert_eq!(host.messages(), vec!["failing for 42".to_string()]);
+    }
+
+    #[test]
+    fn undefined_variable_fails_at_execute_without_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = RecordingHost::new();
+        let err =
+            execute(&config("touch ran.txt {{ build.no_such_field }}"), &context_in(dir.path()), &host).unwrap_err();
+        assert!(err.starts_with("cannot render the command"), "{err}");
+        assert!(err.contains("undefined"), "{err}");
+        assert!(err.ends_with(" at `build.no_such_field`"), "{err}");
+        assert!(!dir.path().join("ran.txt").exists());
+    }
+
+    #[test]
+    fn null_fields_render_and_newer_context_fields_are_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = RecordingHost::new();
+        let mut ctx = context_in(dir.path());
+        ctx.extra.insert("pipeline".into(), json!({"name": "deploy"}));
+        execute(&config("echo {{ pipeline.name }} {{ build.revision or 'HEAD' }}"), &ctx, &host).unwrap();
+        assert_eq!(host.messages(), vec!["deploy HEAD".to_string()]);
+    }
+
+    #[test]
+    fn template_syntax_error_is_a_configuration_error() {
+        let err = trigger_from::<CommandTrigger>(&config("echo {{ build.id")).err().unwrap();
+        assert!(err.starts_with("parameter 'command' is not a valid template: "), "{err}");
+        assert!(err.contains("syntax error"), "{err}");
+    }
+
+    #[test]
+    fn command_is_required_and_must_be_a_string() {
+        for cfg in ["{}", "", r#"{"command": 5}"#, r#"{"command": null}"#] {
+            let err = trigger_from::<CommandTrigger>(cfg).err().unwrap();
+            assert_eq!(err, "parameter 'command' (a string) is required", "{cfg}");
+        }
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let err = trigger_from::<CommandTrigger>(r#"{"command": "true", "comand": "x"}"#).err().unwrap();
+        assert_eq!(err, "unknown parameter 'comand' for trigger plugin command");
+
+        let err = trigger_from::<CommandTrigger>(r#"{"a": 1, "b": 2}"#).err().unwrap();
+        assert_eq!(err, "unknown parameters 'a', 'b' for trigger plugin command");
+    }
+
+    /// A command runner that records the request and answers a canned outcome.
+    struct FakeRunner {
+        seen: Mutex<Vec<CommandRequest>>,
+        outcome: CommandOutcome,
+    }
+
+    impl CommandRunner for FakeRunner {
+        fn run(&self, request: RStr<'_>) -> RResult<CommandOutcome, RString> {
+            let req = serde_json::from_str(request.as_str()).unwrap();
+            self.seen.lock().unwrap().push(req);
+            ROk(self.outcome.clone())
+        }
+    }
+
+    fn with_fake_runner(outcome: CommandOutcome, ctx: &TriggerContext) -> (Result<(), String>, Vec<CommandRequest>) {
+        let recording = RecordingHost::new();
+        let runner = FakeRunner { seen: Mutex::new(Vec::new()), outcome };
+        let mut host = recording.host();
+        host.commands = CommandRunner_TO::from_ptr(&runner, TD_Opaque);
+        let trigger = trigger_from::<CommandTrigger>(&config("make deploy ID={{ build.id }}")).unwrap();
+        let result = trigger.execute(to_json(ctx).as_rstr(), &host).into_result().map_err(Into::into);
+        drop(host);
+        (result, runner.seen.into_inner().unwrap())
+    }
+
+    #[test]
+    fn asks_the_host_for_a_logged_shell_command_on_the_message_stream() {
+        let mut ctx = fake_trigger_context("pre");
+        ctx.build.working_dir = "/srv/build/42".into();
+        let (result, seen) =
+            with_fake_runner(CommandOutcome { exit_code: 0, cancelled: false, last_line: "".into() }, &ctx);
+        result.unwrap();
+        assert_eq!(seen.len(), 1);
+        let req = &seen[0];
+        assert_eq!(req.shell.as_deref(), Some("make deploy ID=42"));
+        assert!(req.argv.is_empty());
+        assert_eq!(req.cwd.as_deref(), Some("/srv/build/42"));
+        assert_eq!(req.stream, StreamName::Message);
+        assert!(req.log_command);
+    }
+
+    #[test]
+    fn empty_working_dir_leaves_cwd_to_the_host() {
+        let mut ctx = fake_trigger_context("pre");
+        ctx.build.working_dir = String::new();
+        let (result, seen) =
+            with_fake_runner(CommandOutcome { exit_code: 0, cancelled: false, last_line: "".into() }, &ctx);
+        result.unwrap();
+        assert_eq!(seen[0].cwd, None);
+    }
+
+    #[test]
+    fn a_cancelled_command_reports_the_cancel() {
+        let (result, _) = with_fake_runner(
+            CommandOutcome { exit_code: -1, cancelled: true, last_line: "".into() },
+            &fake_trigger_context("success"),
+        );
+        assert_eq!(result.unwrap_err(), "command trigger was cancelled");
+    }
+}

@@ -1,0 +1,2 @@
+//! Output append benchmark (filled in with the store).
+fn main() {}

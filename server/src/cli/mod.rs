@@ -1,0 +1,118 @@
+//! The `vespene` command line: argument parsing (clap) and one function per
+//! subcommand. Subcommands load settings and plugins through the same code the
+//! server uses, so `plugins list` and `plugins check` tell the truth about what
+//! `serve` will do.
+
+mod plugins_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::plugins::Registry;
+use crate::settings::{LoadOptions, Settings};
+
+/// Vespene: a self-hosted build and automation server.
+#[derive(Debug, Parser)]
+#[command(name = "vespene", version, about)]
+pub struct Cli {
+    /// A settings file read after /etc/vespene/settings.toml and settings.d.
+    #[arg(long, global = true, env = "VESPENE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the web server (and, by default, embedded workers).
+    Serve,
+    /// Inspect and try plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Print the effective settings as TOML.
+    Settings,
+}
+
+/// `vespene plugins ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Load every configured plugin and list them.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load one .so file and report what it provides, or why it cannot load.
+    Check {
+        /// The plugin library.
+        path: PathBuf,
+    },
+    /// Call a configured trigger or output plugin (SECTION.NAME), or a whole section in order (SECTION), outside a build.
+    Try {
+        /// SECTION.NAME (e.g. success_triggers.publish) or SECTION (e.g. success_triggers).
+        entry: String,
+        /// For output plugins: the line to pass through (repeatable).
+        #[arg(long = "line", default_value = "hello from vespene")]
+        lines: Vec<String>,
+        /// How many times to call it (each call is independent).
+        #[arg(long, default_value_t = 1)]
+        times: u32,
+    },
+}
+
+/// Runs the command line and answers the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VESPENE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugins(PluginsCommand::Check { path }) => Ok(plugins_cmd::check(&path)),
+        command => {
+            let (settings, _sources) = Settings::load(&LoadOptions::from_process(cli.config))?;
+            match command {
+                Command::Serve => {
+                    let registry = load_plugins(&settings)?;
+                    crate::web::serve(settings, registry)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Command::Settings => {
+                    print!("{}", toml::to_string_pretty(&settings)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Command::Plugins(PluginsCommand::List { json }) => {
+                    plugins_cmd::list(&load_plugins(&settings)?, json)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Command::Plugins(PluginsCommand::Try { entry, lines, times }) => {
+                    Ok(plugins_cmd::try_entry(&load_plugins(&settings)?, &entry, &lines, times))
+                }
+                Command::Plugins(PluginsCommand::Check { .. }) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// Loads the configured plugins; the server refuses to start without them.
+pub fn load_plugins(settings: &Settings) -> anyhow::Result<Registry> {
+    Ok(Registry::load(&settings.plugins, &settings.plugin_path.dirs())?)
+}

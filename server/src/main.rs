@@ -1,0 +1,5 @@
+//! The `vespene` binary.
+
+fn main() -> std::process::ExitCode {
+    vespene::cli::main()
+}

@@ -1,0 +1,208 @@
+//! Running commands for builds and plugins: stdout and stderr merged and
+//! streamed line by line, the whole process group killed at once on stop or
+//! timeout (not on the next output line).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use vespene_plugin_api::{CommandOutcome, CommandRequest};
+
+/// How often a running command checks for stop and timeout.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Why a command was stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The build was stopped or the host's cancel token fired.
+    Cancelled,
+    /// The request's own time limit passed.
+    TimedOut,
+}
+
+/// Runs `request`, calling `on_line` for every line it prints and `cancelled`
+/// between lines and every [`POLL`] while it is quiet.
+pub fn run(
+    request: &CommandRequest,
+    default_cwd: Option<&std::path::Path>,
+    mut on_line: impl FnMut(&str),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(CommandOutcome, Option<StopReason>), String> {
+    let mut cmd = match (&request.shell, request.argv.split_first()) {
+        (Some(line), _) => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(line);
+            c
+        }
+        (None, Some((program, args))) => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+        (None, None) => return Err("the command is empty".into()),
+    };
+    if let Some(cwd) = request.cwd.as_deref().map(std::path::Path::new).or(default_cwd) {
+        cmd.current_dir(cwd);
+    }
+    let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let writer2 = writer.try_clone().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    cmd.envs(&request.env)
+        .stdin(if request.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(writer)
+        .stderr(writer2)
+        // Its own process group, so one kill reaches everything it started.
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", describe(request)))?;
+    drop(cmd); // closes our copies of the pipe's write end
+    if let (Some(input), Some(mut stdin)) = (&request.stdin, child.stdin.take()) {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(input.as_bytes());
+        });
+    }
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader_thread = std::thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    if tx.send(strip_ansi(line)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let deadline = request.timeout_seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut last_line = String::new();
+    let mut stop = None;
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(line) => {
+                on_line(&line);
+                last_line = line;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if stop.is_none() {
+            if cancelled() {
+                stop = Some(StopReason::Cancelled);
+            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                stop = Some(StopReason::TimedOut);
+            }
+            if stop.is_some() {
+                kill_group(child.id());
+            }
+        }
+    }
+    let _ = reader_thread.join();
+    let status = child.wait().map_err(|e| format!("cannot wait for {}: {e}", describe(request)))?;
+    // Children that closed their output but kept running die with the group too.
+    kill_group(child.id());
+    let outcome = CommandOutcome {
+        exit_code: status.code().unwrap_or(-1),
+        cancelled: stop.is_some(),
+        last_line: last_line.into(),
+    };
+    Ok((outcome, stop))
+}
+
+/// Kills a process group started with `process_group(0)`.
+pub fn kill_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals the group; no memory is touched.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
+
+/// The command as shown in the message log.
+pub fn describe(request: &CommandRequest) -> String {
+    match &request.shell {
+        Some(line) => line.clone(),
+        None => request.argv.join(" "),
+    }
+}
+
+/// Removes ANSI escape sequences (colours, cursor moves) from a line.
+pub fn strip_ansi(line: &str) -> String {
+    if !line.contains('\u{1b}') {
+        return line.to_string();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('[') => {
+                chars.next();
+                // CSI: parameters and intermediates, then one final byte in @..~
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                // OSC: up to BEL or ESC \
+                for c in chars.by_ref() {
+                    if c == '\u{7}' || c == '\u{1b}' {
+                        break;
+                    }
+                }
+            }
+            Some(_) => {
+                chars.next();
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_colours_and_keeps_text() {
+        assert_eq!(strip_ansi("\u{1b}[1;31mred\u{1b}[0m plain"), "red plain");
+        assert_eq!(strip_ansi("no escapes"), "no escapes");
+    }
+
+    #[test]
+    fn merges_streams_and_reports_exit_code() {
+        let mut lines = Vec::new();
+        let (outcome, stop) =
+            run(&CommandRequest::shell("echo out; echo err >&2; exit 3"), None, |l| lines.push(l.to_string()), &|| {
+                false
+            })
+            .unwrap();
+        assert_eq!(outcome.exit_code, 3);
+        assert_eq!(stop, None);
+        assert_eq!(lines, vec!["out", "err"]);
+        assert_eq!(outcome.last_line.as_str(), "err");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group_quickly() {
+        let started = Instant::now();
+        let req =
+            CommandRequest { timeout_seconds: Some(1), ..CommandRequest::shell("sleep 600 & sleep 600; echo never") };
+        let (outcome, stop) = run(&req, None, |_| {}, &|| false).unwrap();
+        assert_eq!(stop, Some(StopReason::TimedOut));
+        assert!(outcome.cancelled);
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    }
+}

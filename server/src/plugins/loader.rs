@@ -1,0 +1,91 @@
+//! Finding and opening plugin libraries, with one clear line for every way
+//! that can go wrong.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use vespene_plugin_api::abi::{PluginInfo, PluginModuleRef, INTERFACE_VERSION};
+
+/// An opened plugin library.
+#[derive(Clone)]
+pub struct Library {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Its root module.
+    pub module: PluginModuleRef,
+    /// What it says about itself.
+    pub info: PluginInfo,
+}
+
+/// Resolves `library` (a bare name or a path) against `plugin_path`.
+pub fn resolve(library: &str, plugin_path: &[PathBuf]) -> Result<PathBuf, String> {
+    if library.contains('/') || library.ends_with(".so") {
+        let path = PathBuf::from(library);
+        return if path.is_file() { Ok(path) } else { Err(format!("library file {} does not exist", path.display())) };
+    }
+    let stem = library.replace('-', "_");
+    let candidates = [format!("libvespene_{stem}.so"), format!("lib{stem}.so"), format!("{library}.so")];
+    for dir in plugin_path {
+        for file in &candidates {
+            let path = dir.join(file);
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+    }
+    let dirs: Vec<String> = plugin_path.iter().map(|d| d.display().to_string()).collect();
+    Err(format!(
+        "library '{library}' not found on plugin_path [{}] (looked for {})",
+        dirs.join(", "),
+        candidates.join(", ")
+    ))
+}
+
+/// Opens a plugin library, checking its interface version and layout.
+pub fn open(path: &Path) -> Result<Library, String> {
+    if !path.is_file() {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    let header = lib_header_from_path(path).map_err(|e| match e {
+        LibraryError::OpenError { err, .. } => {
+            format!("cannot be opened as a shared library: {}", first_line(&err.to_string()))
+        }
+        LibraryError::GetSymbolError { .. } => {
+            "is not a Vespene plugin: it exports no plugin root module (build it with export_plugin!)".into()
+        }
+        other => first_line(&other.to_string()),
+    })?;
+    let built_on = header.version_strings().version.to_string();
+    let module = header.init_root_module::<PluginModuleRef>().map_err(|e| match e {
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
+            "was built on plugin interface {actual_version}, this server speaks {expected_version}: \
+             the major versions must match; rebuild it against vespene-plugin-api {}",
+            PluginModuleRef::VERSION_STRINGS.version
+        ),
+        LibraryError::AbiInstability(_) => format!(
+            "its plugin interface layout differs from this server's (both claim version {built_on} / \
+             {INTERFACE_VERSION}): it was built from a modified or mismatched vespene-plugin-api; rebuild it"
+        ),
+        LibraryError::InvalidAbiHeader(_) => "was built with an incompatible abi_stable release".into(),
+        LibraryError::RootModule { err, .. } => format!("its root module failed: {}", first_line(&err.to_string())),
+        other => first_line(&other.to_string()),
+    })?;
+    let info = (module.info())();
+    Ok(Library { path: path.to_path_buf(), module, info })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").chars().take(300).collect()
+}
+
+/// Whether a plugin was built on an older minor version of this interface.
+pub fn built_on_older_minor(plugin_interface: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(plugin_interface), parse(INTERFACE_VERSION)) {
+        (Some((pmaj, pmin)), Some((smaj, smin))) => pmaj == smaj && pmin < smin,
+        _ => false,
+    }
+}

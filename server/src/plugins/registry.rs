@@ -1,0 +1,241 @@
+//! The loaded plugin set: every enabled settings entry, instantiated with its
+//! parameters, kept in section and settings order.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use abi_stable::std_types::RStr;
+use serde::Serialize;
+use vespene_plugin_api::abi::*;
+use vespene_plugin_api::Kind;
+
+use super::loader::{self, Library};
+use crate::settings::{PluginEntry, PluginSection, PluginSettings};
+
+/// A plugin instance of one kind.
+pub enum Instance {
+    /// A trigger.
+    Trigger(TriggerBox),
+    /// An SCM plugin.
+    Scm(ScmBox),
+    /// An isolation plugin.
+    Isolation(IsolationBox),
+    /// An output plugin.
+    Output(OutputBox),
+    /// An authorization plugin.
+    Authorization(AuthorizationBox),
+    /// An organization importer.
+    Organization(OrganizationBox),
+    /// A variables plugin.
+    Variables(VariablesBox),
+    /// A secrets plugin.
+    Secrets(SecretsBox),
+}
+
+/// One configured, loaded and instantiated plugin.
+pub struct LoadedPlugin {
+    /// The entry's name in its section.
+    pub name: String,
+    /// The section it is configured in.
+    pub section: PluginSection,
+    /// The library it came from.
+    pub library: Library,
+    /// The live instance.
+    pub instance: Instance,
+}
+
+/// What `vespene plugins list` and the plugins page show of a plugin.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PluginSummary {
+    /// The entry's name.
+    pub name: String,
+    /// Its section.
+    pub section: String,
+    /// The library's path.
+    pub library: String,
+    /// The plugin's own name.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The interface version it was built on.
+    pub interface_version: String,
+    /// True when built on an older minor version of the interface.
+    pub older_interface: bool,
+    /// What it says it does.
+    pub description: String,
+}
+
+/// A plugin that could not be loaded: one line naming entry, path and reason.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin '{entry}'{}: {reason}", .path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default())]
+pub struct PluginLoadError {
+    /// `section.name`.
+    pub entry: String,
+    /// The library path, once resolved.
+    pub path: Option<PathBuf>,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// Every loaded plugin.
+#[derive(Default)]
+pub struct Registry {
+    plugins: Vec<LoadedPlugin>,
+}
+
+impl Registry {
+    /// Loads and instantiates every enabled entry; the first failure stops it.
+    pub fn load(settings: &PluginSettings, plugin_path: &[PathBuf]) -> Result<Registry, PluginLoadError> {
+        let mut libraries: HashMap<PathBuf, Library> = HashMap::new();
+        let mut plugins = Vec::new();
+        for (section, name, entry) in settings.enabled() {
+            let fail = |path: Option<&Path>, reason: String| PluginLoadError {
+                entry: format!("{section}.{name}"),
+                path: path.map(Path::to_path_buf),
+                reason,
+            };
+            let path = loader::resolve(&entry.library, plugin_path).map_err(|r| fail(None, r))?;
+            let key = path.canonicalize().unwrap_or_else(|_| path.clone());
+            let library = match libraries.get(&key) {
+                Some(lib) => lib.clone(),
+                None => {
+                    let lib = loader::open(&path).map_err(|r| fail(Some(&path), r))?;
+                    libraries.insert(key, lib.clone());
+                    lib
+                }
+            };
+            let instance = instantiate(&library, section, entry).map_err(|r| fail(Some(&path), r))?;
+            plugins.push(LoadedPlugin { name: name.clone(), section, library, instance });
+        }
+        Ok(Registry { plugins })
+    }
+
+    /// Every plugin, in section and settings order.
+    pub fn all(&self) -> &[LoadedPlugin] {
+        &self.plugins
+    }
+
+    /// Summaries for listings.
+    pub fn summaries(&self) -> Vec<PluginSummary> {
+        self.plugins.iter().map(LoadedPlugin::summary).collect()
+    }
+
+    /// The plugins of one section, in settings order.
+    pub fn section(&self, section: PluginSection) -> impl Iterator<Item = &LoadedPlugin> {
+        self.plugins.iter().filter(move |p| p.section == section)
+    }
+
+    /// Looks up `section.name`.
+    pub fn get(&self, section: PluginSection, name: &str) -> Option<&LoadedPlugin> {
+        self.section(section).find(|p| p.name == name)
+    }
+
+    /// The triggers of a trigger section, in order.
+    pub fn triggers(&self, section: PluginSection) -> impl Iterator<Item = (&str, &TriggerBox)> {
+        self.section(section).filter_map(|p| match &p.instance {
+            Instance::Trigger(t) => Some((p.name.as_str(), t)),
+            _ => None,
+        })
+    }
+
+    /// The output chain, in order.
+    pub fn output_chain(&self) -> Vec<&OutputBox> {
+        self.section(PluginSection::Output)
+            .filter_map(|p| match &p.instance {
+                Instance::Output(o) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The SCM plugin configured as `name`.
+    pub fn scm(&self, name: &str) -> Option<&ScmBox> {
+        match &self.get(PluginSection::Scm, name)?.instance {
+            Instance::Scm(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The isolation plugin configured as `name`.
+    pub fn isolation(&self, name: &str) -> Option<&IsolationBox> {
+        match &self.get(PluginSection::Isolation, name)?.instance {
+            Instance::Isolation(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The names configured in a section (the UI's choice lists).
+    pub fn names(&self, section: PluginSection) -> Vec<String> {
+        self.section(section).map(|p| p.name.clone()).collect()
+    }
+}
+
+impl LoadedPlugin {
+    /// What listings show of this plugin.
+    pub fn summary(&self) -> PluginSummary {
+        let info = &self.library.info;
+        PluginSummary {
+            name: self.name.clone(),
+            section: self.section.name().to_string(),
+            library: self.library.path.display().to_string(),
+            plugin: info.name.to_string(),
+            version: info.version.to_string(),
+            interface_version: info.interface_version.to_string(),
+            older_interface: loader::built_on_older_minor(info.interface_version.as_str()),
+            description: info.description.to_string(),
+        }
+    }
+}
+
+/// The kinds a library provides, read from its constructors (the source of truth).
+pub fn provided_kinds(module: &PluginModuleRef) -> Vec<Kind> {
+    let mut kinds = Vec::new();
+    let mut add = |present: bool, kind: Kind| {
+        if present {
+            kinds.push(kind)
+        }
+    };
+    add(module.new_trigger().is_some(), Kind::Trigger);
+    add(module.new_scm().is_some(), Kind::Scm);
+    add(module.new_isolation().is_some(), Kind::Isolation);
+    add(module.new_output().is_some(), Kind::Output);
+    add(module.new_authorization().is_some(), Kind::Authorization);
+    add(module.new_organization().is_some(), Kind::Organization);
+    add(module.new_variables().is_some(), Kind::Variables);
+    add(module.new_secrets().is_some(), Kind::Secrets);
+    kinds
+}
+
+fn instantiate(library: &Library, section: PluginSection, entry: &PluginEntry) -> Result<Instance, String> {
+    let params = entry.params_json();
+    let cfg = RStr::from(params.as_str());
+    let module = &library.module;
+    let missing = || {
+        let kinds: Vec<&str> = provided_kinds(module).into_iter().map(Kind::name).collect();
+        format!(
+            "library '{}' provides {} but section '{section}' needs a {} plugin",
+            library.info.name,
+            if kinds.is_empty() { "no plugin kind".to_string() } else { kinds.join(", ") },
+            section.kind()
+        )
+    };
+    let bad = |e: abi_stable::std_types::RString| format!("bad parameters: {e}");
+    Ok(match section.kind() {
+        Kind::Trigger => Instance::Trigger(module.new_trigger().ok_or_else(missing)?(cfg).into_result().map_err(bad)?),
+        Kind::Scm => Instance::Scm(module.new_scm().ok_or_else(missing)?(cfg).into_result().map_err(bad)?),
+        Kind::Isolation => {
+            Instance::Isolation(module.new_isolation().ok_or_else(missing)?(cfg).into_result().map_err(bad)?)
+        }
+        Kind::Output => Instance::Output(module.new_output().ok_or_else(missing)?(cfg).into_result().map_err(bad)?),
+        Kind::Authorization => {
+            Instance::Authorization(module.new_authorization().ok_or_else(missing)?(cfg).into_result().map_err(bad)?)
+        }
+        Kind::Organization => {
+            Instance::Organization(module.new_organization().ok_or_else(missing)?(cfg).into_result().map_err(bad)?)
+        }
+        Kind::Variables => {
+            Instance::Variables(module.new_variables().ok_or_else(missing)?(cfg).into_result().map_err(bad)?)
+        }
+        Kind::Secrets => Instance::Secrets(module.new_secrets().ok_or_else(missing)?(cfg).into_result().map_err(bad)?),
+    })
+}

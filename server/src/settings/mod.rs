@@ -1,0 +1,300 @@
+//! Settings: layered TOML with built-in defaults.
+//!
+//! Owns the settings schema and the layering rule: built-in defaults, then
+//! `/etc/vespene/settings.toml`, then `/etc/vespene/settings.d/*.toml` in name
+//! order, then `--config FILE`, then `VESPENE_*` environment variables
+//! (`VESPENE_DATA_DIR`, `VESPENE_SERVER__LISTEN`: `__` separates nesting). Tables
+//! merge key by key, so a file in `settings.d` can add one plugin entry without
+//! restating the rest. Nothing here loads plugins; see [`crate::plugins`].
+
+mod plugins;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+pub use plugins::{PluginEntry, PluginSection, PluginSettings};
+
+/// Where the system-wide settings live.
+pub const SYSTEM_DIR: &str = "/etc/vespene";
+
+/// The effective settings of one process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the database, the secret key and build roots live by default.
+    pub data_dir: PathBuf,
+    /// Directories searched, in order, for plugins named by bare name.
+    pub plugin_path: PluginPath,
+    /// Where build roots are created; `<data_dir>/buildroot` when empty.
+    #[serde(default)]
+    pub build_root: Option<PathBuf>,
+    /// The web server.
+    pub server: ServerSettings,
+    /// The database.
+    pub database: DatabaseSettings,
+    /// Workers embedded in `vespene serve`.
+    pub workers: WorkerSettings,
+    /// The plugin configuration, section by section.
+    pub plugins: PluginSettings,
+}
+
+/// `plugin_path` as a list, or a `:`-separated string (handy in the environment).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PluginPath {
+    /// `plugin_path = ["/a", "/b"]`
+    List(Vec<PathBuf>),
+    /// `VESPENE_PLUGIN_PATH=/a:/b`
+    Joined(String),
+}
+
+impl PluginPath {
+    /// The directories, in search order.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        match self {
+            PluginPath::List(v) => v.clone(),
+            PluginPath::Joined(s) => s.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
+        }
+    }
+}
+
+/// The web server's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// The address to listen on.
+    pub listen: String,
+}
+
+/// The database's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://...`; empty means SQLite in the data directory.
+    #[serde(default)]
+    pub url: String,
+}
+
+/// Embedded workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Whether `vespene serve` runs workers in its own process.
+    pub embedded: bool,
+    /// How many builds each pool runs at once in the embedded workers.
+    pub per_pool: u32,
+}
+
+/// Where a layer of settings came from, for error messages.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// A file path, or a description such as "built-in defaults".
+    pub source: String,
+    /// Its content.
+    pub table: Table,
+}
+
+/// A settings error: one line naming the source and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+/// Options that decide which layers are read.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The system directory; `/etc/vespene` when `None`.
+    pub system_dir: Option<PathBuf>,
+    /// A file given with `--config`.
+    pub config_file: Option<PathBuf>,
+    /// Environment variables to read (normally `std::env::vars()`).
+    pub env: Vec<(String, String)>,
+}
+
+impl LoadOptions {
+    /// Reads the process environment and the usual locations.
+    pub fn from_process(config_file: Option<PathBuf>) -> Self {
+        let system_dir = std::env::var_os("VESPENE_SYSTEM_DIR").map(PathBuf::from);
+        Self { system_dir, config_file, env: std::env::vars().collect() }
+    }
+}
+
+/// Environment variables that configure the process but are not settings keys.
+const NON_SETTINGS_ENV: &[&str] = &["VESPENE_LOG", "VESPENE_SYSTEM_DIR", "VESPENE_CONFIG"];
+
+impl Settings {
+    /// Reads every layer and merges them into the effective settings.
+    pub fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), SettingsError> {
+        let layers = collect_layers(options)?;
+        let sources = layers.iter().map(|l| l.source.clone()).collect();
+        Ok((Self::from_layers(&layers)?, sources))
+    }
+
+    /// Merges layers in order and checks the result.
+    pub fn from_layers(layers: &[Layer]) -> Result<Settings, SettingsError> {
+        let mut merged = Table::new();
+        for layer in layers {
+            merge(&mut merged, layer.table.clone());
+        }
+        let settings: Settings = serde_path_to_error::deserialize(Value::Table(merged)).map_err(|e| {
+            let key = e.path().to_string();
+            let from: Vec<&str> =
+                layers.iter().filter(|l| has_path(&l.table, &key)).map(|l| l.source.as_str()).collect();
+            let from = if from.is_empty() { String::new() } else { format!(" (set in {})", from.join(", ")) };
+            SettingsError(format!("invalid setting '{key}'{from}: {}", e.inner()))
+        })?;
+        settings.plugins.validate()?;
+        Ok(settings)
+    }
+
+    /// The effective build root.
+    pub fn build_root(&self) -> PathBuf {
+        self.build_root.clone().unwrap_or_else(|| self.data_dir.join("buildroot"))
+    }
+
+    /// The effective database URL.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("vespene.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+/// The built-in defaults: enough for `vespene serve` with no settings file.
+pub fn defaults() -> Table {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let plugin_path: Vec<Value> = [exe_dir.join("plugins"), exe_dir, PathBuf::from("/usr/lib/vespene/plugins")]
+        .iter()
+        .map(|p| Value::String(p.display().to_string()))
+        .collect();
+    let mut table: Table = DEFAULTS_TOML.parse().expect("built-in defaults parse");
+    table.insert("plugin_path".into(), Value::Array(plugin_path));
+    table
+}
+
+/// The defaults that do not depend on where the binary is.
+const DEFAULTS_TOML: &str = r#"
+data_dir = "/var/lib/vespene"
+
+[server]
+listen = "127.0.0.1:8000"
+
+[database]
+url = ""
+
+[workers]
+embedded = true
+per_pool = 2
+
+[plugins.scm.none]
+library = "none"
+
+[plugins.output.timestamp]
+library = "timestamp"
+mode = "elapsed"
+"#;
+
+fn collect_layers(options: &LoadOptions) -> Result<Vec<Layer>, SettingsError> {
+    let mut layers = vec![Layer { source: "built-in defaults".into(), table: defaults() }];
+    let system_dir = options.system_dir.clone().unwrap_or_else(|| PathBuf::from(SYSTEM_DIR));
+    let main_file = system_dir.join("settings.toml");
+    if main_file.exists() {
+        layers.push(read_layer(&main_file)?);
+    }
+    let dropins = system_dir.join("settings.d");
+    if dropins.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dropins)
+            .map_err(|e| SettingsError(format!("{}: {e}", dropins.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            layers.push(read_layer(&file)?);
+        }
+    }
+    if let Some(file) = &options.config_file {
+        if !file.exists() {
+            return Err(SettingsError(format!("settings file {} does not exist", file.display())));
+        }
+        layers.push(read_layer(file)?);
+    }
+    let env = env_layer(&options.env)?;
+    if !env.table.is_empty() {
+        layers.push(env);
+    }
+    Ok(layers)
+}
+
+fn read_layer(path: &Path) -> Result<Layer, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SettingsError(format!("{}: {e}", path.display())))?;
+    let mut table: Table = text.parse().map_err(|e: toml::de::Error| {
+        SettingsError(format!("{}: {}", path.display(), e.to_string().replace('\n', " ").trim()))
+    })?;
+    // Relative library paths are relative to the file that names them.
+    if let Some(dir) = path.parent() {
+        plugins::anchor_library_paths(&mut table, dir);
+    }
+    Ok(Layer { source: path.display().to_string(), table })
+}
+
+fn env_layer(env: &[(String, String)]) -> Result<Layer, SettingsError> {
+    let mut table = Table::new();
+    for (name, raw) in env {
+        let Some(key) = name.strip_prefix("VESPENE_") else { continue };
+        if NON_SETTINGS_ENV.contains(&name.as_str()) || key.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        // A value that parses as a TOML literal (number, bool, array) keeps its type.
+        let value = format!("v = {raw}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(raw.clone()));
+        let mut cursor = &mut table;
+        for part in &path[..path.len() - 1] {
+            cursor = cursor
+                .entry(part.clone())
+                .or_insert_with(|| Value::Table(Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| SettingsError(format!("environment variable {name} conflicts with another")))?;
+        }
+        cursor.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(Layer { source: "environment (VESPENE_*)".into(), table })
+}
+
+/// Merges `over` into `base`: tables recursively, everything else replaced.
+fn merge(base: &mut Table, over: Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+fn has_path(table: &Table, dotted: &str) -> bool {
+    let mut cursor = table;
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        match cursor.get(*part) {
+            Some(Value::Table(t)) if i + 1 < parts.len() => cursor = t,
+            Some(_) => return true,
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,60 @@
+//! The HTTP side: the REST API under `/api/v1`, the web UI, webhooks and live
+//! output streams, all on warp. Handlers call into the engine; they never load
+//! plugins or open files of their own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use warp::Filter;
+
+use crate::plugins::Registry;
+use crate::settings::Settings;
+
+/// Shared state of the web tier.
+pub struct AppState {
+    /// The effective settings.
+    pub settings: Settings,
+    /// The loaded plugins.
+    pub registry: Registry,
+}
+
+/// The routes, separate from the listener so tests can drive them directly.
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    let health = warp::path!("api" / "v1" / "health")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })));
+    let plugins = warp::path!("api" / "v1" / "plugins")
+        .and(warp::get())
+        .map(move || warp::reply::json(&serde_json::json!({ "results": state.registry.summaries() })));
+    health.or(plugins)
+}
+
+/// Runs the web server until interrupted.
+pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
+    let addr: SocketAddr = settings
+        .server
+        .listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid setting 'server.listen' ({}): {e}", settings.server.listen))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let plugin_count = registry.all().len();
+        let state = Arc::new(AppState { settings, registry });
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(plugins = plugin_count, "loaded plugins");
+        println!("Vespene is listening on http://{bound}/");
+        warp::serve(routes(state)).incoming(listener).graceful(shutdown_signal()).run().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

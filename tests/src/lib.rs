@@ -1,0 +1,179 @@
+//! Helpers for the end-to-end tests: where the built binary and plugin
+//! libraries are, running `vespene` with a settings file in a sandbox, and
+//! building fixture plugins against modified copies of the interface crate.
+//!
+//! The tests expect `cargo build --workspace` to have run first (the test
+//! script does it), so `target/<profile>/` holds `vespene` and every `.so`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The directory holding the built `vespene` binary and the plugin libraries.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VESPENE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // The test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The path of a built library named `libvespene_<name>.so`.
+pub fn plugin_lib(name: &str) -> PathBuf {
+    let path = bin_dir().join(format!("libvespene_{name}.so"));
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
+/// A sandbox: a data directory, an empty system settings directory, and a
+/// settings file that tests fill in.
+pub struct Sandbox {
+    /// Removed when the sandbox is dropped.
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// A fresh sandbox.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        Sandbox { dir }
+    }
+
+    /// A path inside the sandbox.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes the `--config` settings file.
+    pub fn settings(&self, toml: &str) -> &Self {
+        std::fs::write(self.path("settings.toml"), toml).unwrap();
+        self
+    }
+
+    /// A `vespene` command in this sandbox, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin_dir().join("vespene"));
+        if self.path("settings.toml").exists() {
+            cmd.arg("--config").arg(self.path("settings.toml"));
+        }
+        cmd.args(args)
+            .env("VESPENE_SYSTEM_DIR", self.path("etc"))
+            .env("VESPENE_DATA_DIR", self.path("data"))
+            .env("VESPENE_LOG", "warn")
+            .env_remove("VESPENE_CONFIG")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs `vespene` with `args` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run vespene")
+    }
+}
+
+/// Standard output as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Builds `tests/fixtures/foreign-plugin` against a copy of `plugin-api` that
+/// `edit` may change (version, layout), in a target directory of its own, and
+/// returns the `.so`. Copies share one target directory so `abi_stable` is
+/// compiled once for all of them.
+pub fn build_foreign_plugin(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    // Fixtures share a target directory and an output file name: one at a time.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let root = workspace_root();
+    let work = root.join("target").join("fixtures").join(tag);
+    let _ = std::fs::remove_dir_all(&work);
+    copy_dir(&root.join("plugin-api"), &work.join("plugin-api"));
+    copy_dir(&root.join("tests/fixtures/foreign-plugin"), &work.join("plugin"));
+    // A workspace of its own that inherits the real one's settings and dependencies.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let deps = &manifest[manifest.find("[workspace.package]").expect("workspace.package table")..];
+    let deps = deps.replace(
+        "vespene-plugin-api = { path = \"plugin-api\", version = \"1.0.0\" }",
+        "vespene-plugin-api = { path = \"plugin-api\" }",
+    );
+    std::fs::write(
+        work.join("Cargo.toml"),
+        format!("[workspace]\nresolver = \"2\"\nmembers = [\"plugin-api\", \"plugin\"]\n\n{deps}"),
+    )
+    .unwrap();
+    edit(&work.join("plugin-api"));
+    let target = root.join("target").join("fixtures-target");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "vespene-test-plugin-foreign", "--manifest-path"])
+        .arg(work.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the {tag} fixture plugin failed");
+    // Every fixture builds the same file name: keep a copy per tag.
+    let built = target.join("debug/libvespene_foreign.so");
+    let kept = work.join("libvespene_foreign.so");
+    std::fs::copy(&built, &kept).expect("copy fixture library");
+    kept
+}
+
+/// Rewrites the `version = "..."` line of a copied crate's Cargo.toml.
+pub fn set_crate_version(crate_dir: &Path, version: &str) {
+    let manifest = crate_dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut done = false;
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !done && l.starts_with("version = ") {
+                done = true;
+                format!("version = \"{version}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&manifest, text.join("\n") + "\n").unwrap();
+}
+
+/// Replaces `from` with `to` in a file, asserting it was there.
+pub fn replace_in(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} does not contain {from:?}", file.display());
+    std::fs::write(file, text.replacen(from, to, 1)).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        let dest = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
