@@ -2,7 +2,9 @@
 //! traits to the ABI objects, each call wrapped so a panic or a bad JSON
 //! context becomes an error instead of crossing the boundary.
 
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -14,9 +16,39 @@ use serde_json::Value;
 use crate::abi::*;
 use crate::{PluginResult, RepositoryRef};
 
+thread_local! {
+    /// Set while a guarded call runs on this thread: its panics become errors.
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+    /// Where the last guarded panic happened, for the error message.
+    static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Each plugin library has its own standard library and so its own panic hook.
+/// Ours stays quiet for guarded calls (the error carries the message, so the
+/// server's log gets one line, not a backtrace) and defers to the default
+/// hook for panics on the plugin's own threads.
+fn install_quiet_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(Cell::get) {
+                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+            } else {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning a panic into an error that names it.
 pub fn guard<T>(what: &str, f: impl FnOnce() -> PluginResult<T>) -> RResult<T, RString> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    install_quiet_hook();
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    match result {
         Ok(Ok(v)) => ROk(v),
         Ok(Err(e)) => RErr(e.into()),
         Err(payload) => {
@@ -25,7 +57,8 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> PluginResult<T>) -> RResult<T, R
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
-            RErr(format!("plugin panicked in {what}: {msg}").into())
+            let at = PANIC_AT.with(|p| p.borrow_mut().take()).map(|a| format!(" (at {a})")).unwrap_or_default();
+            RErr(format!("plugin panicked in {what}: {msg}{at}").into())
         }
     }
 }

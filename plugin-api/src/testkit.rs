@@ -3,10 +3,11 @@
 //! and trait object the server uses, so a plugin is tested without a server.
 //!
 //! ```ignore
-//! use vespene_plugin_api::testkit::{RecordingHost, trigger_from};
+//! use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
 //! let host = RecordingHost::new();
 //! let trigger = trigger_from::<MyTrigger>(r#"{"greeting":"hi"}"#).unwrap();
-//! trigger.execute(&fake_trigger_context(), &host.host()).unwrap();
+//! let ctx = to_json(&fake_trigger_context("success"));
+//! trigger.execute(ctx.as_rstr(), &host.host()).into_result().unwrap();
 //! assert!(host.messages().iter().any(|l| l.contains("hi")));
 //! ```
 
@@ -121,6 +122,15 @@ impl CommandRunner for RecordingHost {
             StreamName::Output => Stream::Output,
             StreamName::Message => Stream::Message,
         };
+        // Like the server: the command line is logged first, and a stopped
+        // build runs nothing more.
+        if req.log_command {
+            let line = req.shell.clone().unwrap_or_else(|| req.argv.join(" "));
+            self.record(Stream::Message, &format!("running: {line}"));
+        }
+        if self.is_cancelled() {
+            return ROk(CommandOutcome { exit_code: -1, cancelled: true, last_line: RString::new() });
+        }
         match cmd.output() {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);

@@ -142,7 +142,7 @@ mod tests {
         let written = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
         assert_eq!(written, "success 42 demo\n");
         // The command's output goes to the housekeeping log, not the build output.
-        assert_eq!(host.messages(), vec!["wrote it".to_string()]);
+        assert_eq!(host.messages(), ["running: echo 'success 42 demo' > out.txt && echo wrote it", "wrote it"]);
         assert!(host.outputs().is_empty());
     }
 
@@ -153,7 +153,7 @@ mod tests {
         let err =
             execute(&config("echo failing for {{ build.id }}; exit 3"), &context_in(dir.path()), &host).unwrap_err();
         assert_eq!(err, "command trigger failed with exit code 3: echo failing for 42; exit 3");
-        assert_eq!(host.messages(), vec!["failing for 42".to_string()]);
+        assert_eq!(host.messages(), ["running: echo failing for 42; exit 3", "failing for 42"]);
     }
 
     #[test]
@@ -175,7 +175,7 @@ mod tests {
         let mut ctx = context_in(dir.path());
         ctx.extra.insert("pipeline".into(), json!({"name": "deploy"}));
         execute(&config("echo {{ pipeline.name }} {{ build.revision or 'HEAD' }}"), &ctx, &host).unwrap();
-        assert_eq!(host.messages(), vec!["deploy HEAD".to_string()]);
+        assert_eq!(host.messages(), ["running: echo deploy HEAD", "deploy HEAD"]);
     }
 
     #[test]
