@@ -19,13 +19,23 @@
 //!   as JSON text (contexts, configuration, results).
 //! * A breaking change bumps the major version of this crate; the server then
 //!   refuses plugins of the other major version with one line naming both.
+//! * Every addition bumps the minor version; the server flags plugins built on
+//!   an older minor version (they load, but lack the newer methods and kinds).
+//!
+//! # History
+//!
+//! * 1.0: trigger, scm, isolation, output, authorization, organization,
+//!   variables, secrets.
+//! * 1.1: the autoscaler kind ([`PluginModule::new_autoscaler`]) and
+//!   [`OutputAbi::build_finished`]. Plugins built on 1.0 keep loading: the host
+//!   sees no autoscaler and the default `build_finished` runs for them.
 
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RBox, RResult, RSlice, RStr, RString, RVec},
+    std_types::{RBox, ROk, RResult, RSlice, RStr, RString, RVec},
     RRef, StableAbi,
 };
 
@@ -172,6 +182,13 @@ pub trait OutputAbi: Send + Sync {
     /// Transforms a batch of lines; lines left out of the answer are dropped.
     #[sabi(last_prefix_field)]
     fn filter(&self, info: BatchInfo, lines: RVec<OutputLine>) -> RResult<RVec<OutputLine>, RString>;
+
+    /// Since 1.1: the build's output is complete (flush, close files). Plugins
+    /// built on 1.0 lack it and this default runs instead.
+    fn build_finished(&self, info: BatchInfo) -> RResult<(), RString> {
+        let _ = info;
+        ROk(())
+    }
 }
 
 /// ABI object of an authorization plugin. See [`crate::Authorization`].
@@ -223,6 +240,17 @@ pub trait SecretsAbi: Send + Sync {
     fn decloak(&self, stored: RStr<'_>) -> RResult<RString, RString>;
 }
 
+/// ABI object of an autoscaler plugin (since 1.1). See [`crate::Autoscaler`].
+#[sabi_trait]
+pub trait AutoscalerAbi: Send + Sync {
+    /// Answers the JSON [`crate::ScalePlan`] for the JSON [`crate::PoolStatus`].
+    fn plan(&self, status: RStr<'_>) -> RResult<RString, RString>;
+
+    /// Carries out a plan (JSON [`crate::ScalePlan`]) for the pool in `status`.
+    #[sabi(last_prefix_field)]
+    fn scale(&self, status: RStr<'_>, plan: RStr<'_>, host: &Host<'_>) -> RResult<(), RString>;
+}
+
 /// Owned trigger object.
 pub type TriggerBox = TriggerAbi_TO<'static, RBox<()>>;
 /// Owned SCM object.
@@ -239,6 +267,8 @@ pub type OrganizationBox = OrganizationAbi_TO<'static, RBox<()>>;
 pub type VariablesBox = VariablesAbi_TO<'static, RBox<()>>;
 /// Owned secrets object.
 pub type SecretsBox = SecretsAbi_TO<'static, RBox<()>>;
+/// Owned autoscaler object (since 1.1).
+pub type AutoscalerBox = AutoscalerAbi_TO<'static, RBox<()>>;
 
 /// A constructor: takes the JSON of the plugin's settings parameters.
 pub type Ctor<T> = extern "C" fn(config: RStr<'_>) -> RResult<T, RString>;
@@ -290,6 +320,8 @@ pub struct PluginModule {
     /// Builds a secrets plugin, if provided.
     #[sabi(last_prefix_field)]
     pub new_secrets: Option<extern "C" fn(config: RStr<'_>) -> RResult<SecretsBox, RString>>,
+    /// Since 1.1: builds an autoscaler, if provided. Absent in 1.0 plugins.
+    pub new_autoscaler: Option<extern "C" fn(config: RStr<'_>) -> RResult<AutoscalerBox, RString>>,
 }
 
 impl RootModule for PluginModuleRef {

@@ -335,3 +335,30 @@ pub enum StreamName {
     /// The housekeeping log.
     Message,
 }
+
+/// What an autoscaler sees of a pool (since 1.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PoolStatus {
+    /// The pool.
+    pub pool: PoolInfo,
+    /// Builds waiting in its queue.
+    pub queued: u64,
+    /// Builds running now.
+    pub running: u64,
+    /// Workers that heartbeated recently.
+    pub workers: u64,
+    /// Fields added by newer servers.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An autoscaler's decision (since 1.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ScalePlan {
+    /// How many workers the pool should have.
+    pub size: u64,
+    /// Why, for the log.
+    pub reason: String,
+}

@@ -115,6 +115,7 @@ ctor!(new_authorization, crate::Authorization, AuthorizationBox, AuthorizationAb
 ctor!(new_organization, crate::Organization, OrganizationBox, OrganizationAbi_TO);
 ctor!(new_variables, crate::Variables, VariablesBox, VariablesAbi_TO);
 ctor!(new_secrets, crate::Secrets, SecretsBox, SecretsAbi_TO);
+ctor!(new_autoscaler, crate::Autoscaler, AutoscalerBox, AutoscalerAbi_TO);
 
 impl<T: crate::Trigger> TriggerAbi for Adapter<T> {
     fn execute(&self, context: RStr<'_>, host: &Host<'_>) -> RResult<(), RString> {
@@ -144,6 +145,23 @@ impl<T: crate::Output> OutputAbi for Adapter<T> {
             self.0.filter(&info, &mut lines)?;
             Ok(lines)
         })
+    }
+
+    fn build_finished(&self, info: BatchInfo) -> RResult<(), RString> {
+        guard("build_finished", || self.0.build_finished(&info))
+    }
+}
+
+impl<T: crate::Autoscaler> AutoscalerAbi for Adapter<T> {
+    fn plan(&self, status: RStr<'_>) -> RResult<RString, RString> {
+        guard("plan", || {
+            let plan = self.0.plan(&parse("pool status", status)?)?;
+            serde_json::to_string(&plan).map(RString::from).map_err(|e| e.to_string())
+        })
+    }
+
+    fn scale(&self, status: RStr<'_>, plan: RStr<'_>, host: &Host<'_>) -> RResult<(), RString> {
+        guard("scale", || self.0.scale(&parse("pool status", status)?, &parse("scale plan", plan)?, host))
     }
 }
 
@@ -209,7 +227,7 @@ impl<T: crate::Secrets> SecretsAbi for Adapter<T> {
 /// Exports a plugin library: its info and a constructor for each kind it provides.
 ///
 /// Kinds are named in interface order (trigger, scm, isolation, output,
-/// authorization, organization, variables, secrets), each with the type that
+/// authorization, organization, variables, secrets, autoscaler), each with the type that
 /// implements the matching trait. The plugin's version is its crate version.
 ///
 /// ```ignore
@@ -232,6 +250,7 @@ macro_rules! export_plugin {
         $(, organization: $organization:ty)?
         $(, variables: $variables:ty)?
         $(, secrets: $secrets:ty)?
+        $(, autoscaler: $autoscaler:ty)?
         $(,)?
     ) => {
         extern "C" fn __vespene_plugin_info() -> $crate::abi::PluginInfo {
@@ -245,6 +264,7 @@ macro_rules! export_plugin {
                     $( $crate::export_plugin!(@kind "organization" $organization), )?
                     $( $crate::export_plugin!(@kind "variables" $variables), )?
                     $( $crate::export_plugin!(@kind "secrets" $secrets), )?
+                    $( $crate::export_plugin!(@kind "autoscaler" $autoscaler), )?
                 ];
                 $crate::export::info($name, env!("CARGO_PKG_VERSION"), $description, kinds)
             })
@@ -262,6 +282,7 @@ macro_rules! export_plugin {
                 new_organization: $crate::export_plugin!(@ctor new_organization $($organization)?),
                 new_variables: $crate::export_plugin!(@ctor new_variables $($variables)?),
                 new_secrets: $crate::export_plugin!(@ctor new_secrets $($secrets)?),
+                new_autoscaler: $crate::export_plugin!(@ctor new_autoscaler $($autoscaler)?),
             }
             .leak_into_prefix()
         }

@@ -12,7 +12,7 @@
 //!    `plugin-template` crate, or run `vespene plugins new NAME --kind KIND`).
 //! 2. Implement one or more of the kind traits: [`Trigger`], [`Scm`],
 //!    [`Isolation`], [`Output`], [`Authorization`], [`Organization`],
-//!    [`Variables`], [`Secrets`].
+//!    [`Variables`], [`Secrets`], [`Autoscaler`].
 //! 3. Export it with [`export_plugin!`].
 //!
 //! ```ignore
@@ -99,11 +99,13 @@ pub enum Kind {
     Variables,
     /// Encrypts and decrypts stored secrets.
     Secrets,
+    /// Plans and applies worker pool sizes (since 1.1).
+    Autoscaler,
 }
 
 impl Kind {
     /// Every kind, in interface order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Trigger,
         Kind::Scm,
         Kind::Isolation,
@@ -112,6 +114,7 @@ impl Kind {
         Kind::Organization,
         Kind::Variables,
         Kind::Secrets,
+        Kind::Autoscaler,
     ];
 
     /// The kind's name as used in settings and plugin info.
@@ -125,6 +128,7 @@ impl Kind {
             Kind::Organization => "organization",
             Kind::Variables => "variables",
             Kind::Secrets => "secrets",
+            Kind::Autoscaler => "autoscaler",
         }
     }
 
@@ -210,6 +214,13 @@ pub trait Output: Send + Sync + Sized + 'static {
     fn new(config: &Value) -> PluginResult<Self>;
     /// Transforms a batch in place.
     fn filter(&self, info: &BatchInfo, lines: &mut RVec<OutputLine>) -> PluginResult<()>;
+
+    /// Called once a build's output is complete (since 1.1): flush buffers,
+    /// close files. Does nothing by default.
+    fn build_finished(&self, info: &BatchInfo) -> PluginResult<()> {
+        let _ = info;
+        Ok(())
+    }
 }
 
 /// An authorization plugin. Every configured one must allow an action.
@@ -269,6 +280,17 @@ pub trait Secrets: Send + Sync + Sized + 'static {
     fn cloak(&self, plain: &str) -> PluginResult<String>;
     /// Decrypts a value this plugin recognizes.
     fn decloak(&self, stored: &str) -> PluginResult<String>;
+}
+
+/// An autoscaler (since 1.1): decides how many workers a pool needs and makes
+/// it so, e.g. by running a command that starts or stops worker machines.
+pub trait Autoscaler: Send + Sync + Sized + 'static {
+    /// Builds the plugin from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// The size the pool should have now.
+    fn plan(&self, status: &PoolStatus) -> PluginResult<ScalePlan>;
+    /// Applies `plan` to the pool.
+    fn scale(&self, status: &PoolStatus, plan: &ScalePlan, host: &Host<'_>) -> PluginResult<()>;
 }
 
 #[cfg(test)]

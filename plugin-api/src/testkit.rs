@@ -214,6 +214,7 @@ loader!(authorization_from, crate::Authorization, AuthorizationBox, new_authoriz
 loader!(organization_from, crate::Organization, OrganizationBox, new_organization);
 loader!(variables_from, crate::Variables, VariablesBox, new_variables);
 loader!(secrets_from, crate::Secrets, SecretsBox, new_secrets);
+loader!(autoscaler_from, crate::Autoscaler, AutoscalerBox, new_autoscaler);
 
 /// Serializes a context for an ABI call.
 pub fn to_json<T: serde::Serialize>(value: &T) -> RString {

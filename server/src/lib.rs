@@ -6,4 +6,5 @@
 pub mod cli;
 pub mod plugins;
 pub mod settings;
+pub mod store;
 pub mod web;

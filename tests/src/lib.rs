@@ -110,10 +110,18 @@ pub fn build_foreign_plugin(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     // A workspace of its own that inherits the real one's settings and dependencies.
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     let deps = &manifest[manifest.find("[workspace.package]").expect("workspace.package table")..];
-    let deps = deps.replace(
-        "vespene-plugin-api = { path = \"plugin-api\", version = \"1.0.0\" }",
-        "vespene-plugin-api = { path = \"plugin-api\" }",
-    );
+    // The copy's version may change: depend on it by path alone.
+    let deps: Vec<String> = deps
+        .lines()
+        .map(|l| {
+            if l.starts_with("vespene-plugin-api = ") {
+                "vespene-plugin-api = { path = \"plugin-api\" }".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let deps = deps.join("\n");
     std::fs::write(
         work.join("Cargo.toml"),
         format!("[workspace]\nresolver = \"2\"\nmembers = [\"plugin-api\", \"plugin\"]\n\n{deps}"),
@@ -176,4 +184,90 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), dest).unwrap();
         }
     }
+}
+
+/// A running `vespene serve`, killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+}
+
+impl Sandbox {
+    /// Starts `vespene serve` on a free loopback port and waits until it listens.
+    pub fn serve(&self) -> Server {
+        use std::io::BufRead;
+        let mut child = self
+            .command(&["serve"])
+            .env("VESPENE_SERVER__LISTEN", "127.0.0.1:0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start vespene serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("Vespene is listening on http://") {
+                        break rest.trim_end_matches('/').to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().expect("wait for serve");
+                    panic!("vespene serve exited before listening: {status}");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+}
+
+impl Server {
+    /// GET `path`, answering (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_request(&self.addr, "GET", path, &[], "")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client for loopback tests: (status, body).
+pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to server");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }

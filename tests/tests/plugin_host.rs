@@ -65,7 +65,7 @@ greeting = "hello"
         ]
     );
     for row in rows {
-        assert_eq!(row["interface_version"], "1.0.0");
+        assert_eq!(row["interface_version"], "1.1.0");
         assert_eq!(row["older_interface"], false);
         assert!(Path::new(row["library"].as_str().unwrap()).is_file());
         assert!(!row["version"].as_str().unwrap().is_empty());
@@ -252,7 +252,7 @@ fn plugins_check_reports_what_a_library_provides() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("name: command") && text.contains("kinds: trigger") && text.contains("interface: 1.0.0"),
+        text.contains("name: command") && text.contains("kinds: trigger") && text.contains("interface: 1.1.0"),
         "{text}"
     );
 
@@ -265,9 +265,9 @@ fn another_major_interface_version_is_refused_naming_both_versions() {
     let so = build_foreign_plugin("major-2", |api| set_crate_version(api, "2.0.0"));
     let sandbox = Sandbox::new();
     let out = serve_with(&sandbox, &format!("[plugins.success_triggers.foreign]\nlibrary = \"{}\"\n", so.display()));
-    assert_one_line_error(&out, &["success_triggers.foreign", "built on plugin interface 2.0.0", "speaks 1.0.0"]);
+    assert_one_line_error(&out, &["success_triggers.foreign", "built on plugin interface 2.0.0", "speaks 1.1.0"]);
     let out = sandbox.run(&["plugins", "check", &so.display().to_string()]);
-    assert_one_line_error(&out, &["2.0.0", "1.0.0"]);
+    assert_one_line_error(&out, &["2.0.0", "1.1.0"]);
 }
 
 #[test]
@@ -288,4 +288,15 @@ fn a_plugin_built_outside_the_workspace_on_the_same_interface_loads() {
     let out = sandbox.run(&["plugins", "check", &so.display().to_string()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("name: foreign"));
+}
+
+#[test]
+fn an_older_minor_version_with_a_changed_layout_is_refused() {
+    let so = build_foreign_plugin("old-minor-layout", |api| {
+        set_crate_version(api, "1.0.0");
+        replace_in(&api.join("src/abi.rs"), "pub build_id: i64,", "pub build_id: i32,");
+    });
+    let sandbox = Sandbox::new();
+    let out = serve_with(&sandbox, &format!("[plugins.success_triggers.foreign]\nlibrary = \"{}\"\n", so.display()));
+    assert_one_line_error(&out, &["success_triggers.foreign", "layout differs", "built on 1.0.0"]);
 }

@@ -3,12 +3,16 @@
 //! server uses, so `plugins list` and `plugins check` tell the truth about what
 //! `serve` will do.
 
+mod new_plugin;
 mod plugins_cmd;
+mod store_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use vespene_plugin_api::Kind;
 
 use crate::plugins::Registry;
 use crate::settings::{LoadOptions, Settings};
@@ -36,6 +40,22 @@ pub enum Command {
     Plugins(PluginsCommand),
     /// Print the effective settings as TOML.
     Settings,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(store_cmd::UserCommand),
+    /// Create the tutorial's demo objects (safe to run again).
+    Tutorial,
+    /// Delete builds and build roots older than the given number of days.
+    Cleanup {
+        /// Delete finished builds queued more than DAYS days ago.
+        #[arg(long, value_name = "DAYS")]
+        builds_older_than: Option<u32>,
+        /// Delete build root directories last modified more than DAYS days ago.
+        #[arg(long, value_name = "DAYS")]
+        build_roots_older_than: Option<u32>,
+    },
 }
 
 /// `vespene plugins ...`
@@ -51,6 +71,25 @@ pub enum PluginsCommand {
     Check {
         /// The plugin library.
         path: PathBuf,
+        /// On a layout mismatch, print abi_stable's full report.
+        #[arg(long)]
+        detail: bool,
+    },
+    /// Create a new plugin crate from the plugin template.
+    New {
+        /// The plugin's name (lowercase letters, digits, dashes).
+        name: String,
+        /// Its kind: trigger, scm, isolation, output, authorization,
+        /// organization, variables, secrets or autoscaler.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Kind,
+        /// Where to create it (default: ./vespene-plugin-NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The vespene-plugin-api checkout to depend on by path
+        /// (default: the one this binary was built from, if present).
+        #[arg(long)]
+        api_path: Option<PathBuf>,
     },
     /// Call a configured trigger or output plugin (SECTION.NAME), or a whole section in order (SECTION), outside a build.
     Try {
@@ -86,7 +125,16 @@ fn init_logging() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Plugins(PluginsCommand::Check { path }) => Ok(plugins_cmd::check(&path)),
+        Command::Plugins(PluginsCommand::Check { path, detail }) => Ok(plugins_cmd::check(&path, detail)),
+        Command::Plugins(PluginsCommand::New { name, kind, dir, api_path }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(format!("vespene-plugin-{name}")));
+            new_plugin::create(&name, kind, &dir, api_path.as_deref()).map_err(anyhow::Error::msg)?;
+            println!(
+                "created {} ({kind} plugin '{name}'): cd there, then `cargo test` and `cargo build --release`",
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         command => {
             let (settings, _sources) = Settings::load(&LoadOptions::from_process(cli.config))?;
             match command {
@@ -106,7 +154,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Plugins(PluginsCommand::Try { entry, lines, times }) => {
                     Ok(plugins_cmd::try_entry(&load_plugins(&settings)?, &entry, &lines, times))
                 }
-                Command::Plugins(PluginsCommand::Check { .. }) => unreachable!("handled above"),
+                Command::Migrate => store_cmd::migrate(&settings),
+                Command::User(cmd) => store_cmd::user(&settings, cmd),
+                Command::Tutorial => store_cmd::tutorial(&settings),
+                Command::Cleanup { builds_older_than, build_roots_older_than } => {
+                    store_cmd::cleanup(&settings, builds_older_than, build_roots_older_than)
+                }
+                Command::Plugins(PluginsCommand::Check { .. } | PluginsCommand::New { .. }) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -115,4 +171,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Loads the configured plugins; the server refuses to start without them.
 pub fn load_plugins(settings: &Settings) -> anyhow::Result<Registry> {
     Ok(Registry::load(&settings.plugins, &settings.plugin_path.dirs())?)
+}
+
+fn parse_kind(name: &str) -> Result<Kind, String> {
+    Kind::from_name(name).ok_or_else(|| {
+        let all: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown plugin kind '{name}' (one of: {})", all.join(", "))
+    })
 }

@@ -24,8 +24,8 @@ pub fn list(registry: &Registry, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn check(path: &Path) -> ExitCode {
-    match loader::open(path) {
+pub fn check(path: &Path, detail: bool) -> ExitCode {
+    match loader::open_with_detail(path, detail) {
         Ok(lib) => {
             let kinds: Vec<&str> = provided_kinds(&lib.module).into_iter().map(Kind::name).collect();
             let older = if loader::built_on_older_minor(lib.info.interface_version.as_str()) {
@@ -102,10 +102,15 @@ fn call_once(plugin: &LoadedPlugin, lines: &[String], host: &ConsoleHost) -> Res
                 .iter()
                 .map(|l| OutputLine { stream: Stream::Output, at_unix_ms: now, text: l.as_str().into() })
                 .collect();
-            o.filter(BatchInfo { build_id: 0, build_started_unix_ms: now }, batch)
+            let info = BatchInfo { build_id: 0, build_started_unix_ms: now };
+            let out: Vec<String> = o
+                .filter(info, batch)
                 .into_result()
                 .map(|out| out.into_iter().map(|l| l.text.into_string()).collect())
-                .map_err(Into::into)
+                .map_err(|e| e.to_string())?;
+            // Plugins built on interface 1.0 lack build_finished: the default answers.
+            o.build_finished(info).into_result().map_err(|e| format!("build_finished: {e}"))?;
+            Ok(out)
         }
         _ => Err(format!(
             "`plugins try` calls trigger and output plugins; {} is a {} plugin",

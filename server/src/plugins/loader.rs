@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
+use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
+use abi_stable::std_types::RBoxError;
+use abi_stable::StableAbi;
 use vespene_plugin_api::abi::{PluginInfo, PluginModuleRef, INTERFACE_VERSION};
 
 /// An opened plugin library.
@@ -43,6 +46,12 @@ pub fn resolve(library: &str, plugin_path: &[PathBuf]) -> Result<PathBuf, String
 
 /// Opens a plugin library, checking its interface version and layout.
 pub fn open(path: &Path) -> Result<Library, String> {
+    open_with_detail(path, false)
+}
+
+/// Like [`open`]; with `detail`, a layout mismatch carries abi_stable's full
+/// report (long: for `vespene plugins check --detail`, not for start-up errors).
+pub fn open_with_detail(path: &Path, detail: bool) -> Result<Library, String> {
     if !path.is_file() {
         return Err(format!("{} does not exist", path.display()));
     }
@@ -56,15 +65,21 @@ pub fn open(path: &Path) -> Result<Library, String> {
         other => first_line(&other.to_string()),
     })?;
     let built_on = header.version_strings().version.to_string();
-    let module = header.init_root_module::<PluginModuleRef>().map_err(|e| match e {
+    let module = if built_on_older_minor(&built_on) {
+        init_older_minor(header)
+    } else {
+        header.init_root_module::<PluginModuleRef>()
+    };
+    let module = module.map_err(|e| match e {
         LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
             "was built on plugin interface {actual_version}, this server speaks {expected_version}: \
              the major versions must match; rebuild it against vespene-plugin-api {}",
             PluginModuleRef::VERSION_STRINGS.version
         ),
-        LibraryError::AbiInstability(_) => format!(
-            "its plugin interface layout differs from this server's (both claim version {built_on} / \
-             {INTERFACE_VERSION}): it was built from a modified or mismatched vespene-plugin-api; rebuild it"
+        LibraryError::AbiInstability(report) => format!(
+            "its plugin interface layout differs from this server's (plugin built on {built_on}, server \
+             speaks {INTERFACE_VERSION}): it was built from a modified or mismatched vespene-plugin-api; rebuild it{}",
+            if detail { format!("\n{report}") } else { String::new() }
         ),
         LibraryError::InvalidAbiHeader(_) => "was built with an incompatible abi_stable release".into(),
         LibraryError::RootModule { err, .. } => format!("its root module failed: {}", first_line(&err.to_string())),
@@ -72,6 +87,22 @@ pub fn open(path: &Path) -> Result<Library, String> {
     })?;
     let info = (module.info())();
     Ok(Library { path: path.to_path_buf(), module, info })
+}
+
+/// A plugin built on an older minor version of the interface has fewer fields
+/// in its prefix types (module, vtables) than this server. abi_stable's check
+/// wants the loader's side to have at most as many fields as the library's, so
+/// the check runs the other way round: the plugin's layout must be a prefix of
+/// ours, field for field. The generated accessors then answer `None`, or the
+/// trait method's default, for what the plugin lacks.
+fn init_older_minor(header: &LibHeader) -> Result<PluginModuleRef, LibraryError> {
+    let Some(plugin_layout) = header.layout() else {
+        return Err(LibraryError::AbiInstability(RBoxError::from_fmt(&"the plugin carries no layout to check")));
+    };
+    check_layout_compatibility(plugin_layout, <PluginModuleRef as StableAbi>::LAYOUT)
+        .map_err(|e| LibraryError::AbiInstability(RBoxError::from_fmt(&e)))?;
+    // SAFETY: the layout was checked just above, with the plugin as the interface.
+    unsafe { header.init_root_module_with_unchecked_layout::<PluginModuleRef>() }
 }
 
 fn first_line(s: &str) -> String {

@@ -30,6 +30,8 @@ pub enum Instance {
     Variables(VariablesBox),
     /// A secrets plugin.
     Secrets(SecretsBox),
+    /// An autoscaler.
+    Autoscaler(AutoscalerBox),
 }
 
 /// One configured, loaded and instantiated plugin.
@@ -203,6 +205,8 @@ pub fn provided_kinds(module: &PluginModuleRef) -> Vec<Kind> {
     add(module.new_organization().is_some(), Kind::Organization);
     add(module.new_variables().is_some(), Kind::Variables);
     add(module.new_secrets().is_some(), Kind::Secrets);
+    // Fields after the 1.0 prefix are absent from plugins built on 1.0.
+    add(module.new_autoscaler().flatten().is_some(), Kind::Autoscaler);
     kinds
 }
 
@@ -237,5 +241,8 @@ fn instantiate(library: &Library, section: PluginSection, entry: &PluginEntry) -
             Instance::Variables(module.new_variables().ok_or_else(missing)?(cfg).into_result().map_err(bad)?)
         }
         Kind::Secrets => Instance::Secrets(module.new_secrets().ok_or_else(missing)?(cfg).into_result().map_err(bad)?),
+        Kind::Autoscaler => Instance::Autoscaler(
+            module.new_autoscaler().flatten().ok_or_else(missing)?(cfg).into_result().map_err(bad)?,
+        ),
     })
 }

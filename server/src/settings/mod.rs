@@ -121,7 +121,16 @@ impl LoadOptions {
 }
 
 /// Environment variables that configure the process but are not settings keys.
-const NON_SETTINGS_ENV: &[&str] = &["VESPENE_LOG", "VESPENE_SYSTEM_DIR", "VESPENE_CONFIG"];
+/// (`VESPENE_PASSWORD` feeds `vespene user create`; `VESPENE_TEST_*` configure tests.)
+const NON_SETTINGS_ENV: &[&str] = &[
+    "VESPENE_LOG",
+    "VESPENE_SYSTEM_DIR",
+    "VESPENE_CONFIG",
+    "VESPENE_PASSWORD",
+    "VESPENE_TEST_POSTGRES_URL",
+    "VESPENE_BENCH_LINES",
+    "VESPENE_BENCH_BATCH",
+];
 
 impl Settings {
     /// Reads every layer and merges them into the effective settings.

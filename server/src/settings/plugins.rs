@@ -64,11 +64,13 @@ pub enum PluginSection {
     Variables,
     /// The secrets chain.
     Secrets,
+    /// Autoscalers by name (interface 1.1).
+    Autoscalers,
 }
 
 impl PluginSection {
     /// Every section, in order.
-    pub const ALL: [PluginSection; 10] = [
+    pub const ALL: [PluginSection; 11] = [
         PluginSection::PreTriggers,
         PluginSection::SuccessTriggers,
         PluginSection::FailureTriggers,
@@ -79,6 +81,7 @@ impl PluginSection {
         PluginSection::Organizations,
         PluginSection::Variables,
         PluginSection::Secrets,
+        PluginSection::Autoscalers,
     ];
 
     /// The section's name in settings.
@@ -94,6 +97,7 @@ impl PluginSection {
             PluginSection::Organizations => "organizations",
             PluginSection::Variables => "variables",
             PluginSection::Secrets => "secrets",
+            PluginSection::Autoscalers => "autoscalers",
         }
     }
 
@@ -110,6 +114,7 @@ impl PluginSection {
             PluginSection::Organizations => Kind::Organization,
             PluginSection::Variables => Kind::Variables,
             PluginSection::Secrets => Kind::Secrets,
+            PluginSection::Autoscalers => Kind::Autoscaler,
         }
     }
 }
@@ -156,6 +161,9 @@ pub struct PluginSettings {
     /// The secrets chain; the first encrypts.
     #[serde(default)]
     pub secrets: Entries,
+    /// Autoscalers by name.
+    #[serde(default)]
+    pub autoscalers: Entries,
 }
 
 impl PluginSettings {
@@ -172,6 +180,7 @@ impl PluginSettings {
             PluginSection::Organizations => &self.organizations,
             PluginSection::Variables => &self.variables,
             PluginSection::Secrets => &self.secrets,
+            PluginSection::Autoscalers => &self.autoscalers,
         }
     }
 

@@ -2,6 +2,8 @@
 //! output streams, all on warp. Handlers call into the engine; they never load
 //! plugins or open files of their own.
 
+pub mod ui;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,10 +25,24 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl warp::Reply,)
     let health = warp::path!("api" / "v1" / "health")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })));
+    let api_state = state.clone();
     let plugins = warp::path!("api" / "v1" / "plugins")
         .and(warp::get())
-        .map(move || warp::reply::json(&serde_json::json!({ "results": state.registry.summaries() })));
-    health.or(plugins)
+        .map(move || warp::reply::json(&serde_json::json!({ "results": api_state.registry.summaries() })));
+    let plugins_page = warp::path!("ui" / "plugins").and(warp::get()).map(move || {
+        let context = serde_json::json!({
+            "plugins": state.registry.summaries(),
+            "interface_version": vespene_plugin_api::INTERFACE_VERSION,
+        });
+        match ui::render("plugins.html", context) {
+            Ok(html) => warp::reply::with_status(warp::reply::html(html), warp::http::StatusCode::OK),
+            Err(e) => warp::reply::with_status(
+                warp::reply::html(format!("template error: {e}")),
+                warp::http::StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        }
+    });
+    health.or(plugins).or(plugins_page)
 }
 
 /// Runs the web server until interrupted.

@@ -1,0 +1,297 @@
+//! An example **autoscaler** plugin: sizes a worker pool after its queue and
+//! applies the size by running a shell command.
+//!
+//! The plan asks for one worker per `per_worker` builds queued or running,
+//! rounded up and kept between `min` and `max`:
+//! `size = clamp(ceil((queued + running) / per_worker), min, max)`.
+//! To apply it, `command` runs through the host with `/bin/sh -c`, its output
+//! going to the message log, after `{size}` is replaced by the planned size
+//! and `{pool}` by the pool's name, quoted for the shell (so write `{pool}`,
+//! not `'{pool}'`). The command also sees `VESPENE_POOL`,
+//! `VESPENE_POOL_SIZE` and `VESPENE_POOL_WORKERS` (the workers alive now) in
+//! its environment. A non-zero exit fails the scaling.
+//!
+//! ```toml
+//! [plugins.autoscalers.cloud]
+//! library = "template"
+//! min = 1            # optional, default 0
+//! max = 8
+//! per_worker = 2     # optional, default 1
+//! command = "/usr/local/bin/resize-workers --group {pool} --count {size}"
+//! ```
+//!
+//! The command runs at every scaling round, even when the size is unchanged,
+//! so it must be idempotent: "make it N", not "add N". To adapt the plugin,
+//! change the formula in [`Autoscaler::plan`] (the status has the pool, its
+//! queued and running builds and its live workers), or call a cloud API in
+//! [`Autoscaler::scale`] instead of running a command.
+
+use vespene_plugin_api::serde_json::{Map, Value};
+use vespene_plugin_api::{
+    export_plugin, Autoscaler, CommandRequest, Host, PluginResult, PoolStatus, ScalePlan, StreamName,
+};
+
+/// The plugin's name, for messages.
+const NAME: &str = "template";
+
+/// The parameters this plugin takes; anything else is a configuration error.
+const PARAMETERS: &[&str] = &["min", "max", "per_worker", "command"];
+
+/// The example autoscaler: queue-proportional, applied by a command.
+#[derive(Debug)]
+pub struct CommandAutoscaler {
+    min: u64,
+    max: u64,
+    per_worker: u64,
+    command: String,
+}
+
+/// `text` as one single-quoted shell word.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A whole-number parameter, `default` when absent (required when `None`).
+fn count(params: &Map<String, Value>, name: &str, default: Option<u64>) -> PluginResult<u64> {
+    match (params.get(name), default) {
+        (None, Some(default)) => Ok(default),
+        (None, None) => Err(format!("parameter '{name}' (a number of workers) is required")),
+        (Some(value), _) => {
+            value.as_u64().ok_or_else(|| format!("parameter '{name}' must be a whole number, not {value}"))
+        }
+    }
+}
+
+impl CommandAutoscaler {
+    /// The command line applying `size` to `pool`.
+    pub fn command_line(&self, pool: &str, size: u64) -> String {
+        // {size} first: a pool named "{size}" must stay a name.
+        self.command.replace("{size}", &size.to_string()).replace("{pool}", &shell_quote(pool))
+    }
+}
+
+impl Autoscaler for CommandAutoscaler {
+    fn new(config: &Value) -> PluginResult<Self> {
+        let params = match config {
+            Value::Object(params) => params.clone(),
+            Value::Null => Map::new(),
+            other => return Err(format!("the parameters of autoscaler plugin {NAME} must be a table, not {other}")),
+        };
+        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
+            return Err(format!("unknown parameter '{key}' for autoscaler plugin {NAME}"));
+        }
+        let min = count(&params, "min", Some(0))?;
+        let max = count(&params, "max", None)?;
+        if max < min {
+            return Err(format!("parameter 'max' ({max}) must not be less than 'min' ({min})"));
+        }
+        let per_worker = count(&params, "per_worker", Some(1))?;
+        if per_worker == 0 {
+            return Err("parameter 'per_worker' must be at least 1".to_string());
+        }
+        let command = match params.get("command") {
+            Some(Value::String(c)) if !c.trim().is_empty() => c.clone(),
+            _ => return Err("parameter 'command' (a shell command line) is required".to_string()),
+        };
+        Ok(CommandAutoscaler { min, max, per_worker, command })
+    }
+
+    fn plan(&self, status: &PoolStatus) -> PluginResult<ScalePlan> {
+        let (queued, running) = (status.queued, status.running);
+        let wanted = queued.saturating_add(running).div_ceil(self.per_worker);
+        let size = wanted.clamp(self.min, self.max);
+        let mut reason = format!(
+            "{queued} queued and {running} running builds at {} per worker need {wanted} workers",
+            self.per_worker
+        );
+        if size > wanted {
+            reason.push_str(&format!(", raised to the minimum of {}", self.min));
+        } else if size < wanted {
+            reason.push_str(&format!(", capped at the maximum of {}", self.max));
+        }
+        reason.push_str(&format!("; {} alive now", status.workers));
+        Ok(ScalePlan { size, reason })
+    }
+
+    fn scale(&self, status: &PoolStatus, plan: &ScalePlan, host: &Host<'_>) -> PluginResult<()> {
+        let pool = &status.pool.name;
+        if !(self.min..=self.max).contains(&plan.size) {
+            return Err(format!(
+                "refusing to scale pool {pool} to {} workers: outside {}..={}",
+                plan.size, self.min, self.max
+            ));
+        }
+        host.message(&format!("scaling pool {pool} from {} to {} workers: {}", status.workers, plan.size, plan.reason));
+        let env = [
+            ("VESPENE_POOL", pool.clone()),
+            ("VESPENE_POOL_SIZE", plan.size.to_string()),
+            ("VESPENE_POOL_WORKERS", status.workers.to_string()),
+        ];
+        let outcome = host.run(&CommandRequest {
+            stream: StreamName::Message,
+            env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ..CommandRequest::shell(self.command_line(pool, plan.size))
+        })?;
+        if outcome.cancelled {
+            return Err(format!("scaling pool {pool} was cancelled"));
+        }
+        if outcome.exit_code != 0 {
+            return Err(format!(
+                "scale command for pool {pool} failed with exit code {}: {}",
+                outcome.exit_code, outcome.last_line
+            ));
+        }
+        Ok(())
+    }
+}
+
+export_plugin! {
+    name: "template",
+    description: "Example autoscaler: one worker per N builds, applied by a shell command",
+    autoscaler: CommandAutoscaler,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use vespene_plugin_api::serde_json::{self, json};
+    use vespene_plugin_api::testkit::{autoscaler_from, to_json, RecordingHost};
+    use vespene_plugin_api::{PoolInfo, PoolStatus, ScalePlan};
+
+    use super::{shell_quote, CommandAutoscaler, NAME};
+
+    fn status(pool: &str, queued: u64, running: u64, workers: u64) -> PoolStatus {
+        PoolStatus {
+            pool: PoolInfo { id: 1, name: pool.into(), ..Default::default() },
+            queued,
+            running,
+            workers,
+            ..Default::default()
+        }
+    }
+
+    fn plan(config_json: &str, status: &PoolStatus) -> ScalePlan {
+        let scaler = autoscaler_from::<CommandAutoscaler>(config_json).unwrap();
+        serde_json::from_str(&scaler.plan(to_json(status).as_rstr()).into_result().unwrap()).unwrap()
+    }
+
+    fn scale(config_json: &str, status: &PoolStatus, plan: &ScalePlan, host: &RecordingHost) -> Result<(), String> {
+        let scaler = autoscaler_from::<CommandAutoscaler>(config_json)?;
+        scaler.scale(to_json(status).as_rstr(), to_json(plan).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    }
+
+    #[test]
+    fn plans_one_worker_per_n_builds_within_bounds() {
+        let cfg = r#"{"min": 1, "max": 5, "per_worker": 2, "command": "true"}"#;
+        let sizes: Vec<u64> = [(0, 0), (1, 0), (3, 0), (2, 2), (5, 4), (20, 0)]
+            .map(|(q, r)| plan(cfg, &status("p", q, r, 2)).size)
+            .into();
+        assert_eq!(sizes, [1, 1, 2, 2, 5, 5]);
+
+        assert_eq!(
+            plan(cfg, &status("p", 0, 0, 3)).reason,
+            "0 queued and 0 running builds at 2 per worker need 0 workers, raised to the minimum of 1; 3 alive now"
+        );
+        assert_eq!(
+            plan(cfg, &status("p", 3, 0, 1)).reason,
+            "3 queued and 0 running builds at 2 per worker need 2 workers; 1 alive now"
+        );
+        assert_eq!(
+            plan(cfg, &status("p", 15, 5, 5)).reason,
+            "15 queued and 5 running builds at 2 per worker need 10 workers, capped at the maximum of 5; 5 alive now"
+        );
+    }
+
+    #[test]
+    fn defaults_are_no_minimum_and_one_build_per_worker() {
+        let cfg = r#"{"max": 3, "command": "true"}"#;
+        assert_eq!(plan(cfg, &status("p", 0, 0, 1)).size, 0);
+        assert_eq!(plan(cfg, &status("p", 1, 1, 1)).size, 2);
+        assert_eq!(plan(cfg, &status("p", u64::MAX, u64::MAX, 1)).size, 3);
+    }
+
+    #[test]
+    fn scale_runs_the_command_with_size_and_quoted_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let cfg = json!({
+            "max": 5,
+            "command": format!("echo {{size}} {{pool}} $VESPENE_POOL_SIZE $VESPENE_POOL_WORKERS > {}", out.display()),
+        })
+        .to_string();
+        let host = RecordingHost::new();
+        let status = status("it's $HOME {size}", 4, 0, 1);
+        let plan = ScalePlan { size: 4, reason: "busy".into() };
+
+        scale(&cfg, &status, &plan, &host).unwrap();
+
+        assert_eq!(fs::read_to_string(&out).unwrap(), "4 it's $HOME {size} 4 1\n");
+        assert_eq!(host.messages()[0], "scaling pool it's $HOME {size} from 1 to 4 workers: busy");
+    }
+
+    #[test]
+    fn a_failing_command_fails_the_scaling() {
+        let cfg = r#"{"max": 5, "command": "echo no quota left; exit 7"}"#;
+        let err =
+            scale(cfg, &status("gpu", 1, 0, 0), &ScalePlan { size: 1, reason: String::new() }, &RecordingHost::new())
+                .unwrap_err();
+        assert_eq!(err, "scale command for pool gpu failed with exit code 7: no quota left");
+    }
+
+    #[test]
+    fn plans_outside_the_bounds_and_cancelled_builds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let cfg = json!({"min": 1, "max": 5, "command": format!("touch {}", marker.display())}).to_string();
+        let host = RecordingHost::new();
+        for size in [0, 6] {
+            let err =
+                scale(&cfg, &status("gpu", 0, 0, 0), &ScalePlan { size, reason: String::new() }, &host).unwrap_err();
+            assert_eq!(err, format!("refusing to scale pool gpu to {size} workers: outside 1..=5"));
+        }
+        host.cancel();
+        let err =
+            scale(&cfg, &status("gpu", 0, 0, 0), &ScalePlan { size: 2, reason: String::new() }, &host).unwrap_err();
+        assert_eq!(err, "scaling pool gpu was cancelled");
+        assert!(!marker.exists(), "no command ran");
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("plain"), "'plain'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn bad_configurations_name_the_parameter() {
+        let command = "parameter 'command' (a shell command line) is required".to_string();
+        let cases = [
+            (json!({"command": "true"}), "parameter 'max' (a number of workers) is required".to_string()),
+            (json!({"max": -1, "command": "true"}), "parameter 'max' must be a whole number, not -1".to_string()),
+            (json!({"max": 2.5, "command": "true"}), "parameter 'max' must be a whole number, not 2.5".to_string()),
+            (
+                json!({"min": "1", "max": 2, "command": "true"}),
+                "parameter 'min' must be a whole number, not \"1\"".to_string(),
+            ),
+            (
+                json!({"min": 3, "max": 2, "command": "true"}),
+                "parameter 'max' (2) must not be less than 'min' (3)".to_string(),
+            ),
+            (
+                json!({"max": 2, "per_worker": 0, "command": "true"}),
+                "parameter 'per_worker' must be at least 1".to_string(),
+            ),
+            (json!({"max": 2}), command.clone()),
+            (json!({"max": 2, "command": " "}), command.clone()),
+            (json!({"max": 2, "command": ["true"]}), command),
+            (
+                json!({"max": 2, "command": "true", "pool": "x"}),
+                format!("unknown parameter 'pool' for autoscaler plugin {NAME}"),
+            ),
+        ];
+        for (cfg, expected) in cases {
+            assert_eq!(autoscaler_from::<CommandAutoscaler>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The store's subcommands: `migrate`, `user create`, `tutorial` and
+//! `cleanup`. Each opens the store from the effective settings on its own
+//! small tokio runtime.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Subcommand;
+
+use crate::settings::Settings;
+use crate::store::{self, NewUser, Store, StoreOptions};
+
+/// `vespene user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password comes from --password, else the
+    /// VESPENE_PASSWORD environment variable, else a prompt.
+    Create {
+        /// The login name.
+        name: String,
+        /// Make the user a superuser.
+        #[arg(long)]
+        superuser: bool,
+        /// The password (visible in the process list: prefer VESPENE_PASSWORD or the prompt).
+        #[arg(long)]
+        password: Option<String>,
+        /// E-mail address.
+        #[arg(long, default_value = "")]
+        email: String,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let opts = StoreOptions { migrate, ..StoreOptions::from_settings(settings) };
+    Ok(Store::open(&opts).await?)
+}
+
+/// `vespene migrate`: applies pending schema migrations.
+pub fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let store = open(settings, false).await?;
+        let applied = store.migrate().await?;
+        let version = store::migrate::current_version(store.pool()).await?;
+        println!(
+            "database {}: applied {applied} migration(s), schema version {version}",
+            store::redact_url(&settings.database_url())
+        );
+        store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `vespene user create NAME [--superuser]`.
+pub fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let UserCommand::Create { name, superuser, password, email } = cmd;
+    let password = match password.or_else(|| std::env::var("VESPENE_PASSWORD").ok()) {
+        Some(p) => p,
+        None => prompt_password(&name)?,
+    };
+    runtime()?.block_on(async {
+        let store = open(settings, true).await?;
+        let id = store
+            .create_user(&NewUser {
+                username: name.clone(),
+                password,
+                email,
+                is_superuser: superuser,
+                ..Default::default()
+            })
+            .await?;
+        println!("created {}user '{name}' (id {id})", if superuser { "superuser " } else { "" });
+        store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `vespene tutorial`: idempotent demo data.
+pub fn tutorial(settings: &Settings) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let store = open(settings, true).await?;
+        let report = store::tutorial::setup(&store).await?;
+        if report.created.is_empty() {
+            println!("tutorial data already present; nothing to do");
+        } else {
+            for c in &report.created {
+                println!("created {c}");
+            }
+        }
+        store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `vespene cleanup`: deletes builds and build roots OLDER than the given ages.
+pub fn cleanup(settings: &Settings, builds_days: Option<u32>, roots_days: Option<u32>) -> anyhow::Result<ExitCode> {
+    if builds_days.is_none() && roots_days.is_none() {
+        anyhow::bail!("nothing to do: give --builds-older-than DAYS and/or --build-roots-older-than DAYS");
+    }
+    if let Some(days) = builds_days {
+        let cutoff = store::now() - chrono::Duration::days(days.into());
+        let n = runtime()?.block_on(async {
+            let store = open(settings, true).await?;
+            let n = store.delete_builds_older_than(cutoff).await?;
+            store.close().await;
+            anyhow::Ok(n)
+        })?;
+        println!("deleted {n} finished build(s) queued more than {days} day(s) ago");
+    }
+    if let Some(days) = roots_days {
+        let root = settings.build_root();
+        let cutoff = SystemTime::now() - Duration::from_secs(u64::from(days) * 86_400);
+        let n = remove_old_build_roots(&root, cutoff)?;
+        println!("removed {n} build root(s) under {} older than {days} day(s)", root.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the directories directly under `root` last modified before
+/// `cutoff`; answers how many. A missing root is not an error.
+pub fn remove_old_build_roots(root: &Path, cutoff: SystemTime) -> anyhow::Result<usize> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(anyhow::anyhow!("cannot read build root {}: {e}", root.display())),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        // symlink_metadata: never follow a link out of the build root.
+        let meta = entry.path().symlink_metadata()?;
+        if !meta.is_dir() {
+            continue;
+        }
+        if meta.modified()? < cutoff {
+            std::fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn prompt_password(name: &str) -> anyhow::Result<String> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("no password: give --password, set VESPENE_PASSWORD, or run on a terminal to be prompted");
+    }
+    let first = read_hidden(&format!("password for {name}: "))?;
+    let second = read_hidden("again: ")?;
+    if first != second {
+        anyhow::bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+/// Reads a line from the terminal with echo off.
+fn read_hidden(prompt: &str) -> anyhow::Result<String> {
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    #[cfg(unix)]
+    let saved = unsafe {
+        // SAFETY: plain termios calls on stdin with a zeroed, then filled, struct.
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) == 0 {
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            Some(saved)
+        } else {
+            None
+        }
+    };
+    let mut line = String::new();
+    let res = std::io::stdin().lock().read_line(&mut line);
+    #[cfg(unix)]
+    if let Some(saved) = saved {
+        // SAFETY: restores the settings read above.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &saved);
+        }
+    }
+    eprintln!();
+    res?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_only_old_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("1");
+        let new = dir.path().join("2");
+        std::fs::create_dir_all(old.join("sub")).unwrap();
+        std::fs::create_dir_all(&new).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(10 * 86_400);
+        std::fs::File::open(&old).unwrap().set_modified(long_ago).unwrap();
+        let cutoff = SystemTime::now() - Duration::from_secs(5 * 86_400);
+        assert_eq!(remove_old_build_roots(dir.path(), cutoff).unwrap(), 1);
+        assert!(!old.exists());
+        assert!(new.exists());
+        assert_eq!(remove_old_build_roots(&dir.path().join("missing"), cutoff).unwrap(), 0);
+    }
+}

@@ -1,0 +1,453 @@
+//! Accounts: users (argon2id password hashes, superuser flag), groups and
+//! membership, API tokens and login sessions.
+//!
+//! Tokens and session ids are random 256-bit values shown to their owner once;
+//! only their SHA-256 is stored, so a copy of the database does not let anyone
+//! log in. (A fast hash is right here: the values are random, not passwords.)
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::Duration;
+use rand::rngs::OsRng;
+use rand::{Rng, RngCore};
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::row::{self, get_bool, get_i64, get_opt_time, get_str, get_time};
+use super::validate::{self as v, ValidationError};
+use super::*;
+
+/// A random password of `len` letters and digits.
+pub(crate) fn random_password(len: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = OsRng;
+    (0..len).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hashes a password with argon2id and a random salt (PHC string format).
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Config(format!("password hashing failed: {e}")))
+}
+
+fn verify_hash(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+fn check_password(p: &str) -> Result<(), ValidationError> {
+    if p.chars().count() < 8 {
+        return Err(ValidationError::new("password", "must be at least 8 characters"));
+    }
+    Ok(())
+}
+
+fn user_from_row(r: &AnyRow) -> Result<User> {
+    Ok(User {
+        id: get_i64(r, "id")?,
+        username: get_str(r, "username")?,
+        email: get_str(r, "email")?,
+        first_name: get_str(r, "first_name")?,
+        last_name: get_str(r, "last_name")?,
+        is_superuser: get_bool(r, "is_superuser")?,
+        is_active: get_bool(r, "is_active")?,
+        created_at: get_opt_time(r, "created_at")?,
+        last_login: get_opt_time(r, "last_login")?,
+        group_ids: vec![],
+    })
+}
+
+const USER_COLS: &str = "id, username, email, first_name, last_name, is_superuser, is_active, created_at, last_login";
+
+impl Store {
+    /// How many users exist.
+    pub async fn user_count(&self) -> Result<i64> {
+        let r = sqlx::query("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
+        Ok(r.try_get::<i64, _>(0)?)
+    }
+
+    /// Creates a user; the password is hashed with argon2id.
+    pub async fn create_user(&self, u: &NewUser) -> Result<Id> {
+        v::username("username", &u.username)?;
+        check_password(&u.password)?;
+        let hash = hash_password(&u.password)?;
+        let r = sqlx::query(
+            "INSERT INTO users (username, password_hash, email, first_name, last_name, is_superuser, is_active, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) RETURNING id",
+        )
+        .bind(u.username.as_str())
+        .bind(hash)
+        .bind(u.email.as_str())
+        .bind(u.first_name.as_str())
+        .bind(u.last_name.as_str())
+        .bind(u.is_superuser)
+        .bind(row::now().timestamp_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| row::map_db_err(e, "user", &u.username))?;
+        Ok(r.try_get::<i64, _>(0)?)
+    }
+
+    /// Saves a user's profile fields and flags (not the password: see
+    /// [`Store::set_password`]); group membership is replaced by `group_ids`.
+    pub async fn update_user(&self, u: &User) -> Result<()> {
+        v::username("username", &u.username)?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET username = $1, email = $2, first_name = $3, last_name = $4, is_superuser = $5,
+                 is_active = $6 WHERE id = $7",
+        )
+        .bind(u.username.as_str())
+        .bind(u.email.as_str())
+        .bind(u.first_name.as_str())
+        .bind(u.last_name.as_str())
+        .bind(u.is_superuser)
+        .bind(u.is_active)
+        .bind(u.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| row::map_db_err(e, "user", &u.username))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "user", id: u.id.to_string() });
+        }
+        sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(u.id).execute(&mut *tx).await?;
+        for g in &u.group_ids {
+            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2)")
+                .bind(*g)
+                .bind(u.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|_| ValidationError::new("group_ids", format!("group {g} does not exist")))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets a new password.
+    pub async fn set_password(&self, user_id: Id, password: &str) -> Result<()> {
+        check_password(password)?;
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash_password(password)?)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "user", id: user_id.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Checks a login; answers the (active) user and records the login time.
+    pub async fn verify_password(&self, username: &str, password: &str) -> Result<Option<User>> {
+        let r = sqlx::query("SELECT id, password_hash, is_active FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = r else {
+            // Spend the same time as a real check, so user names cannot be probed.
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let password = password.to_string();
+            let _ = tokio::task::spawn_blocking(move || {
+                let dummy = DUMMY.get_or_init(|| hash_password("not a real password").unwrap_or_default());
+                verify_hash(&password, dummy)
+            })
+            .await;
+            return Ok(None);
+        };
+        let hash = get_str(&r, "password_hash")?;
+        let hash_ok = {
+            let password = password.to_string();
+            tokio::task::spawn_blocking(move || verify_hash(&password, &hash)).await.unwrap_or(false)
+        };
+        if !hash_ok || !get_bool(&r, "is_active")? {
+            return Ok(None);
+        }
+        let id = get_i64(&r, "id")?;
+        sqlx::query("UPDATE users SET last_login = $1 WHERE id = $2")
+            .bind(row::now().timestamp_millis())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_user(id).await
+    }
+
+    /// One user, with group ids.
+    pub async fn get_user(&self, id: Id) -> Result<Option<User>> {
+        let r = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = r else { return Ok(None) };
+        let mut u = user_from_row(&r)?;
+        u.group_ids = self.user_group_ids(id).await?;
+        Ok(Some(u))
+    }
+
+    /// One user by name.
+    pub async fn find_user(&self, username: &str) -> Result<Option<User>> {
+        let r =
+            sqlx::query("SELECT id FROM users WHERE username = $1").bind(username).fetch_optional(&self.pool).await?;
+        match r {
+            Some(r) => self.get_user(r.try_get::<i64, _>(0)?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Every user, by name (group ids included).
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let rows =
+            sqlx::query(&format!("SELECT {USER_COLS} FROM users ORDER BY username")).fetch_all(&self.pool).await?;
+        let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+        let links = sqlx::query("SELECT user_id, group_id FROM group_members ORDER BY user_id, group_id")
+            .fetch_all(&self.pool)
+            .await?;
+        for l in links {
+            let (u, g) = (l.try_get::<i64, _>(0)?, l.try_get::<i64, _>(1)?);
+            if let Some(user) = users.iter_mut().find(|x| x.id == u) {
+                user.group_ids.push(g);
+            }
+        }
+        Ok(users)
+    }
+
+    /// Deletes a user; objects they created keep existing without a creator.
+    pub async fn delete_user(&self, id: Id) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn user_group_ids(&self, user_id: Id) -> Result<Vec<Id>> {
+        let rows = sqlx::query("SELECT group_id FROM group_members WHERE user_id = $1 ORDER BY group_id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+    }
+
+    // ---- groups ----
+
+    /// Creates a group.
+    pub async fn create_group(&self, name: &str) -> Result<Id> {
+        v::name("name", name)?;
+        let r = sqlx::query("INSERT INTO account_groups (name, created_at) VALUES ($1, $2) RETURNING id")
+            .bind(name)
+            .bind(row::now().timestamp_millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| row::map_db_err(e, "group", name))?;
+        Ok(r.try_get::<i64, _>(0)?)
+    }
+
+    /// Renames a group.
+    pub async fn rename_group(&self, id: Id, name: &str) -> Result<()> {
+        v::name("name", name)?;
+        let done = sqlx::query("UPDATE account_groups SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| row::map_db_err(e, "group", name))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "group", id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Every group, by name.
+    pub async fn list_groups(&self) -> Result<Vec<Group>> {
+        let rows =
+            sqlx::query("SELECT id, name, created_at FROM account_groups ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Group {
+                    id: get_i64(r, "id")?,
+                    name: get_str(r, "name")?,
+                    created_at: get_opt_time(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// One group by name.
+    pub async fn find_group(&self, name: &str) -> Result<Option<Group>> {
+        Ok(self.list_groups().await?.into_iter().find(|g| g.name == name))
+    }
+
+    /// Deletes a group (and its memberships and ownerships).
+    pub async fn delete_group(&self, id: Id) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM account_groups WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Adds a user to a group (no error if already a member).
+    pub async fn add_group_member(&self, group_id: Id, user_id: Id) -> Result<()> {
+        sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(group_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| row::map_db_err(e, "group member", &user_id.to_string()))?;
+        Ok(())
+    }
+
+    /// Removes a user from a group.
+    pub async fn remove_group_member(&self, group_id: Id, user_id: Id) -> Result<()> {
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(group_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user ids in a group.
+    pub async fn group_member_ids(&self, group_id: Id) -> Result<Vec<Id>> {
+        let rows = sqlx::query("SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY user_id")
+            .bind(group_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+    }
+
+    // ---- API tokens ----
+
+    /// Creates an API token for a user; answers its row and the token itself,
+    /// which is not stored and cannot be shown again.
+    pub async fn create_api_token(&self, user_id: Id, name: &str, ttl: Option<Duration>) -> Result<(ApiToken, String)> {
+        let token = format!("vsp_{}", random_token());
+        let prefix: String = token.chars().take(10).collect();
+        let now = row::now();
+        let expires = ttl.map(|d| now + d);
+        let r = sqlx::query(
+            "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(name)
+        .bind(sha256_hex(&token))
+        .bind(prefix.as_str())
+        .bind(now.timestamp_millis())
+        .bind(expires.map(|t| t.timestamp_millis()))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| row::map_db_err(e, "api token", name))?;
+        let t = ApiToken {
+            id: r.try_get(0)?,
+            user_id,
+            name: name.to_string(),
+            prefix,
+            created_at: now,
+            last_used_at: None,
+            expires_at: expires,
+        };
+        Ok((t, token))
+    }
+
+    /// The active user a token belongs to, if the token is valid; records its use.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<User>> {
+        let now = row::now().timestamp_millis();
+        let r = sqlx::query(
+            "UPDATE api_tokens SET last_used_at = $1
+             WHERE token_hash = $2 AND (expires_at IS NULL OR expires_at > $1) RETURNING user_id",
+        )
+        .bind(now)
+        .bind(sha256_hex(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        match r {
+            Some(r) => Ok(self.get_user(r.try_get::<i64, _>(0)?).await?.filter(|u| u.is_active)),
+            None => Ok(None),
+        }
+    }
+
+    /// A user's tokens (without the secret part).
+    pub async fn list_api_tokens(&self, user_id: Id) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query("SELECT * FROM api_tokens WHERE user_id = $1 ORDER BY id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiToken {
+                    id: get_i64(r, "id")?,
+                    user_id: get_i64(r, "user_id")?,
+                    name: get_str(r, "name")?,
+                    prefix: get_str(r, "prefix")?,
+                    created_at: get_time(r, "created_at")?,
+                    last_used_at: get_opt_time(r, "last_used_at")?,
+                    expires_at: get_opt_time(r, "expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a token.
+    pub async fn delete_api_token(&self, id: Id) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- sessions ----
+
+    /// Starts a login session; answers the session id for the cookie.
+    pub async fn create_session(&self, user_id: Id, ttl: Duration) -> Result<String> {
+        let sid = random_token();
+        let now = row::now();
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at) VALUES ($1, $2, $3, $4, $3)",
+        )
+        .bind(sha256_hex(&sid))
+        .bind(user_id)
+        .bind(now.timestamp_millis())
+        .bind((now + ttl).timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(sid)
+    }
+
+    /// The active user of an unexpired session; records that it was seen.
+    pub async fn session_user(&self, sid: &str) -> Result<Option<User>> {
+        let now = row::now().timestamp_millis();
+        let r = sqlx::query(
+            "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2 AND expires_at > $1 RETURNING user_id",
+        )
+        .bind(now)
+        .bind(sha256_hex(sid))
+        .fetch_optional(&self.pool)
+        .await?;
+        match r {
+            Some(r) => Ok(self.get_user(r.try_get::<i64, _>(0)?).await?.filter(|u| u.is_active)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends a session (logout).
+    pub async fn delete_session(&self, sid: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(sha256_hex(sid)).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Removes expired sessions; answers how many.
+    pub async fn purge_expired_sessions(&self) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(row::now().timestamp_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,471 @@
+//! Builds and the queue: creating builds, claiming them atomically, moving
+//! them through the status machine, and their append-only output.
+//!
+//! Claiming is one `UPDATE ... WHERE id = (SELECT ... LIMIT 1) AND status =
+//! 'QUEUED' RETURNING *` statement. On PostgreSQL the inner select takes the
+//! row with `FOR UPDATE SKIP LOCKED`, so concurrent claimers each get a
+//! different build instead of queuing on the same row; on SQLite the statement
+//! runs under the database write lock, which serialises claimers.
+//!
+//! Output lines get consecutive per-build sequence numbers: an append first
+//! bumps `builds.output_seq` by the batch size (taking that row's write lock,
+//! so concurrent appenders to one build serialise) and then inserts the batch
+//! with multi-row INSERTs, all in one transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::row::{self, get_i64, get_opt_i64, get_opt_str, get_opt_time, get_str};
+use super::validate::{self as v};
+use super::*;
+
+/// Rows per INSERT statement when appending output (5 parameters each; well
+/// under both backends' parameter limits).
+const OUTPUT_CHUNK: usize = 1000;
+
+fn build_from_row(r: &AnyRow) -> Result<Build> {
+    let status = get_str(r, "status")?;
+    Ok(Build {
+        id: get_i64(r, "id")?,
+        project_id: get_opt_i64(r, "project_id")?,
+        organization_id: get_opt_i64(r, "organization_id")?,
+        worker_pool_id: get_i64(r, "worker_pool_id")?,
+        status: BuildStatus::parse(&status)
+            .ok_or_else(|| StoreError::Config(format!("unknown build status '{status}' in the database")))?,
+        revision: get_opt_str(r, "revision")?,
+        revision_username: get_opt_str(r, "revision_username")?,
+        queued_time: get_opt_time(r, "queued_time")?,
+        start_time: get_opt_time(r, "start_time")?,
+        end_time: get_opt_time(r, "end_time")?,
+        return_code: get_opt_i64(r, "return_code")?,
+        working_dir: get_str(r, "working_dir")?,
+        script: get_str(r, "script")?,
+        variables: get_str(r, "variables")?,
+        launch_answers: get_str(r, "launch_answers")?,
+        output_variables: get_str(r, "output_variables")?,
+        created_by: get_opt_i64(r, "created_by")?,
+        pipeline_origin_build_id: get_opt_i64(r, "pipeline_origin_build_id")?,
+        pipeline_parent_build_id: get_opt_i64(r, "pipeline_parent_build_id")?,
+        worker_id: get_opt_i64(r, "worker_id")?,
+        output_lines: get_i64(r, "output_seq")?,
+    })
+}
+
+/// A page of the build list.
+#[derive(Debug, Clone, Default)]
+pub struct BuildFilter {
+    /// Only this project's builds.
+    pub project_id: Option<Id>,
+    /// Only this pool's builds.
+    pub worker_pool_id: Option<Id>,
+    /// Only builds in this status.
+    pub status: Option<BuildStatus>,
+    /// Page size (0 means 50).
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+impl Store {
+    /// Creates a build: QUEUED (the default), RUNNING (import builds) or
+    /// FAILURE (the script could not be rendered). A queued build becomes its
+    /// project's active build, in the same transaction. The pipeline origin
+    /// defaults to the build itself.
+    pub async fn create_build(&self, nb: &NewBuild) -> Result<Build> {
+        v::json_object("variables", &nb.variables)?;
+        v::json_object("launch_answers", &nb.launch_answers)?;
+        let status = nb.status.unwrap_or(BuildStatus::Queued);
+        let now = row::now().timestamp_millis();
+        let (start, end) = match status {
+            BuildStatus::Queued => (None, None),
+            BuildStatus::Running => (Some(now), None),
+            _ => (Some(now), Some(now)),
+        };
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO builds (project_id, organization_id, worker_pool_id, status, queued_time, start_time,
+                 end_time, script, variables, launch_answers, created_by, pipeline_parent_build_id,
+                 pipeline_origin_build_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+        )
+        .bind(nb.project_id)
+        .bind(nb.organization_id)
+        .bind(nb.worker_pool_id)
+        .bind(status.as_str())
+        .bind(now)
+        .bind(start)
+        .bind(end)
+        .bind(nb.script.as_str())
+        .bind(if nb.variables.trim().is_empty() { "{}" } else { nb.variables.as_str() })
+        .bind(if nb.launch_answers.trim().is_empty() { "{}" } else { nb.launch_answers.as_str() })
+        .bind(nb.created_by)
+        .bind(nb.pipeline_parent_build_id)
+        .bind(nb.pipeline_origin_build_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| row::map_db_err(e, "build", "new build"))?;
+        let id: Id = r.try_get(0)?;
+        if nb.pipeline_origin_build_id.is_none() {
+            sqlx::query("UPDATE builds SET pipeline_origin_build_id = id WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(pid) = nb.project_id {
+            let sql = if status.is_active() {
+                "UPDATE projects SET active_build_id = $1 WHERE id = $2"
+            } else {
+                "UPDATE projects SET last_build_id = $1 WHERE id = $2"
+            };
+            sqlx::query(sql).bind(id).bind(pid).execute(&mut *tx).await?;
+        }
+        if let Some(oid) = nb.organization_id {
+            sqlx::query("UPDATE organizations SET active_build_id = $1 WHERE id = $2")
+                .bind(id)
+                .bind(oid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let b = fetch_build(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(b)
+    }
+
+    /// One build.
+    pub async fn get_build(&self, id: Id) -> Result<Option<Build>> {
+        let r = sqlx::query("SELECT * FROM builds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        r.as_ref().map(build_from_row).transpose()
+    }
+
+    /// Builds, newest first.
+    pub async fn list_builds(&self, f: &BuildFilter) -> Result<Vec<Build>> {
+        let mut sql = String::from("SELECT * FROM builds WHERE 1 = 1");
+        let mut vals: Vec<row::Val> = vec![];
+        if let Some(p) = f.project_id {
+            vals.push(p.into());
+            sql += &format!(" AND project_id = ${}", vals.len());
+        }
+        if let Some(p) = f.worker_pool_id {
+            vals.push(p.into());
+            sql += &format!(" AND worker_pool_id = ${}", vals.len());
+        }
+        if let Some(s) = f.status {
+            vals.push(s.as_str().into());
+            sql += &format!(" AND status = ${}", vals.len());
+        }
+        vals.push(if f.limit > 0 { f.limit } else { 50 }.into());
+        vals.push(f.offset.max(0).into());
+        sql += &format!(" ORDER BY id DESC LIMIT ${} OFFSET ${}", vals.len() - 1, vals.len());
+        let mut q = sqlx::query(&sql);
+        for val in vals {
+            q = row::bind(q, val);
+        }
+        q.fetch_all(&self.pool).await?.iter().map(build_from_row).collect()
+    }
+
+    /// How many builds are in `status` in a pool (autoscaling, status pages).
+    pub async fn count_builds(&self, worker_pool_id: Id, status: BuildStatus) -> Result<i64> {
+        let r = sqlx::query("SELECT COUNT(*) FROM builds WHERE worker_pool_id = $1 AND status = $2")
+            .bind(worker_pool_id)
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get::<i64, _>(0)?)
+    }
+
+    /// Claims the oldest QUEUED build in any of `pool_ids` for `worker_id`,
+    /// atomically: it becomes RUNNING with a start time, and no other claimer
+    /// can get it. `None` when the queue is empty.
+    pub async fn claim_next_build(&self, pool_ids: &[Id], worker_id: Option<Id>) -> Result<Option<Build>> {
+        if pool_ids.is_empty() {
+            return Ok(None);
+        }
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE builds SET status = 'RUNNING', start_time = $1, worker_id = $2
+             WHERE id = (SELECT id FROM builds WHERE status = 'QUEUED' AND worker_pool_id IN ({})
+                         ORDER BY id LIMIT 1{lock})
+               AND status = 'QUEUED'
+             RETURNING *",
+            row::placeholders(3, pool_ids.len())
+        );
+        let mut q = sqlx::query(&sql).bind(row::now().timestamp_millis()).bind(worker_id);
+        for p in pool_ids {
+            q = q.bind(*p);
+        }
+        let r = q.fetch_optional(&self.pool).await?;
+        r.as_ref().map(build_from_row).transpose()
+    }
+
+    /// Claims the oldest QUEUED build of the pool named `pool`.
+    pub async fn claim_next_build_in(&self, pool: &str, worker_id: Option<Id>) -> Result<Option<Build>> {
+        let Some(p) = self.find_worker_pool(pool).await? else {
+            return Err(StoreError::NotFound { what: "worker pool", id: pool.to_string() });
+        };
+        self.claim_next_build(&[p.id], worker_id).await
+    }
+
+    /// Claims one given build if it is still QUEUED (`worker --build-id`).
+    pub async fn claim_build(&self, id: Id, worker_id: Option<Id>) -> Result<Option<Build>> {
+        let r = sqlx::query(
+            "UPDATE builds SET status = 'RUNNING', start_time = $1, worker_id = $2
+             WHERE id = $3 AND status = 'QUEUED' RETURNING *",
+        )
+        .bind(row::now().timestamp_millis())
+        .bind(worker_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(build_from_row).transpose()
+    }
+
+    /// Moves a build to `to` if the state machine allows it from its current
+    /// status; answers the updated build. Finishing statuses set the end time
+    /// and the return code, and update the project's build pointers, in one
+    /// transaction.
+    pub async fn set_build_status(&self, id: Id, to: BuildStatus, return_code: Option<i64>) -> Result<Build> {
+        let from = to.previous();
+        let now = row::now().timestamp_millis();
+        let finishing = !to.is_active();
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE builds SET status = $1,
+                 end_time = CASE WHEN $2 THEN $3 ELSE end_time END,
+                 return_code = COALESCE($4, return_code)
+             WHERE id = $5 AND status IN ({})",
+            row::placeholders(6, from.len())
+        );
+        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(finishing).bind(now).bind(return_code).bind(id);
+        for s in &from {
+            q = q.bind(s.as_str());
+        }
+        let done = q.execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            let cur = sqlx::query("SELECT status FROM builds WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+            return match cur {
+                None => Err(StoreError::NotFound { what: "build", id: id.to_string() }),
+                Some(r) => Err(StoreError::Transition { id, from: get_str(&r, "status")?, to }),
+            };
+        }
+        let b = fetch_build(&mut tx, id).await?;
+        update_pointers(&mut tx, &b).await?;
+        tx.commit().await?;
+        Ok(b)
+    }
+
+    /// Asks for a build to stop: QUEUED or RUNNING becomes ABORTING, and the
+    /// project is free to start again at once. False when it was not stoppable.
+    pub async fn request_stop(&self, id: Id) -> Result<bool> {
+        match self.set_build_status(id, BuildStatus::Aborting, None).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::Transition { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Current status of a build (workers check it between output lines).
+    pub async fn build_status(&self, id: Id) -> Result<Option<BuildStatus>> {
+        let r = sqlx::query("SELECT status FROM builds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(r.and_then(|r| BuildStatus::parse(&get_str(&r, "status").ok()?)))
+    }
+
+    /// Records what was checked out.
+    pub async fn set_build_revision(&self, id: Id, revision: Option<&str>, username: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE builds SET revision = $1, revision_username = $2 WHERE id = $3")
+            .bind(revision)
+            .bind(username)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the build root.
+    pub async fn set_build_working_dir(&self, id: Id, dir: &str) -> Result<()> {
+        sqlx::query("UPDATE builds SET working_dir = $1 WHERE id = $2").bind(dir).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Replaces the output variables (a JSON object).
+    pub async fn set_output_variables(&self, id: Id, json: &str) -> Result<()> {
+        v::json_object("output_variables", json)?;
+        sqlx::query("UPDATE builds SET output_variables = $1 WHERE id = $2")
+            .bind(json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// QUEUED builds in a pool queued before `cutoff` become ORPHANED;
+    /// answers how many.
+    pub async fn orphan_stale_builds(&self, worker_pool_id: Id, cutoff: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE builds SET status = 'ORPHANED', end_time = $1
+             WHERE worker_pool_id = $2 AND status = 'QUEUED' AND queued_time < $3",
+        )
+        .bind(row::now().timestamp_millis())
+        .bind(worker_pool_id)
+        .bind(cutoff.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        self.clear_inactive_pointers().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// ABORTING builds queued before `cutoff` (nobody is acting on them)
+    /// become ABORTED; answers how many.
+    pub async fn abort_stale_aborting(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE builds SET status = 'ABORTED', end_time = $1 WHERE status = 'ABORTING' AND queued_time < $2",
+        )
+        .bind(row::now().timestamp_millis())
+        .bind(cutoff.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Duplicate collapse: every other QUEUED build of the project becomes
+    /// ABORTED; answers how many.
+    pub async fn abort_other_queued(&self, project_id: Id, keep: Id) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE builds SET status = 'ABORTED', end_time = $1
+             WHERE project_id = $2 AND status = 'QUEUED' AND id <> $3",
+        )
+        .bind(row::now().timestamp_millis())
+        .bind(project_id)
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn clear_inactive_pointers(&self) -> Result<()> {
+        sqlx::query(
+            "UPDATE projects SET active_build_id = NULL WHERE active_build_id IN
+                 (SELECT id FROM builds WHERE status NOT IN ('QUEUED', 'RUNNING', 'ABORTING'))",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends lines to a build's output in one transaction; answers the
+    /// sequence number of the last line (lines are numbered 1, 2, 3, ...).
+    pub async fn append_output<S: AsRef<str>>(&self, build_id: Id, lines: &[(OutputStream, S)]) -> Result<i64> {
+        let n = lines.len() as i64;
+        let mut tx = self.pool.begin().await?;
+        // Reserve the numbers first: this write takes the lock.
+        let r = sqlx::query("UPDATE builds SET output_seq = output_seq + $1 WHERE id = $2 RETURNING output_seq")
+            .bind(n)
+            .bind(build_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound { what: "build", id: build_id.to_string() })?;
+        let last: i64 = r.try_get(0)?;
+        if n == 0 {
+            tx.commit().await?;
+            return Ok(last);
+        }
+        let ts = row::now().timestamp_millis();
+        let mut seq = last - n;
+        for chunk in lines.chunks(OUTPUT_CHUNK) {
+            let sql = insert_output_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for (stream, text) in chunk {
+                seq += 1;
+                q = q.bind(build_id).bind(seq).bind(stream.as_str()).bind(ts).bind(text.as_ref());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(last)
+    }
+
+    /// Output lines with `seq > after`, oldest first, at most `limit` (0 means
+    /// no limit). Live viewers call this with the last seq they have.
+    pub async fn output_since(&self, build_id: Id, after: i64, limit: i64) -> Result<Vec<OutputLine>> {
+        let limit = if limit <= 0 { i64::MAX } else { limit };
+        let rows = sqlx::query(
+            "SELECT seq, stream, ts, line FROM build_output WHERE build_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(build_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutputLine {
+                    seq: get_i64(r, "seq")?,
+                    stream: OutputStream::parse(&get_str(r, "stream")?),
+                    ts: row::get_time(r, "ts")?,
+                    text: get_str(r, "line")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes finished builds (and their output) queued before `cutoff`;
+    /// builds still queued or running are kept. Answers how many went.
+    pub async fn delete_builds_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM builds WHERE queued_time < $1 AND status NOT IN ('QUEUED', 'RUNNING', 'ABORTING')",
+        )
+        .bind(cutoff.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn insert_output_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(60 + rows * 30);
+    sql.push_str("INSERT INTO build_output (build_id, seq, stream, ts, line) VALUES ");
+    for i in 0..rows {
+        let b = i * 5;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("(${},${},${},${},${})", b + 1, b + 2, b + 3, b + 4, b + 5));
+    }
+    sql
+}
+
+async fn fetch_build(conn: &mut sqlx::AnyConnection, id: Id) -> Result<Build> {
+    let r = sqlx::query("SELECT * FROM builds WHERE id = $1").bind(id).fetch_one(conn).await?;
+    build_from_row(&r)
+}
+
+/// Keeps the project's (or organization's) build pointers in step with a
+/// status change.
+async fn update_pointers(conn: &mut sqlx::AnyConnection, b: &Build) -> Result<()> {
+    for (table, owner) in [("projects", b.project_id), ("organizations", b.organization_id)] {
+        let Some(owner) = owner else { continue };
+        match b.status {
+            // Stopping frees the project at once (inventory #5).
+            BuildStatus::Aborting => {
+                let sql = format!("UPDATE {table} SET active_build_id = NULL WHERE id = $1 AND active_build_id = $2");
+                sqlx::query(&sql).bind(owner).bind(b.id).execute(&mut *conn).await?;
+            }
+            s if !s.is_active() => {
+                let sql = format!(
+                    "UPDATE {table} SET last_build_id = $2,
+                         active_build_id = CASE WHEN active_build_id = $2 THEN NULL ELSE active_build_id END,
+                         last_successful_build_id = CASE WHEN $3 THEN $2
+                             WHEN last_successful_build_id = $2 THEN NULL
+                             ELSE last_successful_build_id END
+                     WHERE id = $1"
+                );
+                sqlx::query(&sql).bind(owner).bind(b.id).bind(s == BuildStatus::Success).execute(&mut *conn).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

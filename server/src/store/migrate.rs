@@ -1,0 +1,95 @@
+//! Schema migrations: numbered SQL files per backend, embedded in the binary
+//! (`server/migrations/{sqlite,postgres}/NNNN_name.sql`), applied in order,
+//! each in its own transaction, and recorded in `vespene_migrations`.
+//!
+//! Why not `sqlx::migrate!`: it needs the macro feature, and one tiny runner
+//! keeps the two backends' histories side by side with the same version numbers.
+
+use sqlx::{AnyPool, Row};
+
+use super::{Backend, Result, StoreError};
+
+/// One migration: its version, name, and SQL for each backend.
+pub struct Migration {
+    /// Strictly increasing.
+    pub version: i64,
+    /// A short description.
+    pub name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sqlite: include_str!("../../migrations/sqlite/0001_initial.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_initial.sql"),
+}];
+
+/// Applies pending migrations; answers how many ran.
+pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize> {
+    // Look first: PostgreSQL logs a notice for IF NOT EXISTS on every start.
+    let exists_sql = match backend {
+        Backend::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vespene_migrations'",
+        Backend::Postgres => "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'vespene_migrations'",
+    };
+    if sqlx::query(exists_sql).fetch_optional(pool).await?.is_none() {
+        create_table(pool).await?;
+    }
+    let mut applied = 0;
+    for m in MIGRATIONS {
+        let mut tx = pool.begin().await?;
+        if backend == Backend::Postgres {
+            // Two processes starting at once: the second waits here, then sees
+            // the migration recorded and skips it.
+            sqlx::query("LOCK TABLE vespene_migrations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        }
+        let done = sqlx::query("SELECT version FROM vespene_migrations WHERE version = $1")
+            .bind(m.version)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if done {
+            tx.commit().await?;
+            continue;
+        }
+        let sql = match backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Config(format!("migration {} ({}) failed: {e}", m.version, m.name)))?;
+        sqlx::query("INSERT INTO vespene_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(super::row::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+async fn create_table(pool: &AnyPool) -> Result<()> {
+    // IF NOT EXISTS still matters: two processes may both have looked.
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS vespene_migrations (
+            version BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at BIGINT NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The highest applied version (0 for an empty database).
+pub async fn current_version(pool: &AnyPool) -> Result<i64> {
+    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM vespene_migrations").fetch_one(pool).await?;
+    Ok(row.try_get::<i64, _>("v")?)
+}

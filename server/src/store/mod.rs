@@ -1,0 +1,270 @@
+//! The store: every persistent object of Vespene and the queries over them.
+//!
+//! Owns the database schema (migrations for SQLite and PostgreSQL, see
+//! [`migrate`]), the domain types ([`models`]), save-time validation
+//! ([`validate`]), encryption of secrets at rest ([`secrets`]), and the queue:
+//! the database *is* the build queue, so claiming a build, appending its output
+//! and moving it through the status machine are store operations that are
+//! atomic on both backends.
+//!
+//! One set of query code serves both backends: queries go through sqlx's `Any`
+//! driver with runtime SQL and `$N` placeholders, which SQLite also accepts.
+//! To keep to the types `Any` can carry, times are stored as milliseconds since
+//! the Unix epoch (`BIGINT`), booleans as `BOOLEAN` (an integer on SQLite), and
+//! JSON documents as text. The few statements that must differ (row locking,
+//! schema DDL) branch on [`Backend`].
+
+mod accounts;
+mod builds;
+pub mod migrate;
+pub mod models;
+mod objects;
+mod row;
+pub mod secrets;
+pub mod tutorial;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::AnyPool;
+
+pub use accounts::hash_password;
+pub use builds::BuildFilter;
+pub use models::*;
+pub use objects::SshKeySecrets;
+pub use row::now;
+pub use secrets::{SecretBox, SecretError};
+pub use validate::ValidationError;
+
+use crate::settings::Settings;
+
+/// Which database server is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, the embedded default.
+    Sqlite,
+    /// PostgreSQL, for teams and multi-host workers.
+    Postgres,
+}
+
+impl Backend {
+    /// Works out the backend from a database URL.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Config(format!(
+                "unsupported database URL '{}': use sqlite://PATH or postgres://...",
+                redact_url(url)
+            )))
+        }
+    }
+}
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A value failed validation; nothing was saved.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// The object does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// The kind of object, e.g. "project".
+        what: &'static str,
+        /// Its id or name.
+        id: String,
+    },
+    /// A uniqueness rule was broken (e.g. a duplicate name).
+    #[error("{0}")]
+    Conflict(String),
+    /// The object is still referenced (e.g. a worker pool used by projects), or a
+    /// reference points at nothing.
+    #[error("{0}")]
+    Reference(String),
+    /// A status change the build state machine does not allow.
+    #[error("build {id} cannot go from {from} to {to}")]
+    Transition {
+        /// The build.
+        id: Id,
+        /// Its current status.
+        from: String,
+        /// The status asked for.
+        to: BuildStatus,
+    },
+    /// Encrypting or decrypting a secret failed.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Bad store configuration (URL, key file).
+    #[error("{0}")]
+    Config(String),
+    /// The database said no.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// The store's result type.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on the database: cheap to clone, shared by the web tier and workers.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    secrets: Arc<SecretBox>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://PATH` or `postgres://...`.
+    pub url: String,
+    /// The secret key file; created (mode 0600) when missing.
+    pub key_file: PathBuf,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Run pending migrations on open.
+    pub migrate: bool,
+}
+
+impl StoreOptions {
+    /// Options from the effective settings: the configured database (SQLite in
+    /// the data directory by default) and `<data_dir>/secret.key`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            url: settings.database_url(),
+            key_file: settings.data_dir.join("secret.key"),
+            max_connections: 10,
+            migrate: true,
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store from settings, creating the data directory, the SQLite
+    /// file and the secret key as needed, and migrating the schema.
+    pub async fn open_from_settings(settings: &Settings) -> Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            StoreError::Config(format!("cannot create data directory {}: {e}", settings.data_dir.display()))
+        })?;
+        Self::open(&StoreOptions::from_settings(settings)).await
+    }
+
+    /// Opens (and by default migrates) the store.
+    pub async fn open(opts: &StoreOptions) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(&opts.url)?;
+        let secrets = Arc::new(SecretBox::load_or_create(&opts.key_file)?);
+        let url = match backend {
+            // Create the database file on first run.
+            Backend::Sqlite if !opts.url.contains("mode=") => {
+                let sep = if opts.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}mode=rwc", opts.url)
+            }
+            _ => opts.url.clone(),
+        };
+        let connect = AnyConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Config(format!("bad database URL '{}': {e}", redact_url(&opts.url))))?;
+        let mut pool_opts =
+            AnyPoolOptions::new().max_connections(opts.max_connections.max(1)).acquire_timeout(Duration::from_secs(60));
+        if backend == Backend::Sqlite {
+            // Writers queue on SQLite's lock rather than failing at once; WAL lets
+            // readers (live output) run beside the writer.
+            pool_opts = pool_opts.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA busy_timeout = 30000").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_opts.connect_with(connect).await?;
+        if backend == Backend::Sqlite {
+            sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
+        }
+        let store = Store { pool, backend, secrets };
+        if opts.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Applies pending migrations; answers how many were applied.
+    pub async fn migrate(&self) -> Result<usize> {
+        migrate::run(&self.pool, self.backend).await
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The raw pool, for tests and diagnostics. Application code goes through
+    /// the typed methods.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The secret box, so the engine can decrypt values it is handed.
+    pub fn secrets(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    /// Decrypts a value stored with the secret header.
+    pub fn decrypt(&self, stored: &str) -> Result<String> {
+        Ok(self.secrets.decrypt(stored)?)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The first-start bootstrap used by `vespene serve`: when no user exists,
+/// creates the superuser `admin` with a random password and answers it (so
+/// serve can print it once); otherwise answers `None`.
+pub async fn ensure_admin(store: &Store) -> Result<Option<String>> {
+    if store.user_count().await? > 0 {
+        return Ok(None);
+    }
+    let password = accounts::random_password(20);
+    let user =
+        NewUser { username: "admin".into(), password: password.clone(), is_superuser: true, ..Default::default() };
+    match store.create_user(&user).await {
+        Ok(_) => Ok(Some(password)),
+        // Another process created it first.
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A URL with any password replaced, safe for error messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// The data directory's secret key file.
+pub fn key_file_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("secret.key")
+}

@@ -1,0 +1,800 @@
+//! The domain types: one struct per stored object, as the rest of the server
+//! sees them. Field names follow the original's data model (inventory §2);
+//! many-to-many links are id lists in the owning struct; denormalised build
+//! pointers (`last_build_id`, ...) are read-only here and kept by the queue
+//! functions.
+//!
+//! Secrets never appear in clear in these types: a [`Secret`] read from the
+//! store is `Stored` (masked), and only `Store::reveal_*` returns plaintext.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A row id.
+pub type Id = i64;
+/// A point in time (UTC, millisecond precision in the store).
+pub type Timestamp = DateTime<Utc>;
+
+/// A secret field. Read from the store it is `Stored` or `Empty`; to change
+/// it, set `Set(plaintext)`; leaving `Stored` on save keeps the stored value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Secret {
+    /// Nothing stored (saving `Empty` clears it).
+    #[default]
+    Empty,
+    /// A value is stored; it is not loaded in clear.
+    Stored,
+    /// A new value to encrypt and store.
+    Set(String),
+}
+
+impl Secret {
+    /// True when there is (or will be) a value.
+    pub fn is_present(&self) -> bool {
+        !matches!(self, Secret::Empty)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Empty => f.write_str("Secret::Empty"),
+            Secret::Stored | Secret::Set(_) => f.write_str("Secret(********)"),
+        }
+    }
+}
+
+/// Serialises as `null` or `"********"`, never the value.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Secret::Empty => s.serialize_none(),
+            _ => s.serialize_str("********"),
+        }
+    }
+}
+
+/// From input: `null` clears, `"********"` keeps, any other string sets.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<String>::deserialize(d)? {
+            None => Secret::Empty,
+            Some(s) if s == "********" => Secret::Stored,
+            Some(s) => Secret::Set(s),
+        })
+    }
+}
+
+/// The states of a build (inventory §2.12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BuildStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Claimed by a worker.
+    Running,
+    /// Finished well.
+    Success,
+    /// Finished badly (or could not start).
+    Failure,
+    /// A stop was asked for; the worker will notice.
+    Aborting,
+    /// Stopped, or dropped as a duplicate.
+    Aborted,
+    /// Queued too long with nobody to run it.
+    Orphaned,
+}
+
+impl BuildStatus {
+    /// Every status.
+    pub const ALL: [BuildStatus; 7] = [
+        BuildStatus::Queued,
+        BuildStatus::Running,
+        BuildStatus::Success,
+        BuildStatus::Failure,
+        BuildStatus::Aborting,
+        BuildStatus::Aborted,
+        BuildStatus::Orphaned,
+    ];
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Queued => "QUEUED",
+            BuildStatus::Running => "RUNNING",
+            BuildStatus::Success => "SUCCESS",
+            BuildStatus::Failure => "FAILURE",
+            BuildStatus::Aborting => "ABORTING",
+            BuildStatus::Aborted => "ABORTED",
+            BuildStatus::Orphaned => "ORPHANED",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Not yet finished: QUEUED, RUNNING or ABORTING.
+    pub fn is_active(self) -> bool {
+        matches!(self, BuildStatus::Queued | BuildStatus::Running | BuildStatus::Aborting)
+    }
+
+    /// The statuses a build may move to from this one. A success can still
+    /// become a failure (a success trigger failed).
+    pub fn next(self) -> &'static [BuildStatus] {
+        use BuildStatus::*;
+        match self {
+            Queued => &[Running, Failure, Aborting, Aborted, Orphaned],
+            Running => &[Success, Failure, Aborting, Aborted],
+            Aborting => &[Aborted, Failure],
+            Success => &[Failure],
+            Failure | Aborted | Orphaned => &[],
+        }
+    }
+
+    /// The statuses from which `self` may be entered.
+    pub fn previous(self) -> Vec<BuildStatus> {
+        Self::ALL.into_iter().filter(|p| p.next().contains(&self)).collect()
+    }
+
+    /// True when the move is allowed.
+    pub fn can_become(self, next: BuildStatus) -> bool {
+        self.next().contains(&next)
+    }
+}
+
+impl std::fmt::Display for BuildStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A user account. The password hash never leaves the store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// Row id.
+    pub id: Id,
+    /// Unique login name.
+    pub username: String,
+    /// E-mail address.
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// May do everything.
+    pub is_superuser: bool,
+    /// May log in.
+    pub is_active: bool,
+    /// When created.
+    pub created_at: Option<Timestamp>,
+    /// Last successful login.
+    pub last_login: Option<Timestamp>,
+    /// Groups the user belongs to.
+    pub group_ids: Vec<Id>,
+}
+
+/// A user to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    /// Unique login name.
+    pub username: String,
+    /// Plain password; hashed with argon2id before it is stored.
+    pub password: String,
+    /// E-mail address.
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Superuser flag.
+    pub is_superuser: bool,
+}
+
+/// A group of users (owner and launch groups).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    /// Row id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// When created.
+    pub created_at: Option<Timestamp>,
+}
+
+/// An API token as listed (the token itself is only shown once, on creation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Row id.
+    pub id: Id,
+    /// Owner.
+    pub user_id: Id,
+    /// A label.
+    pub name: String,
+    /// The first characters, to recognise it.
+    pub prefix: String,
+    /// When created.
+    pub created_at: Timestamp,
+    /// Last use.
+    pub last_used_at: Option<Timestamp>,
+    /// Expiry, if any.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A named, reusable JSON dict of variables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VariableSet {
+    /// Row id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// A JSON object.
+    pub variables: String,
+    /// Creator.
+    pub created_by: Option<Id>,
+    /// Groups that may edit it.
+    pub owner_group_ids: Vec<Id>,
+}
+
+/// A named template block injected as a variable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snippet {
+    /// Row id.
+    pub id: Id,
+    /// Unique name; becomes the variable name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// A Jinja template.
+    pub text: String,
+    /// Creator.
+    pub created_by: Option<Id>,
+    /// Groups that may edit it.
+    pub owner_group_ids: Vec<Id>,
+}
+
+/// An SSH private key with an optional unlock password, both encrypted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SshKey {
+    /// Row id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The private key (masked when read).
+    pub private_key: Secret,
+    /// Its passphrase (masked when read).
+    pub unlock_password: Secret,
+    /// Creator.
+    pub created_by: Option<Id>,
+    /// Groups that may edit or attach it.
+    pub owner_group_ids: Vec<Id>,
+}
+
+/// A username and encrypted password for http(s) checkouts and imports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceLogin {
+    /// Row id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The login name.
+    pub username: String,
+    /// The password (masked when read).
+    pub password: Secret,
+    /// Creator.
+    pub created_by: Option<Id>,
+    /// Groups that may edit or attach it.
+    pub owner_group_ids: Vec<Id>,
+}
+
+/// A named queue plus its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerPool {
+    /// Row id.
+    pub id: Id,
+    /// Unique name; `vespene worker NAME` serves it.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// A JSON object.
+    pub variables: String,
+    /// Variable sets, applied in order.
+    pub variable_set_ids: Vec<Id>,
+    /// An isolation plugin key.
+    pub isolation_method: String,
+    /// For sudo isolation; `nobody` when empty.
+    pub sudo_user: Option<String>,
+    /// Build-root permissions, e.g. `0x777`.
+    pub permissions_hex: String,
+    /// Worker poll interval.
+    pub sleep_seconds: i64,
+    /// QUEUED longer than this becomes ORPHANED.
+    pub auto_abort_minutes: i64,
+    /// Collapse duplicate queued builds of a project.
+    pub build_latest: bool,
+    /// Days to keep build rows (informational).
+    pub build_object_shelf_life: i64,
+    /// Days to keep build roots (informational).
+    pub build_root_shelf_life: i64,
+    /// Autoscaling on.
+    pub autoscaling_enabled: bool,
+    /// Planner plugin key.
+    pub planner: String,
+    /// Executor plugin key.
+    pub executor: String,
+    /// Weight of running builds.
+    pub running_weight: f64,
+    /// Weight of queued builds.
+    pub queued_weight: f64,
+    /// Extra workers.
+    pub excess: i64,
+    /// Size multiplier.
+    pub multiplier: f64,
+    /// Lower bound.
+    pub minimum: i64,
+    /// Upper bound.
+    pub maximum: i64,
+    /// Executor command template.
+    pub executor_command: String,
+    /// When last autoscaled.
+    pub last_autoscaled: Option<Timestamp>,
+    /// Exit code of the last executor run.
+    pub autoscaling_status: Option<i64>,
+    /// Autoscaler period.
+    pub reevaluate_minutes: i64,
+    /// Creator.
+    pub created_by: Option<Id>,
+}
+
+impl Default for WorkerPool {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            name: String::new(),
+            description: String::new(),
+            variables: "{}".into(),
+            variable_set_ids: vec![],
+            isolation_method: String::new(),
+            sudo_user: None,
+            permissions_hex: "0x777".into(),
+            sleep_seconds: 10,
+            auto_abort_minutes: 1440,
+            build_latest: true,
+            build_object_shelf_life: 365,
+            build_root_shelf_life: 31,
+            autoscaling_enabled: false,
+            planner: String::new(),
+            executor: String::new(),
+            running_weight: 1.0,
+            queued_weight: 1.0,
+            excess: 0,
+            multiplier: 1.0,
+            minimum: 0,
+            maximum: 10,
+            executor_command: String::new(),
+            last_autoscaled: None,
+            autoscaling_status: None,
+            reevaluate_minutes: 10,
+            created_by: None,
+        }
+    }
+}
+
+/// One worker host (or embedded worker), upserted by its uid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    /// Row id.
+    pub id: Id,
+    /// Stable unique id of the worker.
+    pub worker_uid: String,
+    /// Host name for build-root links.
+    pub hostname: String,
+    /// File-serving port.
+    pub port: i64,
+    /// Where its build roots are.
+    pub build_root: String,
+    /// First seen.
+    pub first_checkin: Option<Timestamp>,
+    /// Last seen.
+    pub last_checkin: Option<Timestamp>,
+    /// Serves build roots over http.
+    pub fileserving_enabled: bool,
+}
+
+/// A named pipeline step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// Row id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// A JSON object.
+    pub variables: String,
+    /// Variable sets, applied in order.
+    pub variable_set_ids: Vec<Id>,
+}
+
+/// An ordered chain of stages (any number of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// Row id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Advancement on.
+    pub enabled: bool,
+    /// Stage ids in order.
+    pub stage_ids: Vec<Id>,
+    /// A JSON object.
+    pub variables: String,
+    /// Variable sets, applied in order.
+    pub variable_set_ids: Vec<Id>,
+    /// When the last run completed.
+    pub last_completed_date: Option<Timestamp>,
+    /// The build that completed it.
+    pub last_completed_by: Option<Id>,
+    /// Creator.
+    pub created_by: Option<Id>,
+    /// Groups that may edit it.
+    pub owner_group_ids: Vec<Id>,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            name: String::new(),
+            description: String::new(),
+            enabled: true,
+            stage_ids: vec![],
+            variables: "{}".into(),
+            variable_set_ids: vec![],
+            last_completed_date: None,
+            last_completed_by: None,
+            created_by: None,
+            owner_group_ids: vec![],
+        }
+    }
+}
+
+/// A project: a templated script, an optional repository and a worker pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    /// Row id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Pipeline membership.
+    pub pipeline_id: Option<Id>,
+    /// Opt out of pipeline triggering.
+    pub pipeline_enabled: bool,
+    /// Stage within the pipeline.
+    pub stage_id: Option<Id>,
+    /// Latest finished build (kept by the queue).
+    pub last_build_id: Option<Id>,
+    /// The build in progress (kept by the queue).
+    pub active_build_id: Option<Id>,
+    /// Latest successful build (kept by the queue).
+    pub last_successful_build_id: Option<Id>,
+    /// Blank means no checkout.
+    pub repo_url: String,
+    /// Blank means the default branch.
+    pub repo_branch: String,
+    /// Clone submodules.
+    pub recursive: bool,
+    /// An scm plugin key: none, git, svn, ...
+    pub scm_type: String,
+    /// Webhooks may start it.
+    pub webhook_enabled: bool,
+    /// Required `?token=` for webhooks, if set.
+    pub webhook_token: Option<String>,
+    /// The Jinja build script.
+    pub script: String,
+    /// Minutes.
+    pub timeout: i64,
+    /// For container isolation.
+    pub container_base_image: Option<String>,
+    /// A JSON object.
+    pub variables: String,
+    /// Variable sets, applied in order.
+    pub variable_set_ids: Vec<Id>,
+    /// A JSON list of questions.
+    pub launch_questions: String,
+    /// Login for http(s) checkouts.
+    pub scm_login_id: Option<Id>,
+    /// SSH keys loaded for checkout.
+    pub ssh_key_ids: Vec<Id>,
+    /// The pool that runs it (required).
+    pub worker_pool_id: Id,
+    /// Creator.
+    pub created_by: Option<Id>,
+    /// Groups that may edit it.
+    pub owner_group_ids: Vec<Id>,
+    /// Groups that may start and stop it.
+    pub launch_group_ids: Vec<Id>,
+    /// Scheduling on.
+    pub schedule_enabled: bool,
+    /// Day flags, Monday first.
+    pub monday: bool,
+    /// Tuesday.
+    pub tuesday: bool,
+    /// Wednesday.
+    pub wednesday: bool,
+    /// Thursday.
+    pub thursday: bool,
+    /// Friday.
+    pub friday: bool,
+    /// Saturday.
+    pub saturday: bool,
+    /// Sunday.
+    pub sunday: bool,
+    /// UTC hours on weekdays, e.g. "0,8,16" or "9-17".
+    pub weekday_start_hours: String,
+    /// UTC minutes on weekdays, e.g. "0,30".
+    pub weekday_start_minutes: String,
+    /// UTC hours at weekends.
+    pub weekend_start_hours: String,
+    /// UTC minutes at weekends.
+    pub weekend_start_minutes: String,
+    /// Minimum minutes between scheduled builds.
+    pub schedule_threshold: i64,
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            name: String::new(),
+            description: String::new(),
+            pipeline_id: None,
+            pipeline_enabled: true,
+            stage_id: None,
+            last_build_id: None,
+            active_build_id: None,
+            last_successful_build_id: None,
+            repo_url: String::new(),
+            repo_branch: String::new(),
+            recursive: true,
+            scm_type: "none".into(),
+            webhook_enabled: false,
+            webhook_token: None,
+            script: "#!/bin/bash\necho \"replace this section\"\n".into(),
+            timeout: 60,
+            container_base_image: None,
+            variables: "{}".into(),
+            variable_set_ids: vec![],
+            launch_questions: "[]".into(),
+            scm_login_id: None,
+            ssh_key_ids: vec![],
+            worker_pool_id: 0,
+            created_by: None,
+            owner_group_ids: vec![],
+            launch_group_ids: vec![],
+            schedule_enabled: false,
+            monday: false,
+            tuesday: false,
+            wednesday: false,
+            thursday: false,
+            friday: false,
+            saturday: false,
+            sunday: false,
+            weekday_start_hours: String::new(),
+            weekday_start_minutes: String::new(),
+            weekend_start_hours: String::new(),
+            weekend_start_minutes: String::new(),
+            schedule_threshold: 10,
+        }
+    }
+}
+
+/// An organization whose repositories are imported as projects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Organization {
+    /// Row id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// An organization plugin key, e.g. github.
+    pub organization_type: String,
+    /// The org's name at the provider.
+    pub organization_identifier: String,
+    /// Blank, or an API base URL (GitHub Enterprise).
+    pub api_endpoint: String,
+    /// Importing on.
+    pub import_enabled: bool,
+    /// Make stub projects for repositories without `.vespene`.
+    pub import_without_dotfile: bool,
+    /// Policy: rename projects from `.vespene`.
+    pub overwrite_project_name: bool,
+    /// Policy: replace scripts.
+    pub overwrite_project_script: bool,
+    /// Policy: replace other settings.
+    pub overwrite_configurations: bool,
+    /// Policy: create pipelines.
+    pub allow_pipeline_definition: bool,
+    /// Policy: set worker pools.
+    pub allow_worker_pool_assignment: bool,
+    /// SSH keys to attach to imported projects.
+    pub auto_attach_ssh_key_ids: Vec<Id>,
+    /// Pool for imported projects.
+    pub default_worker_pool_id: Id,
+    /// Pool whose workers run the import.
+    pub worker_pool_id: Id,
+    /// Import at the next chance.
+    pub force_rescan: bool,
+    /// Minutes between imports.
+    pub refresh_minutes: i64,
+    /// Login for the provider's API and clones.
+    pub scm_login_id: Option<Id>,
+    /// Latest import build.
+    pub last_build_id: Option<Id>,
+    /// Import in progress.
+    pub active_build_id: Option<Id>,
+    /// Latest successful import.
+    pub last_successful_build_id: Option<Id>,
+    /// Creator.
+    pub created_by: Option<Id>,
+}
+
+impl Default for Organization {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            name: String::new(),
+            description: String::new(),
+            organization_type: "github".into(),
+            organization_identifier: String::new(),
+            api_endpoint: String::new(),
+            import_enabled: true,
+            import_without_dotfile: false,
+            overwrite_project_name: true,
+            overwrite_project_script: true,
+            overwrite_configurations: true,
+            allow_pipeline_definition: true,
+            allow_worker_pool_assignment: true,
+            auto_attach_ssh_key_ids: vec![],
+            default_worker_pool_id: 0,
+            worker_pool_id: 0,
+            force_rescan: false,
+            refresh_minutes: 120,
+            scm_login_id: None,
+            last_build_id: None,
+            active_build_id: None,
+            last_successful_build_id: None,
+            created_by: None,
+        }
+    }
+}
+
+/// A build: one run of a project (or of an organization import).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Build {
+    /// Row id.
+    pub id: Id,
+    /// The project (None for import builds).
+    pub project_id: Option<Id>,
+    /// The organization (import builds).
+    pub organization_id: Option<Id>,
+    /// The queue it is on.
+    pub worker_pool_id: Id,
+    /// Where it is in its life.
+    pub status: BuildStatus,
+    /// Revision checked out.
+    pub revision: Option<String>,
+    /// Who committed it.
+    pub revision_username: Option<String>,
+    /// When queued.
+    pub queued_time: Option<Timestamp>,
+    /// When claimed.
+    pub start_time: Option<Timestamp>,
+    /// When finished.
+    pub end_time: Option<Timestamp>,
+    /// The script's exit code.
+    pub return_code: Option<i64>,
+    /// The build root.
+    pub working_dir: String,
+    /// The rendered script, frozen at queue time.
+    pub script: String,
+    /// The merged variables (JSON object).
+    pub variables: String,
+    /// Launch answers (JSON object).
+    pub launch_answers: String,
+    /// Values set with `vespene/set` (JSON object).
+    pub output_variables: String,
+    /// Who started it (None for webhooks, schedules, pipelines).
+    pub created_by: Option<Id>,
+    /// First build of the pipeline run.
+    pub pipeline_origin_build_id: Option<Id>,
+    /// The build that triggered this one.
+    pub pipeline_parent_build_id: Option<Id>,
+    /// The worker that claimed it.
+    pub worker_id: Option<Id>,
+    /// How many output lines it has.
+    pub output_lines: i64,
+}
+
+/// A build to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewBuild {
+    /// The project (None for import builds).
+    pub project_id: Option<Id>,
+    /// The organization (import builds).
+    pub organization_id: Option<Id>,
+    /// The queue.
+    pub worker_pool_id: Id,
+    /// QUEUED normally; RUNNING for import builds; FAILURE when the script
+    /// could not be rendered. `None` means QUEUED.
+    pub status: Option<BuildStatus>,
+    /// The rendered script.
+    pub script: String,
+    /// Merged variables (JSON object; blank means `{}`).
+    pub variables: String,
+    /// Launch answers (JSON object; blank means `{}`).
+    pub launch_answers: String,
+    /// Who started it.
+    pub created_by: Option<Id>,
+    /// The triggering build, for pipelines.
+    pub pipeline_parent_build_id: Option<Id>,
+    /// The first build of the pipeline run; defaults to the new build itself.
+    pub pipeline_origin_build_id: Option<Id>,
+}
+
+/// Which stream a line of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    /// The script's standard output (and merged standard error).
+    Stdout,
+    /// Standard error, when kept apart.
+    Stderr,
+    /// Vespene's own messages: commands run, checkout, triggers.
+    Message,
+}
+
+impl OutputStream {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+            OutputStream::Message => "message",
+        }
+    }
+
+    /// Parses the stored spelling (unknown values read as stdout).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "stderr" => OutputStream::Stderr,
+            "message" => OutputStream::Message,
+            _ => OutputStream::Stdout,
+        }
+    }
+}
+
+/// One stored line of build output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputLine {
+    /// 1, 2, 3, ... within the build.
+    pub seq: i64,
+    /// Which stream.
+    pub stream: OutputStream,
+    /// When it was stored.
+    pub ts: Timestamp,
+    /// The text, without the newline.
+    pub text: String,
+}

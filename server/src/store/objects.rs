@@ -1,0 +1,1048 @@
+//! CRUD for the configuration objects: projects, pipelines, stages, worker
+//! pools, variable sets, snippets, SSH keys, service logins, organizations,
+//! and worker registration.
+//!
+//! Each type describes its table, columns, references and link tables once
+//! (the `Record` trait); one generic create/update/get/list/delete does the
+//! rest, so every type gets the same guarantees: validation before writing,
+//! references checked with errors that name the field, the row and its links
+//! written in one transaction, and secrets encrypted on the way in and masked
+//! on the way out.
+
+use std::collections::HashMap;
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
+
+use super::row::{self, bind, get_bool, get_f64, get_i64, get_opt_i64, get_opt_str, get_opt_time, get_str, Val};
+use super::validate::{self as v, ValidationError};
+use super::*;
+
+/// A many-to-many link table owned by a record.
+pub(crate) struct Link {
+    /// The link table.
+    table: &'static str,
+    /// Column holding the owner's id.
+    owner_col: &'static str,
+    /// Column holding the target's id.
+    target_col: &'static str,
+    /// The field name used in validation errors.
+    field: &'static str,
+    /// The table the targets live in.
+    target_table: &'static str,
+}
+
+const fn link(
+    table: &'static str,
+    owner_col: &'static str,
+    target_col: &'static str,
+    field: &'static str,
+    target_table: &'static str,
+) -> Link {
+    Link { table, owner_col, target_col, field, target_table }
+}
+
+type Cols = Vec<(&'static str, Val)>;
+
+/// How a stored type maps to its table.
+pub(crate) trait Record: Sized + Send + Unpin {
+    const TABLE: &'static str;
+    const WHAT: &'static str;
+    const LINKS: &'static [Link] = &[];
+    /// Whether the table has a `created_at` column filled on create.
+    const CREATED_AT: bool = true;
+    fn id(&self) -> Id;
+    fn name(&self) -> &str;
+    fn validate(&self) -> Result<(), ValidationError>;
+    /// Single-row references: (field, table, id).
+    fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
+        vec![]
+    }
+    /// The columns to write. `secrets` encrypts secret fields; a secret that
+    /// is `Stored` is left out so the stored value is kept.
+    fn columns(&self, secrets: &SecretBox) -> Result<Cols>;
+    fn from_row(row: &AnyRow) -> Result<Self>;
+    fn links(&self) -> Vec<&[Id]> {
+        vec![]
+    }
+    fn set_links(&mut self, _i: usize, _ids: Vec<Id>) {}
+}
+
+fn secret_col(name: &'static str, s: &Secret, secrets: &SecretBox, cols: &mut Cols) -> Result<()> {
+    match s {
+        Secret::Stored => {}
+        Secret::Empty => cols.push((name, Val::Text(None))),
+        Secret::Set(p) => cols.push((name, Val::Text(Some(secrets.encrypt(p)?)))),
+    }
+    Ok(())
+}
+
+fn secret_from(row: &AnyRow, col: &str) -> Result<Secret> {
+    Ok(match get_opt_str(row, col)? {
+        Some(s) if !s.is_empty() => Secret::Stored,
+        _ => Secret::Empty,
+    })
+}
+
+fn json_default(s: &str, empty: &str) -> String {
+    if s.trim().is_empty() {
+        empty.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+impl Store {
+    pub(crate) async fn create_record<T: Record>(&self, obj: &T) -> Result<Id> {
+        obj.validate()?;
+        let mut cols = obj.columns(&self.secrets)?;
+        if T::CREATED_AT {
+            cols.push(("created_at", row::now().into()));
+        }
+        let mut tx = self.pool.begin().await?;
+        check_refs(&mut tx, obj).await?;
+        let sql = row::insert_sql(T::TABLE, &cols);
+        let mut q = sqlx::query(&sql);
+        for (_, val) in cols {
+            q = bind(q, val);
+        }
+        let id: Id = q.fetch_one(&mut *tx).await.map_err(|e| row::map_db_err(e, T::WHAT, obj.name()))?.try_get(0)?;
+        write_links(&mut tx, obj, id).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub(crate) async fn update_record<T: Record>(&self, obj: &T) -> Result<()> {
+        obj.validate()?;
+        let cols = obj.columns(&self.secrets)?;
+        let mut tx = self.pool.begin().await?;
+        check_refs(&mut tx, obj).await?;
+        let sql = row::update_sql(T::TABLE, &cols);
+        let mut q = sqlx::query(&sql);
+        for (_, val) in cols {
+            q = bind(q, val);
+        }
+        let done = q.bind(obj.id()).execute(&mut *tx).await.map_err(|e| row::map_db_err(e, T::WHAT, obj.name()))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: T::WHAT, id: obj.id().to_string() });
+        }
+        write_links(&mut tx, obj, obj.id()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn get_record<T: Record>(&self, id: Id) -> Result<Option<T>> {
+        let sql = format!("SELECT * FROM {} WHERE id = $1", T::TABLE);
+        let Some(r) = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let mut obj = T::from_row(&r)?;
+        for (i, l) in T::LINKS.iter().enumerate() {
+            obj.set_links(i, row::link_ids(&self.pool, l.table, l.owner_col, l.target_col, id).await?);
+        }
+        Ok(Some(obj))
+    }
+
+    pub(crate) async fn find_record<T: Record>(&self, name: &str) -> Result<Option<T>> {
+        let sql = format!("SELECT id FROM {} WHERE name = $1", T::TABLE);
+        match sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await? {
+            Some(r) => self.get_record(r.try_get::<i64, _>(0)?).await,
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn list_records<T: Record>(&self) -> Result<Vec<T>> {
+        let sql = format!("SELECT * FROM {} ORDER BY name, id", T::TABLE);
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let mut out = rows.iter().map(T::from_row).collect::<Result<Vec<T>>>()?;
+        for (i, l) in T::LINKS.iter().enumerate() {
+            // One query per link table, not one per object.
+            let sql = format!(
+                "SELECT {o}, {t} FROM {tb} ORDER BY {o}, position, {t}",
+                o = l.owner_col,
+                t = l.target_col,
+                tb = l.table
+            );
+            let mut by_owner: HashMap<Id, Vec<Id>> = HashMap::new();
+            for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
+                by_owner.entry(r.try_get::<i64, _>(0)?).or_default().push(r.try_get::<i64, _>(1)?);
+            }
+            for obj in &mut out {
+                let ids = by_owner.remove(&obj.id()).unwrap_or_default();
+                obj.set_links(i, ids);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn delete_record<T: Record>(&self, id: Id) -> Result<bool> {
+        let sql = format!("DELETE FROM {} WHERE id = $1", T::TABLE);
+        let done = sqlx::query(&sql).bind(id).execute(&self.pool).await.map_err(|e| match e {
+            sqlx::Error::Database(db) if row::is_fk_violation(db.as_ref()) => {
+                StoreError::Reference(format!("{} {id} is still in use and cannot be deleted", T::WHAT))
+            }
+            e => StoreError::Db(e),
+        })?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+async fn exists(conn: &mut sqlx::AnyConnection, table: &str, id: Id) -> Result<bool> {
+    let sql = format!("SELECT 1 FROM {table} WHERE id = $1");
+    Ok(sqlx::query(&sql).bind(id).fetch_optional(conn).await?.is_some())
+}
+
+async fn check_refs<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, obj: &T) -> Result<()> {
+    for (field, table, id) in obj.refs() {
+        if let Some(id) = id {
+            if !exists(tx, table, id).await? {
+                return Err(ValidationError::new(field, format!("{id} does not exist")).into());
+            }
+        }
+    }
+    for (l, ids) in T::LINKS.iter().zip(obj.links()) {
+        for id in ids {
+            if !exists(tx, l.target_table, *id).await? {
+                return Err(ValidationError::new(l.field, format!("{id} does not exist")).into());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_links<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, obj: &T, id: Id) -> Result<()> {
+    for (l, ids) in T::LINKS.iter().zip(obj.links()) {
+        row::set_links(tx, l.table, l.owner_col, l.target_col, id, ids).await?;
+    }
+    Ok(())
+}
+
+/// Typed public wrappers over the generic record functions.
+macro_rules! crud {
+    ($t:ty, $create:ident, $update:ident, $get:ident, $find:ident, $list:ident, $delete:ident) => {
+        impl Store {
+            #[doc = concat!("Validates and saves a new ", stringify!($t), "; answers its id.")]
+            pub async fn $create(&self, obj: &$t) -> Result<Id> {
+                self.create_record(obj).await
+            }
+            #[doc = concat!("Validates and saves changes to a ", stringify!($t), " (by id).")]
+            pub async fn $update(&self, obj: &$t) -> Result<()> {
+                self.update_record(obj).await
+            }
+            #[doc = concat!("One ", stringify!($t), " by id.")]
+            pub async fn $get(&self, id: Id) -> Result<Option<$t>> {
+                self.get_record(id).await
+            }
+            #[doc = concat!("One ", stringify!($t), " by name.")]
+            pub async fn $find(&self, name: &str) -> Result<Option<$t>> {
+                self.find_record(name).await
+            }
+            #[doc = concat!("Every ", stringify!($t), ", by name.")]
+            pub async fn $list(&self) -> Result<Vec<$t>> {
+                self.list_records().await
+            }
+            #[doc = concat!("Deletes a ", stringify!($t), "; false when it did not exist.")]
+            pub async fn $delete(&self, id: Id) -> Result<bool> {
+                self.delete_record::<$t>(id).await
+            }
+        }
+    };
+}
+
+crud!(Project, create_project, update_project, get_project, find_project, list_projects, delete_project);
+crud!(Pipeline, create_pipeline, update_pipeline, get_pipeline, find_pipeline, list_pipelines, delete_pipeline);
+crud!(Stage, create_stage, update_stage, get_stage, find_stage, list_stages, delete_stage);
+crud!(
+    WorkerPool,
+    create_worker_pool,
+    update_worker_pool,
+    get_worker_pool,
+    find_worker_pool,
+    list_worker_pools,
+    delete_worker_pool
+);
+crud!(
+    VariableSet,
+    create_variable_set,
+    update_variable_set,
+    get_variable_set,
+    find_variable_set,
+    list_variable_sets,
+    delete_variable_set
+);
+crud!(Snippet, create_snippet, update_snippet, get_snippet, find_snippet, list_snippets, delete_snippet);
+crud!(SshKey, create_ssh_key, update_ssh_key, get_ssh_key, find_ssh_key, list_ssh_keys, delete_ssh_key);
+crud!(
+    ServiceLogin,
+    create_service_login,
+    update_service_login,
+    get_service_login,
+    find_service_login,
+    list_service_logins,
+    delete_service_login
+);
+crud!(
+    Organization,
+    create_organization,
+    update_organization,
+    get_organization,
+    find_organization,
+    list_organizations,
+    delete_organization
+);
+
+/// Clear-text secrets, for the engine only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SshKeySecrets {
+    /// The private key.
+    pub private_key: Option<String>,
+    /// Its passphrase.
+    pub unlock_password: Option<String>,
+}
+
+impl std::fmt::Debug for SshKeySecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SshKeySecrets(..)")
+    }
+}
+
+impl Store {
+    /// The clear text of an SSH key and its unlock password. Only the build
+    /// engine calls this, right before use; nothing lists it.
+    pub async fn reveal_ssh_key(&self, id: Id) -> Result<SshKeySecrets> {
+        let r = sqlx::query("SELECT private_key, unlock_password FROM ssh_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "ssh key", id: id.to_string() })?;
+        Ok(SshKeySecrets {
+            private_key: self.reveal_col(&r, "private_key")?,
+            unlock_password: self.reveal_col(&r, "unlock_password")?,
+        })
+    }
+
+    /// The clear-text password of a service login (engine only).
+    pub async fn reveal_service_login_password(&self, id: Id) -> Result<Option<String>> {
+        let r = sqlx::query("SELECT password FROM service_logins WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "service login", id: id.to_string() })?;
+        self.reveal_col(&r, "password")
+    }
+
+    fn reveal_col(&self, r: &AnyRow, col: &str) -> Result<Option<String>> {
+        match get_opt_str(r, col)? {
+            Some(s) if !s.is_empty() => Ok(Some(self.secrets.decrypt(&s)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Registers a worker, or refreshes its check-in (by `worker_uid`).
+    pub async fn upsert_worker(&self, w: &Worker) -> Result<Id> {
+        v::name("worker_uid", &w.worker_uid)?;
+        let now = row::now().timestamp_millis();
+        let r = sqlx::query(
+            "INSERT INTO workers (worker_uid, hostname, port, build_root, first_checkin, last_checkin, fileserving_enabled)
+             VALUES ($1, $2, $3, $4, $5, $5, $6)
+             ON CONFLICT (worker_uid) DO UPDATE SET hostname = excluded.hostname, port = excluded.port,
+                 build_root = excluded.build_root, last_checkin = excluded.last_checkin,
+                 fileserving_enabled = excluded.fileserving_enabled
+             RETURNING id",
+        )
+        .bind(w.worker_uid.as_str())
+        .bind(w.hostname.as_str())
+        .bind(w.port)
+        .bind(w.build_root.as_str())
+        .bind(now)
+        .bind(w.fileserving_enabled)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get::<i64, _>(0)?)
+    }
+
+    /// One worker by id.
+    pub async fn get_worker(&self, id: Id) -> Result<Option<Worker>> {
+        let r = sqlx::query("SELECT * FROM workers WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        r.as_ref().map(worker_from_row).transpose()
+    }
+
+    /// Every worker, by uid.
+    pub async fn list_workers(&self) -> Result<Vec<Worker>> {
+        let rows = sqlx::query("SELECT * FROM workers ORDER BY worker_uid").fetch_all(&self.pool).await?;
+        rows.iter().map(worker_from_row).collect()
+    }
+
+    /// Projects whose repository URL is exactly `url` (webhooks, imports).
+    pub async fn projects_by_repo_url(&self, url: &str) -> Result<Vec<Project>> {
+        let rows = sqlx::query("SELECT id FROM projects WHERE repo_url = $1 ORDER BY id")
+            .bind(url)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = vec![];
+        for r in rows {
+            if let Some(p) = self.get_project(r.try_get::<i64, _>(0)?).await? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Projects in one stage of a pipeline (pipeline advancement).
+    pub async fn projects_in_stage(&self, pipeline_id: Id, stage_id: Id) -> Result<Vec<Project>> {
+        let rows = sqlx::query("SELECT id FROM projects WHERE pipeline_id = $1 AND stage_id = $2 ORDER BY name")
+            .bind(pipeline_id)
+            .bind(stage_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = vec![];
+        for r in rows {
+            if let Some(p) = self.get_project(r.try_get::<i64, _>(0)?).await? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn worker_from_row(r: &AnyRow) -> Result<Worker> {
+    Ok(Worker {
+        id: get_i64(r, "id")?,
+        worker_uid: get_str(r, "worker_uid")?,
+        hostname: get_str(r, "hostname")?,
+        port: get_i64(r, "port")?,
+        build_root: get_str(r, "build_root")?,
+        first_checkin: get_opt_time(r, "first_checkin")?,
+        last_checkin: get_opt_time(r, "last_checkin")?,
+        fileserving_enabled: get_bool(r, "fileserving_enabled")?,
+    })
+}
+
+// ---- the records ----
+
+const OWNER_GROUPS_VS: Link =
+    link("variable_set_owner_groups", "variable_set_id", "group_id", "owner_group_ids", "account_groups");
+
+impl Record for VariableSet {
+    const TABLE: &'static str = "variable_sets";
+    const WHAT: &'static str = "variable set";
+    const LINKS: &'static [Link] = &[OWNER_GROUPS_VS];
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::name("name", &self.name)?;
+        v::json_object("variables", &self.variables)
+    }
+    fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
+        vec![("created_by", "users", self.created_by)]
+    }
+    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+        Ok(vec![
+            ("name", self.name.clone().into()),
+            ("description", self.description.clone().into()),
+            ("variables", json_default(&self.variables, "{}").into()),
+            ("created_by", self.created_by.into()),
+        ])
+    }
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: get_i64(r, "id")?,
+            name: get_str(r, "name")?,
+            description: get_str(r, "description")?,
+            variables: get_str(r, "variables")?,
+            created_by: get_opt_i64(r, "created_by")?,
+            owner_group_ids: vec![],
+        })
+    }
+    fn links(&self) -> Vec<&[Id]> {
+        vec![&self.owner_group_ids]
+    }
+    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
+        self.owner_group_ids = ids;
+    }
+}
+
+impl Record for Snippet {
+    const TABLE: &'static str = "snippets";
+    const WHAT: &'static str = "snippet";
+    const LINKS: &'static [Link] =
+        &[link("snippet_owner_groups", "snippet_id", "group_id", "owner_group_ids", "account_groups")];
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::snippet_name("name", &self.name)
+    }
+    fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
+        vec![("created_by", "users", self.created_by)]
+    }
+    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+        Ok(vec![
+            ("name", self.name.clone().into()),
+            ("description", self.description.clone().into()),
+            ("text", self.text.clone().into()),
+            ("created_by", self.created_by.into()),
+        ])
+    }
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: get_i64(r, "id")?,
+            name: get_str(r, "name")?,
+            description: get_str(r, "description")?,
+            text: get_str(r, "text")?,
+            created_by: get_opt_i64(r, "created_by")?,
+            owner_group_ids: vec![],
+        })
+    }
+    fn links(&self) -> Vec<&[Id]> {
+        vec![&self.owner_group_ids]
+    }
+    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
+        self.owner_group_ids = ids;
+    }
+}
+
+impl Record for SshKey {
+    const TABLE: &'static str = "ssh_keys";
+    const WHAT: &'static str = "ssh key";
+    const LINKS: &'static [Link] =
+        &[link("ssh_key_owner_groups", "ssh_key_id", "group_id", "owner_group_ids", "account_groups")];
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::name("name", &self.name)?;
+        if let Secret::Set(k) = &self.private_key {
+            if !k.contains("PRIVATE KEY") {
+                return Err(ValidationError::new("private_key", "does not look like a PEM or OpenSSH private key"));
+            }
+        }
+        if self.private_key == Secret::Empty {
+            return Err(ValidationError::new("private_key", "is required"));
+        }
+        Ok(())
+    }
+    fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
+        vec![("created_by", "users", self.created_by)]
+    }
+    fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
+        let mut c: Cols = vec![
+            ("name", self.name.clone().into()),
+            ("description", self.description.clone().into()),
+            ("created_by", self.created_by.into()),
+        ];
+        secret_col("private_key", &self.private_key, secrets, &mut c)?;
+        secret_col("unlock_password", &self.unlock_password, secrets, &mut c)?;
+        Ok(c)
+    }
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: get_i64(r, "id")?,
+            name: get_str(r, "name")?,
+            description: get_str(r, "description")?,
+            private_key: secret_from(r, "private_key")?,
+            unlock_password: secret_from(r, "unlock_password")?,
+            created_by: get_opt_i64(r, "created_by")?,
+            owner_group_ids: vec![],
+        })
+    }
+    fn links(&self) -> Vec<&[Id]> {
+        vec![&self.owner_group_ids]
+    }
+    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
+        self.owner_group_ids = ids;
+    }
+}
+
+impl Record for ServiceLogin {
+    const TABLE: &'static str = "service_logins";
+    const WHAT: &'static str = "service login";
+    const LINKS: &'static [Link] =
+        &[link("service_login_owner_groups", "service_login_id", "group_id", "owner_group_ids", "account_groups")];
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::name("name", &self.name)?;
+        if self.username.trim().is_empty() {
+            return Err(ValidationError::new("username", "must not be blank"));
+        }
+        Ok(())
+    }
+    fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
+        vec![("created_by", "users", self.created_by)]
+    }
+    fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
+        let mut c: Cols = vec![
+            ("name", self.name.clone().into()),
+            ("description", self.description.clone().into()),
+            ("username", self.username.clone().into()),
+            ("created_by", self.created_by.into()),
+        ];
+        secret_col("password", &self.password, secrets, &mut c)?;
+        Ok(c)
+    }
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: get_i64(r, "id")?,
+            name: get_str(r, "name")?,
+            description: get_str(r, "description")?,
+            username: get_str(r, "username")?,
+            password: secret_from(r, "password")?,
+            created_by: get_opt_i64(r, "created_by")?,
+            owner_group_ids: vec![],
+        })
+    }
+    fn links(&self) -> Vec<&[Id]> {
+        vec![&self.owner_group_ids]
+    }
+    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
+        self.owner_group_ids = ids;
+    }
+}
+
+impl Record for WorkerPool {
+    const TABLE: &'static str = "worker_pools";
+    const WHAT: &'static str = "worker pool";
+    const LINKS: &'static [Link] =
+        &[link("worker_pool_variable_sets", "worker_pool_id", "variable_set_id", "variable_set_ids", "variable_sets")];
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::name("name", &self.name)?;
+        v::json_object("variables", &self.variables)?;
+        v::plugin_key("isolation_method", &self.isolation_method)?;
+        v::token("sudo_user", self.sudo_user.as_deref(), 100)?;
+        v::permissions_hex("permissions_hex", &self.permissions_hex)?;
+        v::range("sleep_seconds", self.sleep_seconds, 0, 86_400)?;
+        v::range("auto_abort_minutes", self.auto_abort_minutes, 1, 525_600)?;
+        v::range("build_object_shelf_life", self.build_object_shelf_life, 0, 100_000)?;
+        v::range("build_root_shelf_life", self.build_root_shelf_life, 0, 100_000)?;
+        v::range("minimum", self.minimum, 0, 100_000)?;
+        v::range("maximum", self.maximum, self.minimum, 100_000)?;
+        v::range("reevaluate_minutes", self.reevaluate_minutes, 1, 525_600)?;
+        for (f, x) in [
+            ("running_weight", self.running_weight),
+            ("queued_weight", self.queued_weight),
+            ("multiplier", self.multiplier),
+        ] {
+            if !x.is_finite() || x < 0.0 {
+                return Err(ValidationError::new(f, "must be a non-negative number"));
+            }
+        }
+        Ok(())
+    }
+    fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
+        vec![("created_by", "users", self.created_by)]
+    }
+    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+        Ok(vec![
+            ("name", self.name.clone().into()),
+            ("description", self.description.clone().into()),
+            ("variables", json_default(&self.variables, "{}").into()),
+            ("isolation_method", self.isolation_method.clone().into()),
+            ("sudo_user", self.sudo_user.clone().filter(|s| !s.is_empty()).into()),
+            ("permissions_hex", self.permissions_hex.clone().into()),
+            ("sleep_seconds", self.sleep_seconds.into()),
+            ("auto_abort_minutes", self.auto_abort_minutes.into()),
+            ("build_latest", self.build_latest.into()),
+            ("build_object_shelf_life", self.build_object_shelf_life.into()),
+            ("build_root_shelf_life", self.build_root_shelf_life.into()),
+            ("autoscaling_enabled", self.autoscaling_enabled.into()),
+            ("planner", self.planner.clone().into()),
+            ("executor", self.executor.clone().into()),
+            ("running_weight", self.running_weight.into()),
+            ("queued_weight", self.queued_weight.into()),
+            ("excess", self.excess.into()),
+            ("multiplier", self.multiplier.into()),
+            ("minimum", self.minimum.into()),
+            ("maximum", self.maximum.into()),
+            ("executor_command", self.executor_command.clone().into()),
+            ("last_autoscaled", self.last_autoscaled.into()),
+            ("autoscaling_status", self.autoscaling_status.into()),
+            ("reevaluate_minutes", self.reevaluate_minutes.into()),
+            ("created_by", self.created_by.into()),
+        ])
+    }
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: get_i64(r, "id")?,
+            name: get_str(r, "name")?,
+            description: get_str(r, "description")?,
+            variables: get_str(r, "variables")?,
+            variable_set_ids: vec![],
+            isolation_method: get_str(r, "isolation_method")?,
+            sudo_user: get_opt_str(r, "sudo_user")?,
+            permissions_hex: get_str(r, "permissions_hex")?,
+            sleep_seconds: get_i64(r, "sleep_seconds")?,
+            auto_abort_minutes: get_i64(r, "auto_abort_minutes")?,
+            build_latest: get_bool(r, "build_latest")?,
+            build_object_shelf_life: get_i64(r, "build_object_shelf_life")?,
+            build_root_shelf_life: get_i64(r, "build_root_shelf_life")?,
+            autoscaling_enabled: get_bool(r, "autoscaling_enabled")?,
+            planner: get_str(r, "planner")?,
+            executor: get_str(r, "executor")?,
+            running_weight: get_f64(r, "running_weight")?,
+            queued_weight: get_f64(r, "queued_weight")?,
+            excess: get_i64(r, "excess")?,
+            multiplier: get_f64(r, "multiplier")?,
+            minimum: get_i64(r, "minimum")?,
+            maximum: get_i64(r, "maximum")?,
+            executor_command: get_str(r, "executor_command")?,
+            last_autoscaled: get_opt_time(r, "last_autoscaled")?,
+            autoscaling_status: get_opt_i64(r, "autoscaling_status")?,
+            reevaluate_minutes: get_i64(r, "reevaluate_minutes")?,
+            created_by: get_opt_i64(r, "created_by")?,
+        })
+    }
+    fn links(&self) -> Vec<&[Id]> {
+        vec![&self.variable_set_ids]
+    }
+    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
+        self.variable_set_ids = ids;
+    }
+}
+
+impl Record for Stage {
+    const TABLE: &'static str = "stages";
+    const WHAT: &'static str = "stage";
+    const LINKS: &'static [Link] =
+        &[link("stage_variable_sets", "stage_id", "variable_set_id", "variable_set_ids", "variable_sets")];
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::name("name", &self.name)?;
+        v::json_object("variables", &self.variables)
+    }
+    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+        Ok(vec![
+            ("name", self.name.clone().into()),
+            ("description", self.description.clone().into()),
+            ("variables", json_default(&self.variables, "{}").into()),
+        ])
+    }
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: get_i64(r, "id")?,
+            name: get_str(r, "name")?,
+            description: get_str(r, "description")?,
+            variables: get_str(r, "variables")?,
+            variable_set_ids: vec![],
+        })
+    }
+    fn links(&self) -> Vec<&[Id]> {
+        vec![&self.variable_set_ids]
+    }
+    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
+        self.variable_set_ids = ids;
+    }
+}
+
+impl Record for Pipeline {
+    const TABLE: &'static str = "pipelines";
+    const WHAT: &'static str = "pipeline";
+    const LINKS: &'static [Link] = &[
+        link("pipeline_stages", "pipeline_id", "stage_id", "stage_ids", "stages"),
+        link("pipeline_variable_sets", "pipeline_id", "variable_set_id", "variable_set_ids", "variable_sets"),
+        link("pipeline_owner_groups", "pipeline_id", "group_id", "owner_group_ids", "account_groups"),
+    ];
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::name("name", &self.name)?;
+        v::json_object("variables", &self.variables)?;
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.stage_ids.iter().find(|s| !seen.insert(**s)) {
+            return Err(ValidationError::new("stage_ids", format!("stage {dup} appears twice")));
+        }
+        Ok(())
+    }
+    fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
+        vec![("created_by", "users", self.created_by), ("last_completed_by", "builds", self.last_completed_by)]
+    }
+    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+        Ok(vec![
+            ("name", self.name.clone().into()),
+            ("description", self.description.clone().into()),
+            ("enabled", self.enabled.into()),
+            ("variables", json_default(&self.variables, "{}").into()),
+            ("last_completed_date", self.last_completed_date.into()),
+            ("last_completed_by", self.last_completed_by.into()),
+            ("created_by", self.created_by.into()),
+        ])
+    }
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: get_i64(r, "id")?,
+            name: get_str(r, "name")?,
+            description: get_str(r, "description")?,
+            enabled: get_bool(r, "enabled")?,
+            stage_ids: vec![],
+            variables: get_str(r, "variables")?,
+            variable_set_ids: vec![],
+            last_completed_date: get_opt_time(r, "last_completed_date")?,
+            last_completed_by: get_opt_i64(r, "last_completed_by")?,
+            created_by: get_opt_i64(r, "created_by")?,
+            owner_group_ids: vec![],
+        })
+    }
+    fn links(&self) -> Vec<&[Id]> {
+        vec![&self.stage_ids, &self.variable_set_ids, &self.owner_group_ids]
+    }
+    fn set_links(&mut self, i: usize, ids: Vec<Id>) {
+        match i {
+            0 => self.stage_ids = ids,
+            1 => self.variable_set_ids = ids,
+            _ => self.owner_group_ids = ids,
+        }
+    }
+}
+
+impl Record for Project {
+    const TABLE: &'static str = "projects";
+    const WHAT: &'static str = "project";
+    const LINKS: &'static [Link] = &[
+        link("project_variable_sets", "project_id", "variable_set_id", "variable_set_ids", "variable_sets"),
+        link("project_ssh_keys", "project_id", "ssh_key_id", "ssh_key_ids", "ssh_keys"),
+        link("project_owner_groups", "project_id", "group_id", "owner_group_ids", "account_groups"),
+        link("project_launch_groups", "project_id", "group_id", "launch_group_ids", "account_groups"),
+    ];
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::name("name", &self.name)?;
+        v::script("script", &self.script)?;
+        v::repo_url("repo_url", &self.repo_url)?;
+        v::token("repo_branch", Some(&self.repo_branch), 255)?;
+        v::plugin_key("scm_type", &self.scm_type)?;
+        v::token("webhook_token", self.webhook_token.as_deref(), 128)?;
+        v::token("container_base_image", self.container_base_image.as_deref(), 512)?;
+        v::range("timeout", self.timeout, 1, 525_600)?;
+        v::json_object("variables", &self.variables)?;
+        v::launch_questions("launch_questions", &self.launch_questions)?;
+        v::schedule_spec("weekday_start_hours", &self.weekday_start_hours, 24)?;
+        v::schedule_spec("weekday_start_minutes", &self.weekday_start_minutes, 59)?;
+        v::schedule_spec("weekend_start_hours", &self.weekend_start_hours, 24)?;
+        v::schedule_spec("weekend_start_minutes", &self.weekend_start_minutes, 59)?;
+        v::range("schedule_threshold", self.schedule_threshold, 1, 525_600)?;
+        if self.stage_id.is_some() && self.pipeline_id.is_none() {
+            return Err(ValidationError::new("stage_id", "a stage needs a pipeline"));
+        }
+        Ok(())
+    }
+    fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
+        vec![
+            ("worker_pool_id", "worker_pools", Some(self.worker_pool_id)),
+            ("pipeline_id", "pipelines", self.pipeline_id),
+            ("stage_id", "stages", self.stage_id),
+            ("scm_login_id", "service_logins", self.scm_login_id),
+            ("created_by", "users", self.created_by),
+        ]
+    }
+    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+        // The build pointers are left out on purpose: the queue keeps them.
+        Ok(vec![
+            ("name", self.name.clone().into()),
+            ("description", self.description.clone().into()),
+            ("pipeline_id", self.pipeline_id.into()),
+            ("pipeline_enabled", self.pipeline_enabled.into()),
+            ("stage_id", self.stage_id.into()),
+            ("repo_url", self.repo_url.clone().into()),
+            ("repo_branch", self.repo_branch.clone().into()),
+            ("recursive", self.recursive.into()),
+            ("scm_type", self.scm_type.clone().into()),
+            ("webhook_enabled", self.webhook_enabled.into()),
+            ("webhook_token", self.webhook_token.clone().filter(|s| !s.is_empty()).into()),
+            ("script", self.script.clone().into()),
+            ("timeout", self.timeout.into()),
+            ("container_base_image", self.container_base_image.clone().filter(|s| !s.is_empty()).into()),
+            ("variables", json_default(&self.variables, "{}").into()),
+            ("launch_questions", json_default(&self.launch_questions, "[]").into()),
+            ("scm_login_id", self.scm_login_id.into()),
+            ("worker_pool_id", self.worker_pool_id.into()),
+            ("created_by", self.created_by.into()),
+            ("schedule_enabled", self.schedule_enabled.into()),
+            ("monday", self.monday.into()),
+            ("tuesday", self.tuesday.into()),
+            ("wednesday", self.wednesday.into()),
+            ("thursday", self.thursday.into()),
+            ("friday", self.friday.into()),
+            ("saturday", self.saturday.into()),
+            ("sunday", self.sunday.into()),
+            ("weekday_start_hours", self.weekday_start_hours.clone().into()),
+            ("weekday_start_minutes", self.weekday_start_minutes.clone().into()),
+            ("weekend_start_hours", self.weekend_start_hours.clone().into()),
+            ("weekend_start_minutes", self.weekend_start_minutes.clone().into()),
+            ("schedule_threshold", self.schedule_threshold.into()),
+        ])
+    }
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: get_i64(r, "id")?,
+            name: get_str(r, "name")?,
+            description: get_str(r, "description")?,
+            pipeline_id: get_opt_i64(r, "pipeline_id")?,
+            pipeline_enabled: get_bool(r, "pipeline_enabled")?,
+            stage_id: get_opt_i64(r, "stage_id")?,
+            last_build_id: get_opt_i64(r, "last_build_id")?,
+            active_build_id: get_opt_i64(r, "active_build_id")?,
+            last_successful_build_id: get_opt_i64(r, "last_successful_build_id")?,
+            repo_url: get_str(r, "repo_url")?,
+            repo_branch: get_str(r, "repo_branch")?,
+            recursive: get_bool(r, "recursive")?,
+            scm_type: get_str(r, "scm_type")?,
+            webhook_enabled: get_bool(r, "webhook_enabled")?,
+            webhook_token: get_opt_str(r, "webhook_token")?,
+            script: get_str(r, "script")?,
+            timeout: get_i64(r, "timeout")?,
+            container_base_image: get_opt_str(r, "container_base_image")?,
+            variables: get_str(r, "variables")?,
+            variable_set_ids: vec![],
+            launch_questions: get_str(r, "launch_questions")?,
+            scm_login_id: get_opt_i64(r, "scm_login_id")?,
+            ssh_key_ids: vec![],
+            worker_pool_id: get_i64(r, "worker_pool_id")?,
+            created_by: get_opt_i64(r, "created_by")?,
+            owner_group_ids: vec![],
+            launch_group_ids: vec![],
+            schedule_enabled: get_bool(r, "schedule_enabled")?,
+            monday: get_bool(r, "monday")?,
+            tuesday: get_bool(r, "tuesday")?,
+            wednesday: get_bool(r, "wednesday")?,
+            thursday: get_bool(r, "thursday")?,
+            friday: get_bool(r, "friday")?,
+            saturday: get_bool(r, "saturday")?,
+            sunday: get_bool(r, "sunday")?,
+            weekday_start_hours: get_str(r, "weekday_start_hours")?,
+            weekday_start_minutes: get_str(r, "weekday_start_minutes")?,
+            weekend_start_hours: get_str(r, "weekend_start_hours")?,
+            weekend_start_minutes: get_str(r, "weekend_start_minutes")?,
+            schedule_threshold: get_i64(r, "schedule_threshold")?,
+        })
+    }
+    fn links(&self) -> Vec<&[Id]> {
+        vec![&self.variable_set_ids, &self.ssh_key_ids, &self.owner_group_ids, &self.launch_group_ids]
+    }
+    fn set_links(&mut self, i: usize, ids: Vec<Id>) {
+        match i {
+            0 => self.variable_set_ids = ids,
+            1 => self.ssh_key_ids = ids,
+            2 => self.owner_group_ids = ids,
+            _ => self.launch_group_ids = ids,
+        }
+    }
+}
+
+impl Record for Organization {
+    const TABLE: &'static str = "organizations";
+    const WHAT: &'static str = "organization";
+    const LINKS: &'static [Link] =
+        &[link("organization_ssh_keys", "organization_id", "ssh_key_id", "auto_attach_ssh_key_ids", "ssh_keys")];
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::name("name", &self.name)?;
+        v::plugin_key("organization_type", &self.organization_type)?;
+        if self.organization_identifier.trim().is_empty() {
+            return Err(ValidationError::new("organization_identifier", "must not be blank"));
+        }
+        v::http_url("api_endpoint", &self.api_endpoint)?;
+        v::range("refresh_minutes", self.refresh_minutes, 1, 525_600)
+    }
+    fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
+        vec![
+            ("default_worker_pool_id", "worker_pools", Some(self.default_worker_pool_id)),
+            ("worker_pool_id", "worker_pools", Some(self.worker_pool_id)),
+            ("scm_login_id", "service_logins", self.scm_login_id),
+            ("created_by", "users", self.created_by),
+        ]
+    }
+    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+        Ok(vec![
+            ("name", self.name.clone().into()),
+            ("description", self.description.clone().into()),
+            ("organization_type", self.organization_type.clone().into()),
+            ("organization_identifier", self.organization_identifier.clone().into()),
+            ("api_endpoint", self.api_endpoint.clone().into()),
+            ("import_enabled", self.import_enabled.into()),
+            ("import_without_dotfile", self.import_without_dotfile.into()),
+            ("overwrite_project_name", self.overwrite_project_name.into()),
+            ("overwrite_project_script", self.overwrite_project_script.into()),
+            ("overwrite_configurations", self.overwrite_configurations.into()),
+            ("allow_pipeline_definition", self.allow_pipeline_definition.into()),
+            ("allow_worker_pool_assignment", self.allow_worker_pool_assignment.into()),
+            ("default_worker_pool_id", self.default_worker_pool_id.into()),
+            ("worker_pool_id", self.worker_pool_id.into()),
+            ("force_rescan", self.force_rescan.into()),
+            ("refresh_minutes", self.refresh_minutes.into()),
+            ("scm_login_id", self.scm_login_id.into()),
+            ("created_by", self.created_by.into()),
+        ])
+    }
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: get_i64(r, "id")?,
+            name: get_str(r, "name")?,
+            description: get_str(r, "description")?,
+            organization_type: get_str(r, "organization_type")?,
+            organization_identifier: get_str(r, "organization_identifier")?,
+            api_endpoint: get_str(r, "api_endpoint")?,
+            import_enabled: get_bool(r, "import_enabled")?,
+            import_without_dotfile: get_bool(r, "import_without_dotfile")?,
+            overwrite_project_name: get_bool(r, "overwrite_project_name")?,
+            overwrite_project_script: get_bool(r, "overwrite_project_script")?,
+            overwrite_configurations: get_bool(r, "overwrite_configurations")?,
+            allow_pipeline_definition: get_bool(r, "allow_pipeline_definition")?,
+            allow_worker_pool_assignment: get_bool(r, "allow_worker_pool_assignment")?,
+            auto_attach_ssh_key_ids: vec![],
+            default_worker_pool_id: get_i64(r, "default_worker_pool_id")?,
+            worker_pool_id: get_i64(r, "worker_pool_id")?,
+            force_rescan: get_bool(r, "force_rescan")?,
+            refresh_minutes: get_i64(r, "refresh_minutes")?,
+            scm_login_id: get_opt_i64(r, "scm_login_id")?,
+            last_build_id: get_opt_i64(r, "last_build_id")?,
+            active_build_id: get_opt_i64(r, "active_build_id")?,
+            last_successful_build_id: get_opt_i64(r, "last_successful_build_id")?,
+            created_by: get_opt_i64(r, "created_by")?,
+        })
+    }
+    fn links(&self) -> Vec<&[Id]> {
+        vec![&self.auto_attach_ssh_key_ids]
+    }
+    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
+        self.auto_attach_ssh_key_ids = ids;
+    }
+}

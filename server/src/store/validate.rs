@@ -1,0 +1,329 @@
+//! Save-time validation. Every check names the field it rejects, so the web
+//! form and the API can put the message next to the right input, and the
+//! store refuses the whole save (nothing is half-written).
+//!
+//! The original accepted bad JSON and bad schedule specifiers and failed later,
+//! at build time or silently; here they are refused when saved.
+
+use serde_json::Value;
+
+/// A rejected value: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("field '{field}': {message}")]
+pub struct ValidationError {
+    /// The field name as the API and forms spell it.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// A new error.
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self { field: field.to_string(), message: message.into() }
+    }
+}
+
+type VResult = Result<(), ValidationError>;
+
+/// The longest name accepted.
+pub const MAX_NAME: usize = 512;
+
+/// An object name: not blank, no surrounding spaces or control characters.
+pub fn name(field: &str, v: &str) -> VResult {
+    if v.trim().is_empty() {
+        return Err(ValidationError::new(field, "must not be blank"));
+    }
+    if v.trim() != v {
+        return Err(ValidationError::new(field, "must not start or end with spaces"));
+    }
+    if v.chars().count() > MAX_NAME {
+        return Err(ValidationError::new(field, format!("must be at most {MAX_NAME} characters")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ValidationError::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A user name: letters, digits and `@ . + - _`, as Django allowed.
+pub fn username(field: &str, v: &str) -> VResult {
+    if v.is_empty() || v.len() > 150 {
+        return Err(ValidationError::new(field, "must be 1 to 150 characters"));
+    }
+    if !v.chars().all(|c| c.is_alphanumeric() || "@.+-_".contains(c)) {
+        return Err(ValidationError::new(field, "may contain only letters, digits and @ . + - _"));
+    }
+    Ok(())
+}
+
+/// A snippet name: it becomes a template variable (with `-` and spaces turned
+/// into `_`), so it must make an identifier.
+pub fn snippet_name(field: &str, v: &str) -> VResult {
+    name(field, v)?;
+    let mut chars = v.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ' ') {
+        return Err(ValidationError::new(
+            field,
+            "must start with a letter or _ and contain only letters, digits, _, - and spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// A variable name (launch questions, output variables): an identifier.
+pub fn identifier(field: &str, v: &str) -> VResult {
+    let mut chars = v.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(ValidationError::new(field, format!("'{v}' is not a valid variable name")));
+    }
+    Ok(())
+}
+
+/// A JSON object (variables). Blank means `{}` and is accepted.
+pub fn json_object(field: &str, v: &str) -> VResult {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_str::<Value>(v) {
+        Err(e) => Err(ValidationError::new(field, format!("invalid JSON: {e}"))),
+        Ok(Value::Object(_)) => Ok(()),
+        Ok(_) => Err(ValidationError::new(field, "must be a JSON object ({\"name\": value, ...})")),
+    }
+}
+
+/// Launch questions: a JSON list of `{variable, type, choices, prompt}`, with
+/// `type` one of text (the default), radio or multi, and choices required for
+/// radio and multi.
+pub fn launch_questions(field: &str, v: &str) -> VResult {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    let list = match serde_json::from_str::<Value>(v) {
+        Err(e) => return Err(ValidationError::new(field, format!("invalid JSON: {e}"))),
+        Ok(Value::Array(list)) => list,
+        Ok(_) => return Err(ValidationError::new(field, "must be a JSON list of questions")),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, q) in list.iter().enumerate() {
+        let n = i + 1;
+        let err = |m: String| ValidationError::new(field, format!("question {n}: {m}"));
+        let obj = q.as_object().ok_or_else(|| err("must be an object".into()))?;
+        for key in obj.keys() {
+            if !["variable", "type", "choices", "prompt"].contains(&key.as_str()) {
+                return Err(err(format!("unknown key '{key}' (expected variable, type, choices, prompt)")));
+            }
+        }
+        let var = obj.get("variable").and_then(Value::as_str).ok_or_else(|| err("'variable' is required".into()))?;
+        identifier(field, var).map_err(|e| err(e.message))?;
+        if !seen.insert(var.to_string()) {
+            return Err(err(format!("variable '{var}' is asked twice")));
+        }
+        let kind = match obj.get("type") {
+            None | Some(Value::Null) => "text",
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err(err("'type' must be a string".into())),
+        };
+        if !["text", "radio", "multi"].contains(&kind) {
+            return Err(err(format!("'type' must be one of text, radio, multi (not '{kind}')")));
+        }
+        match obj.get("choices") {
+            None | Some(Value::Null) if kind == "text" => {}
+            Some(Value::Array(c)) if c.iter().all(Value::is_string) && (kind == "text" || !c.is_empty()) => {}
+            _ if kind == "text" => return Err(err("'choices' must be a list of strings".into())),
+            _ => return Err(err(format!("'{kind}' needs 'choices', a non-empty list of strings"))),
+        }
+        if let Some(p) = obj.get("prompt") {
+            if !p.is_string() && !p.is_null() {
+                return Err(err("'prompt' must be a string".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A repository URL: blank (no checkout), a URL with a known scheme and a
+/// host (or a `file://` path), or scp-like `user@host:path`.
+pub fn repo_url(field: &str, v: &str) -> VResult {
+    if v.is_empty() {
+        return Ok(());
+    }
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ValidationError::new(field, "must not contain spaces"));
+    }
+    if let Some((scheme, rest)) = v.split_once("://") {
+        const SCHEMES: &[&str] = &["http", "https", "git", "ssh", "git+ssh", "svn", "svn+ssh", "file"];
+        if !SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+            return Err(ValidationError::new(
+                field,
+                format!("unsupported scheme '{scheme}' (use one of {})", SCHEMES.join(", ")),
+            ));
+        }
+        let host = rest.split('/').next().unwrap_or("");
+        if scheme != "file" && host.rsplit('@').next().unwrap_or("").is_empty() {
+            return Err(ValidationError::new(field, "is missing a host"));
+        }
+        if scheme == "file" && !rest.starts_with('/') {
+            return Err(ValidationError::new(field, "file:// URLs need an absolute path"));
+        }
+        return Ok(());
+    }
+    // scp-like: [user@]host:path
+    if let Some((host, path)) = v.split_once(':') {
+        let host = host.rsplit('@').next().unwrap_or("");
+        if !host.is_empty() && !path.is_empty() && !host.contains('/') {
+            return Ok(());
+        }
+    }
+    Err(ValidationError::new(field, "is not a URL (expected e.g. https://host/repo.git or git@host:repo.git)"))
+}
+
+/// An http(s) URL, blank allowed (API endpoints).
+pub fn http_url(field: &str, v: &str) -> VResult {
+    if v.is_empty() {
+        return Ok(());
+    }
+    let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !v.chars().any(char::is_whitespace) => Ok(()),
+        _ => Err(ValidationError::new(field, "must be an http:// or https:// URL")),
+    }
+}
+
+/// A build script: blank, or starting with an interpreter line.
+pub fn script(field: &str, v: &str) -> VResult {
+    if v.is_empty() || v.starts_with("#!") {
+        Ok(())
+    } else {
+        Err(ValidationError::new(field, "must start with an interpreter line such as #!/bin/bash"))
+    }
+}
+
+/// A schedule specifier: blank, or a comma list of numbers and ranges `a-b`
+/// within `0..=max` (hours allow 24, as the original did).
+pub fn schedule_spec(field: &str, v: &str, max: u32) -> VResult {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    let bad = |m: String| Err(ValidationError::new(field, m));
+    for part in v.split(',') {
+        let part = part.trim();
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) else {
+            return bad(format!("'{part}' is not a number or a range like 8-17"));
+        };
+        if a > b || b > max {
+            return bad(format!("'{part}' must be within 0-{max}, low to high"));
+        }
+    }
+    Ok(())
+}
+
+/// An integer within bounds.
+pub fn range(field: &str, v: i64, min: i64, max: i64) -> VResult {
+    if v < min || v > max {
+        return Err(ValidationError::new(field, format!("must be between {min} and {max}")));
+    }
+    Ok(())
+}
+
+/// Optional text with a length limit and no whitespace (tokens, image names).
+pub fn token(field: &str, v: Option<&str>, max: usize) -> VResult {
+    if let Some(v) = v {
+        if v.len() > max {
+            return Err(ValidationError::new(field, format!("must be at most {max} characters")));
+        }
+        if v.chars().any(char::is_whitespace) {
+            return Err(ValidationError::new(field, "must not contain spaces"));
+        }
+    }
+    Ok(())
+}
+
+/// A plugin key such as an scm type or isolation method: short, lowercase-ish.
+pub fn plugin_key(field: &str, v: &str) -> VResult {
+    if v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(ValidationError::new(field, "must be a plugin name (letters, digits, _ and -)"));
+    }
+    Ok(())
+}
+
+/// `0x` and three or four octal digits (the pool's build-root permissions).
+pub fn permissions_hex(field: &str, v: &str) -> VResult {
+    match v.strip_prefix("0x") {
+        Some(d) if (3..=4).contains(&d.len()) && d.chars().all(|c| ('0'..='7').contains(&c)) => Ok(()),
+        _ => Err(ValidationError::new(field, "must look like 0x777 (octal permission digits)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_field() {
+        let e = json_object("variables", "{nope").unwrap_err();
+        assert_eq!(e.field, "variables");
+        assert!(e.to_string().starts_with("field 'variables': invalid JSON: "), "{e}");
+        assert!(json_object("variables", "[1]").is_err());
+        assert!(json_object("variables", r#"{"a": [1]}"#).is_ok());
+    }
+
+    #[test]
+    fn launch_questions_rules() {
+        assert!(launch_questions("launch_questions", "[]").is_ok());
+        assert!(launch_questions(
+            "launch_questions",
+            r#"[{"variable":"foo","type":"multi","choices":["a","b"]},{"variable":"baz","prompt":"?"}]"#
+        )
+        .is_ok());
+        let e = launch_questions("launch_questions", r#"[{"variable":"x","type":"radio"}]"#).unwrap_err();
+        assert!(e.message.contains("question 1"), "{e}");
+        assert!(launch_questions("launch_questions", r#"[{"variable":"1x"}]"#).is_err());
+        assert!(
+            launch_questions("launch_questions", r#"[{"variable":"x","type":"dropdown","choices":["a"]}]"#).is_err()
+        );
+        assert!(launch_questions("launch_questions", r#"[{"variable":"x"},{"variable":"x"}]"#).is_err());
+        assert!(launch_questions("launch_questions", r#"{"variable":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn urls() {
+        for ok in [
+            "",
+            "https://github.com/a/b.git",
+            "git@github.com:a/b.git",
+            "ssh://git@h:22/r",
+            "file:///srv/r.git",
+            "svn://h/r",
+        ] {
+            assert!(repo_url("repo_url", ok).is_ok(), "{ok}");
+        }
+        for bad in ["github.com", "ftp://h/r", "https:///r", "http://h/a b", "file://rel"] {
+            assert!(repo_url("repo_url", bad).is_err(), "{bad}");
+        }
+        assert!(http_url("api_endpoint", "https://ghe.example/api/v3").is_ok());
+        assert!(http_url("api_endpoint", "ghe.example").is_err());
+    }
+
+    #[test]
+    fn schedules_and_names() {
+        assert!(schedule_spec("weekday_start_hours", "0,8,16", 24).is_ok());
+        assert!(schedule_spec("weekday_start_hours", "0-24", 24).is_ok());
+        assert!(schedule_spec("weekday_start_minutes", "0,61", 59).is_err());
+        assert!(schedule_spec("weekday_start_hours", "9-5", 24).is_err());
+        assert!(schedule_spec("weekday_start_hours", "noon", 24).is_err());
+        assert!(name("name", " x").is_err());
+        assert!(name("name", "").is_err());
+        assert!(snippet_name("name", "my-snippet").is_ok());
+        assert!(snippet_name("name", "1abc").is_err());
+        assert!(permissions_hex("permissions_hex", "0x777").is_ok());
+        assert!(permissions_hex("permissions_hex", "777").is_err());
+        assert!(script("script", "echo hi").is_err());
+    }
+}

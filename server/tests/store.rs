@@ -1,0 +1,731 @@
+//! The store test suite, run twice: once on a fresh SQLite file and once on a
+//! fresh PostgreSQL database (when `VESPENE_TEST_POSTGRES_URL` points at a
+//! server that lets the role create databases; `scripts/start-postgres` starts
+//! one). Every test gets its own database, so they run in parallel.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sqlx::{Connection, Executor, Row};
+use vespene::store::{
+    self, Backend, BuildFilter, BuildStatus, Group, NewBuild, NewUser, OutputStream, Pipeline, Project, Secret,
+    ServiceLogin, SshKey, Stage, Store, StoreError, StoreOptions, VariableSet, Worker, WorkerPool,
+};
+
+struct TestDb {
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            url: format!("sqlite://{}", dir.path().join("vespene.db").display()),
+            key_file: dir.path().join("secret.key"),
+            max_connections: 8,
+            migrate: true,
+        };
+        TestDb { store: Store::open(&opts).await.unwrap(), _dir: dir }
+    }
+
+    async fn postgres(test: &str) -> Option<TestDb> {
+        let Ok(url) = std::env::var("VESPENE_TEST_POSTGRES_URL") else {
+            println!("SKIP postgres::{test}: VESPENE_TEST_POSTGRES_URL is not set (run scripts/start-postgres)");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!(
+            "vt_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            test.chars().take(30).collect::<String>()
+        );
+        let mut admin = sqlx::AnyConnection::connect(&url).await.expect("connect to VESPENE_TEST_POSTGRES_URL");
+        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+        admin.close().await.unwrap();
+        let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            url: format!("{base}/{name}"),
+            key_file: dir.path().join("secret.key"),
+            max_connections: 8,
+            migrate: true,
+        };
+        Some(TestDb { store: Store::open(&opts).await.unwrap(), _dir: dir })
+    }
+}
+
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = super::TestDb::sqlite().await;
+                    assert_eq!(db.store.backend(), super::Backend::Sqlite);
+                    super::$name(&db.store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(db) = super::TestDb::postgres(stringify!($name)).await else { return };
+                    assert_eq!(db.store.backend(), super::Backend::Postgres);
+                    super::$name(&db.store).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    migrations_are_idempotent,
+    project_round_trips_every_field,
+    validation_names_the_field_and_saves_nothing,
+    duplicate_names_conflict,
+    pipeline_has_ordered_stages_without_limit,
+    worker_pool_in_use_cannot_be_deleted,
+    secrets_are_encrypted_at_rest_and_masked,
+    users_groups_and_passwords,
+    ensure_admin_creates_once,
+    api_tokens_are_stored_hashed,
+    sessions_expire,
+    build_status_machine,
+    concurrent_claims_never_share_a_build,
+    claim_respects_pools,
+    output_appends_in_order,
+    concurrent_output_appends_keep_sequence,
+    cleanup_deletes_only_older_builds,
+    tutorial_is_idempotent,
+    workers_upsert,
+);
+
+async fn pool(s: &Store, name: &str) -> i64 {
+    s.create_worker_pool(&WorkerPool { name: name.into(), isolation_method: "sudo".into(), ..Default::default() })
+        .await
+        .unwrap()
+}
+
+async fn project(s: &Store, name: &str, pool_id: i64) -> i64 {
+    s.create_project(&Project { name: name.into(), worker_pool_id: pool_id, ..Default::default() }).await.unwrap()
+}
+
+async fn raw_text(s: &Store, sql: &str, id: i64) -> Option<String> {
+    sqlx::query(sql).bind(id).fetch_one(s.pool()).await.unwrap().try_get::<Option<String>, _>(0).unwrap()
+}
+
+async fn migrations_are_idempotent(s: &Store) {
+    assert_eq!(s.migrate().await.unwrap(), 0, "already migrated on open");
+    assert_eq!(store::migrate::current_version(s.pool()).await.unwrap(), 1);
+}
+
+async fn project_round_trips_every_field(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let vs1 = s
+        .create_variable_set(&VariableSet { name: "vs1".into(), variables: r#"{"a":1}"#.into(), ..Default::default() })
+        .await
+        .unwrap();
+    let vs2 = s.create_variable_set(&VariableSet { name: "vs2".into(), ..Default::default() }).await.unwrap();
+    let g1 = s.create_group("devs").await.unwrap();
+    let g2 = s.create_group("ops").await.unwrap();
+    let key = s
+        .create_ssh_key(&SshKey {
+            name: "deploy".into(),
+            private_key: Secret::Set("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let login = s
+        .create_service_login(&ServiceLogin {
+            name: "gh".into(),
+            username: "bot".into(),
+            password: Secret::Set("pw".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stage = s.create_stage(&Stage { name: "build".into(), ..Default::default() }).await.unwrap();
+    let pipe = s
+        .create_pipeline(&Pipeline { name: "pipe".into(), stage_ids: vec![stage], ..Default::default() })
+        .await
+        .unwrap();
+    let user = s
+        .create_user(&NewUser { username: "alice".into(), password: "password1".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let p = Project {
+        id: 0,
+        name: "full".into(),
+        description: "every field".into(),
+        pipeline_id: Some(pipe),
+        pipeline_enabled: false,
+        stage_id: Some(stage),
+        last_build_id: None,
+        active_build_id: None,
+        last_successful_build_id: None,
+        repo_url: "git@github.com:acme/app.git".into(),
+        repo_branch: "main".into(),
+        recursive: false,
+        scm_type: "git".into(),
+        webhook_enabled: true,
+        webhook_token: Some("tok".into()),
+        script: "#!/bin/bash\necho {{ a }}".into(),
+        timeout: 5,
+        container_base_image: Some("debian:12".into()),
+        variables: r#"{"x": "y"}"#.into(),
+        variable_set_ids: vec![vs2, vs1],
+        launch_questions: r#"[{"variable":"foo","type":"multi","choices":["a","b"]}]"#.into(),
+        scm_login_id: Some(login),
+        ssh_key_ids: vec![key],
+        worker_pool_id: pool_id,
+        created_by: Some(user),
+        owner_group_ids: vec![g1],
+        launch_group_ids: vec![g1, g2],
+        schedule_enabled: true,
+        monday: true,
+        tuesday: false,
+        wednesday: true,
+        thursday: false,
+        friday: true,
+        saturday: false,
+        sunday: true,
+        weekday_start_hours: "0,8,16".into(),
+        weekday_start_minutes: "0,30".into(),
+        weekend_start_hours: "9-17".into(),
+        weekend_start_minutes: "15".into(),
+        schedule_threshold: 20,
+    };
+    let id = s.create_project(&p).await.unwrap();
+    let got = s.get_project(id).await.unwrap().unwrap();
+    assert_eq!(got, Project { id, ..p.clone() });
+    assert_eq!(got.variable_set_ids, vec![vs2, vs1], "variable set order is kept");
+    assert_eq!(s.find_project("full").await.unwrap().unwrap().id, id);
+    assert_eq!(s.list_projects().await.unwrap(), vec![got.clone()]);
+
+    let mut changed = got.clone();
+    changed.variable_set_ids = vec![vs1];
+    changed.launch_group_ids = vec![];
+    changed.timeout = 90;
+    changed.webhook_token = None;
+    s.update_project(&changed).await.unwrap();
+    assert_eq!(s.get_project(id).await.unwrap().unwrap(), changed);
+
+    assert!(s.delete_project(id).await.unwrap());
+    assert!(s.get_project(id).await.unwrap().is_none());
+    assert!(!s.delete_project(id).await.unwrap());
+    let mut gone = changed.clone();
+    gone.id = 9999;
+    assert!(matches!(s.update_project(&gone).await, Err(StoreError::NotFound { .. })));
+    let groups: Vec<Group> = s.list_groups().await.unwrap();
+    assert_eq!(groups.len(), 2);
+}
+
+async fn validation_names_the_field_and_saves_nothing(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let base = Project { name: "v".into(), worker_pool_id: pool_id, ..Default::default() };
+    let cases: Vec<(&str, Project)> = vec![
+        ("variables", Project { variables: "{nope".into(), ..base.clone() }),
+        ("variables", Project { variables: "[1,2]".into(), ..base.clone() }),
+        (
+            "launch_questions",
+            Project { launch_questions: r#"[{"variable":"x","type":"radio"}]"#.into(), ..base.clone() },
+        ),
+        ("launch_questions", Project { launch_questions: "{".into(), ..base.clone() }),
+        ("name", Project { name: "  ".into(), ..base.clone() }),
+        ("repo_url", Project { repo_url: "not a url".into(), ..base.clone() }),
+        ("script", Project { script: "echo no shebang".into(), ..base.clone() }),
+        ("weekday_start_hours", Project { weekday_start_hours: "25".into(), ..base.clone() }),
+        ("timeout", Project { timeout: 0, ..base.clone() }),
+        ("worker_pool_id", Project { worker_pool_id: 4242, ..base.clone() }),
+        ("variable_set_ids", Project { variable_set_ids: vec![4242], ..base.clone() }),
+        ("launch_group_ids", Project { launch_group_ids: vec![4242], ..base.clone() }),
+    ];
+    for (field, p) in cases {
+        match s.create_project(&p).await {
+            Err(StoreError::Validation(e)) => {
+                assert_eq!(e.field, field, "{e}");
+                assert!(e.to_string().starts_with(&format!("field '{field}': ")), "{e}");
+            }
+            other => panic!("{field}: expected a validation error, got {other:?}"),
+        }
+    }
+    let e = s.create_project(&Project { variables: "{nope".into(), ..base.clone() }).await.unwrap_err();
+    assert!(e.to_string().starts_with("field 'variables': invalid JSON: "), "{e}");
+    assert!(s.list_projects().await.unwrap().is_empty(), "nothing half-saved");
+
+    // An update that fails leaves the old row and links as they were.
+    let g = s.create_group("g").await.unwrap();
+    let id = s.create_project(&Project { owner_group_ids: vec![g], ..base.clone() }).await.unwrap();
+    let before = s.get_project(id).await.unwrap().unwrap();
+    let bad =
+        Project { owner_group_ids: vec![], ssh_key_ids: vec![777], description: "changed".into(), ..before.clone() };
+    assert!(s.update_project(&bad).await.is_err());
+    assert_eq!(s.get_project(id).await.unwrap().unwrap(), before);
+
+    let e = s.create_variable_set(&VariableSet { name: "x".into(), variables: "1".into(), ..Default::default() }).await;
+    assert!(matches!(e, Err(StoreError::Validation(v)) if v.field == "variables"));
+    let e = s
+        .create_worker_pool(&WorkerPool { name: "y".into(), permissions_hex: "777".into(), ..Default::default() })
+        .await;
+    assert!(matches!(e, Err(StoreError::Validation(v)) if v.field == "permissions_hex"));
+}
+
+async fn duplicate_names_conflict(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    project(s, "dup", pool_id).await;
+    let e = s.create_project(&Project { name: "dup".into(), worker_pool_id: pool_id, ..Default::default() }).await;
+    match e {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("'dup' already exists"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(s.create_group("g").await.is_ok());
+    assert!(matches!(s.create_group("g").await, Err(StoreError::Conflict(_))));
+}
+
+async fn pipeline_has_ordered_stages_without_limit(s: &Store) {
+    let mut stages = vec![];
+    for i in 0..10 {
+        stages.push(s.create_stage(&Stage { name: format!("s{i}"), ..Default::default() }).await.unwrap());
+    }
+    let mut order = stages.clone();
+    order.reverse();
+    let id = s
+        .create_pipeline(&Pipeline { name: "long".into(), stage_ids: order.clone(), ..Default::default() })
+        .await
+        .unwrap();
+    let p = s.get_pipeline(id).await.unwrap().unwrap();
+    assert_eq!(p.stage_ids, order, "10 stages, in the given order");
+    assert!(p.enabled);
+    // Deleting a stage removes it from the pipeline, not the pipeline.
+    assert!(s.delete_stage(order[3]).await.unwrap());
+    let p = s.get_pipeline(id).await.unwrap().unwrap();
+    assert_eq!(p.stage_ids.len(), 9);
+    assert!(!p.stage_ids.contains(&order[3]));
+    let dup = Pipeline { name: "dup".into(), stage_ids: vec![stages[0], stages[0]], ..Default::default() };
+    assert!(matches!(s.create_pipeline(&dup).await, Err(StoreError::Validation(v)) if v.field == "stage_ids"));
+}
+
+async fn worker_pool_in_use_cannot_be_deleted(s: &Store) {
+    let pool_id = pool(s, "busy").await;
+    let pid = project(s, "p", pool_id).await;
+    let e = s.delete_worker_pool(pool_id).await;
+    assert!(matches!(e, Err(StoreError::Reference(_))), "{e:?}");
+    s.delete_project(pid).await.unwrap();
+    assert!(s.delete_worker_pool(pool_id).await.unwrap());
+}
+
+async fn secrets_are_encrypted_at_rest_and_masked(s: &Store) {
+    const KEY: &str =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nSUPERSECRETKEYMATERIAL\n-----END OPENSSH PRIVATE KEY-----\n";
+    let id = s
+        .create_ssh_key(&SshKey {
+            name: "k".into(),
+            private_key: Secret::Set(KEY.into()),
+            unlock_password: Secret::Set("open-sesame".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let raw_key = raw_text(s, "SELECT private_key FROM ssh_keys WHERE id = $1", id).await.unwrap();
+    let raw_pw = raw_text(s, "SELECT unlock_password FROM ssh_keys WHERE id = $1", id).await.unwrap();
+    assert!(raw_key.starts_with("$VESPENE$v1$"), "{raw_key}");
+    assert!(!raw_key.contains("SUPERSECRET") && !raw_pw.contains("open-sesame"));
+    // Round trip through the explicit accessor only.
+    let clear = s.reveal_ssh_key(id).await.unwrap();
+    assert_eq!(clear.private_key.as_deref(), Some(KEY));
+    assert_eq!(clear.unlock_password.as_deref(), Some("open-sesame"));
+    assert_eq!(s.decrypt(&raw_pw).unwrap(), "open-sesame");
+    // Listings and gets are masked, in Debug and in JSON too.
+    let got = s.get_ssh_key(id).await.unwrap().unwrap();
+    assert_eq!(got.private_key, Secret::Stored);
+    let listed = s.list_ssh_keys().await.unwrap();
+    let shown = format!("{listed:?} {}", serde_json::to_string(&listed).unwrap());
+    assert!(!shown.contains("SUPERSECRET") && !shown.contains("open-sesame"), "{shown}");
+    // Saving with Stored keeps the value; Empty clears; Set replaces.
+    let mut edit = got.clone();
+    edit.description = "edited".into();
+    edit.unlock_password = Secret::Empty;
+    s.update_ssh_key(&edit).await.unwrap();
+    let clear = s.reveal_ssh_key(id).await.unwrap();
+    assert_eq!(clear.private_key.as_deref(), Some(KEY));
+    assert_eq!(clear.unlock_password, None);
+
+    let lid = s
+        .create_service_login(&ServiceLogin {
+            name: "l".into(),
+            username: "u".into(),
+            password: Secret::Set("login-pass".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let raw = raw_text(s, "SELECT password FROM service_logins WHERE id = $1", lid).await.unwrap();
+    assert!(raw.starts_with("$VESPENE$v1$") && !raw.contains("login-pass"));
+    assert_eq!(s.reveal_service_login_password(lid).await.unwrap().as_deref(), Some("login-pass"));
+    let login = s.get_service_login(lid).await.unwrap().unwrap();
+    assert!(!format!("{login:?}").contains("login-pass"));
+}
+
+async fn users_groups_and_passwords(s: &Store) {
+    let id = s
+        .create_user(&NewUser {
+            username: "bob".into(),
+            password: "correct horse".into(),
+            is_superuser: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let hash = raw_text(s, "SELECT password_hash FROM users WHERE id = $1", id).await.unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let u = s.verify_password("bob", "correct horse").await.unwrap().unwrap();
+    assert!(u.is_superuser && u.last_login.is_some());
+    assert!(s.verify_password("bob", "wrong").await.unwrap().is_none());
+    assert!(s.verify_password("nobody", "x").await.unwrap().is_none());
+    let short = s.create_user(&NewUser { username: "c".into(), password: "short".into(), ..Default::default() }).await;
+    assert!(matches!(short, Err(StoreError::Validation(v)) if v.field == "password"));
+    let bad =
+        s.create_user(&NewUser { username: "a b".into(), password: "password1".into(), ..Default::default() }).await;
+    assert!(matches!(bad, Err(StoreError::Validation(v)) if v.field == "username"));
+
+    let g = s.create_group("team").await.unwrap();
+    s.add_group_member(g, id).await.unwrap();
+    s.add_group_member(g, id).await.unwrap();
+    assert_eq!(s.group_member_ids(g).await.unwrap(), vec![id]);
+    let mut u = s.get_user(id).await.unwrap().unwrap();
+    assert_eq!(u.group_ids, vec![g]);
+    u.is_active = false;
+    u.group_ids = vec![];
+    s.update_user(&u).await.unwrap();
+    assert!(s.verify_password("bob", "correct horse").await.unwrap().is_none(), "inactive users cannot log in");
+    s.set_password(id, "new password").await.unwrap();
+    assert_eq!(s.list_users().await.unwrap()[0].group_ids, Vec::<i64>::new());
+}
+
+async fn ensure_admin_creates_once(s: &Store) {
+    let pw = store::ensure_admin(s).await.unwrap().expect("created on first start");
+    assert!(pw.len() >= 16);
+    let admin = s.verify_password("admin", &pw).await.unwrap().unwrap();
+    assert!(admin.is_superuser);
+    assert_eq!(store::ensure_admin(s).await.unwrap(), None);
+    assert_eq!(s.user_count().await.unwrap(), 1);
+}
+
+async fn api_tokens_are_stored_hashed(s: &Store) {
+    let uid = s
+        .create_user(&NewUser { username: "t".into(), password: "password1".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let (tok, secret) = s.create_api_token(uid, "ci", None).await.unwrap();
+    let raw: Vec<String> = sqlx::query("SELECT token_hash FROM api_tokens")
+        .fetch_all(s.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String, _>(0).unwrap())
+        .collect();
+    assert_eq!(raw.len(), 1);
+    assert!(!raw[0].contains(&secret) && raw[0].len() == 64);
+    assert_eq!(s.authenticate_token(&secret).await.unwrap().unwrap().id, uid);
+    assert!(s.authenticate_token("vsp_wrong").await.unwrap().is_none());
+    let listed = s.list_api_tokens(uid).await.unwrap();
+    assert_eq!(listed[0].id, tok.id);
+    assert!(listed[0].last_used_at.is_some());
+    assert!(secret.starts_with(&listed[0].prefix));
+    let (_, expired) = s.create_api_token(uid, "old", Some(chrono::Duration::milliseconds(-1))).await.unwrap();
+    assert!(s.authenticate_token(&expired).await.unwrap().is_none());
+    assert!(s.delete_api_token(tok.id).await.unwrap());
+    assert!(s.authenticate_token(&secret).await.unwrap().is_none());
+}
+
+async fn sessions_expire(s: &Store) {
+    let uid = s
+        .create_user(&NewUser { username: "s".into(), password: "password1".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let sid = s.create_session(uid, chrono::Duration::hours(1)).await.unwrap();
+    assert_eq!(s.session_user(&sid).await.unwrap().unwrap().id, uid);
+    let raw: i64 = sqlx::query("SELECT COUNT(*) FROM sessions WHERE id_hash = $1")
+        .bind(sid.as_str())
+        .fetch_one(s.pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(raw, 0, "session ids are stored hashed");
+    let old = s.create_session(uid, chrono::Duration::milliseconds(-1)).await.unwrap();
+    assert!(s.session_user(&old).await.unwrap().is_none());
+    assert_eq!(s.purge_expired_sessions().await.unwrap(), 1);
+    s.delete_session(&sid).await.unwrap();
+    assert!(s.session_user(&sid).await.unwrap().is_none());
+}
+
+async fn build_status_machine(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let pid = project(s, "proj", pool_id).await;
+    let b = s
+        .create_build(&NewBuild {
+            project_id: Some(pid),
+            worker_pool_id: pool_id,
+            script: "#!/bin/sh\necho hi".into(),
+            variables: r#"{"a":1}"#.into(),
+            launch_answers: r#"{"foo":["a"]}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(b.status, BuildStatus::Queued);
+    assert_eq!(b.pipeline_origin_build_id, Some(b.id), "origin defaults to itself");
+    assert!(b.queued_time.is_some() && b.start_time.is_none());
+    assert_eq!(s.get_project(pid).await.unwrap().unwrap().active_build_id, Some(b.id));
+
+    // Cannot finish what has not started.
+    assert!(matches!(
+        s.set_build_status(b.id, BuildStatus::Success, Some(0)).await,
+        Err(StoreError::Transition { .. })
+    ));
+    let claimed = s.claim_next_build(&[pool_id], None).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.status), (b.id, BuildStatus::Running));
+    assert!(claimed.start_time.is_some());
+    assert!(s.claim_build(b.id, None).await.unwrap().is_none(), "already claimed");
+    s.set_build_revision(b.id, Some("abc1234"), Some("dev@example.com")).await.unwrap();
+    s.set_output_variables(b.id, r#"{"img":"a b"}"#).await.unwrap();
+    assert!(s.set_output_variables(b.id, "nope").await.is_err());
+    let done = s.set_build_status(b.id, BuildStatus::Success, Some(0)).await.unwrap();
+    assert_eq!(done.status, BuildStatus::Success);
+    assert_eq!(done.return_code, Some(0));
+    assert_eq!(done.revision.as_deref(), Some("abc1234"));
+    assert!(done.end_time.is_some());
+    let p = s.get_project(pid).await.unwrap().unwrap();
+    assert_eq!((p.active_build_id, p.last_build_id, p.last_successful_build_id), (None, Some(b.id), Some(b.id)));
+    // A failing success trigger turns SUCCESS into FAILURE.
+    let failed = s.set_build_status(b.id, BuildStatus::Failure, None).await.unwrap();
+    assert_eq!(failed.return_code, Some(0));
+    assert_eq!(s.get_project(pid).await.unwrap().unwrap().last_successful_build_id, None);
+    assert!(matches!(s.set_build_status(b.id, BuildStatus::Running, None).await, Err(StoreError::Transition { .. })));
+
+    // Stop: QUEUED/RUNNING -> ABORTING frees the project; then ABORTED.
+    let b2 = s
+        .create_build(&NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(s.request_stop(b2.id).await.unwrap());
+    assert_eq!(s.build_status(b2.id).await.unwrap(), Some(BuildStatus::Aborting));
+    assert_eq!(s.get_project(pid).await.unwrap().unwrap().active_build_id, None);
+    assert!(!s.request_stop(b2.id).await.unwrap(), "already stopping");
+    s.set_build_status(b2.id, BuildStatus::Aborted, None).await.unwrap();
+
+    // A render failure is recorded as FAILURE straight away.
+    let b3 = s
+        .create_build(&NewBuild {
+            project_id: Some(pid),
+            worker_pool_id: pool_id,
+            status: Some(BuildStatus::Failure),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.get_project(pid).await.unwrap().unwrap().last_build_id, Some(b3.id));
+
+    // Orphans and duplicate collapse.
+    let q1 = s
+        .create_build(&NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() })
+        .await
+        .unwrap();
+    let q2 = s
+        .create_build(&NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(s.abort_other_queued(pid, q1.id).await.unwrap(), 1);
+    assert_eq!(s.build_status(q2.id).await.unwrap(), Some(BuildStatus::Aborted));
+    assert_eq!(s.orphan_stale_builds(pool_id, store::now() + chrono::Duration::minutes(1)).await.unwrap(), 1);
+    assert_eq!(s.build_status(q1.id).await.unwrap(), Some(BuildStatus::Orphaned));
+    assert_eq!(s.get_project(pid).await.unwrap().unwrap().active_build_id, None);
+
+    let listed = s.list_builds(&BuildFilter { project_id: Some(pid), ..Default::default() }).await.unwrap();
+    assert_eq!(listed.len(), 5);
+    assert!(listed.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let aborted = BuildFilter { status: Some(BuildStatus::Aborted), ..Default::default() };
+    assert_eq!(s.list_builds(&aborted).await.unwrap().len(), 2);
+}
+
+async fn concurrent_claims_never_share_a_build(s: &Store) {
+    const BUILDS: usize = 200;
+    const CLAIMERS: usize = 8;
+    let pool_id = pool(s, "q").await;
+    let pid = project(s, "p", pool_id).await;
+    let mut all = HashSet::new();
+    for _ in 0..BUILDS {
+        let nb = NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() };
+        all.insert(s.create_build(&nb).await.unwrap().id);
+    }
+    let mut tasks = vec![];
+    for w in 0..CLAIMERS {
+        let s = s.clone();
+        let worker = s
+            .upsert_worker(&Worker { worker_uid: format!("w{w}"), hostname: "h".into(), ..Default::default() })
+            .await
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = vec![];
+            while let Some(b) = s.claim_next_build(&[pool_id], Some(worker)).await.unwrap() {
+                assert_eq!(b.status, BuildStatus::Running);
+                assert_eq!(b.worker_id, Some(worker));
+                mine.push(b.id);
+                tokio::task::yield_now().await;
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut per_worker = vec![];
+    for t in tasks {
+        let mine = t.await.unwrap();
+        per_worker.push(mine.len());
+        for id in mine {
+            assert!(seen.insert(id), "build {id} was claimed twice");
+        }
+    }
+    assert_eq!(seen, all, "every build claimed exactly once");
+    assert_eq!(s.count_builds(pool_id, BuildStatus::Queued).await.unwrap(), 0);
+    assert_eq!(s.count_builds(pool_id, BuildStatus::Running).await.unwrap(), BUILDS as i64);
+    println!("{:?}: claims per worker {per_worker:?}", s.backend());
+}
+
+async fn claim_respects_pools(s: &Store) {
+    let a = pool(s, "a").await;
+    let b = pool(s, "b").await;
+    let pa = project(s, "pa", a).await;
+    let pb = project(s, "pb", b).await;
+    let a1 = s.create_build(&NewBuild { project_id: Some(pa), worker_pool_id: a, ..Default::default() }).await.unwrap();
+    let b1 = s.create_build(&NewBuild { project_id: Some(pb), worker_pool_id: b, ..Default::default() }).await.unwrap();
+    let a2 = s.create_build(&NewBuild { project_id: Some(pa), worker_pool_id: a, ..Default::default() }).await.unwrap();
+    assert_eq!(s.claim_next_build_in("a", None).await.unwrap().unwrap().id, a1.id, "oldest first");
+    assert_eq!(s.claim_next_build(&[a], None).await.unwrap().unwrap().id, a2.id);
+    assert!(s.claim_next_build(&[a], None).await.unwrap().is_none());
+    assert_eq!(s.build_status(b1.id).await.unwrap(), Some(BuildStatus::Queued), "pool b untouched");
+    assert_eq!(s.claim_next_build(&[a, b], None).await.unwrap().unwrap().id, b1.id);
+    assert!(s.claim_next_build(&[], None).await.unwrap().is_none());
+    assert!(matches!(s.claim_next_build_in("nope", None).await, Err(StoreError::NotFound { .. })));
+}
+
+async fn output_appends_in_order(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let b = s.create_build(&NewBuild { worker_pool_id: pool_id, ..Default::default() }).await.unwrap();
+    let first: Vec<(OutputStream, String)> = (1..=2500).map(|i| (OutputStream::Stdout, format!("line {i}"))).collect();
+    assert_eq!(s.append_output(b.id, &first).await.unwrap(), 2500);
+    let last = s
+        .append_output(b.id, &[(OutputStream::Message, "checkout done"), (OutputStream::Stderr, "warn ünïcödé ✓")])
+        .await
+        .unwrap();
+    assert_eq!(last, 2502);
+    assert_eq!(s.append_output::<&str>(b.id, &[]).await.unwrap(), 2502);
+    let all = s.output_since(b.id, 0, 0).await.unwrap();
+    assert_eq!(all.len(), 2502);
+    assert!(all.iter().enumerate().all(|(i, l)| l.seq == i as i64 + 1));
+    assert_eq!(all[0].text, "line 1");
+    assert_eq!(all[2501].text, "warn ünïcödé ✓");
+    assert_eq!(all[2501].stream, OutputStream::Stderr);
+    assert_eq!(all[2500].stream, OutputStream::Message);
+    let tail = s.output_since(b.id, 2499, 2).await.unwrap();
+    assert_eq!(tail.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![2500, 2501]);
+    assert_eq!(s.get_build(b.id).await.unwrap().unwrap().output_lines, 2502);
+    assert!(matches!(s.append_output(999_999, &[(OutputStream::Stdout, "x")]).await, Err(StoreError::NotFound { .. })));
+}
+
+async fn concurrent_output_appends_keep_sequence(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let b = s.create_build(&NewBuild { worker_pool_id: pool_id, ..Default::default() }).await.unwrap();
+    let mut tasks = vec![];
+    for t in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..10 {
+                let lines: Vec<(OutputStream, String)> =
+                    (0..50).map(|i| (OutputStream::Stdout, format!("t{t} b{batch} l{i}"))).collect();
+                s.append_output(b.id, &lines).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = s.output_since(b.id, 0, 0).await.unwrap();
+    assert_eq!(all.len(), 2000);
+    assert!(all.iter().enumerate().all(|(i, l)| l.seq == i as i64 + 1), "no gaps, no duplicates");
+    // Each batch stays contiguous.
+    for chunk in all.chunks(50) {
+        let prefix = chunk[0].text.rsplit_once(' ').unwrap().0;
+        assert!(chunk.iter().all(|l| l.text.starts_with(prefix)), "batch interleaved");
+    }
+}
+
+async fn cleanup_deletes_only_older_builds(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let pid = project(s, "p", pool_id).await;
+    let nb = NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() };
+    let old = s.create_build(&nb).await.unwrap();
+    let old_running = s.create_build(&nb).await.unwrap();
+    let new = s.create_build(&nb).await.unwrap();
+    s.claim_build(old_running.id, None).await.unwrap().unwrap();
+    s.claim_build(old.id, None).await.unwrap().unwrap();
+    s.set_build_status(old.id, BuildStatus::Success, Some(0)).await.unwrap();
+    s.claim_build(new.id, None).await.unwrap().unwrap();
+    s.set_build_status(new.id, BuildStatus::Failure, Some(1)).await.unwrap();
+    s.append_output(old.id, &[(OutputStream::Stdout, "old output")]).await.unwrap();
+    let ten_days_ago = (store::now() - chrono::Duration::days(10)).timestamp_millis();
+    sqlx::query("UPDATE builds SET queued_time = $1 WHERE id IN ($2, $3)")
+        .bind(ten_days_ago)
+        .bind(old.id)
+        .bind(old_running.id)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let n = s.delete_builds_older_than(store::now() - chrono::Duration::days(5)).await.unwrap();
+    assert_eq!(n, 1, "only the old finished build");
+    assert!(s.get_build(old.id).await.unwrap().is_none());
+    assert!(s.get_build(old_running.id).await.unwrap().is_some(), "running builds are kept");
+    assert!(s.get_build(new.id).await.unwrap().is_some(), "newer builds are kept");
+    assert!(s.output_since(old.id, 0, 0).await.unwrap().is_empty(), "output went with it");
+    assert_eq!(s.get_project(pid).await.unwrap().unwrap().last_successful_build_id, None);
+}
+
+async fn tutorial_is_idempotent(s: &Store) {
+    s.create_user(&NewUser {
+        username: "root".into(),
+        password: "password1".into(),
+        is_superuser: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let first = store::tutorial::setup(s).await.unwrap();
+    assert!(first.created.len() >= 15, "{:?}", first.created);
+    let second = store::tutorial::setup(s).await.unwrap();
+    assert!(second.created.is_empty(), "{:?}", second.created);
+    let p = s.find_pipeline(store::tutorial::PIPELINE).await.unwrap().unwrap();
+    assert_eq!(p.stage_ids.len(), 4);
+    let names: Vec<String> = s.list_projects().await.unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(names.len(), 4);
+    assert!(names.contains(&"tutorial-project1-release".to_string()));
+    let root = s.find_user("root").await.unwrap().unwrap();
+    assert_eq!(root.group_ids.len(), 4, "superusers join the tutorial groups");
+}
+
+async fn workers_upsert(s: &Store) {
+    let w = Worker { worker_uid: "host-1".into(), hostname: "a".into(), port: 8000, ..Default::default() };
+    let id = s.upsert_worker(&w).await.unwrap();
+    let again = s.upsert_worker(&Worker { hostname: "b".into(), ..w.clone() }).await.unwrap();
+    assert_eq!(id, again);
+    let got = s.get_worker(id).await.unwrap().unwrap();
+    assert_eq!(got.hostname, "b");
+    assert!(got.first_checkin.is_some() && got.last_checkin >= got.first_checkin);
+    assert_eq!(s.list_workers().await.unwrap().len(), 1);
+}

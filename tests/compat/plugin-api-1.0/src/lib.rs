@@ -1,0 +1,280 @@
+//! # The Vespene plugin interface
+//!
+//! Every Vespene plugin, the shipped ones included, is a shared library (`.so`)
+//! built against this crate and nothing else of the server. The server loads it at
+//! start-up, checks that its layout and interface version match, and calls it
+//! through `abi_stable` trait objects, so a plugin built with another compiler
+//! version, or against an older 1.x release of this crate, keeps working.
+//!
+//! ## Writing a plugin
+//!
+//! 1. Make a `cdylib` crate depending on `vespene-plugin-api` (start from the
+//!    `plugin-template` crate, or run `vespene plugins new NAME --kind KIND`).
+//! 2. Implement one or more of the kind traits: [`Trigger`], [`Scm`],
+//!    [`Isolation`], [`Output`], [`Authorization`], [`Organization`],
+//!    [`Variables`], [`Secrets`].
+//! 3. Export it with [`export_plugin!`].
+//!
+//! ```ignore
+//! use vespene_plugin_api::{export_plugin, Host, Trigger, TriggerContext, PluginResult};
+//! use serde_json::Value;
+//!
+//! pub struct Hello { greeting: String }
+//!
+//! impl Trigger for Hello {
+//!     fn new(config: &Value) -> PluginResult<Self> {
+//!         let greeting = config.get("greeting").and_then(Value::as_str)
+//!             .ok_or("parameter 'greeting' (a string) is required")?;
+//!         Ok(Hello { greeting: greeting.to_string() })
+//!     }
+//!     fn execute(&self, ctx: &TriggerContext, host: &Host<'_>) -> PluginResult<()> {
+//!         host.message(&format!("{} from build {}", self.greeting, ctx.build.id));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! export_plugin! { name: "hello", description: "Says hello", trigger: Hello }
+//! ```
+//!
+//! ## What a plugin may and may not do
+//!
+//! * Blocking is fine: the host calls plugins on its blocking thread pool.
+//! * Never use the host's tokio runtime; a plugin that needs async owns its own.
+//! * Panics never cross the boundary: [`export_plugin!`] catches them and the
+//!   call fails with the panic message, failing one build or request only.
+//! * Configuration arrives as the JSON of the plugin's settings parameters and
+//!   is checked in `new`: return an error naming the parameter and the problem;
+//!   the server then refuses to start with that message.
+//! * Plugins never touch the database; everything they need is in the context.
+//!
+//! ## Keeping plugins loading across versions
+//!
+//! See the rules in [`abi`]: new kinds and methods are appended at the end with
+//! defaults, nothing is reordered or retyped, and everything that must grow freely
+//! travels as JSON. A plugin built against 1.0 loads in every 1.x server; the
+//! server flags it as built on an older minor version, and refuses a plugin of
+//! another major version with one line naming both versions.
+
+#![warn(missing_docs)]
+// `#[sabi_trait]` expands to impls the non_local_definitions lint dislikes.
+#![allow(non_local_definitions)]
+
+pub mod abi;
+mod context;
+#[doc(hidden)]
+pub mod export;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use abi::{BatchInfo, CommandOutcome, Host, OutputLine, PluginInfo, Stream, INTERFACE_VERSION};
+pub use context::*;
+
+/// Re-exported so plugins use the exact `abi_stable` this interface was built with.
+pub use abi_stable;
+/// Re-exported for plugins' configuration and context handling.
+pub use serde_json;
+
+use abi_stable::std_types::{RSlice, RStr, RVec};
+use serde_json::Value;
+
+/// What plugin methods return: an error is one human-readable line.
+pub type PluginResult<T> = Result<T, String>;
+
+/// The plugin kinds, in the order of [`abi::PluginModule`]'s constructors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Runs before or after builds.
+    Trigger,
+    /// Checks out source code.
+    Scm,
+    /// Runs the build script somewhere safe.
+    Isolation,
+    /// Transforms build output lines.
+    Output,
+    /// Decides who may do what.
+    Authorization,
+    /// Imports projects from an organization of repositories.
+    Organization,
+    /// Computes build variables.
+    Variables,
+    /// Encrypts and decrypts stored secrets.
+    Secrets,
+}
+
+impl Kind {
+    /// Every kind, in interface order.
+    pub const ALL: [Kind; 8] = [
+        Kind::Trigger,
+        Kind::Scm,
+        Kind::Isolation,
+        Kind::Output,
+        Kind::Authorization,
+        Kind::Organization,
+        Kind::Variables,
+        Kind::Secrets,
+    ];
+
+    /// The kind's name as used in settings and plugin info.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Trigger => "trigger",
+            Kind::Scm => "scm",
+            Kind::Isolation => "isolation",
+            Kind::Output => "output",
+            Kind::Authorization => "authorization",
+            Kind::Organization => "organization",
+            Kind::Variables => "variables",
+            Kind::Secrets => "secrets",
+        }
+    }
+
+    /// Parses a kind name.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Host<'_> {
+    /// Writes a housekeeping line to the build's message log.
+    pub fn message(&self, text: &str) {
+        self.output.emit(Stream::Message, RSlice::from_slice(&[RStr::from(text)]));
+    }
+
+    /// Writes a line to the build's output log.
+    pub fn print(&self, text: &str) {
+        self.output.emit(Stream::Output, RSlice::from_slice(&[RStr::from(text)]));
+    }
+
+    /// Whether the build was stopped or timed out.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Milliseconds left before the build's timeout, `None` for no limit.
+    pub fn remaining_ms(&self) -> Option<u64> {
+        u64::try_from(self.cancel.remaining_ms()).ok()
+    }
+
+    /// Runs a command through the host (streamed, cancellable).
+    pub fn run(&self, request: &CommandRequest) -> PluginResult<CommandOutcome> {
+        let json = serde_json::to_string(request).map_err(|e| e.to_string())?;
+        self.commands.run(RStr::from(json.as_str())).into_result().map_err(Into::into)
+    }
+
+    /// Decrypts a stored secret.
+    pub fn decrypt(&self, stored: &str) -> PluginResult<String> {
+        self.secrets.decrypt(RStr::from(stored)).into_result().map(Into::into).map_err(Into::into)
+    }
+}
+
+/// A trigger: runs before a build (`pre_triggers`; an error fails the build
+/// before its script runs) or after it (`success_triggers`, `failure_triggers`).
+pub trait Trigger: Send + Sync + Sized + 'static {
+    /// Builds the trigger from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// Runs the trigger for one build.
+    fn execute(&self, context: &TriggerContext, host: &Host<'_>) -> PluginResult<()>;
+}
+
+/// An SCM plugin: fills the build's empty work directory from a repository.
+///
+/// Its checklist: public checkouts; a named branch, and only that branch;
+/// private content with the SSH keys and logins stored in Vespene; the revision
+/// checked out; who made the last change on the branch.
+pub trait Scm: Send + Sync + Sized + 'static {
+    /// Builds the plugin from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// Checks out `context.repo_url` into `context.work_dir`.
+    fn checkout(&self, context: &ScmContext, host: &Host<'_>) -> PluginResult<CheckoutResult>;
+}
+
+/// An isolation plugin: runs the launch script in the build root, streaming its
+/// output, honouring the cancel token, and answers the exit code.
+pub trait Isolation: Send + Sync + Sized + 'static {
+    /// Builds the plugin from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// Runs the build's script.
+    fn execute(&self, context: &IsolationContext, host: &Host<'_>) -> PluginResult<i32>;
+}
+
+/// An output plugin: sees every batch of lines before it is stored. Remove a
+/// line from `lines` to drop it. This is the hot path: keep it cheap.
+pub trait Output: Send + Sync + Sized + 'static {
+    /// Builds the plugin from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// Transforms a batch in place.
+    fn filter(&self, info: &BatchInfo, lines: &mut RVec<OutputLine>) -> PluginResult<()>;
+}
+
+/// An authorization plugin. Every configured one must allow an action.
+pub trait Authorization: Send + Sync + Sized + 'static {
+    /// Builds the plugin from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// Whether the request is allowed.
+    fn check(&self, request: &AccessRequest) -> PluginResult<bool>;
+    /// The ids, among `candidates`, that the requester may see in a listing.
+    /// The default keeps all of them when `check` allows the listing.
+    fn filter_list(&self, request: &AccessRequest, candidates: &[Value]) -> PluginResult<Vec<i64>> {
+        if self.check(request)? {
+            Ok(candidates.iter().filter_map(|c| c.get("id").and_then(Value::as_i64)).collect())
+        } else {
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// An organization plugin: lists and clones an organization's repositories.
+/// Reading `.vespene` files and updating projects is the server's job.
+pub trait Organization: Send + Sync + Sized + 'static {
+    /// Builds the plugin from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// Lists the repositories of the organization described by `organization`.
+    fn find_repos(&self, organization: &Value, host: &Host<'_>) -> PluginResult<Vec<RepositoryRef>>;
+    /// Clones `repository` (its default branch, shallow) into `dest`.
+    fn clone_repo(
+        &self,
+        organization: &Value,
+        repository: &RepositoryRef,
+        dest: &str,
+        host: &Host<'_>,
+    ) -> PluginResult<()>;
+}
+
+/// A variables plugin: contributes variables merged over the earlier plugins'.
+pub trait Variables: Send + Sync + Sized + 'static {
+    /// Builds the plugin from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// Computes this plugin's variables (a JSON object).
+    fn compute(
+        &self,
+        context: &VariablesContext,
+        existing: &serde_json::Map<String, Value>,
+    ) -> PluginResult<serde_json::Map<String, Value>>;
+}
+
+/// A secrets plugin: the first configured one encrypts; any that recognizes a
+/// stored value decrypts it.
+pub trait Secrets: Send + Sync + Sized + 'static {
+    /// Builds the plugin from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// Whether `stored` carries this plugin's header.
+    fn recognizes(&self, stored: &str) -> bool;
+    /// Encrypts a value; the answer must start with a versioned header.
+    fn cloak(&self, plain: &str) -> PluginResult<String>;
+    /// Decrypts a value this plugin recognizes.
+    fn decloak(&self, stored: &str) -> PluginResult<String>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_macro_uses_abi_stables_symbol_name() {
+        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
+    }
+}

@@ -1,0 +1,221 @@
+//! A test kit for plugin authors (feature `testkit`): a recording host, fake
+//! contexts, and loaders that build a plugin through the same ABI constructor
+//! and trait object the server uses, so a plugin is tested without a server.
+//!
+//! ```ignore
+//! use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
+//! let host = RecordingHost::new();
+//! let trigger = trigger_from::<MyTrigger>(r#"{"greeting":"hi"}"#).unwrap();
+//! let ctx = to_json(&fake_trigger_context("success"));
+//! trigger.execute(ctx.as_rstr(), &host.host()).into_result().unwrap();
+//! assert!(host.messages().iter().any(|l| l.contains("hi")));
+//! ```
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RErr, ROk, RResult, RSlice, RStr, RString, RVec},
+};
+use serde_json::json;
+
+use crate::abi::*;
+use crate::*;
+
+/// A host that records every line a plugin emits and runs commands with
+/// `/bin/sh` without isolation. Secrets "decrypt" by stripping a `plain:` prefix.
+#[derive(Default)]
+pub struct RecordingHost {
+    lines: Mutex<Vec<(Stream, String)>>,
+    cancelled: AtomicBool,
+}
+
+impl RecordingHost {
+    /// A host with nothing recorded and no cancellation.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The callbacks to pass to a plugin call.
+    pub fn host(&self) -> Host<'_> {
+        Host {
+            output: OutputSink_TO::from_ptr(self, TD_Opaque),
+            cancel: CancelToken_TO::from_ptr(self, TD_Opaque),
+            commands: CommandRunner_TO::from_ptr(self, TD_Opaque),
+            secrets: SecretDecrypter_TO::from_ptr(self, TD_Opaque),
+        }
+    }
+
+    /// Marks the build as stopped.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Every line recorded so far, with its stream.
+    pub fn lines(&self) -> Vec<(Stream, String)> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The housekeeping lines recorded so far.
+    pub fn messages(&self) -> Vec<String> {
+        self.of(Stream::Message)
+    }
+
+    /// The output lines recorded so far.
+    pub fn outputs(&self) -> Vec<String> {
+        self.of(Stream::Output)
+    }
+
+    fn of(&self, stream: Stream) -> Vec<String> {
+        self.lines().into_iter().filter(|(s, _)| *s == stream).map(|(_, l)| l).collect()
+    }
+
+    fn record(&self, stream: Stream, text: &str) {
+        self.lines.lock().unwrap().push((stream, text.to_string()));
+    }
+}
+
+impl OutputSink for RecordingHost {
+    fn emit(&self, stream: Stream, lines: RSlice<'_, RStr<'_>>) {
+        for line in lines.iter() {
+            self.record(stream, line.as_str());
+        }
+    }
+}
+
+impl CancelToken for RecordingHost {
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    fn remaining_ms(&self) -> i64 {
+        -1
+    }
+}
+
+impl CommandRunner for RecordingHost {
+    fn run(&self, request: RStr<'_>) -> RResult<CommandOutcome, RString> {
+        let req: CommandRequest = match serde_json::from_str(request.as_str()) {
+            Ok(r) => r,
+            Err(e) => return RErr(format!("bad command request: {e}").into()),
+        };
+        let mut cmd = match (&req.shell, req.argv.split_first()) {
+            (Some(line), _) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(line);
+                c
+            }
+            (None, Some((program, args))) => {
+                let mut c = Command::new(program);
+                c.args(args);
+                c
+            }
+            (None, None) => return RErr("empty command".into()),
+        };
+        if let Some(cwd) = &req.cwd {
+            cmd.current_dir(cwd);
+        }
+        cmd.envs(&req.env).stdin(Stdio::null());
+        let stream = match req.stream {
+            StreamName::Output => Stream::Output,
+            StreamName::Message => Stream::Message,
+        };
+        // Like the server: the command line is logged first, and a stopped
+        // build runs nothing more.
+        if req.log_command {
+            let line = req.shell.clone().unwrap_or_else(|| req.argv.join(" "));
+            self.record(Stream::Message, &format!("running: {line}"));
+        }
+        if self.is_cancelled() {
+            return ROk(CommandOutcome { exit_code: -1, cancelled: true, last_line: RString::new() });
+        }
+        match cmd.output() {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+                let mut last = String::new();
+                for line in text.lines() {
+                    self.record(stream, line);
+                    last = line.to_string();
+                }
+                ROk(CommandOutcome {
+                    exit_code: out.status.code().unwrap_or(-1),
+                    cancelled: false,
+                    last_line: last.into(),
+                })
+            }
+            Err(e) => RErr(format!("cannot run command: {e}").into()),
+        }
+    }
+}
+
+impl SecretDecrypter for RecordingHost {
+    fn decrypt(&self, stored: RStr<'_>) -> RResult<RString, RString> {
+        ROk(stored.as_str().strip_prefix("plain:").unwrap_or(stored.as_str()).into())
+    }
+}
+
+/// A build in its first seconds of running, for contexts.
+pub fn fake_build() -> BuildInfo {
+    BuildInfo {
+        id: 42,
+        status: "RUNNING".into(),
+        working_dir: std::env::temp_dir().to_string_lossy().into_owned(),
+        project_id: Some(7),
+        worker_pool: Some("general".into()),
+        variables: json!({}),
+        launch_answers: json!({}),
+        output_variables: json!({}),
+        ..Default::default()
+    }
+}
+
+/// A project named `demo`.
+pub fn fake_project() -> ProjectInfo {
+    ProjectInfo {
+        id: 7,
+        name: "demo".into(),
+        scm_type: Some("none".into()),
+        worker_pool: Some("general".into()),
+        timeout_minutes: Some(60),
+        ..Default::default()
+    }
+}
+
+/// A trigger context for `hook` (`pre`, `success`, `failure`).
+pub fn fake_trigger_context(hook: &str) -> TriggerContext {
+    TriggerContext { hook: hook.into(), build: fake_build(), project: fake_project(), ..Default::default() }
+}
+
+/// A batch of output lines produced `offset_ms` after a build started at 0.
+pub fn fake_lines(texts: &[&str], offset_ms: i64) -> (BatchInfo, RVec<OutputLine>) {
+    let info = BatchInfo { build_id: 42, build_started_unix_ms: 0 };
+    let lines =
+        texts.iter().map(|t| OutputLine { stream: Stream::Output, at_unix_ms: offset_ms, text: (*t).into() }).collect();
+    (info, lines)
+}
+
+macro_rules! loader {
+    ($fn_name:ident, $author:path, $boxed:ty, $ctor:ident) => {
+        /// Builds the plugin through its exported ABI constructor, exactly as the
+        /// server does, from the JSON of its settings parameters.
+        pub fn $fn_name<T: $author>(config_json: &str) -> Result<$boxed, String> {
+            crate::export::$ctor::<T>(RStr::from(config_json)).into_result().map_err(Into::into)
+        }
+    };
+}
+
+loader!(trigger_from, crate::Trigger, TriggerBox, new_trigger);
+loader!(scm_from, crate::Scm, ScmBox, new_scm);
+loader!(isolation_from, crate::Isolation, IsolationBox, new_isolation);
+loader!(output_from, crate::Output, OutputBox, new_output);
+loader!(authorization_from, crate::Authorization, AuthorizationBox, new_authorization);
+loader!(organization_from, crate::Organization, OrganizationBox, new_organization);
+loader!(variables_from, crate::Variables, VariablesBox, new_variables);
+loader!(secrets_from, crate::Secrets, SecretsBox, new_secrets);
+
+/// Serializes a context for an ABI call.
+pub fn to_json<T: serde::Serialize>(value: &T) -> RString {
+    serde_json::to_string(value).expect("context serializes").into()
+}
