@@ -191,6 +191,8 @@ pub struct Server {
     child: std::process::Child,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// What the server printed before it listened.
+    startup: Vec<String>,
 }
 
 impl Sandbox {
@@ -206,12 +208,14 @@ impl Sandbox {
             .expect("start vespene serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut startup = Vec::new();
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(rest) = line.strip_prefix("Vespene is listening on http://") {
                         break rest.trim_end_matches('/').to_string();
                     }
+                    startup.push(line);
                 }
                 _ => {
                     let status = child.wait().expect("wait for serve");
@@ -221,11 +225,16 @@ impl Sandbox {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        Server { child, addr, startup }
     }
 }
 
 impl Server {
+    /// The lines the server printed before it started listening.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.startup.clone()
+    }
+
     /// GET `path`, answering (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         http_request(&self.addr, "GET", path, &[], "")

@@ -300,3 +300,18 @@ fn an_older_minor_version_with_a_changed_layout_is_refused() {
     let out = serve_with(&sandbox, &format!("[plugins.success_triggers.foreign]\nlibrary = \"{}\"\n", so.display()));
     assert_one_line_error(&out, &["success_triggers.foreign", "layout differs", "built on 1.0.0"]);
 }
+
+#[test]
+fn serve_on_a_fresh_data_dir_prints_an_admin_account_once() {
+    let sandbox = Sandbox::new();
+    sandbox.settings(&format!("plugin_path = [\"{}\"]\n", bin_dir().display()));
+    let first = sandbox.serve();
+    let printed = first.stdout_lines().join("\n");
+    assert!(printed.contains("username 'admin', password '"), "{printed}");
+    let (status, body) = first.get("/api/v1/health");
+    assert_eq!((status, body.contains("\"ok\"")), (200, true), "{body}");
+    drop(first);
+    let second = sandbox.serve();
+    assert!(!second.stdout_lines().join("\n").contains("password"), "the password is shown only once");
+    assert!(sandbox.path("data/vespene.db").exists() && sandbox.path("data/secret.key").exists());
+}

@@ -11,6 +11,7 @@ use warp::Filter;
 
 use crate::plugins::Registry;
 use crate::settings::Settings;
+use crate::store::Store;
 
 /// Shared state of the web tier.
 pub struct AppState {
@@ -18,6 +19,8 @@ pub struct AppState {
     pub settings: Settings,
     /// The loaded plugins.
     pub registry: Registry,
+    /// The database.
+    pub store: Store,
 }
 
 /// The routes, separate from the listener so tests can drive them directly.
@@ -55,7 +58,13 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let plugin_count = registry.all().len();
-        let state = Arc::new(AppState { settings, registry });
+        let store = Store::open_from_settings(&settings).await?;
+        if let Some(password) = crate::store::ensure_admin(&store).await? {
+            // Shown once: the first start of a fresh database.
+            println!("Created the administrator account: username 'admin', password '{password}'");
+            println!("(change it after logging in; it is not shown again)");
+        }
+        let state = Arc::new(AppState { settings, registry, store });
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let bound = listener.local_addr()?;
