@@ -4,6 +4,7 @@
 //! database.
 
 pub mod cli;
+pub mod engine;
 pub mod plugins;
 pub mod settings;
 pub mod store;

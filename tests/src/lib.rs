@@ -35,6 +35,8 @@ pub fn plugin_lib(name: &str) -> PathBuf {
 pub struct Sandbox {
     /// Removed when the sandbox is dropped.
     pub dir: tempfile::TempDir,
+    /// The database, when not the sandbox's SQLite file.
+    pub database_url: Option<String>,
 }
 
 impl Default for Sandbox {
@@ -49,7 +51,7 @@ impl Sandbox {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        Sandbox { dir }
+        Sandbox { dir, database_url: None }
     }
 
     /// A path inside the sandbox.
@@ -73,8 +75,12 @@ impl Sandbox {
             .env("VESPENE_SYSTEM_DIR", self.path("etc"))
             .env("VESPENE_DATA_DIR", self.path("data"))
             .env("VESPENE_LOG", "warn")
+            .env("VESPENE_BUILD_ROOT", self.path("data/buildroot"))
             .env_remove("VESPENE_CONFIG")
             .current_dir(self.dir.path());
+        if let Some(url) = &self.database_url {
+            cmd.env("VESPENE_DATABASE__URL", url);
+        }
         cmd
     }
 
@@ -279,4 +285,55 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file in the sandbox (the embedded default).
+    Sqlite,
+    /// A fresh database on the PostgreSQL server of `VESPENE_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+impl Sandbox {
+    /// Points the sandbox at a fresh database of `db`; `None` (after printing
+    /// why) when PostgreSQL is asked for but no test server is configured.
+    pub async fn use_database(&mut self, db: Db, test: &str) -> Option<()> {
+        if db == Db::Sqlite {
+            return Some(());
+        }
+        let Ok(url) = std::env::var("VESPENE_TEST_POSTGRES_URL") else {
+            println!("SKIP {test} on postgres: VESPENE_TEST_POSTGRES_URL is not set (scripts/start-postgres sets it)");
+            return None;
+        };
+        use sqlx::{Connection, Executor};
+        sqlx::any::install_default_drivers();
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "e2e_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            test.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(30).collect::<String>()
+        );
+        let mut admin = sqlx::AnyConnection::connect(&url).await.expect("connect to VESPENE_TEST_POSTGRES_URL");
+        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+        admin.close().await.ok();
+        let base = url.rsplit_once('/').map(|(b, _)| b).expect("database URL with a path");
+        self.database_url = Some(format!("{base}/{name}"));
+        Some(())
+    }
+
+    /// The store the sandbox's `vespene` processes use, opened from the test.
+    pub async fn store(&self) -> vespene::store::Store {
+        let url =
+            self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.path("data/vespene.db").display()));
+        let opts = vespene::store::StoreOptions {
+            url,
+            key_file: self.path("data/secret.key"),
+            max_connections: 4,
+            migrate: true,
+        };
+        vespene::store::Store::open(&opts).await.expect("open the sandbox store")
+    }
 }

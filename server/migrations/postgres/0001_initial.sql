@@ -242,7 +242,10 @@ CREATE TABLE projects (
     weekday_start_minutes TEXT NOT NULL DEFAULT '',
     weekend_start_hours TEXT NOT NULL DEFAULT '',
     weekend_start_minutes TEXT NOT NULL DEFAULT '',
-    schedule_threshold BIGINT NOT NULL DEFAULT 10
+    schedule_threshold BIGINT NOT NULL DEFAULT 10,
+    schedule_cron TEXT NOT NULL DEFAULT '',
+    schedule_timezone TEXT NOT NULL DEFAULT 'UTC',
+    triggers TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX projects_repo_url ON projects(repo_url);
 CREATE INDEX projects_pipeline ON projects(pipeline_id, stage_id);
@@ -352,3 +355,12 @@ ALTER TABLE projects ADD FOREIGN KEY (last_successful_build_id) REFERENCES build
 ALTER TABLE organizations ADD FOREIGN KEY (last_build_id) REFERENCES builds(id) ON DELETE SET NULL;
 ALTER TABLE organizations ADD FOREIGN KEY (active_build_id) REFERENCES builds(id) ON DELETE SET NULL;
 ALTER TABLE organizations ADD FOREIGN KEY (last_successful_build_id) REFERENCES builds(id) ON DELETE SET NULL;
+
+-- One-shot decisions shared by every worker process: a pipeline stage
+-- advancing for a run, a schedule slot firing. Whoever inserts the row acts.
+CREATE TABLE engine_marks (
+    kind TEXT NOT NULL,
+    mark TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (kind, mark)
+);

@@ -3,6 +3,7 @@
 //! server uses, so `plugins list` and `plugins check` tell the truth about what
 //! `serve` will do.
 
+mod engine_cmd;
 mod new_plugin;
 mod plugins_cmd;
 mod store_cmd;
@@ -47,6 +48,39 @@ pub enum Command {
     User(store_cmd::UserCommand),
     /// Create the tutorial's demo objects (safe to run again).
     Tutorial,
+    /// Run a standalone worker against the configured database.
+    Worker {
+        /// Pools to serve (default: every pool).
+        pools: Vec<String>,
+        /// Stop after this many builds.
+        #[arg(long)]
+        max_builds: Option<u64>,
+        /// Run exactly this queued build, then stop.
+        #[arg(long)]
+        build_id: Option<i64>,
+        /// Builds run at once.
+        #[arg(long, default_value_t = 1)]
+        slots: usize,
+    },
+    /// Start a project (by name or id).
+    Start {
+        /// The project's name or id.
+        project: String,
+        /// Launch answers as a JSON object.
+        #[arg(long)]
+        answers: Option<String>,
+        /// Wait for the build to finish; the exit code says whether it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop a queued or running build.
+    Stop {
+        /// The build id.
+        build: i64,
+    },
+    /// Look at builds.
+    #[command(subcommand)]
+    Build(engine_cmd::BuildCommand),
     /// Delete builds and build roots older than the given number of days.
     Cleanup {
         /// Delete finished builds queued more than DAYS days ago.
@@ -154,6 +188,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Plugins(PluginsCommand::Try { entry, lines, times }) => {
                     Ok(plugins_cmd::try_entry(&load_plugins(&settings)?, &entry, &lines, times))
                 }
+                Command::Worker { pools, max_builds, build_id, slots } => {
+                    let mut config = crate::engine::WorkerConfig::named(pools, slots);
+                    config.max_builds = max_builds;
+                    config.build_id = build_id;
+                    engine_cmd::worker(&settings, config)
+                }
+                Command::Start { project, answers, wait } => {
+                    engine_cmd::start(&settings, &project, answers.as_deref(), wait)
+                }
+                Command::Stop { build } => engine_cmd::stop(&settings, build),
+                Command::Build(cmd) => engine_cmd::build(&settings, cmd),
                 Command::Migrate => store_cmd::migrate(&settings),
                 Command::User(cmd) => store_cmd::user(&settings, cmd),
                 Command::Tutorial => store_cmd::tutorial(&settings),

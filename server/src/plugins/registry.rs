@@ -44,6 +44,8 @@ pub struct LoadedPlugin {
     pub library: Library,
     /// The live instance.
     pub instance: Instance,
+    /// A trigger that runs only for projects naming it.
+    pub per_project: bool,
 }
 
 /// What `vespene plugins list` and the plugins page show of a plugin.
@@ -107,7 +109,13 @@ impl Registry {
                 }
             };
             let instance = instantiate(&library, section, entry).map_err(|r| fail(Some(&path), r))?;
-            plugins.push(LoadedPlugin { name: name.clone(), section, library, instance });
+            plugins.push(LoadedPlugin {
+                name: name.clone(),
+                section,
+                library,
+                instance,
+                per_project: entry.per_project,
+            });
         }
         Ok(Registry { plugins })
     }
@@ -132,12 +140,27 @@ impl Registry {
         self.section(section).find(|p| p.name == name)
     }
 
-    /// The triggers of a trigger section, in order.
-    pub fn triggers(&self, section: PluginSection) -> impl Iterator<Item = (&str, &TriggerBox)> {
-        self.section(section).filter_map(|p| match &p.instance {
-            Instance::Trigger(t) => Some((p.name.as_str(), t)),
+    /// The triggers of a trigger section that run for `project_triggers`: the
+    /// global ones and the per-project ones the project names, in settings order.
+    pub fn triggers<'a>(
+        &'a self,
+        section: PluginSection,
+        project_triggers: &'a [String],
+    ) -> impl Iterator<Item = (&'a str, &'a TriggerBox)> + 'a {
+        self.section(section).filter_map(move |p| match &p.instance {
+            Instance::Trigger(t) if !p.per_project || project_triggers.contains(&p.name) => Some((p.name.as_str(), t)),
             _ => None,
         })
+    }
+
+    /// The variables chain, in order.
+    pub fn variables_chain(&self) -> Vec<(&str, &VariablesBox)> {
+        self.section(PluginSection::Variables)
+            .filter_map(|p| match &p.instance {
+                Instance::Variables(v) => Some((p.name.as_str(), v)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The output chain, in order.
@@ -145,6 +168,16 @@ impl Registry {
         self.section(PluginSection::Output)
             .filter_map(|p| match &p.instance {
                 Instance::Output(o) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The output chain with entry names, in order.
+    pub fn output_chain_named(&self) -> Vec<(&str, &OutputBox)> {
+        self.section(PluginSection::Output)
+            .filter_map(|p| match &p.instance {
+                Instance::Output(o) => Some((p.name.as_str(), o)),
                 _ => None,
             })
             .collect()

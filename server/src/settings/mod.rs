@@ -204,6 +204,18 @@ per_pool = 2
 [plugins.scm.none]
 library = "none"
 
+[plugins.isolation.shell]
+library = "shell"
+
+[plugins.variables.common]
+library = "variables-common"
+
+[plugins.variables.pipelines]
+library = "variables-pipelines"
+
+[plugins.variables.snippets]
+library = "variables-snippets"
+
 [plugins.output.timestamp]
 library = "timestamp"
 mode = "elapsed"

@@ -24,6 +24,10 @@ pub struct PluginEntry {
     /// `false` switches off an entry a lower layer configured.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Triggers only: run for the projects that name this entry in their
+    /// `triggers` list, instead of for every build.
+    #[serde(default)]
+    pub per_project: bool,
     /// Everything else: the plugin's own parameters, handed over as JSON.
     #[serde(flatten)]
     pub params: IndexMap<String, Value>,
@@ -195,6 +199,11 @@ impl PluginSettings {
         for (section, name, entry) in self.enabled() {
             if entry.library.trim().is_empty() {
                 return Err(SettingsError(format!("invalid setting 'plugins.{section}.{name}.library': it is empty")));
+            }
+            if entry.per_project && section.kind() != Kind::Trigger {
+                return Err(SettingsError(format!(
+                    "invalid setting 'plugins.{section}.{name}.per_project': only triggers can be per project"
+                )));
             }
         }
         Ok(())

@@ -469,3 +469,27 @@ async fn update_pointers(conn: &mut sqlx::AnyConnection, b: &Build) -> Result<()
     }
     Ok(())
 }
+
+impl Store {
+    /// Every build of one pipeline run (same origin), oldest first.
+    pub async fn builds_of_run(&self, origin_id: Id) -> Result<Vec<Build>> {
+        let rows = sqlx::query("SELECT * FROM builds WHERE pipeline_origin_build_id = $1 ORDER BY id")
+            .bind(origin_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(build_from_row).collect()
+    }
+
+    /// Records a one-shot decision (`kind`, `mark`); true only for the one
+    /// caller, across all processes, that recorded it first.
+    pub async fn try_mark(&self, kind: &str, mark: &str) -> Result<bool> {
+        let done =
+            sqlx::query("INSERT INTO engine_marks (kind, mark, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(kind)
+                .bind(mark)
+                .bind(row::now().timestamp_millis())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

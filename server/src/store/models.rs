@@ -551,6 +551,14 @@ pub struct Project {
     pub weekend_start_minutes: String,
     /// Minimum minutes between scheduled builds.
     pub schedule_threshold: i64,
+    /// A cron expression (5 fields: minute hour day-of-month month day-of-week),
+    /// in addition to the day/hour/minute fields; empty for none.
+    pub schedule_cron: String,
+    /// The IANA time zone the schedule is read in (default UTC).
+    pub schedule_timezone: String,
+    /// Names of per-project triggers (settings entries with `per_project = true`)
+    /// this project runs, as a JSON list of strings.
+    pub triggers: String,
 }
 
 impl Default for Project {
@@ -596,6 +604,9 @@ impl Default for Project {
             weekend_start_hours: String::new(),
             weekend_start_minutes: String::new(),
             schedule_threshold: 10,
+            schedule_cron: String::new(),
+            schedule_timezone: "UTC".into(),
+            triggers: "[]".into(),
         }
     }
 }

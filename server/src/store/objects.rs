@@ -854,6 +854,9 @@ impl Record for Project {
         v::schedule_spec("weekend_start_hours", &self.weekend_start_hours, 24)?;
         v::schedule_spec("weekend_start_minutes", &self.weekend_start_minutes, 59)?;
         v::range("schedule_threshold", self.schedule_threshold, 1, 525_600)?;
+        v::cron("schedule_cron", &self.schedule_cron)?;
+        v::time_zone("schedule_timezone", &self.schedule_timezone)?;
+        v::string_list("triggers", &self.triggers)?;
         if self.stage_id.is_some() && self.pipeline_id.is_none() {
             return Err(ValidationError::new("stage_id", "a stage needs a pipeline"));
         }
@@ -903,6 +906,9 @@ impl Record for Project {
             ("weekend_start_hours", self.weekend_start_hours.clone().into()),
             ("weekend_start_minutes", self.weekend_start_minutes.clone().into()),
             ("schedule_threshold", self.schedule_threshold.into()),
+            ("schedule_cron", self.schedule_cron.trim().to_string().into()),
+            ("schedule_timezone", non_empty(&self.schedule_timezone, "UTC").into()),
+            ("triggers", json_default(&self.triggers, "[]").into()),
         ])
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
@@ -947,6 +953,9 @@ impl Record for Project {
             weekend_start_hours: get_str(r, "weekend_start_hours")?,
             weekend_start_minutes: get_str(r, "weekend_start_minutes")?,
             schedule_threshold: get_i64(r, "schedule_threshold")?,
+            schedule_cron: get_str(r, "schedule_cron")?,
+            schedule_timezone: get_str(r, "schedule_timezone")?,
+            triggers: get_str(r, "triggers")?,
         })
     }
     fn links(&self) -> Vec<&[Id]> {
@@ -1044,5 +1053,14 @@ impl Record for Organization {
     }
     fn set_links(&mut self, _: usize, ids: Vec<Id>) {
         self.auto_attach_ssh_key_ids = ids;
+    }
+}
+
+/// `value`, or `default` when it is blank.
+fn non_empty(value: &str, default: &str) -> String {
+    if value.trim().is_empty() {
+        default.to_string()
+    } else {
+        value.trim().to_string()
     }
 }

@@ -327,3 +327,33 @@ mod tests {
         assert!(script("script", "echo hi").is_err());
     }
 }
+
+/// A cron expression (5 fields) or blank.
+pub fn cron(field: &str, v: &str) -> VResult {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    crate::engine::schedule::parse_cron(v).map(|_| ()).map_err(|e| ValidationError::new(field, e))
+}
+
+/// An IANA time zone name such as `Europe/Paris` (blank means UTC).
+pub fn time_zone(field: &str, v: &str) -> VResult {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    v.trim()
+        .parse::<chrono_tz::Tz>()
+        .map(|_| ())
+        .map_err(|_| ValidationError::new(field, format!("unknown time zone '{v}' (use a name like Europe/Paris)")))
+}
+
+/// A JSON list of strings.
+pub fn string_list(field: &str, v: &str) -> VResult {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_str::<Vec<String>>(v) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ValidationError::new(field, format!("must be a JSON list of names: {e}"))),
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use warp::Filter;
 
+use crate::engine::{Engine, WorkerConfig};
 use crate::plugins::Registry;
 use crate::settings::Settings;
 use crate::store::Store;
@@ -18,9 +19,11 @@ pub struct AppState {
     /// The effective settings.
     pub settings: Settings,
     /// The loaded plugins.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// The database.
     pub store: Store,
+    /// The build engine.
+    pub engine: Engine,
 }
 
 /// The routes, separate from the listener so tests can drive them directly.
@@ -64,13 +67,39 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
             println!("Created the administrator account: username 'admin', password '{password}'");
             println!("(change it after logging in; it is not shown again)");
         }
-        let state = Arc::new(AppState { settings, registry, store });
+        if store.list_worker_pools().await?.is_empty() {
+            // A fresh install gets one pool that runs builds as this user.
+            let default = crate::store::WorkerPool {
+                name: "default".into(),
+                description: "Runs builds as the server's own user (shell isolation)".into(),
+                isolation_method: "shell".into(),
+                ..Default::default()
+            };
+            store.create_worker_pool(&default).await?;
+            println!("Created the worker pool 'default' (shell isolation)");
+        }
+        let registry = Arc::new(registry);
+        let engine = Engine::new(store.clone(), registry.clone(), Arc::new(settings.clone()));
+        let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
+        let workers = if settings.workers.embedded {
+            let config = WorkerConfig::named(Vec::new(), settings.workers.per_pool as usize);
+            let engine = engine.clone();
+            Some(tokio::spawn(async move { engine.run_worker(config, workers_stop).await }))
+        } else {
+            None
+        };
+        let state = Arc::new(AppState { settings, registry, store, engine });
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let bound = listener.local_addr()?;
         tracing::info!(plugins = plugin_count, "loaded plugins");
         println!("Vespene is listening on http://{bound}/");
         warp::serve(routes(state)).incoming(listener).graceful(shutdown_signal()).run().await;
+        let _ = stop_workers.send(true);
+        if let Some(workers) = workers {
+            // Builds in progress finish; no new ones are claimed.
+            let _ = workers.await;
+        }
         Ok(())
     })
 }

@@ -1,0 +1,324 @@
+//! Starting a project: launch answers checked against the project's
+//! questions, variables computed by the `variables` plugin chain, the script
+//! rendered with strict undefined, and the build queued with both frozen.
+
+use abi_stable::std_types::RStr;
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use vespene_plugin_api::{ProjectInfo, SnippetInfo, VariablesContext};
+
+use super::{Engine, EngineError, Result};
+use crate::store::{Build, BuildStatus, Id, NewBuild, OutputStream, Project};
+
+/// Answers to launch questions: variable name to a string, or a list of
+/// strings for `multi` questions.
+pub type LaunchAnswers = Map<String, Value>;
+
+/// A request to start a project.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// The project.
+    pub project_id: Id,
+    /// Answers to its launch questions.
+    pub answers: LaunchAnswers,
+    /// Who asked (none for webhooks, schedules and pipelines).
+    pub created_by: Option<Id>,
+    /// The build of the previous pipeline stage that started this one.
+    pub pipeline_parent: Option<Build>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Question {
+    variable: String,
+    #[serde(rename = "type", default = "text")]
+    kind: String,
+    #[serde(default)]
+    choices: Vec<String>,
+}
+
+fn text() -> String {
+    "text".into()
+}
+
+/// Checks answers against the questions: unknown variables, a radio answer
+/// outside its choices, a multi answer that is not a list of choices.
+pub fn check_answers(questions_json: &str, answers: &LaunchAnswers) -> Result<()> {
+    let questions: Vec<Question> =
+        serde_json::from_str(if questions_json.trim().is_empty() { "[]" } else { questions_json })
+            .map_err(|e| EngineError::Invalid(format!("the project's launch questions are invalid: {e}")))?;
+    for (name, answer) in answers {
+        let Some(q) = questions.iter().find(|q| &q.variable == name) else {
+            return Err(EngineError::Invalid(format!("launch answer '{name}': the project asks no such question")));
+        };
+        let bad = |why: String| Err(EngineError::Invalid(format!("launch answer '{name}': {why}")));
+        match (q.kind.as_str(), answer) {
+            ("multi", Value::Array(items)) => {
+                for item in items {
+                    match item.as_str() {
+                        Some(s) if q.choices.iter().any(|c| c == s) => {}
+                        _ => return bad(format!("{item} is not one of {:?}", q.choices)),
+                    }
+                }
+            }
+            ("multi", other) => return bad(format!("expected a list of choices, got {other}")),
+            ("radio", Value::String(s)) if q.choices.contains(s) => {}
+            ("radio", other) => return bad(format!("{other} is not one of {:?}", q.choices)),
+            (_, Value::String(_)) => {}
+            (_, other) => return bad(format!("expected text, got {other}")),
+        }
+    }
+    Ok(())
+}
+
+/// Renders a build script: full Jinja syntax, undefined variables are errors.
+pub fn render_script(script: &str, variables: &Map<String, Value>) -> Result<String, String> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    let template = env.template_from_str(script).map_err(|e| describe_template_error(&e, script))?;
+    template.render(variables).map_err(|e| describe_template_error(&e, script))
+}
+
+/// The error with the part of the script it points at (`undefined value
+/// (in <string>:2) at `nope``).
+fn describe_template_error(e: &minijinja::Error, source: &str) -> String {
+    match e.range().and_then(|r| source.get(r)) {
+        Some(at) if !at.trim().is_empty() => format!("{e} at `{at}`"),
+        _ => e.to_string(),
+    }
+}
+
+impl Engine {
+    /// Queues a build of a project. A script that does not render gives a
+    /// FAILURE build at once, with the template error in its log.
+    pub async fn start_project(&self, req: StartRequest) -> Result<Build> {
+        let store = self.store();
+        let project = store
+            .get_project(req.project_id)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("project {} does not exist", req.project_id)))?;
+        check_answers(&project.launch_questions, &req.answers)?;
+        let mut variables = self.compute_variables(&project, req.pipeline_parent.as_ref()).await?;
+        for (k, v) in &req.answers {
+            variables.insert(k.clone(), v.clone());
+        }
+        let (parent, origin) = match &req.pipeline_parent {
+            Some(p) => (Some(p.id), Some(p.pipeline_origin_build_id.unwrap_or(p.id))),
+            None => (None, None),
+        };
+        let mut new = NewBuild {
+            project_id: Some(project.id),
+            organization_id: None,
+            worker_pool_id: project.worker_pool_id,
+            status: None,
+            script: String::new(),
+            variables: Value::Object(variables.clone()).to_string(),
+            launch_answers: Value::Object(req.answers.clone()).to_string(),
+            created_by: req.created_by,
+            pipeline_parent_build_id: parent,
+            pipeline_origin_build_id: origin,
+        };
+        match render_script(&project.script, &variables) {
+            Ok(script) => {
+                new.script = script;
+                let build = store.create_build(&new).await?;
+                self.notify_queued();
+                Ok(build)
+            }
+            Err(e) => {
+                new.status = Some(BuildStatus::Failure);
+                new.script = project.script.clone();
+                let build = store.create_build(&new).await?;
+                let message = format!("the project could not be started: the script has a template error: {e}");
+                store.append_output(build.id, &[(OutputStream::Message, message.as_str())]).await?;
+                Ok(store.get_build(build.id).await?.unwrap_or(build))
+            }
+        }
+    }
+
+    /// Runs the `variables` plugin chain for a project, each result merged
+    /// over the ones before.
+    pub async fn compute_variables(&self, project: &Project, parent: Option<&Build>) -> Result<Map<String, Value>> {
+        let context = self.variables_context(project, parent).await?;
+        let context = serde_json::to_string(&context).map_err(|e| EngineError::Failed(e.to_string()))?;
+        let registry = self.registry().clone();
+        tokio::task::spawn_blocking(move || {
+            let mut merged = Map::new();
+            for (name, plugin) in registry.variables_chain() {
+                let existing = Value::Object(merged.clone()).to_string();
+                let answer = plugin
+                    .compute(RStr::from(context.as_str()), RStr::from(existing.as_str()))
+                    .into_result()
+                    .map_err(|e| EngineError::Failed(format!("variables plugin '{name}' failed: {e}")))?;
+                let computed: Map<String, Value> = serde_json::from_str(answer.as_str()).map_err(|e| {
+                    EngineError::Failed(format!(
+                        "variables plugin '{name}' answered something that is not an object: {e}"
+                    ))
+                })?;
+                merged.extend(computed);
+            }
+            Ok(merged)
+        })
+        .await
+        .map_err(|e| EngineError::Failed(format!("variables computation stopped: {e}")))?
+    }
+
+    async fn variables_context(&self, project: &Project, parent: Option<&Build>) -> Result<VariablesContext> {
+        let store = self.store();
+        let pool = store.get_worker_pool(project.worker_pool_id).await?;
+        let pipeline = match project.pipeline_id {
+            Some(id) => store.get_pipeline(id).await?,
+            None => None,
+        };
+        let stage = match project.stage_id {
+            Some(id) => store.get_stage(id).await?,
+            None => None,
+        };
+        let mut info = project_info(project);
+        info.extra.insert("variables".into(), parse_object(&project.variables));
+        info.extra.insert("variable_sets".into(), self.variable_sets(&project.variable_set_ids).await?);
+        let level = |id: Id, name: &str, vars: &str, sets: Value| json!({ "id": id, "name": name, "variables": parse_object(vars), "variable_sets": sets });
+        let pool = match pool {
+            Some(p) => Some(level(p.id, &p.name, &p.variables, self.variable_sets(&p.variable_set_ids).await?)),
+            None => None,
+        };
+        let pipeline_value = match &pipeline {
+            Some(p) => Some(level(p.id, &p.name, &p.variables, self.variable_sets(&p.variable_set_ids).await?)),
+            None => None,
+        };
+        let stage_value = match &stage {
+            Some(s) => Some(level(s.id, &s.name, &s.variables, self.variable_sets(&s.variable_set_ids).await?)),
+            None => None,
+        };
+        let pipeline_outputs = match (&pipeline, &stage, parent) {
+            (Some(p), Some(s), Some(parent)) => self.earlier_stage_outputs(p, s.id, parent).await?,
+            _ => Vec::new(),
+        };
+        let mut snippets: Vec<SnippetInfo> =
+            store.list_snippets().await?.into_iter().map(|s| SnippetInfo { name: s.name, text: s.text }).collect();
+        snippets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(VariablesContext {
+            project: info,
+            pool,
+            pipeline: pipeline_value,
+            stage: stage_value,
+            pipeline_outputs,
+            snippets,
+            ..Default::default()
+        })
+    }
+
+    async fn variable_sets(&self, ids: &[Id]) -> Result<Value> {
+        let mut sets = Vec::new();
+        for id in ids {
+            if let Some(set) = self.store().get_variable_set(*id).await? {
+                sets.push(json!({ "name": set.name, "variables": parse_object(&set.variables) }));
+            }
+        }
+        Ok(Value::Array(sets))
+    }
+
+    /// Output variables of the successful builds of earlier stages of this
+    /// pipeline run (the parent's origin), oldest stage first.
+    async fn earlier_stage_outputs(
+        &self,
+        pipeline: &crate::store::Pipeline,
+        stage_id: Id,
+        parent: &Build,
+    ) -> Result<Vec<Value>> {
+        let Some(stage_index) = pipeline.stage_ids.iter().position(|s| *s == stage_id) else {
+            return Ok(Vec::new());
+        };
+        let origin = parent.pipeline_origin_build_id.unwrap_or(parent.id);
+        let mut outputs = Vec::new();
+        for build in self.store().builds_of_run(origin).await? {
+            if build.status != BuildStatus::Success {
+                continue;
+            }
+            let Some(project_id) = build.project_id else { continue };
+            let Some(project) = self.store().get_project(project_id).await? else { continue };
+            let Some(index) = project.stage_id.and_then(|s| pipeline.stage_ids.iter().position(|x| *x == s)) else {
+                continue;
+            };
+            if index >= stage_index {
+                continue;
+            }
+            let stage_name = match project.stage_id {
+                Some(id) => self.store().get_stage(id).await?.map(|s| s.name).unwrap_or_default(),
+                None => String::new(),
+            };
+            outputs.push((
+                index,
+                json!({
+                    "stage": stage_name,
+                    "stage_index": index,
+                    "project": project.name,
+                    "build_id": build.id,
+                    "output_variables": parse_object(&build.output_variables),
+                }),
+            ));
+        }
+        outputs.sort_by_key(|(index, v)| (*index, v["build_id"].as_i64()));
+        Ok(outputs.into_iter().map(|(_, v)| v).collect())
+    }
+}
+
+/// A project as plugins see it.
+pub fn project_info(p: &Project) -> ProjectInfo {
+    ProjectInfo {
+        id: p.id,
+        name: p.name.clone(),
+        description: p.description.clone(),
+        repo_url: Some(p.repo_url.clone()).filter(|s| !s.is_empty()),
+        repo_branch: Some(p.repo_branch.clone()).filter(|s| !s.is_empty()),
+        scm_type: Some(p.scm_type.clone()),
+        timeout_minutes: Some(p.timeout),
+        container_base_image: p.container_base_image.clone(),
+        worker_pool: None,
+        extra: Map::new(),
+    }
+}
+
+/// A stored JSON object, or an empty one.
+pub fn parse_object(json: &str) -> Value {
+    match serde_json::from_str::<Value>(json) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => Value::Object(Map::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_render_strictly() {
+        let vars: Map<String, Value> = serde_json::from_value(json!({"a": 1, "mode": "x"})).unwrap();
+        assert_eq!(render_script("echo {{ a }}\n", &vars).unwrap(), "echo 1\n");
+        assert_eq!(render_script("{% if mode == 'x' %}yes{% endif %}", &vars).unwrap(), "yes");
+        let err = render_script("echo {{ nope }}", &vars).unwrap_err();
+        assert!(err.contains("undefined"), "{err}");
+        assert!(render_script("{% if %}", &vars).is_err());
+    }
+
+    #[test]
+    fn launch_answers_are_checked_against_questions() {
+        let q = r#"[{"variable":"foo","type":"multi","choices":["a","b"]},
+                    {"variable":"bar","type":"radio","choices":["x","y"]},
+                    {"variable":"baz"}]"#;
+        let ok: LaunchAnswers = serde_json::from_value(json!({"foo": ["a"], "bar": "y", "baz": "free"})).unwrap();
+        check_answers(q, &ok).unwrap();
+        for (bad, needle) in [
+            (json!({"foo": "a"}), "expected a list"),
+            (json!({"foo": ["c"]}), "not one of"),
+            (json!({"bar": "z"}), "not one of"),
+            (json!({"baz": 3}), "expected text"),
+            (json!({"qux": "1"}), "no such question"),
+        ] {
+            let answers: LaunchAnswers = serde_json::from_value(bad).unwrap();
+            let err = check_answers(q, &answers).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}

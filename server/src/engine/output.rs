@@ -1,0 +1,240 @@
+//! A build's log on its way to storage: lines arrive from any thread (plugins,
+//! command runners), are batched, `vespene/set` lines are captured, secrets are
+//! masked, the output plugin chain runs on the batch, and the batch is
+//! appended to the store in one transaction.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use abi_stable::std_types::RVec;
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use vespene_plugin_api::{BatchInfo, OutputLine, Stream};
+
+use super::Engine;
+use crate::store::{Id, OutputStream};
+
+/// How long lines may wait before they are stored (bounds live latency).
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// A batch this large is stored at once.
+const BATCH_LINES: usize = 512;
+/// Secrets shorter than this are not masked (they would mask ordinary text).
+const MIN_MASK_LEN: usize = 4;
+/// What a masked secret looks like.
+pub const MASK: &str = "********";
+
+/// The log of one running build.
+pub struct BuildLog {
+    build_id: Id,
+    started_ms: i64,
+    pending: Mutex<Vec<OutputLine>>,
+    wake: Notify,
+    closed: AtomicBool,
+    masks: Mutex<Vec<String>>,
+    output_variables: Mutex<Map<String, Value>>,
+}
+
+impl BuildLog {
+    /// A log for `build_id`, which started at `started_ms`.
+    pub fn new(build_id: Id, started_ms: i64) -> Arc<Self> {
+        Arc::new(BuildLog {
+            build_id,
+            started_ms,
+            pending: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            masks: Mutex::new(Vec::new()),
+            output_variables: Mutex::new(Map::new()),
+        })
+    }
+
+    /// Adds a line; callable from any thread.
+    pub fn push(&self, stream: Stream, text: &str) {
+        let line = OutputLine { stream, at_unix_ms: now_ms(), text: text.into() };
+        let len = {
+            let mut pending = self.pending.lock().expect("log lock");
+            pending.push(line);
+            pending.len()
+        };
+        if len >= BATCH_LINES {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A housekeeping line.
+    pub fn message(&self, text: &str) {
+        self.push(Stream::Message, text);
+    }
+
+    /// Masks `secret` (and each of its lines, for keys) in everything stored from now on.
+    pub fn add_mask(&self, secret: &str) {
+        let mut masks = self.masks.lock().expect("mask lock");
+        for candidate in std::iter::once(secret).chain(secret.lines()) {
+            let candidate = candidate.trim();
+            if candidate.len() >= MIN_MASK_LEN && !masks.iter().any(|m| m == candidate) {
+                masks.push(candidate.to_string());
+            }
+        }
+        // Longest first, so a secret containing another is masked whole.
+        masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    }
+
+    /// The variables set so far with `vespene/set NAME VALUE`.
+    pub fn output_variables(&self) -> Map<String, Value> {
+        self.output_variables.lock().expect("vars lock").clone()
+    }
+
+    /// No more lines will come: the flusher drains and stops.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<OutputLine> {
+        std::mem::take(&mut *self.pending.lock().expect("log lock"))
+    }
+
+    fn mask(&self, text: &str) -> Option<String> {
+        let masks = self.masks.lock().expect("mask lock");
+        if !masks.iter().any(|m| text.contains(m.as_str())) {
+            return None;
+        }
+        let mut out = text.to_string();
+        for m in masks.iter() {
+            out = out.replace(m.as_str(), MASK);
+        }
+        Some(out)
+    }
+
+    fn capture_output_variable(&self, text: &str) {
+        let Some(rest) = text.trim_start().strip_prefix("vespene/set") else { return };
+        if !rest.starts_with(char::is_whitespace) {
+            return;
+        }
+        // Shell-style quoting: `vespene/set image "a b"` sets image to `a b`.
+        if let Some(words) = shlex::split(rest) {
+            if let [name, value] = words.as_slice() {
+                self.output_variables.lock().expect("vars lock").insert(name.clone(), Value::String(value.clone()));
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Engine {
+    /// Stores a build's log until it is closed and drained.
+    pub(crate) async fn flush_log(&self, log: Arc<BuildLog>) {
+        loop {
+            let closed = log.closed.load(Ordering::SeqCst);
+            let batch = log.take();
+            if !batch.is_empty() {
+                self.store_batch(&log, batch).await;
+            }
+            if closed {
+                // A line pushed between the take and the close check would be lost.
+                let rest = log.take();
+                if !rest.is_empty() {
+                    self.store_batch(&log, rest).await;
+                }
+                break;
+            }
+            let _ = tokio::time::timeout(FLUSH_EVERY, log.wake.notified()).await;
+        }
+        self.output_plugins_finished(&log).await;
+    }
+
+    async fn store_batch(&self, log: &Arc<BuildLog>, batch: Vec<OutputLine>) {
+        let mut lines: RVec<OutputLine> = RVec::with_capacity(batch.len());
+        for mut line in batch {
+            log.capture_output_variable(line.text.as_str());
+            if let Some(masked) = log.mask(line.text.as_str()) {
+                line.text = masked.into();
+            }
+            lines.push(line);
+        }
+        let info = BatchInfo { build_id: log.build_id, build_started_unix_ms: log.started_ms };
+        let registry = self.registry().clone();
+        let filtered = tokio::task::spawn_blocking(move || {
+            let mut problems = Vec::new();
+            for (name, plugin) in registry.output_chain_named() {
+                match plugin.filter(info, lines.clone()).into_result() {
+                    Ok(out) => lines = out,
+                    // A broken output plugin must not lose the build's output.
+                    Err(e) => problems.push(format!("output plugin '{name}' failed: {e}")),
+                }
+            }
+            (lines, problems)
+        })
+        .await;
+        let (lines, problems) = match filtered {
+            Ok(result) => result,
+            Err(e) => (RVec::new(), vec![format!("output plugins stopped: {e}")]),
+        };
+        let mut rows: Vec<(OutputStream, String)> = lines
+            .into_iter()
+            .map(|l| {
+                let stream = match l.stream {
+                    Stream::Output => OutputStream::Stdout,
+                    Stream::Message => OutputStream::Message,
+                };
+                (stream, l.text.into_string())
+            })
+            .collect();
+        rows.extend(problems.into_iter().map(|p| (OutputStream::Message, p)));
+        if let Err(e) = self.store().append_output(log.build_id, &rows).await {
+            tracing::error!(build = log.build_id, error = %e, "cannot store build output");
+        }
+    }
+
+    async fn output_plugins_finished(&self, log: &Arc<BuildLog>) {
+        let info = BatchInfo { build_id: log.build_id, build_started_unix_ms: log.started_ms };
+        let registry = self.registry().clone();
+        let problems = tokio::task::spawn_blocking(move || {
+            registry
+                .output_chain_named()
+                .into_iter()
+                .filter_map(|(name, plugin)| {
+                    plugin.build_finished(info).into_result().err().map(|e| format!("output plugin '{name}': {e}"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for p in problems {
+            tracing::warn!(build = log.build_id, "{p}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_secrets_and_their_lines() {
+        let log = BuildLog::new(1, 0);
+        log.add_mask("hunter22");
+        log.add_mask("-----BEGIN KEY-----\nAAAABBBBCCCC\n-----END KEY-----");
+        log.add_mask("ab"); // too short to mask
+        assert_eq!(log.mask("password is hunter22!").as_deref(), Some("password is ********!"));
+        assert_eq!(log.mask("key line AAAABBBBCCCC").as_deref(), Some("key line ********"));
+        assert_eq!(log.mask("nothing secret about ab"), None);
+    }
+
+    #[test]
+    fn captures_output_variables_with_quoting() {
+        let log = BuildLog::new(1, 0);
+        log.capture_output_variable("vespene/set img \"a b\"");
+        log.capture_output_variable("vespene/set tag v1");
+        log.capture_output_variable("vespene/set too many words here");
+        log.capture_output_variable("vespene/settle x y");
+        let vars = log.output_variables();
+        assert_eq!(vars.get("img"), Some(&Value::String("a b".into())));
+        assert_eq!(vars.get("tag"), Some(&Value::String("v1".into())));
+        assert_eq!(vars.len(), 2);
+    }
+}

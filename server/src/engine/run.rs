@@ -1,0 +1,411 @@
+//! Running one claimed build, start to finish: build root, pre triggers,
+//! checkout, `vespene.json` and the launch script, the pool's isolation plugin,
+//! post triggers, output variables, the final status, and pipeline advance.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abi_stable::std_types::RStr;
+use serde_json::{Map, Value};
+use vespene_plugin_api::{
+    BuildInfo, CheckoutResult, IsolationContext, LoginRef, PoolInfo, ScmContext, SshKeyRef, TriggerContext,
+};
+
+use super::enqueue::{parse_object, project_info};
+use super::host::{secret_handle, BuildHost, CancelState, Stop};
+use super::output::BuildLog;
+use super::{Engine, EngineError, Result};
+use crate::settings::PluginSection;
+use crate::store::{Build, BuildStatus, Project, WorkerPool};
+
+/// The launch script's name in the build root (as in the original).
+pub const LAUNCH_SCRIPT: &str = "vespene_launch.sh";
+/// How often a running build checks whether someone asked it to stop.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
+/// How a build ended, before post triggers.
+struct Outcome {
+    status: BuildStatus,
+    return_code: Option<i64>,
+    message: String,
+}
+
+impl Engine {
+    /// Runs a build this worker has claimed (status RUNNING) to its end.
+    pub async fn run_build(&self, build: Build) -> Result<Build> {
+        let store = self.store();
+        let project = match build.project_id {
+            Some(id) => store.get_project(id).await?,
+            None => None,
+        };
+        let Some(project) = project else {
+            return Ok(store.set_build_status(build.id, BuildStatus::Failure, Some(-1)).await?);
+        };
+        let pool = store
+            .get_worker_pool(build.worker_pool_id)
+            .await?
+            .ok_or_else(|| EngineError::Failed(format!("worker pool {} is gone", build.worker_pool_id)))?;
+        let started_ms =
+            build.start_time.map(|t| t.timestamp_millis()).unwrap_or_else(|| crate::store::now().timestamp_millis());
+        let log = BuildLog::new(build.id, started_ms);
+        let flusher = tokio::spawn({
+            let engine = self.clone();
+            let log = log.clone();
+            async move { engine.flush_log(log).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(project.timeout.max(1) as u64 * 60);
+        let cancel = CancelState::new(Some(deadline));
+        let watcher = tokio::spawn(watch_for_stop(self.clone(), build.id, cancel.clone()));
+
+        let outcome = self.run_stages(&build, &project, &pool, &log, &cancel).await;
+        watcher.abort();
+        let mut outcome = outcome.unwrap_or_else(|e| Outcome {
+            status: BuildStatus::Failure,
+            return_code: Some(-1),
+            message: format!("build failed: {e}"),
+        });
+        log.message(&outcome.message);
+
+        // Post triggers see the build as it ended; a failing success trigger fails it.
+        let working_dir = self.build_root_for(build.id);
+        let section = if outcome.status == BuildStatus::Success {
+            PluginSection::SuccessTriggers
+        } else {
+            PluginSection::FailureTriggers
+        };
+        let hook = if outcome.status == BuildStatus::Success { "success" } else { "failure" };
+        let mut info = build_info(&build, &pool, &working_dir);
+        info.status = outcome.status.as_str().into();
+        info.return_code = outcome.return_code.map(|c| c as i32);
+        if let Err(e) = self.run_triggers(section, hook, &info, &project, &log, &cancel).await {
+            log.message(&e);
+            if outcome.status == BuildStatus::Success {
+                outcome = Outcome { status: BuildStatus::Failure, return_code: Some(-1), message: e };
+            }
+        }
+
+        // Output variables are captured as batches are stored: drain first.
+        log.close();
+        let _ = flusher.await;
+        let variables = log.output_variables();
+        if !variables.is_empty() {
+            store.set_output_variables(build.id, &Value::Object(variables).to_string()).await?;
+        }
+        let finished = match store.set_build_status(build.id, outcome.status, outcome.return_code).await {
+            Ok(b) => b,
+            // Stopped while finishing: ABORTING can only become ABORTED or FAILURE.
+            Err(crate::store::StoreError::Transition { .. }) => {
+                store.set_build_status(build.id, BuildStatus::Aborted, outcome.return_code).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if finished.status == BuildStatus::Success {
+            if let Err(e) = self.advance_pipeline(&finished, &project).await {
+                tracing::warn!(build = finished.id, error = %e, "pipeline could not advance");
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Where a build's root lives on this worker.
+    pub fn build_root_for(&self, build_id: crate::store::Id) -> PathBuf {
+        self.settings().build_root().join(build_id.to_string())
+    }
+
+    async fn run_stages(
+        &self,
+        build: &Build,
+        project: &Project,
+        pool: &WorkerPool,
+        log: &Arc<BuildLog>,
+        cancel: &Arc<CancelState>,
+    ) -> Result<Outcome> {
+        let root = self.build_root_for(build.id);
+        create_build_root(&root)?;
+        self.store().set_build_working_dir(build.id, &root.display().to_string()).await?;
+        log.message(&format!("build {} of {} on pool {} in {}", build.id, project.name, pool.name, root.display()));
+        mask_secret_variables(log, &build.variables);
+        let info = build_info(build, pool, &root);
+
+        self.run_triggers(PluginSection::PreTriggers, "pre", &info, project, log, cancel)
+            .await
+            .map_err(EngineError::Failed)?;
+
+        if !project.repo_url.trim().is_empty() && project.scm_type != "none" {
+            let checkout = self.checkout(build, project, &info, &root, log, cancel).await?;
+            self.store()
+                .set_build_revision(
+                    build.id,
+                    checkout.revision.as_deref().or(checkout.short_revision.as_deref()),
+                    checkout.committer.as_deref(),
+                )
+                .await?;
+            if let Some(rev) = &checkout.revision {
+                log.message(&format!("checked out revision {rev}"));
+            }
+        }
+        if let Some(stop) = cancel.reason() {
+            return Ok(stopped(stop, project));
+        }
+
+        std::fs::write(root.join("vespene.json"), pretty_json(&build.variables))
+            .map_err(|e| EngineError::Failed(format!("cannot write vespene.json: {e}")))?;
+        let script = root.join(LAUNCH_SCRIPT);
+        std::fs::write(&script, &build.script)
+            .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| EngineError::Failed(format!("cannot write the launch script: {e}")))?;
+
+        let isolation = pool.isolation_method.clone();
+        let plugin_ok = self.registry().isolation(&isolation).is_some();
+        if !plugin_ok {
+            return Err(EngineError::Failed(format!(
+                "pool '{}' uses isolation '{isolation}', which no configured isolation plugin provides (configured: {})",
+                pool.name,
+                self.registry().names(PluginSection::Isolation).join(", ")
+            )));
+        }
+        let context = IsolationContext {
+            build: info.clone(),
+            project: project_info(project),
+            pool: PoolInfo {
+                id: pool.id,
+                name: pool.name.clone(),
+                isolation: Some(isolation.clone()),
+                sudo_user: pool.sudo_user.clone(),
+                ..Default::default()
+            },
+            build_root: root.display().to_string(),
+            launch_script: LAUNCH_SCRIPT.into(),
+            timeout_seconds: Some(project.timeout.max(1) as u64 * 60),
+            env: Default::default(),
+            ..Default::default()
+        };
+        let context = serde_json::to_string(&context).map_err(|e| EngineError::Failed(e.to_string()))?;
+        let host = self.build_host(log, cancel, &root);
+        let registry = self.registry().clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let plugin = registry.isolation(&isolation).expect("checked above");
+            plugin.execute(RStr::from(context.as_str()), &host.host()).into_result()
+        })
+        .await
+        .map_err(|e| EngineError::Failed(format!("the isolation plugin stopped: {e}")))?;
+
+        if let Some(stop) = cancel.reason() {
+            return Ok(stopped(stop, project));
+        }
+        match result {
+            Ok(0) => {
+                Ok(Outcome { status: BuildStatus::Success, return_code: Some(0), message: "build succeeded".into() })
+            }
+            Ok(code) => Ok(Outcome {
+                status: BuildStatus::Failure,
+                return_code: Some(code.into()),
+                message: format!("build failed with exit code {code}"),
+            }),
+            Err(e) => Err(EngineError::Failed(format!("isolation '{}' failed: {e}", pool.isolation_method))),
+        }
+    }
+
+    fn build_host(&self, log: &Arc<BuildLog>, cancel: &Arc<CancelState>, root: &Path) -> BuildHost {
+        BuildHost {
+            log: log.clone(),
+            cancel: cancel.clone(),
+            store: self.store().clone(),
+            runtime: tokio::runtime::Handle::current(),
+            build_root: root.to_path_buf(),
+        }
+    }
+
+    async fn checkout(
+        &self,
+        build: &Build,
+        project: &Project,
+        info: &BuildInfo,
+        root: &Path,
+        log: &Arc<BuildLog>,
+        cancel: &Arc<CancelState>,
+    ) -> Result<CheckoutResult> {
+        let scm = project.scm_type.clone();
+        if self.registry().scm(&scm).is_none() {
+            return Err(EngineError::Failed(format!(
+                "project '{}' uses scm '{scm}', which no configured scm plugin provides (configured: {})",
+                project.name,
+                self.registry().names(PluginSection::Scm).join(", ")
+            )));
+        }
+        // Key files and credential helpers live here, readable only by us, and go after the checkout.
+        let private = tempfile::Builder::new()
+            .prefix(&format!("vespene-scm-{}-", build.id))
+            .tempdir()
+            .map_err(|e| EngineError::Failed(format!("cannot create a private directory: {e}")))?;
+        let mut ssh_keys = Vec::new();
+        for id in &project.ssh_key_ids {
+            if let Some(key) = self.store().get_ssh_key(*id).await? {
+                ssh_keys.push(SshKeyRef {
+                    name: key.name.clone(),
+                    private_key: secret_handle("ssh_key", *id, "private_key"),
+                    passphrase: key.unlock_password.is_present().then(|| secret_handle("ssh_key", *id, "passphrase")),
+                });
+            }
+        }
+        let login = match project.scm_login_id {
+            Some(id) => self.store().get_service_login(id).await?.map(|l| LoginRef {
+                username: l.username.clone(),
+                password: l.password.is_present().then(|| secret_handle("login", id, "password")),
+            }),
+            None => None,
+        };
+        let context = ScmContext {
+            build: info.clone(),
+            project: project_info(project),
+            work_dir: root.display().to_string(),
+            private_dir: private.path().display().to_string(),
+            repo_url: project.repo_url.clone(),
+            branch: Some(project.repo_branch.clone()).filter(|b| !b.trim().is_empty()),
+            ssh_keys,
+            login,
+            ..Default::default()
+        };
+        let context = serde_json::to_string(&context).map_err(|e| EngineError::Failed(e.to_string()))?;
+        let host = self.build_host(log, cancel, root);
+        let registry = self.registry().clone();
+        log.message(&format!("checking out {} with scm '{scm}'", project.repo_url));
+        let answer = tokio::task::spawn_blocking(move || {
+            let plugin = registry.scm(&scm).expect("checked above");
+            plugin.checkout(RStr::from(context.as_str()), &host.host()).into_result()
+        })
+        .await
+        .map_err(|e| EngineError::Failed(format!("the scm plugin stopped: {e}")))?;
+        drop(private);
+        let answer = answer.map_err(|e| EngineError::Failed(format!("checkout failed: {e}")))?;
+        serde_json::from_str(answer.as_str())
+            .map_err(|e| EngineError::Failed(format!("the scm plugin answered an invalid checkout result: {e}")))
+    }
+
+    /// Runs a trigger section for a build; the first failure is the answer.
+    async fn run_triggers(
+        &self,
+        section: PluginSection,
+        hook: &str,
+        info: &BuildInfo,
+        project: &Project,
+        log: &Arc<BuildLog>,
+        cancel: &Arc<CancelState>,
+    ) -> Result<(), String> {
+        let project_triggers: Vec<String> = serde_json::from_str(&project.triggers).unwrap_or_default();
+        let names: Vec<String> =
+            self.registry().triggers(section, &project_triggers).map(|(n, _)| n.to_string()).collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let context = TriggerContext {
+            hook: hook.into(),
+            build: info.clone(),
+            project: project_info(project),
+            ..Default::default()
+        };
+        let context = serde_json::to_string(&context).map_err(|e| e.to_string())?;
+        let host = self.build_host(log, cancel, Path::new(&info.working_dir));
+        let registry = self.registry().clone();
+        let section_name = section.name();
+        tokio::task::spawn_blocking(move || {
+            for (name, trigger) in registry.triggers(section, &project_triggers) {
+                host.log.message(&format!("{section_name}: running trigger '{name}'"));
+                if let Err(e) = trigger.execute(RStr::from(context.as_str()), &host.host()).into_result() {
+                    return Err(format!("{section_name} trigger '{name}' failed: {e}"));
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("triggers stopped: {e}"))?
+    }
+}
+
+fn stopped(stop: Stop, project: &Project) -> Outcome {
+    match stop {
+        Stop::Requested => {
+            Outcome { status: BuildStatus::Aborted, return_code: None, message: "build stopped on request".into() }
+        }
+        Stop::TimedOut => Outcome {
+            status: BuildStatus::Failure,
+            return_code: Some(-1),
+            message: format!("build timed out after {} minute(s) and was stopped", project.timeout),
+        },
+    }
+}
+
+/// Watches the store for a stop request while the build runs.
+async fn watch_for_stop(engine: Engine, build_id: crate::store::Id, cancel: Arc<CancelState>) {
+    loop {
+        tokio::time::sleep(STOP_POLL).await;
+        match engine.store().build_status(build_id).await {
+            Ok(Some(BuildStatus::Aborting)) | Ok(Some(BuildStatus::Aborted)) => {
+                cancel.request();
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn create_build_root(root: &Path) -> Result<()> {
+    if root.exists() {
+        std::fs::remove_dir_all(root)
+            .map_err(|e| EngineError::Failed(format!("cannot clear the build root {}: {e}", root.display())))?;
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .map_err(|e| EngineError::Failed(format!("cannot create the build root {}: {e}", root.display())))
+}
+
+fn build_info(build: &Build, pool: &WorkerPool, root: &Path) -> BuildInfo {
+    BuildInfo {
+        id: build.id,
+        status: build.status.as_str().into(),
+        working_dir: root.display().to_string(),
+        project_id: build.project_id,
+        worker_pool: Some(pool.name.clone()),
+        revision: build.revision.clone(),
+        committer: build.revision_username.clone(),
+        queued_time: build.queued_time.map(|t| t.to_rfc3339()),
+        start_time: build.start_time.map(|t| t.to_rfc3339()),
+        end_time: build.end_time.map(|t| t.to_rfc3339()),
+        return_code: build.return_code.map(|c| c as i32),
+        variables: parse_object(&build.variables),
+        launch_answers: parse_object(&build.launch_answers),
+        output_variables: parse_object(&build.output_variables),
+        pipeline_parent_id: build.pipeline_parent_build_id,
+        pipeline_origin_id: build.pipeline_origin_build_id,
+        extra: Map::new(),
+    }
+}
+
+fn pretty_json(json: &str) -> String {
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| json.to_string())
+}
+
+/// Variables whose names say they are secret are masked in the log.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "private_key", "api_key"].iter().any(|w| n.contains(w))
+}
+
+fn mask_secret_variables(log: &BuildLog, variables_json: &str) {
+    if let Value::Object(vars) = parse_object(variables_json) {
+        for (name, value) in vars {
+            if is_secret_name(&name) {
+                if let Some(s) = value.as_str() {
+                    log.add_mask(s);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Workers: slots that claim builds atomically from their pools' queues and
+//! run them. Idle slots wake when this process queues a build and poll the
+//! store otherwise (other processes' builds). Housekeeping runs beside them:
+//! check-ins, schedules, and sweeping builds nobody will run.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{schedule, Engine, EngineError, Result, StartRequest};
+use crate::store::{BuildStatus, Id, Worker};
+
+/// How often an idle slot looks at the queue when nothing woke it.
+const POLL: Duration = Duration::from_millis(500);
+/// How often housekeeping runs.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
+
+/// What a worker process serves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Pool names; empty means every pool.
+    pub pools: Vec<String>,
+    /// Builds run at once.
+    pub slots: usize,
+    /// Stop after this many builds.
+    pub max_builds: Option<u64>,
+    /// Run exactly this build, then stop.
+    pub build_id: Option<Id>,
+    /// A name unique to this worker process.
+    pub name: String,
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerSummary {
+    /// Builds it ran.
+    pub builds: u64,
+}
+
+impl WorkerConfig {
+    /// A worker named after this host and process.
+    pub fn named(pools: Vec<String>, slots: usize) -> Self {
+        let host = hostname();
+        Self {
+            pools,
+            slots: slots.max(1),
+            max_builds: None,
+            build_id: None,
+            name: format!("{host}-{}", std::process::id()),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl Engine {
+    /// Runs a worker until `shutdown` turns true or its build budget is spent.
+    pub async fn run_worker(&self, config: WorkerConfig, shutdown: watch::Receiver<bool>) -> Result<WorkerSummary> {
+        let worker_id = self.check_in(&config).await?;
+        if let Some(build_id) = config.build_id {
+            let build = self
+                .store()
+                .claim_build(build_id, Some(worker_id))
+                .await?
+                .ok_or_else(|| EngineError::Invalid(format!("build {build_id} does not exist or is not queued")))?;
+            self.run_build(build).await?;
+            return Ok(WorkerSummary { builds: 1 });
+        }
+        let ran = Arc::new(AtomicU64::new(0));
+        let budget = config.max_builds;
+        let mut slots = Vec::new();
+        for _ in 0..config.slots.max(1) {
+            let engine = self.clone();
+            let pools = config.pools.clone();
+            let ran = ran.clone();
+            let mut shutdown = shutdown.clone();
+            slots.push(tokio::spawn(async move {
+                loop {
+                    if *shutdown.borrow() || budget.is_some_and(|b| ran.load(Ordering::SeqCst) >= b) {
+                        return;
+                    }
+                    match engine.claim(&pools, worker_id, budget, &ran).await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = %e, "worker slot"),
+                    }
+                    tokio::select! {
+                        _ = engine.queued() => {}
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }));
+        }
+        let housekeeping = tokio::spawn({
+            let engine = self.clone();
+            let config = config.clone();
+            async move {
+                loop {
+                    if let Err(e) = engine.housekeeping(&config).await {
+                        tracing::warn!(error = %e, "worker housekeeping");
+                    }
+                    tokio::time::sleep(HOUSEKEEPING).await;
+                }
+            }
+        });
+        for slot in slots {
+            let _ = slot.await;
+        }
+        housekeeping.abort();
+        Ok(WorkerSummary { builds: ran.load(Ordering::SeqCst) })
+    }
+
+    async fn check_in(&self, config: &WorkerConfig) -> Result<Id> {
+        Ok(self
+            .store()
+            .upsert_worker(&Worker {
+                worker_uid: config.name.clone(),
+                hostname: hostname(),
+                build_root: self.settings().build_root().display().to_string(),
+                ..Default::default()
+            })
+            .await?)
+    }
+
+    async fn pool_ids(&self, names: &[String]) -> Result<Vec<Id>> {
+        let pools = self.store().list_worker_pools().await?;
+        if names.is_empty() {
+            return Ok(pools.into_iter().map(|p| p.id).collect());
+        }
+        Ok(pools.into_iter().filter(|p| names.contains(&p.name)).map(|p| p.id).collect())
+    }
+
+    /// Claims and runs one build; false when the queue was empty.
+    async fn claim(&self, pools: &[String], worker_id: Id, budget: Option<u64>, ran: &AtomicU64) -> Result<bool> {
+        let ids = self.pool_ids(pools).await?;
+        // Count the build before running it, so slots never overrun the budget.
+        if let Some(b) = budget {
+            if ran.fetch_add(1, Ordering::SeqCst) >= b {
+                ran.fetch_sub(1, Ordering::SeqCst);
+                return Ok(false);
+            }
+        }
+        let Some(build) = self.store().claim_next_build(&ids, Some(worker_id)).await? else {
+            if budget.is_some() {
+                ran.fetch_sub(1, Ordering::SeqCst);
+            }
+            return Ok(false);
+        };
+        if budget.is_none() {
+            ran.fetch_add(1, Ordering::SeqCst);
+        }
+        if let (Some(project_id), Some(pool)) =
+            (build.project_id, self.store().get_worker_pool(build.worker_pool_id).await?)
+        {
+            if pool.build_latest {
+                // Newer duplicates would run the same thing again: only this one runs.
+                self.store().abort_other_queued(project_id, build.id).await?;
+            }
+        }
+        let id = build.id;
+        if let Err(e) = self.run_build(build).await {
+            tracing::error!(build = id, error = %e, "build failed to run");
+            let _ = self.store().set_build_status(id, BuildStatus::Failure, Some(-1)).await;
+        }
+        Ok(true)
+    }
+
+    async fn housekeeping(&self, config: &WorkerConfig) -> Result<()> {
+        self.check_in(config).await?;
+        let now = crate::store::now();
+        for pool in self.store().list_worker_pools().await? {
+            if !config.pools.is_empty() && !config.pools.contains(&pool.name) {
+                continue;
+            }
+            let cutoff = now - chrono::Duration::minutes(pool.auto_abort_minutes.max(1));
+            self.store().orphan_stale_builds(pool.id, cutoff).await?;
+        }
+        self.store().abort_stale_aborting(now - chrono::Duration::minutes(10)).await?;
+        self.run_schedules().await
+    }
+
+    /// Queues the scheduled builds that are due. Every worker process looks;
+    /// an engine mark per project and slot makes exactly one of them queue it.
+    pub async fn run_schedules(&self) -> Result<()> {
+        let now = crate::store::now();
+        for project in self.store().list_projects().await? {
+            if !project.schedule_enabled {
+                continue;
+            }
+            let (crons, zone) = match (schedule::project_schedules(&project), schedule::project_zone(&project)) {
+                (Ok(c), Ok(z)) => (c, z),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(project = %project.name, error = %e, "bad schedule");
+                    continue;
+                }
+            };
+            let since = now - chrono::Duration::minutes(project.schedule_threshold.max(1));
+            let Some(slot) = schedule::latest_due(&crons, zone, since, now) else { continue };
+            if let Some(active) = project.active_build_id {
+                if let Some(b) = self.store().get_build(active).await? {
+                    if b.status.is_active() {
+                        continue;
+                    }
+                }
+            }
+            if self.store().try_mark("schedule", &format!("{}:{}", project.id, slot.timestamp())).await? {
+                let build = self.start_project(StartRequest { project_id: project.id, ..Default::default() }).await?;
+                tracing::info!(project = %project.name, build = build.id, "scheduled build queued");
+            }
+        }
+        Ok(())
+    }
+}
