@@ -201,6 +201,9 @@ async fn project_round_trips_every_field(s: &Store) {
         weekend_start_hours: "9-17".into(),
         weekend_start_minutes: "15".into(),
         schedule_threshold: 20,
+        schedule_cron: "0 3 * * *".into(),
+        schedule_timezone: "Europe/Paris".into(),
+        triggers: r#"["publish"]"#.into(),
     };
     let id = s.create_project(&p).await.unwrap();
     let got = s.get_project(id).await.unwrap().unwrap();

@@ -261,6 +261,36 @@ pub fn permissions_hex(field: &str, v: &str) -> VResult {
     }
 }
 
+/// A cron expression (5 fields) or blank.
+pub fn cron(field: &str, v: &str) -> VResult {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    crate::engine::schedule::parse_cron(v).map(|_| ()).map_err(|e| ValidationError::new(field, e))
+}
+
+/// An IANA time zone name such as `Europe/Paris` (blank means UTC).
+pub fn time_zone(field: &str, v: &str) -> VResult {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    v.trim()
+        .parse::<chrono_tz::Tz>()
+        .map(|_| ())
+        .map_err(|_| ValidationError::new(field, format!("unknown time zone '{v}' (use a name like Europe/Paris)")))
+}
+
+/// A JSON list of strings.
+pub fn string_list(field: &str, v: &str) -> VResult {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_str::<Vec<String>>(v) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ValidationError::new(field, format!("must be a JSON list of names: {e}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,35 +355,5 @@ mod tests {
         assert!(permissions_hex("permissions_hex", "0x777").is_ok());
         assert!(permissions_hex("permissions_hex", "777").is_err());
         assert!(script("script", "echo hi").is_err());
-    }
-}
-
-/// A cron expression (5 fields) or blank.
-pub fn cron(field: &str, v: &str) -> VResult {
-    if v.trim().is_empty() {
-        return Ok(());
-    }
-    crate::engine::schedule::parse_cron(v).map(|_| ()).map_err(|e| ValidationError::new(field, e))
-}
-
-/// An IANA time zone name such as `Europe/Paris` (blank means UTC).
-pub fn time_zone(field: &str, v: &str) -> VResult {
-    if v.trim().is_empty() {
-        return Ok(());
-    }
-    v.trim()
-        .parse::<chrono_tz::Tz>()
-        .map(|_| ())
-        .map_err(|_| ValidationError::new(field, format!("unknown time zone '{v}' (use a name like Europe/Paris)")))
-}
-
-/// A JSON list of strings.
-pub fn string_list(field: &str, v: &str) -> VResult {
-    if v.trim().is_empty() {
-        return Ok(());
-    }
-    match serde_json::from_str::<Vec<String>>(v) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(ValidationError::new(field, format!("must be a JSON list of names: {e}"))),
     }
 }
