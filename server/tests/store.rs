@@ -514,11 +514,19 @@ async fn build_status_machine(s: &Store) {
     assert_eq!(s.get_project(pid).await.unwrap().unwrap().last_successful_build_id, None);
     assert!(matches!(s.set_build_status(b.id, BuildStatus::Running, None).await, Err(StoreError::Transition { .. })));
 
-    // Stop: QUEUED/RUNNING -> ABORTING frees the project; then ABORTED.
+    // Stop: QUEUED -> ABORTED at once (nobody runs it); RUNNING -> ABORTING
+    // (its worker kills it), which frees the project; then ABORTED.
+    let queued = s
+        .create_build(&NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(s.request_stop(queued.id).await.unwrap());
+    assert_eq!(s.build_status(queued.id).await.unwrap(), Some(BuildStatus::Aborted));
     let b2 = s
         .create_build(&NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() })
         .await
         .unwrap();
+    s.claim_build(b2.id, None).await.unwrap().unwrap();
     assert!(s.request_stop(b2.id).await.unwrap());
     assert_eq!(s.build_status(b2.id).await.unwrap(), Some(BuildStatus::Aborting));
     assert_eq!(s.get_project(pid).await.unwrap().unwrap().active_build_id, None);
@@ -553,10 +561,10 @@ async fn build_status_machine(s: &Store) {
     assert_eq!(s.get_project(pid).await.unwrap().unwrap().active_build_id, None);
 
     let listed = s.list_builds(&BuildFilter { project_id: Some(pid), ..Default::default() }).await.unwrap();
-    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.len(), 6);
     assert!(listed.windows(2).all(|w| w[0].id > w[1].id), "newest first");
     let aborted = BuildFilter { status: Some(BuildStatus::Aborted), ..Default::default() };
-    assert_eq!(s.list_builds(&aborted).await.unwrap().len(), 2);
+    assert_eq!(s.list_builds(&aborted).await.unwrap().len(), 3);
 }
 
 async fn concurrent_claims_never_share_a_build(s: &Store) {

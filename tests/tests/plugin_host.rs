@@ -54,9 +54,15 @@ greeting = "hello"
         .iter()
         .map(|r| (r["section"].as_str().unwrap(), r["name"].as_str().unwrap(), r["plugin"].as_str().unwrap()))
         .collect();
-    // Section order first, then settings order inside a section.
+    // Section order first, then settings order inside a section; the
+    // built-in defaults (shell isolation, variables, authorization) load too.
+    let configured: Vec<(&str, &str, &str)> = names
+        .iter()
+        .copied()
+        .filter(|(section, _, _)| ["success_triggers", "scm", "output"].contains(section))
+        .collect();
     assert_eq!(
-        names,
+        configured,
         vec![
             ("success_triggers", "publish", "command"),
             ("success_triggers", "hello", "template"),
@@ -64,6 +70,9 @@ greeting = "hello"
             ("output", "timestamp", "timestamp"),
         ]
     );
+    for default in ["shell", "common", "ownership", "group_required"] {
+        assert!(names.iter().any(|(_, n, _)| *n == default), "default plugin {default} missing: {names:?}");
+    }
     for row in rows {
         assert_eq!(row["interface_version"], "1.1.0");
         assert_eq!(row["older_interface"], false);

@@ -37,7 +37,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&settings.data_dir)?;
+    store::create_data_dir(&settings.data_dir)?;
     let opts = StoreOptions { migrate, ..StoreOptions::from_settings(settings) };
     Ok(Store::open(&opts).await?)
 }

@@ -356,8 +356,13 @@ fn create_build_root(root: &Path) -> Result<()> {
         std::fs::remove_dir_all(root)
             .map_err(|e| EngineError::Failed(format!("cannot clear the build root {}: {e}", root.display())))?;
     }
+    // Only the build's own directory is private: the directories above it keep
+    // the usual mode, so a build user (sudo isolation) can reach its root.
+    if let Some(parent) = root.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| EngineError::Failed(format!("cannot create the build root {}: {e}", parent.display())))?;
+    }
     std::fs::DirBuilder::new()
-        .recursive(true)
         .mode(0o700)
         .create(root)
         .map_err(|e| EngineError::Failed(format!("cannot create the build root {}: {e}", root.display())))

@@ -219,6 +219,12 @@ library = "variables-snippets"
 [plugins.output.timestamp]
 library = "timestamp"
 mode = "elapsed"
+
+[plugins.authorization.ownership]
+library = "ownership"
+
+[plugins.authorization.group_required]
+library = "group-required"
 "#;
 
 fn collect_layers(options: &LoadOptions) -> Result<Vec<Layer>, SettingsError> {

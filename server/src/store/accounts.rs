@@ -50,7 +50,8 @@ fn verify_hash(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-fn check_password(p: &str) -> Result<(), ValidationError> {
+/// The password rules (at least 8 characters).
+pub fn check_password(p: &str) -> Result<(), ValidationError> {
     if p.chars().count() < 8 {
         return Err(ValidationError::new("password", "must be at least 8 characters"));
     }

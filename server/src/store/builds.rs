@@ -257,9 +257,19 @@ impl Store {
         Ok(b)
     }
 
-    /// Asks for a build to stop: QUEUED or RUNNING becomes ABORTING, and the
-    /// project is free to start again at once. False when it was not stoppable.
+    /// Asks for a build to stop: a QUEUED build becomes ABORTED at once, a
+    /// RUNNING one ABORTING (its worker kills it), and the project is free to
+    /// start again at once. False when it was not stoppable.
     pub async fn request_stop(&self, id: Id) -> Result<bool> {
+        // A queued build has nobody to notice ABORTING: it ends here and now.
+        if self.build_status(id).await? == Some(BuildStatus::Queued) {
+            match self.set_build_status(id, BuildStatus::Aborted, None).await {
+                Ok(_) => return Ok(true),
+                // Claimed in the meantime: ask the worker instead.
+                Err(StoreError::Transition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         match self.set_build_status(id, BuildStatus::Aborting, None).await {
             Ok(_) => Ok(true),
             Err(StoreError::Transition { .. }) => Ok(false),
@@ -491,5 +501,26 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Store {
+    /// Deletes one finished build and its output; false if there was none.
+    pub async fn delete_build(&self, id: Id) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "UPDATE projects SET last_build_id = NULL WHERE last_build_id = $1",
+            "UPDATE projects SET last_successful_build_id = NULL WHERE last_successful_build_id = $1",
+            "UPDATE builds SET pipeline_parent_build_id = NULL WHERE pipeline_parent_build_id = $1",
+            "DELETE FROM build_output WHERE build_id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        let done = sqlx::query("DELETE FROM builds WHERE id = $1 AND status NOT IN ('QUEUED', 'RUNNING', 'ABORTING')")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 }

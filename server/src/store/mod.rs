@@ -32,7 +32,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
-pub use accounts::hash_password;
+pub use accounts::{check_password, hash_password};
 pub use builds::BuildFilter;
 pub use models::*;
 pub use objects::SshKeySecrets;
@@ -156,7 +156,7 @@ impl Store {
     /// Opens the store from settings, creating the data directory, the SQLite
     /// file and the secret key as needed, and migrating the schema.
     pub async fn open_from_settings(settings: &Settings) -> Result<Self> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        create_data_dir(&settings.data_dir).map_err(|e| {
             StoreError::Config(format!("cannot create data directory {}: {e}", settings.data_dir.display()))
         })?;
         Self::open(&StoreOptions::from_settings(settings)).await
@@ -262,6 +262,22 @@ pub fn redact_url(url: &str) -> String {
         }
     }
     url.to_string()
+}
+
+/// Creates the data directory (and missing parents) private to the server's
+/// user, mode 0700 (whatever the umask): it holds the database and the secret
+/// key, which builds run by isolation plugins as other users must not read.
+/// An existing directory keeps its mode.
+pub fn create_data_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    // Parents get the usual mode: a build root beside the data directory stays reachable.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
 }
 
 /// The data directory's secret key file.

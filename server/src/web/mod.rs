@@ -2,7 +2,13 @@
 //! output streams, all on warp. Handlers call into the engine; they never load
 //! plugins or open files of their own.
 
+pub mod api;
+pub mod auth;
+pub mod error;
+mod live;
+pub mod routes;
 pub mod ui;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,17 +33,13 @@ pub struct AppState {
 }
 
 /// The routes, separate from the listener so tests can drive them directly.
-pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
-    let health = warp::path!("api" / "v1" / "health")
-        .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })));
-    let api_state = state.clone();
-    let plugins = warp::path!("api" / "v1" / "plugins")
-        .and(warp::get())
-        .map(move || warp::reply::json(&serde_json::json!({ "results": api_state.registry.summaries() })));
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    let page_state = state.clone();
     let plugins_page = warp::path!("ui" / "plugins").and(warp::get()).map(move || {
         let context = serde_json::json!({
-            "plugins": state.registry.summaries(),
+            "plugins": page_state.registry.summaries(),
             "interface_version": vespene_plugin_api::INTERFACE_VERSION,
         });
         match ui::render("plugins.html", context) {
@@ -48,7 +50,63 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl warp::Reply,)
             ),
         }
     });
-    health.or(plugins).or(plugins_page)
+    let api = warp::method()
+        .and(warp::path::full())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(warp::header::headers_cloned())
+        .and(
+            warp::header::optional::<u64>("content-length")
+                .and_then(|length: Option<u64>| async move {
+                    // GETs come without a length; a declared body too large is refused before it is read.
+                    match length {
+                        Some(n) if n > api::MAX_BODY => Err(warp::reject::custom(BodyTooLarge)),
+                        _ => Ok(()),
+                    }
+                })
+                .untuple_one(),
+        )
+        .and(warp::body::bytes())
+        .and_then(move |method, path: warp::path::FullPath, query, headers, body| {
+            let state = state.clone();
+            async move {
+                let path = path.as_str().to_string();
+                if !(path.starts_with("/api/") || path.starts_with("/webhooks")) {
+                    return Err(warp::reject::not_found());
+                }
+                let request = api::ApiRequest { method, path, query, headers, body };
+                Ok::<_, warp::Rejection>(api::handle(state, request).await)
+            }
+        });
+    plugins_page.or(api).recover(recover)
+}
+
+/// A declared request body above [`api::MAX_BODY`].
+#[derive(Debug)]
+struct BodyTooLarge;
+
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// Turns warp's own rejections (body too large, bad query string) into JSON errors.
+async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, std::convert::Infallible> {
+    use warp::http::StatusCode;
+    let error = if rejection.is_not_found() {
+        error::ApiError::not_found("page")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() || rejection.find::<BodyTooLarge>().is_some()
+    {
+        error::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} bytes", api::MAX_BODY),
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        error::ApiError::bad(format!("invalid query string: {e}"))
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        error::ApiError::new(StatusCode::LENGTH_REQUIRED, "send a Content-Length header")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        error::ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else {
+        error::ApiError::new(StatusCode::BAD_REQUEST, format!("bad request: {rejection:?}"))
+    };
+    Ok(error.into_response())
 }
 
 /// Runs the web server until interrupted.

@@ -1,0 +1,149 @@
+//! The engine's costs, measured in one process on SQLite with the release
+//! plugins: trigger-to-first-output latency against a bare `sh` spawn, and
+//! trivial builds per second with 1 and 4 worker slots.
+//!
+//! Run with `scripts/bench engine`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vespene::engine::{Engine, StartRequest, WorkerConfig};
+use vespene::plugins::Registry;
+use vespene::settings::{defaults, Layer, Settings};
+use vespene::store::{NewBuild, OutputStream, Project, Store, StoreOptions, WorkerPool};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn summary(label: &str, mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = percentile(&samples, 0.5);
+    println!(
+        "{label:<44} median {median:>8.2} ms   p99 {:>8.2} ms   (n={})",
+        percentile(&samples, 0.99),
+        samples.len()
+    );
+    median
+}
+
+fn bare_spawn_ms() -> f64 {
+    let started = Instant::now();
+    let mut child = Command::new("/bin/sh").args(["-c", "echo first"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    child.wait().unwrap();
+    ms
+}
+
+async fn setup() -> (Engine, tempfile::TempDir, WorkerPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let release = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let mut table = defaults();
+    table.insert("data_dir".into(), toml::Value::String(dir.path().display().to_string()));
+    table.insert("plugin_path".into(), toml::Value::Array(vec![toml::Value::String(release.display().to_string())]));
+    let settings = Settings::from_layers(&[Layer { source: "bench".into(), table }]).unwrap();
+    let registry = Registry::load(&settings.plugins, &settings.plugin_path.dirs())
+        .unwrap_or_else(|e| panic!("{e} (build the plugins first: cargo build --release --workspace)"));
+    let store = Store::open(&StoreOptions {
+        url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+        key_file: dir.path().join("secret.key"),
+        max_connections: 8,
+        migrate: true,
+    })
+    .await
+    .unwrap();
+    let pool = WorkerPool {
+        name: "bench".into(),
+        isolation_method: "shell".into(),
+        build_latest: false,
+        ..Default::default()
+    };
+    let id = store.create_worker_pool(&pool).await.unwrap();
+    let pool = store.get_worker_pool(id).await.unwrap().unwrap();
+    (Engine::new(store, Arc::new(registry), Arc::new(settings)), dir, pool)
+}
+
+async fn latency(engine: &Engine, pool: &WorkerPool, runs: usize) -> Vec<f64> {
+    let project = Project {
+        name: "latency".into(),
+        worker_pool_id: pool.id,
+        script: "#!/bin/sh\necho first\n".into(),
+        ..Default::default()
+    };
+    let project_id = engine.store().create_project(&project).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_worker(WorkerConfig::named(vec![], 1), stop_rx).await }
+    });
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let build = engine.start_project(StartRequest { project_id, ..Default::default() }).await.unwrap();
+        loop {
+            let lines = engine.store().output_since(build.id, 0, 1000).await.unwrap();
+            if lines.iter().any(|l| l.stream == OutputStream::Stdout) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        // Let the build finish before the next one, so runs do not overlap.
+        while engine.store().get_build(build.id).await.unwrap().unwrap().status.is_active() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
+    samples
+}
+
+async fn throughput(engine: &Engine, pool: &WorkerPool, slots: usize, builds: usize) -> f64 {
+    let project = Project {
+        name: format!("throughput-{slots}"),
+        worker_pool_id: pool.id,
+        script: "#!/bin/sh\necho ok\n".into(),
+        ..Default::default()
+    };
+    let project_id = engine.store().create_project(&project).await.unwrap();
+    for _ in 0..builds {
+        let nb = NewBuild {
+            project_id: Some(project_id),
+            worker_pool_id: pool.id,
+            script: project.script.clone(),
+            variables: "{}".into(),
+            launch_answers: "{}".into(),
+            ..Default::default()
+        };
+        engine.store().create_build(&nb).await.unwrap();
+    }
+    let mut config = WorkerConfig::named(vec![], slots);
+    config.max_builds = Some(builds as u64);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let summary = engine.run_worker(config, stop_rx).await.unwrap();
+    assert_eq!(summary.builds, builds as u64);
+    let rate = builds as f64 / started.elapsed().as_secs_f64();
+    println!("trivial builds, {slots} worker slot(s), SQLite             {rate:>8.1} builds/s  ({builds} builds)");
+    rate
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (engine, _dir, pool) = setup().await;
+        println!("engine benchmark (release build, SQLite, shell isolation, timestamp output plugin)");
+        let bare =
+            summary("bare `sh -c 'echo first'` spawn to first line", (0..100).map(|_| bare_spawn_ms()).collect());
+        let engine_ms = summary("start_project to first stored output line", latency(&engine, &pool, 100).await);
+        println!("  ratio engine / bare spawn (median): {:.1}x\n", engine_ms / bare);
+        let one = throughput(&engine, &pool, 1, 200).await;
+        let four = throughput(&engine, &pool, 4, 200).await;
+        println!("  ratio 4 slots / 1 slot: {:.2}x", four / one);
+    });
+}

@@ -1,0 +1,678 @@
+//! The JSON REST API under `/api/v1`: every object kind (list with
+//! pagination and filters, get, create, update, delete), starting projects,
+//! stopping builds, build output and its live SSE stream, login and tokens.
+//! Every action goes through the authorization chain; errors are JSON naming
+//! the field or the reason; nothing is half-saved (the store's transactions).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+use super::auth::{self, Principal};
+use super::error::ApiError;
+use super::routes;
+use super::AppState;
+use crate::engine::{LaunchAnswers, StartRequest};
+use crate::store::{
+    BuildFilter, BuildStatus, Id, NewUser, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User,
+    VariableSet, WorkerPool,
+};
+
+/// Largest request body accepted.
+pub const MAX_BODY: u64 = 1024 * 1024;
+/// Page size when none is asked for, and the largest allowed.
+const PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+/// A request as the dispatcher sees it.
+pub struct ApiRequest {
+    /// The method.
+    pub method: Method,
+    /// The path.
+    pub path: String,
+    /// Query parameters.
+    pub query: HashMap<String, String>,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+/// Handles one API request.
+pub async fn handle(state: Arc<AppState>, req: ApiRequest) -> Response {
+    match dispatch(state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, ApiError> {
+    let Some((route, id)) = routes::find(req.method.as_str(), &req.path) else {
+        return Err(if routes::path_exists(&req.path) {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed on {}", req.method, req.path))
+        } else {
+            ApiError::not_found(&format!("route {}", req.path))
+        });
+    };
+    if route.id == "webhook" {
+        return super::webhooks::handle(&state, &req).await;
+    }
+    let principal = auth::authenticate(&state, &req.method, &req.headers).await?;
+    let id = id.unwrap_or(0);
+    match route.id {
+        "health" => Ok(json_response(StatusCode::OK, &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))),
+        "openapi" => Ok(json_response(StatusCode::OK, &routes::openapi())),
+        "login" => login(&state, &req).await,
+        "logout" => logout(&state, &principal).await,
+        "me" => me(&state, &principal).await,
+        "plugins" => {
+            principal.require()?;
+            Ok(json_response(StatusCode::OK, &json!({ "results": state.registry.summaries() })))
+        }
+        "project.start" => start_project(&state, &principal, id, &req).await,
+        "build.list" => list_builds(&state, &principal, &req).await,
+        "build.get" => {
+            let (build, object) = build_object(&state, id).await?;
+            state.authorize(&principal, "view", "build", Some(object)).await?;
+            Ok(json_response(StatusCode::OK, &build))
+        }
+        "build.delete" => {
+            let (build, object) = build_object(&state, id).await?;
+            state.authorize(&principal, "delete", "build", Some(object)).await?;
+            if build.status.is_active() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("build {id} is {}: stop it first", build.status),
+                ));
+            }
+            state.store.delete_build(id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "build.stop" => {
+            let (build, object) = build_object(&state, id).await?;
+            state.authorize(&principal, "stop", "build", Some(object)).await?;
+            if !state.store.request_stop(id).await? {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("build {id} is {}: only queued or running builds can be stopped", build.status),
+                ));
+            }
+            Ok(json_response(StatusCode::ACCEPTED, &json!({ "id": id, "status": "ABORTING" })))
+        }
+        "build.output" => {
+            let (_, object) = build_object(&state, id).await?;
+            state.authorize(&principal, "view", "build", Some(object)).await?;
+            let after = query_i64(&req.query, "after", 0)?;
+            let limit = query_i64(&req.query, "limit", 1000)?.clamp(1, 10_000);
+            let lines = state.store.output_since(id, after, limit).await?;
+            let status = state.store.build_status(id).await?;
+            Ok(json_response(StatusCode::OK, &json!({ "build": id, "status": status, "lines": lines })))
+        }
+        "build.stream" => {
+            let (_, object) = build_object(&state, id).await?;
+            state.authorize(&principal, "view", "build", Some(object)).await?;
+            let after = match req.headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+                Some(v) => v.parse().map_err(|_| ApiError::bad("Last-Event-ID must be a line number"))?,
+                None => query_i64(&req.query, "after", 0)?,
+            };
+            Ok(super::live::stream(state.clone(), id, after))
+        }
+        "token.list" => {
+            let user = principal.require()?;
+            Ok(json_response(StatusCode::OK, &json!({ "results": state.store.list_api_tokens(user.id).await? })))
+        }
+        "token.create" => {
+            let user = principal.require()?.clone();
+            let body = body_object(&req.body)?;
+            reject_unknown(&body, &["name"], "token")?;
+            let name = body.get("name").and_then(Value::as_str).unwrap_or("api").to_string();
+            let (token, secret) = state.store.create_api_token(user.id, &name, None).await?;
+            Ok(json_response(StatusCode::CREATED, &json!({ "token": secret, "details": token })))
+        }
+        "token.delete" => {
+            let user = principal.require()?;
+            let mine = state.store.list_api_tokens(user.id).await?.iter().any(|t| t.id == id);
+            if !mine {
+                return Err(ApiError::not_found(&format!("token {id}")));
+            }
+            state.store.delete_api_token(id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        other => {
+            let (kind, action) = other.split_once('.').expect("route ids are kind.action");
+            crud(&state, &principal, kind, action, id, &req).await
+        }
+    }
+}
+
+// ------------------------------------------------------------ request helpers
+
+fn query_i64(query: &HashMap<String, String>, name: &str, default: i64) -> Result<i64, ApiError> {
+    match query.get(name) {
+        Some(v) => v.parse().map_err(|_| ApiError::field(name, format!("query parameter '{name}' must be a number"))),
+        None => Ok(default),
+    }
+}
+
+/// The body as a JSON object, or a 400 saying what is wrong with it.
+pub fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad("the request body is empty: send a JSON object"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(ApiError::bad(format!("expected a JSON object, got {}", kind_of(&other)))),
+        Err(e) => Err(ApiError::bad(format!("malformed JSON: {e}"))),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn reject_unknown(body: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), ApiError> {
+    if let Some(key) = body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::field(
+            key,
+            format!("unknown field '{key}' for {what} (allowed: {})", allowed.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+/// Deserializes `value` into `T`, naming the field at fault.
+fn typed<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        ApiError::field(&field, format!("field '{field}' of {what}: {}", e.inner()))
+    })
+}
+
+// ------------------------------------------------------------ accounts
+
+async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiError> {
+    let body = body_object(&req.body)?;
+    reject_unknown(&body, &["username", "password"], "login")?;
+    let field = |name: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::field(name, format!("'{name}' (a string) is required")))
+    };
+    let (username, password) = (field("username")?, field("password")?);
+    let Some(user) = state.store.verify_password(&username, &password).await? else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong username or password"));
+    };
+    let sid = state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await?;
+    let csrf = auth::csrf_token(&sid);
+    let cookie = format!(
+        "{}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        auth::SESSION_COOKIE,
+        auth::SESSION_TTL_SECS
+    );
+    let reply = warp::reply::json(&json!({ "user": user, "csrf_token": csrf }));
+    Ok(warp::reply::with_header(reply, "set-cookie", cookie).into_response())
+}
+
+async fn logout(state: &Arc<AppState>, principal: &Principal) -> Result<Response, ApiError> {
+    if let Principal::Session { sid, .. } = principal {
+        state.store.delete_session(sid).await?;
+    }
+    let cookie = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", auth::SESSION_COOKIE);
+    Ok(warp::reply::with_header(StatusCode::NO_CONTENT, "set-cookie", cookie).into_response())
+}
+
+async fn me(_state: &Arc<AppState>, principal: &Principal) -> Result<Response, ApiError> {
+    let user = principal.require()?;
+    let csrf = match principal {
+        Principal::Session { sid, .. } => Some(auth::csrf_token(sid)),
+        _ => None,
+    };
+    Ok(json_response(StatusCode::OK, &json!({ "user": user, "csrf_token": csrf })))
+}
+
+// ------------------------------------------------------------ builds
+
+async fn build_object(state: &Arc<AppState>, id: Id) -> Result<(crate::store::Build, Value), ApiError> {
+    let build = state.store.get_build(id).await?.ok_or_else(|| ApiError::not_found(&format!("build {id}")))?;
+    let mut object = match build.project_id {
+        Some(pid) => match state.store.get_project(pid).await? {
+            Some(p) => authz_object(state, "project", serde_json::to_value(&p).unwrap_or_default()).await?,
+            None => json!({}),
+        },
+        None => json!({}),
+    };
+    object["id"] = json!(build.id);
+    object["project_id"] = json!(build.project_id);
+    object["build_created_by"] = json!(build.created_by);
+    Ok((build, object))
+}
+
+async fn list_builds(state: &Arc<AppState>, principal: &Principal, req: &ApiRequest) -> Result<Response, ApiError> {
+    state.authorize(principal, "list", "build", None).await?;
+    for key in req.query.keys() {
+        if !["project_id", "worker_pool_id", "status", "limit", "offset"].contains(&key.as_str()) {
+            return Err(ApiError::field(
+                key,
+                format!("unknown filter '{key}' for builds (project_id, worker_pool_id, status, limit, offset)"),
+            ));
+        }
+    }
+    let status = match req.query.get("status") {
+        Some(s) => {
+            Some(BuildStatus::parse(s).ok_or_else(|| ApiError::field("status", format!("unknown status '{s}'")))?)
+        }
+        None => None,
+    };
+    let limit = query_i64(&req.query, "limit", PAGE as i64)?.clamp(1, MAX_PAGE as i64);
+    let offset = query_i64(&req.query, "offset", 0)?.max(0);
+    let filter = BuildFilter {
+        project_id: req.query.get("project_id").map(|_| query_i64(&req.query, "project_id", 0)).transpose()?,
+        worker_pool_id: req
+            .query
+            .get("worker_pool_id")
+            .map(|_| query_i64(&req.query, "worker_pool_id", 0))
+            .transpose()?,
+        status,
+        limit,
+        offset,
+    };
+    let builds = state.store.list_builds(&filter).await?;
+    let mut objects = Vec::new();
+    for b in &builds {
+        objects.push(build_object(state, b.id).await?.1);
+    }
+    let visible = state.visible(principal, "build", objects).await?;
+    let results: Vec<&crate::store::Build> = builds.iter().filter(|b| visible.contains(&b.id)).collect();
+    Ok(json_response(StatusCode::OK, &json!({ "limit": limit, "offset": offset, "results": results })))
+}
+
+async fn start_project(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    id: Id,
+    req: &ApiRequest,
+) -> Result<Response, ApiError> {
+    let project = state.store.get_project(id).await?.ok_or_else(|| ApiError::not_found(&format!("project {id}")))?;
+    let object = authz_object(state, "project", serde_json::to_value(&project).unwrap_or_default()).await?;
+    state.authorize(principal, "start", "project", Some(object)).await?;
+    let answers: LaunchAnswers = if req.body.iter().all(u8::is_ascii_whitespace) {
+        LaunchAnswers::new()
+    } else {
+        let body = body_object(&req.body)?;
+        reject_unknown(&body, &["answers"], "a project start")?;
+        match body.get("answers") {
+            None | Some(Value::Null) => LaunchAnswers::new(),
+            Some(Value::Object(a)) => a.clone(),
+            Some(other) => {
+                return Err(ApiError::field("answers", format!("'answers' must be an object, got {}", kind_of(other))))
+            }
+        }
+    };
+    let build = state
+        .engine
+        .start_project(StartRequest {
+            project_id: id,
+            answers,
+            created_by: principal.user().map(|u| u.id),
+            pipeline_parent: None,
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &build))
+}
+
+// ------------------------------------------------------------ objects
+
+/// Fields clients may not set: ids, authorship and pointers the server keeps.
+fn read_only(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "project" | "organization" => {
+            &["id", "created_by", "last_build_id", "active_build_id", "last_successful_build_id"]
+        }
+        "pipeline" => &["id", "created_by", "last_completed_date", "last_completed_by"],
+        "worker_pool" => &["id", "created_by", "last_autoscaled", "autoscaling_status"],
+        "user" => &["id", "created_at", "last_login"],
+        "group" => &["id", "created_at"],
+        _ => &["id", "created_by"],
+    }
+}
+
+/// The object as authorization plugins see it: id, creator, and group names.
+async fn authz_object(state: &Arc<AppState>, kind: &str, value: Value) -> Result<Value, ApiError> {
+    let groups = state.store.list_groups().await?;
+    let names = |ids: &Value| -> Value {
+        let ids: Vec<i64> = ids.as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
+        json!(groups.iter().filter(|g| ids.contains(&g.id)).map(|g| g.name.clone()).collect::<Vec<_>>())
+    };
+    let created_by = if kind == "user" { value["id"].clone() } else { value["created_by"].clone() };
+    Ok(json!({
+        "id": value["id"],
+        "created_by": created_by,
+        "owner_groups": names(&value["owner_group_ids"]),
+        "launch_groups": names(&value["launch_group_ids"]),
+    }))
+}
+
+macro_rules! dispatch_kind {
+    ($kind:expr, $store:expr, $op:ident $(, $arg:expr)*) => {
+        match $kind {
+            "project" => dispatch_kind!(@one Project, project, projects, $store, $op $(, $arg)*),
+            "pipeline" => dispatch_kind!(@one Pipeline, pipeline, pipelines, $store, $op $(, $arg)*),
+            "stage" => dispatch_kind!(@one Stage, stage, stages, $store, $op $(, $arg)*),
+            "worker_pool" => dispatch_kind!(@one WorkerPool, worker_pool, worker_pools, $store, $op $(, $arg)*),
+            "variable_set" => dispatch_kind!(@one VariableSet, variable_set, variable_sets, $store, $op $(, $arg)*),
+            "snippet" => dispatch_kind!(@one Snippet, snippet, snippets, $store, $op $(, $arg)*),
+            "ssh_key" => dispatch_kind!(@one SshKey, ssh_key, ssh_keys, $store, $op $(, $arg)*),
+            "service_login" => dispatch_kind!(@one ServiceLogin, service_login, service_logins, $store, $op $(, $arg)*),
+            "organization" => dispatch_kind!(@one Organization, organization, organizations, $store, $op $(, $arg)*),
+            other => Err(ApiError::not_found(&format!("object kind {other}"))),
+        }
+    };
+    (@one $ty:ty, $one:ident, $many:ident, $store:expr, list) => {
+        paste_list!($store, $many)
+    };
+    (@one $ty:ty, $one:ident, $many:ident, $store:expr, get, $id:expr) => {
+        paste_get!($store, $one, $id)
+    };
+    (@one $ty:ty, $one:ident, $many:ident, $store:expr, create, $value:expr, $what:expr) => {{
+        let obj: $ty = typed($value, $what)?;
+        paste_create!($store, $one, &obj)
+    }};
+    (@one $ty:ty, $one:ident, $many:ident, $store:expr, update, $value:expr, $what:expr) => {{
+        let obj: $ty = typed($value, $what)?;
+        paste_update!($store, $one, &obj)
+    }};
+    (@one $ty:ty, $one:ident, $many:ident, $store:expr, delete, $id:expr) => {
+        paste_delete!($store, $one, $id)
+    };
+    (@one $ty:ty, $one:ident, $many:ident, $store:expr, defaults) => {
+        Ok(serde_json::to_value(<$ty>::default()).unwrap_or_default())
+    };
+}
+
+// The store's method names are regular: list_<many>, get_<one>, create_<one>, ...
+macro_rules! paste_list { ($store:expr, $many:ident) => { ::paste::paste! { $store.[<list_ $many>]().await.map_err(ApiError::from).map(|v| v.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect::<Vec<Value>>()) } } }
+macro_rules! paste_get { ($store:expr, $one:ident, $id:expr) => { ::paste::paste! { $store.[<get_ $one>]($id).await.map_err(ApiError::from).map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default())) } } }
+macro_rules! paste_create {
+    ($store:expr, $one:ident, $obj:expr) => {
+        ::paste::paste! { $store.[<create_ $one>]($obj).await.map_err(ApiError::from) }
+    };
+}
+macro_rules! paste_update {
+    ($store:expr, $one:ident, $obj:expr) => {
+        ::paste::paste! { $store.[<update_ $one>]($obj).await.map_err(ApiError::from) }
+    };
+}
+macro_rules! paste_delete {
+    ($store:expr, $one:ident, $id:expr) => {
+        ::paste::paste! { $store.[<delete_ $one>]($id).await.map_err(ApiError::from) }
+    };
+}
+
+async fn list_values(state: &Arc<AppState>, kind: &str) -> Result<Vec<Value>, ApiError> {
+    match kind {
+        "user" => Ok(state
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .map(|u| serde_json::to_value(u).unwrap_or_default())
+            .collect()),
+        "group" => Ok(state
+            .store
+            .list_groups()
+            .await?
+            .into_iter()
+            .map(|g| serde_json::to_value(g).unwrap_or_default())
+            .collect()),
+        _ => dispatch_kind!(kind, state.store, list),
+    }
+}
+
+async fn get_value(state: &Arc<AppState>, kind: &str, id: Id) -> Result<Value, ApiError> {
+    let found = match kind {
+        "user" => state.store.get_user(id).await?.map(|u| serde_json::to_value(u).unwrap_or_default()),
+        "group" => state
+            .store
+            .list_groups()
+            .await?
+            .into_iter()
+            .find(|g| g.id == id)
+            .map(|g| serde_json::to_value(g).unwrap_or_default()),
+        _ => dispatch_kind!(kind, state.store, get, id)?,
+    };
+    found.ok_or_else(|| ApiError::not_found(&format!("{} {id}", kind.replace('_', " "))))
+}
+
+async fn crud(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    kind: &str,
+    action: &str,
+    id: Id,
+    req: &ApiRequest,
+) -> Result<Response, ApiError> {
+    let what = kind.replace('_', " ");
+    match action {
+        "list" => {
+            state.authorize(principal, "list", kind, None).await?;
+            let all = list_values(state, kind).await?;
+            let filtered = filter_by_query(all, &req.query, kind)?;
+            let mut objects = Vec::new();
+            for v in &filtered {
+                objects.push(authz_object(state, kind, v.clone()).await?);
+            }
+            let visible = state.visible(principal, kind, objects).await?;
+            let visible: Vec<Value> =
+                filtered.into_iter().filter(|v| v["id"].as_i64().is_some_and(|i| visible.contains(&i))).collect();
+            let limit = (query_i64(&req.query, "limit", PAGE as i64)?.clamp(1, MAX_PAGE as i64)) as usize;
+            let offset = query_i64(&req.query, "offset", 0)?.max(0) as usize;
+            let count = visible.len();
+            let page: Vec<Value> = visible.into_iter().skip(offset).take(limit).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "count": count, "limit": limit, "offset": offset, "results": page }),
+            ))
+        }
+        "get" => {
+            let value = get_value(state, kind, id).await?;
+            state.authorize(principal, "view", kind, Some(authz_object(state, kind, value.clone()).await?)).await?;
+            Ok(json_response(StatusCode::OK, &value))
+        }
+        "create" => {
+            let user = principal.require()?.clone();
+            state.authorize(principal, "create", kind, None).await?;
+            let body = body_object(&req.body)?;
+            let created = match kind {
+                "user" => create_user(state, body).await?,
+                "group" => {
+                    reject_unknown(&body, &["name"], "group")?;
+                    let name = body
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| ApiError::field("name", "'name' (a string) is required"))?;
+                    state.store.create_group(name).await?
+                }
+                _ => {
+                    let mut value = dispatch_kind!(kind, state.store, defaults)?;
+                    merge_input(&mut value, body, kind, &what)?;
+                    value["created_by"] = json!(user.id);
+                    dispatch_kind!(kind, state.store, create, value, &what)?
+                }
+            };
+            Ok(json_response(StatusCode::CREATED, &get_value(state, kind, created).await?))
+        }
+        "update" => {
+            let current = get_value(state, kind, id).await?;
+            let body = body_object(&req.body)?;
+            let mut object = authz_object(state, kind, current.clone()).await?;
+            let mut changes: Vec<String> = body.keys().cloned().collect();
+            if body.contains_key("group_ids") {
+                // Authorization plugins speak of group membership as `groups`.
+                changes.push("groups".into());
+            }
+            object["changes"] = json!(changes);
+            state.authorize(principal, "edit", kind, Some(object)).await?;
+            match kind {
+                "user" => update_user(state, current, body).await?,
+                "group" => {
+                    reject_unknown(&body, &["name"], "group")?;
+                    let name = body
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| ApiError::field("name", "'name' (a string) is required"))?;
+                    state.store.rename_group(id, name).await?;
+                }
+                _ => {
+                    let mut value = current;
+                    merge_input(&mut value, body, kind, &what)?;
+                    dispatch_kind!(kind, state.store, update, value, &what)?;
+                }
+            }
+            Ok(json_response(StatusCode::OK, &get_value(state, kind, id).await?))
+        }
+        "delete" => {
+            let current = get_value(state, kind, id).await?;
+            state.authorize(principal, "delete", kind, Some(authz_object(state, kind, current).await?)).await?;
+            let deleted = match kind {
+                "user" => state.store.delete_user(id).await?,
+                "group" => state.store.delete_group(id).await?,
+                _ => dispatch_kind!(kind, state.store, delete, id)?,
+            };
+            if !deleted {
+                return Err(ApiError::not_found(&format!("{what} {id}")));
+            }
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(ApiError::not_found("route")),
+    }
+}
+
+/// Overlays client input on an object, refusing unknown and read-only fields.
+fn merge_input(value: &mut Value, body: Map<String, Value>, kind: &str, what: &str) -> Result<(), ApiError> {
+    let readonly = read_only(kind);
+    let object = value.as_object_mut().expect("objects serialize as JSON objects");
+    let allowed: Vec<String> = object.keys().filter(|k| !readonly.contains(&k.as_str())).cloned().collect();
+    for (key, v) in body {
+        if readonly.contains(&key.as_str()) {
+            return Err(ApiError::field(&key, format!("field '{key}' of {what} is read-only")));
+        }
+        if !object.contains_key(&key) {
+            return Err(ApiError::field(
+                &key,
+                format!("unknown field '{key}' for {what} (allowed: {})", allowed.join(", ")),
+            ));
+        }
+        object.insert(key, v);
+    }
+    Ok(())
+}
+
+/// `?field=value` filters on top-level fields, compared as text.
+fn filter_by_query(all: Vec<Value>, query: &HashMap<String, String>, kind: &str) -> Result<Vec<Value>, ApiError> {
+    let filters: Vec<(&String, &String)> =
+        query.iter().filter(|(k, _)| !["limit", "offset"].contains(&k.as_str())).collect();
+    if let (Some((key, _)), Some(first)) =
+        (filters.iter().find(|(k, _)| all.first().is_some_and(|f| f.get(k.as_str()).is_none())), all.first())
+    {
+        let _ = first;
+        return Err(ApiError::field(key, format!("unknown filter '{key}' for {}", kind.replace('_', " "))));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|v| {
+            filters.iter().all(|(k, want)| match &v[k.as_str()] {
+                Value::String(s) => s == *want,
+                Value::Null => want.is_empty() || *want == "null",
+                other => other.to_string() == **want,
+            })
+        })
+        .collect())
+}
+
+const USER_FIELDS: &[&str] =
+    &["username", "password", "email", "first_name", "last_name", "is_superuser", "is_active", "group_ids"];
+
+async fn create_user(state: &Arc<AppState>, body: Map<String, Value>) -> Result<Id, ApiError> {
+    reject_unknown(&body, USER_FIELDS, "user")?;
+    #[derive(serde::Deserialize)]
+    struct Input {
+        username: String,
+        password: String,
+        #[serde(default)]
+        email: String,
+        #[serde(default)]
+        first_name: String,
+        #[serde(default)]
+        last_name: String,
+        #[serde(default)]
+        is_superuser: bool,
+        #[serde(default)]
+        group_ids: Vec<Id>,
+    }
+    let input: Input = typed(Value::Object(body), "user")?;
+    let id = state
+        .store
+        .create_user(&NewUser {
+            username: input.username,
+            password: input.password,
+            email: input.email,
+            first_name: input.first_name,
+            last_name: input.last_name,
+            is_superuser: input.is_superuser,
+        })
+        .await?;
+    if !input.group_ids.is_empty() {
+        let mut user = state.store.get_user(id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+        user.group_ids = input.group_ids;
+        if let Err(e) = state.store.update_user(&user).await {
+            // Nothing half-saved: a bad group removes the new user again.
+            let _ = state.store.delete_user(id).await;
+            return Err(e.into());
+        }
+    }
+    Ok(id)
+}
+
+async fn update_user(state: &Arc<AppState>, current: Value, mut body: Map<String, Value>) -> Result<(), ApiError> {
+    reject_unknown(&body, USER_FIELDS, "user")?;
+    let password = match body.remove("password") {
+        Some(Value::String(p)) => Some(p),
+        Some(other) => {
+            return Err(ApiError::field("password", format!("'password' must be a string, got {}", kind_of(&other))))
+        }
+        None => None,
+    };
+    let mut value = current;
+    for (k, v) in body {
+        value[k] = v;
+    }
+    let user: User = typed(value, "user")?;
+    if let Some(p) = &password {
+        // Checked first so a weak password leaves the other fields unsaved too.
+        crate::store::check_password(p).map_err(crate::store::StoreError::from)?;
+    }
+    state.store.update_user(&user).await?;
+    if let Some(p) = password {
+        state.store.set_password(user.id, &p).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Who is asking, and may they: session cookies (HttpOnly, SameSite=Strict)
+//! for people, bearer API tokens for scripts, a CSRF token required on every
+//! state-changing request a cookie authenticates, and the `authorization`
+//! plugin chain (every configured plugin must allow).
+
+use std::sync::Arc;
+
+use abi_stable::std_types::RStr;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use vespene_plugin_api::{AccessRequest, UserInfo};
+use warp::http::{HeaderMap, Method};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::plugins::Instance;
+use crate::settings::PluginSection;
+use crate::store::User;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "vespene_session";
+/// The header carrying the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a login lasts, in seconds.
+pub const SESSION_TTL_SECS: i64 = 14 * 24 * 3600;
+
+/// How a request was authenticated.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// Nobody.
+    Anonymous,
+    /// A browser session.
+    Session {
+        /// The user.
+        user: User,
+        /// The session id (from the cookie).
+        sid: String,
+    },
+    /// An API token.
+    Token {
+        /// The user.
+        user: User,
+    },
+}
+
+impl Principal {
+    /// The user, if any.
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::Session { user, .. } | Principal::Token { user } => Some(user),
+        }
+    }
+
+    /// The user or 401.
+    pub fn require(&self) -> Result<&User, ApiError> {
+        self.user().ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// The CSRF token that goes with a session: derived from the session id, so
+/// only a page that could read the session's own answers knows it.
+pub fn csrf_token(sid: &str) -> String {
+    let digest = Sha256::digest(format!("vespene-csrf:{sid}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A cookie value from the Cookie header.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|part| {
+        let (k, v) = part.trim().split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// Authenticates a request from its headers; a CSRF check for cookie-based
+/// state changes. Bad credentials are an error, no credentials is Anonymous.
+pub async fn authenticate(state: &Arc<AppState>, method: &Method, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let token =
+            value.strip_prefix("Bearer ").ok_or_else(|| ApiError::bad("Authorization must be 'Bearer <token>'"))?;
+        return match state.store.authenticate_token(token.trim()).await? {
+            Some(user) => Ok(Principal::Token { user }),
+            None => Err(ApiError::new(warp::http::StatusCode::UNAUTHORIZED, "the API token is unknown or revoked")),
+        };
+    }
+    let Some(sid) = cookie(headers, SESSION_COOKIE) else { return Ok(Principal::Anonymous) };
+    let Some(user) = state.store.session_user(&sid).await? else { return Ok(Principal::Anonymous) };
+    let changes_state = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes_state {
+        let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if sent != csrf_token(&sid) {
+            return Err(ApiError::forbidden("missing or wrong CSRF token (send the X-CSRF-Token header)"));
+        }
+    }
+    Ok(Principal::Session { user, sid })
+}
+
+/// The user as authorization plugins see them.
+pub async fn user_info(state: &Arc<AppState>, user: &User) -> Result<UserInfo, ApiError> {
+    let groups = state.store.list_groups().await?;
+    Ok(UserInfo {
+        id: user.id,
+        username: user.username.clone(),
+        superuser: user.is_superuser,
+        groups: groups.into_iter().filter(|g| user.group_ids.contains(&g.id)).map(|g| g.name).collect(),
+    })
+}
+
+impl AppState {
+    fn access_request(&self, user: Option<UserInfo>, action: &str, kind: &str, object: Option<Value>) -> String {
+        let request = AccessRequest { user, action: action.into(), kind: kind.into(), object };
+        serde_json::to_string(&request).expect("access request serializes")
+    }
+
+    /// Asks every authorization plugin; all must allow.
+    pub async fn authorize(
+        self: &Arc<Self>,
+        principal: &Principal,
+        action: &str,
+        kind: &str,
+        object: Option<Value>,
+    ) -> Result<(), ApiError> {
+        let user = match principal.user() {
+            Some(u) => Some(user_info(self, u).await?),
+            None => None,
+        };
+        let anonymous = user.is_none();
+        let request = self.access_request(user, action, kind, object);
+        let (action, kind) = (action.to_string(), kind.to_string());
+        let state = self.clone();
+        let verdict = tokio::task::spawn_blocking(move || {
+            for plugin in state.registry.section(PluginSection::Authorization) {
+                if let Instance::Authorization(a) = &plugin.instance {
+                    match a.check(RStr::from(request.as_str())).into_result() {
+                        Ok(true) => {}
+                        Ok(false) => return Err(format!("not allowed to {action} this {kind} (by '{}')", plugin.name)),
+                        Err(e) => return Err(format!("authorization plugin '{}' failed: {e}", plugin.name)),
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::new(warp::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        verdict.map_err(|m| if anonymous { ApiError::unauthenticated() } else { ApiError::forbidden(m) })
+    }
+
+    /// The ids among `candidates` that every authorization plugin lets the user see.
+    pub async fn visible(
+        self: &Arc<Self>,
+        principal: &Principal,
+        kind: &str,
+        candidates: Vec<Value>,
+    ) -> Result<Vec<i64>, ApiError> {
+        let user = match principal.user() {
+            Some(u) => Some(user_info(self, u).await?),
+            None => None,
+        };
+        let request = self.access_request(user, "list", kind, None);
+        let state = self.clone();
+        let candidates_json = Value::Array(candidates.clone()).to_string();
+        let mut ids: Vec<i64> = candidates.iter().filter_map(|c| c["id"].as_i64()).collect();
+        let allowed = tokio::task::spawn_blocking(move || {
+            for plugin in state.registry.section(PluginSection::Authorization) {
+                if let Instance::Authorization(a) = &plugin.instance {
+                    let keep = a
+                        .filter_list(RStr::from(request.as_str()), RStr::from(candidates_json.as_str()))
+                        .into_result()
+                        .map_err(|e| format!("authorization plugin '{}' failed: {e}", plugin.name))?;
+                    ids.retain(|id| keep.contains(id));
+                }
+            }
+            Ok::<_, String>(ids)
+        })
+        .await
+        .map_err(|e| ApiError::new(warp::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        allowed.map_err(ApiError::forbidden)
+    }
+}

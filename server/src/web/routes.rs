@@ -1,0 +1,181 @@
+//! The API's route table: the dispatcher matches requests against it and the
+//! OpenAPI document is generated from it, so the two cannot drift apart.
+
+use serde_json::{json, Map, Value};
+
+/// One API route.
+pub struct Route {
+    /// A stable name the dispatcher switches on.
+    pub id: &'static str,
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The path, with `{id}` for the one parameter.
+    pub path: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+}
+
+macro_rules! crud_routes {
+    ($($kind:literal => $path:literal),* $(,)?) => {
+        &[
+            $(
+                Route { id: concat!($kind, ".list"), method: "GET", path: concat!("/api/v1/", $path), summary: concat!("List ", $path, " (limit, offset, name filters)") },
+                Route { id: concat!($kind, ".create"), method: "POST", path: concat!("/api/v1/", $path), summary: concat!("Create one of ", $path) },
+                Route { id: concat!($kind, ".get"), method: "GET", path: concat!("/api/v1/", $path, "/{id}"), summary: concat!("Get one of ", $path) },
+                Route { id: concat!($kind, ".update"), method: "PATCH", path: concat!("/api/v1/", $path, "/{id}"), summary: concat!("Change fields of one of ", $path) },
+                Route { id: concat!($kind, ".delete"), method: "DELETE", path: concat!("/api/v1/", $path, "/{id}"), summary: concat!("Delete one of ", $path) },
+            )*
+        ]
+    };
+}
+
+/// The object routes, one block per kind.
+pub const CRUD: &[Route] = crud_routes! {
+    "project" => "projects",
+    "pipeline" => "pipelines",
+    "stage" => "stages",
+    "worker_pool" => "worker_pools",
+    "variable_set" => "variable_sets",
+    "snippet" => "snippets",
+    "ssh_key" => "ssh_keys",
+    "service_login" => "service_logins",
+    "organization" => "organizations",
+    "user" => "users",
+    "group" => "groups",
+};
+
+/// The other routes.
+pub const SPECIAL: &[Route] = &[
+    Route { id: "health", method: "GET", path: "/api/v1/health", summary: "Liveness and version" },
+    Route { id: "openapi", method: "GET", path: "/api/v1/openapi.json", summary: "This document" },
+    Route {
+        id: "login",
+        method: "POST",
+        path: "/api/v1/login",
+        summary: "Log in with username and password; sets the session cookie",
+    },
+    Route { id: "logout", method: "POST", path: "/api/v1/logout", summary: "End the session" },
+    Route {
+        id: "me",
+        method: "GET",
+        path: "/api/v1/me",
+        summary: "The current user (and the CSRF token of a session)",
+    },
+    Route { id: "plugins", method: "GET", path: "/api/v1/plugins", summary: "Loaded plugins" },
+    Route {
+        id: "project.start",
+        method: "POST",
+        path: "/api/v1/projects/{id}/start",
+        summary: "Start a project (body: {\"answers\": {...}})",
+    },
+    Route {
+        id: "build.list",
+        method: "GET",
+        path: "/api/v1/builds",
+        summary: "List builds (project_id, worker_pool_id, status, limit, offset)",
+    },
+    Route { id: "build.get", method: "GET", path: "/api/v1/builds/{id}", summary: "Get a build" },
+    Route { id: "build.delete", method: "DELETE", path: "/api/v1/builds/{id}", summary: "Delete a finished build" },
+    Route {
+        id: "build.stop",
+        method: "POST",
+        path: "/api/v1/builds/{id}/stop",
+        summary: "Stop a queued or running build",
+    },
+    Route {
+        id: "build.output",
+        method: "GET",
+        path: "/api/v1/builds/{id}/output",
+        summary: "Output lines after sequence number `after` (limit)",
+    },
+    Route {
+        id: "build.stream",
+        method: "GET",
+        path: "/api/v1/builds/{id}/stream",
+        summary: "Live output as Server-Sent Events (line events, then end)",
+    },
+    Route { id: "token.list", method: "GET", path: "/api/v1/tokens", summary: "Your API tokens" },
+    Route { id: "token.create", method: "POST", path: "/api/v1/tokens", summary: "Create an API token (shown once)" },
+    Route {
+        id: "token.delete",
+        method: "DELETE",
+        path: "/api/v1/tokens/{id}",
+        summary: "Revoke one of your API tokens",
+    },
+    Route { id: "webhook", method: "POST", path: "/webhooks", summary: "GitHub, GitLab or generic push webhooks" },
+];
+
+/// Every route.
+pub fn all() -> impl Iterator<Item = &'static Route> {
+    SPECIAL.iter().chain(CRUD.iter())
+}
+
+/// Finds the route for a request; answers it and the `{id}` parameter.
+pub fn find(method: &str, path: &str) -> Option<(&'static Route, Option<i64>)> {
+    let path = path.trim_end_matches('/');
+    let path = if path.is_empty() { "/" } else { path };
+    for route in all() {
+        if route.method != method {
+            continue;
+        }
+        let pattern: Vec<&str> = route.path.split('/').collect();
+        let actual: Vec<&str> = path.split('/').collect();
+        if pattern.len() != actual.len() {
+            continue;
+        }
+        let mut id = None;
+        let matched = pattern.iter().zip(&actual).all(|(p, a)| {
+            if *p == "{id}" {
+                id = a.parse::<i64>().ok();
+                id.is_some()
+            } else {
+                p == a
+            }
+        });
+        if matched {
+            return Some((route, id));
+        }
+    }
+    None
+}
+
+/// Whether some route has this path (for 405 versus 404).
+pub fn path_exists(path: &str) -> bool {
+    ["GET", "POST", "PATCH", "DELETE"].iter().any(|m| find(m, path).is_some())
+}
+
+/// The OpenAPI 3 document.
+pub fn openapi() -> Value {
+    let mut paths = Map::new();
+    for route in all() {
+        let entry = paths.entry(route.path.to_string()).or_insert_with(|| json!({}));
+        let mut op = json!({
+            "operationId": route.id,
+            "summary": route.summary,
+            "responses": {
+                "200": { "description": "OK (JSON)" },
+                "400": { "description": "Malformed request: {\"error\", \"field\"}" },
+                "401": { "description": "Not authenticated" },
+                "403": { "description": "Not allowed" },
+                "404": { "description": "Not found" }
+            }
+        });
+        if route.path.contains("{id}") {
+            op["parameters"] =
+                json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }]);
+        }
+        entry[route.method.to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "Vespene REST API", "version": env!("CARGO_PKG_VERSION") },
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "session": { "type": "apiKey", "in": "cookie", "name": super::auth::SESSION_COOKIE }
+            }
+        },
+        "security": [{ "bearer": [] }, { "session": [] }],
+        "paths": paths,
+    })
+}

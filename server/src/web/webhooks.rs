@@ -1,0 +1,184 @@
+//! Push webhooks at `/webhooks`: GitHub, GitLab and a generic JSON form start
+//! every webhook-enabled project whose repository matches the payload,
+//! honouring the project's branch. A project with a webhook secret only
+//! starts for a request proven by it: GitHub's `X-Hub-Signature-256` HMAC,
+//! GitLab's `X-Gitlab-Token`, or `X-Vespene-Token` for the generic form.
+
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use super::api::{body_object, ApiRequest};
+use super::error::ApiError;
+use super::AppState;
+use crate::engine::StartRequest;
+use crate::store::Project;
+
+/// Which sender a payload is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    GitHub,
+    GitLab,
+    Generic,
+}
+
+/// Handles a webhook POST.
+pub async fn handle(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiError> {
+    let body = body_object(&req.body)?;
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let sender = if header("x-github-event").is_some() {
+        Sender::GitHub
+    } else if header("x-gitlab-event").is_some() {
+        Sender::GitLab
+    } else {
+        Sender::Generic
+    };
+    if sender == Sender::GitHub && header("x-github-event").as_deref() == Some("ping") {
+        return Ok(warp::reply::json(&json!({ "ok": true, "started": [] })).into_response());
+    }
+    let urls = repository_urls(&body);
+    if urls.is_empty() {
+        return Err(ApiError::bad(
+            "the payload names no repository (repository.clone_url / ssh_url / git_url, project.git_http_url / git_ssh_url, or repository as a string)",
+        ));
+    }
+    let branch = payload_branch(&body);
+    let mut started = Vec::new();
+    let mut refused: Option<ApiError> = None;
+    let mut seen = std::collections::HashSet::new();
+    for url in &urls {
+        for project in state.store.projects_by_repo_url(url).await? {
+            if !project.webhook_enabled || !seen.insert(project.id) {
+                continue;
+            }
+            if !project.repo_branch.is_empty() && branch.as_deref().is_some_and(|b| b != project.repo_branch) {
+                continue;
+            }
+            if let Err(e) = verify(&project, sender, &req.headers, &req.body) {
+                refused.get_or_insert(e);
+                continue;
+            }
+            let build =
+                state.engine.start_project(StartRequest { project_id: project.id, ..Default::default() }).await?;
+            started.push(json!({ "project": project.name, "build": build.id }));
+        }
+    }
+    if started.is_empty() {
+        if let Some(e) = refused {
+            return Err(e);
+        }
+    }
+    Ok(warp::reply::with_status(warp::reply::json(&json!({ "ok": true, "started": started })), StatusCode::OK)
+        .into_response())
+}
+
+/// The repository URLs a payload names (GitHub and GitLab shapes, or generic).
+fn repository_urls(body: &serde_json::Map<String, Value>) -> Vec<String> {
+    let mut urls = Vec::new();
+    let mut push = |v: &Value| {
+        if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
+            if !urls.iter().any(|u: &String| u == s) {
+                urls.push(s.to_string());
+            }
+        }
+    };
+    for section in ["repository", "project"] {
+        match body.get(section) {
+            Some(Value::Object(o)) => {
+                for key in ["clone_url", "ssh_url", "git_url", "git_http_url", "git_ssh_url", "url"] {
+                    if let Some(v) = o.get(key) {
+                        push(v);
+                    }
+                }
+            }
+            Some(v @ Value::String(_)) => push(v),
+            _ => {}
+        }
+    }
+    urls
+}
+
+/// The pushed branch: `ref: refs/heads/X` (GitHub, GitLab) or `branch: X`.
+fn payload_branch(body: &serde_json::Map<String, Value>) -> Option<String> {
+    if let Some(r) = body.get("ref").and_then(Value::as_str) {
+        return Some(r.strip_prefix("refs/heads/").unwrap_or(r).to_string());
+    }
+    body.get("branch").and_then(Value::as_str).map(str::to_string)
+}
+
+fn verify(project: &Project, sender: Sender, headers: &warp::http::HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let Some(secret) = project.webhook_token.as_deref().filter(|s| !s.is_empty()) else {
+        // No secret configured: the project accepts unsigned pushes, as the original did.
+        return Ok(());
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match sender {
+        Sender::GitHub => {
+            let Some(sig) = header("x-hub-signature-256") else {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing X-Hub-Signature-256 for a project with a webhook secret",
+                ));
+            };
+            let hex = sig.strip_prefix("sha256=").unwrap_or("");
+            let given =
+                decode_hex(hex).ok_or_else(|| ApiError::forbidden("X-Hub-Signature-256 is not sha256=<hex>"))?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+            mac.update(body);
+            mac.verify_slice(&given).map_err(|_| ApiError::forbidden("the webhook signature does not match"))
+        }
+        Sender::GitLab | Sender::Generic => {
+            let name = if sender == Sender::GitLab { "x-gitlab-token" } else { "x-vespene-token" };
+            match header(name) {
+                None => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    format!("missing {name} for a project with a webhook secret"),
+                )),
+                Some(t) if constant_time_eq(t.as_bytes(), secret.as_bytes()) => Ok(()),
+                Some(_) => Err(ApiError::forbidden("the webhook token does not match")),
+            }
+        }
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_urls_and_branches_in_github_and_gitlab_payloads() {
+        let github =
+            json!({"ref": "refs/heads/main", "repository": {"clone_url": "https://h/r.git", "ssh_url": "git@h:r.git"}});
+        let body = github.as_object().unwrap();
+        assert_eq!(repository_urls(body), vec!["https://h/r.git", "git@h:r.git"]);
+        assert_eq!(payload_branch(body).as_deref(), Some("main"));
+        let gitlab = json!({"ref": "refs/heads/dev", "project": {"git_http_url": "https://g/r.git"}});
+        assert_eq!(repository_urls(gitlab.as_object().unwrap()), vec!["https://g/r.git"]);
+        let generic = json!({"repository": "file:///srv/r", "branch": "x"});
+        assert_eq!(repository_urls(generic.as_object().unwrap()), vec!["file:///srv/r"]);
+        assert_eq!(payload_branch(generic.as_object().unwrap()).as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn hex_decodes() {
+        assert_eq!(decode_hex("0aff"), Some(vec![10, 255]));
+        assert_eq!(decode_hex("0g"), None);
+        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
+    }
+}
