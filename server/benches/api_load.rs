@@ -1,0 +1,126 @@
+//! A bounded load test of the REST API on loopback: 200 concurrent clients
+//! read the project list and a build's output for 30 s (VESPENE_BENCH_SECONDS)
+//! against the release `vespene serve` on SQLite. Prints requests per second
+//! and fails if any request failed.
+//!
+//! Run with `scripts/bench api_load`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vespene::store::{NewBuild, NewUser, OutputStream, Project, Store, StoreOptions, WorkerPool};
+
+const CLIENTS: usize = 200;
+
+async fn get(addr: &str, path: &str, token: &str) -> Result<u16, String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| "no status line".to_string())
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("VESPENE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let release = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (token, build_id) = runtime.block_on(async {
+        let store = Store::open(&StoreOptions {
+            url: format!("sqlite://{}", dir.path().join("vespene.db").display()),
+            key_file: dir.path().join("secret.key"),
+            max_connections: 2,
+            migrate: true,
+        })
+        .await
+        .unwrap();
+        let user = store
+            .create_user(&NewUser { username: "bench".into(), password: "bench-password".into(), is_superuser: true, ..Default::default() })
+            .await
+            .unwrap();
+        let (_, token) = store.create_api_token(user, "bench", None).await.unwrap();
+        let pool = store.create_worker_pool(&WorkerPool { name: "bench".into(), isolation_method: "shell".into(), ..Default::default() }).await.unwrap();
+        let mut project_id = 0;
+        for i in 0..20 {
+            project_id = store
+                .create_project(&Project { name: format!("project-{i}"), worker_pool_id: pool, ..Default::default() })
+                .await
+                .unwrap();
+        }
+        let build = store
+            .create_build(&NewBuild { project_id: Some(project_id), worker_pool_id: pool, status: Some(vespene::store::BuildStatus::Failure), ..Default::default() })
+            .await
+            .unwrap();
+        let lines: Vec<(OutputStream, String)> = (0..500).map(|i| (OutputStream::Stdout, format!("output line {i}"))).collect();
+        store.append_output(build.id, &lines).await.unwrap();
+        store.close().await;
+        (token, build.id)
+    });
+    let mut server = Command::new(release.join("vespene"))
+        .arg("serve")
+        .env("VESPENE_DATA_DIR", dir.path())
+        .env("VESPENE_SYSTEM_DIR", dir.path().join("etc"))
+        .env("VESPENE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("VESPENE_WORKERS__EMBEDDED", "false")
+        .env("VESPENE_PLUGIN_PATH", &release)
+        .env("VESPENE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the release vespene (cargo build --release --workspace first)");
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("Vespene is listening on http://") {
+            break rest.trim_end_matches('/').to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    runtime.block_on(async {
+        let deadline = started + Duration::from_secs(seconds);
+        let mut clients = Vec::new();
+        for c in 0..CLIENTS {
+            let (addr, token, ok, failed) = (addr.clone(), token.clone(), ok.clone(), failed.clone());
+            clients.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let path = if (c as u64 + n) % 2 == 0 {
+                        "/api/v1/projects?limit=20".to_string()
+                    } else {
+                        format!("/api/v1/builds/{build_id}/output?after=0&limit=200")
+                    };
+                    match get(&addr, &path, &token).await {
+                        Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(status) => {
+                            eprintln!("{path}: HTTP {status}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => {
+                            eprintln!("{path}: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    n += 1;
+                }
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = server.kill();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("REST API load: {CLIENTS} concurrent clients for {seconds} s on loopback (release build, SQLite)");
+    println!("  requests: {ok} ok, {failed} failed; {:.0} requests/s", ok as f64 / elapsed);
+    assert_eq!(failed, 0, "some requests failed");
+}
