@@ -67,6 +67,8 @@ greeting = "hello"
             ("success_triggers", "publish", "command"),
             ("success_triggers", "hello", "template"),
             ("scm", "none", "none"),
+            ("scm", "git", "git"),
+            ("scm", "svn", "svn"),
             ("output", "timestamp", "timestamp"),
         ]
     );

@@ -276,7 +276,8 @@ pub fn project_info(p: &Project) -> ProjectInfo {
         timeout_minutes: Some(p.timeout),
         container_base_image: p.container_base_image.clone(),
         worker_pool: None,
-        extra: Map::new(),
+        // Whether SCM plugins check out submodules too.
+        extra: Map::from_iter([("recursive".to_string(), Value::Bool(p.recursive))]),
     }
 }
 

@@ -271,7 +271,7 @@ impl Engine {
         let context = serde_json::to_string(&context).map_err(|e| EngineError::Failed(e.to_string()))?;
         let host = self.build_host(log, cancel, root);
         let registry = self.registry().clone();
-        log.message(&format!("checking out {} with scm '{scm}'", project.repo_url));
+        log.message(&format!("checking out {} with scm '{scm}'", without_password(&project.repo_url)));
         let answer = tokio::task::spawn_blocking(move || {
             let plugin = registry.scm(&scm).expect("checked above");
             plugin.checkout(RStr::from(context.as_str()), &host.host()).into_result()
@@ -412,5 +412,31 @@ fn mask_secret_variables(log: &BuildLog, variables_json: &str) {
                 }
             }
         }
+    }
+}
+
+/// A URL with any `user:password@` reduced to `user@`, for the log.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, String::new()));
+    match authority.rsplit_once('@') {
+        Some((creds, host)) => {
+            let user = creds.split_once(':').map(|(u, _)| u).unwrap_or(creds);
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_not_logged() {
+        assert_eq!(without_password("https://ci:s3cret@git.example.com/r.git"), "https://ci@git.example.com/r.git");
+        assert_eq!(without_password("https://git.example.com/r.git"), "https://git.example.com/r.git");
+        assert_eq!(without_password("/srv/repo"), "/srv/repo");
+        assert!(is_secret_name("DEPLOY_TOKEN") && is_secret_name("db_password") && !is_secret_name("image"));
     }
 }

@@ -204,6 +204,13 @@ per_pool = 2
 [plugins.scm.none]
 library = "none"
 
+[plugins.scm.git]
+library = "git"
+host_key_policy = "strict"
+
+[plugins.scm.svn]
+library = "svn"
+
 [plugins.isolation.shell]
 library = "shell"
 
