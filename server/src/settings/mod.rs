@@ -214,6 +214,9 @@ library = "svn"
 [plugins.isolation.shell]
 library = "shell"
 
+[plugins.isolation.sudo]
+library = "sudo"
+
 [plugins.variables.common]
 library = "variables-common"
 
