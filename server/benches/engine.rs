@@ -72,7 +72,8 @@ async fn latency(engine: &Engine, pool: &WorkerPool, runs: usize) -> Vec<f64> {
     let project = Project {
         name: "latency".into(),
         worker_pool_id: pool.id,
-        script: "#!/bin/sh\necho first\n".into(),
+        // Still running when its first line is stored: this measures live output.
+        script: "#!/bin/sh\necho first\nsleep 0.05\n".into(),
         ..Default::default()
     };
     let project_id = engine.store().create_project(&project).await.unwrap();

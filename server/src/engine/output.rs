@@ -57,7 +57,9 @@ impl BuildLog {
             pending.push(line);
             pending.len()
         };
-        if len >= BATCH_LINES {
+        // The first line after a quiet spell goes out at once (live latency);
+        // the lines behind it batch up while it is being stored.
+        if len == 1 || len >= BATCH_LINES {
             self.wake.notify_one();
         }
     }
