@@ -18,7 +18,8 @@ const CLIENTS: usize = 200;
 
 async fn get(addr: &str, path: &str, token: &str) -> Result<u16, String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
@@ -41,11 +42,23 @@ fn main() {
         .await
         .unwrap();
         let user = store
-            .create_user(&NewUser { username: "bench".into(), password: "bench-password".into(), is_superuser: true, ..Default::default() })
+            .create_user(&NewUser {
+                username: "bench".into(),
+                password: "bench-password".into(),
+                is_superuser: true,
+                ..Default::default()
+            })
             .await
             .unwrap();
         let (_, token) = store.create_api_token(user, "bench", None).await.unwrap();
-        let pool = store.create_worker_pool(&WorkerPool { name: "bench".into(), isolation_method: "shell".into(), ..Default::default() }).await.unwrap();
+        let pool = store
+            .create_worker_pool(&WorkerPool {
+                name: "bench".into(),
+                isolation_method: "shell".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let mut project_id = 0;
         for i in 0..20 {
             project_id = store
@@ -54,10 +67,16 @@ fn main() {
                 .unwrap();
         }
         let build = store
-            .create_build(&NewBuild { project_id: Some(project_id), worker_pool_id: pool, status: Some(vespene::store::BuildStatus::Failure), ..Default::default() })
+            .create_build(&NewBuild {
+                project_id: Some(project_id),
+                worker_pool_id: pool,
+                status: Some(vespene::store::BuildStatus::Failure),
+                ..Default::default()
+            })
             .await
             .unwrap();
-        let lines: Vec<(OutputStream, String)> = (0..500).map(|i| (OutputStream::Stdout, format!("output line {i}"))).collect();
+        let lines: Vec<(OutputStream, String)> =
+            (0..500).map(|i| (OutputStream::Stdout, format!("output line {i}"))).collect();
         store.append_output(build.id, &lines).await.unwrap();
         store.close().await;
         (token, build.id)
@@ -93,7 +112,7 @@ fn main() {
             clients.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    let path = if (c as u64 + n) % 2 == 0 {
+                    let path = if (c as u64 + n).is_multiple_of(2) {
                         "/api/v1/projects?limit=20".to_string()
                     } else {
                         format!("/api/v1/builds/{build_id}/output?after=0&limit=200")
@@ -119,6 +138,7 @@ fn main() {
     });
     let elapsed = started.elapsed().as_secs_f64();
     let _ = server.kill();
+    let _ = server.wait();
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!("REST API load: {CLIENTS} concurrent clients for {seconds} s on loopback (release build, SQLite)");
     println!("  requests: {ok} ok, {failed} failed; {:.0} requests/s", ok as f64 / elapsed);

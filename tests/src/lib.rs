@@ -247,6 +247,39 @@ impl Server {
     pub fn get(&self, path: &str) -> (u16, String) {
         http_request(&self.addr, "GET", path, &[], "")
     }
+
+    /// GET `path` with extra headers.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        http_request(&self.addr, "GET", path, headers, "")
+    }
+
+    /// The administrator password the first start printed, if it did.
+    pub fn admin_password(&self) -> Option<String> {
+        self.startup.iter().find_map(|l| {
+            l.split_once("password '")
+                .map(|(_, rest)| rest.trim_end_matches(|c| c != '\'').trim_end_matches('\'').to_string())
+        })
+    }
+
+    /// Logs in through the API; answers the `Cookie` header value of the session.
+    pub fn login(&self, username: &str, password: &str) -> String {
+        use std::io::{Read, Write};
+        let body = serde_json::json!({ "username": username, "password": password }).to_string();
+        let mut stream = std::net::TcpStream::connect(&self.addr).expect("connect");
+        write!(
+            stream,
+            "POST /api/v1/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let line = response
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .unwrap_or_else(|| panic!("login failed: {response}"));
+        line.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_string()
+    }
 }
 
 impl Drop for Server {

@@ -408,7 +408,12 @@ async fn the_authorization_matrix() {
     user(&store, "other", false, &[]).await;
     let admin = token_for(&server.addr, "boss");
     let creator = token_for(&server.addr, "creator");
-    let pool = admin.ok("POST", "/api/v1/worker_pools", Some(&json!({"name": "m", "isolation_method": "shell"})));
+    // No duplicate collapse: every build started here must stay stoppable.
+    let pool = admin.ok(
+        "POST",
+        "/api/v1/worker_pools",
+        Some(&json!({"name": "m", "isolation_method": "shell", "build_latest": false})),
+    );
     let project = creator.ok(
         "POST",
         "/api/v1/projects",

@@ -64,13 +64,15 @@ fn a_plugin_built_on_interface_1_0_loads_and_works_in_the_current_server() {
     assert!(stdout(&out).contains("interface: 1.0.0 (older minor version: still compatible)"), "{}", stdout(&out));
     assert!(stdout(&out).contains("kinds: trigger, output"));
 
-    // The server starts with it, and its plugins page flags it.
+    // The server starts with it, and its plugins page (behind login) flags it.
     let server = sandbox.serve();
-    let (status, page) = server.get("/ui/plugins");
-    assert_eq!(status, 200);
+    let password = server.admin_password().expect("the first start prints the admin password");
+    let cookie = server.login("admin", &password);
+    let (status, page) = server.get_with("/ui/plugins", &[("Cookie", &cookie)]);
+    assert_eq!(status, 200, "{page}");
     assert_eq!(page.matches("built on an older interface").count(), 2, "{page}");
     assert!(page.contains("libvespene_timestamp.so"), "{page}");
-    let (status, json) = server.get("/api/v1/plugins");
+    let (status, json) = server.get_with("/api/v1/plugins", &[("Cookie", &cookie)]);
     assert_eq!(status, 200);
     assert!(json.contains("\"older_interface\":true"), "{json}");
 }

@@ -251,7 +251,7 @@ async fn me(_state: &Arc<AppState>, principal: &Principal) -> Result<Response, A
 
 // ------------------------------------------------------------ builds
 
-async fn build_object(state: &Arc<AppState>, id: Id) -> Result<(crate::store::Build, Value), ApiError> {
+pub(crate) async fn build_object(state: &Arc<AppState>, id: Id) -> Result<(crate::store::Build, Value), ApiError> {
     let build = state.store.get_build(id).await?.ok_or_else(|| ApiError::not_found(&format!("build {id}")))?;
     let mut object = match build.project_id {
         Some(pid) => match state.store.get_project(pid).await? {
@@ -356,7 +356,7 @@ fn read_only(kind: &str) -> &'static [&'static str] {
 }
 
 /// The object as authorization plugins see it: id, creator, and group names.
-async fn authz_object(state: &Arc<AppState>, kind: &str, value: Value) -> Result<Value, ApiError> {
+pub(crate) async fn authz_object(state: &Arc<AppState>, kind: &str, value: Value) -> Result<Value, ApiError> {
     let groups = state.store.list_groups().await?;
     let names = |ids: &Value| -> Value {
         let ids: Vec<i64> = ids.as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
@@ -447,7 +447,7 @@ async fn list_values(state: &Arc<AppState>, kind: &str) -> Result<Vec<Value>, Ap
     }
 }
 
-async fn get_value(state: &Arc<AppState>, kind: &str, id: Id) -> Result<Value, ApiError> {
+pub(crate) async fn get_value(state: &Arc<AppState>, kind: &str, id: Id) -> Result<Value, ApiError> {
     let found = match kind {
         "user" => state.store.get_user(id).await?.map(|u| serde_json::to_value(u).unwrap_or_default()),
         "group" => state
@@ -470,19 +470,12 @@ async fn crud(
     id: Id,
     req: &ApiRequest,
 ) -> Result<Response, ApiError> {
-    let what = kind.replace('_', " ");
     match action {
         "list" => {
             state.authorize(principal, "list", kind, None).await?;
             let all = list_values(state, kind).await?;
             let filtered = filter_by_query(all, &req.query, kind)?;
-            let mut objects = Vec::new();
-            for v in &filtered {
-                objects.push(authz_object(state, kind, v.clone()).await?);
-            }
-            let visible = state.visible(principal, kind, objects).await?;
-            let visible: Vec<Value> =
-                filtered.into_iter().filter(|v| v["id"].as_i64().is_some_and(|i| visible.contains(&i))).collect();
+            let visible = only_visible(state, principal, kind, filtered).await?;
             let limit = (query_i64(&req.query, "limit", PAGE as i64)?.clamp(1, MAX_PAGE as i64)) as usize;
             let offset = query_i64(&req.query, "offset", 0)?.max(0) as usize;
             let count = visible.len();
@@ -498,72 +491,136 @@ async fn crud(
             Ok(json_response(StatusCode::OK, &value))
         }
         "create" => {
-            let user = principal.require()?.clone();
+            principal.require()?;
             state.authorize(principal, "create", kind, None).await?;
             let body = body_object(&req.body)?;
-            let created = match kind {
-                "user" => create_user(state, body).await?,
-                "group" => {
-                    reject_unknown(&body, &["name"], "group")?;
-                    let name = body
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| ApiError::field("name", "'name' (a string) is required"))?;
-                    state.store.create_group(name).await?
-                }
-                _ => {
-                    let mut value = dispatch_kind!(kind, state.store, defaults)?;
-                    merge_input(&mut value, body, kind, &what)?;
-                    value["created_by"] = json!(user.id);
-                    dispatch_kind!(kind, state.store, create, value, &what)?
-                }
-            };
+            let created = create_object(state, principal, kind, body).await?;
             Ok(json_response(StatusCode::CREATED, &get_value(state, kind, created).await?))
         }
         "update" => {
-            let current = get_value(state, kind, id).await?;
+            get_value(state, kind, id).await?;
             let body = body_object(&req.body)?;
-            let mut object = authz_object(state, kind, current.clone()).await?;
-            let mut changes: Vec<String> = body.keys().cloned().collect();
-            if body.contains_key("group_ids") {
-                // Authorization plugins speak of group membership as `groups`.
-                changes.push("groups".into());
-            }
-            object["changes"] = json!(changes);
-            state.authorize(principal, "edit", kind, Some(object)).await?;
-            match kind {
-                "user" => update_user(state, current, body).await?,
-                "group" => {
-                    reject_unknown(&body, &["name"], "group")?;
-                    let name = body
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| ApiError::field("name", "'name' (a string) is required"))?;
-                    state.store.rename_group(id, name).await?;
-                }
-                _ => {
-                    let mut value = current;
-                    merge_input(&mut value, body, kind, &what)?;
-                    dispatch_kind!(kind, state.store, update, value, &what)?;
-                }
-            }
+            update_object(state, principal, kind, id, body).await?;
             Ok(json_response(StatusCode::OK, &get_value(state, kind, id).await?))
         }
         "delete" => {
-            let current = get_value(state, kind, id).await?;
-            state.authorize(principal, "delete", kind, Some(authz_object(state, kind, current).await?)).await?;
-            let deleted = match kind {
-                "user" => state.store.delete_user(id).await?,
-                "group" => state.store.delete_group(id).await?,
-                _ => dispatch_kind!(kind, state.store, delete, id)?,
-            };
-            if !deleted {
-                return Err(ApiError::not_found(&format!("{what} {id}")));
-            }
+            delete_object(state, principal, kind, id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(ApiError::not_found("route")),
     }
+}
+
+/// The objects among `values` the principal may see (the authorization chain's `filter_list`).
+pub(crate) async fn only_visible(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    kind: &str,
+    values: Vec<Value>,
+) -> Result<Vec<Value>, ApiError> {
+    let mut objects = Vec::new();
+    for v in &values {
+        objects.push(authz_object(state, kind, v.clone()).await?);
+    }
+    let visible = state.visible(principal, kind, objects).await?;
+    Ok(values.into_iter().filter(|v| v["id"].as_i64().is_some_and(|i| visible.contains(&i))).collect())
+}
+
+/// Every object of `kind` the principal may see, as JSON (after `list` is authorized).
+pub(crate) async fn list_visible(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    kind: &str,
+) -> Result<Vec<Value>, ApiError> {
+    state.authorize(principal, "list", kind, None).await?;
+    let all = list_values(state, kind).await?;
+    only_visible(state, principal, kind, all).await
+}
+
+/// Creates an object from JSON input, as `POST /api/v1/<kind>s` does; the
+/// caller has authorized `create` already.
+pub(crate) async fn create_object(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    kind: &str,
+    body: Map<String, Value>,
+) -> Result<Id, ApiError> {
+    let user = principal.require()?.clone();
+    let what = kind.replace('_', " ");
+    Ok(match kind {
+        "user" => create_user(state, body).await?,
+        "group" => {
+            reject_unknown(&body, &["name"], "group")?;
+            let name = body
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::field("name", "'name' (a string) is required"))?;
+            state.store.create_group(name).await?
+        }
+        _ => {
+            let mut value = dispatch_kind!(kind, state.store, defaults)?;
+            merge_input(&mut value, body, kind, &what)?;
+            value["created_by"] = json!(user.id);
+            dispatch_kind!(kind, state.store, create, value, &what)?
+        }
+    })
+}
+
+/// Changes fields of an object, as `PATCH /api/v1/<kind>s/{id}` does, `edit` authorization included.
+pub(crate) async fn update_object(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    kind: &str,
+    id: Id,
+    body: Map<String, Value>,
+) -> Result<(), ApiError> {
+    let what = kind.replace('_', " ");
+    let current = get_value(state, kind, id).await?;
+    let mut object = authz_object(state, kind, current.clone()).await?;
+    let mut changes: Vec<String> = body.keys().cloned().collect();
+    if body.contains_key("group_ids") {
+        // Authorization plugins speak of group membership as `groups`.
+        changes.push("groups".into());
+    }
+    object["changes"] = json!(changes);
+    state.authorize(principal, "edit", kind, Some(object)).await?;
+    match kind {
+        "user" => update_user(state, current, body).await?,
+        "group" => {
+            reject_unknown(&body, &["name"], "group")?;
+            let name = body
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::field("name", "'name' (a string) is required"))?;
+            state.store.rename_group(id, name).await?;
+        }
+        _ => {
+            let mut value = current;
+            merge_input(&mut value, body, kind, &what)?;
+            dispatch_kind!(kind, state.store, update, value, &what)?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes an object, as `DELETE /api/v1/<kind>s/{id}` does, `delete` authorization included.
+pub(crate) async fn delete_object(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    kind: &str,
+    id: Id,
+) -> Result<(), ApiError> {
+    let current = get_value(state, kind, id).await?;
+    state.authorize(principal, "delete", kind, Some(authz_object(state, kind, current).await?)).await?;
+    let deleted = match kind {
+        "user" => state.store.delete_user(id).await?,
+        "group" => state.store.delete_group(id).await?,
+        _ => dispatch_kind!(kind, state.store, delete, id)?,
+    };
+    if !deleted {
+        return Err(ApiError::not_found(&format!("{} {id}", kind.replace('_', " "))));
+    }
+    Ok(())
 }
 
 /// Overlays client input on an object, refusing unknown and read-only fields.
@@ -602,7 +659,7 @@ fn filter_by_query(all: Vec<Value>, query: &HashMap<String, String>, kind: &str)
             filters.iter().all(|(k, want)| match &v[k.as_str()] {
                 Value::String(s) => s == *want,
                 Value::Null => want.is_empty() || *want == "null",
-                other => other.to_string() == **want,
+                other => format!("{other}") == **want,
             })
         })
         .collect())

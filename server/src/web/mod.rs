@@ -36,20 +36,7 @@ pub struct AppState {
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
-    let page_state = state.clone();
-    let plugins_page = warp::path!("ui" / "plugins").and(warp::get()).map(move || {
-        let context = serde_json::json!({
-            "plugins": page_state.registry.summaries(),
-            "interface_version": vespene_plugin_api::INTERFACE_VERSION,
-        });
-        match ui::render("plugins.html", context) {
-            Ok(html) => warp::reply::with_status(warp::reply::html(html), warp::http::StatusCode::OK),
-            Err(e) => warp::reply::with_status(
-                warp::reply::html(format!("template error: {e}")),
-                warp::http::StatusCode::INTERNAL_SERVER_ERROR,
-            ),
-        }
-    });
+    let ui = ui::routes(state.clone());
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::query::<std::collections::HashMap<String, String>>())
@@ -77,7 +64,7 @@ pub fn routes(
                 Ok::<_, warp::Rejection>(api::handle(state, request).await)
             }
         });
-    plugins_page.or(api).recover(recover)
+    ui.or(api).recover(recover)
 }
 
 /// A declared request body above [`api::MAX_BODY`].

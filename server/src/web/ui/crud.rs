@@ -1,0 +1,311 @@
+//! List, detail, new, edit and delete pages for every object kind, through
+//! the same store calls and authorization as the REST API.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+use warp::http::{Method, StatusCode};
+use warp::reply::Response;
+
+use super::forms;
+use super::{api_error_page, error_page, redirect, Ctx, Form, UiRequest};
+use crate::web::api;
+use crate::web::error::ApiError;
+
+/// The kinds with generic pages, by their URL segment.
+const KINDS: &[(&str, &str, &str, &str)] = &[
+    // (url segment, kind, plural title, singular title)
+    ("projects", "project", "Projects", "project"),
+    ("pipelines", "pipeline", "Pipelines", "pipeline"),
+    ("stages", "stage", "Stages", "stage"),
+    ("snippets", "snippet", "Snippets", "snippet"),
+    ("variable_sets", "variable_set", "Variable sets", "variable set"),
+    ("service_logins", "service_login", "Service logins", "service login"),
+    ("ssh_keys", "ssh_key", "SSH keys", "SSH key"),
+    ("organizations", "organization", "Organizations", "organization"),
+    ("worker_pools", "worker_pool", "Worker pools", "worker pool"),
+    ("users", "user", "Users", "user"),
+    ("groups", "group", "Groups", "group"),
+];
+
+/// The kind for a URL segment.
+pub(crate) fn kind_of(segment: &str) -> Option<&'static str> {
+    KINDS.iter().find(|k| k.0 == segment).map(|k| k.1)
+}
+
+/// The URL segment of a kind.
+pub(crate) fn segment_of(kind: &str) -> &'static str {
+    KINDS.iter().find(|k| k.1 == kind).map(|k| k.0).unwrap_or("")
+}
+
+fn titles(kind: &str) -> (&'static str, &'static str) {
+    KINDS.iter().find(|k| k.1 == kind).map(|k| (k.2, k.3)).unwrap_or(("", ""))
+}
+
+/// The display name of an object.
+pub(crate) fn name_of(kind: &str, v: &Value) -> String {
+    let key = if kind == "user" { "username" } else { "name" };
+    v[key].as_str().unwrap_or_default().to_string()
+}
+
+pub(crate) async fn handle(
+    ctx: &Ctx,
+    kind: &'static str,
+    method: Method,
+    rest: &[&str],
+    req: &UiRequest,
+    form: &Form,
+) -> Response {
+    let result = match (method, rest) {
+        (Method::GET, []) => list(ctx, kind, req).await,
+        (Method::GET, ["new"]) => new(ctx, kind, None).await,
+        (Method::POST, ["new"]) => new(ctx, kind, Some(form)).await,
+        (Method::GET, [id]) | (Method::GET, [id, "detail"]) => detail(ctx, kind, id.parse().unwrap_or(0)).await,
+        (Method::GET, [id, "edit"]) => edit(ctx, kind, id.parse().unwrap_or(0), None).await,
+        (Method::POST, [id, "edit"]) => edit(ctx, kind, id.parse().unwrap_or(0), Some(form)).await,
+        (Method::POST, [id, "delete"]) => delete(ctx, kind, id.parse().unwrap_or(0)).await,
+        _ => return error_page(Some(ctx), StatusCode::NOT_FOUND, &format!("There is no page at {}.", req.path)),
+    };
+    result.unwrap_or_else(|e| api_error_page(ctx, e))
+}
+
+/// Extra list columns per kind: (field, heading).
+fn columns(kind: &str) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        "pipeline" => &[("description", "Description"), ("last_completed_date", "Last completed")],
+        "snippet" | "variable_set" | "stage" | "service_login" | "ssh_key" | "worker_pool" => {
+            &[("description", "Description")]
+        }
+        "organization" => &[("organization_identifier", "Organization"), ("last_build_id", "Last import")],
+        "user" => &[("email", "E-mail"), ("is_superuser", "Superuser")],
+        _ => &[],
+    }
+}
+
+async fn list(ctx: &Ctx, kind: &'static str, _req: &UiRequest) -> Result<Response, ApiError> {
+    let values = api::list_visible(&ctx.state, &ctx.principal, kind).await?;
+    let mut rows = Vec::new();
+    for v in &values {
+        let cols: Vec<String> = columns(kind)
+            .iter()
+            .map(|(f, _)| match &v[*f] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+                other => other.to_string(),
+            })
+            .collect();
+        rows.push(json!({
+            "id": v["id"],
+            "name": name_of(kind, v),
+            "cols": cols,
+            "can_edit": ctx.can("edit", kind, Some(v)).await,
+            "can_delete": ctx.can("delete", kind, Some(v)).await,
+        }));
+    }
+    let (plural, singular) = titles(kind);
+    Ok(ctx.page(
+        "list.html",
+        json!({
+            "kind": kind,
+            "segment": segment_of(kind),
+            "title": plural,
+            "singular": singular,
+            "headings": columns(kind).iter().map(|c| c.1).collect::<Vec<_>>(),
+            "rows": rows,
+            "can_create": ctx.can("create", kind, None).await,
+        }),
+    ))
+}
+
+async fn defaults(kind: &str) -> Value {
+    match kind {
+        "user" => {
+            json!({ "username": "", "email": "", "first_name": "", "last_name": "", "is_superuser": false, "is_active": true, "group_ids": [] })
+        }
+        "group" => json!({ "name": "" }),
+        "project" => serde_json::to_value(crate::store::Project::default()).unwrap_or_default(),
+        "pipeline" => serde_json::to_value(crate::store::Pipeline::default()).unwrap_or_default(),
+        "stage" => serde_json::to_value(crate::store::Stage { variables: "{}".into(), ..Default::default() })
+            .unwrap_or_default(),
+        "snippet" => serde_json::to_value(crate::store::Snippet::default()).unwrap_or_default(),
+        "variable_set" => {
+            serde_json::to_value(crate::store::VariableSet { variables: "{}".into(), ..Default::default() })
+                .unwrap_or_default()
+        }
+        "service_login" => serde_json::to_value(crate::store::ServiceLogin::default()).unwrap_or_default(),
+        "ssh_key" => serde_json::to_value(crate::store::SshKey::default()).unwrap_or_default(),
+        "organization" => serde_json::to_value(crate::store::Organization::default()).unwrap_or_default(),
+        "worker_pool" => {
+            serde_json::to_value(crate::store::WorkerPool { isolation_method: "shell".into(), ..Default::default() })
+                .unwrap_or_default()
+        }
+        _ => json!({}),
+    }
+}
+
+/// Splits an API error into field errors (shown next to the field) and a general one.
+fn field_errors(kind: &str, e: ApiError) -> Result<(HashMap<String, String>, Option<String>), ApiError> {
+    if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::NOT_FOUND {
+        return Err(e);
+    }
+    if e.status.is_server_error() {
+        return Err(e);
+    }
+    let mut errors = HashMap::new();
+    match e.field {
+        Some(f) if forms::fields(kind).iter().any(|x| x.name == f) => {
+            errors.insert(f, e.message);
+            Ok((errors, None))
+        }
+        _ => Ok((errors, Some(e.message))),
+    }
+}
+
+async fn form_page(
+    ctx: &Ctx,
+    kind: &str,
+    object: &Value,
+    form: Option<&Form>,
+    errors: HashMap<String, String>,
+    general: Option<String>,
+    creating: bool,
+) -> Response {
+    let lookups = forms::lookups(ctx, kind).await;
+    let groups = forms::view(kind, object, form, &errors, &lookups, creating);
+    let (_, singular) = titles(kind);
+    let action = if creating {
+        format!("/ui/{}/new", segment_of(kind))
+    } else {
+        format!("/ui/{}/{}/edit", segment_of(kind), object["id"])
+    };
+    let status = if errors.is_empty() && general.is_none() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    ctx.page_with_status(
+        "form.html",
+        status,
+        json!({
+            "kind": kind,
+            "segment": segment_of(kind),
+            "singular": singular,
+            "creating": creating,
+            "id": object["id"],
+            "name": name_of(kind, object),
+            "groups": groups,
+            "action": action,
+            "general_error": general,
+            "error_count": errors.len(),
+        }),
+    )
+}
+
+async fn new(ctx: &Ctx, kind: &'static str, form: Option<&Form>) -> Result<Response, ApiError> {
+    ctx.require("create", kind, None).await?;
+    let object = defaults(kind).await;
+    let Some(form) = form else {
+        return Ok(form_page(ctx, kind, &object, None, HashMap::new(), None, true).await);
+    };
+    let lookups = forms::lookups(ctx, kind).await;
+    let input = match forms::read(kind, form, &object, &lookups, true) {
+        Ok(input) => input,
+        Err(errors) => return Ok(form_page(ctx, kind, &object, Some(form), errors, None, true).await),
+    };
+    match api::create_object(&ctx.state, &ctx.principal, kind, input).await {
+        Ok(id) => Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind)))),
+        Err(e) => {
+            let (errors, general) = field_errors(kind, e)?;
+            Ok(form_page(ctx, kind, &object, Some(form), errors, general, true).await)
+        }
+    }
+}
+
+async fn edit(ctx: &Ctx, kind: &'static str, id: i64, form: Option<&Form>) -> Result<Response, ApiError> {
+    let current = api::get_value(&ctx.state, kind, id).await?;
+    ctx.require("view", kind, Some(&current)).await?;
+    let Some(form) = form else {
+        if edit_allowed(ctx, kind, &current).await.is_err() {
+            // As the original: no edit rights means the read-only page.
+            return Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind))));
+        }
+        return Ok(form_page(ctx, kind, &current, None, HashMap::new(), None, false).await);
+    };
+    // Refused before the form is even read: no errors for someone who may not edit.
+    edit_allowed(ctx, kind, &current).await?;
+    let lookups = forms::lookups(ctx, kind).await;
+    let input = match forms::read(kind, form, &current, &lookups, false) {
+        Ok(input) => input,
+        Err(errors) => return Ok(form_page(ctx, kind, &current, Some(form), errors, None, false).await),
+    };
+    if input.is_empty() {
+        return Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind))));
+    }
+    match api::update_object(&ctx.state, &ctx.principal, kind, id, input).await {
+        Ok(()) => Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind)))),
+        Err(e) => {
+            let (errors, general) = field_errors(kind, e)?;
+            Ok(form_page(ctx, kind, &current, Some(form), errors, general, false).await)
+        }
+    }
+}
+
+/// Whether the object may be edited at all (for a user row: with no
+/// privileged field named, which the authorization plugins check per change).
+async fn edit_allowed(ctx: &Ctx, kind: &str, current: &Value) -> Result<(), ApiError> {
+    let mut object = api::authz_object(&ctx.state, kind, current.clone()).await?;
+    if kind == "user" {
+        object["changes"] = json!([]);
+    }
+    ctx.state.authorize(&ctx.principal, "edit", kind, Some(object)).await
+}
+
+async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiError> {
+    let current = api::get_value(&ctx.state, kind, id).await?;
+    ctx.require("view", kind, Some(&current)).await?;
+    let lookups = forms::lookups(ctx, kind).await;
+    let mut groups: Vec<(&str, Vec<Value>)> = Vec::new();
+    for field in forms::fields(kind) {
+        let v = json!({
+            "label": field.label,
+            "value": forms::display(field, &current[field.name], &lookups),
+            "code": matches!(field.widget, forms::Widget::Code),
+        });
+        match groups.iter_mut().find(|(g, _)| *g == field.group) {
+            Some((_, list)) => list.push(v),
+            None => groups.push((field.group, vec![v])),
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, fields)| json!({ "name": g, "id": g.to_lowercase().replace(' ', "-"), "fields": fields }))
+        .collect();
+    let mut extra = json!({});
+    if kind == "project" {
+        let questions = super::pages::has_questions(&current);
+        extra = json!({
+            "can_start": ctx.can("start", "project", Some(&current)).await,
+            "questions": questions,
+            "active_build_id": current["active_build_id"],
+            "last_build_id": current["last_build_id"],
+        });
+    }
+    let (_, singular) = titles(kind);
+    let can_edit = edit_allowed(ctx, kind, &current).await.is_ok();
+    Ok(ctx.page(
+        "detail.html",
+        json!({
+            "kind": kind,
+            "segment": segment_of(kind),
+            "singular": singular,
+            "id": id,
+            "name": name_of(kind, &current),
+            "groups": groups,
+            "can_edit": can_edit,
+            "can_delete": ctx.can("delete", kind, Some(&current)).await,
+            "project": extra,
+        }),
+    ))
+}
+
+async fn delete(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiError> {
+    api::delete_object(&ctx.state, &ctx.principal, kind, id).await?;
+    Ok(redirect(&format!("/ui/{}", segment_of(kind))))
+}

@@ -1,0 +1,470 @@
+//! The web UI: server-rendered pages from minijinja templates built into the
+//! binary (no front-end build step), autoescaped, plus one small
+//! dependency-free script for the live parts (output tail over SSE, the
+//! self-refreshing dashboard and pipeline map, tabs, delete confirmations).
+//!
+//! Every page needs a login (anonymous requests are sent to `/login`); every
+//! form is a POST carrying the session's CSRF token; every action asks the
+//! same authorization chain as the REST API, and controls are shown only when
+//! it would allow them.
+
+mod crud;
+mod files;
+mod forms;
+mod pages;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use minijinja::Environment;
+use serde::Serialize;
+use serde_json::{json, Value};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::auth::{self, Principal};
+use super::error::ApiError;
+use super::AppState;
+use crate::store::User;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../../templates/base.html")),
+    ("plugins.html", include_str!("../../../templates/plugins.html")),
+    ("login.html", include_str!("../../../templates/login.html")),
+    ("error.html", include_str!("../../../templates/error.html")),
+    ("list.html", include_str!("../../../templates/list.html")),
+    ("detail.html", include_str!("../../../templates/detail.html")),
+    ("form.html", include_str!("../../../templates/form.html")),
+    ("projects.html", include_str!("../../../templates/projects.html")),
+    ("start_prompt.html", include_str!("../../../templates/start_prompt.html")),
+    ("builds.html", include_str!("../../../templates/builds.html")),
+    ("build.html", include_str!("../../../templates/build.html")),
+    ("dashboard.html", include_str!("../../../templates/dashboard.html")),
+    ("dashboard_fragment.html", include_str!("../../../templates/dashboard_fragment.html")),
+    ("pipeline_map.html", include_str!("../../../templates/pipeline_map.html")),
+    ("pipeline_map_fragment.html", include_str!("../../../templates/pipeline_map_fragment.html")),
+    ("files.html", include_str!("../../../templates/files.html")),
+    ("macros.html", include_str!("../../../templates/macros.html")),
+];
+
+const SCRIPT: &str = include_str!("../../../templates/static/vespene.js");
+const STYLE: &str = include_str!("../../../templates/static/vespene.css");
+
+fn templates() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source).unwrap_or_else(|e| panic!("built-in template {name}: {e}"));
+        }
+        env
+    })
+}
+
+/// Renders a built-in page.
+pub fn render(name: &str, context: impl Serialize) -> Result<String, minijinja::Error> {
+    templates().get_template(name)?.render(context)
+}
+
+/// Largest form body accepted.
+const MAX_FORM: u64 = 1024 * 1024;
+
+/// Whether a path belongs to the UI (so the API filter never sees it).
+fn is_ui_path(path: &str) -> bool {
+    path == "/" || path == "/login" || path == "/logout" || path == "/ui" || path.starts_with("/ui/")
+}
+
+/// The UI's routes: `/`, `/login`, `/logout` and everything under `/ui`.
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path::full()
+        .and_then(|path: warp::path::FullPath| async move {
+            if is_ui_path(path.as_str()) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::bytes())
+        .and_then(move |method, path: warp::path::FullPath, query: String, headers, length: Option<u64>, body| {
+            let state = state.clone();
+            async move {
+                let req = UiRequest {
+                    method,
+                    path: path.as_str().to_string(),
+                    query: parse_pairs(query.as_bytes()),
+                    headers,
+                    body,
+                };
+                let response = if length.is_some_and(|n| n > MAX_FORM) {
+                    error_page(None, StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
+                } else {
+                    handle(state, req).await
+                };
+                Ok::<_, warp::Rejection>(secure(response))
+            }
+        })
+}
+
+/// Security headers on every UI response: no inline script or style runs, no framing.
+fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.entry("content-security-policy").or_insert(HeaderValue::from_static(
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ));
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    if !headers.contains_key("cache-control") {
+        headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// One request to the UI.
+pub(crate) struct UiRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl UiRequest {
+    /// The first query value for `name`.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// `a=1&b=2` pairs, decoded; repeated keys kept in order.
+pub(crate) fn parse_pairs(raw: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+/// A submitted form.
+#[derive(Debug, Default)]
+pub(crate) struct Form(pub Vec<(String, String)>);
+
+impl Form {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+}
+
+/// The logged-in user of a page.
+pub(crate) struct Ctx {
+    pub state: Arc<AppState>,
+    pub principal: Principal,
+    pub user: User,
+    pub csrf: String,
+    /// The path of the page, for the navigation's current marker.
+    pub path: String,
+}
+
+impl Ctx {
+    /// May the user do `action` on this object (JSON as the store serializes it)?
+    pub async fn can(&self, action: &str, kind: &str, object: Option<&Value>) -> bool {
+        let object = match object {
+            Some(v) => match super::api::authz_object(&self.state, kind, v.clone()).await {
+                Ok(o) => Some(o),
+                Err(_) => return false,
+            },
+            None => None,
+        };
+        self.state.authorize(&self.principal, action, kind, object).await.is_ok()
+    }
+
+    /// Like [`Ctx::can`], as an error for the handlers.
+    pub async fn require(&self, action: &str, kind: &str, object: Option<&Value>) -> Result<(), ApiError> {
+        let object = match object {
+            Some(v) => Some(super::api::authz_object(&self.state, kind, v.clone()).await?),
+            None => None,
+        };
+        self.state.authorize(&self.principal, action, kind, object).await
+    }
+
+    /// A page: the template with the navigation, user and CSRF token added.
+    pub fn page(&self, template: &str, mut context: Value) -> Response {
+        self.page_with_status(template, StatusCode::OK, std::mem::take(&mut context))
+    }
+
+    pub fn page_with_status(&self, template: &str, status: StatusCode, mut context: Value) -> Response {
+        if let Value::Object(map) = &mut context {
+            map.insert(
+                "me".into(),
+                json!({ "username": self.user.username, "id": self.user.id, "is_superuser": self.user.is_superuser }),
+            );
+            map.insert("csrf_token".into(), json!(self.csrf));
+            map.insert("nav".into(), nav(&self.path));
+        }
+        html(template, status, context)
+    }
+}
+
+/// The navigation bar, in the original's order (plus dashboard and plugins).
+fn nav(path: &str) -> Value {
+    let items = [
+        ("/ui/dashboard", "Dashboard"),
+        ("/ui/projects", "Projects"),
+        ("/ui/builds", "Builds"),
+        ("/ui/pipelines", "Pipelines"),
+        ("/ui/stages", "Stages"),
+        ("/ui/snippets", "Snippets"),
+        ("/ui/variable_sets", "Variables"),
+        ("/ui/service_logins", "Logins"),
+        ("/ui/ssh_keys", "SSH Keys"),
+        ("/ui/organizations", "Organizations"),
+        ("/ui/worker_pools", "Worker Pools"),
+        ("/ui/users", "Users"),
+        ("/ui/groups", "Groups"),
+        ("/ui/plugins", "Plugins"),
+    ];
+    Value::Array(
+        items
+            .iter()
+            .map(|(href, label)| {
+                let current = path == *href || path.starts_with(&format!("{href}/"));
+                json!({ "href": href, "label": label, "current": current })
+            })
+            .collect(),
+    )
+}
+
+fn html(template: &str, status: StatusCode, context: Value) -> Response {
+    match render(template, context) {
+        Ok(body) => warp::reply::with_status(warp::reply::html(body), status).into_response(),
+        Err(e) => {
+            tracing::error!(template, error = %e, "template error");
+            warp::reply::with_status(
+                warp::reply::html(format!("template error in {template}: {e}")),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
+            .into_response()
+        }
+    }
+}
+
+/// 303 to `to`.
+pub(crate) fn redirect(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut().insert("location", HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/")));
+    r
+}
+
+/// An error page (with the navigation when someone is logged in).
+pub(crate) fn error_page(ctx: Option<&Ctx>, status: StatusCode, message: &str) -> Response {
+    let context = json!({ "status": status.as_u16(), "reason": status.canonical_reason(), "message": message });
+    match ctx {
+        Some(ctx) => ctx.page_with_status("error.html", status, context),
+        None => html("error.html", status, context),
+    }
+}
+
+/// An API error as a page.
+pub(crate) fn api_error_page(ctx: &Ctx, e: ApiError) -> Response {
+    error_page(Some(ctx), e.status, &e.message)
+}
+
+async fn handle(state: Arc<AppState>, req: UiRequest) -> Response {
+    let path = req.path.clone();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    // Pages that need no login.
+    match (req.method.clone(), segments.as_slice()) {
+        (Method::GET, ["ui", "static", "vespene.js"]) => return asset(SCRIPT, "text/javascript; charset=utf-8"),
+        (Method::GET, ["ui", "static", "vespene.css"]) => return asset(STYLE, "text/css; charset=utf-8"),
+        (_, ["login"]) => return login(&state, &req).await,
+        _ => {}
+    }
+    let ctx = match session(&state, &req).await {
+        Ok(Some(ctx)) => ctx,
+        Ok(None) => {
+            if matches!(segments.as_slice(), ["logout"]) {
+                return redirect("/login");
+            }
+            if req.method == Method::GET && segments.last() != Some(&"fragment") {
+                let next: String = form_urlencoded::byte_serialize(req.path.as_bytes()).collect();
+                return redirect(&format!("/login?next={next}"));
+            }
+            return error_page(None, StatusCode::UNAUTHORIZED, "Log in first.");
+        }
+        Err(e) => return error_page(None, e.status, &e.message),
+    };
+    // Every state change carries the CSRF token of the session.
+    let form = Form(parse_pairs(&req.body));
+    if req.method != Method::GET && req.method != Method::HEAD && form.get("csrf_token") != Some(ctx.csrf.as_str()) {
+        return error_page(
+            Some(&ctx),
+            StatusCode::FORBIDDEN,
+            "The form's CSRF token is missing or wrong: reload the page and try again.",
+        );
+    }
+    match (req.method.clone(), segments.as_slice()) {
+        (Method::GET, []) | (Method::GET, ["ui"]) => redirect("/ui/dashboard"),
+        (Method::GET, ["logout"]) => ctx.page("login.html", json!({ "logout": true })),
+        (Method::POST, ["logout"]) => logout(&ctx).await,
+        (Method::GET, ["ui", "plugins"]) => ctx.page(
+            "plugins.html",
+            json!({
+                "plugins": ctx.state.registry.summaries(),
+                "interface_version": vespene_plugin_api::INTERFACE_VERSION,
+            }),
+        ),
+        (Method::GET, ["ui", "dashboard"]) => pages::dashboard(&ctx, false).await,
+        (Method::GET, ["ui", "dashboard", "fragment"]) => pages::dashboard(&ctx, true).await,
+        (Method::GET, ["ui", "projects"]) => pages::projects(&ctx, &req).await,
+        (method, ["ui", "projects", id, "start"]) if method == Method::POST => {
+            pages::start(&ctx, parse_id(id), &Form::default()).await
+        }
+        (Method::GET, ["ui", "projects", id, "start_prompt"]) => pages::start_prompt(&ctx, parse_id(id), None).await,
+        (Method::POST, ["ui", "projects", id, "start_prompt"]) => pages::start(&ctx, parse_id(id), &form).await,
+        (Method::GET, ["ui", "builds"]) => pages::builds(&ctx, &req).await,
+        (Method::GET, ["ui", "builds", id]) | (Method::GET, ["ui", "builds", id, "detail"]) => {
+            pages::build(&ctx, parse_id(id)).await
+        }
+        (Method::POST, ["ui", "builds", id, "stop"]) => pages::stop(&ctx, parse_id(id), &form).await,
+        (Method::POST, ["ui", "builds", id, "delete"]) => pages::delete_build(&ctx, parse_id(id)).await,
+        (Method::GET, ["ui", "builds", id, "files", rest @ ..]) => files::browse(&ctx, parse_id(id), rest).await,
+        (Method::GET, ["ui", "pipelines", id, "map"]) => pages::pipeline_map(&ctx, parse_id(id), false).await,
+        (Method::GET, ["ui", "pipelines", id, "map", "fragment"]) => {
+            pages::pipeline_map(&ctx, parse_id(id), true).await
+        }
+        (method, ["ui", plural, rest @ ..]) if crud::kind_of(plural).is_some() => {
+            let kind = crud::kind_of(plural).expect("checked");
+            crud::handle(&ctx, kind, method, rest, &req, &form).await
+        }
+        _ => error_page(Some(&ctx), StatusCode::NOT_FOUND, &format!("There is no page at {}.", req.path)),
+    }
+}
+
+/// An id from the path; 0 (which matches nothing) when it is not a number.
+fn parse_id(s: &str) -> i64 {
+    s.parse().unwrap_or(0)
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = Response::new(body.into());
+    r.headers_mut().insert("content-type", HeaderValue::from_static(content_type));
+    r.headers_mut().insert("cache-control", HeaderValue::from_static("max-age=300"));
+    r
+}
+
+/// The session of the request, if it has a live one.
+async fn session(state: &Arc<AppState>, req: &UiRequest) -> Result<Option<Ctx>, ApiError> {
+    let Some(sid) = auth::cookie(&req.headers, auth::SESSION_COOKIE) else { return Ok(None) };
+    let Some(user) = state.store.session_user(&sid).await? else { return Ok(None) };
+    let csrf = auth::csrf_token(&sid);
+    Ok(Some(Ctx {
+        state: state.clone(),
+        principal: Principal::Session { user: user.clone(), sid },
+        user,
+        csrf,
+        path: req.path.clone(),
+    }))
+}
+
+/// Where to go after logging in: a local path only.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/ui/dashboard".to_string(),
+    }
+}
+
+async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
+    let next = safe_next(req.query("next"));
+    if req.method == Method::GET {
+        if let Ok(Some(_)) = session(state, req).await {
+            return redirect(&next);
+        }
+        return html("login.html", StatusCode::OK, json!({ "next": next }));
+    }
+    if req.method != Method::POST {
+        return error_page(None, StatusCode::METHOD_NOT_ALLOWED, "Use the login form.");
+    }
+    let form = Form(parse_pairs(&req.body));
+    let username = form.get("username").unwrap_or("").trim().to_string();
+    let password = form.get("password").unwrap_or("");
+    let next = safe_next(form.get("next"));
+    let user = match state.store.verify_password(&username, password).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return html(
+                "login.html",
+                StatusCode::UNAUTHORIZED,
+                json!({ "next": next, "username": username, "error": "Wrong username or password." }),
+            )
+        }
+        Err(e) => return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let sid = match state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await {
+        Ok(sid) => sid,
+        Err(e) => return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let mut r = redirect(&next);
+    let cookie = format!(
+        "{}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        auth::SESSION_COOKIE,
+        auth::SESSION_TTL_SECS
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert("set-cookie", v);
+    }
+    r
+}
+
+async fn logout(ctx: &Ctx) -> Response {
+    if let Principal::Session { sid, .. } = &ctx.principal {
+        let _ = ctx.state.store.delete_session(sid).await;
+    }
+    let mut r = redirect("/login");
+    let cookie = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", auth::SESSION_COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert("set-cookie", v);
+    }
+    r
+}
+
+/// Names of the objects of a kind by id, for showing references.
+pub(crate) async fn names(ctx: &Ctx, kind: &str) -> HashMap<i64, String> {
+    let values = match kind {
+        "group" => ctx
+            .state
+            .store
+            .list_groups()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| json!({ "id": g.id, "name": g.name }))
+            .collect(),
+        "user" => ctx
+            .state
+            .store
+            .list_users()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| json!({ "id": u.id, "name": u.username }))
+            .collect(),
+        _ => super::api::list_visible(&ctx.state, &ctx.principal, kind).await.unwrap_or_default(),
+    };
+    values
+        .into_iter()
+        .filter_map(|v| Some((v["id"].as_i64()?, v["name"].as_str().unwrap_or_default().to_string())))
+        .collect()
+}

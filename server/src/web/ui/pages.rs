@@ -1,0 +1,484 @@
+//! The pages that are not plain object forms: the project list with its
+//! controls, launch questions, builds (list, detail with live output), the
+//! dashboard and the pipeline map.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{api_error_page, error_page, names, redirect, Ctx, Form, UiRequest};
+use crate::engine::{LaunchAnswers, StartRequest};
+use crate::store::{Build, BuildFilter, BuildStatus, Id};
+use crate::web::api;
+use crate::web::error::ApiError;
+
+const PAGE: i64 = 50;
+/// Output lines rendered into a build page; the rest is in the API.
+const OUTPUT_LINES: i64 = 20_000;
+
+/// Whether a project (as JSON) has launch questions.
+pub(crate) fn has_questions(project: &Value) -> bool {
+    questions(project).map(|q| !q.is_empty()).unwrap_or(false)
+}
+
+fn questions(project: &Value) -> Result<Vec<Value>, String> {
+    let text = project["launch_questions"].as_str().unwrap_or("[]");
+    match serde_json::from_str::<Value>(if text.trim().is_empty() { "[]" } else { text }) {
+        Ok(Value::Array(a)) => Ok(a),
+        Ok(_) => Err("launch_questions is not a JSON list".into()),
+        Err(e) => Err(format!("launch_questions is not valid JSON: {e}")),
+    }
+}
+
+fn fmt_time(v: &Value) -> String {
+    v.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+fn runtime(b: &Build) -> String {
+    match (b.start_time, b.end_time) {
+        (Some(s), Some(e)) => format!("{:.2} min", (e - s).num_milliseconds() as f64 / 60000.0),
+        (Some(s), None) => format!("{:.2} min so far", (chrono::Utc::now() - s).num_milliseconds() as f64 / 60000.0),
+        _ => String::new(),
+    }
+}
+
+/// A build as the templates show it.
+async fn build_row(ctx: &Ctx, b: &Build, projects: &HashMap<i64, String>, pools: &HashMap<i64, String>) -> Value {
+    let object = api::build_object(&ctx.state, b.id).await.map(|o| o.1).ok();
+    let can_stop = b.status.is_active()
+        && match &object {
+            Some(o) => ctx.state.authorize(&ctx.principal, "stop", "build", Some(o.clone())).await.is_ok(),
+            None => false,
+        };
+    let v = serde_json::to_value(b).unwrap_or_default();
+    json!({
+        "id": b.id,
+        "status": b.status.as_str(),
+        "active": b.status.is_active(),
+        "project_id": b.project_id,
+        "project": b.project_id.map(|p| projects.get(&p).cloned().unwrap_or_else(|| format!("#{p}"))),
+        "organization_id": b.organization_id,
+        "pool": pools.get(&b.worker_pool_id).cloned().unwrap_or_else(|| format!("#{}", b.worker_pool_id)),
+        "revision": b.revision,
+        "revision_username": b.revision_username,
+        "queued_time": fmt_time(&v["queued_time"]),
+        "start_time": fmt_time(&v["start_time"]),
+        "end_time": fmt_time(&v["end_time"]),
+        "runtime": runtime(b),
+        "return_code": b.return_code,
+        "has_root": !b.working_dir.is_empty(),
+        "can_stop": can_stop,
+    })
+}
+
+/// Only the builds the user may see.
+async fn visible_builds(ctx: &Ctx, builds: Vec<Build>) -> Result<Vec<Build>, ApiError> {
+    let mut objects = Vec::new();
+    for b in &builds {
+        objects.push(api::build_object(&ctx.state, b.id).await?.1);
+    }
+    let ids = ctx.state.visible(&ctx.principal, "build", objects).await?;
+    Ok(builds.into_iter().filter(|b| ids.contains(&b.id)).collect())
+}
+
+async fn builds_in(ctx: &Ctx, status: BuildStatus, limit: i64) -> Result<Vec<Build>, ApiError> {
+    let builds =
+        ctx.state.store.list_builds(&BuildFilter { status: Some(status), limit, ..Default::default() }).await?;
+    visible_builds(ctx, builds).await
+}
+
+pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
+    let result: Result<Value, ApiError> = async {
+        ctx.require("list", "build", None).await?;
+        let projects = names(ctx, "project").await;
+        let pools = names(ctx, "worker_pool").await;
+        let mut running = builds_in(ctx, BuildStatus::Running, 100).await?;
+        running.extend(builds_in(ctx, BuildStatus::Aborting, 100).await?);
+        let queued = builds_in(ctx, BuildStatus::Queued, 100).await?;
+        let failed = builds_in(ctx, BuildStatus::Failure, 10).await?;
+        let recent =
+            visible_builds(ctx, ctx.state.store.list_builds(&BuildFilter { limit: 10, ..Default::default() }).await?)
+                .await?;
+        let mut sections = Vec::new();
+        for (title, id, list) in [
+            ("Running", "running", running),
+            ("Queued", "queued", queued),
+            ("Recently failed", "failed", failed),
+            ("Latest builds", "latest", recent),
+        ] {
+            let mut rows = Vec::new();
+            for b in &list {
+                rows.push(build_row(ctx, b, &projects, &pools).await);
+            }
+            sections.push(json!({ "title": title, "id": id, "builds": rows }));
+        }
+        Ok(json!({ "sections": sections, "updated": chrono::Utc::now().format("%H:%M:%S UTC").to_string() }))
+    }
+    .await;
+    match result {
+        Ok(context) => ctx.page(if fragment { "dashboard_fragment.html" } else { "dashboard.html" }, context),
+        Err(e) => api_error_page(ctx, e),
+    }
+}
+
+pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
+    let result: Result<Value, ApiError> = async {
+        let values = api::list_visible(&ctx.state, &ctx.principal, "project").await?;
+        let pools = names(ctx, "worker_pool").await;
+        let pipelines = names(ctx, "pipeline").await;
+        let stages = names(ctx, "stage").await;
+        let mut rows = Vec::new();
+        for p in &values {
+            let status_of = |id: &Value| {
+                let id = id.as_i64();
+                async move {
+                    match id {
+                        Some(id) => ctx
+                            .state
+                            .store
+                            .build_status(id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|s| json!({ "id": id, "status": s.as_str() })),
+                        None => None,
+                    }
+                }
+            };
+            let active = status_of(&p["active_build_id"]).await;
+            let last = status_of(&p["last_build_id"]).await;
+            let last_ok = status_of(&p["last_successful_build_id"]).await;
+            let can_stop = match p["active_build_id"].as_i64() {
+                Some(bid) => match api::build_object(&ctx.state, bid).await {
+                    Ok((b, o)) => {
+                        b.status.is_active()
+                            && ctx.state.authorize(&ctx.principal, "stop", "build", Some(o)).await.is_ok()
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            let lookup = |map: &HashMap<i64, String>, v: &Value| v.as_i64().and_then(|i| map.get(&i).cloned());
+            rows.push(json!({
+                "id": p["id"],
+                "name": p["name"],
+                "description": p["description"],
+                "pool": lookup(&pools, &p["worker_pool_id"]),
+                "pipeline_id": p["pipeline_id"],
+                "pipeline": lookup(&pipelines, &p["pipeline_id"]),
+                "stage": lookup(&stages, &p["stage_id"]),
+                "active": active,
+                "last": last,
+                "last_ok": last_ok,
+                "questions": has_questions(p),
+                "can_start": ctx.can("start", "project", Some(p)).await,
+                "can_stop": can_stop,
+                "can_edit": ctx.can("edit", "project", Some(p)).await,
+                "can_delete": ctx.can("delete", "project", Some(p)).await,
+            }));
+        }
+        Ok(json!({ "rows": rows, "can_create": ctx.can("create", "project", None).await }))
+    }
+    .await;
+    match result {
+        Ok(context) => ctx.page("projects.html", context),
+        Err(e) => api_error_page(ctx, e),
+    }
+}
+
+async fn project_value(ctx: &Ctx, id: Id) -> Result<Value, ApiError> {
+    api::get_value(&ctx.state, "project", id).await
+}
+
+pub(crate) async fn start_prompt(ctx: &Ctx, id: Id, error: Option<(String, &Form)>) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let project = project_value(ctx, id).await?;
+        ctx.require("start", "project", Some(&project)).await?;
+        let (message, form) = match &error {
+            Some((m, f)) => (Some(m.clone()), Some(*f)),
+            None => (None, None),
+        };
+        let list = match questions(&project) {
+            Ok(q) => q,
+            Err(e) => {
+                return Ok(ctx.page_with_status(
+                    "start_prompt.html",
+                    StatusCode::BAD_REQUEST,
+                    json!({ "project": project, "broken": e }),
+                ))
+            }
+        };
+        let qs: Vec<Value> = list
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let variable = q["variable"].as_str().unwrap_or_default();
+                let kind = q["type"].as_str().unwrap_or("text");
+                let submitted: Vec<&str> = form.map(|f| f.all(&format!("q_{variable}"))).unwrap_or_default();
+                let choices: Vec<Value> = q["choices"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| {
+                        let text = c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string());
+                        json!({ "value": text, "checked": submitted.contains(&text.as_str()) })
+                    })
+                    .collect();
+                json!({
+                    "index": i,
+                    "variable": variable,
+                    "type": kind,
+                    "prompt": q["prompt"].as_str().filter(|p| !p.is_empty()).unwrap_or(variable),
+                    "choices": choices,
+                    "value": submitted.first().copied().unwrap_or(""),
+                })
+            })
+            .collect();
+        let status = if message.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+        Ok(ctx.page_with_status(
+            "start_prompt.html",
+            status,
+            json!({ "project": project, "questions": qs, "error": message }),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|e| api_error_page(ctx, e))
+}
+
+/// Starts a project (answers from the launch-question form, if any) and shows the build.
+pub(crate) async fn start(ctx: &Ctx, id: Id, form: &Form) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let project = project_value(ctx, id).await?;
+        ctx.require("start", "project", Some(&project)).await?;
+        let mut answers = LaunchAnswers::new();
+        if has_questions(&project) {
+            for q in questions(&project).unwrap_or_default() {
+                let Some(variable) = q["variable"].as_str() else { continue };
+                let given: Vec<&str> =
+                    form.all(&format!("q_{variable}")).into_iter().filter(|s| !s.is_empty()).collect();
+                if given.is_empty() {
+                    continue;
+                }
+                let value = if q["type"].as_str() == Some("multi") { json!(given) } else { json!(given[0]) };
+                answers.insert(variable.to_string(), value);
+            }
+        }
+        match ctx
+            .state
+            .engine
+            .start_project(StartRequest {
+                project_id: id,
+                answers,
+                created_by: Some(ctx.user.id),
+                pipeline_parent: None,
+            })
+            .await
+        {
+            Ok(build) => Ok(redirect(&format!("/ui/builds/{}", build.id))),
+            Err(e) => {
+                let e = ApiError::from(e);
+                if has_questions(&project) && e.status == StatusCode::BAD_REQUEST {
+                    return Ok(start_prompt(ctx, id, Some((e.message, form))).await);
+                }
+                Err(e)
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e| api_error_page(ctx, e))
+}
+
+pub(crate) async fn builds(ctx: &Ctx, req: &UiRequest) -> Response {
+    let result: Result<Value, ApiError> = async {
+        ctx.require("list", "build", None).await?;
+        let num = |name: &str| req.query(name).filter(|s| !s.is_empty()).and_then(|s| s.parse::<i64>().ok());
+        let status = req.query("status").filter(|s| !s.is_empty()).and_then(BuildStatus::parse);
+        let offset = num("offset").unwrap_or(0).max(0);
+        let filter = BuildFilter {
+            project_id: num("project_id"),
+            worker_pool_id: num("worker_pool_id"),
+            status,
+            limit: PAGE,
+            offset,
+        };
+        let builds = ctx.state.store.list_builds(&filter).await?;
+        let full_page = builds.len() as i64 == PAGE;
+        let builds = visible_builds(ctx, builds).await?;
+        let projects = names(ctx, "project").await;
+        let pools = names(ctx, "worker_pool").await;
+        let mut rows = Vec::new();
+        for b in &builds {
+            rows.push(build_row(ctx, b, &projects, &pools).await);
+        }
+        let options = |map: &HashMap<i64, String>, selected: Option<i64>| {
+            let mut v: Vec<(&i64, &String)> = map.iter().collect();
+            v.sort_by(|a, b| a.1.cmp(b.1));
+            v.into_iter().map(|(id, n)| json!({ "value": id, "label": n, "selected": Some(*id) == selected })).collect::<Vec<_>>()
+        };
+        let query = |offset: i64| {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in [
+                ("project_id", filter.project_id.map(|v| v.to_string())),
+                ("worker_pool_id", filter.worker_pool_id.map(|v| v.to_string())),
+                ("status", filter.status.map(|s| s.as_str().to_string())),
+            ] {
+                if let Some(v) = v {
+                    q.append_pair(k, &v);
+                }
+            }
+            q.append_pair("offset", &offset.to_string());
+            q.finish()
+        };
+        Ok(json!({
+            "rows": rows,
+            "projects": options(&projects, filter.project_id),
+            "pools": options(&pools, filter.worker_pool_id),
+            "statuses": BuildStatus::ALL.iter().map(|s| json!({ "value": s.as_str(), "selected": Some(*s) == filter.status })).collect::<Vec<_>>(),
+            "prev": (offset > 0).then(|| query((offset - PAGE).max(0))),
+            "next": full_page.then(|| query(offset + PAGE)),
+        }))
+    }
+    .await;
+    match result {
+        Ok(context) => ctx.page("builds.html", context),
+        Err(e) => api_error_page(ctx, e),
+    }
+}
+
+fn pretty(json_text: &str) -> String {
+    serde_json::from_str::<Value>(json_text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| json_text.to_string())
+}
+
+pub(crate) async fn build(ctx: &Ctx, id: Id) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (b, object) = api::build_object(&ctx.state, id).await?;
+        ctx.state.authorize(&ctx.principal, "view", "build", Some(object.clone())).await?;
+        let projects = names(ctx, "project").await;
+        let pools = names(ctx, "worker_pool").await;
+        let row = build_row(ctx, &b, &projects, &pools).await;
+        let lines = ctx.state.store.output_since(id, 0, OUTPUT_LINES).await?;
+        let last_seq = lines.last().map(|l| l.seq).unwrap_or(0);
+        let can_delete = !b.status.is_active()
+            && ctx.state.authorize(&ctx.principal, "delete", "build", Some(object)).await.is_ok();
+        let worker = match b.worker_id {
+            Some(w) => ctx.state.store.get_worker(w).await?.map(|w| format!("{} ({})", w.hostname, w.worker_uid)),
+            None => None,
+        };
+        let created_by = match b.created_by {
+            Some(u) => ctx.state.store.get_user(u).await?.map(|u| u.username),
+            None => None,
+        };
+        Ok(ctx.page(
+            "build.html",
+            json!({
+                "build": row,
+                "script": b.script,
+                "variables": pretty(&b.variables),
+                "launch_answers": pretty(&b.launch_answers),
+                "output_variables": pretty(&b.output_variables),
+                "working_dir": b.working_dir,
+                "worker": worker,
+                "created_by": created_by,
+                "pipeline_origin_build_id": b.pipeline_origin_build_id,
+                "pipeline_parent_build_id": b.pipeline_parent_build_id,
+                "lines": lines.iter().map(|l| json!({ "seq": l.seq, "stream": l.stream.as_str(), "text": l.text })).collect::<Vec<_>>(),
+                "truncated": lines.len() as i64 == OUTPUT_LINES,
+                "last_seq": last_seq,
+                "can_delete": can_delete,
+            }),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|e| api_error_page(ctx, e))
+}
+
+pub(crate) async fn stop(ctx: &Ctx, id: Id, form: &Form) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (b, object) = api::build_object(&ctx.state, id).await?;
+        ctx.state.authorize(&ctx.principal, "stop", "build", Some(object)).await?;
+        if !ctx.state.store.request_stop(id).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("Build {id} is {}: only queued or running builds can be stopped.", b.status),
+            ));
+        }
+        let back = match form.get("next") {
+            Some(n) if n.starts_with("/ui/") => n.to_string(),
+            _ => format!("/ui/builds/{id}"),
+        };
+        Ok(redirect(&back))
+    }
+    .await;
+    result.unwrap_or_else(|e| api_error_page(ctx, e))
+}
+
+pub(crate) async fn delete_build(ctx: &Ctx, id: Id) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (b, object) = api::build_object(&ctx.state, id).await?;
+        ctx.state.authorize(&ctx.principal, "delete", "build", Some(object)).await?;
+        if b.status.is_active() {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("Build {id} is {}: stop it first.", b.status)));
+        }
+        ctx.state.store.delete_build(id).await?;
+        Ok(redirect("/ui/builds"))
+    }
+    .await;
+    result.unwrap_or_else(|e| api_error_page(ctx, e))
+}
+
+pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response {
+    let result: Result<Value, ApiError> = async {
+        let pipeline = api::get_value(&ctx.state, "pipeline", id).await?;
+        ctx.require("view", "pipeline", Some(&pipeline)).await?;
+        let stage_names = names(ctx, "stage").await;
+        let mut rows = Vec::new();
+        let stage_ids: Vec<i64> =
+            pipeline["stage_ids"].as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
+        for stage in stage_ids {
+            let mut cells = Vec::new();
+            for p in ctx.state.store.projects_in_stage(id, stage).await? {
+                let status = |b: Option<i64>| async move {
+                    match b {
+                        Some(b) => ctx.state.store.build_status(b).await.ok().flatten().map(|s| json!({ "id": b, "status": s.as_str() })),
+                        None => None,
+                    }
+                };
+                cells.push(json!({
+                    "id": p.id,
+                    "name": p.name,
+                    "enabled": p.pipeline_enabled,
+                    "active": status(p.active_build_id).await,
+                    "last": status(p.last_build_id).await,
+                }));
+            }
+            rows.push(json!({
+                "stage": stage_names.get(&stage).cloned().unwrap_or_else(|| format!("#{stage}")),
+                "projects": cells,
+            }));
+        }
+        Ok(json!({
+            "pipeline": { "id": id, "name": pipeline["name"], "enabled": pipeline["enabled"], "last_completed_date": fmt_time(&pipeline["last_completed_date"]) },
+            "rows": rows,
+            "updated": chrono::Utc::now().format("%H:%M:%S UTC").to_string(),
+        }))
+    }
+    .await;
+    match result {
+        Ok(context) => ctx.page(if fragment { "pipeline_map_fragment.html" } else { "pipeline_map.html" }, context),
+        Err(e) => {
+            if e.status == StatusCode::NOT_FOUND {
+                return error_page(Some(ctx), StatusCode::NOT_FOUND, &e.message);
+            }
+            api_error_page(ctx, e)
+        }
+    }
+}

@@ -1,0 +1,121 @@
+// Vespene UI: tabs, delete confirmations, live build output (SSE) and
+// self-refreshing panels. No dependencies; the pages work without it.
+(function () {
+  "use strict";
+
+  function tabs(list) {
+    var buttons = Array.prototype.slice.call(list.querySelectorAll('[role="tab"]'));
+    function select(button, focus) {
+      buttons.forEach(function (b) {
+        var on = b === button;
+        b.setAttribute("aria-selected", on ? "true" : "false");
+        b.tabIndex = on ? 0 : -1;
+        var panel = document.getElementById(b.getAttribute("aria-controls"));
+        if (panel) panel.hidden = !on;
+      });
+      if (focus) button.focus();
+    }
+    buttons.forEach(function (b, i) {
+      b.addEventListener("click", function () { select(b, false); });
+      b.addEventListener("keydown", function (e) {
+        var next = null;
+        if (e.key === "ArrowRight") next = buttons[(i + 1) % buttons.length];
+        else if (e.key === "ArrowLeft") next = buttons[(i - 1 + buttons.length) % buttons.length];
+        else if (e.key === "Home") next = buttons[0];
+        else if (e.key === "End") next = buttons[buttons.length - 1];
+        if (next) { e.preventDefault(); select(next, true); }
+      });
+    });
+    // A form with errors opens on the first tab that has one.
+    var bad = document.querySelector(".has-error");
+    if (bad) {
+      var panel = bad.closest('[role="tabpanel"]');
+      var button = panel && document.getElementById(panel.getAttribute("aria-labelledby"));
+      if (button) select(button, false);
+    }
+  }
+
+  function confirmations() {
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (e) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) e.preventDefault();
+      });
+    });
+  }
+
+  function setStatus(status) {
+    var badge = document.getElementById("build-status");
+    if (!badge || !status) return;
+    badge.textContent = status;
+    badge.className = "badge status-" + status;
+  }
+
+  function liveOutput(box) {
+    if (box.getAttribute("data-active") !== "1" || !window.EventSource) return;
+    var id = box.getAttribute("data-build");
+    var after = box.getAttribute("data-after") || "0";
+    var follow = document.getElementById("follow");
+    var source = new EventSource("/api/v1/builds/" + id + "/stream?after=" + encodeURIComponent(after));
+    var sawLine = false;
+    source.addEventListener("line", function (e) {
+      var line = JSON.parse(e.data);
+      if (box.querySelector('[data-seq="' + line.seq + '"]')) return;
+      var div = document.createElement("div");
+      div.className = "line line-" + line.stream;
+      div.setAttribute("data-seq", line.seq);
+      var label = document.createElement("span");
+      label.className = "visually-hidden";
+      label.textContent = line.stream + ": ";
+      div.appendChild(label);
+      div.appendChild(document.createTextNode(line.text));
+      box.appendChild(div);
+      box.setAttribute("data-after", line.seq);
+      if (!sawLine) { sawLine = true; setStatus("RUNNING"); }
+      if (!follow || follow.checked) box.scrollTop = box.scrollHeight;
+    });
+    source.addEventListener("end", function (e) {
+      source.close();
+      var end = JSON.parse(e.data);
+      setStatus(end.status);
+      box.setAttribute("data-active", "0");
+      var stop = document.getElementById("stop-form");
+      if (stop) stop.hidden = true;
+      fetch("/api/v1/builds/" + id, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (b) {
+          if (!b) return;
+          setStatus(b.status);
+          var rc = document.getElementById("build-rc");
+          if (rc) rc.textContent = b.return_code === null ? "—" : String(b.return_code);
+          var endTime = document.getElementById("build-end");
+          if (endTime && b.end_time) endTime.textContent = b.end_time;
+        })
+        .catch(function () {});
+    });
+  }
+
+  function refreshing(el) {
+    var url = el.getAttribute("data-refresh");
+    var busy = false;
+    var timer = window.setInterval(function () {
+      if (busy || document.hidden) return;
+      busy = true;
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+        .then(function (r) {
+          if (r.status === 401 || r.redirected) { window.clearInterval(timer); return null; }
+          return r.ok ? r.text() : null;
+        })
+        .then(function (html) { if (html !== null) el.innerHTML = html; })
+        .catch(function () {})
+        .then(function () { busy = false; });
+    }, 2500);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll('[role="tablist"]').forEach(tabs);
+    confirmations();
+    var out = document.getElementById("output");
+    if (out) { out.scrollTop = out.scrollHeight; liveOutput(out); }
+    document.querySelectorAll("[data-refresh]").forEach(refreshing);
+  });
+})();

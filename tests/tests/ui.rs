@@ -1,0 +1,496 @@
+//! The web UI in a real browser: headless Chromium driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`, `scripts/setup --test`)
+//! against `vespene serve` with the real plugins. The WebDriver client is the
+//! few JSON-over-HTTP calls below, on the suite's loopback HTTP helper.
+//!
+//! Screenshots of the dashboard, a build page and a pipeline map are written
+//! to `tests/artifacts/`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use vespene::store::{NewUser, Pipeline, Project, Stage, Store};
+use vespene_e2e::*;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// The longest any one wait may take.
+const WAIT: Duration = Duration::from_secs(45);
+
+/// `chromedriver` on a loopback port, killed when dropped.
+struct Driver {
+    child: Child,
+    addr: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let exe = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("chromedriver is not installed: run `scripts/setup --test` (Debian: chromium chromium-driver)");
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(exe)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let driver = Driver { child, addr: format!("127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(&driver.addr).is_ok() {
+                let (status, body) = wd_request(&driver.addr, "GET", "/status", "");
+                if status == 200 && body.contains("\"ready\":true") {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        driver
+    }
+
+    /// A new headless browser session.
+    fn session(&self) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({
+            "capabilities": { "alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": [
+                        "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                        "--disable-dev-shm-usage", "--no-first-run",
+                        format!("--user-data-dir={}", profile.path().display()),
+                    ]
+                }
+            }}
+        });
+        let value = call(&self.addr, "POST", "/session", Some(&caps));
+        let id = value["sessionId"].as_str().expect("a session id").to_string();
+        Browser { addr: self.addr.clone(), id, _profile: profile }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One WebDriver request: (status, body). chromedriver keeps connections
+/// open, so the body is read by its Content-Length.
+fn wd_request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to chromedriver");
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("a WebDriver status line");
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut data = vec![0u8; length];
+    reader.read_exact(&mut data).expect("a WebDriver reply body");
+    (status, String::from_utf8_lossy(&data).into_owned())
+}
+
+fn call(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, reply) = wd_request(addr, method, path, &text);
+    let value: Value = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
+    assert!(status == 200, "WebDriver {method} {path}: {status} {value}");
+    value["value"].clone()
+}
+
+/// One browser session.
+struct Browser {
+    addr: String,
+    id: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = wd_request(&self.addr, "DELETE", &format!("/session/{}", self.id), "");
+    }
+}
+
+impl Browser {
+    fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = if method == "GET" { None } else { Some(&body) };
+        call(&self.addr, method, &format!("/session/{}{path}", self.id), body)
+    }
+
+    fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", json!({ "url": url }));
+    }
+
+    fn url(&self) -> String {
+        self.cmd("GET", "/url", json!({})).as_str().unwrap_or_default().to_string()
+    }
+
+    fn find_all(&self, css: &str) -> Vec<String> {
+        let found = self.cmd("POST", "/elements", json!({ "using": "css selector", "value": css }));
+        found
+            .as_array()
+            .unwrap_or_else(|| panic!("find {css}: {found}"))
+            .iter()
+            .map(|e| e[ELEMENT].as_str().unwrap_or_else(|| panic!("element {e}")).to_string())
+            .collect()
+    }
+
+    fn find(&self, css: &str) -> String {
+        self.find_all(css).into_iter().next().unwrap_or_else(|| panic!("no element {css} on {}", self.url()))
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.cmd("POST", &format!("/element/{e}/click"), json!({}));
+    }
+
+    fn fill(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.cmd("POST", &format!("/element/{e}/clear"), json!({}));
+        self.cmd("POST", &format!("/element/{e}/value"), json!({ "text": text }));
+    }
+
+    fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        self.cmd("GET", &format!("/element/{e}/text"), json!({})).as_str().unwrap_or_default().to_string()
+    }
+
+    fn run(&self, script: &str, args: Value) -> Value {
+        self.cmd("POST", "/execute/sync", json!({ "script": script, "args": args }))
+    }
+
+    fn run_async(&self, script: &str, args: Value) -> Value {
+        self.cmd("POST", "/execute/async", json!({ "script": script, "args": args }))
+    }
+
+    /// Chooses the option with this label in a `<select>`.
+    fn choose(&self, css: &str, label: &str) {
+        let ok = self.run(
+            "const s = document.querySelector(arguments[0]);\
+             for (const o of s.options) { if (o.text === arguments[1]) { o.selected = true; return true; } }\
+             return false;",
+            json!([css, label]),
+        );
+        assert_eq!(ok, json!(true), "no option {label} in {css}");
+    }
+
+    /// Waits until `script` returns something truthy, and answers it.
+    fn wait_for(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = self.run(script, json!([]));
+            if !(v.is_null() || v == json!(false) || v == json!("")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what} on {}", self.url());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let data = self.cmd("GET", "/screenshot", json!({}));
+        let png = base64::engine::general_purpose::STANDARD.decode(data.as_str().unwrap()).unwrap();
+        let dir = workspace_root().join("tests/artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
+    fn login(&self, base: &str, name: &str) {
+        self.goto(&format!("{base}/login"));
+        self.fill("#username", name);
+        self.fill("#password", &format!("password-of-{name}"));
+        self.click("#login-submit");
+        self.wait_for("the dashboard after login", "return location.pathname === '/ui/dashboard';");
+    }
+}
+
+fn settings() -> String {
+    format!("plugin_path = [\"{}\"]\n[workers]\nembedded = true\nper_pool = 2\n", bin_dir().display())
+}
+
+async fn user(store: &Store, name: &str, superuser: bool) -> i64 {
+    store
+        .create_user(&NewUser {
+            username: name.into(),
+            password: format!("password-of-{name}"),
+            is_superuser: superuser,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_creates_a_pool_and_project_starts_it_and_watches_it_live() {
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings());
+    let server = sandbox.serve();
+    let base = format!("http://{}", server.addr);
+    let store = sandbox.store().await;
+    user(&store, "alice", true).await;
+    let driver = Driver::start();
+    let browser = driver.session();
+
+    // Anonymous visitors are sent to the login page, the plugins page too.
+    browser.goto(&format!("{base}/ui/plugins"));
+    assert!(browser.url().contains("/login?next="), "{}", browser.url());
+    browser.login(&base, "alice");
+
+    // A worker pool through the form.
+    browser.goto(&format!("{base}/ui/worker_pools/new"));
+    browser.fill("#f-name", "ui-pool");
+    browser.click("#tab-security");
+    browser.fill("#f-isolation_method", "shell");
+    browser.click("#save");
+    browser.wait_for("the pool's page", "return /^\\/ui\\/worker_pools\\/\\d+$/.test(location.pathname);");
+    assert!(browser.text("h1").contains("ui-pool"));
+
+    // A project: first with a script the store refuses, to see the error by
+    // its field and the submitted values kept.
+    browser.goto(&format!("{base}/ui/projects/new"));
+    browser.fill("#f-name", "ui-project");
+    browser.choose("#f-worker_pool_id", "ui-pool");
+    browser
+        .run("document.getElementById('f-script').value = arguments[0];", json!(["echo this has no interpreter line"]));
+    browser.click("#save");
+    browser.wait_for("the script's error", "return document.getElementById('err-script');");
+    let error = browser.text("#err-script");
+    assert!(error.contains("interpreter"), "{error}");
+    assert_eq!(browser.run("return document.getElementById('f-name').value;", json!([])), json!("ui-project"));
+    let script =
+        "#!/bin/bash\necho first-line\nsleep 3\nfor i in 1 2 3; do echo tick $i; sleep 1; done\necho done-line\n";
+    browser.run("document.getElementById('f-script').value = arguments[0];", json!([script]));
+    browser.click("#save");
+    browser.wait_for("the project's page", "return /^\\/ui\\/projects\\/\\d+$/.test(location.pathname);");
+
+    // Start it and watch the output arrive before the build ends.
+    browser.click("#start-project");
+    browser.wait_for("the build page", "return /^\\/ui\\/builds\\/\\d+$/.test(location.pathname);");
+    browser.run("window.__sameDocument = 'yes';", json!([]));
+    let seen = browser.wait_for(
+        "the first output line",
+        "const l = [...document.querySelectorAll('#output .line-stdout')].find(e => e.textContent.includes('first-line'));\
+         return l ? document.getElementById('build-status').textContent : null;",
+    );
+    assert!(
+        seen == json!("RUNNING") || seen == json!("QUEUED"),
+        "the first line should appear while the build runs, status was {seen}"
+    );
+    assert!(
+        !browser
+            .run("return document.getElementById('output').textContent.includes('done-line');", json!([]))
+            .as_bool()
+            .unwrap(),
+        "the last line was already there: not live"
+    );
+    let status = browser.wait_for(
+        "the final status",
+        "const s = document.getElementById('build-status').textContent; return s === 'SUCCESS' || s === 'FAILURE' ? s : null;",
+    );
+    assert_eq!(status, json!("SUCCESS"));
+    // Same document: nothing reloaded the page.
+    assert_eq!(browser.run("return window.__sameDocument || null;", json!([])), json!("yes"));
+    let texts = browser.run(
+        "return [...document.querySelectorAll('#output .line')].map(e => [e.className, e.textContent]);",
+        json!([]),
+    );
+    let texts = texts.as_array().unwrap();
+    assert!(texts
+        .iter()
+        .any(|t| t[0].as_str().unwrap().contains("line-stdout") && t[1].as_str().unwrap().contains("done-line")));
+    assert!(texts.iter().any(|t| t[0].as_str().unwrap().contains("line-message")), "housekeeping lines: {texts:?}");
+    let color = |class: &str| {
+        browser.run(
+            "const e = document.querySelector('#output .' + arguments[0]); return e ? getComputedStyle(e).color : null;",
+            json!([class]),
+        )
+    };
+    assert_ne!(color("line-stdout"), color("line-message"), "stdout and messages look the same");
+    browser.wait_for("the return code", "return document.getElementById('build-rc').textContent === '0';");
+    let build_id: i64 = browser.url().rsplit('/').next().unwrap().parse().unwrap();
+    browser.screenshot("build.png");
+
+    // The dashboard updates by itself when another build starts.
+    browser.goto(&format!("{base}/ui/dashboard"));
+    browser.run("window.__sameDocument = 'dash';", json!([]));
+    let project_id = store.find_project("ui-project").await.unwrap().unwrap().id;
+    let started = browser.run_async(
+        "const done = arguments[arguments.length - 1];\
+         const csrf = document.querySelector('input[name=csrf_token]').value;\
+         fetch('/ui/projects/' + arguments[0] + '/start', { method: 'POST', body: new URLSearchParams({ csrf_token: csrf }) })\
+           .then(r => done(r.url)).catch(e => done('error ' + e));",
+        json!([project_id]),
+    );
+    let second: i64 =
+        started.as_str().unwrap().rsplit('/').next().unwrap().parse().expect("redirected to the new build");
+    assert!(second > build_id);
+    browser.wait_for(
+        "the new build on the dashboard",
+        &format!("return !!document.querySelector('#board-running [data-build=\"{second}\"], #board-queued [data-build=\"{second}\"]');"),
+    );
+    assert_eq!(browser.run("return window.__sameDocument || null;", json!([])), json!("dash"));
+    browser.screenshot("dashboard.png");
+    browser.wait_for(
+        "the new build to finish on the dashboard",
+        &format!("return !!document.querySelector('#board-latest [data-build=\"{second}\"] .status-SUCCESS');"),
+    );
+
+    // The pipeline map: one row per stage, with the project's live status.
+    let pool = store.find_worker_pool("ui-pool").await.unwrap().unwrap().id;
+    let build_stage = store
+        .create_stage(&Stage { name: "build".into(), variables: "{}".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let deploy_stage = store
+        .create_stage(&Stage { name: "deploy".into(), variables: "{}".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let pipeline = store
+        .create_pipeline(&Pipeline {
+            name: "ui-pipeline".into(),
+            stage_ids: vec![build_stage, deploy_stage],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut project = store.get_project(project_id).await.unwrap().unwrap();
+    project.pipeline_id = Some(pipeline);
+    project.stage_id = Some(build_stage);
+    store.update_project(&project).await.unwrap();
+    store
+        .create_project(&Project {
+            name: "ui-deploy".into(),
+            worker_pool_id: pool,
+            pipeline_id: Some(pipeline),
+            stage_id: Some(deploy_stage),
+            script: "#!/bin/bash\necho deploying\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    browser.goto(&format!("{base}/ui/pipelines/{pipeline}/map"));
+    assert_eq!(browser.find_all("table.map tbody tr").len(), 2);
+    assert!(browser.text("table.map tbody tr:first-child").contains("ui-project"));
+    assert!(browser.text("table.map tbody tr:nth-child(2)").contains("ui-deploy"));
+    assert!(browser.text("[data-project=\"ui-deploy\"]").contains("never built"));
+    // Run the pipeline from its first stage; the map follows without a reload.
+    browser.run("window.__sameDocument = 'map';", json!([]));
+    browser.run_async(
+        "const done = arguments[arguments.length - 1];\
+         const csrf = document.querySelector('input[name=csrf_token]').value;\
+         fetch('/ui/projects/' + arguments[0] + '/start', { method: 'POST', body: new URLSearchParams({ csrf_token: csrf }) })\
+           .then(r => done(r.status)).catch(e => done(String(e)));",
+        json!([project_id]),
+    );
+    browser.wait_for(
+        "the deploy stage to run after the build stage",
+        "const c = document.querySelector('[data-project=\"ui-deploy\"]'); return c && c.querySelector('.badge') ? true : null;",
+    );
+    assert_eq!(browser.run("return window.__sameDocument || null;", json!([])), json!("map"));
+    browser.screenshot("pipeline-map.png");
+
+    // The plugins page lists what the server loaded.
+    browser.goto(&format!("{base}/ui/plugins"));
+    assert!(browser.text("main").contains("ownership"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_without_rights_sees_no_controls_and_direct_posts_are_refused() {
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings());
+    let server = sandbox.serve();
+    let base = format!("http://{}", server.addr);
+    let store = sandbox.store().await;
+    let owner = user(&store, "olga", true).await;
+    user(&store, "victor", false).await;
+    let pool = store.list_worker_pools().await.unwrap()[0].id;
+    let project = store
+        .create_project(&Project {
+            name: "not-yours".into(),
+            worker_pool_id: pool,
+            created_by: Some(owner),
+            script: "#!/bin/bash\necho hi\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let driver = Driver::start();
+    let browser = driver.session();
+    browser.login(&base, "victor");
+
+    browser.goto(&format!("{base}/ui/projects"));
+    assert!(browser.text("tbody").contains("not-yours"), "the project is listed");
+    // (Anyone may create projects of their own; these controls are for this one.)
+    for css in ["button.start", "a.start", "a.edit", "form[data-confirm]"] {
+        assert!(browser.find_all(css).is_empty(), "a non-owner sees {css}");
+    }
+    browser.goto(&format!("{base}/ui/projects/{project}"));
+    for css in ["#start-project", "#edit-object", "form[data-confirm]"] {
+        assert!(browser.find_all(css).is_empty(), "a non-owner sees {css}");
+    }
+    browser.goto(&format!("{base}/ui/worker_pools"));
+    assert!(browser.find_all("#new-worker_pool").is_empty());
+    // The edit page falls back to the read-only page.
+    browser.goto(&format!("{base}/ui/projects/{project}/edit"));
+    assert!(browser.url().ends_with(&format!("/ui/projects/{project}")), "{}", browser.url());
+
+    // Direct POSTs with the user's own valid CSRF token are refused.
+    let post = |path: String, body: Value| {
+        browser.run_async(
+            "const done = arguments[arguments.length - 1];\
+             const csrf = document.querySelector('input[name=csrf_token]').value;\
+             const body = new URLSearchParams(Object.assign({ csrf_token: csrf }, arguments[1]));\
+             fetch(arguments[0], { method: 'POST', body, redirect: 'manual' }).then(r => done(r.status)).catch(e => done(String(e)));",
+            json!([path, body]),
+        )
+    };
+    assert_eq!(post(format!("/ui/projects/{project}/start"), json!({})), json!(403));
+    assert_eq!(post(format!("/ui/projects/{project}/edit"), json!({ "name": "taken-over" })), json!(403));
+    assert_eq!(post(format!("/ui/projects/{project}/delete"), json!({})), json!(403));
+    assert_eq!(post("/ui/worker_pools/new".into(), json!({ "name": "mine" })), json!(403));
+    // And without the token, even an allowed action is refused.
+    let no_csrf = browser.run_async(
+        "const done = arguments[arguments.length - 1];\
+         fetch('/ui/snippets/new', { method: 'POST', body: new URLSearchParams({ name: 'x', text: 'y' }) }).then(r => done(r.status));",
+        json!([]),
+    );
+    assert_eq!(no_csrf, json!(403));
+    assert!(store.list_builds(&Default::default()).await.unwrap().is_empty(), "no build was started");
+    let unchanged = store.get_project(project).await.unwrap().unwrap();
+    assert_eq!(unchanged.name, "not-yours");
+    assert!(store.find_worker_pool("mine").await.unwrap().is_none());
+
+    // Build roots are behind login.
+    let (status, _) = server.get("/ui/builds/1/files");
+    assert_eq!(status, 303, "anonymous file browsing redirects to the login");
+}
