@@ -422,6 +422,39 @@ async fn a_user_creates_a_pool_and_project_starts_it_and_watches_it_live() {
     // The plugins page lists what the server loaded.
     browser.goto(&format!("{base}/ui/plugins"));
     assert!(browser.text("main").contains("ownership"));
+
+    // Every form control has a label, and the tabs are reachable by keyboard.
+    browser.goto(&format!("{base}/ui/projects/new"));
+    let unlabelled = browser.run(
+        "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+            .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby'))
+            .map(e => e.name || e.id);",
+        json!([]),
+    );
+    assert_eq!(unlabelled, json!([]), "form controls without a label");
+    let unreachable = browser.run(
+        "return Array.from(document.querySelectorAll('[role=tab], nav a, button'))
+            .filter(e => e.tabIndex < 0 && e.getAttribute('aria-selected') !== 'false').length;",
+        json!([]),
+    );
+    assert_eq!(unreachable, json!(0), "controls that keyboard users cannot reach");
+
+    // Readable on a phone-width screen: nothing wider than the viewport.
+    browser.cmd("POST", "/window/rect", json!({ "width": 390, "height": 844 }));
+    for page in ["/ui/dashboard", "/ui/projects", "/ui/builds"] {
+        browser.goto(&format!("{base}{page}"));
+        let overflow = browser
+            .run("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([]));
+        let culprits = browser.run(
+            "const w = document.documentElement.clientWidth;
+             return Array.from(document.querySelectorAll('body *'))
+               .filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest('.scroll'))
+               .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right));",
+            json!([]),
+        );
+        assert!(overflow.as_i64().unwrap_or(0) <= 1, "{page} is wider than a phone screen by {overflow}px: {culprits}");
+    }
+    browser.screenshot("phone-builds.png");
 }
 
 #[tokio::test(flavor = "multi_thread")]
