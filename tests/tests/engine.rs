@@ -6,12 +6,10 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use vespene::store::{
-    Build, BuildStatus, NewBuild, OutputStream, Pipeline, Project, Snippet, Stage, Store, VariableSet, WorkerPool,
-};
+use vespene::store::{Build, BuildStatus, NewBuild, Pipeline, Project, Snippet, Stage, Store, VariableSet, WorkerPool};
+use vespene_e2e::builds::*;
 use vespene_e2e::*;
 
 fn settings(extra: &str) -> String {
@@ -36,89 +34,6 @@ async fn builds_of(store: &Store, project: &Project) -> Vec<Build> {
     let mut builds = store.list_builds(&filter).await.unwrap();
     builds.sort_by_key(|b| b.id);
     builds
-}
-
-async fn stdout_of(store: &Store, build: i64) -> Vec<String> {
-    store
-        .output_since(build, 0, 100_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.stream != OutputStream::Message)
-        .map(|l| l.text)
-        .collect()
-}
-
-async fn log_of(store: &Store, build: i64) -> String {
-    let lines = store.output_since(build, 0, 100_000).await.unwrap();
-    lines.into_iter().map(|l| l.text).collect::<Vec<_>>().join("\n")
-}
-
-/// Polls `check` until it answers `Some`, or fails after `limit`.
-async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn finished(store: &Store, id: i64, limit: Duration) -> Build {
-    wait_for(limit, &format!("build {id} to finish"), || async {
-        let b = store.get_build(id).await.unwrap().unwrap();
-        (!b.status.is_active()).then_some(b)
-    })
-    .await
-}
-
-fn start(sandbox: &Sandbox, project: &str, extra: &[&str]) -> i64 {
-    let mut args = vec!["start", project];
-    args.extend_from_slice(extra);
-    let out = sandbox.run(&args);
-    assert!(out.status.success(), "start {project}: {}{}", stdout(&out), stderr(&out));
-    let text = stdout(&out);
-    text.split_whitespace().nth(1).and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("no build id in {text}"))
-}
-
-/// A `vespene worker` process, killed when dropped.
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn spawn(sandbox: &Sandbox, args: &[&str]) -> Self {
-        let mut all = vec!["worker"];
-        all.extend_from_slice(args);
-        let child = sandbox.command(&all).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
-        WorkerProcess(child)
-    }
-
-    fn wait(self, limit: Duration) {
-        assert!(self.finished_within(limit), "worker did not finish within {limit:?}");
-    }
-
-    fn finished_within(mut self, limit: Duration) -> bool {
-        let started = Instant::now();
-        while self.0.try_wait().unwrap().is_none() {
-            if started.elapsed() > limit {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        true
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,14 +155,6 @@ async fn stop_ends_a_sleeping_build_within_two_seconds_and_kills_its_processes()
     // Stopping a finished build is refused clearly.
     let out = sandbox.run(&["stop", &id.to_string()]);
     assert!(!out.status.success() && stderr(&out).contains("is ABORTED"), "{}", stderr(&out));
-}
-
-fn process_alive(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie has exited; only its parent has not collected it yet.
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,10 +10,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vespene::store::{Build, BuildStatus, OutputStream, Project, Store, WorkerPool};
+use vespene::store::{Build, BuildStatus, Project, Store, WorkerPool};
+use vespene_e2e::builds::*;
 use vespene_e2e::*;
 
 const BUILD_USER: &str = "vespene-build";
@@ -128,80 +129,11 @@ async fn project(store: &Store, name: &str, pool: &WorkerPool, image: Option<&st
 }
 
 /// The build's output lines, without the timestamp plugin's prefix.
-async fn stdout_of(store: &Store, build: i64) -> Vec<String> {
-    store
-        .output_since(build, 0, 100_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.stream != OutputStream::Message)
-        .map(|l| l.text.split_once(" | ").map(|(_, t)| t.to_string()).unwrap_or(l.text))
-        .collect()
-}
-
-async fn log_of(store: &Store, build: i64) -> String {
-    let lines = store.output_since(build, 0, 100_000).await.unwrap();
-    lines.into_iter().map(|l| l.text).collect::<Vec<_>>().join("\n")
-}
-
-async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn finished(store: &Store, id: i64, limit: Duration) -> Build {
-    wait_for(limit, &format!("build {id} to finish"), || async {
-        let b = store.get_build(id).await.unwrap().unwrap();
-        (!b.status.is_active()).then_some(b)
-    })
-    .await
-}
-
-fn start(sandbox: &Sandbox, project: &str) -> i64 {
-    let out = sandbox.run(&["start", project]);
-    assert!(out.status.success(), "start {project}: {}{}", stdout(&out), stderr(&out));
-    let text = stdout(&out);
-    text.split_whitespace().nth(1).and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("no build id in {text}"))
-}
-
 /// A `vespene worker` with build roots outside the data directory, killed when dropped.
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn spawn(sandbox: &Sandbox) -> Self {
-        let child = sandbox
-            .command(&["worker"])
-            .env("VESPENE_BUILD_ROOT", sandbox.path("builds"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        WorkerProcess(child)
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn process_alive(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+fn worker(sandbox: &Sandbox) -> WorkerProcess {
+    let mut command = sandbox.command(&["worker"]);
+    command.env("VESPENE_BUILD_ROOT", sandbox.path("builds"));
+    WorkerProcess::from_command(command)
 }
 
 /// Stops build `id` and answers it once final, with how long that took.
@@ -229,10 +161,10 @@ async fn sudo_runs_as_the_build_user_who_cannot_read_settings_database_or_key() 
         data = data.display()
     );
     project(&store, "snoop", &p, None, &script).await;
-    let _worker = WorkerProcess::spawn(&sandbox);
-    let id = start(&sandbox, "snoop");
+    let _worker = worker(&sandbox);
+    let id = start(&sandbox, "snoop", &[]);
     let build = finished(&store, id, Duration::from_secs(60)).await;
-    let out = stdout_of(&store, id).await;
+    let out = unstamped_output(&store, id).await;
     let log = log_of(&store, id).await;
     assert_eq!((build.status, build.return_code), (BuildStatus::Failure, Some(7)), "the exit code counts: {log}");
     assert_eq!(out[0], BUILD_USER, "{log}");
@@ -266,10 +198,10 @@ async fn sudo_stop_kills_everything_the_build_started_within_two_seconds() {
         "#!/bin/sh\necho $$ > pids\nsleep 600 &\necho $! >> pids\necho started\nwait\n",
     )
     .await;
-    let _worker = WorkerProcess::spawn(&sandbox);
-    let id = start(&sandbox, "sleeper");
+    let _worker = worker(&sandbox);
+    let id = start(&sandbox, "sleeper", &[]);
     wait_for(Duration::from_secs(30), "the build to print 'started'", || async {
-        stdout_of(&store, id).await.iter().any(|l| l == "started").then_some(())
+        unstamped_output(&store, id).await.iter().any(|l| l == "started").then_some(())
     })
     .await;
     let (build, took) = stop(&sandbox, &store, id).await;
@@ -292,8 +224,8 @@ async fn sudo_timeout_fails_the_build_after_its_minute() {
     let mut proj = project(&store, "slow", &p, None, "#!/bin/sh\necho begin\nsleep 600\n").await;
     proj.timeout = 1;
     store.update_project(&proj).await.unwrap();
-    let _worker = WorkerProcess::spawn(&sandbox);
-    let id = start(&sandbox, "slow");
+    let _worker = worker(&sandbox);
+    let id = start(&sandbox, "slow", &[]);
     let build = finished(&store, id, Duration::from_secs(100)).await;
     assert_eq!(build.status, BuildStatus::Failure);
     let took = build.end_time.unwrap() - build.start_time.unwrap();
@@ -316,12 +248,12 @@ async fn a_container_build_writes_into_the_build_root_and_reports_its_exit_code(
         "#!/bin/bash\necho \"in $(pwd)\"\necho made-in-container > out.txt\necho to-stderr >&2\nls /sys/class/net\nexit 3\n",
     )
     .await;
-    let _worker = WorkerProcess::spawn(&sandbox);
-    let id = start(&sandbox, "writer");
+    let _worker = worker(&sandbox);
+    let id = start(&sandbox, "writer", &[]);
     let build = finished(&store, id, Duration::from_secs(60)).await;
     let log = log_of(&store, id).await;
     assert_eq!((build.status, build.return_code), (BuildStatus::Failure, Some(3)), "{log}");
-    let out = stdout_of(&store, id).await;
+    let out = unstamped_output(&store, id).await;
     // In order, stderr merged; no network interface but the loopback (--network none).
     assert_eq!(out, ["in /build", "to-stderr", "lo"], "{log}");
     let written = std::fs::read_to_string(Path::new(&build.working_dir).join("out.txt")).unwrap();
@@ -337,8 +269,8 @@ async fn an_image_outside_the_allow_list_is_refused_clearly() {
     let (sandbox, store) = sandbox().await;
     let p = pool(&store, "docker-pool", "container", None).await;
     project(&store, "evil", &p, Some("evil/miner:latest"), "#!/bin/sh\ntouch ran\n").await;
-    let _worker = WorkerProcess::spawn(&sandbox);
-    let id = start(&sandbox, "evil");
+    let _worker = worker(&sandbox);
+    let id = start(&sandbox, "evil", &[]);
     let build = finished(&store, id, Duration::from_secs(60)).await;
     assert_eq!(build.status, BuildStatus::Failure);
     let log = log_of(&store, id).await;
@@ -367,14 +299,14 @@ async fn container_output_is_stored_live_while_the_build_runs() {
         "#!/bin/sh\nfor i in $(seq 1 30); do echo line $i; sleep 0.1; done\n",
     )
     .await;
-    let _worker = WorkerProcess::spawn(&sandbox);
-    let id = start(&sandbox, "ticker");
+    let _worker = worker(&sandbox);
+    let id = start(&sandbox, "ticker", &[]);
     // Poll while RUNNING: the first line must be stored before the build ends.
     let started = Instant::now();
     let mut first_seen_while_running = None;
     loop {
         let status = store.get_build(id).await.unwrap().unwrap().status;
-        let out = stdout_of(&store, id).await;
+        let out = unstamped_output(&store, id).await;
         if status == BuildStatus::Running && out.first().map(String::as_str) == Some("line 1") {
             first_seen_while_running = Some(out.len());
             break;
@@ -390,7 +322,7 @@ async fn container_output_is_stored_live_while_the_build_runs() {
     let seen = first_seen_while_running.unwrap_or_else(|| panic!("'line 1' was not stored while RUNNING:\n{log}"));
     assert!(seen < 30, "{seen} lines were stored at once: not live");
     assert_eq!(build.status, BuildStatus::Success, "{log}");
-    let out = stdout_of(&store, id).await;
+    let out = unstamped_output(&store, id).await;
     let expected: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
     assert_eq!(out, expected);
 }
@@ -403,10 +335,10 @@ async fn stopping_a_container_build_ends_it_within_two_seconds_and_removes_the_c
     let (sandbox, store) = sandbox().await;
     let p = pool(&store, "docker-pool", "container", None).await;
     project(&store, "sleeper", &p, Some(TEST_IMAGE), "#!/bin/sh\necho started\nsleep 600\n").await;
-    let _worker = WorkerProcess::spawn(&sandbox);
-    let id = start(&sandbox, "sleeper");
+    let _worker = worker(&sandbox);
+    let id = start(&sandbox, "sleeper", &[]);
     wait_for(Duration::from_secs(30), "the build to print 'started'", || async {
-        stdout_of(&store, id).await.iter().any(|l| l == "started").then_some(())
+        unstamped_output(&store, id).await.iter().any(|l| l == "started").then_some(())
     })
     .await;
     let running = store.get_build(id).await.unwrap().unwrap();
@@ -427,8 +359,8 @@ async fn a_container_build_times_out_and_its_container_goes() {
     let mut proj = project(&store, "slow", &p, Some(TEST_IMAGE), "#!/bin/sh\necho begin\nsleep 600\n").await;
     proj.timeout = 1;
     store.update_project(&proj).await.unwrap();
-    let _worker = WorkerProcess::spawn(&sandbox);
-    let id = start(&sandbox, "slow");
+    let _worker = worker(&sandbox);
+    let id = start(&sandbox, "slow", &[]);
     let build = finished(&store, id, Duration::from_secs(100)).await;
     assert_eq!(build.status, BuildStatus::Failure, "{}", log_of(&store, id).await);
     let took = build.end_time.unwrap() - build.start_time.unwrap();
