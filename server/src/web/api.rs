@@ -358,17 +358,22 @@ fn read_only(kind: &str) -> &'static [&'static str] {
 /// The object as authorization plugins see it: id, creator, and group names.
 pub(crate) async fn authz_object(state: &Arc<AppState>, kind: &str, value: Value) -> Result<Value, ApiError> {
     let groups = state.store.list_groups().await?;
+    Ok(authz_object_with(&groups, kind, &value))
+}
+
+/// [`authz_object`] with the groups already looked up (listings do it once).
+fn authz_object_with(groups: &[crate::store::Group], kind: &str, value: &Value) -> Value {
     let names = |ids: &Value| -> Value {
         let ids: Vec<i64> = ids.as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
         json!(groups.iter().filter(|g| ids.contains(&g.id)).map(|g| g.name.clone()).collect::<Vec<_>>())
     };
     let created_by = if kind == "user" { value["id"].clone() } else { value["created_by"].clone() };
-    Ok(json!({
+    json!({
         "id": value["id"],
         "created_by": created_by,
         "owner_groups": names(&value["owner_group_ids"]),
         "launch_groups": names(&value["launch_group_ids"]),
-    }))
+    })
 }
 
 macro_rules! dispatch_kind {
@@ -518,10 +523,8 @@ pub(crate) async fn only_visible(
     kind: &str,
     values: Vec<Value>,
 ) -> Result<Vec<Value>, ApiError> {
-    let mut objects = Vec::new();
-    for v in &values {
-        objects.push(authz_object(state, kind, v.clone()).await?);
-    }
+    let groups = state.store.list_groups().await?;
+    let objects = values.iter().map(|v| authz_object_with(&groups, kind, v)).collect();
     let visible = state.visible(principal, kind, objects).await?;
     Ok(values.into_iter().filter(|v| v["id"].as_i64().is_some_and(|i| visible.contains(&i))).collect())
 }
