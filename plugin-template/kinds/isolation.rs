@@ -9,7 +9,7 @@
 //! It answers the script's exit code, and fails with `build was cancelled`
 //! when the build was stopped.
 //!
-//! Running builds unisolated is what the server's own `none` isolation does;
+//! Running builds unisolated is what the shipped `shell` isolation does;
 //! this example adds a configurable shell and environment. To isolate for
 //! real, change the command: e.g. `["sudo", "-Hnu", user, shell, script]`, or
 //! `["docker", "run", "--rm", "-v", root:root, "-w", root, image, shell, script]`

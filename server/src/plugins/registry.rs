@@ -199,6 +199,14 @@ impl Registry {
         }
     }
 
+    /// An organization importer by entry name.
+    pub fn organization(&self, name: &str) -> Option<&OrganizationBox> {
+        match &self.get(PluginSection::Organizations, name)?.instance {
+            Instance::Organization(o) => Some(o),
+            _ => None,
+        }
+    }
+
     /// The names configured in a section (the UI's choice lists).
     pub fn names(&self, section: PluginSection) -> Vec<String> {
         self.section(section).map(|p| p.name.clone()).collect()
@@ -250,10 +258,10 @@ fn instantiate(library: &Library, section: PluginSection, entry: &PluginEntry) -
     let missing = || {
         let kinds: Vec<&str> = provided_kinds(module).into_iter().map(Kind::name).collect();
         format!(
-            "library '{}' provides {} but section '{section}' needs a {} plugin",
+            "library '{}' provides {} but section '{section}' needs {} plugin",
             library.info.name,
             if kinds.is_empty() { "no plugin kind".to_string() } else { kinds.join(", ") },
-            section.kind()
+            with_article(section.kind().name())
         )
     };
     let bad = |e: abi_stable::std_types::RString| format!("bad parameters: {e}");
@@ -278,4 +286,10 @@ fn instantiate(library: &Library, section: PluginSection, entry: &PluginEntry) -
             module.new_autoscaler().flatten().ok_or_else(missing)?(cfg).into_result().map_err(bad)?,
         ),
     })
+}
+
+/// "a scm", "an autoscaler": the article a kind name takes.
+fn with_article(kind: &str) -> String {
+    let an = kind.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {kind}", if an { "an" } else { "a" })
 }
