@@ -93,6 +93,33 @@ pub fn start(settings: &Settings, project: &str, answers: Option<&str>, wait: bo
     })
 }
 
+/// Imports an organization (by name or id) now, if due or with `force`;
+/// answers success only if the import succeeded (or was not due).
+pub fn import(settings: &Settings, organization: &str, force: bool) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let engine = engine(settings).await?;
+        let store = engine.store();
+        let found = match organization.parse::<Id>() {
+            Ok(id) => store.get_organization(id).await?,
+            Err(_) => store.find_organization(organization).await?,
+        };
+        let Some(found) = found else { anyhow::bail!("no organization '{organization}'") };
+        match engine.import_organization(found.id, force).await? {
+            Some(build) => {
+                println!(
+                    "import {} of {}: {} (return code {:?})",
+                    build.id, found.name, build.status, build.return_code
+                );
+                Ok(if build.status == BuildStatus::Success { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            None => {
+                println!("organization {}: not due, or an import is already running (use --force)", found.name);
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
 /// Asks a build to stop.
 pub fn stop(settings: &Settings, id: Id) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {

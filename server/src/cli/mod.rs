@@ -73,6 +73,14 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Import an organization's repositories now (by name or id).
+    Import {
+        /// The organization's name or id.
+        organization: String,
+        /// Import even when it is not due.
+        #[arg(long)]
+        force: bool,
+    },
     /// Stop a queued or running build.
     Stop {
         /// The build id.
@@ -198,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     engine_cmd::start(&settings, &project, answers.as_deref(), wait)
                 }
                 Command::Stop { build } => engine_cmd::stop(&settings, build),
+                Command::Import { organization, force } => engine_cmd::import(&settings, &organization, force),
                 Command::Build(cmd) => engine_cmd::build(&settings, cmd),
                 Command::Migrate => store_cmd::migrate(&settings),
                 Command::User(cmd) => store_cmd::user(&settings, cmd),

@@ -11,6 +11,7 @@
 
 mod enqueue;
 mod host;
+pub mod import;
 mod output;
 mod pipeline;
 mod run;

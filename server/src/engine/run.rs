@@ -208,7 +208,7 @@ impl Engine {
         }
     }
 
-    fn build_host(&self, log: &Arc<BuildLog>, cancel: &Arc<CancelState>, root: &Path) -> BuildHost {
+    pub(super) fn build_host(&self, log: &Arc<BuildLog>, cancel: &Arc<CancelState>, root: &Path) -> BuildHost {
         BuildHost {
             log: log.clone(),
             cancel: cancel.clone(),
@@ -351,7 +351,7 @@ async fn watch_for_stop(engine: Engine, build_id: crate::store::Id, cancel: Arc<
     }
 }
 
-fn create_build_root(root: &Path) -> Result<()> {
+pub(super) fn create_build_root(root: &Path) -> Result<()> {
     if root.exists() {
         std::fs::remove_dir_all(root)
             .map_err(|e| EngineError::Failed(format!("cannot clear the build root {}: {e}", root.display())))?;

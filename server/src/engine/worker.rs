@@ -183,7 +183,31 @@ impl Engine {
             self.store().orphan_stale_builds(pool.id, cutoff).await?;
         }
         self.store().abort_stale_aborting(now - chrono::Duration::minutes(10)).await?;
-        self.run_schedules().await
+        self.run_schedules().await?;
+        self.run_imports(config).await
+    }
+
+    /// Runs the due organization imports whose worker pool this worker
+    /// serves; one import of an organization at a time across all workers.
+    pub async fn run_imports(&self, config: &WorkerConfig) -> Result<()> {
+        let orgs: Vec<_> = self.store().list_organizations().await?.into_iter().filter(|o| o.import_enabled).collect();
+        if orgs.is_empty() {
+            return Ok(());
+        }
+        let served = self.pool_ids(&config.pools).await?;
+        for org in orgs {
+            if !served.contains(&org.worker_pool_id) {
+                continue;
+            }
+            match self.import_organization(org.id, false).await {
+                Ok(Some(build)) => {
+                    tracing::info!(organization = %org.name, build = build.id, status = %build.status, "organization imported")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(organization = %org.name, error = %e, "organization import"),
+            }
+        }
+        Ok(())
     }
 
     /// Queues the scheduled builds that are due. Every worker process looks;

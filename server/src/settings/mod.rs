@@ -230,6 +230,9 @@ library = "variables-snippets"
 library = "timestamp"
 mode = "elapsed"
 
+[plugins.organizations.github]
+library = "github"
+
 [plugins.authorization.ownership]
 library = "ownership"
 

@@ -108,7 +108,7 @@ impl Store {
     /// [`Store::set_password`]); group membership is replaced by `group_ids`.
     pub async fn update_user(&self, u: &User) -> Result<()> {
         v::username("username", &u.username)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE users SET username = $1, email = $2, first_name = $3, last_name = $4, is_superuser = $5,
                  is_active = $6 WHERE id = $7",

@@ -82,7 +82,7 @@ impl Store {
             BuildStatus::Running => (Some(now), None),
             _ => (Some(now), Some(now)),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query(
             "INSERT INTO builds (project_id, organization_id, worker_pool_id, status, queued_time, start_time,
                  end_time, script, variables, launch_answers, created_by, pipeline_parent_build_id,
@@ -231,7 +231,7 @@ impl Store {
         let from = to.previous();
         let now = row::now().timestamp_millis();
         let finishing = !to.is_active();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let sql = format!(
             "UPDATE builds SET status = $1,
                  end_time = CASE WHEN $2 THEN $3 ELSE end_time END,
@@ -369,7 +369,7 @@ impl Store {
     /// sequence number of the last line (lines are numbered 1, 2, 3, ...).
     pub async fn append_output<S: AsRef<str>>(&self, build_id: Id, lines: &[(OutputStream, S)]) -> Result<i64> {
         let n = lines.len() as i64;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Reserve the numbers first: this write takes the lock.
         let r = sqlx::query("UPDATE builds SET output_seq = output_seq + $1 WHERE id = $2 RETURNING output_seq")
             .bind(n)
@@ -507,7 +507,7 @@ impl Store {
 impl Store {
     /// Deletes one finished build and its output; false if there was none.
     pub async fn delete_build(&self, id: Id) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for sql in [
             "UPDATE projects SET last_build_id = NULL WHERE last_build_id = $1",
             "UPDATE projects SET last_successful_build_id = NULL WHERE last_successful_build_id = $1",
@@ -522,5 +522,82 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+impl Store {
+    /// Starts an organization import: creates its build (no project, RUNNING)
+    /// and makes it the organization's active build, in one transaction, only
+    /// if the organization has no active import. `None` when another import
+    /// holds it, so an organization is never imported twice at once. A pointer
+    /// left on a finished (or deleted) build is cleared first.
+    pub async fn begin_import(&self, organization_id: Id, worker_pool_id: Id) -> Result<Option<Build>> {
+        let current: Option<Option<Id>> = sqlx::query("SELECT active_build_id FROM organizations WHERE id = $1")
+            .bind(organization_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<Option<i64>, _>(0))
+            .transpose()?;
+        let Some(current) = current else { return Ok(None) };
+        if let Some(active) = current {
+            if self.build_status(active).await?.is_some_and(BuildStatus::is_active) {
+                return Ok(None);
+            }
+            sqlx::query("UPDATE organizations SET active_build_id = NULL WHERE id = $1 AND active_build_id = $2")
+                .bind(organization_id)
+                .bind(active)
+                .execute(&self.pool)
+                .await?;
+        }
+        let now = row::now().timestamp_millis();
+        let mut tx = self.begin_write().await?;
+        // Claim the organization first: the row lock (or SQLite's write lock)
+        // makes a concurrent claimer see the pointer already set.
+        let claimed =
+            sqlx::query("UPDATE organizations SET active_build_id = NULL WHERE id = $1 AND active_build_id IS NULL")
+                .bind(organization_id)
+                .execute(&mut *tx)
+                .await?;
+        if claimed.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let r = sqlx::query(
+            "INSERT INTO builds (project_id, organization_id, worker_pool_id, status, queued_time, start_time,
+                 script, variables, launch_answers)
+             VALUES (NULL, $1, $2, $3, $4, $4, '', '{}', '{}') RETURNING id",
+        )
+        .bind(organization_id)
+        .bind(worker_pool_id)
+        .bind(BuildStatus::Running.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| row::map_db_err(e, "build", "import build"))?;
+        let id: Id = r.try_get(0)?;
+        sqlx::query("UPDATE builds SET pipeline_origin_build_id = id WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let set =
+            sqlx::query("UPDATE organizations SET active_build_id = $1 WHERE id = $2 AND active_build_id IS NULL")
+                .bind(id)
+                .bind(organization_id)
+                .execute(&mut *tx)
+                .await?;
+        if set.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let b = fetch_build(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Some(b))
+    }
+
+    /// Clears an organization's forced rescan flag (after an import).
+    pub async fn clear_force_rescan(&self, organization_id: Id) -> Result<()> {
+        sqlx::query("UPDATE organizations SET force_rescan = $1 WHERE id = $2")
+            .bind(false)
+            .bind(organization_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -207,6 +207,17 @@ impl Store {
         migrate::run(&self.pool, self.backend).await
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write lock
+    /// at once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
+    /// writes fails with "database is locked" when another process wrote in
+    /// between, instead of waiting its turn.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend

@@ -99,7 +99,7 @@ impl Store {
         if T::CREATED_AT {
             cols.push(("created_at", row::now().into()));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         check_refs(&mut tx, obj).await?;
         let sql = row::insert_sql(T::TABLE, &cols);
         let mut q = sqlx::query(&sql);
@@ -115,7 +115,7 @@ impl Store {
     pub(crate) async fn update_record<T: Record>(&self, obj: &T) -> Result<()> {
         obj.validate()?;
         let cols = obj.columns(&self.secrets)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         check_refs(&mut tx, obj).await?;
         let sql = row::update_sql(T::TABLE, &cols);
         let mut q = sqlx::query(&sql);
