@@ -120,3 +120,11 @@ pub fn process_alive(pid: &str) -> bool {
 pub async fn unstamped_output(store: &Store, build: i64) -> Vec<String> {
     stdout_of(store, build).await.iter().map(|l| unstamped(l).to_string()).collect()
 }
+
+impl WorkerProcess {
+    /// SIGKILL: the worker gets no chance to tidy up.
+    pub fn kill_hard(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -14,6 +14,8 @@ use crate::store::{BuildStatus, Id, Worker};
 
 /// How often an idle slot looks at the queue when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
+/// How often a worker checks in while it runs builds.
+const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often housekeeping runs.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
@@ -63,6 +65,20 @@ impl Engine {
     /// Runs a worker until `shutdown` turns true or its build budget is spent.
     pub async fn run_worker(&self, config: WorkerConfig, shutdown: watch::Receiver<bool>) -> Result<WorkerSummary> {
         let worker_id = self.check_in(&config).await?;
+        // Aborted when this function returns, however it returns.
+        let heartbeat = tokio::spawn({
+            let engine = self.clone();
+            let config = config.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    if let Err(e) = engine.check_in(&config).await {
+                        tracing::warn!(error = %e, "worker check-in");
+                    }
+                }
+            }
+        });
+        let _stop_heartbeat = AbortOnDrop(heartbeat);
         if let Some(build_id) = config.build_id {
             let build = self
                 .store()
@@ -175,6 +191,14 @@ impl Engine {
     async fn housekeeping(&self, config: &WorkerConfig) -> Result<()> {
         self.check_in(config).await?;
         let now = crate::store::now();
+        // The rule for a worker that stopped checking in: its builds are ORPHANED,
+        // not run again (a half-run build may have had effects), and keep their output.
+        let silent = now - chrono::Duration::seconds(self.settings().workers.heartbeat_timeout_seconds.max(1) as i64);
+        for id in self.store().orphan_builds_of_silent_workers(silent).await? {
+            let message = "the worker running this build stopped checking in: build orphaned";
+            self.store().append_output(id, &[(crate::store::OutputStream::Message, message)]).await?;
+            tracing::warn!(build = id, "{message}");
+        }
         for pool in self.store().list_worker_pools().await? {
             if !config.pools.is_empty() && !config.pools.contains(&pool.name) {
                 continue;
@@ -240,5 +264,14 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

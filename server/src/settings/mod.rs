@@ -85,6 +85,9 @@ pub struct WorkerSettings {
     pub embedded: bool,
     /// How many builds each pool runs at once in the embedded workers.
     pub per_pool: u32,
+    /// A RUNNING build whose worker has not checked in for this long is
+    /// ORPHANED (workers check in every few seconds).
+    pub heartbeat_timeout_seconds: u64,
 }
 
 /// Where a layer of settings came from, for error messages.
@@ -200,6 +203,7 @@ url = ""
 [workers]
 embedded = true
 per_pool = 2
+heartbeat_timeout_seconds = 30
 
 [plugins.scm.none]
 library = "none"

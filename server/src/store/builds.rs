@@ -601,3 +601,25 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// RUNNING or ABORTING builds whose worker last checked in before `cutoff`
+    /// (killed, or cut off from the database) become ORPHANED; answers their ids.
+    pub async fn orphan_builds_of_silent_workers(&self, cutoff: DateTime<Utc>) -> Result<Vec<Id>> {
+        let rows = sqlx::query(
+            "UPDATE builds SET status = 'ORPHANED', end_time = $1
+             WHERE status IN ('RUNNING', 'ABORTING')
+               AND worker_id IN (SELECT id FROM workers WHERE last_checkin < $2)
+             RETURNING id",
+        )
+        .bind(row::now().timestamp_millis())
+        .bind(cutoff.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        let ids = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<std::result::Result<Vec<_>, _>>()?;
+        if !ids.is_empty() {
+            self.clear_inactive_pointers().await?;
+        }
+        Ok(ids)
+    }
+}

@@ -126,8 +126,8 @@ impl BuildStatus {
         use BuildStatus::*;
         match self {
             Queued => &[Running, Failure, Aborting, Aborted, Orphaned],
-            Running => &[Success, Failure, Aborting, Aborted],
-            Aborting => &[Aborted, Failure],
+            Running => &[Success, Failure, Aborting, Aborted, Orphaned],
+            Aborting => &[Aborted, Failure, Orphaned],
             Success => &[Failure],
             Failure | Aborted | Orphaned => &[],
         }
