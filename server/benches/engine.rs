@@ -40,7 +40,9 @@ fn bare_spawn_ms() -> f64 {
     ms
 }
 
-async fn setup() -> (Engine, tempfile::TempDir, WorkerPool) {
+/// An engine over SQLite in a temp dir, or over a fresh database on the
+/// PostgreSQL server of `pg_url`.
+async fn setup(pg_url: Option<&str>) -> (Engine, tempfile::TempDir, WorkerPool) {
     let dir = tempfile::tempdir().unwrap();
     let release = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let mut table = defaults();
@@ -49,14 +51,21 @@ async fn setup() -> (Engine, tempfile::TempDir, WorkerPool) {
     let settings = Settings::from_layers(&[Layer { source: "bench".into(), table }]).unwrap();
     let registry = Registry::load(&settings.plugins, &settings.plugin_path.dirs())
         .unwrap_or_else(|e| panic!("{e} (build the plugins first: cargo build --release --workspace)"));
-    let store = Store::open(&StoreOptions {
-        url: format!("sqlite://{}", dir.path().join("bench.db").display()),
-        key_file: dir.path().join("secret.key"),
-        max_connections: 8,
-        migrate: true,
-    })
-    .await
-    .unwrap();
+    let url = match pg_url {
+        Some(base_url) => {
+            use sqlx::{Connection, Executor};
+            sqlx::any::install_default_drivers();
+            let name = format!("bench_engine_{}", std::process::id());
+            let mut admin = sqlx::AnyConnection::connect(base_url).await.unwrap();
+            admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+            format!("{}/{name}", base_url.rsplit_once('/').unwrap().0)
+        }
+        None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
+    let store =
+        Store::open(&StoreOptions { url, key_file: dir.path().join("secret.key"), max_connections: 8, migrate: true })
+            .await
+            .unwrap();
     let pool = WorkerPool {
         name: "bench".into(),
         isolation_method: "shell".into(),
@@ -104,7 +113,7 @@ async fn latency(engine: &Engine, pool: &WorkerPool, runs: usize) -> Vec<f64> {
     samples
 }
 
-async fn throughput(engine: &Engine, pool: &WorkerPool, slots: usize, builds: usize) -> f64 {
+async fn throughput(engine: &Engine, pool: &WorkerPool, slots: usize, builds: usize, backend: &str) -> f64 {
     let project = Project {
         name: format!("throughput-{slots}"),
         worker_pool_id: pool.id,
@@ -130,21 +139,30 @@ async fn throughput(engine: &Engine, pool: &WorkerPool, slots: usize, builds: us
     let summary = engine.run_worker(config, stop_rx).await.unwrap();
     assert_eq!(summary.builds, builds as u64);
     let rate = builds as f64 / started.elapsed().as_secs_f64();
-    println!("trivial builds, {slots} worker slot(s), SQLite             {rate:>8.1} builds/s  ({builds} builds)");
+    println!("trivial builds, {slots} worker slot(s), {backend:<10}      {rate:>8.1} builds/s  ({builds} builds)");
     rate
 }
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let (engine, _dir, pool) = setup().await;
+        let (engine, _dir, pool) = setup(None).await;
         println!("engine benchmark (release build, SQLite, shell isolation, timestamp output plugin)");
         let bare =
             summary("bare `sh -c 'echo first'` spawn to first line", (0..100).map(|_| bare_spawn_ms()).collect());
         let engine_ms = summary("start_project to first stored output line", latency(&engine, &pool, 100).await);
         println!("  ratio engine / bare spawn (median): {:.1}x\n", engine_ms / bare);
-        let one = throughput(&engine, &pool, 1, 200).await;
-        let four = throughput(&engine, &pool, 4, 200).await;
+        let one = throughput(&engine, &pool, 1, 200, "SQLite").await;
+        let four = throughput(&engine, &pool, 4, 200, "SQLite").await;
         println!("  ratio 4 slots / 1 slot: {:.2}x", four / one);
+        // The same on PostgreSQL, where several writers do not queue on one file lock.
+        if let Ok(url) = std::env::var("VESPENE_TEST_POSTGRES_URL") {
+            let (engine, _dir, pool) = setup(Some(&url)).await;
+            let mut rates = Vec::new();
+            for slots in [1, 2, 4] {
+                rates.push(throughput(&engine, &pool, slots, 200, "PostgreSQL").await);
+            }
+            println!("  ratio 4 slots / 1 slot on PostgreSQL: {:.2}x", rates[2] / rates[0]);
+        }
     });
 }
