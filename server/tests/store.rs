@@ -740,3 +740,41 @@ async fn workers_upsert(s: &Store) {
     assert!(got.first_checkin.is_some() && got.last_checkin >= got.first_checkin);
     assert_eq!(s.list_workers().await.unwrap().len(), 1);
 }
+
+/// A connection cut under a running statement (what a database restart does)
+/// is told apart from the database refusing a statement: the engine retries
+/// the one and reports the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_connection_is_unavailable_and_the_pool_recovers() {
+    use vespene::store::StoreError;
+    let Some(db) = TestDb::postgres("cut_connection").await else { return };
+    let store = db.store.clone();
+    let sleeper = tokio::spawn(async move {
+        sqlx::query("SELECT pg_sleep(30)").execute(store.pool()).await.map_err(StoreError::from)
+    });
+    let url = std::env::var("VESPENE_TEST_POSTGRES_URL").unwrap();
+    let mut admin = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let cut: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if cut > 0 {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the sleeping statement never showed up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let err = sleeper.await.unwrap().expect_err("the statement was cut off");
+    assert!(err.is_unavailable(), "a cut connection is unavailability: {err:?}");
+
+    let refused = sqlx::query("SELECT * FROM no_such_table").execute(db.store.pool()).await.map_err(StoreError::from);
+    assert!(!refused.unwrap_err().is_unavailable(), "a refused statement is not");
+    // The pool replaces the dead connection by itself.
+    let pool = db.store.create_worker_pool(&WorkerPool { name: "after".into(), ..Default::default() }).await;
+    assert!(pool.is_ok(), "{pool:?}");
+    db.store.close().await;
+}

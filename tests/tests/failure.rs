@@ -105,7 +105,10 @@ async fn plugins_failing_every_call_fail_their_builds_and_nothing_else() {
 
     let server = sandbox.serve();
     let expected = [
-        ("panicking-trigger", "pre_triggers trigger 'boom' failed: plugin panicked in execute: panicky plugin panicked on purpose"),
+        (
+            "panicking-trigger",
+            "pre_triggers trigger 'boom' failed: plugin panicked in execute: panicky plugin panicked on purpose",
+        ),
         ("erroring-trigger", "pre_triggers trigger 'grumpy' failed: panicky plugin failed on purpose"),
         ("panicking-scm", "plugin panicked in checkout: panicky plugin panicked on purpose"),
         ("panicking-isolation", "plugin panicked in execute: panicky plugin panicked on purpose"),

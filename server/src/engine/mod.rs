@@ -8,6 +8,10 @@
 //! checkout, isolation, output through the output chain with secrets masked,
 //! `vespene/set` variables, stop and timeout), pipelines and schedules.
 //! Calls the store and the plugins; never the web tier.
+//!
+//! A database that goes away (restart, network cut) does not lose a build:
+//! a running build's writes wait for it to come back ([`Engine::patiently`]),
+//! and a claim whose answer was lost is found again by the worker that made it.
 
 mod enqueue;
 mod host;
@@ -18,7 +22,10 @@ mod run;
 pub mod schedule;
 mod worker;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -43,6 +50,13 @@ pub enum EngineError {
     Failed(String),
 }
 
+impl EngineError {
+    /// Whether the database was unreachable (see [`StoreError::is_unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, EngineError::Store(e) if e.is_unavailable())
+    }
+}
+
 /// Shorthand.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
@@ -58,12 +72,26 @@ struct Inner {
     settings: Arc<Settings>,
     /// Wakes this process's idle workers when a build is queued here.
     queued: Notify,
+    /// When (unix seconds) this process last found the database unreachable; 0 if never.
+    unavailable_at: AtomicI64,
 }
+
+/// How long a running build's writes wait for an unreachable database before
+/// they give up: long enough for a restart or a failover.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(600);
 
 impl Engine {
     /// An engine over an open store and the loaded plugins.
     pub fn new(store: Store, registry: Arc<Registry>, settings: Arc<Settings>) -> Self {
-        Engine { inner: Arc::new(Inner { store, registry, settings, queued: Notify::new() }) }
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                registry,
+                settings,
+                queued: Notify::new(),
+                unavailable_at: AtomicI64::new(0),
+            }),
+        }
     }
 
     /// The store.
@@ -79,6 +107,40 @@ impl Engine {
     /// The effective settings.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// Runs a store operation, trying again while the database is unreachable
+    /// (for up to ten minutes, backing off to one try every two seconds).
+    /// Other errors are answered at once.
+    pub(crate) async fn patiently<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match op().await {
+                Err(e) if e.is_unavailable() && started.elapsed() < OUTAGE_PATIENCE => {
+                    self.note_unavailable();
+                    tracing::warn!(error = %e, "{what}: the database is unreachable; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Records that the database was just unreachable from this process.
+    pub(crate) fn note_unavailable(&self) {
+        self.inner.unavailable_at.store(crate::store::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// Whether this process found the database unreachable within `window`.
+    pub(crate) fn unavailable_within(&self, window: Duration) -> bool {
+        let at = self.inner.unavailable_at.load(Ordering::Relaxed);
+        at > 0 && crate::store::now().timestamp() - at <= window.as_secs() as i64
     }
 
     /// Tells idle workers of this process that there is work.

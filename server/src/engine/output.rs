@@ -187,7 +187,7 @@ impl Engine {
             })
             .collect();
         rows.extend(problems.into_iter().map(|p| (OutputStream::Message, p)));
-        if let Err(e) = self.store().append_output(log.build_id, &rows).await {
+        if let Err(e) = self.patiently("store build output", || self.store().append_output(log.build_id, &rows)).await {
             tracing::error!(build = log.build_id, error = %e, "cannot store build output");
         }
     }

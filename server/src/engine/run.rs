@@ -37,14 +37,16 @@ impl Engine {
     pub async fn run_build(&self, build: Build) -> Result<Build> {
         let store = self.store();
         let project = match build.project_id {
-            Some(id) => store.get_project(id).await?,
+            Some(id) => self.patiently("read the project", || store.get_project(id)).await?,
             None => None,
         };
         let Some(project) = project else {
-            return Ok(store.set_build_status(build.id, BuildStatus::Failure, Some(-1)).await?);
+            return Ok(self
+                .patiently("finish the build", || store.set_build_status(build.id, BuildStatus::Failure, Some(-1)))
+                .await?);
         };
-        let pool = store
-            .get_worker_pool(build.worker_pool_id)
+        let pool = self
+            .patiently("read the worker pool", || store.get_worker_pool(build.worker_pool_id))
             .await?
             .ok_or_else(|| EngineError::Failed(format!("worker pool {} is gone", build.worker_pool_id)))?;
         let started_ms =
@@ -91,13 +93,25 @@ impl Engine {
         let _ = flusher.await;
         let variables = log.output_variables();
         if !variables.is_empty() {
-            store.set_output_variables(build.id, &Value::Object(variables).to_string()).await?;
+            let json = Value::Object(variables).to_string();
+            self.patiently("store output variables", || store.set_output_variables(build.id, &json)).await?;
         }
-        let finished = match store.set_build_status(build.id, outcome.status, outcome.return_code).await {
+        let finished = match self
+            .patiently("finish the build", || store.set_build_status(build.id, outcome.status, outcome.return_code))
+            .await
+        {
             Ok(b) => b,
+            // The first try went through but its answer was lost to a database restart.
+            Err(crate::store::StoreError::Transition { from, .. }) if from == outcome.status.as_str() => self
+                .patiently("read the build", || store.get_build(build.id))
+                .await?
+                .ok_or_else(|| EngineError::Failed(format!("build {} disappeared while it was finishing", build.id)))?,
             // Stopped while finishing: ABORTING can only become ABORTED or FAILURE.
             Err(crate::store::StoreError::Transition { .. }) => {
-                store.set_build_status(build.id, BuildStatus::Aborted, outcome.return_code).await?
+                self.patiently("finish the build", || {
+                    store.set_build_status(build.id, BuildStatus::Aborted, outcome.return_code)
+                })
+                .await?
             }
             Err(e) => return Err(e.into()),
         };
@@ -124,7 +138,8 @@ impl Engine {
     ) -> Result<Outcome> {
         let root = self.build_root_for(build.id);
         create_build_root(&root)?;
-        self.store().set_build_working_dir(build.id, &root.display().to_string()).await?;
+        let working_dir = root.display().to_string();
+        self.patiently("record the build root", || self.store().set_build_working_dir(build.id, &working_dir)).await?;
         log.message(&format!("build {} of {} on pool {} in {}", build.id, project.name, pool.name, root.display()));
         mask_secret_variables(log, &build.variables);
         let info = build_info(build, pool, &root);
@@ -135,13 +150,14 @@ impl Engine {
 
         if !project.repo_url.trim().is_empty() && project.scm_type != "none" {
             let checkout = self.checkout(build, project, &info, &root, log, cancel).await?;
-            self.store()
-                .set_build_revision(
+            self.patiently("record the revision", || {
+                self.store().set_build_revision(
                     build.id,
                     checkout.revision.as_deref().or(checkout.short_revision.as_deref()),
                     checkout.committer.as_deref(),
                 )
-                .await?;
+            })
+            .await?;
             if let Some(rev) = &checkout.revision {
                 log.message(&format!("checked out revision {rev}"));
             }
@@ -242,7 +258,7 @@ impl Engine {
             .map_err(|e| EngineError::Failed(format!("cannot create a private directory: {e}")))?;
         let mut ssh_keys = Vec::new();
         for id in &project.ssh_key_ids {
-            if let Some(key) = self.store().get_ssh_key(*id).await? {
+            if let Some(key) = self.patiently("read an SSH key", || self.store().get_ssh_key(*id)).await? {
                 ssh_keys.push(SshKeyRef {
                     name: key.name.clone(),
                     private_key: secret_handle("ssh_key", *id, "private_key"),
@@ -251,10 +267,12 @@ impl Engine {
             }
         }
         let login = match project.scm_login_id {
-            Some(id) => self.store().get_service_login(id).await?.map(|l| LoginRef {
-                username: l.username.clone(),
-                password: l.password.is_present().then(|| secret_handle("login", id, "password")),
-            }),
+            Some(id) => {
+                self.patiently("read a service login", || self.store().get_service_login(id)).await?.map(|l| LoginRef {
+                    username: l.username.clone(),
+                    password: l.password.is_present().then(|| secret_handle("login", id, "password")),
+                })
+            }
             None => None,
         };
         let context = ScmContext {

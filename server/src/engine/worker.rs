@@ -3,14 +3,15 @@
 //! store otherwise (other processes' builds). Housekeeping runs beside them:
 //! check-ins, schedules, and sweeping builds nobody will run.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 
 use super::{schedule, Engine, EngineError, Result, StartRequest};
-use crate::store::{BuildStatus, Id, Worker};
+use crate::store::{Build, BuildStatus, Id, Worker};
 
 /// How often an idle slot looks at the queue when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
@@ -33,6 +34,11 @@ pub struct WorkerConfig {
     /// A name unique to this worker process.
     pub name: String,
 }
+
+/// The builds this worker process is running. A claim and its entry here
+/// happen under the lock, so a build the store says this worker holds but
+/// that is not here is a claim whose answer was lost (a database restart).
+type Running = Arc<Mutex<HashSet<Id>>>;
 
 /// What a worker did.
 #[derive(Debug, Clone, Default)]
@@ -73,6 +79,9 @@ impl Engine {
                 loop {
                     tokio::time::sleep(HEARTBEAT).await;
                     if let Err(e) = engine.check_in(&config).await {
+                        if e.is_unavailable() {
+                            engine.note_unavailable();
+                        }
                         tracing::warn!(error = %e, "worker check-in");
                     }
                 }
@@ -89,19 +98,21 @@ impl Engine {
             return Ok(WorkerSummary { builds: 1 });
         }
         let ran = Arc::new(AtomicU64::new(0));
+        let running: Running = Arc::default();
         let budget = config.max_builds;
         let mut slots = Vec::new();
         for _ in 0..config.slots.max(1) {
             let engine = self.clone();
             let pools = config.pools.clone();
             let ran = ran.clone();
+            let running = running.clone();
             let mut shutdown = shutdown.clone();
             slots.push(tokio::spawn(async move {
                 loop {
                     if *shutdown.borrow() || budget.is_some_and(|b| ran.load(Ordering::SeqCst) >= b) {
                         return;
                     }
-                    match engine.claim(&pools, worker_id, budget, &ran).await {
+                    match engine.claim(&pools, worker_id, budget, &ran, &running).await {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => tracing::error!(error = %e, "worker slot"),
@@ -153,8 +164,16 @@ impl Engine {
         Ok(pools.into_iter().filter(|p| names.contains(&p.name)).map(|p| p.id).collect())
     }
 
-    /// Claims and runs one build; false when the queue was empty.
-    async fn claim(&self, pools: &[String], worker_id: Id, budget: Option<u64>, ran: &AtomicU64) -> Result<bool> {
+    /// Claims and runs one build (or the builds of a claim whose answer was
+    /// lost); false when the queue was empty.
+    async fn claim(
+        &self,
+        pools: &[String],
+        worker_id: Id,
+        budget: Option<u64>,
+        ran: &AtomicU64,
+        running: &Running,
+    ) -> Result<bool> {
         let ids = self.pool_ids(pools).await?;
         // Count the build before running it, so slots never overrun the budget.
         if let Some(b) = budget {
@@ -163,41 +182,105 @@ impl Engine {
                 return Ok(false);
             }
         }
-        let Some(build) = self.store().claim_next_build(&ids, Some(worker_id)).await? else {
+        let claimed = match self.claim_or_recover(&ids, worker_id, running).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                if budget.is_some() {
+                    ran.fetch_sub(1, Ordering::SeqCst);
+                }
+                return Err(e);
+            }
+        };
+        if claimed.is_empty() {
             if budget.is_some() {
                 ran.fetch_sub(1, Ordering::SeqCst);
             }
             return Ok(false);
-        };
-        if budget.is_none() {
-            ran.fetch_add(1, Ordering::SeqCst);
         }
-        if let (Some(project_id), Some(pool)) =
-            (build.project_id, self.store().get_worker_pool(build.worker_pool_id).await?)
-        {
-            if pool.build_latest {
-                // Newer duplicates would run the same thing again: only this one runs.
-                self.store().abort_other_queued(project_id, build.id).await?;
-            }
-        }
-        let id = build.id;
-        if let Err(e) = self.run_build(build).await {
-            tracing::error!(build = id, error = %e, "build failed to run");
-            let _ = self.store().set_build_status(id, BuildStatus::Failure, Some(-1)).await;
+        let extra = claimed.len() as u64 - u64::from(budget.is_some());
+        ran.fetch_add(extra, Ordering::SeqCst);
+        for build in claimed {
+            let id = build.id;
+            self.run_claimed(build).await;
+            running.lock().await.remove(&id);
         }
         Ok(true)
     }
 
+    /// The next queued build, claimed. When the claim's answer is lost to an
+    /// unreachable database it may still have gone through: once the database
+    /// is back, the builds the store says this worker holds and no slot runs
+    /// are this claim's, and are answered instead (run once, never lost).
+    async fn claim_or_recover(&self, pool_ids: &[Id], worker_id: Id, running: &Running) -> Result<Vec<Build>> {
+        let mut held = running.lock().await;
+        match self.store().claim_next_build(pool_ids, Some(worker_id)).await {
+            Ok(Some(build)) => {
+                held.insert(build.id);
+                Ok(vec![build])
+            }
+            Ok(None) => Ok(Vec::new()),
+            Err(e) if e.is_unavailable() => {
+                self.note_unavailable();
+                tracing::warn!(error = %e, "claim interrupted; checking whether it went through");
+                let mine = self
+                    .patiently("look for an interrupted claim", || self.store().active_builds_of_worker(worker_id))
+                    .await?;
+                let lost: Vec<Build> = mine.into_iter().filter(|b| !held.contains(&b.id)).collect();
+                for build in &lost {
+                    tracing::warn!(build = build.id, "an interrupted claim went through; running its build");
+                    held.insert(build.id);
+                }
+                Ok(lost)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs a build this worker claimed; a build that cannot run fails.
+    async fn run_claimed(&self, build: Build) {
+        let id = build.id;
+        let result: Result<()> = async {
+            let pool = self.patiently("read the worker pool", || self.store().get_worker_pool(build.worker_pool_id));
+            if let (Some(project_id), Some(pool)) = (build.project_id, pool.await?) {
+                if pool.build_latest {
+                    // Newer duplicates would run the same thing again: only this one runs.
+                    self.patiently("collapse queued duplicates", || self.store().abort_other_queued(project_id, id))
+                        .await?;
+                }
+            }
+            self.run_build(build).await.map(|_| ())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(build = id, error = %e, "build failed to run");
+            let failed =
+                self.patiently("fail the build", || self.store().set_build_status(id, BuildStatus::Failure, Some(-1)));
+            if let Err(e) = failed.await {
+                tracing::error!(build = id, error = %e, "cannot mark the build failed");
+            }
+        }
+    }
+
     async fn housekeeping(&self, config: &WorkerConfig) -> Result<()> {
-        self.check_in(config).await?;
+        if let Err(e) = self.check_in(config).await {
+            if e.is_unavailable() {
+                self.note_unavailable();
+            }
+            return Err(e);
+        }
         let now = crate::store::now();
         // The rule for a worker that stopped checking in: its builds are ORPHANED,
         // not run again (a half-run build may have had effects), and keep their output.
-        let silent = now - chrono::Duration::seconds(self.settings().workers.heartbeat_timeout_seconds.max(1) as i64);
-        for id in self.store().orphan_builds_of_silent_workers(silent).await? {
-            let message = "the worker running this build stopped checking in: build orphaned";
-            self.store().append_output(id, &[(crate::store::OutputStream::Message, message)]).await?;
-            tracing::warn!(build = id, "{message}");
+        let timeout = self.settings().workers.heartbeat_timeout_seconds.max(1);
+        let silent = now - chrono::Duration::seconds(timeout as i64);
+        // Right after the database was unreachable from here, the others' silence
+        // is the outage's, not theirs: give them a full timeout to check in again.
+        if !self.unavailable_within(Duration::from_secs(timeout)) {
+            for id in self.store().orphan_builds_of_silent_workers(silent).await? {
+                let message = "the worker running this build stopped checking in: build orphaned";
+                self.store().append_output(id, &[(crate::store::OutputStream::Message, message)]).await?;
+                tracing::warn!(build = id, "{message}");
+            }
         }
         for pool in self.store().list_worker_pools().await? {
             if !config.pools.is_empty() && !config.pools.contains(&pool.name) {

@@ -201,6 +201,16 @@ impl Store {
         r.as_ref().map(build_from_row).transpose()
     }
 
+    /// The builds a worker holds (RUNNING or ABORTING), oldest first.
+    pub async fn active_builds_of_worker(&self, worker_id: Id) -> Result<Vec<Build>> {
+        let rows =
+            sqlx::query("SELECT * FROM builds WHERE worker_id = $1 AND status IN ('RUNNING', 'ABORTING') ORDER BY id")
+                .bind(worker_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(build_from_row).collect()
+    }
+
     /// Claims the oldest QUEUED build of the pool named `pool`.
     pub async fn claim_next_build_in(&self, pool: &str, worker_id: Option<Id>) -> Result<Option<Build>> {
         let Some(p) = self.find_worker_pool(pool).await? else {

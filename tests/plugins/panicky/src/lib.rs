@@ -9,8 +9,8 @@
 use vespene_plugin_api::abi_stable::std_types::RVec;
 use vespene_plugin_api::serde_json::Value;
 use vespene_plugin_api::{
-    export_plugin, BatchInfo, CheckoutResult, Host, Isolation, IsolationContext, Output, OutputLine, PluginResult,
-    Scm, ScmContext, Trigger, TriggerContext,
+    export_plugin, BatchInfo, CheckoutResult, Host, Isolation, IsolationContext, Output, OutputLine, PluginResult, Scm,
+    ScmContext, Trigger, TriggerContext,
 };
 
 /// The panic message the server's tests look for.
