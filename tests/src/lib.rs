@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod builds;
+pub mod hosts;
 pub mod servers;
 
 /// The directory holding the built `vespene` binary and the plugin libraries.
