@@ -104,6 +104,7 @@ store_tests!(
     cleanup_deletes_only_older_builds,
     tutorial_is_idempotent,
     workers_upsert,
+    snippet_names_that_become_one_variable_are_refused,
 );
 
 async fn pool(s: &Store, name: &str) -> i64 {
@@ -777,4 +778,26 @@ async fn a_cut_connection_is_unavailable_and_the_pool_recovers() {
     let pool = db.store.create_worker_pool(&WorkerPool { name: "after".into(), ..Default::default() }).await;
     assert!(pool.is_ok(), "{pool:?}");
     db.store.close().await;
+}
+
+async fn snippet_names_that_become_one_variable_are_refused(s: &Store) {
+    use vespene::store::Snippet;
+    let snippet = |name: &str| Snippet { name: name.into(), text: "echo hi".into(), ..Default::default() };
+    let first = s.create_snippet(&snippet("deploy step")).await.unwrap();
+    let other = s.create_snippet(&snippet("deploy-steps")).await.unwrap();
+    match s.create_snippet(&snippet("deploy-step")).await {
+        Err(StoreError::Validation(e)) => {
+            assert_eq!(e.field, "name");
+            assert!(e.message.contains("'deploy step'") && e.message.contains("'deploy_step'"), "{}", e.message);
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    // Renaming into a clash is refused too; renaming a snippet to itself is not a clash.
+    let mut renamed = s.get_snippet(other).await.unwrap().unwrap();
+    renamed.name = "deploy_step".into();
+    assert!(matches!(s.update_snippet(&renamed).await, Err(StoreError::Validation(_))));
+    let mut same = s.get_snippet(first).await.unwrap().unwrap();
+    same.description = "unchanged name".into();
+    s.update_snippet(&same).await.unwrap();
+    assert_eq!(s.list_snippets().await.unwrap().len(), 2, "nothing was saved");
 }

@@ -54,6 +54,11 @@ pub(crate) trait Record: Sized + Send + Unpin {
     fn id(&self) -> Id;
     fn name(&self) -> &str;
     fn validate(&self) -> Result<(), ValidationError>;
+    /// What a name stands for beyond itself, when two different names can
+    /// stand for the same thing (snippets: the variable they are injected as).
+    fn name_key(_name: &str) -> Option<String> {
+        None
+    }
     /// Single-row references: (field, table, id).
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![]
@@ -193,6 +198,18 @@ async fn exists(conn: &mut sqlx::AnyConnection, table: &str, id: Id) -> Result<b
 }
 
 async fn check_refs<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, obj: &T) -> Result<()> {
+    if let Some(key) = T::name_key(obj.name()) {
+        let sql = format!("SELECT name FROM {} WHERE id <> $1", T::TABLE);
+        for r in sqlx::query(&sql).bind(obj.id()).fetch_all(&mut **tx).await? {
+            let other: String = r.try_get("name")?;
+            // The same name is the unique index's to refuse, as for every record.
+            if other != obj.name() && T::name_key(&other).as_deref() == Some(key.as_str()) {
+                let message =
+                    format!("'{}' and the {} '{other}' would both be the variable '{key}'", obj.name(), T::WHAT);
+                return Err(ValidationError::new("name", message).into());
+            }
+        }
+    }
     for (field, table, id) in obj.refs() {
         if let Some(id) = id {
             if !exists(tx, table, id).await? {
@@ -479,6 +496,10 @@ impl Record for Snippet {
     }
     fn validate(&self) -> Result<(), ValidationError> {
         v::snippet_name("name", &self.name)
+    }
+    /// The variables-snippets plugin injects a snippet as its name with `-` and spaces as `_`.
+    fn name_key(name: &str) -> Option<String> {
+        Some(name.replace(['-', ' '], "_"))
     }
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
