@@ -253,17 +253,53 @@ async fn me(_state: &Arc<AppState>, principal: &Principal) -> Result<Response, A
 
 pub(crate) async fn build_object(state: &Arc<AppState>, id: Id) -> Result<(crate::store::Build, Value), ApiError> {
     let build = state.store.get_build(id).await?.ok_or_else(|| ApiError::not_found(&format!("build {id}")))?;
-    let mut object = match build.project_id {
+    let project = match build.project_id {
         Some(pid) => match state.store.get_project(pid).await? {
             Some(p) => authz_object(state, "project", serde_json::to_value(&p).unwrap_or_default()).await?,
             None => json!({}),
         },
         None => json!({}),
     };
-    object["id"] = json!(build.id);
-    object["project_id"] = json!(build.project_id);
-    object["build_created_by"] = json!(build.created_by);
+    let object = build_authz_object(&build, project);
     Ok((build, object))
+}
+
+/// [`build_object`] for a page of builds: one look at the groups and at each
+/// project, however many builds the page shows.
+pub(crate) async fn build_objects(
+    state: &Arc<AppState>,
+    builds: &[crate::store::Build],
+) -> Result<Vec<Value>, ApiError> {
+    let groups = state.store.list_groups().await?;
+    let mut projects: std::collections::HashMap<Id, Value> = std::collections::HashMap::new();
+    let mut objects = Vec::with_capacity(builds.len());
+    for b in builds {
+        let project = match b.project_id {
+            Some(pid) => match projects.get(&pid) {
+                Some(object) => object.clone(),
+                None => {
+                    let object = match state.store.get_project(pid).await? {
+                        Some(p) => authz_object_with(&groups, "project", &serde_json::to_value(&p).unwrap_or_default()),
+                        None => json!({}),
+                    };
+                    projects.insert(pid, object.clone());
+                    object
+                }
+            },
+            None => json!({}),
+        };
+        objects.push(build_authz_object(b, project));
+    }
+    Ok(objects)
+}
+
+/// What the authorization plugins see of a build: its project's owners and
+/// launchers, and who started it.
+fn build_authz_object(build: &crate::store::Build, mut project: Value) -> Value {
+    project["id"] = json!(build.id);
+    project["project_id"] = json!(build.project_id);
+    project["build_created_by"] = json!(build.created_by);
+    project
 }
 
 async fn list_builds(state: &Arc<AppState>, principal: &Principal, req: &ApiRequest) -> Result<Response, ApiError> {
@@ -296,10 +332,7 @@ async fn list_builds(state: &Arc<AppState>, principal: &Principal, req: &ApiRequ
         offset,
     };
     let builds = state.store.list_builds(&filter).await?;
-    let mut objects = Vec::new();
-    for b in &builds {
-        objects.push(build_object(state, b.id).await?.1);
-    }
+    let objects = build_objects(state, &builds).await?;
     let visible = state.visible(principal, "build", objects).await?;
     let results: Vec<&crate::store::Build> = builds.iter().filter(|b| visible.contains(&b.id)).collect();
     Ok(json_response(StatusCode::OK, &json!({ "limit": limit, "offset": offset, "results": results })))

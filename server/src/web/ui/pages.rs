@@ -48,13 +48,14 @@ fn runtime(b: &Build) -> String {
 }
 
 /// A build as the templates show it.
-async fn build_row(ctx: &Ctx, b: &Build, projects: &HashMap<i64, String>, pools: &HashMap<i64, String>) -> Value {
-    let object = api::build_object(&ctx.state, b.id).await.map(|o| o.1).ok();
+async fn build_row(
+    ctx: &Ctx,
+    (b, object): (&Build, &Value),
+    projects: &HashMap<i64, String>,
+    pools: &HashMap<i64, String>,
+) -> Value {
     let can_stop = b.status.is_active()
-        && match &object {
-            Some(o) => ctx.state.authorize(&ctx.principal, "stop", "build", Some(o.clone())).await.is_ok(),
-            None => false,
-        };
+        && ctx.state.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok();
     let v = serde_json::to_value(b).unwrap_or_default();
     json!({
         "id": b.id,
@@ -76,17 +77,14 @@ async fn build_row(ctx: &Ctx, b: &Build, projects: &HashMap<i64, String>, pools:
     })
 }
 
-/// Only the builds the user may see.
-async fn visible_builds(ctx: &Ctx, builds: Vec<Build>) -> Result<Vec<Build>, ApiError> {
-    let mut objects = Vec::new();
-    for b in &builds {
-        objects.push(api::build_object(&ctx.state, b.id).await?.1);
-    }
-    let ids = ctx.state.visible(&ctx.principal, "build", objects).await?;
-    Ok(builds.into_iter().filter(|b| ids.contains(&b.id)).collect())
+/// Only the builds the user may see, each with what the authorization plugins see of it.
+async fn visible_builds(ctx: &Ctx, builds: Vec<Build>) -> Result<Vec<(Build, Value)>, ApiError> {
+    let objects = api::build_objects(&ctx.state, &builds).await?;
+    let ids = ctx.state.visible(&ctx.principal, "build", objects.clone()).await?;
+    Ok(builds.into_iter().zip(objects).filter(|(b, _)| ids.contains(&b.id)).collect())
 }
 
-async fn builds_in(ctx: &Ctx, status: BuildStatus, limit: i64) -> Result<Vec<Build>, ApiError> {
+async fn builds_in(ctx: &Ctx, status: BuildStatus, limit: i64) -> Result<Vec<(Build, Value)>, ApiError> {
     let builds =
         ctx.state.store.list_builds(&BuildFilter { status: Some(status), limit, ..Default::default() }).await?;
     visible_builds(ctx, builds).await
@@ -112,8 +110,8 @@ pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
             ("Latest builds", "latest", recent),
         ] {
             let mut rows = Vec::new();
-            for b in &list {
-                rows.push(build_row(ctx, b, &projects, &pools).await);
+            for (b, object) in &list {
+                rows.push(build_row(ctx, (b, object), &projects, &pools).await);
             }
             sections.push(json!({ "title": title, "id": id, "builds": rows }));
         }
@@ -313,8 +311,8 @@ pub(crate) async fn builds(ctx: &Ctx, req: &UiRequest) -> Response {
         let projects = names(ctx, "project").await;
         let pools = names(ctx, "worker_pool").await;
         let mut rows = Vec::new();
-        for b in &builds {
-            rows.push(build_row(ctx, b, &projects, &pools).await);
+        for (b, object) in &builds {
+            rows.push(build_row(ctx, (b, object), &projects, &pools).await);
         }
         let options = |map: &HashMap<i64, String>, selected: Option<i64>| {
             let mut v: Vec<(&i64, &String)> = map.iter().collect();
@@ -364,7 +362,7 @@ pub(crate) async fn build(ctx: &Ctx, id: Id) -> Response {
         ctx.state.authorize(&ctx.principal, "view", "build", Some(object.clone())).await?;
         let projects = names(ctx, "project").await;
         let pools = names(ctx, "worker_pool").await;
-        let row = build_row(ctx, &b, &projects, &pools).await;
+        let row = build_row(ctx, (&b, &object), &projects, &pools).await;
         let lines = ctx.state.store.output_since(id, 0, OUTPUT_LINES).await?;
         let last_seq = lines.last().map(|l| l.seq).unwrap_or(0);
         let can_delete = !b.status.is_active()
