@@ -113,6 +113,9 @@ async fn import(sandbox: &Sandbox, store: &Store, extra: &[&str]) -> Option<Buil
     }
     let build = store.get_build(after.last_build_id.unwrap()).await.unwrap().unwrap();
     assert_eq!(out.status.success(), build.status == BuildStatus::Success, "{text}");
+    // The import names the process that ran it, so the heartbeat rule covers it.
+    let worker_id = build.worker_id.unwrap_or_else(|| panic!("import build {} names its worker", build.id));
+    assert!(store.list_workers().await.unwrap().iter().any(|w| w.id == worker_id), "worker {worker_id} is registered");
     Some(build)
 }
 

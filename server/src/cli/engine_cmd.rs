@@ -104,7 +104,8 @@ pub fn import(settings: &Settings, organization: &str, force: bool) -> anyhow::R
             Err(_) => store.find_organization(organization).await?,
         };
         let Some(found) = found else { anyhow::bail!("no organization '{organization}'") };
-        match engine.import_organization(found.id, force).await? {
+        let worker = crate::engine::WorkerConfig::named(Vec::new(), 1);
+        match engine.import_organization(found.id, force, &worker).await? {
             Some(build) => {
                 println!(
                     "import {} of {}: {} (return code {:?})",

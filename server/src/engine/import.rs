@@ -16,7 +16,7 @@ use vespene_plugin_api::RepositoryRef;
 use super::host::{secret_handle, CancelState};
 use super::output::BuildLog;
 use super::run::create_build_root;
-use super::{Engine, EngineError, Result};
+use super::{Engine, EngineError, Result, WorkerConfig};
 use crate::settings::PluginSection;
 use crate::store::{Build, BuildStatus, Id, Organization, Pipeline, Project, Stage};
 
@@ -174,8 +174,8 @@ pub fn import_due(org: &Organization, last: Option<&Build>, now: crate::store::T
 impl Engine {
     /// Imports an organization's repositories when it is due (or at once with
     /// `force`). `None` when it is not due, or another import of the same
-    /// organization is running.
-    pub async fn import_organization(&self, org_id: Id, force: bool) -> Result<Option<Build>> {
+    /// organization is running. `worker` is who runs it (the build names it).
+    pub async fn import_organization(&self, org_id: Id, force: bool, worker: &WorkerConfig) -> Result<Option<Build>> {
         let store = self.store();
         let org = store
             .get_organization(org_id)
@@ -190,7 +190,11 @@ impl Engine {
                 return Ok(None);
             }
         }
-        let Some(build) = store.begin_import(org.id, org.worker_pool_id).await? else {
+        // The import names its worker, which checks in while it runs: if the
+        // worker dies, the heartbeat rule orphans the import and frees the organization.
+        let worker_id = self.check_in(worker).await?;
+        let _heartbeat = self.heartbeat(worker);
+        let Some(build) = store.begin_import(org.id, org.worker_pool_id, Some(worker_id)).await? else {
             return Ok(None);
         };
         let started_ms = build.start_time.map(|t| t.timestamp_millis()).unwrap_or(0);

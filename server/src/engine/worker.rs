@@ -71,23 +71,7 @@ impl Engine {
     /// Runs a worker until `shutdown` turns true or its build budget is spent.
     pub async fn run_worker(&self, config: WorkerConfig, shutdown: watch::Receiver<bool>) -> Result<WorkerSummary> {
         let worker_id = self.check_in(&config).await?;
-        // Aborted when this function returns, however it returns.
-        let heartbeat = tokio::spawn({
-            let engine = self.clone();
-            let config = config.clone();
-            async move {
-                loop {
-                    tokio::time::sleep(HEARTBEAT).await;
-                    if let Err(e) = engine.check_in(&config).await {
-                        if e.is_unavailable() {
-                            engine.note_unavailable();
-                        }
-                        tracing::warn!(error = %e, "worker check-in");
-                    }
-                }
-            }
-        });
-        let _stop_heartbeat = AbortOnDrop(heartbeat);
+        let _heartbeat = self.heartbeat(&config);
         if let Some(build_id) = config.build_id {
             let build = self
                 .store()
@@ -144,7 +128,25 @@ impl Engine {
         Ok(WorkerSummary { builds: ran.load(Ordering::SeqCst) })
     }
 
-    async fn check_in(&self, config: &WorkerConfig) -> Result<Id> {
+    /// Checks in every two seconds until the answer is dropped.
+    pub(crate) fn heartbeat(&self, config: &WorkerConfig) -> AbortOnDrop {
+        let engine = self.clone();
+        let config = config.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                if let Err(e) = engine.check_in(&config).await {
+                    if e.is_unavailable() {
+                        engine.note_unavailable();
+                    }
+                    tracing::warn!(error = %e, "worker check-in");
+                }
+            }
+        }))
+    }
+
+    /// Registers (or refreshes) this worker; answers its id.
+    pub(crate) async fn check_in(&self, config: &WorkerConfig) -> Result<Id> {
         Ok(self
             .store()
             .upsert_worker(&Worker {
@@ -223,7 +225,7 @@ impl Engine {
                 self.note_unavailable();
                 tracing::warn!(error = %e, "claim interrupted; checking whether it went through");
                 let mine = self
-                    .patiently("look for an interrupted claim", || self.store().active_builds_of_worker(worker_id))
+                    .patiently("look for an interrupted claim", || self.store().claimed_builds_of_worker(worker_id))
                     .await?;
                 let lost: Vec<Build> = mine.into_iter().filter(|b| !held.contains(&b.id)).collect();
                 for build in &lost {
@@ -306,7 +308,7 @@ impl Engine {
             if !served.contains(&org.worker_pool_id) {
                 continue;
             }
-            match self.import_organization(org.id, false).await {
+            match self.import_organization(org.id, false, config).await {
                 Ok(Some(build)) => {
                     tracing::info!(organization = %org.name, build = build.id, status = %build.status, "organization imported")
                 }
@@ -351,7 +353,7 @@ impl Engine {
 }
 
 /// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

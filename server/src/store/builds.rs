@@ -201,13 +201,16 @@ impl Store {
         r.as_ref().map(build_from_row).transpose()
     }
 
-    /// The builds a worker holds (RUNNING or ABORTING), oldest first.
-    pub async fn active_builds_of_worker(&self, worker_id: Id) -> Result<Vec<Build>> {
-        let rows =
-            sqlx::query("SELECT * FROM builds WHERE worker_id = $1 AND status IN ('RUNNING', 'ABORTING') ORDER BY id")
-                .bind(worker_id)
-                .fetch_all(&self.pool)
-                .await?;
+    /// The project builds a worker holds (RUNNING or ABORTING), oldest first;
+    /// organization imports are not claimed from the queue and are left out.
+    pub async fn claimed_builds_of_worker(&self, worker_id: Id) -> Result<Vec<Build>> {
+        let rows = sqlx::query(
+            "SELECT * FROM builds WHERE worker_id = $1 AND status IN ('RUNNING', 'ABORTING')
+               AND organization_id IS NULL ORDER BY id",
+        )
+        .bind(worker_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(build_from_row).collect()
     }
 
@@ -540,8 +543,14 @@ impl Store {
     /// and makes it the organization's active build, in one transaction, only
     /// if the organization has no active import. `None` when another import
     /// holds it, so an organization is never imported twice at once. A pointer
-    /// left on a finished (or deleted) build is cleared first.
-    pub async fn begin_import(&self, organization_id: Id, worker_pool_id: Id) -> Result<Option<Build>> {
+    /// left on a finished (or deleted) build is cleared first. The build names
+    /// `worker_id`, so the heartbeat rule orphans it if that worker dies.
+    pub async fn begin_import(
+        &self,
+        organization_id: Id,
+        worker_pool_id: Id,
+        worker_id: Option<Id>,
+    ) -> Result<Option<Build>> {
         let current: Option<Option<Id>> = sqlx::query("SELECT active_build_id FROM organizations WHERE id = $1")
             .bind(organization_id)
             .fetch_optional(&self.pool)
@@ -574,13 +583,14 @@ impl Store {
         }
         let r = sqlx::query(
             "INSERT INTO builds (project_id, organization_id, worker_pool_id, status, queued_time, start_time,
-                 script, variables, launch_answers)
-             VALUES (NULL, $1, $2, $3, $4, $4, '', '{}', '{}') RETURNING id",
+                 script, variables, launch_answers, worker_id)
+             VALUES (NULL, $1, $2, $3, $4, $4, '', '{}', '{}', $5) RETURNING id",
         )
         .bind(organization_id)
         .bind(worker_pool_id)
         .bind(BuildStatus::Running.as_str())
         .bind(now)
+        .bind(worker_id)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| row::map_db_err(e, "build", "import build"))?;
