@@ -3,8 +3,9 @@
 //! masked, the output plugin chain runs on the batch, and the batch is
 //! appended to the store in one transaction.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use abi_stable::std_types::RVec;
@@ -19,6 +20,12 @@ use crate::store::{Id, OutputStream};
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A batch this large is stored at once.
 const BATCH_LINES: usize = 512;
+/// The most lines stored in one append: one transaction holds SQLite's write
+/// lock, and a million-line append held it (and every heartbeat) for 30 s.
+const MAX_APPEND: usize = 4096;
+/// A build that prints faster than storage keeps up waits (its pipe fills)
+/// once this many lines are waiting, instead of growing the worker's memory.
+const MAX_PENDING: usize = 65_536;
 /// Secrets shorter than this are not masked (they would mask ordinary text).
 const MIN_MASK_LEN: usize = 4;
 /// What a masked secret looks like.
@@ -28,7 +35,9 @@ pub const MASK: &str = "********";
 pub struct BuildLog {
     build_id: Id,
     started_ms: i64,
-    pending: Mutex<Vec<OutputLine>>,
+    pending: Mutex<VecDeque<OutputLine>>,
+    /// Signalled when the flusher takes lines (room for a waiting producer).
+    room: Condvar,
     wake: Notify,
     closed: AtomicBool,
     masks: Mutex<Vec<String>>,
@@ -41,7 +50,8 @@ impl BuildLog {
         Arc::new(BuildLog {
             build_id,
             started_ms,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(VecDeque::new()),
+            room: Condvar::new(),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             masks: Mutex::new(Vec::new()),
@@ -49,12 +59,18 @@ impl BuildLog {
         })
     }
 
-    /// Adds a line; callable from any thread.
+    /// Adds a line; callable from any thread. A build's output line waits
+    /// while [`MAX_PENDING`] lines are waiting to be stored (plugins call this
+    /// from blocking threads); Vespene's own messages never wait.
     pub fn push(&self, stream: Stream, text: &str) {
         let line = OutputLine { stream, at_unix_ms: now_ms(), text: text.into() };
         let len = {
             let mut pending = self.pending.lock().expect("log lock");
-            pending.push(line);
+            while stream == Stream::Output && pending.len() >= MAX_PENDING && !self.closed.load(Ordering::SeqCst) {
+                self.wake.notify_one();
+                pending = self.room.wait_timeout(pending, FLUSH_EVERY).expect("log lock").0;
+            }
+            pending.push_back(line);
             pending.len()
         };
         // The first line after a quiet spell goes out at once (live latency);
@@ -93,8 +109,14 @@ impl BuildLog {
         self.wake.notify_one();
     }
 
+    /// The oldest waiting lines, at most [`MAX_APPEND`].
     fn take(&self) -> Vec<OutputLine> {
-        std::mem::take(&mut *self.pending.lock().expect("log lock"))
+        let mut pending = self.pending.lock().expect("log lock");
+        let n = pending.len().min(MAX_APPEND);
+        let batch: Vec<OutputLine> = pending.drain(..n).collect();
+        drop(pending);
+        self.room.notify_all();
+        batch
     }
 
     fn mask(&self, text: &str) -> Option<String> {
@@ -133,18 +155,25 @@ impl Engine {
         loop {
             let closed = log.closed.load(Ordering::SeqCst);
             let batch = log.take();
+            let full = batch.len() == MAX_APPEND;
             if !batch.is_empty() {
                 self.store_batch(&log, batch).await;
             }
             if closed {
-                // A line pushed between the take and the close check would be lost.
-                let rest = log.take();
-                if !rest.is_empty() {
+                // Lines pushed between the take and the close check, and what a
+                // full batch left behind.
+                loop {
+                    let rest = log.take();
+                    if rest.is_empty() {
+                        break;
+                    }
                     self.store_batch(&log, rest).await;
                 }
                 break;
             }
-            let _ = tokio::time::timeout(FLUSH_EVERY, log.wake.notified()).await;
+            if !full {
+                let _ = tokio::time::timeout(FLUSH_EVERY, log.wake.notified()).await;
+            }
         }
         self.output_plugins_finished(&log).await;
     }
@@ -225,6 +254,40 @@ mod tests {
         assert_eq!(log.mask("password is hunter22!").as_deref(), Some("password is ********!"));
         assert_eq!(log.mask("key line AAAABBBBCCCC").as_deref(), Some("key line ********"));
         assert_eq!(log.mask("nothing secret about ab"), None);
+    }
+
+    #[test]
+    fn a_full_log_holds_output_back_and_hands_out_bounded_batches() {
+        let log = BuildLog::new(1, 0);
+        for i in 0..MAX_PENDING {
+            log.push(Stream::Output, &i.to_string());
+        }
+        log.message("messages never wait");
+        let pushed = Arc::new(AtomicBool::new(false));
+        let producer = std::thread::spawn({
+            let (log, pushed) = (log.clone(), pushed.clone());
+            move || {
+                log.push(Stream::Output, "one more");
+                pushed.store(true, Ordering::SeqCst);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!pushed.load(Ordering::SeqCst), "the producer waits while the log is full");
+        let batch = log.take();
+        assert_eq!(batch.len(), MAX_APPEND);
+        assert_eq!(batch[0].text.as_str(), "0", "oldest first");
+        producer.join().unwrap();
+        assert!(pushed.load(Ordering::SeqCst));
+        let mut rest = 0;
+        loop {
+            let batch = log.take();
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= MAX_APPEND);
+            rest += batch.len();
+        }
+        assert_eq!(rest, MAX_PENDING - MAX_APPEND + 2, "every line is handed out once");
     }
 
     #[test]
