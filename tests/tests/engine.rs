@@ -391,6 +391,69 @@ async fn drain_200_builds_on_postgres() {
     two_workers_and_the_embedded_one_drain_200_builds(Db::Postgres).await;
 }
 
+/// On PostgreSQL a worker process hears builds queued by other processes at
+/// once (LISTEN/NOTIFY), here with its own poll set to ten minutes; even after
+/// the database cut its listening connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_a_worker_wakes_for_builds_queued_elsewhere() {
+    let mut sandbox = Sandbox::new();
+    if sandbox.use_database(Db::Postgres, "wake_up").await.is_none() {
+        return;
+    }
+    sandbox.settings(&settings("[workers]\nembedded = false\npoll_milliseconds = 600000\n"));
+    let store = sandbox.store().await;
+    let p = pool(&store, "listening").await;
+    let shared = sandbox.path("ran.log");
+    let _worker = WorkerProcess::spawn(&sandbox, &[]);
+    // The worker's first look at the queue comes before these builds exist.
+    wait_for(Duration::from_secs(30), "the worker to check in", || async {
+        (!store.list_workers().await.unwrap().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = queue_trivial_builds(&store, &p, 1, &shared).await[0];
+    let build = finished(&store, first, Duration::from_secs(60)).await;
+    assert_eq!(build.status, BuildStatus::Success, "{}", log_of(&store, first).await);
+
+    // Cut every connection of the worker's (the listener's too): it reconnects and listens again.
+    let url = std::env::var("VESPENE_TEST_POSTGRES_URL").unwrap();
+    let database = sandbox.database_url.clone().unwrap().rsplit_once('/').unwrap().1.to_string();
+    {
+        use sqlx::Connection;
+        let mut admin = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+            .bind(&database)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    }
+    let store = sandbox.store().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let more: Vec<i64> = queue_more_builds(&store, &p, 3, &shared).await;
+    for id in more {
+        let build = finished(&store, id, Duration::from_secs(60)).await;
+        assert_eq!(build.status, BuildStatus::Success, "{}", log_of(&store, id).await);
+    }
+}
+
+/// Trivial builds of the `drain-0` project made by [`queue_trivial_builds`].
+async fn queue_more_builds(store: &Store, pool: &WorkerPool, count: usize, shared: &Path) -> Vec<i64> {
+    let project = store.find_project("drain-0").await.unwrap().unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let nb = NewBuild {
+            project_id: Some(project.id),
+            worker_pool_id: pool.id,
+            script: format!("#!/bin/sh\necho again >> {}\n", shared.display()),
+            variables: "{}".into(),
+            launch_answers: "{}".into(),
+            ..Default::default()
+        };
+        ids.push(store.create_build(&nb).await.unwrap().id);
+    }
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cron_schedule_queues_one_build_per_slot_across_workers() {
     let sandbox = Sandbox::new();

@@ -1,6 +1,7 @@
 //! Workers: slots that claim builds atomically from their pools' queues and
-//! run them. Idle slots wake when this process queues a build and poll the
-//! store otherwise (other processes' builds). Housekeeping runs beside them:
+//! run them. Idle slots wake when this process queues a build or, on
+//! PostgreSQL, when any process does (LISTEN/NOTIFY), and poll the store
+//! every `workers.poll_milliseconds` otherwise (other processes' builds on SQLite). Housekeeping runs beside them:
 //! check-ins, schedules, and sweeping builds nobody will run.
 
 use std::collections::HashSet;
@@ -13,8 +14,6 @@ use tokio::sync::{watch, Mutex};
 use super::{schedule, Engine, EngineError, Result, StartRequest};
 use crate::store::{Build, BuildStatus, Id, Worker};
 
-/// How often an idle slot looks at the queue when nothing woke it.
-const POLL: Duration = Duration::from_millis(500);
 /// How often a worker checks in while it runs builds.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often housekeeping runs.
@@ -72,6 +71,7 @@ impl Engine {
     pub async fn run_worker(&self, config: WorkerConfig, shutdown: watch::Receiver<bool>) -> Result<WorkerSummary> {
         let worker_id = self.check_in(&config).await?;
         let _heartbeat = self.heartbeat(&config);
+        let _listener = self.listen_for_queued_builds();
         if let Some(build_id) = config.build_id {
             let build = self
                 .store()
@@ -83,6 +83,7 @@ impl Engine {
         }
         let ran = Arc::new(AtomicU64::new(0));
         let running: Running = Arc::default();
+        let poll = Duration::from_millis(self.settings().workers.poll_milliseconds.max(10));
         let budget = config.max_builds;
         let mut slots = Vec::new();
         for _ in 0..config.slots.max(1) {
@@ -103,7 +104,7 @@ impl Engine {
                     }
                     tokio::select! {
                         _ = engine.queued() => {}
-                        _ = tokio::time::sleep(POLL) => {}
+                        _ = tokio::time::sleep(poll) => {}
                         _ = shutdown.changed() => {}
                     }
                 }
@@ -143,6 +144,36 @@ impl Engine {
                 }
             }
         }))
+    }
+
+    /// On PostgreSQL, wakes this process's idle slots whenever any process
+    /// queues a build (LISTEN/NOTIFY), reconnecting after a lost connection;
+    /// the slots' poll covers what is missed meanwhile. `None` on SQLite.
+    fn listen_for_queued_builds(&self) -> Option<AbortOnDrop> {
+        if self.store().backend() != crate::store::Backend::Postgres {
+            return None;
+        }
+        let engine = self.clone();
+        Some(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                match engine.store().queue_listener().await {
+                    Ok(Some(mut listener)) => loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => engine.notify_queued(),
+                            // The connection was lost; the next call reconnects and listens again.
+                            Ok(None) => engine.notify_queued(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "queue listener");
+                                break;
+                            }
+                        }
+                    },
+                    Ok(None) => return,
+                    Err(e) => tracing::warn!(error = %e, "queue listener"),
+                }
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        })))
     }
 
     /// Registers (or refreshes) this worker; answers its id.

@@ -88,6 +88,9 @@ pub struct WorkerSettings {
     /// A RUNNING build whose worker has not checked in for this long is
     /// ORPHANED (workers check in every few seconds).
     pub heartbeat_timeout_seconds: u64,
+    /// How often an idle worker looks at the queue by itself. Builds queued in
+    /// the same process, or by any process on PostgreSQL, wake it at once.
+    pub poll_milliseconds: u64,
 }
 
 /// Where a layer of settings came from, for error messages.
@@ -204,6 +207,7 @@ url = ""
 embedded = true
 per_pool = 2
 heartbeat_timeout_seconds = 30
+poll_milliseconds = 500
 
 [plugins.scm.none]
 library = "none"

@@ -128,6 +128,10 @@ impl Store {
                 .await?;
         }
         let b = fetch_build(&mut tx, id).await?;
+        if status == BuildStatus::Queued && self.backend == Backend::Postgres {
+            // Delivered on commit to every worker process listening.
+            sqlx::query(NOTIFY_QUEUED).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(b)
     }

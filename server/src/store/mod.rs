@@ -139,7 +139,19 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     secrets: Arc<SecretBox>,
+    /// The database URL (for the PostgreSQL queue listener's own connection).
+    url: Arc<str>,
 }
+
+macro_rules! queue_channel {
+    () => {
+        "vespene_queue"
+    };
+}
+/// The PostgreSQL channel on which every queued build is announced.
+pub const QUEUE_CHANNEL: &str = queue_channel!();
+/// The announcement (`NOTIFY` takes no bind parameters).
+const NOTIFY_QUEUED: &str = concat!("NOTIFY ", queue_channel!());
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -216,7 +228,7 @@ impl Store {
         if backend == Backend::Sqlite {
             sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
         }
-        let store = Store { pool, backend, secrets };
+        let store = Store { pool, backend, secrets, url: opts.url.as_str().into() };
         if opts.migrate {
             store.migrate().await?;
         }
@@ -237,6 +249,17 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// A connection that hears every build queued by any process
+    /// ([`QUEUE_CHANNEL`]); `None` on SQLite, which has no notifications.
+    pub async fn queue_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(QUEUE_CHANNEL).await?;
+        Ok(Some(listener))
     }
 
     /// The backend in use.
