@@ -230,7 +230,14 @@ impl<T: crate::Secrets> SecretsAbi for Adapter<T> {
 /// authorization, organization, variables, secrets, autoscaler), each with the type that
 /// implements the matching trait. The plugin's version is its crate version.
 ///
-/// ```ignore
+/// ```
+/// # use vespene_plugin_api::{abi_stable::std_types::RVec, serde_json::Value};
+/// # use vespene_plugin_api::{BatchInfo, Output, OutputLine, PluginResult};
+/// # pub struct Timestamp;
+/// # impl Output for Timestamp {
+/// #     fn new(_: &Value) -> PluginResult<Self> { Ok(Timestamp) }
+/// #     fn filter(&self, _: &BatchInfo, _: &mut RVec<OutputLine>) -> PluginResult<()> { Ok(()) }
+/// # }
 /// vespene_plugin_api::export_plugin! {
 ///     name: "timestamp",
 ///     description: "Prefixes output lines with the minutes since the build started",

@@ -15,9 +15,9 @@
 //!    [`Variables`], [`Secrets`], [`Autoscaler`].
 //! 3. Export it with [`export_plugin!`].
 //!
-//! ```ignore
+//! ```
 //! use vespene_plugin_api::{export_plugin, Host, Trigger, TriggerContext, PluginResult};
-//! use serde_json::Value;
+//! use vespene_plugin_api::serde_json::Value;
 //!
 //! pub struct Hello { greeting: String }
 //!

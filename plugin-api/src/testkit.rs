@@ -2,7 +2,18 @@
 //! contexts, and loaders that build a plugin through the same ABI constructor
 //! and trait object the server uses, so a plugin is tested without a server.
 //!
-//! ```ignore
+//! ```
+//! # use vespene_plugin_api::{serde_json::Value, Host, PluginResult, Trigger, TriggerContext};
+//! # struct MyTrigger(String);
+//! # impl Trigger for MyTrigger {
+//! #     fn new(config: &Value) -> PluginResult<Self> {
+//! #         Ok(MyTrigger(config["greeting"].as_str().ok_or("parameter 'greeting' is required")?.into()))
+//! #     }
+//! #     fn execute(&self, _: &TriggerContext, host: &Host<'_>) -> PluginResult<()> {
+//! #         host.message(&self.0);
+//! #         Ok(())
+//! #     }
+//! # }
 //! use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
 //! let host = RecordingHost::new();
 //! let trigger = trigger_from::<MyTrigger>(r#"{"greeting":"hi"}"#).unwrap();
