@@ -299,3 +299,68 @@ fn repository_with_dir(base: &Path, name: &str, files: &[(&str, &str)], dir_file
     run(Command::new("cp").arg("-r").arg(extra.join(".")).arg(&work));
     repository(base, name, files);
 }
+
+/// `vespene stop` ends an import: the clone in progress (here from a server
+/// that never answers) is killed, the import is ABORTED and the organization
+/// is free for the next one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_can_be_stopped_while_it_clones() {
+    // Accepts connections and never answers: a clone from it hangs.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/acme/stuck.git", silent.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let held = held.clone();
+        move || {
+            for stream in silent.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        }
+    });
+    let repo = serde_json::json!({"name": "stuck", "clone_url": silent_url, "default_branch": "main",
+        "private": false, "full_name": "acme/stuck"});
+    let (api, _) = github_api(vec![serde_json::json!([repo]).to_string()]);
+
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings());
+    let store = sandbox.store().await;
+    let importers = pool(&store, "importers").await;
+    let org_id = store
+        .create_organization(&Organization {
+            name: "acme".into(),
+            organization_type: "github".into(),
+            organization_identifier: "acme".into(),
+            api_endpoint: api,
+            default_worker_pool_id: importers.id,
+            worker_pool_id: importers.id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut import = sandbox.command(&["import", "acme", "--force"]).stdout(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    let build_id = loop {
+        let org = store.get_organization(org_id).await.unwrap().unwrap();
+        if let Some(id) = org.active_build_id {
+            if !held.lock().unwrap().is_empty() {
+                break id;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the import never started cloning");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = sandbox.run(&["stop", &build_id.to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stopped = Instant::now();
+    while import.try_wait().unwrap().is_none() {
+        assert!(stopped.elapsed() < Duration::from_secs(20), "the import did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let build = store.get_build(build_id).await.unwrap().unwrap();
+    let log = log_of(&store, build_id).await;
+    assert_eq!(build.status, BuildStatus::Aborted, "{log}");
+    assert!(log.contains("import stopped"), "{log}");
+    let org = store.get_organization(org_id).await.unwrap().unwrap();
+    assert_eq!(org.active_build_id, None, "the organization is free again");
+    assert!(store.list_projects().await.unwrap().is_empty(), "nothing was imported");
+}

@@ -15,7 +15,8 @@ use vespene_plugin_api::RepositoryRef;
 
 use super::host::{secret_handle, CancelState};
 use super::output::BuildLog;
-use super::run::create_build_root;
+use super::run::{create_build_root, watch_for_stop};
+use super::worker::AbortOnDrop;
 use super::{Engine, EngineError, Result, WorkerConfig};
 use crate::settings::PluginSection;
 use crate::store::{Build, BuildStatus, Id, Organization, Pipeline, Project, Stage};
@@ -204,8 +205,15 @@ impl Engine {
             let log = log.clone();
             async move { engine.flush_log(log).await }
         });
-        let outcome = self.run_import(&build, &org, &log).await;
+        // `vespene stop` works on imports too: the clone in progress is killed.
+        let cancel = CancelState::new(None);
+        let _watcher = AbortOnDrop(tokio::spawn(watch_for_stop(self.clone(), build.id, cancel.clone())));
+        let outcome = self.run_import(&build, &org, &log, &cancel).await;
         let (status, code) = match outcome {
+            _ if cancel.reason().is_some() => {
+                log.message("import stopped");
+                (BuildStatus::Aborted, -1)
+            }
             Ok(0) => {
                 log.message("import succeeded");
                 (BuildStatus::Success, 0)
@@ -235,7 +243,13 @@ impl Engine {
     }
 
     /// Imports every repository; answers how many failed.
-    async fn run_import(&self, build: &Build, org: &Organization, log: &Arc<BuildLog>) -> Result<usize> {
+    async fn run_import(
+        &self,
+        build: &Build,
+        org: &Organization,
+        log: &Arc<BuildLog>,
+        cancel: &Arc<CancelState>,
+    ) -> Result<usize> {
         let root = self.build_root_for(build.id);
         create_build_root(&root)?;
         self.store().set_build_working_dir(build.id, &root.display().to_string()).await?;
@@ -271,8 +285,7 @@ impl Engine {
             "login": login,
         })
         .to_string();
-        let cancel = CancelState::new(None);
-        let host = Arc::new(self.build_host(log, &cancel, &root));
+        let host = Arc::new(self.build_host(log, cancel, &root));
         let registry = self.registry().clone();
         let found = tokio::task::spawn_blocking({
             let (host, registry, org_json, kind) = (host.clone(), registry.clone(), org_json.clone(), kind.clone());
@@ -290,6 +303,9 @@ impl Engine {
 
         let mut failed = 0;
         for (n, repo) in repos.iter().enumerate() {
+            if cancel.reason().is_some() {
+                return Ok(failed);
+            }
             let dest = root.join(format!("repo-{n}"));
             let cloned = tokio::task::spawn_blocking({
                 let (host, registry, org_json, kind) = (host.clone(), registry.clone(), org_json.clone(), kind.clone());

@@ -356,7 +356,7 @@ fn stopped(stop: Stop, project: &Project) -> Outcome {
 }
 
 /// Watches the store for a stop request while the build runs.
-async fn watch_for_stop(engine: Engine, build_id: crate::store::Id, cancel: Arc<CancelState>) {
+pub(super) async fn watch_for_stop(engine: Engine, build_id: crate::store::Id, cancel: Arc<CancelState>) {
     loop {
         tokio::time::sleep(STOP_POLL).await;
         match engine.store().build_status(build_id).await {
