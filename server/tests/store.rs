@@ -105,6 +105,7 @@ store_tests!(
     tutorial_is_idempotent,
     workers_upsert,
     snippet_names_that_become_one_variable_are_refused,
+    a_schema_one_version_old_is_upgraded_keeping_its_builds,
 );
 
 async fn pool(s: &Store, name: &str) -> i64 {
@@ -123,7 +124,8 @@ async fn raw_text(s: &Store, sql: &str, id: i64) -> Option<String> {
 
 async fn migrations_are_idempotent(s: &Store) {
     assert_eq!(s.migrate().await.unwrap(), 0, "already migrated on open");
-    assert_eq!(store::migrate::current_version(s.pool()).await.unwrap(), 1);
+    let latest = store::migrate::MIGRATIONS.last().unwrap().version;
+    assert_eq!(store::migrate::current_version(s.pool()).await.unwrap(), latest);
 }
 
 async fn project_round_trips_every_field(s: &Store) {
@@ -499,13 +501,22 @@ async fn build_status_machine(s: &Store) {
     assert_eq!((claimed.id, claimed.status), (b.id, BuildStatus::Running));
     assert!(claimed.start_time.is_some());
     assert!(s.claim_build(b.id, None).await.unwrap().is_none(), "already claimed");
-    s.set_build_revision(b.id, Some("abc1234"), Some("dev@example.com")).await.unwrap();
+    let checked_out = store::CheckedOut {
+        revision: Some("abc1234"),
+        committer: Some("Dev"),
+        committer_email: Some("dev@example.com"),
+    };
+    s.set_build_revision(b.id, &checked_out).await.unwrap();
     s.set_output_variables(b.id, r#"{"img":"a b"}"#).await.unwrap();
     assert!(s.set_output_variables(b.id, "nope").await.is_err());
     let done = s.set_build_status(b.id, BuildStatus::Success, Some(0)).await.unwrap();
     assert_eq!(done.status, BuildStatus::Success);
     assert_eq!(done.return_code, Some(0));
     assert_eq!(done.revision.as_deref(), Some("abc1234"));
+    assert_eq!(
+        (done.revision_username.as_deref(), done.revision_email.as_deref()),
+        (Some("Dev"), Some("dev@example.com"))
+    );
     assert!(done.end_time.is_some());
     let p = s.get_project(pid).await.unwrap().unwrap();
     assert_eq!((p.active_build_id, p.last_build_id, p.last_successful_build_id), (None, Some(b.id), Some(b.id)));
@@ -800,4 +811,20 @@ async fn snippet_names_that_become_one_variable_are_refused(s: &Store) {
     same.description = "unchanged name".into();
     s.update_snippet(&same).await.unwrap();
     assert_eq!(s.list_snippets().await.unwrap().len(), 2, "nothing was saved");
+}
+
+async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let pid = project(s, "old", pool_id).await;
+    let nb = NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() };
+    let id = s.create_build(&nb).await.unwrap().id;
+    // What the previous release left: schema version 1, without revision_email.
+    sqlx::query("ALTER TABLE builds DROP COLUMN revision_email").execute(s.pool()).await.unwrap();
+    sqlx::query("DELETE FROM vespene_migrations WHERE version = 2").execute(s.pool()).await.unwrap();
+    assert_eq!(store::migrate::current_version(s.pool()).await.unwrap(), 1);
+
+    assert_eq!(s.migrate().await.unwrap(), 1, "one migration applied");
+    assert_eq!(store::migrate::current_version(s.pool()).await.unwrap(), 2);
+    let build = s.get_build(id).await.unwrap().expect("the build is kept");
+    assert_eq!((build.project_id, build.revision_email), (Some(pid), None));
 }

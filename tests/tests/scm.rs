@@ -180,6 +180,7 @@ async fn git_public_clones_over_git_daemon_with_branch_and_submodules() {
     let b = succeeded(&store, ids[0]).await;
     assert_eq!(b.revision.as_deref(), Some(repos.main.as_str()));
     assert_eq!(b.revision_username.as_deref(), Some("Ada"));
+    assert_eq!(b.revision_email.as_deref(), Some("ada@example.com"));
     let messages = messages_of(&store, ids[0]).await;
     let text = messages.join("\n");
     assert!(text.contains(&format!("git: cloning {url} (default branch, depth 1)")), "{text}");

@@ -18,7 +18,7 @@ use super::host::{secret_handle, BuildHost, CancelState, Stop};
 use super::output::BuildLog;
 use super::{Engine, EngineError, Result};
 use crate::settings::PluginSection;
-use crate::store::{Build, BuildStatus, Project, WorkerPool};
+use crate::store::{Build, BuildStatus, CheckedOut, Project, WorkerPool};
 
 /// The launch script's name in the build root (as in the original).
 pub const LAUNCH_SCRIPT: &str = "vespene_launch.sh";
@@ -150,14 +150,12 @@ impl Engine {
 
         if !project.repo_url.trim().is_empty() && project.scm_type != "none" {
             let checkout = self.checkout(build, project, &info, &root, log, cancel).await?;
-            self.patiently("record the revision", || {
-                self.store().set_build_revision(
-                    build.id,
-                    checkout.revision.as_deref().or(checkout.short_revision.as_deref()),
-                    checkout.committer.as_deref(),
-                )
-            })
-            .await?;
+            let checked_out = CheckedOut {
+                revision: checkout.revision.as_deref().or(checkout.short_revision.as_deref()),
+                committer: checkout.committer.as_deref(),
+                committer_email: checkout.committer_email.as_deref(),
+            };
+            self.patiently("record the revision", || self.store().set_build_revision(build.id, &checked_out)).await?;
             if let Some(rev) = &checkout.revision {
                 log.message(&format!("checked out revision {rev}"));
             }

@@ -35,6 +35,7 @@ fn build_from_row(r: &AnyRow) -> Result<Build> {
             .ok_or_else(|| StoreError::Config(format!("unknown build status '{status}' in the database")))?,
         revision: get_opt_str(r, "revision")?,
         revision_username: get_opt_str(r, "revision_username")?,
+        revision_email: get_opt_str(r, "revision_email")?,
         queued_time: get_opt_time(r, "queued_time")?,
         start_time: get_opt_time(r, "start_time")?,
         end_time: get_opt_time(r, "end_time")?,
@@ -301,10 +302,11 @@ impl Store {
     }
 
     /// Records what was checked out.
-    pub async fn set_build_revision(&self, id: Id, revision: Option<&str>, username: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE builds SET revision = $1, revision_username = $2 WHERE id = $3")
-            .bind(revision)
-            .bind(username)
+    pub async fn set_build_revision(&self, id: Id, checked_out: &CheckedOut<'_>) -> Result<()> {
+        sqlx::query("UPDATE builds SET revision = $1, revision_username = $2, revision_email = $3 WHERE id = $4")
+            .bind(checked_out.revision)
+            .bind(checked_out.committer)
+            .bind(checked_out.committer_email)
             .bind(id)
             .execute(&self.pool)
             .await?;

@@ -20,12 +20,20 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sqlite: include_str!("../../migrations/sqlite/0001_initial.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sqlite: include_str!("../../migrations/sqlite/0001_initial.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "revision_email",
+        sqlite: include_str!("../../migrations/sqlite/0002_revision_email.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_revision_email.sql"),
+    },
+];
 
 /// Applies pending migrations; answers how many ran.
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize> {

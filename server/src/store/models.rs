@@ -709,6 +709,8 @@ pub struct Build {
     pub revision: Option<String>,
     /// Who committed it.
     pub revision_username: Option<String>,
+    /// The committer's e-mail address, when the scm plugin reports one.
+    pub revision_email: Option<String>,
     /// When queued.
     pub queued_time: Option<Timestamp>,
     /// When claimed.
@@ -763,6 +765,17 @@ pub struct NewBuild {
     pub pipeline_parent_build_id: Option<Id>,
     /// The first build of the pipeline run; defaults to the new build itself.
     pub pipeline_origin_build_id: Option<Id>,
+}
+
+/// What a build checked out, as its scm plugin reported it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckedOut<'a> {
+    /// The revision (full, or short when that is all there is).
+    pub revision: Option<&'a str>,
+    /// Who committed it.
+    pub committer: Option<&'a str>,
+    /// The committer's e-mail address.
+    pub committer_email: Option<&'a str>,
 }
 
 /// Which stream a line of output came from.

@@ -67,6 +67,7 @@ async fn build_row(
         "pool": pools.get(&b.worker_pool_id).cloned().unwrap_or_else(|| format!("#{}", b.worker_pool_id)),
         "revision": b.revision,
         "revision_username": b.revision_username,
+        "revision_email": b.revision_email,
         "queued_time": fmt_time(&v["queued_time"]),
         "start_time": fmt_time(&v["start_time"]),
         "end_time": fmt_time(&v["end_time"]),
