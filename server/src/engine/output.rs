@@ -152,12 +152,16 @@ fn now_ms() -> i64 {
 impl Engine {
     /// Stores a build's log until it is closed and drained.
     pub(crate) async fn flush_log(&self, log: Arc<BuildLog>) {
+        // The build's line count after our last append: tells a retried append
+        // whether its first try was committed.
+        let mut stored =
+            self.patiently("read the output count", || self.store().output_seq(log.build_id)).await.ok().flatten();
         loop {
             let closed = log.closed.load(Ordering::SeqCst);
             let batch = log.take();
             let full = batch.len() == MAX_APPEND;
             if !batch.is_empty() {
-                self.store_batch(&log, batch).await;
+                self.store_batch(&log, batch, &mut stored).await;
             }
             if closed {
                 // Lines pushed between the take and the close check, and what a
@@ -167,7 +171,7 @@ impl Engine {
                     if rest.is_empty() {
                         break;
                     }
-                    self.store_batch(&log, rest).await;
+                    self.store_batch(&log, rest, &mut stored).await;
                 }
                 break;
             }
@@ -178,7 +182,7 @@ impl Engine {
         self.output_plugins_finished(&log).await;
     }
 
-    async fn store_batch(&self, log: &Arc<BuildLog>, batch: Vec<OutputLine>) {
+    async fn store_batch(&self, log: &Arc<BuildLog>, batch: Vec<OutputLine>, stored: &mut Option<i64>) {
         let mut lines: RVec<OutputLine> = RVec::with_capacity(batch.len());
         for mut line in batch {
             log.capture_output_variable(line.text.as_str());
@@ -216,8 +220,31 @@ impl Engine {
             })
             .collect();
         rows.extend(problems.into_iter().map(|p| (OutputStream::Message, p)));
-        if let Err(e) = self.patiently("store build output", || self.store().append_output(log.build_id, &rows)).await {
-            tracing::error!(build = log.build_id, error = %e, "cannot store build output");
+        let (id, before, n) = (log.build_id, *stored, rows.len() as i64);
+        let mut tries = 0;
+        let appended = self
+            .patiently("store build output", || {
+                tries += 1;
+                let retry = tries > 1;
+                let rows = &rows;
+                async move {
+                    // A retry after a cut connection: the first try may have been
+                    // committed with only its answer lost. Then it is not stored twice.
+                    if let (true, Some(before)) = (retry, before) {
+                        if self.store().output_seq(id).await? == Some(before + n) {
+                            return Ok(before + n);
+                        }
+                    }
+                    self.store().append_output(id, rows).await
+                }
+            })
+            .await;
+        match appended {
+            Ok(last) => *stored = Some(last),
+            Err(e) => {
+                *stored = None;
+                tracing::error!(build = log.build_id, error = %e, "cannot store build output");
+            }
         }
     }
 

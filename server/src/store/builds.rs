@@ -384,6 +384,15 @@ impl Store {
         Ok(())
     }
 
+    /// How many output lines a build has (the last sequence number given out).
+    pub async fn output_seq(&self, build_id: Id) -> Result<Option<i64>> {
+        let r = sqlx::query("SELECT output_seq FROM builds WHERE id = $1")
+            .bind(build_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(r.map(|r| r.try_get(0)).transpose()?)
+    }
+
     /// Appends lines to a build's output in one transaction; answers the
     /// sequence number of the last line (lines are numbered 1, 2, 3, ...).
     pub async fn append_output<S: AsRef<str>>(&self, build_id: Id, lines: &[(OutputStream, S)]) -> Result<i64> {
