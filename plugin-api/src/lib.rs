@@ -44,7 +44,10 @@
 //!   call fails with the panic message, failing one build or request only.
 //! * Configuration arrives as the JSON of the plugin's settings parameters and
 //!   is checked in `new`: return an error naming the parameter and the problem;
-//!   the server then refuses to start with that message.
+//!   the server then refuses to start with that message. Start with
+//!   [`params::table`], which answers the parameter table and refuses anything
+//!   else, and any parameter the plugin does not know, in the same words as
+//!   every other plugin ([`params::open_table`] when the names are open-ended).
 //! * Plugins never touch the database; everything they need is in the context.
 //!
 //! ## Keeping plugins loading across versions
@@ -63,6 +66,7 @@ pub mod abi;
 mod context;
 #[doc(hidden)]
 pub mod export;
+pub mod params;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

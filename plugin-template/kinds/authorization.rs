@@ -24,8 +24,8 @@
 //! `launch_groups`. Override `filter_list` when a listing must show only some
 //! objects.
 
-use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, AccessRequest, Authorization, PluginResult};
+use vespene_plugin_api::serde_json::Value;
+use vespene_plugin_api::{export_plugin, params, AccessRequest, Authorization, Kind, PluginResult};
 
 /// The plugin's name, for messages.
 const NAME: &str = "template";
@@ -56,14 +56,7 @@ impl ReadOnlyPolicy {
 
 impl Authorization for ReadOnlyPolicy {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of authorization plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for authorization plugin {NAME}"));
-        }
+        let params = params::table(config, Kind::Authorization, NAME, PARAMETERS)?;
         let admins = match params.get("admins") {
             None => Vec::new(),
             Some(Value::Array(names)) => names

@@ -28,7 +28,7 @@
 
 use vespene_plugin_api::serde_json::{Map, Value};
 use vespene_plugin_api::{
-    export_plugin, Autoscaler, CommandRequest, Host, PluginResult, PoolStatus, ScalePlan, StreamName,
+    export_plugin, params, Autoscaler, CommandRequest, Host, Kind, PluginResult, PoolStatus, ScalePlan, StreamName,
 };
 
 /// The plugin's name, for messages.
@@ -72,20 +72,13 @@ impl CommandAutoscaler {
 
 impl Autoscaler for CommandAutoscaler {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of autoscaler plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for autoscaler plugin {NAME}"));
-        }
-        let min = count(&params, "min", Some(0))?;
-        let max = count(&params, "max", None)?;
+        let params = params::table(config, Kind::Autoscaler, NAME, PARAMETERS)?;
+        let min = count(params, "min", Some(0))?;
+        let max = count(params, "max", None)?;
         if max < min {
             return Err(format!("parameter 'max' ({max}) must not be less than 'min' ({min})"));
         }
-        let per_worker = count(&params, "per_worker", Some(1))?;
+        let per_worker = count(params, "per_worker", Some(1))?;
         if per_worker == 0 {
             return Err("parameter 'per_worker' must be at least 1".to_string());
         }

@@ -29,8 +29,10 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
-use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, CommandRequest, Host, Isolation, IsolationContext, PluginResult, StreamName};
+use vespene_plugin_api::serde_json::Value;
+use vespene_plugin_api::{
+    export_plugin, params, CommandRequest, Host, Isolation, IsolationContext, Kind, PluginResult, StreamName,
+};
 
 /// The plugin's name, for messages.
 const NAME: &str = "template";
@@ -76,14 +78,7 @@ impl ShellIsolation {
 
 impl Isolation for ShellIsolation {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of isolation plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for isolation plugin {NAME}"));
-        }
+        let params = params::table(config, Kind::Isolation, NAME, PARAMETERS)?;
         let shell = match params.get("shell") {
             None => "/bin/sh".to_string(),
             Some(Value::String(s)) if Path::new(s).is_absolute() => s.clone(),

@@ -28,8 +28,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, CommandRequest, Host, Organization, PluginResult, RepositoryRef, StreamName};
+use vespene_plugin_api::serde_json::Value;
+use vespene_plugin_api::{
+    export_plugin, params, CommandRequest, Host, Kind, Organization, PluginResult, RepositoryRef, StreamName,
+};
 
 /// The plugin's name, for messages.
 const NAME: &str = "template";
@@ -76,14 +78,7 @@ impl LocalRepositories {
 
 impl Organization for LocalRepositories {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of organization plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for organization plugin {NAME}"));
-        }
+        let params = params::table(config, Kind::Organization, NAME, PARAMETERS)?;
         let root = match params.get("root") {
             None => None,
             Some(Value::String(root)) if Path::new(root).is_absolute() => Some(

@@ -21,8 +21,8 @@
 //! `lines` in `filter`; to write lines elsewhere, flush in `build_finished`.
 
 use vespene_plugin_api::abi_stable::std_types::{RString, RVec};
-use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, BatchInfo, Output, OutputLine, PluginResult};
+use vespene_plugin_api::serde_json::Value;
+use vespene_plugin_api::{export_plugin, params, BatchInfo, Kind, Output, OutputLine, PluginResult};
 
 /// The plugin's name, for messages.
 const NAME: &str = "template";
@@ -87,14 +87,7 @@ impl Redactor {
 
 impl Output for Redactor {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of output plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for output plugin {NAME}"));
-        }
+        let params = params::table(config, Kind::Output, NAME, PARAMETERS)?;
         let mut words = match params.get("words") {
             Some(Value::Array(words)) if !words.is_empty() => words
                 .iter()

@@ -34,8 +34,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, CheckoutResult, Host, PluginResult, Scm, ScmContext};
+use vespene_plugin_api::serde_json::Value;
+use vespene_plugin_api::{export_plugin, params, CheckoutResult, Host, Kind, PluginResult, Scm, ScmContext};
 
 /// The plugin's name, for messages.
 const NAME: &str = "template";
@@ -194,14 +194,7 @@ fn source_dir(repo_url: &str) -> PluginResult<PathBuf> {
 
 impl Scm for DirectoryCopy {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of scm plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for scm plugin {NAME}"));
-        }
+        let params = params::table(config, Kind::Scm, NAME, PARAMETERS)?;
         let exclude = match params.get("exclude") {
             None => Vec::new(),
             Some(Value::Array(names)) => names

@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, PluginResult, Secrets};
+use vespene_plugin_api::serde_json::Value;
+use vespene_plugin_api::{export_plugin, params, Kind, PluginResult, Secrets};
 
 /// The plugin's name, for messages.
 const NAME: &str = "template";
@@ -77,14 +77,7 @@ impl FileSecrets {
 
 impl Secrets for FileSecrets {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of secrets plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for secrets plugin {NAME}"));
-        }
+        let params = params::table(config, Kind::Secrets, NAME, PARAMETERS)?;
         let dir = match params.get("dir") {
             Some(Value::String(dir)) if Path::new(dir).is_absolute() => PathBuf::from(dir),
             Some(other) => return Err(format!("parameter 'dir' must be an absolute directory path, not {other}")),

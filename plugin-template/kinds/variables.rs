@@ -31,7 +31,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, PluginResult, Variables, VariablesContext};
+use vespene_plugin_api::{export_plugin, params, Kind, PluginResult, Variables, VariablesContext};
 
 /// The plugin's name, for messages.
 const NAME: &str = "template";
@@ -94,14 +94,7 @@ pub fn slug(name: &str) -> String {
 
 impl Variables for BuildFacts {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of variables plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for variables plugin {NAME}"));
-        }
+        let params = params::table(config, Kind::Variables, NAME, PARAMETERS)?;
         let values = match params.get("values") {
             None => Map::new(),
             Some(Value::Object(values)) => values.clone(),

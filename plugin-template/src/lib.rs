@@ -23,8 +23,11 @@ use std::fs::OpenOptions;
 use std::io::Write as _;
 
 use minijinja::{Environment, UndefinedBehavior};
-use vespene_plugin_api::serde_json::{self, Map, Value};
-use vespene_plugin_api::{export_plugin, Host, PluginResult, Trigger, TriggerContext};
+use vespene_plugin_api::serde_json::{self, Value};
+use vespene_plugin_api::{export_plugin, params, Host, Kind, PluginResult, Trigger, TriggerContext};
+
+/// The plugin's name, for messages.
+const NAME: &str = "template";
 
 /// The parameters this plugin takes; anything else is a configuration error.
 const PARAMETERS: &[&str] = &["greeting", "file"];
@@ -64,22 +67,15 @@ impl Greeter {
         env.get_template(FILE_TEMPLATE)
             .and_then(|t| t.render(&vars))
             .map(Some)
-            .map_err(|e| format!("cannot render parameter 'file' of the template trigger: {}", describe(&e, source)))
+            .map_err(|e| format!("cannot render parameter 'file' of the {NAME} trigger: {}", describe(&e, source)))
     }
 }
 
 impl Trigger for Greeter {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            // No parameters at all: reported below as the missing 'greeting'.
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of trigger plugin template must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for trigger plugin template"));
-        }
+        // A table of the known parameters (`null`, no parameters at all, is reported
+        // below as the missing 'greeting'), else an error naming what is wrong.
+        let params = params::table(config, Kind::Trigger, NAME, PARAMETERS)?;
         let greeting = params
             .get("greeting")
             .and_then(Value::as_str)
@@ -128,7 +124,7 @@ mod tests {
     use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
     use vespene_plugin_api::TriggerContext;
 
-    use super::Greeter;
+    use super::{Greeter, NAME};
 
     fn execute(config_json: &str, ctx: &TriggerContext, host: &RecordingHost) -> Result<(), String> {
         let trigger = trigger_from::<Greeter>(config_json)?;
@@ -183,10 +179,11 @@ mod tests {
     #[test]
     fn bad_configurations_name_the_parameter() {
         let cases = [
-            ("{}", "parameter 'greeting' (a string) is required"),
-            (r#"{"greeting": 1}"#, "parameter 'greeting' (a string) is required"),
-            (r#"{"greeting": "hi", "file": 1}"#, "parameter 'file' must be a string (a path)"),
-            (r#"{"greeting": "hi", "greting": "x"}"#, "unknown parameter 'greting' for trigger plugin template"),
+            ("{}", "parameter 'greeting' (a string) is required".to_string()),
+            (r#"{"greeting": 1}"#, "parameter 'greeting' (a string) is required".to_string()),
+            (r#"{"greeting": "hi", "file": 1}"#, "parameter 'file' must be a string (a path)".to_string()),
+            (r#"{"greeting": "hi", "greting": "x"}"#, format!("unknown parameter 'greting' for trigger plugin {NAME}")),
+            ("[]", format!("the parameters of trigger plugin {NAME} must be a table, not []")),
         ];
         for (cfg, expected) in cases {
             assert_eq!(trigger_from::<Greeter>(cfg).err().unwrap(), expected, "{cfg}");

@@ -15,7 +15,9 @@
 
 use minijinja::{Environment, UndefinedBehavior};
 use vespene_plugin_api::serde_json::{self, Value};
-use vespene_plugin_api::{export_plugin, CommandRequest, Host, PluginResult, StreamName, Trigger, TriggerContext};
+use vespene_plugin_api::{
+    export_plugin, params, CommandRequest, Host, Kind, PluginResult, StreamName, Trigger, TriggerContext,
+};
 
 /// The name the command template is stored under; it appears in render errors.
 const TEMPLATE: &str = "command";
@@ -52,19 +54,7 @@ impl CommandTrigger {
 
 impl Trigger for CommandTrigger {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = serde_json::Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of trigger plugin command must be a table, not {other}")),
-        };
-        let unknown: Vec<String> =
-            params.keys().filter(|k| k.as_str() != "command").map(|k| format!("'{k}'")).collect();
-        match unknown.len() {
-            0 => {}
-            1 => return Err(format!("unknown parameter {} for trigger plugin command", unknown[0])),
-            _ => return Err(format!("unknown parameters {} for trigger plugin command", unknown.join(", "))),
-        }
+        let params = params::table(config, Kind::Trigger, "command", &["command"])?;
         let command =
             params.get("command").and_then(Value::as_str).ok_or("parameter 'command' (a string) is required")?;
 

@@ -61,7 +61,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, Host, Isolation, IsolationContext, PluginResult};
+use vespene_plugin_api::{export_plugin, params, Host, Isolation, IsolationContext, Kind, PluginResult};
 
 /// The parameters this plugin takes; anything else is a configuration error.
 const PARAMETERS: &[&str] = &[
@@ -131,19 +131,7 @@ pub struct Settings {
 impl Settings {
     /// Checks the parameters, naming the first bad one.
     pub fn parse(config: &Value) -> PluginResult<Self> {
-        let empty = Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of isolation plugin container must be a table, not {other}")),
-        };
-        let unknown: Vec<String> =
-            params.keys().filter(|k| !PARAMETERS.contains(&k.as_str())).map(|k| format!("'{k}'")).collect();
-        match unknown.len() {
-            0 => {}
-            1 => return Err(format!("unknown parameter {} for isolation plugin container", unknown[0])),
-            _ => return Err(format!("unknown parameters {} for isolation plugin container", unknown.join(", "))),
-        }
+        let params = params::table(config, Kind::Isolation, "container", PARAMETERS)?;
         let images = string_list(params, "images")?.unwrap_or_default();
         if images.is_empty() {
             return Err("parameter 'images' is required: the list of images builds may use".to_string());

@@ -48,8 +48,8 @@ use git2::{
     SubmoduleUpdateOptions,
 };
 use known_hosts::{HostKeys, Policy, Verdict};
-use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, CheckoutResult, Host, PluginResult, Scm, ScmContext};
+use vespene_plugin_api::serde_json::Value;
+use vespene_plugin_api::{export_plugin, params, CheckoutResult, Host, Kind, PluginResult, Scm, ScmContext};
 
 /// The parameters this plugin takes; anything else is a configuration error.
 const PARAMETERS: &[&str] =
@@ -72,19 +72,7 @@ pub struct GitScm {
 
 impl Scm for GitScm {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of scm plugin git must be a table, not {other}")),
-        };
-        let unknown: Vec<String> =
-            params.keys().filter(|k| !PARAMETERS.contains(&k.as_str())).map(|k| format!("'{k}'")).collect();
-        match unknown.len() {
-            0 => {}
-            1 => return Err(format!("unknown parameter {} for scm plugin git", unknown[0])),
-            _ => return Err(format!("unknown parameters {} for scm plugin git", unknown.join(", "))),
-        }
+        let params = params::table(config, Kind::Scm, "git", PARAMETERS)?;
         let policy = match params.get("host_key_policy") {
             None => Policy::Strict,
             Some(Value::String(s)) => Policy::parse(s).ok_or_else(|| {

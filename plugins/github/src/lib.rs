@@ -16,8 +16,10 @@
 
 use std::time::Duration;
 
-use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, CommandRequest, Host, Organization, PluginResult, RepositoryRef, StreamName};
+use vespene_plugin_api::serde_json::Value;
+use vespene_plugin_api::{
+    export_plugin, params, CommandRequest, Host, Kind, Organization, PluginResult, RepositoryRef, StreamName,
+};
 
 /// The plugin's name, for messages.
 const NAME: &str = "github";
@@ -109,14 +111,7 @@ impl GitHub {
 
 impl Organization for GitHub {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of organization plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for organization plugin {NAME}"));
-        }
+        let params = params::table(config, Kind::Organization, NAME, PARAMETERS)?;
         let api_url = match params.get("api_url") {
             None => DEFAULT_API.to_string(),
             Some(Value::String(url)) if valid_base(url.trim_end_matches('/')) => url.trim_end_matches('/').to_string(),

@@ -59,7 +59,7 @@
 use std::collections::BTreeMap;
 
 use vespene_plugin_api::serde_json::Value;
-use vespene_plugin_api::{export_plugin, AccessRequest, Authorization, PluginResult};
+use vespene_plugin_api::{export_plugin, params, AccessRequest, Authorization, Kind, PluginResult};
 
 /// The plugin's name, for messages.
 const NAME: &str = "group-required";
@@ -116,12 +116,8 @@ impl GroupRequired {
 
 impl Authorization for GroupRequired {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = vespene_plugin_api::serde_json::Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of authorization plugin {NAME} must be a table, not {other}")),
-        };
+        // Its parameters are the object kinds: checked below, with suggestions.
+        let params = params::open_table(config, Kind::Authorization, NAME)?;
         let mut rules = BTreeMap::new();
         for (kind, actions) in params {
             if !KINDS.contains(&kind.as_str()) {

@@ -3,7 +3,7 @@
 //! committer. It takes no parameters.
 
 use vespene_plugin_api::serde_json::Value;
-use vespene_plugin_api::{export_plugin, CheckoutResult, Host, PluginResult, Scm, ScmContext};
+use vespene_plugin_api::{export_plugin, params, CheckoutResult, Host, Kind, PluginResult, Scm, ScmContext};
 
 /// The `none` SCM plugin.
 #[derive(Debug, Default)]
@@ -11,15 +11,8 @@ pub struct NoneScm;
 
 impl Scm for NoneScm {
     fn new(config: &Value) -> PluginResult<Self> {
-        match config {
-            // An absent parameter table arrives as `{}` (or `null` from some hosts).
-            Value::Null => Ok(NoneScm),
-            Value::Object(params) => match params.keys().next() {
-                None => Ok(NoneScm),
-                Some(key) => Err(format!("unknown parameter '{key}' for scm plugin none")),
-            },
-            other => Err(format!("the parameters of scm plugin none must be a table, not {other}")),
-        }
+        params::table(config, Kind::Scm, "none", &[])?;
+        Ok(NoneScm)
     }
 
     fn checkout(&self, _context: &ScmContext, host: &Host<'_>) -> PluginResult<CheckoutResult> {
@@ -81,12 +74,14 @@ mod tests {
     #[test]
     fn rejects_any_parameter_by_name() {
         let err = scm_from::<NoneScm>(r#"{"branch": "main"}"#).err().unwrap();
-        assert_eq!(err, "unknown parameter 'branch' for scm plugin none");
+        assert_eq!(err, "unknown parameter 'branch' for scm plugin none: it takes none");
+        let err = scm_from::<NoneScm>(r#"{"branch": "main", "url": "x"}"#).err().unwrap();
+        assert_eq!(err, "unknown parameters 'branch', 'url' for scm plugin none: it takes none");
     }
 
     #[test]
     fn rejects_parameters_that_are_not_a_table() {
         let err = scm_from::<NoneScm>("[1]").err().unwrap();
-        assert!(err.contains("must be a table"), "{err}");
+        assert_eq!(err, "the parameters of scm plugin none must be a table, not [1]");
     }
 }

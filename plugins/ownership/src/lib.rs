@@ -94,7 +94,7 @@
 //!   API tokens did not exist.
 
 use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, AccessRequest, Authorization, PluginResult, UserInfo};
+use vespene_plugin_api::{export_plugin, params, AccessRequest, Authorization, Kind, PluginResult, UserInfo};
 
 /// The plugin's name, for messages.
 const NAME: &str = "ownership";
@@ -274,14 +274,7 @@ impl Ownership {
 
 impl Authorization for Ownership {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params.clone(),
-            Value::Null => Map::new(),
-            other => return Err(format!("the parameters of authorization plugin {NAME} must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-            return Err(format!("unknown parameter '{key}' for authorization plugin {NAME}"));
-        }
+        let params = params::table(config, Kind::Authorization, NAME, PARAMETERS)?;
         let filter_view = match params.get("filter_view") {
             None => false,
             Some(Value::Bool(b)) => *b,

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use vespene_plugin_api::serde_json::{Map, Value};
 use vespene_plugin_api::{
-    export_plugin, CommandOutcome, CommandRequest, Host, Isolation, IsolationContext, PluginResult, StreamName,
+    export_plugin, params, CommandOutcome, CommandRequest, Host, Isolation, IsolationContext, Kind, PluginResult,
+    StreamName,
 };
 
 /// The parameters this plugin takes; anything else is a configuration error.
@@ -192,20 +193,7 @@ fn parse_env(value: Option<&Value>) -> PluginResult<BTreeMap<String, String>> {
 
 impl Isolation for ShellIsolation {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            // An absent parameter table arrives as `{}` (or `null` from some hosts).
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of isolation plugin shell must be a table, not {other}")),
-        };
-        let unknown: Vec<String> =
-            params.keys().filter(|k| !PARAMETERS.contains(&k.as_str())).map(|k| format!("'{k}'")).collect();
-        match unknown.len() {
-            0 => {}
-            1 => return Err(format!("unknown parameter {} for isolation plugin shell", unknown[0])),
-            _ => return Err(format!("unknown parameters {} for isolation plugin shell", unknown.join(", "))),
-        }
+        let params = params::table(config, Kind::Isolation, "shell", PARAMETERS)?;
         Ok(ShellIsolation { shell: parse_shell(params.get("shell"))?, env: parse_env(params.get("env"))? })
     }
 

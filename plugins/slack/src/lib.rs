@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use minijinja::{Environment, UndefinedBehavior};
 use vespene_plugin_api::serde_json::{self, json, Map, Value};
-use vespene_plugin_api::{export_plugin, Host, PluginResult, Trigger, TriggerContext};
+use vespene_plugin_api::{export_plugin, params, Host, Kind, PluginResult, Trigger, TriggerContext};
 
 /// The parameters this plugin takes; anything else is a configuration error.
 const PARAMETERS: &[&str] = &["channel", "token", "base_url", "message_pre", "message_success", "message_failure"];
@@ -193,20 +193,11 @@ impl SlackTrigger {
 
 impl Trigger for SlackTrigger {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => &empty,
-            // Not quoted: a misplaced token would be in it.
-            _ => return Err("the parameters of trigger plugin slack must be a table".to_string()),
-        };
-        let unknown: Vec<String> =
-            params.keys().filter(|k| !PARAMETERS.contains(&k.as_str())).map(|k| format!("'{k}'")).collect();
-        match unknown.len() {
-            0 => {}
-            1 => return Err(format!("unknown parameter {} for trigger plugin slack", unknown[0])),
-            _ => return Err(format!("unknown parameters {} for trigger plugin slack", unknown.join(", "))),
+        // Refused here, not by params::table, which would quote the value: a misplaced token would be in it.
+        if !matches!(config, Value::Object(_) | Value::Null) {
+            return Err("the parameters of trigger plugin slack must be a table".to_string());
         }
+        let params = params::table(config, Kind::Trigger, "slack", PARAMETERS)?;
         let channel = required(params, "channel")?.trim().to_string();
         let token = required(params, "token")?;
         // It goes into a header: refuse what would break it, without quoting it.

@@ -57,7 +57,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, CommandRequest, Host, Isolation, IsolationContext, PluginResult, StreamName};
+use vespene_plugin_api::{
+    export_plugin, params, CommandRequest, Host, Isolation, IsolationContext, Kind, PluginResult, StreamName,
+};
 
 /// The parameters this plugin takes; anything else is a configuration error.
 const PARAMETERS: &[&str] = &["default_user", "shell", "path", "env", "group"];
@@ -335,19 +337,7 @@ fn parse_env(value: Option<&Value>) -> PluginResult<BTreeMap<String, String>> {
 
 impl Isolation for SudoIsolation {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of isolation plugin sudo must be a table, not {other}")),
-        };
-        let unknown: Vec<String> =
-            params.keys().filter(|k| !PARAMETERS.contains(&k.as_str())).map(|k| format!("'{k}'")).collect();
-        match unknown.len() {
-            0 => {}
-            1 => return Err(format!("unknown parameter {} for isolation plugin sudo", unknown[0])),
-            _ => return Err(format!("unknown parameters {} for isolation plugin sudo", unknown.join(", "))),
-        }
+        let params = params::table(config, Kind::Isolation, "sudo", PARAMETERS)?;
         let default_user = string_param(params, "default_user")?;
         if let Some(user) = &default_user {
             check_user_name(user).map_err(|e| format!("parameter 'default_user': {e}"))?;

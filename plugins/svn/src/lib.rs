@@ -26,9 +26,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use vespene_plugin_api::serde_json::{Map, Value};
+use vespene_plugin_api::serde_json::Value;
 use vespene_plugin_api::{
-    export_plugin, CheckoutResult, CommandRequest, Host, PluginResult, Scm, ScmContext, StreamName,
+    export_plugin, params, CheckoutResult, CommandRequest, Host, Kind, PluginResult, Scm, ScmContext, StreamName,
 };
 
 /// The parameters this plugin takes; anything else is a configuration error.
@@ -91,19 +91,7 @@ impl SvnScm {
 
 impl Scm for SvnScm {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of scm plugin svn must be a table, not {other}")),
-        };
-        let unknown: Vec<String> =
-            params.keys().filter(|k| !PARAMETERS.contains(&k.as_str())).map(|k| format!("'{k}'")).collect();
-        match unknown.len() {
-            0 => {}
-            1 => return Err(format!("unknown parameter {} for scm plugin svn", unknown[0])),
-            _ => return Err(format!("unknown parameters {} for scm plugin svn", unknown.join(", "))),
-        }
+        let params = params::table(config, Kind::Scm, "svn", PARAMETERS)?;
         let svn = match params.get("svn") {
             None => "svn".to_string(),
             Some(Value::String(s)) if !s.is_empty() && !s.contains('\0') => {

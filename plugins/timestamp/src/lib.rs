@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use vespene_plugin_api::abi_stable::std_types::{RString, RVec};
 use vespene_plugin_api::serde_json::Value;
-use vespene_plugin_api::{export_plugin, BatchInfo, Output, OutputLine, PluginResult};
+use vespene_plugin_api::{export_plugin, params, BatchInfo, Kind, Output, OutputLine, PluginResult};
 
 /// The `timestamp` output plugin.
 #[derive(Debug, Default)]
@@ -46,15 +46,7 @@ pub fn stamp_lines(info: &BatchInfo, lines: &mut RVec<OutputLine>) {
 
 impl Output for Timestamp {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = vespene_plugin_api::serde_json::Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of output plugin timestamp must be a table, not {other}")),
-        };
-        if let Some(key) = params.keys().find(|k| k.as_str() != "mode") {
-            return Err(format!("unknown parameter '{key}' for output plugin timestamp"));
-        }
+        let params = params::table(config, Kind::Output, "timestamp", &["mode"])?;
         match params.get("mode") {
             None => Ok(Timestamp),
             Some(Value::String(m)) if m == "elapsed" => Ok(Timestamp),

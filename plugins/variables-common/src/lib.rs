@@ -28,7 +28,7 @@
 //! silently; here they are errors, so a broken variable set is noticed.
 
 use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, PluginResult, Variables, VariablesContext};
+use vespene_plugin_api::{export_plugin, params, Kind, PluginResult, Variables, VariablesContext};
 
 /// The plugin's name, for messages.
 const NAME: &str = "variables-common";
@@ -36,22 +36,6 @@ const NAME: &str = "variables-common";
 /// The `variables-common` variables plugin.
 #[derive(Debug, Default)]
 pub struct CommonVariables;
-
-/// Checks that the settings entry has no parameters (besides `library` and
-/// `enabled`, which the host keeps): any key is an error naming it.
-fn no_parameters(config: &Value) -> PluginResult<()> {
-    let params = match config {
-        Value::Object(params) => params,
-        Value::Null => return Ok(()),
-        other => return Err(format!("the parameters of variables plugin {NAME} must be a table, not {other}")),
-    };
-    let unknown: Vec<String> = params.keys().map(|k| format!("'{k}'")).collect();
-    match unknown.len() {
-        0 => Ok(()),
-        1 => Err(format!("unknown parameter {} for variables plugin {NAME}: it takes none", unknown[0])),
-        _ => Err(format!("unknown parameters {} for variables plugin {NAME}: it takes none", unknown.join(", "))),
-    }
-}
 
 /// How messages name an object of `kind`: `pool 'general'`, else `pool 3`
 /// (its id), else just `pool`.
@@ -127,7 +111,8 @@ pub fn common_variables(context: &VariablesContext) -> PluginResult<Map<String, 
 
 impl Variables for CommonVariables {
     fn new(config: &Value) -> PluginResult<Self> {
-        no_parameters(config)?;
+        // No parameters (besides `library` and `enabled`, which the host keeps).
+        params::table(config, Kind::Variables, NAME, &[])?;
         Ok(CommonVariables)
     }
 

@@ -29,7 +29,7 @@
 //! every project of the earlier stages, whichever pipeline run it belonged to.
 
 use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, PluginResult, Variables, VariablesContext};
+use vespene_plugin_api::{export_plugin, params, Kind, PluginResult, Variables, VariablesContext};
 
 /// The plugin's name, for messages.
 const NAME: &str = "variables-pipelines";
@@ -96,19 +96,7 @@ impl PipelineVariables {
 
 impl Variables for PipelineVariables {
     fn new(config: &Value) -> PluginResult<Self> {
-        let empty = Map::new();
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => &empty,
-            other => return Err(format!("the parameters of variables plugin {NAME} must be a table, not {other}")),
-        };
-        let unknown: Vec<String> =
-            params.keys().filter(|k| !PARAMETERS.contains(&k.as_str())).map(|k| format!("'{k}'")).collect();
-        match unknown.len() {
-            0 => {}
-            1 => return Err(format!("unknown parameter {} for variables plugin {NAME}", unknown[0])),
-            _ => return Err(format!("unknown parameters {} for variables plugin {NAME}", unknown.join(", "))),
-        }
+        let params = params::table(config, Kind::Variables, NAME, PARAMETERS)?;
         let prefix = match params.get("prefix") {
             None => "",
             Some(Value::String(prefix)) => prefix.as_str(),

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, PluginResult, SnippetInfo, Variables, VariablesContext};
+use vespene_plugin_api::{export_plugin, params, Kind, PluginResult, SnippetInfo, Variables, VariablesContext};
 
 /// The plugin's name, for messages.
 const NAME: &str = "variables-snippets";
@@ -83,17 +83,8 @@ pub fn render_snippets(snippets: &[SnippetInfo], existing: &Map<String, Value>) 
 
 impl Variables for SnippetVariables {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = match config {
-            Value::Object(params) => params,
-            Value::Null => return Ok(SnippetVariables),
-            other => return Err(format!("the parameters of variables plugin {NAME} must be a table, not {other}")),
-        };
-        let unknown: Vec<String> = params.keys().map(|k| format!("'{k}'")).collect();
-        match unknown.len() {
-            0 => Ok(SnippetVariables),
-            1 => Err(format!("unknown parameter {} for variables plugin {NAME}: it takes none", unknown[0])),
-            _ => Err(format!("unknown parameters {} for variables plugin {NAME}: it takes none", unknown.join(", "))),
-        }
+        params::table(config, Kind::Variables, NAME, &[])?;
+        Ok(SnippetVariables)
     }
 
     fn compute(&self, context: &VariablesContext, existing: &Map<String, Value>) -> PluginResult<Map<String, Value>> {

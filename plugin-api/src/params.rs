@@ -1,0 +1,135 @@
+//! Checking a plugin's parameter table in `new`, with the messages every
+//! shipped plugin uses.
+//!
+//! A plugin's parameters arrive as the JSON of its settings entry (without
+//! `library` and `enabled`): a table, or `null` when a host sends none. [`table`]
+//! answers that table, refusing anything else and every key the plugin does not
+//! know; the plugin then reads and checks each parameter itself.
+//!
+//! ```
+//! use vespene_plugin_api::serde_json::{json, Value};
+//! use vespene_plugin_api::{params, Kind, PluginResult};
+//!
+//! fn greeting(config: &Value) -> PluginResult<String> {
+//!     let params = params::table(config, Kind::Trigger, "hello", &["greeting"])?;
+//!     let greeting = params.get("greeting").and_then(Value::as_str);
+//!     Ok(greeting.ok_or("parameter 'greeting' (a string) is required")?.to_string())
+//! }
+//!
+//! assert_eq!(greeting(&json!({"greeting": "hi"})).unwrap(), "hi");
+//! assert_eq!(
+//!     greeting(&json!({"greting": "hi"})).unwrap_err(),
+//!     "unknown parameter 'greting' for trigger plugin hello"
+//! );
+//! assert_eq!(
+//!     greeting(&json!(["hi"])).unwrap_err(),
+//!     "the parameters of trigger plugin hello must be a table, not [\"hi\"]"
+//! );
+//! ```
+
+use std::sync::LazyLock;
+
+use serde_json::{Map, Value};
+
+use crate::{Kind, PluginResult};
+
+/// What `null` parameters read as.
+static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+/// The parameter table of plugin `name` of `kind`, refusing any key not in
+/// `known`. `null` counts as an empty table.
+///
+/// The errors, for `table(config, Kind::Scm, "git", &["depth"])`:
+/// * `the parameters of scm plugin git must be a table, not [1]`
+/// * `unknown parameter 'x' for scm plugin git`
+/// * `unknown parameters 'x', 'y' for scm plugin git` (every unknown key, in
+///   the table's order)
+///
+/// When `known` is empty, the unknown-parameter messages end with `: it takes none`.
+pub fn table<'a>(config: &'a Value, kind: Kind, name: &str, known: &[&str]) -> PluginResult<&'a Map<String, Value>> {
+    let params = open_table(config, kind, name)?;
+    let unknown: Vec<String> =
+        params.keys().filter(|k| !known.contains(&k.as_str())).map(|k| format!("'{k}'")).collect();
+    let takes_none = if known.is_empty() { ": it takes none" } else { "" };
+    match unknown.as_slice() {
+        [] => Ok(params),
+        [one] => Err(format!("unknown parameter {one} for {kind} plugin {name}{takes_none}")),
+        many => Err(format!("unknown parameters {} for {kind} plugin {name}{takes_none}", many.join(", "))),
+    }
+}
+
+/// The parameter table of plugin `name` of `kind`, whatever its keys: for a
+/// plugin whose parameter names are open-ended (object kinds, variable names),
+/// which checks the keys itself. `null` counts as an empty table; anything else
+/// is refused as by [`table`].
+pub fn open_table<'a>(config: &'a Value, kind: Kind, name: &str) -> PluginResult<&'a Map<String, Value>> {
+    match config {
+        Value::Object(params) => Ok(params),
+        Value::Null => Ok(&EMPTY),
+        other => Err(format!("the parameters of {kind} plugin {name} must be a table, not {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_table_of_known_parameters_is_answered_as_is() {
+        let config = json!({"command": "make", "file": "x"});
+        let params = table(&config, Kind::Trigger, "command", &["file", "command"]).unwrap();
+        assert_eq!(params, config.as_object().unwrap());
+        assert!(std::ptr::eq(params, config.as_object().unwrap()));
+    }
+
+    #[test]
+    fn null_and_an_empty_table_are_no_parameters() {
+        assert!(table(&Value::Null, Kind::Scm, "none", &[]).unwrap().is_empty());
+        assert!(table(&json!({}), Kind::Scm, "none", &[]).unwrap().is_empty());
+        assert!(table(&Value::Null, Kind::Scm, "git", &["depth"]).unwrap().is_empty());
+        assert!(open_table(&Value::Null, Kind::Authorization, "group-required").unwrap().is_empty());
+    }
+
+    #[test]
+    fn anything_but_a_table_is_refused_quoting_it() {
+        let cases = [
+            (json!([]), "the parameters of isolation plugin shell must be a table, not []"),
+            (json!("x"), "the parameters of isolation plugin shell must be a table, not \"x\""),
+            (json!(1), "the parameters of isolation plugin shell must be a table, not 1"),
+            (json!(false), "the parameters of isolation plugin shell must be a table, not false"),
+        ];
+        for (config, expected) in cases {
+            assert_eq!(table(&config, Kind::Isolation, "shell", &["shell"]).unwrap_err(), expected);
+            assert_eq!(open_table(&config, Kind::Isolation, "shell").unwrap_err(), expected);
+        }
+    }
+
+    #[test]
+    fn one_unknown_parameter_is_named() {
+        let err = table(&json!({"comand": "x"}), Kind::Trigger, "command", &["command"]).unwrap_err();
+        assert_eq!(err, "unknown parameter 'comand' for trigger plugin command");
+    }
+
+    #[test]
+    fn several_unknown_parameters_are_all_named() {
+        let config = json!({"a": 1, "command": "x", "b": 2});
+        let err = table(&config, Kind::Trigger, "command", &["command"]).unwrap_err();
+        assert_eq!(err, "unknown parameters 'a', 'b' for trigger plugin command");
+    }
+
+    #[test]
+    fn a_plugin_without_parameters_says_it_takes_none() {
+        let err = table(&json!({"prefix": "x"}), Kind::Variables, "variables-common", &[]).unwrap_err();
+        assert_eq!(err, "unknown parameter 'prefix' for variables plugin variables-common: it takes none");
+        let err = table(&json!({"a": 1, "b": 2}), Kind::Variables, "variables-common", &[]).unwrap_err();
+        assert_eq!(err, "unknown parameters 'a', 'b' for variables plugin variables-common: it takes none");
+    }
+
+    #[test]
+    fn an_open_table_keeps_every_key() {
+        let config = json!({"project": {}, "anything": 1});
+        assert_eq!(open_table(&config, Kind::Authorization, "group-required").unwrap().len(), 2);
+    }
+}
