@@ -47,16 +47,17 @@ pub struct WorkerSummary {
 }
 
 impl WorkerConfig {
-    /// A worker named after this host and process.
+    /// A worker named after this host and process; a second worker in the
+    /// same process gets a name of its own (claim recovery tells workers
+    /// apart by name).
     pub fn named(pools: Vec<String>, slots: usize) -> Self {
+        static WORKERS_IN_PROCESS: AtomicU64 = AtomicU64::new(0);
         let host = hostname();
-        Self {
-            pools,
-            slots: slots.max(1),
-            max_builds: None,
-            build_id: None,
-            name: format!("{host}-{}", std::process::id()),
-        }
+        let name = match WORKERS_IN_PROCESS.fetch_add(1, Ordering::Relaxed) {
+            0 => format!("{host}-{}", std::process::id()),
+            n => format!("{host}-{}-{n}", std::process::id()),
+        };
+        Self { pools, slots: slots.max(1), max_builds: None, build_id: None, name }
     }
 }
 
