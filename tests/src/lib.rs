@@ -139,10 +139,9 @@ pub fn build_foreign_plugin(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     .unwrap();
     edit(&work.join("plugin-api"));
     let target = root.join("target").join("fixtures-target");
-    let status = Command::new(env!("CARGO"))
+    let status = cargo(&target)
         .args(["build", "--quiet", "-p", "vespene-test-plugin-foreign", "--manifest-path"])
         .arg(work.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
         .status()
         .expect("run cargo");
     assert!(status.success(), "building the {tag} fixture plugin failed");
@@ -151,6 +150,15 @@ pub fn build_foreign_plugin(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     let kept = work.join("libvespene_foreign.so");
     std::fs::copy(&built, &kept).expect("copy fixture library");
     kept
+}
+
+/// A `cargo` command (the one running the tests) building into `target_dir`:
+/// scratch crates built by the tests keep a target directory of their own, so
+/// they never wait on or disturb the workspace's.
+pub fn cargo(target_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.env("CARGO_TARGET_DIR", target_dir);
+    cmd
 }
 
 /// Rewrites the `version = "..."` line of a copied crate's Cargo.toml.
