@@ -14,6 +14,8 @@ use vespene::store::{
 
 struct TestDb {
     store: Store,
+    /// How the store was opened (to open it again).
+    opts: StoreOptions,
     _dir: tempfile::TempDir,
 }
 
@@ -28,7 +30,7 @@ impl TestDb {
             max_connections: 8,
             migrate: true,
         };
-        TestDb { store: Store::open(&opts).await.unwrap(), _dir: dir }
+        TestDb { store: Store::open(&opts).await.unwrap(), opts, _dir: dir }
     }
 
     async fn postgres(test: &str) -> Option<TestDb> {
@@ -54,7 +56,7 @@ impl TestDb {
             max_connections: 8,
             migrate: true,
         };
-        Some(TestDb { store: Store::open(&opts).await.unwrap(), _dir: dir })
+        Some(TestDb { store: Store::open(&opts).await.unwrap(), opts, _dir: dir })
     }
 }
 
@@ -105,7 +107,6 @@ store_tests!(
     tutorial_is_idempotent,
     workers_upsert,
     snippet_names_that_become_one_variable_are_refused,
-    a_schema_one_version_old_is_upgraded_keeping_its_builds,
 );
 
 async fn pool(s: &Store, name: &str) -> i64 {
@@ -813,18 +814,37 @@ async fn snippet_names_that_become_one_variable_are_refused(s: &Store) {
     assert_eq!(s.list_snippets().await.unwrap().len(), 2, "nothing was saved");
 }
 
-async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(s: &Store) {
+/// A database the previous release left (schema version 1, no
+/// `revision_email`), opened by this one: migrated, its builds kept.
+async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
+    let s = &db.store;
     let pool_id = pool(s, "p").await;
     let pid = project(s, "old", pool_id).await;
     let nb = NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() };
     let id = s.create_build(&nb).await.unwrap().id;
-    // What the previous release left: schema version 1, without revision_email.
     sqlx::query("ALTER TABLE builds DROP COLUMN revision_email").execute(s.pool()).await.unwrap();
     sqlx::query("DELETE FROM vespene_migrations WHERE version = 2").execute(s.pool()).await.unwrap();
-    assert_eq!(store::migrate::current_version(s.pool()).await.unwrap(), 1);
+    s.close().await;
 
-    assert_eq!(s.migrate().await.unwrap(), 1, "one migration applied");
-    assert_eq!(store::migrate::current_version(s.pool()).await.unwrap(), 2);
-    let build = s.get_build(id).await.unwrap().expect("the build is kept");
+    // Connections cache statements against the schema: a new process opens a new store.
+    let old = Store::open(&StoreOptions { migrate: false, ..db.opts.clone() }).await.unwrap();
+    assert_eq!(store::migrate::current_version(old.pool()).await.unwrap(), 1);
+    assert_eq!(old.migrate().await.unwrap(), 1, "one migration applied");
+    old.close().await;
+    let upgraded = Store::open(&StoreOptions { migrate: false, ..db.opts.clone() }).await.unwrap();
+    assert_eq!(store::migrate::current_version(upgraded.pool()).await.unwrap(), 2);
+    let build = upgraded.get_build(id).await.unwrap().expect("the build is kept");
     assert_eq!((build.project_id, build.revision_email), (Some(pid), None));
+    upgraded.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_schema_one_version_old_is_upgraded() {
+    a_schema_one_version_old_is_upgraded_keeping_its_builds(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_schema_one_version_old_is_upgraded() {
+    let Some(db) = TestDb::postgres("schema_upgrade").await else { return };
+    a_schema_one_version_old_is_upgraded_keeping_its_builds(db).await;
 }

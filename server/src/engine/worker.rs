@@ -310,9 +310,8 @@ impl Engine {
         // Right after the database was unreachable from here, the others' silence
         // is the outage's, not theirs: give them a full timeout to check in again.
         if !self.unavailable_within(Duration::from_secs(timeout)) {
-            for id in self.store().orphan_builds_of_silent_workers(silent).await? {
-                let message = "the worker running this build stopped checking in: build orphaned";
-                self.store().append_output(id, &[(crate::store::OutputStream::Message, message)]).await?;
+            let message = "the worker running this build stopped checking in: build orphaned";
+            for id in self.store().orphan_builds_of_silent_workers(silent, message).await? {
                 tracing::warn!(build = id, "{message}");
             }
         }

@@ -375,12 +375,7 @@ impl Store {
     }
 
     async fn clear_inactive_pointers(&self) -> Result<()> {
-        sqlx::query(
-            "UPDATE projects SET active_build_id = NULL WHERE active_build_id IN
-                 (SELECT id FROM builds WHERE status NOT IN ('QUEUED', 'RUNNING', 'ABORTING'))",
-        )
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(CLEAR_INACTIVE_POINTERS).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -396,31 +391,8 @@ impl Store {
     /// Appends lines to a build's output in one transaction; answers the
     /// sequence number of the last line (lines are numbered 1, 2, 3, ...).
     pub async fn append_output<S: AsRef<str>>(&self, build_id: Id, lines: &[(OutputStream, S)]) -> Result<i64> {
-        let n = lines.len() as i64;
         let mut tx = self.begin_write().await?;
-        // Reserve the numbers first: this write takes the lock.
-        let r = sqlx::query("UPDATE builds SET output_seq = output_seq + $1 WHERE id = $2 RETURNING output_seq")
-            .bind(n)
-            .bind(build_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound { what: "build", id: build_id.to_string() })?;
-        let last: i64 = r.try_get(0)?;
-        if n == 0 {
-            tx.commit().await?;
-            return Ok(last);
-        }
-        let ts = row::now().timestamp_millis();
-        let mut seq = last - n;
-        for chunk in lines.chunks(OUTPUT_CHUNK) {
-            let sql = insert_output_sql(chunk.len());
-            let mut q = sqlx::query(&sql);
-            for (stream, text) in chunk {
-                seq += 1;
-                q = q.bind(build_id).bind(seq).bind(stream.as_str()).bind(ts).bind(text.as_ref());
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let last = append_output_in(&mut tx, build_id, lines).await?;
         tx.commit().await?;
         Ok(last)
     }
@@ -637,10 +609,45 @@ impl Store {
     }
 }
 
+/// Projects whose active build has ended point at no active build.
+const CLEAR_INACTIVE_POINTERS: &str = "UPDATE projects SET active_build_id = NULL WHERE active_build_id IN
+     (SELECT id FROM builds WHERE status NOT IN ('QUEUED', 'RUNNING', 'ABORTING'))";
+
+/// [`Store::append_output`] inside a transaction the caller commits.
+async fn append_output_in<S: AsRef<str>>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    build_id: Id,
+    lines: &[(OutputStream, S)],
+) -> Result<i64> {
+    let n = lines.len() as i64;
+    // Reserve the numbers first: this write takes the lock.
+    let r = sqlx::query("UPDATE builds SET output_seq = output_seq + $1 WHERE id = $2 RETURNING output_seq")
+        .bind(n)
+        .bind(build_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound { what: "build", id: build_id.to_string() })?;
+    let last: i64 = r.try_get(0)?;
+    let ts = row::now().timestamp_millis();
+    let mut seq = last - n;
+    for chunk in lines.chunks(OUTPUT_CHUNK) {
+        let sql = insert_output_sql(chunk.len());
+        let mut q = sqlx::query(&sql);
+        for (stream, text) in chunk {
+            seq += 1;
+            q = q.bind(build_id).bind(seq).bind(stream.as_str()).bind(ts).bind(text.as_ref());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(last)
+}
+
 impl Store {
     /// RUNNING or ABORTING builds whose worker last checked in before `cutoff`
-    /// (killed, or cut off from the database) become ORPHANED; answers their ids.
-    pub async fn orphan_builds_of_silent_workers(&self, cutoff: DateTime<Utc>) -> Result<Vec<Id>> {
+    /// (killed, or cut off from the database) become ORPHANED, with `message`
+    /// as their last output line, in one transaction; answers their ids.
+    pub async fn orphan_builds_of_silent_workers(&self, cutoff: DateTime<Utc>, message: &str) -> Result<Vec<Id>> {
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "UPDATE builds SET status = 'ORPHANED', end_time = $1
              WHERE status IN ('RUNNING', 'ABORTING')
@@ -649,12 +656,16 @@ impl Store {
         )
         .bind(row::now().timestamp_millis())
         .bind(cutoff.timestamp_millis())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let ids = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<std::result::Result<Vec<_>, _>>()?;
-        if !ids.is_empty() {
-            self.clear_inactive_pointers().await?;
+        for &id in &ids {
+            append_output_in(&mut tx, id, &[(OutputStream::Message, message)]).await?;
         }
+        if !ids.is_empty() {
+            sqlx::query(CLEAR_INACTIVE_POINTERS).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(ids)
     }
 }
