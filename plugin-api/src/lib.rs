@@ -67,6 +67,8 @@ mod context;
 #[doc(hidden)]
 pub mod export;
 pub mod params;
+#[cfg(feature = "runner")]
+pub mod runner;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -22,7 +22,6 @@
 //! assert!(host.messages().iter().any(|l| l.contains("hi")));
 //! ```
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -35,8 +34,9 @@ use serde_json::json;
 use crate::abi::*;
 use crate::*;
 
-/// A host that records every line a plugin emits and runs commands with
-/// `/bin/sh` without isolation. Secrets "decrypt" by stripping a `plain:` prefix.
+/// A host that records every line a plugin emits and runs commands as the
+/// server does (stdout and stderr merged in order, stdin, timeouts), without
+/// isolation. Secrets "decrypt" by stripping a `plain:` prefix.
 #[derive(Default)]
 pub struct RecordingHost {
     lines: Mutex<Vec<(Stream, String)>>,
@@ -112,23 +112,6 @@ impl CommandRunner for RecordingHost {
             Ok(r) => r,
             Err(e) => return RErr(format!("bad command request: {e}").into()),
         };
-        let mut cmd = match (&req.shell, req.argv.split_first()) {
-            (Some(line), _) => {
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c").arg(line);
-                c
-            }
-            (None, Some((program, args))) => {
-                let mut c = Command::new(program);
-                c.args(args);
-                c
-            }
-            (None, None) => return RErr("empty command".into()),
-        };
-        if let Some(cwd) = &req.cwd {
-            cmd.current_dir(cwd);
-        }
-        cmd.envs(&req.env).stdin(Stdio::null());
         let stream = match req.stream {
             StreamName::Output => Stream::Output,
             StreamName::Message => Stream::Message,
@@ -136,27 +119,15 @@ impl CommandRunner for RecordingHost {
         // Like the server: the command line is logged first, and a stopped
         // build runs nothing more.
         if req.log_command {
-            let line = req.shell.clone().unwrap_or_else(|| req.argv.join(" "));
-            self.record(Stream::Message, &format!("running: {line}"));
+            self.record(Stream::Message, &format!("running: {}", crate::runner::describe(&req)));
         }
         if self.is_cancelled() {
             return ROk(CommandOutcome { exit_code: -1, cancelled: true, last_line: RString::new() });
         }
-        match cmd.output() {
-            Ok(out) => {
-                let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-                let mut last = String::new();
-                for line in text.lines() {
-                    self.record(stream, line);
-                    last = line.to_string();
-                }
-                ROk(CommandOutcome {
-                    exit_code: out.status.code().unwrap_or(-1),
-                    cancelled: false,
-                    last_line: last.into(),
-                })
-            }
-            Err(e) => RErr(format!("cannot run command: {e}").into()),
+        // The server's own runner: merged streams, stdin, timeout, process-group kill.
+        match crate::runner::run(&req, None, |line| self.record(stream, line), &|| self.is_cancelled()) {
+            Ok((outcome, _)) => ROk(outcome),
+            Err(e) => RErr(e.into()),
         }
     }
 }
@@ -230,4 +201,31 @@ loader!(autoscaler_from, crate::Autoscaler, AutoscalerBox, new_autoscaler);
 /// Serializes a context for an ABI call.
 pub fn to_json<T: serde::Serialize>(value: &T) -> RString {
     serde_json::to_string(value).expect("context serializes").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(host: &RecordingHost, request: CommandRequest) -> CommandOutcome {
+        let json = serde_json::to_string(&request).unwrap();
+        CommandRunner::run(host, RStr::from(json.as_str())).into_result().unwrap()
+    }
+
+    #[test]
+    fn commands_run_as_on_the_server() {
+        let host = RecordingHost::new();
+        let outcome = run(&host, CommandRequest::shell("echo one; echo two >&2; echo three; exit 4"));
+        assert_eq!((outcome.exit_code, outcome.cancelled), (4, false));
+        assert_eq!(host.outputs(), ["one", "two", "three"], "in the order they were written");
+
+        let fed = CommandRequest { stdin: Some("fed in\n".into()), ..CommandRequest::shell("cat") };
+        run(&host, fed);
+        assert_eq!(host.outputs().last().map(String::as_str), Some("fed in"));
+
+        let slow = CommandRequest { timeout_seconds: Some(1), ..CommandRequest::shell("sleep 30; echo never") };
+        let outcome = run(&host, slow);
+        assert!(outcome.cancelled, "the time limit stops it");
+        assert!(!host.outputs().iter().any(|l| l == "never"));
+    }
 }

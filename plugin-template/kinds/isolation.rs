@@ -182,7 +182,7 @@ mod tests {
         assert!(host.outputs()[0].ends_with("vespene_launch.sh ran me"), "{:?}", host.outputs());
 
         let err = execute(r#"{"shell": "/nonexistent/shell"}"#, &ctx, &RecordingHost::new()).unwrap_err();
-        assert!(err.starts_with("cannot run command"), "{err}");
+        assert!(err.starts_with("cannot start /nonexistent/shell"), "{err}");
     }
 
     #[test]

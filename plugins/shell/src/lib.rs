@@ -273,8 +273,8 @@ mod tests {
         let code = execute("{}", &ctx, &host).unwrap();
 
         assert_eq!(code, 3);
-        // The test kit prints stdout, then stderr; the server interleaves them.
-        assert_eq!(host.outputs(), ["one", "three", "two"]);
+        // stdout and stderr in the order the script wrote them, as on the server.
+        assert_eq!(host.outputs(), ["one", "two", "three"]);
         assert_eq!(
             host.messages(),
             [format!("shell isolation: running {SCRIPT} as the server's user in {}", root.path().display())]

@@ -12,7 +12,6 @@ use vespene_plugin_api::abi::*;
 use vespene_plugin_api::{CommandRequest, StreamName};
 
 use super::output::BuildLog;
-use crate::plugins::command;
 use crate::store::{Id, Store};
 
 /// Why a build is being stopped early.
@@ -139,11 +138,14 @@ impl CommandRunner for BuildHost {
             StreamName::Message => Stream::Message,
         };
         if request.log_command {
-            self.log.message(&format!("running: {}", command::describe(&request)));
+            self.log.message(&format!("running: {}", vespene_plugin_api::runner::describe(&request)));
         }
-        match command::run(&request, Some(&self.build_root), |line| self.log.push(stream, line), &|| {
-            self.cancel.reason().is_some()
-        }) {
+        match vespene_plugin_api::runner::run(
+            &request,
+            Some(&self.build_root),
+            |line| self.log.push(stream, line),
+            &|| self.cancel.reason().is_some(),
+        ) {
             Ok((outcome, _)) => ROk(outcome),
             Err(e) => RErr(e.into()),
         }

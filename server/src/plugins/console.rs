@@ -71,9 +71,10 @@ impl CommandRunner for ConsoleHost {
             vespene_plugin_api::StreamName::Message => Stream::Message,
         };
         if request.log_command {
-            print_line(Stream::Message, &format!("running: {}", super::command::describe(&request)));
+            print_line(Stream::Message, &format!("running: {}", vespene_plugin_api::runner::describe(&request)));
         }
-        match super::command::run(&request, None, |line| print_line(stream, line), &|| self.is_cancelled()) {
+        match vespene_plugin_api::runner::run(&request, None, |line| print_line(stream, line), &|| self.is_cancelled())
+        {
             Ok((outcome, _)) => ROk(outcome),
             Err(e) => RErr(e.into()),
         }

@@ -4,7 +4,6 @@
 //! commands, secrets). Plugins never see the database; everything they need
 //! arrives as JSON context.
 
-pub mod command;
 pub mod console;
 pub mod loader;
 pub mod registry;

@@ -1,6 +1,9 @@
-//! Running commands for builds and plugins: stdout and stderr merged and
-//! streamed line by line, the whole process group killed at once on stop or
-//! timeout (not on the next output line).
+//! The command runner behind the host's [`CommandRunner`](crate::abi::CommandRunner)
+//! callback (feature `runner`): stdout and stderr merged and streamed line by
+//! line, ANSI escapes removed, standard input fed, and the whole process group
+//! killed at once on stop or timeout (not on the next output line). The server
+//! runs plugins' commands with it, and the test kit's `RecordingHost` does too,
+//! so a plugin's tests see what a build would.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -8,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vespene_plugin_api::{CommandOutcome, CommandRequest};
+use crate::{CommandOutcome, CommandRequest};
 
 /// How often a running command checks for stop and timeout.
 const POLL: Duration = Duration::from_millis(50);
