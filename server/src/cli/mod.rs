@@ -46,6 +46,9 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(store_cmd::UserCommand),
+    /// Manage the key that encrypts stored secrets.
+    #[command(subcommand)]
+    Secrets(store_cmd::SecretsCommand),
     /// Create the tutorial's demo objects (safe to run again).
     Tutorial,
     /// Run a standalone worker against the configured database.
@@ -210,6 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Build(cmd) => engine_cmd::build(&settings, cmd),
                 Command::Migrate => store_cmd::migrate(&settings),
                 Command::User(cmd) => store_cmd::user(&settings, cmd),
+                Command::Secrets(cmd) => store_cmd::secrets(&settings, cmd),
                 Command::Tutorial => store_cmd::tutorial(&settings),
                 Command::Cleanup { builds_older_than, build_roots_older_than } => {
                     store_cmd::cleanup(&settings, builds_older_than, build_roots_older_than)

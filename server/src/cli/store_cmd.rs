@@ -42,6 +42,56 @@ async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Store> {
     Ok(Store::open(&opts).await?)
 }
 
+/// `vespene secrets ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Encrypt every stored secret with a new key. The new key replaces the
+    /// key file; the old one is kept beside it. Stop the workers first and
+    /// copy the new key file to every host before starting them again.
+    RotateKey,
+}
+
+/// `vespene secrets rotate-key`: the new key is written beside the old one
+/// first, the database re-encrypted in one transaction, then the files swap.
+pub fn secrets(settings: &Settings, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
+    let SecretsCommand::RotateKey = cmd;
+    runtime()?.block_on(async {
+        let store = open(settings, false).await?;
+        let key_file = StoreOptions::from_settings(settings).key_file;
+        let next = key_file.with_extension("key.next");
+        if next.exists() {
+            anyhow::bail!(
+                "{} exists: an earlier rotation was interrupted. If `vespene` fails to read secrets with {}, \
+                 the database was re-encrypted: move {} to {}; otherwise delete it, then run this again",
+                next.display(),
+                key_file.display(),
+                next.display(),
+                key_file.display()
+            );
+        }
+        let new = store::SecretBox::create_key_file(&next, &store::SecretBox::generate_key_text())?;
+        let changed = match store.reencrypt_secrets(&new).await {
+            Ok(n) => n,
+            Err(e) => {
+                // Nothing was re-encrypted: the new key is not needed.
+                let _ = std::fs::remove_file(&next);
+                return Err(e.into());
+            }
+        };
+        store.close().await;
+        let previous = key_file.with_extension(format!("key.previous-{}", store::now().timestamp()));
+        std::fs::rename(&key_file, &previous)?;
+        std::fs::rename(&next, &key_file)?;
+        println!(
+            "re-encrypted {changed} secret(s) with a new key in {}; the previous key is kept as {}. \
+             Copy the new key file to every worker host.",
+            key_file.display(),
+            previous.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// `vespene migrate`: applies pending schema migrations.
 pub fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {

@@ -338,6 +338,34 @@ impl Store {
         })
     }
 
+    /// Re-encrypts every stored secret (SSH keys, their unlock passwords,
+    /// service-login passwords) from this store's key to `new`, in one
+    /// transaction; answers how many values changed. A value the current key
+    /// cannot decrypt stops it with nothing changed.
+    pub async fn reencrypt_secrets(&self, new: &SecretBox) -> Result<usize> {
+        const COLUMNS: [(&str, &str); 3] =
+            [("ssh_keys", "private_key"), ("ssh_keys", "unlock_password"), ("service_logins", "password")];
+        let mut tx = self.begin_write().await?;
+        let mut changed = 0;
+        for (table, column) in COLUMNS {
+            let select = format!("SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL AND {column} <> ''");
+            for r in sqlx::query(&select).fetch_all(&mut *tx).await? {
+                let id: Id = r.try_get("id")?;
+                let stored: String = r.try_get(column)?;
+                let plain = self.secrets.decrypt(&stored).map_err(|e| {
+                    StoreError::Config(format!(
+                        "{table}.{column} of id {id} cannot be decrypted with the current key: {e}"
+                    ))
+                })?;
+                let update = format!("UPDATE {table} SET {column} = $1 WHERE id = $2");
+                sqlx::query(&update).bind(new.encrypt(&plain)?).bind(id).execute(&mut *tx).await?;
+                changed += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     /// The clear-text password of a service login (engine only).
     pub async fn reveal_service_login_password(&self, id: Id) -> Result<Option<String>> {
         let r = sqlx::query("SELECT password FROM service_logins WHERE id = $1")

@@ -103,6 +103,27 @@ impl SecretBox {
         }
     }
 
+    /// A new random key, in the key file's text form.
+    pub fn generate_key_text() -> String {
+        format!("{}\n", B64.encode(XChaCha20Poly1305::generate_key(&mut OsRng)))
+    }
+
+    /// Writes a new key file (mode 0600) holding `key_text`; fails if `path`
+    /// exists. Answers the box for that key.
+    pub fn create_key_file(path: &Path, key_text: &str) -> Result<Self, SecretError> {
+        let err = |message: String| SecretError::KeyFile { path: path.display().to_string(), message };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(path).map_err(|e| err(format!("cannot create: {e}")))?;
+        f.write_all(key_text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| err(format!("cannot write: {e}")))?;
+        Self::load_or_create(path)
+    }
+
     /// Encrypts a value into its stored form.
     pub fn encrypt(&self, plaintext: &str) -> Result<String, SecretError> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
