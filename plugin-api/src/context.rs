@@ -210,15 +210,35 @@ pub struct UserInfo {
     pub groups: Vec<String>,
 }
 
+/// The actions an [`AccessRequest`] asks about.
+pub const ACCESS_ACTIONS: [&str; 7] = ["list", "view", "create", "edit", "delete", "start", "stop"];
+
+/// The object kinds an [`AccessRequest`] asks about.
+pub const ACCESS_KINDS: [&str; 13] = [
+    "project",
+    "build",
+    "pipeline",
+    "stage",
+    "worker_pool",
+    "snippet",
+    "variable_set",
+    "ssh_key",
+    "service_login",
+    "organization",
+    "user",
+    "group",
+    "api_token",
+];
+
 /// One access question for the authorization chain.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct AccessRequest {
     /// Who asks; `None` for an anonymous request.
     pub user: Option<UserInfo>,
-    /// `list`, `view`, `create`, `edit`, `delete`, `start` or `stop`.
+    /// One of [`ACCESS_ACTIONS`].
     pub action: String,
-    /// The object kind: `project`, `build`, `worker_pool`, ...
+    /// One of [`ACCESS_KINDS`].
     pub kind: String,
     /// The object acted on (absent for `list` and `create`), with at least
     /// `id`, `created_by` and, where the kind has them, `owner_groups` and

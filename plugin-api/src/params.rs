@@ -27,6 +27,7 @@
 //! );
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
@@ -70,8 +71,56 @@ pub fn open_table<'a>(config: &'a Value, kind: Kind, name: &str) -> PluginResult
     }
 }
 
+/// An environment-variable table parameter (`env = { NAME = "value" }`);
+/// absent means empty. Names must be usable as variable names and values
+/// strings without NUL bytes; the messages name `parameter`.
+pub fn env_table(params: &Map<String, Value>, parameter: &str) -> PluginResult<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    let Some(value) = params.get(parameter) else { return Ok(env) };
+    let Value::Object(table) = value else {
+        return Err(format!("parameter '{parameter}' must be a table of variable names to strings"));
+    };
+    for (name, value) in table {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(format!("parameter '{parameter}': '{name}' is not a valid environment variable name"));
+        }
+        match value {
+            Value::String(s) if !s.contains('\0') => {
+                env.insert(name.clone(), s.clone());
+            }
+            Value::String(_) => {
+                return Err(format!("parameter '{parameter}': the value of '{name}' contains a NUL byte"))
+            }
+            _ => return Err(format!("parameter '{parameter}': the value of '{name}' must be a string")),
+        }
+    }
+    Ok(env)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn env_tables_are_checked_and_named() {
+        let params = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let env = env_table(&params(serde_json::json!({"env": {"A": "1"}})), "env").unwrap();
+        assert_eq!(env.get("A").map(String::as_str), Some("1"));
+        assert!(env_table(&params(serde_json::json!({})), "env").unwrap().is_empty());
+        let err = |v| env_table(&params(v), "env").unwrap_err();
+        assert_eq!(
+            err(serde_json::json!({"env": ["A=1"]})),
+            "parameter 'env' must be a table of variable names to strings"
+        );
+        assert_eq!(
+            err(serde_json::json!({"env": {"A=B": "1"}})),
+            "parameter 'env': 'A=B' is not a valid environment variable name"
+        );
+        assert_eq!(err(serde_json::json!({"env": {"A": 1}})), "parameter 'env': the value of 'A' must be a string");
+        assert_eq!(
+            err(serde_json::json!({"env": {"A": "x\0"}})),
+            "parameter 'env': the value of 'A' contains a NUL byte"
+        );
+    }
+
     use serde_json::json;
 
     use super::*;

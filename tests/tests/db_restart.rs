@@ -45,15 +45,9 @@ async fn workers_ride_out_a_database_restart() {
     for _ in 0..BUILDS {
         let build = NewBuild {
             project_id: Some(project_id),
-            organization_id: None,
             worker_pool_id: pool_id,
-            status: None,
             script: script.clone(),
-            variables: String::new(),
-            launch_answers: String::new(),
-            created_by: None,
-            pipeline_parent_build_id: None,
-            pipeline_origin_build_id: None,
+            ..Default::default()
         };
         ids.push(store.create_build(&build).await.unwrap().id);
     }

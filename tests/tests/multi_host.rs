@@ -66,15 +66,9 @@ async fn workers_on_three_hosts_drain_a_thousand_builds_once_each() {
     for _ in 0..BUILDS {
         let build = NewBuild {
             project_id: Some(project_id),
-            organization_id: None,
             worker_pool_id: pool_id,
-            status: None,
             script: script.clone(),
-            variables: String::new(),
-            launch_answers: String::new(),
-            created_by: None,
-            pipeline_parent_build_id: None,
-            pipeline_origin_build_id: None,
+            ..Default::default()
         };
         ids.push(store.create_build(&build).await.unwrap().id);
     }

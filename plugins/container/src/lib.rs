@@ -180,7 +180,7 @@ impl Settings {
             network_pools: string_list(params, "network_pools")?.unwrap_or_default(),
             network: string(params, "network")?.unwrap_or_else(|| "bridge".to_string()),
             user,
-            env: parse_env(params.get("env"))?,
+            env: params::env_table(params, "env")?,
             docker_host: string(params, "docker_host")?,
         })
     }
@@ -530,26 +530,6 @@ fn string_list(params: &Map<String, Value>, name: &str) -> PluginResult<Option<V
         .map(|v| v.as_str().filter(|s| !s.trim().is_empty()).map(String::from).ok_or_else(error))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
-}
-
-fn parse_env(value: Option<&Value>) -> PluginResult<BTreeMap<String, String>> {
-    let mut env = BTreeMap::new();
-    let Some(value) = value else { return Ok(env) };
-    let Value::Object(table) = value else {
-        return Err("parameter 'env' must be a table of variable names to strings".to_string());
-    };
-    for (name, value) in table {
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(format!("parameter 'env': '{name}' is not a valid environment variable name"));
-        }
-        match value {
-            Value::String(s) if !s.contains('\0') => {
-                env.insert(name.clone(), s.clone());
-            }
-            _ => return Err(format!("parameter 'env': the value of '{name}' must be a string")),
-        }
-    }
-    Ok(env)
 }
 
 export_plugin! {

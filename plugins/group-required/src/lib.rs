@@ -64,25 +64,8 @@ use vespene_plugin_api::{export_plugin, params, AccessRequest, Authorization, Ki
 /// The plugin's name, for messages.
 const NAME: &str = "group-required";
 
-/// The actions of the contract.
-pub const ACTIONS: [&str; 7] = ["list", "view", "create", "edit", "delete", "start", "stop"];
-
-/// The object kinds of the contract.
-pub const KINDS: [&str; 13] = [
-    "project",
-    "build",
-    "pipeline",
-    "stage",
-    "worker_pool",
-    "snippet",
-    "variable_set",
-    "ssh_key",
-    "service_login",
-    "organization",
-    "user",
-    "group",
-    "api_token",
-];
+/// The actions and object kinds of the authorization contract.
+pub use vespene_plugin_api::{ACCESS_ACTIONS as ACTIONS, ACCESS_KINDS as KINDS};
 
 /// The `group-required` authorization plugin.
 #[derive(Debug, Default)]

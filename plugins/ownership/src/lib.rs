@@ -102,25 +102,8 @@ const NAME: &str = "ownership";
 /// The parameters this plugin takes; anything else is a configuration error.
 const PARAMETERS: &[&str] = &["filter_view"];
 
-/// The actions of the contract.
-pub const ACTIONS: [&str; 7] = ["list", "view", "create", "edit", "delete", "start", "stop"];
-
-/// The object kinds of the contract.
-pub const KINDS: [&str; 13] = [
-    "project",
-    "build",
-    "pipeline",
-    "stage",
-    "worker_pool",
-    "snippet",
-    "variable_set",
-    "ssh_key",
-    "service_login",
-    "organization",
-    "user",
-    "group",
-    "api_token",
-];
+/// The actions and object kinds of the authorization contract.
+pub use vespene_plugin_api::{ACCESS_ACTIONS as ACTIONS, ACCESS_KINDS as KINDS};
 
 /// Kinds only superusers create.
 const SUPERUSER_CREATE: &[&str] = &["build", "worker_pool", "user", "group", "stage", "organization"];

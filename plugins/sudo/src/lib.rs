@@ -314,27 +314,6 @@ fn string_param(params: &Map<String, Value>, name: &str) -> PluginResult<Option<
     }
 }
 
-fn parse_env(value: Option<&Value>) -> PluginResult<BTreeMap<String, String>> {
-    let mut env = BTreeMap::new();
-    let Some(value) = value else { return Ok(env) };
-    let Value::Object(table) = value else {
-        return Err("parameter 'env' must be a table of variable names to strings".to_string());
-    };
-    for (name, value) in table {
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(format!("parameter 'env': '{name}' is not a valid environment variable name"));
-        }
-        match value {
-            Value::String(s) if !s.contains('\0') => {
-                env.insert(name.clone(), s.clone());
-            }
-            Value::String(_) => return Err(format!("parameter 'env': the value of '{name}' contains a NUL byte")),
-            _ => return Err(format!("parameter 'env': the value of '{name}' must be a string")),
-        }
-    }
-    Ok(env)
-}
-
 impl Isolation for SudoIsolation {
     fn new(config: &Value) -> PluginResult<Self> {
         let params = params::table(config, Kind::Isolation, "sudo", PARAMETERS)?;
@@ -351,7 +330,7 @@ impl Isolation for SudoIsolation {
         if let Some(group) = &group {
             group_id(group)?;
         }
-        Ok(SudoIsolation { default_user, shell, path, env: parse_env(params.get("env"))?, group })
+        Ok(SudoIsolation { default_user, shell, path, env: params::env_table(params, "env")?, group })
     }
 
     fn execute(&self, context: &IsolationContext, host: &Host<'_>) -> PluginResult<i32> {
