@@ -89,6 +89,9 @@ pub struct PoolInfo {
     pub isolation: Option<String>,
     /// The user builds run as under sudo isolation.
     pub sudo_user: Option<String>,
+    /// Whether the pool's builds may use the network; `None` (servers before
+    /// 1.2) means yes.
+    pub network: Option<bool>,
     /// Fields added by newer servers.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -191,6 +194,10 @@ pub struct IsolationContext {
     pub timeout_seconds: Option<u64>,
     /// Environment variables the build must see.
     pub env: BTreeMap<String, String>,
+    /// Paths the build must not see: the server's data directory, settings,
+    /// plugin files and the other builds' roots. An isolation plugin that
+    /// shows the build part of the host's file system hides these.
+    pub hidden_paths: Vec<String>,
     /// Fields added by newer servers.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -66,6 +66,7 @@ pub mod abi;
 mod context;
 #[doc(hidden)]
 pub mod export;
+pub mod launch;
 pub mod params;
 #[cfg(feature = "runner")]
 pub mod runner;

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod api_client;
 pub mod builds;
 pub mod hosts;
 pub mod servers;

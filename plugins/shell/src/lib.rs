@@ -22,15 +22,15 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use vespene_plugin_api::serde_json::{Map, Value};
+use vespene_plugin_api::serde_json::Value;
 use vespene_plugin_api::{
-    export_plugin, params, CommandOutcome, CommandRequest, Host, Isolation, IsolationContext, Kind, PluginResult,
-    StreamName,
+    export_plugin, launch, params, CommandRequest, Host, Isolation, IsolationContext, Kind, PluginResult, StreamName,
 };
+
+/// How this plugin's messages start.
+const LABEL: &str = "shell isolation";
 
 /// The parameters this plugin takes; anything else is a configuration error.
 const PARAMETERS: &[&str] = &["shell", "env"];
@@ -41,10 +41,6 @@ pub const DEFAULT_SHELL: &str = "/bin/sh";
 /// The error answered when the script was stopped; the engine knows which of
 /// the two it was.
 pub const STOPPED: &str = "the build was stopped or timed out";
-
-/// How many more times a script that could not start because it was "text
-/// file busy" is tried.
-const BUSY_RETRIES: u32 = 5;
 
 /// The `shell` isolation plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +57,7 @@ impl ShellIsolation {
     /// script as its argument.
     pub fn argv(&self, script: &Path) -> PluginResult<Vec<String>> {
         let path = script.to_string_lossy().into_owned();
-        if has_shebang(script)? {
+        if launch::has_shebang(script, LABEL)? {
             Ok(vec![path])
         } else {
             Ok(vec![self.shell.clone(), path])
@@ -78,7 +74,7 @@ impl ShellIsolation {
 
     /// The full command request for one build.
     pub fn request(&self, context: &IsolationContext) -> PluginResult<CommandRequest> {
-        let script = launch_script(context)?;
+        let script = launch::launch_script(context, LABEL)?;
         Ok(CommandRequest {
             argv: self.argv(&script)?,
             cwd: Some(context.build_root.clone()),
@@ -90,69 +86,6 @@ impl ShellIsolation {
             ..CommandRequest::default()
         })
     }
-}
-
-/// The launch script's absolute path, once checked: a plain file name, naming
-/// a file that exists in the build root.
-fn launch_script(context: &IsolationContext) -> PluginResult<PathBuf> {
-    let name = context.launch_script.as_str();
-    if context.build_root.is_empty() {
-        return Err("shell isolation: the build has no build root".to_string());
-    }
-    if name.is_empty() {
-        return Err("shell isolation: the build has no launch script".to_string());
-    }
-    if name.contains('/') || name == "." || name == ".." || name.contains('\0') {
-        return Err(format!("shell isolation: launch script '{name}' must be a plain file name in the build root"));
-    }
-    let joined = Path::new(&context.build_root).join(name);
-    // The runner starts the script from the build root, so a relative path
-    // would resolve twice; `absolute` touches neither the file system nor symlinks.
-    let path = std::path::absolute(&joined)
-        .map_err(|e| format!("shell isolation: cannot make {} absolute: {e}", joined.display()))?;
-    match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_file() => Ok(path),
-        Ok(_) => Err(format!("shell isolation: launch script {} is not a regular file", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("shell isolation: launch script '{name}' not found in build root {}", context.build_root))
-        }
-        Err(e) => Err(format!("shell isolation: cannot read launch script {}: {e}", path.display())),
-    }
-}
-
-/// Whether the host's runner could not start the command because the file was
-/// open for writing: `ETXTBSY`, which is 26 on Linux and the BSDs. The engine
-/// closes the script before calling us, but a process forked at that moment
-/// by another thread of the server (another build) briefly holds a copy of the
-/// write handle, until it execs. The host answers errors as text only.
-fn is_text_file_busy(error: &str) -> bool {
-    error.contains("(os error 26)")
-}
-
-/// Runs the script, trying again while it is briefly "text file busy". Nothing
-/// ran when that error comes back, so trying again is safe.
-fn run_script(host: &Host<'_>, request: &CommandRequest) -> PluginResult<CommandOutcome> {
-    let mut attempt = 0;
-    loop {
-        match host.run(request) {
-            Err(e) if is_text_file_busy(&e) && attempt < BUSY_RETRIES && !host.is_cancelled() => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(20 << attempt));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Whether the file starts with `#!`.
-fn has_shebang(script: &Path) -> PluginResult<bool> {
-    let file = std::fs::File::open(script)
-        .map_err(|e| format!("shell isolation: cannot read launch script {}: {e}", script.display()))?;
-    let mut head = Vec::with_capacity(2);
-    file.take(2)
-        .read_to_end(&mut head)
-        .map_err(|e| format!("shell isolation: cannot read launch script {}: {e}", script.display()))?;
-    Ok(head == b"#!")
 }
 
 /// Checks the `shell` parameter: an absolute path to an existing file.
@@ -168,33 +101,10 @@ fn parse_shell(value: Option<&Value>) -> PluginResult<String> {
     Ok(shell.clone())
 }
 
-/// Checks the `env` parameter: a table of variable names to strings.
-fn parse_env(value: Option<&Value>) -> PluginResult<BTreeMap<String, String>> {
-    let table: &Map<String, Value> = match value {
-        None => return Ok(BTreeMap::new()),
-        Some(Value::Object(table)) => table,
-        Some(_) => return Err("parameter 'env' must be a table of variable names to strings".to_string()),
-    };
-    let mut env = BTreeMap::new();
-    for (name, value) in table {
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(format!("parameter 'env': '{name}' is not a valid environment variable name"));
-        }
-        match value {
-            Value::String(s) if !s.contains('\0') => {
-                env.insert(name.clone(), s.clone());
-            }
-            Value::String(_) => return Err(format!("parameter 'env': the value of '{name}' contains a NUL byte")),
-            _ => return Err(format!("parameter 'env': the value of '{name}' must be a string")),
-        }
-    }
-    Ok(env)
-}
-
 impl Isolation for ShellIsolation {
     fn new(config: &Value) -> PluginResult<Self> {
         let params = params::table(config, Kind::Isolation, "shell", PARAMETERS)?;
-        Ok(ShellIsolation { shell: parse_shell(params.get("shell"))?, env: parse_env(params.get("env"))? })
+        Ok(ShellIsolation { shell: parse_shell(params.get("shell"))?, env: params::env_table(params, "env")? })
     }
 
     fn execute(&self, context: &IsolationContext, host: &Host<'_>) -> PluginResult<i32> {
@@ -209,7 +119,7 @@ impl Isolation for ShellIsolation {
             context.launch_script, context.build_root
         ));
         let outcome =
-            run_script(host, &request).map_err(|e| format!("shell isolation: cannot run the launch script: {e}"))?;
+            launch::run_script(host, &request).map_err(|e| format!("shell isolation: cannot run the launch script: {e}"))?;
         // A killed script exits -1: report the stop, which is the cause.
         if outcome.cancelled {
             return Err(STOPPED.to_string());

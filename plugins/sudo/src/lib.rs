@@ -52,14 +52,16 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use vespene_plugin_api::serde_json::{Map, Value};
 use vespene_plugin_api::{
-    export_plugin, params, CommandRequest, Host, Isolation, IsolationContext, Kind, PluginResult, StreamName,
+    export_plugin, launch, params, CommandRequest, Host, Isolation, IsolationContext, Kind, PluginResult, StreamName,
 };
+
+/// How this plugin's messages start.
+const LABEL: &str = "sudo isolation";
 
 /// The parameters this plugin takes; anything else is a configuration error.
 const PARAMETERS: &[&str] = &["default_user", "shell", "path", "env", "group"];
@@ -133,7 +135,7 @@ impl SudoIsolation {
         let mut argv: Vec<String> = ["sudo", "-n", "-u", user, "--", "env", "-i"].map(String::from).to_vec();
         argv.extend(self.environment(context, user).into_iter().map(|(k, v)| format!("{k}={v}")));
         let path = script.to_string_lossy().into_owned();
-        if !has_shebang(script)? {
+        if !launch::has_shebang(script, LABEL)? {
             argv.push(self.shell.clone());
         }
         argv.push(path);
@@ -152,7 +154,7 @@ impl SudoIsolation {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
         if euid == 0 {
-            return walk(root, &mut |path, _| {
+            return launch::walk(root, LABEL, &mut |path, _| {
                 std::os::unix::fs::lchown(path, Some(account.uid), Some(account.gid))
                     .map_err(|e| format!("sudo isolation: cannot give {} to {}: {e}", path.display(), account.name))
             });
@@ -165,7 +167,7 @@ impl SudoIsolation {
             ));
         };
         let gid = group_id(group)?;
-        walk(root, &mut |path, meta| {
+        launch::walk(root, LABEL, &mut |path, meta| {
             std::os::unix::fs::lchown(path, None, Some(gid))
                 .map_err(|e| format!("sudo isolation: cannot give {} to group '{group}': {e}", path.display()))?;
             if meta.file_type().is_symlink() {
@@ -253,59 +255,6 @@ pub fn unreachable_ancestor(root: &Path, account: &Account) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// Calls `f` on `root` and everything under it, never following symlinks.
-fn walk(root: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> PluginResult<()>) -> PluginResult<()> {
-    let meta =
-        std::fs::symlink_metadata(root).map_err(|e| format!("sudo isolation: cannot read {}: {e}", root.display()))?;
-    f(root, &meta)?;
-    if meta.is_dir() {
-        let entries =
-            std::fs::read_dir(root).map_err(|e| format!("sudo isolation: cannot list {}: {e}", root.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("sudo isolation: cannot list {}: {e}", root.display()))?;
-            walk(&entry.path(), f)?;
-        }
-    }
-    Ok(())
-}
-
-/// The launch script's absolute path, once checked: a plain file name, naming
-/// a file that exists in the build root.
-fn launch_script(context: &IsolationContext) -> PluginResult<PathBuf> {
-    let name = context.launch_script.as_str();
-    if context.build_root.is_empty() {
-        return Err("sudo isolation: the build has no build root".to_string());
-    }
-    if name.is_empty() {
-        return Err("sudo isolation: the build has no launch script".to_string());
-    }
-    if name.contains('/') || name == "." || name == ".." || name.contains('\0') {
-        return Err(format!("sudo isolation: launch script '{name}' must be a plain file name in the build root"));
-    }
-    let joined = Path::new(&context.build_root).join(name);
-    let path = std::path::absolute(&joined)
-        .map_err(|e| format!("sudo isolation: cannot make {} absolute: {e}", joined.display()))?;
-    match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_file() => Ok(path),
-        Ok(_) => Err(format!("sudo isolation: launch script {} is not a regular file", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("sudo isolation: launch script '{name}' not found in build root {}", context.build_root))
-        }
-        Err(e) => Err(format!("sudo isolation: cannot read launch script {}: {e}", path.display())),
-    }
-}
-
-/// Whether the file starts with `#!`.
-fn has_shebang(script: &Path) -> PluginResult<bool> {
-    let file = std::fs::File::open(script)
-        .map_err(|e| format!("sudo isolation: cannot read launch script {}: {e}", script.display()))?;
-    let mut head = Vec::with_capacity(2);
-    file.take(2)
-        .read_to_end(&mut head)
-        .map_err(|e| format!("sudo isolation: cannot read launch script {}: {e}", script.display()))?;
-    Ok(head == b"#!")
-}
-
 fn string_param(params: &Map<String, Value>, name: &str) -> PluginResult<Option<String>> {
     match params.get(name) {
         None => Ok(None),
@@ -339,7 +288,7 @@ impl Isolation for SudoIsolation {
         if account.uid == 0 {
             return Err(format!("sudo isolation: '{user}' has uid 0: builds never run as root"));
         }
-        let script = launch_script(context)?;
+        let script = launch::launch_script(context, LABEL)?;
         if host.is_cancelled() {
             return Err(STOPPED.to_string());
         }

@@ -74,6 +74,8 @@ struct Inner {
     queued: Notify,
     /// When (unix seconds) this process last found the database unreachable; 0 if never.
     unavailable_at: AtomicI64,
+    /// What builds must not see (see [`Engine::hidden_paths`]).
+    hidden_paths: Vec<String>,
 }
 
 /// How long a running build's writes wait for an unreachable database before
@@ -83,6 +85,7 @@ const OUTAGE_PATIENCE: Duration = Duration::from_secs(600);
 impl Engine {
     /// An engine over an open store and the loaded plugins.
     pub fn new(store: Store, registry: Arc<Registry>, settings: Arc<Settings>) -> Self {
+        let hidden_paths = hidden_paths(&settings, &registry);
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -90,8 +93,16 @@ impl Engine {
                 settings,
                 queued: Notify::new(),
                 unavailable_at: AtomicI64::new(0),
+                hidden_paths,
             }),
         }
+    }
+
+    /// The server's own files, which isolation plugins hide from builds: the
+    /// data directory (database, key), every build root, the settings files
+    /// and the plugin libraries.
+    pub fn hidden_paths(&self) -> &[String] {
+        &self.inner.hidden_paths
     }
 
     /// The store.
@@ -152,4 +163,16 @@ impl Engine {
     pub(crate) async fn queued(&self) {
         self.inner.queued.notified().await
     }
+}
+
+fn hidden_paths(settings: &Settings, registry: &Registry) -> Vec<String> {
+    let mut paths = vec![settings.data_dir.clone(), settings.build_root()];
+    paths.extend(settings.read_from.iter().cloned());
+    paths.extend(registry.summaries().into_iter().map(|p| std::path::PathBuf::from(p.library)));
+    // Hidden paths are compared with the paths a build is shown, so make them absolute.
+    let mut paths: Vec<String> =
+        paths.iter().filter_map(|p| std::path::absolute(p).ok()).map(|p| p.display().to_string()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
 }

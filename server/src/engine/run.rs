@@ -188,12 +188,14 @@ impl Engine {
                 name: pool.name.clone(),
                 isolation: Some(isolation.clone()),
                 sudo_user: pool.sudo_user.clone(),
+                network: Some(pool.network),
                 ..Default::default()
             },
             build_root: root.display().to_string(),
             launch_script: LAUNCH_SCRIPT.into(),
             timeout_seconds: Some(project.timeout.max(1) as u64 * 60),
             env: Default::default(),
+            hidden_paths: self.hidden_paths().to_vec(),
             ..Default::default()
         };
         let context = serde_json::to_string(&context).map_err(|e| EngineError::Failed(e.to_string()))?;
@@ -205,6 +207,7 @@ impl Engine {
         })
         .await
         .map_err(|e| EngineError::Failed(format!("the isolation plugin stopped: {e}")))?;
+        let locked = lock_build_root(&root);
 
         if let Some(stop) = cancel.reason() {
             return Ok(stopped(stop, project));
@@ -220,6 +223,7 @@ impl Engine {
             }),
             Err(e) => Err(EngineError::Failed(format!("isolation '{}' failed: {e}", pool.isolation_method))),
         }
+        .and_then(|outcome| locked.map(|()| outcome))
     }
 
     pub(super) fn build_host(&self, log: &Arc<BuildLog>, cancel: &Arc<CancelState>, root: &Path) -> BuildHost {
@@ -372,16 +376,47 @@ pub(super) fn create_build_root(root: &Path) -> Result<()> {
         std::fs::remove_dir_all(root)
             .map_err(|e| EngineError::Failed(format!("cannot clear the build root {}: {e}", root.display())))?;
     }
-    // Only the build's own directory is private: the directories above it keep
-    // the usual mode, so a build user (sudo isolation) can reach its root.
-    if let Some(parent) = root.parent() {
+    // Only the build's own directory is private. The directory holding the
+    // roots, when created here, may be searched but not listed (0711): a build
+    // identity (sandbox, sudo) can reach its own root and cannot see the others.
+    if let Some(parent) = root.parent().filter(|p| !p.exists()) {
         std::fs::create_dir_all(parent)
+            .and_then(|()| std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711)))
             .map_err(|e| EngineError::Failed(format!("cannot create the build root {}: {e}", parent.display())))?;
     }
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(root)
         .map_err(|e| EngineError::Failed(format!("cannot create the build root {}: {e}", root.display())))
+}
+
+/// Takes a finished build root back from the build's identity: an isolation
+/// plugin that ran the build as another user (sandbox, sudo, container) gave
+/// the root to it. Afterwards everything in it is the server's, and the root
+/// is 0700, so no build identity can read or change it any more: later
+/// builds of any project, and processes the build left behind, are shut out.
+fn lock_build_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let fail = |path: &Path, e: std::io::Error| {
+        EngineError::Failed(format!("cannot take back the build root ({}): {e}", path.display()))
+    };
+    let top = std::fs::symlink_metadata(root).map_err(|e| fail(root, e))?;
+    // Close the door first, then take back what is inside.
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| fail(root, e))?;
+    if (top.uid() == uid && top.gid() == gid) || uid != 0 {
+        // Nothing was given away, or we may not take it back (not root): the
+        // closed top directory is all the lock there is.
+        return Ok(());
+    }
+    vespene_plugin_api::launch::walk(root, "build root", &mut |path, meta| {
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .map_err(|e| EngineError::Failed(format!("cannot take back the build root {}: {e}", root.display())))
 }
 
 fn build_info(build: &Build, pool: &WorkerPool, root: &Path) -> BuildInfo {

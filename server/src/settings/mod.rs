@@ -27,7 +27,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Directories searched, in order, for plugins named by bare name.
     pub plugin_path: PluginPath,
-    /// Where build roots are created; `<data_dir>/buildroot` when empty.
+    /// Where build roots are created; `<data_dir>-builds` when empty: outside
+    /// the private data directory, so build identities can reach their roots.
     #[serde(default)]
     pub build_root: Option<PathBuf>,
     /// The web server.
@@ -38,6 +39,10 @@ pub struct Settings {
     pub workers: WorkerSettings,
     /// The plugin configuration, section by section.
     pub plugins: PluginSettings,
+    /// The settings files and directories these settings were read from:
+    /// builds must not see them (they may hold passwords).
+    #[serde(skip)]
+    pub read_from: Vec<PathBuf>,
 }
 
 /// `plugin_path` as a list, or a `:`-separated string (handy in the environment).
@@ -143,7 +148,10 @@ impl Settings {
     pub fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), SettingsError> {
         let layers = collect_layers(options)?;
         let sources = layers.iter().map(|l| l.source.clone()).collect();
-        Ok((Self::from_layers(&layers)?, sources))
+        let mut settings = Self::from_layers(&layers)?;
+        settings.read_from.push(options.system_dir.clone().unwrap_or_else(|| PathBuf::from(SYSTEM_DIR)));
+        settings.read_from.extend(options.config_file.iter().cloned());
+        Ok((settings, sources))
     }
 
     /// Merges layers in order and checks the result.
@@ -163,9 +171,13 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The effective build root.
+    /// The effective build root: `build_root`, else `<data_dir>-builds`.
     pub fn build_root(&self) -> PathBuf {
-        self.build_root.clone().unwrap_or_else(|| self.data_dir.join("buildroot"))
+        self.build_root.clone().unwrap_or_else(|| {
+            let mut sibling = self.data_dir.clone().into_os_string();
+            sibling.push("-builds");
+            PathBuf::from(sibling)
+        })
     }
 
     /// The effective database URL.
@@ -218,6 +230,9 @@ host_key_policy = "strict"
 
 [plugins.scm.svn]
 library = "svn"
+
+[plugins.isolation.sandbox]
+library = "sandbox"
 
 [plugins.isolation.shell]
 library = "shell"

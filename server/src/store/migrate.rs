@@ -33,6 +33,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_revision_email.sql"),
         postgres: include_str!("../../migrations/postgres/0002_revision_email.sql"),
     },
+    Migration {
+        version: 3,
+        name: "pool_network",
+        sqlite: include_str!("../../migrations/sqlite/0003_pool_network.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_pool_network.sql"),
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.

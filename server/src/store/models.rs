@@ -311,6 +311,9 @@ pub struct WorkerPool {
     pub isolation_method: String,
     /// For sudo isolation; `nobody` when empty.
     pub sudo_user: Option<String>,
+    /// Whether builds may use the network (isolation plugins that can cut it
+    /// off, such as `sandbox`, honour it).
+    pub network: bool,
     /// Build-root permissions, e.g. `0x777`.
     pub permissions_hex: String,
     /// Worker poll interval.
@@ -363,6 +366,7 @@ impl Default for WorkerPool {
             variable_set_ids: vec![],
             isolation_method: String::new(),
             sudo_user: None,
+            network: true,
             permissions_hex: "0x777".into(),
             sleep_seconds: 10,
             auto_abort_minutes: 1440,

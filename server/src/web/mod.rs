@@ -113,15 +113,18 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
             println!("(change it after logging in; it is not shown again)");
         }
         if store.list_worker_pools().await?.is_empty() {
-            // A fresh install gets one pool that runs builds as this user.
+            // A fresh install gets one pool whose builds cannot see the server.
             let default = crate::store::WorkerPool {
                 name: "default".into(),
-                description: "Runs builds as the server's own user (shell isolation)".into(),
-                isolation_method: "shell".into(),
+                description: "Runs each build in a sandbox of its own (sandbox isolation)".into(),
+                isolation_method: "sandbox".into(),
                 ..Default::default()
             };
             store.create_worker_pool(&default).await?;
-            println!("Created the worker pool 'default' (shell isolation)");
+            println!("Created the worker pool 'default' (sandbox isolation)");
+        }
+        for warning in unisolated_pool_warnings(&store, &registry).await? {
+            println!("warning: {warning}");
         }
         let registry = Arc::new(registry);
         let engine = Engine::new(store.clone(), registry.clone(), Arc::new(settings.clone()));
@@ -147,6 +150,31 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// One line per pool whose builds run unisolated, as the server's own user
+/// (an isolation entry of the `shell` library): any user who may start a
+/// build there can read the server's key and database.
+async fn unisolated_pool_warnings(store: &Store, registry: &Registry) -> anyhow::Result<Vec<String>> {
+    let shell_entries: Vec<String> = registry
+        .summaries()
+        .into_iter()
+        .filter(|p| p.section == "isolation" && p.plugin == "shell")
+        .map(|p| p.name)
+        .collect();
+    Ok(store
+        .list_worker_pools()
+        .await?
+        .into_iter()
+        .filter(|pool| shell_entries.contains(&pool.isolation_method))
+        .map(|pool| {
+            format!(
+                "worker pool '{}' runs builds with '{}' isolation, as the server's own user: whoever may start a \
+                 build there can read the server's key and database (use 'sandbox' for pools ordinary users share)",
+                pool.name, pool.isolation_method
+            )
+        })
+        .collect())
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,2 @@
+-- Worker pools say whether their builds may use the network (sandbox isolation cuts it off).
+ALTER TABLE worker_pools ADD COLUMN network INTEGER NOT NULL DEFAULT 1;
