@@ -42,6 +42,9 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
     /// The database, when not the sandbox's SQLite file.
     pub database_url: Option<String>,
+    /// Build roots in `data/buildroot` (the default for tests) rather than
+    /// where the server puts them by default (`<data_dir>-builds`).
+    pub build_root_in_data: bool,
 }
 
 impl Default for Sandbox {
@@ -56,7 +59,7 @@ impl Sandbox {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        Sandbox { dir, database_url: None }
+        Sandbox { dir, database_url: None, build_root_in_data: true }
     }
 
     /// A path inside the sandbox.
@@ -80,11 +83,14 @@ impl Sandbox {
             .env("VESPENE_SYSTEM_DIR", self.path("etc"))
             .env("VESPENE_DATA_DIR", self.path("data"))
             .env("VESPENE_LOG", "warn")
-            .env("VESPENE_BUILD_ROOT", self.path("data/buildroot"))
+            .env_remove("VESPENE_BUILD_ROOT")
             .env_remove("VESPENE_CONFIG")
             .current_dir(self.dir.path());
         if let Some(url) = &self.database_url {
             cmd.env("VESPENE_DATABASE__URL", url);
+        }
+        if self.build_root_in_data {
+            cmd.env("VESPENE_BUILD_ROOT", self.path("data/buildroot"));
         }
         cmd
     }
