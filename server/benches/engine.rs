@@ -1,6 +1,7 @@
 //! The engine's costs, measured in one process on SQLite with the release
-//! plugins: trigger-to-first-output latency against a bare `sh` spawn, and
-//! trivial builds per second with 1 and 4 worker slots.
+//! plugins: trigger-to-first-output latency against a bare `sh` spawn,
+//! trivial builds per second with 1 and 4 worker slots, and what the `sandbox`
+//! isolation adds to a trivial build over `shell`.
 //!
 //! Run with `scripts/bench engine`.
 
@@ -46,7 +47,11 @@ async fn setup(pg_url: Option<&str>) -> (Engine, tempfile::TempDir, WorkerPool) 
     let dir = tempfile::tempdir().unwrap();
     let release = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let mut table = defaults();
-    table.insert("data_dir".into(), toml::Value::String(dir.path().display().to_string()));
+    table.insert("data_dir".into(), toml::Value::String(dir.path().join("data").display().to_string()));
+    // Build identities (sandbox isolation as root) must reach their roots.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let roots = dir.path().join("builds");
+    table.insert("build_root".into(), toml::Value::String(roots.display().to_string()));
     table.insert("plugin_path".into(), toml::Value::Array(vec![toml::Value::String(release.display().to_string())]));
     let settings = Settings::from_layers(&[Layer { source: "bench".into(), table }]).unwrap();
     let registry = Registry::load(&settings.plugins, &settings.plugin_path.dirs())
@@ -113,6 +118,46 @@ async fn latency(engine: &Engine, pool: &WorkerPool, runs: usize) -> Vec<f64> {
     samples
 }
 
+/// Start-to-finished times of a trivial build on each pool, alternating so
+/// that drift hits both alike.
+async fn isolation_cost(engine: &Engine, pools: &[&WorkerPool], runs: usize) -> Vec<Vec<f64>> {
+    let mut projects = Vec::new();
+    for pool in pools {
+        let project = Project {
+            name: format!("isolation-{}", pool.name),
+            worker_pool_id: pool.id,
+            script: "#!/bin/sh\necho ok\n".into(),
+            ..Default::default()
+        };
+        projects.push(engine.store().create_project(&project).await.unwrap());
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_worker(WorkerConfig::named(vec![], 1), stop_rx).await }
+    });
+    let mut samples = vec![Vec::new(); pools.len()];
+    for _ in 0..runs {
+        for (i, project_id) in projects.iter().enumerate() {
+            let started = Instant::now();
+            let build =
+                engine.start_project(StartRequest { project_id: *project_id, ..Default::default() }).await.unwrap();
+            loop {
+                let b = engine.store().get_build(build.id).await.unwrap().unwrap();
+                if !b.status.is_active() {
+                    assert_eq!(b.status.as_str(), "SUCCESS", "build {} on pool {}", b.id, pools[i].name);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            samples[i].push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
+    samples
+}
+
 async fn throughput(engine: &Engine, pool: &WorkerPool, slots: usize, builds: usize, backend: &str) -> f64 {
     let project = Project {
         name: format!("throughput-{slots}"),
@@ -154,7 +199,14 @@ fn main() {
         println!("  ratio engine / bare spawn (median): {:.1}x\n", engine_ms / bare);
         let one = throughput(&engine, &pool, 1, 200, "SQLite").await;
         let four = throughput(&engine, &pool, 4, 200, "SQLite").await;
-        println!("  ratio 4 slots / 1 slot: {:.2}x", four / one);
+        println!("  ratio 4 slots / 1 slot: {:.2}x\n", four / one);
+        let sandbox = WorkerPool { name: "bench-sandbox".into(), isolation_method: "sandbox".into(), ..pool.clone() };
+        let sandbox = engine.store().get_worker_pool(engine.store().create_worker_pool(&sandbox).await.unwrap());
+        let sandbox = sandbox.await.unwrap().unwrap();
+        let costs = isolation_cost(&engine, &[&pool, &sandbox], 100).await;
+        let shell_ms = summary("trivial build start to end, shell isolation", costs[0].clone());
+        let sandbox_ms = summary("trivial build start to end, sandbox isolation", costs[1].clone());
+        println!("  sandbox adds (median): {:.2} ms ({:.2}x)\n", sandbox_ms - shell_ms, sandbox_ms / shell_ms);
         // The same on PostgreSQL, where several writers do not queue on one file lock.
         if let Ok(url) = std::env::var("VESPENE_TEST_POSTGRES_URL") {
             let (engine, _dir, pool) = setup(Some(&url)).await;
