@@ -115,4 +115,3 @@ pub fn session_from_login(addr: &str, name: &str) -> Client {
         csrf: value["csrf_token"].as_str().map(str::to_string),
     }
 }
-

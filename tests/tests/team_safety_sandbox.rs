@@ -262,23 +262,25 @@ async fn finding_5_projects_cannot_read_each_others_build_roots_during_or_after_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn finding_5_sudo_works_with_the_default_layout_and_its_finished_roots_are_closed_to_the_build_user() {
-    let sandbox = fresh_install("[plugins.isolation.sudo]\nlibrary = \"sudo\"\n");
+async fn finding_5_sudo_works_with_the_default_layout_gives_projects_their_own_uids_and_closes_finished_roots() {
+    let sandbox = fresh_install("[plugins.isolation.sudo]\nlibrary = \"sudo\"\nproject_uid_base = 2000000\n");
     let server = sandbox.serve();
-    let (store, alice, _bob) = team(&sandbox, &server).await;
+    let (store, alice, bob) = team(&sandbox, &server).await;
     user(&store, "root-admin", true, &[]).await;
     let admin = token_for(&server.addr, "root-admin");
-    let pool = admin.ok(
+    let roots = sandbox.path("data-builds");
+
+    // A pool with a named build user works with the default build_root.
+    let named = admin.ok(
         "POST",
         "/api/v1/worker_pools",
-        Some(&json!({"name": "sudo-pool", "isolation_method": "sudo", "sudo_user": "vespene-build"})),
+        Some(&json!({"name": "sudo-named", "isolation_method": "sudo", "sudo_user": "vespene-build"})),
     );
-    let id = start(&alice, project(&alice, "alices-sudo", &pool, "#!/bin/sh\nid -un\necho a > mine.txt\n"));
+    let id = start(&alice, project(&alice, "alices-sudo", &named, "#!/bin/sh\nid -un\necho a > mine.txt\n"));
     let build = finished(&store, id, Duration::from_secs(60)).await;
     assert_eq!(build.status, BuildStatus::Success, "{}", log_of(&store, id).await);
     assert_eq!(unstamped_output(&store, id).await, ["vespene-build"]);
-
-    let root = sandbox.path("data-builds").join(id.to_string());
+    let root = roots.join(id.to_string());
     let meta = std::fs::metadata(&root).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o700));
     let read = std::process::Command::new("sudo")
@@ -287,4 +289,34 @@ async fn finding_5_sudo_works_with_the_default_layout_and_its_finished_roots_are
         .output()
         .unwrap();
     assert!(!read.status.success(), "the build user still reads a finished root");
+
+    // A pool naming no user runs each project as a uid of its own, so B's
+    // build cannot read A's root while A's build runs.
+    let per_project =
+        admin.ok("POST", "/api/v1/worker_pools", Some(&json!({"name": "sudo-projects", "isolation_method": "sudo"})));
+    let alice_project = project(
+        &alice,
+        "alices-running",
+        &per_project,
+        "#!/bin/sh\necho alice-secret > secret.txt\nid -u\necho ready\nsleep 3151\n",
+    );
+    let alice_build = start(&alice, alice_project);
+    wait_for(Duration::from_secs(60), "A's build to be ready", || async {
+        unstamped_output(&store, alice_build).await.contains(&"ready".to_string()).then_some(())
+    })
+    .await;
+    let probe = format!(
+        "#!/bin/sh\nid -u\ncat '{}/secret.txt' 2>/dev/null || echo 'no secret'\n",
+        roots.join(alice_build.to_string()).display()
+    );
+    let bob_project = project(&bob, "bobs-probe", &per_project, &probe);
+    let bob_build = start(&bob, bob_project);
+    finished(&store, bob_build, Duration::from_secs(60)).await;
+    assert_eq!(
+        unstamped_output(&store, bob_build).await,
+        [(2_000_000 + bob_project).to_string(), "no secret".to_string()]
+    );
+    store.request_stop(alice_build).await.unwrap();
+    finished(&store, alice_build, Duration::from_secs(20)).await;
+    assert_eq!(unstamped_output(&store, alice_build).await[0], (2_000_000 + alice_project).to_string());
 }

@@ -207,7 +207,12 @@ impl SandboxIsolation {
     }
 
     /// The command request for one build.
-    pub fn request(&self, context: &IsolationContext, script: &Path, identity: Identity) -> PluginResult<CommandRequest> {
+    pub fn request(
+        &self,
+        context: &IsolationContext,
+        script: &Path,
+        identity: Identity,
+    ) -> PluginResult<CommandRequest> {
         Ok(CommandRequest {
             argv: self.argv(context, script, identity)?,
             cwd: Some(context.build_root.clone()),

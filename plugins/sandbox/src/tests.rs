@@ -96,7 +96,10 @@ fn a_build_runs_as_its_projects_identity_and_sees_only_its_root() {
     );
     let made = std::fs::symlink_metadata(root.path.join("made")).unwrap();
     assert_eq!(made.uid(), uid, "files the build writes belong to its identity");
-    assert_eq!(host.messages(), [format!("sandbox isolation: running {SCRIPT} as uid {uid} in {root_text}, network on")]);
+    assert_eq!(
+        host.messages(),
+        [format!("sandbox isolation: running {SCRIPT} as uid {uid} in {root_text}, network on")]
+    );
 }
 
 #[test]

@@ -118,8 +118,8 @@ impl Isolation for ShellIsolation {
             "shell isolation: running {} as the server's user in {}",
             context.launch_script, context.build_root
         ));
-        let outcome =
-            launch::run_script(host, &request).map_err(|e| format!("shell isolation: cannot run the launch script: {e}"))?;
+        let outcome = launch::run_script(host, &request)
+            .map_err(|e| format!("shell isolation: cannot run the launch script: {e}"))?;
         // A killed script exits -1: report the stop, which is the cause.
         if outcome.cancelled {
             return Err(STOPPED.to_string());

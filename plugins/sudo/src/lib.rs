@@ -4,8 +4,12 @@
 //!
 //! # What it does for each build
 //!
-//! 1. Picks the build user: the pool's `sudo_user`, else the `default_user`
-//!    parameter. `root` (or any user with uid 0) is refused.
+//! 1. Picks the build user: the pool's `sudo_user`; else, when
+//!    `project_uid_base` is set, a uid of the project's own
+//!    (`project_uid_base + project id`, with the gid of the same number), so
+//!    builds of different projects cannot read each other's roots even while
+//!    they run; else the `default_user` parameter. `root` (or any user with
+//!    uid 0) is refused.
 //! 2. Gives the build root to that user. The engine created it mode 0700,
 //!    owned by the worker. When the worker runs as root (the usual install),
 //!    the whole tree is handed over with `chown -R USER:USER-GROUP`: afterwards
@@ -36,6 +40,12 @@
 //! directly (the build gets SIGHUP instead). Turn it off for build users:
 //! `Defaults>vespene-build !use_pty` in `/etc/sudoers.d/vespene`.
 //!
+//! Project uids have no account, and sudo would hand an unknown uid the
+//! worker's own supplementary groups (root's, for a root worker). So a build
+//! under a project uid is started with `setpriv` instead, by the worker, which
+//! must then be root: uid and gid set, no supplementary groups, no
+//! capabilities, no new privileges.
+//!
 //! Values given on the `env` parameter or in the build's environment are on
 //! sudo's command line, which local users can see in the process list: keep
 //! secrets in variables (`vespene.json`, readable by the build user only).
@@ -44,6 +54,7 @@
 //! [plugins.isolation.sudo]
 //! library = "sudo"
 //! default_user = "vespene-build"   # optional: for pools that name no sudo_user
+//! project_uid_base = 2000000       # optional: pools naming no sudo_user run each project as this + its id
 //! shell = "/bin/bash"              # optional, default /bin/sh: for scripts without a #! line
 //! path = "/usr/local/bin:/usr/bin:/bin"  # optional: the build's PATH
 //! env = { LANG = "C.UTF-8" }       # optional, added to every build's environment
@@ -64,10 +75,13 @@ use vespene_plugin_api::{
 const LABEL: &str = "sudo isolation";
 
 /// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["default_user", "shell", "path", "env", "group"];
+const PARAMETERS: &[&str] = &["default_user", "shell", "path", "env", "group", "project_uid_base"];
 
 /// The shell used for scripts without a `#!` line when `shell` is not set.
 pub const DEFAULT_SHELL: &str = "/bin/sh";
+
+/// Where util-linux installs `setpriv`, which starts builds under project uids.
+pub const SETPRIV: &str = "/usr/bin/setpriv";
 
 /// The build's `PATH` when the `path` parameter is not set.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -84,6 +98,7 @@ pub struct SudoIsolation {
     path: String,
     env: BTreeMap<String, String>,
     group: Option<String>,
+    project_uid_base: Option<u32>,
 }
 
 /// A local account, as far as this plugin needs it.
@@ -103,10 +118,18 @@ impl SudoIsolation {
     /// The build user for `context`: the pool's `sudo_user`, else `default_user`.
     pub fn user_name(&self, context: &IsolationContext) -> PluginResult<String> {
         let from_pool = context.pool.sudo_user.as_deref().map(str::trim).filter(|u| !u.is_empty());
-        let name = match (from_pool, &self.default_user) {
-            (Some(u), _) => u.to_string(),
-            (None, Some(u)) => u.clone(),
-            (None, None) => {
+        let name = match (from_pool, self.project_uid_base, &self.default_user) {
+            (Some(u), _, _) => u.to_string(),
+            (None, Some(base), _) => {
+                let id = u32::try_from(context.project.id).ok().filter(|id| *id > 0);
+                let uid =
+                    id.and_then(|id| base.checked_add(id)).filter(|uid| *uid < u32::MAX - 1).ok_or_else(|| {
+                        format!("sudo isolation: project id {} has no uid past {base}", context.project.id)
+                    })?;
+                return Ok(format!("#{uid}"));
+            }
+            (None, None, Some(u)) => u.clone(),
+            (None, None, None) => {
                 return Err(format!(
                     "sudo isolation: pool '{}' names no sudo_user and parameter 'default_user' is not set",
                     context.pool.name
@@ -120,6 +143,11 @@ impl SudoIsolation {
     /// The environment the script gets, and nothing else: the fixed
     /// variables, this plugin's `env`, then the build's (the build wins).
     pub fn environment(&self, context: &IsolationContext, user: &str) -> BTreeMap<String, String> {
+        let user = match user.strip_prefix('#') {
+            Some(uid) => format!("vespene-build-{uid}"),
+            None => user.to_string(),
+        };
+        let user = user.as_str();
         let mut env = BTreeMap::new();
         env.insert("HOME".to_string(), context.build_root.clone());
         env.insert("USER".to_string(), user.to_string());
@@ -132,7 +160,16 @@ impl SudoIsolation {
 
     /// The command request running `script` as `user`.
     pub fn request(&self, context: &IsolationContext, user: &str, script: &Path) -> PluginResult<CommandRequest> {
-        let mut argv: Vec<String> = ["sudo", "-n", "-u", user, "--", "env", "-i"].map(String::from).to_vec();
+        let mut argv: Vec<String> = match user.strip_prefix('#') {
+            // A project uid: its group has the same number, and nothing else.
+            Some(uid) => [SETPRIV, "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all"]
+                .into_iter()
+                .chain(["--bounding-set=-all", "--no-new-privs"])
+                .map(String::from)
+                .collect(),
+            None => ["sudo", "-n", "-u", user].map(String::from).to_vec(),
+        };
+        argv.extend(["--", "env", "-i"].map(String::from));
         argv.extend(self.environment(context, user).into_iter().map(|(k, v)| format!("{k}={v}")));
         let path = script.to_string_lossy().into_owned();
         if !launch::has_shebang(script, LABEL)? {
@@ -197,8 +234,12 @@ fn check_user_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Looks a user up in the system's user database.
+/// Looks a user up in the system's user database; a `#UID` project identity
+/// has no entry there and is its own group.
 pub fn lookup_user(name: &str) -> PluginResult<Account> {
+    if let Some(uid) = name.strip_prefix('#').and_then(|n| n.parse::<u32>().ok()) {
+        return Ok(Account { name: name.to_string(), uid, gid: uid, groups: vec![uid] });
+    }
     let c_name = CString::new(name).map_err(|_| format!("'{name}' is not a valid user name"))?;
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
@@ -279,11 +320,25 @@ impl Isolation for SudoIsolation {
         if let Some(group) = &group {
             group_id(group)?;
         }
-        Ok(SudoIsolation { default_user, shell, path, env: params::env_table(params, "env")?, group })
+        let project_uid_base = match params.get("project_uid_base") {
+            None => None,
+            Some(v) => {
+                Some(v.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| *n >= 1000).ok_or_else(|| {
+                    format!("parameter 'project_uid_base' must be a whole number from 1000 to {}, not {v}", u32::MAX)
+                })?)
+            }
+        };
+        Ok(SudoIsolation { default_user, shell, path, env: params::env_table(params, "env")?, group, project_uid_base })
     }
 
     fn execute(&self, context: &IsolationContext, host: &Host<'_>) -> PluginResult<i32> {
         let user = self.user_name(context)?;
+        // SAFETY: geteuid has no preconditions.
+        if user.starts_with('#') && unsafe { libc::geteuid() } != 0 {
+            return Err(format!(
+                "sudo isolation: project uid {user} needs a worker running as root (parameter 'project_uid_base')"
+            ));
+        }
         let account = lookup_user(&user)?;
         if account.uid == 0 {
             return Err(format!("sudo isolation: '{user}' has uid 0: builds never run as root"));
@@ -484,6 +539,34 @@ mod tests {
         let err = plugin.execute(to_json(&ctx).as_rstr(), &host.host()).into_result().unwrap_err();
         assert_eq!(err.as_str(), STOPPED);
         assert!(!root.path().join("ran").exists());
+    }
+
+    #[test]
+    fn with_project_uids_each_project_runs_as_its_own_uid_in_no_other_group() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // only root hands roots to project uids
+        }
+        let per_project = isolation_from::<SudoIsolation>(r#"{"project_uid_base": 2000000}"#).unwrap();
+        let mut seen = Vec::new();
+        for project in [3, 4] {
+            let dir = reachable_root();
+            let root = dir.path().join("42");
+            let mut ctx = context(&root, "#!/bin/sh\nid -u\nid -G\necho \"user=$USER\"\ntouch made\n", None);
+            ctx.project.id = project;
+            let host = RecordingHost::new();
+            let code = per_project.execute(to_json(&ctx).as_rstr(), &host.host()).into_result();
+            assert_eq!(code.map_err(|e| e.to_string()), Ok(0), "{:?}", host.lines());
+            let uid = 2_000_000 + project as u32;
+            assert_eq!(host.outputs(), [uid.to_string(), uid.to_string(), format!("user=vespene-build-{uid}")]);
+            assert_eq!(std::fs::metadata(root.join("made")).unwrap().uid(), uid);
+            seen.push(uid);
+        }
+        assert_ne!(seen[0], seen[1]);
+        // A pool's own sudo_user still wins.
+        let dir = reachable_root();
+        let ctx = context(&dir.path().join("42"), "true", Some("builder"));
+        assert_eq!(plugin(r#"{"project_uid_base": 2000000}"#).user_name(&ctx).unwrap(), "builder");
     }
 
     #[test]
