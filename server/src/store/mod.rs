@@ -224,13 +224,17 @@ impl Store {
                 })
             });
         }
-        let pool = pool_opts.connect_with(connect).await?;
+        let pool = pool_opts.clone().connect_with(connect.clone()).await?;
         if backend == Backend::Sqlite {
             sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
         }
-        let store = Store { pool, backend, secrets, url: opts.url.as_str().into() };
-        if opts.migrate {
-            store.migrate().await?;
+        let mut store = Store { pool, backend, secrets, url: opts.url.as_str().into() };
+        if opts.migrate && store.migrate().await? > 0 && backend == Backend::Sqlite {
+            // SQLite connections that were open while a migration changed a
+            // table keep statements prepared against the old columns: start
+            // afresh, so every connection sees the schema as migrated.
+            store.pool.close().await;
+            store.pool = pool_opts.connect_with(connect).await?;
         }
         Ok(store)
     }
