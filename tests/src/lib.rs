@@ -85,6 +85,7 @@ impl Sandbox {
             .env("VESPENE_LOG", "warn")
             .env_remove("VESPENE_BUILD_ROOT")
             .env_remove("VESPENE_CONFIG")
+            .env_remove("VESPENE_BIN_DIR")
             .current_dir(self.dir.path());
         if let Some(url) = &self.database_url {
             cmd.env("VESPENE_DATABASE__URL", url);
