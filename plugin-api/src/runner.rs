@@ -33,6 +33,18 @@ pub fn run(
     mut on_line: impl FnMut(&str),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(CommandOutcome, Option<StopReason>), String> {
+    run_writes(request, default_cwd, |lines| lines.iter().for_each(|l| on_line(l)), cancelled)
+}
+
+/// [`run`], handing over together the lines that arrived in one read (one
+/// write of the command, as far as the pipe tells): the host masks a secret
+/// printed across two of them.
+pub fn run_writes(
+    request: &CommandRequest,
+    default_cwd: Option<&std::path::Path>,
+    mut on_lines: impl FnMut(&[String]),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(CommandOutcome, Option<StopReason>), String> {
     let mut cmd = match (&request.shell, request.argv.split_first()) {
         (Some(line), _) => {
             let mut c = Command::new("/bin/sh");
@@ -66,22 +78,27 @@ pub fn run(
             let _ = stdin.write_all(input.as_bytes());
         });
     }
-    let (tx, rx) = mpsc::channel::<String>();
+    let (tx, rx) = mpsc::channel::<Vec<String>>();
     let reader_thread = std::thread::spawn(move || {
         let mut reader = BufReader::new(reader);
         let mut buf = Vec::new();
+        let mut lines = Vec::new();
         loop {
             buf.clear();
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buf);
-                    let line = line.trim_end_matches(['\n', '\r']);
-                    if tx.send(strip_ansi(line)).is_err() {
+                    lines.push(strip_ansi(line.trim_end_matches(['\n', '\r'])));
+                    // The rest of this read is still buffered: same write, same batch.
+                    if reader.buffer().is_empty() && tx.send(std::mem::take(&mut lines)).is_err() {
                         break;
                     }
                 }
             }
+        }
+        if !lines.is_empty() {
+            let _ = tx.send(lines);
         }
     });
     let deadline = request.timeout_seconds.map(|s| Instant::now() + Duration::from_secs(s));
@@ -89,9 +106,11 @@ pub fn run(
     let mut stop = None;
     loop {
         match rx.recv_timeout(POLL) {
-            Ok(line) => {
-                on_line(&line);
-                last_line = line;
+            Ok(lines) => {
+                on_lines(&lines);
+                if let Some(line) = lines.into_iter().last() {
+                    last_line = line;
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,

@@ -20,6 +20,7 @@ pub mod migrate;
 pub mod models;
 mod objects;
 mod row;
+pub mod secret_vars;
 pub mod secrets;
 pub mod tutorial;
 pub mod validate;
@@ -231,6 +232,7 @@ impl Store {
         let store = Store { pool, backend, secrets, url: opts.url.as_str().into() };
         if opts.migrate {
             store.migrate().await?;
+            store.seal_plaintext_secrets().await?;
         }
         Ok(store)
     }
