@@ -16,6 +16,19 @@ use crate::{CommandOutcome, CommandRequest};
 /// How often a running command checks for stop and timeout.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Output lines that follow each other within this many milliseconds are
+/// handed over together, as one write.
+const WRITE_GAP_MS: i32 = 5;
+/// The most lines handed over together.
+const WRITE_LINES: usize = 1024;
+
+/// Whether `fd` has something to read (or has closed) within `ms` milliseconds.
+fn readable_within(fd: &impl std::os::fd::AsRawFd, ms: i32) -> bool {
+    let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pollfd, 1, ms) > 0 }
+}
+
 /// Why a command was stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -36,9 +49,9 @@ pub fn run(
     run_writes(request, default_cwd, |lines| lines.iter().for_each(|l| on_line(l)), cancelled)
 }
 
-/// [`run`], handing over together the lines that arrived in one read (one
-/// write of the command, as far as the pipe tells): the host masks a secret
-/// printed across two of them.
+/// [`run`], handing over together the lines of one write of the command
+/// (the lines of one read, and lines that follow within a few milliseconds):
+/// the host masks a secret printed across two of them.
 pub fn run_writes(
     request: &CommandRequest,
     default_cwd: Option<&std::path::Path>,
@@ -90,8 +103,11 @@ pub fn run_writes(
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buf);
                     lines.push(strip_ansi(line.trim_end_matches(['\n', '\r'])));
-                    // The rest of this read is still buffered: same write, same batch.
-                    if reader.buffer().is_empty() && tx.send(std::mem::take(&mut lines)).is_err() {
+                    // Lines still buffered, or following within a moment (a shell's
+                    // printf writes line by line), go in the same batch.
+                    let more = !reader.buffer().is_empty()
+                        || (lines.len() < WRITE_LINES && readable_within(reader.get_ref(), WRITE_GAP_MS));
+                    if !more && tx.send(std::mem::take(&mut lines)).is_err() {
                         break;
                     }
                 }

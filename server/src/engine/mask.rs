@@ -128,7 +128,9 @@ fn encodings(secret: &str) -> Vec<String> {
     let mut forms = vec![secret.to_string(), hex::encode(bytes), hex::encode_upper(bytes)];
     let with_newline = [bytes, b"\n"].concat();
     for value in [bytes, with_newline.as_slice()] {
-        forms.extend([STANDARD.encode(value), URL_SAFE.encode(value)]);
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            forms.push(engine.encode(value));
+        }
     }
     // The characters of a base64 text that depend on the secret alone, for
     // each of the three places it can start within a 3-byte group: this finds
