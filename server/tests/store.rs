@@ -107,6 +107,7 @@ store_tests!(
     tutorial_is_idempotent,
     workers_upsert,
     snippet_names_that_become_one_variable_are_refused,
+    secret_variables_are_sealed_kept_and_rotated,
 );
 
 async fn pool(s: &Store, name: &str) -> i64 {
@@ -850,4 +851,31 @@ async fn sqlite_schema_one_version_old_is_upgraded() {
 async fn postgres_schema_one_version_old_is_upgraded() {
     let Some(db) = TestDb::postgres("schema_upgrade").await else { return };
     a_schema_one_version_old_is_upgraded_keeping_its_builds(db).await;
+}
+
+async fn secret_variables_are_sealed_kept_and_rotated(s: &Store) {
+    let vars = r#"{"DB_PASS": {"secret": "sealed-value-1"}, "region": "eu"}"#;
+    let id = s
+        .create_variable_set(&VariableSet { name: "sealed".into(), variables: vars.into(), ..Default::default() })
+        .await
+        .unwrap();
+    let raw = raw_text(s, "SELECT variables FROM variable_sets WHERE id = $1", id).await.unwrap();
+    assert!(!raw.contains("sealed-value-1") && raw.contains("$VESPENE$v1$"), "{raw}");
+    let mut set = s.get_variable_set(id).await.unwrap().unwrap();
+    assert!(set.variables.contains(r#"{"secret":"********"}"#) && !set.variables.contains("sealed-value"));
+    // Saved back as read: the value is kept.
+    set.description = "edited".into();
+    s.update_variable_set(&set).await.unwrap();
+    let sealed = |raw: String| {
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        v["DB_PASS"]["secret"].as_str().unwrap().to_string()
+    };
+    let kept = sealed(s.sealed_variables("variable_sets", id).await.unwrap().unwrap());
+    assert_eq!(s.decrypt(&kept).unwrap(), "sealed-value-1");
+    // Rotation re-encrypts it with the new key.
+    let new = store::SecretBox::from_key(&[9; 32]);
+    assert!(s.reencrypt_secrets(&new).await.unwrap() >= 1);
+    let rotated = sealed(s.sealed_variables("variable_sets", id).await.unwrap().unwrap());
+    assert_eq!(new.decrypt(&rotated).unwrap(), "sealed-value-1");
+    assert!(s.decrypt(&rotated).is_err(), "the old key no longer reads it");
 }
