@@ -16,6 +16,19 @@ use crate::{CommandOutcome, CommandRequest};
 /// How often a running command checks for stop and timeout.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Output lines that follow each other within this many milliseconds are
+/// handed over together, as one write.
+const WRITE_GAP_MS: i32 = 5;
+/// The most lines handed over together.
+const WRITE_LINES: usize = 1024;
+
+/// Whether `fd` has something to read (or has closed) within `ms` milliseconds.
+fn readable_within(fd: &impl std::os::fd::AsRawFd, ms: i32) -> bool {
+    let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pollfd, 1, ms) > 0 }
+}
+
 /// Why a command was stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -31,6 +44,18 @@ pub fn run(
     request: &CommandRequest,
     default_cwd: Option<&std::path::Path>,
     mut on_line: impl FnMut(&str),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(CommandOutcome, Option<StopReason>), String> {
+    run_writes(request, default_cwd, |lines| lines.iter().for_each(|l| on_line(l)), cancelled)
+}
+
+/// [`run`], handing over together the lines of one write of the command
+/// (the lines of one read, and lines that follow within a few milliseconds):
+/// the host masks a secret printed across two of them.
+pub fn run_writes(
+    request: &CommandRequest,
+    default_cwd: Option<&std::path::Path>,
+    mut on_lines: impl FnMut(&[String]),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(CommandOutcome, Option<StopReason>), String> {
     let mut cmd = match (&request.shell, request.argv.split_first()) {
@@ -66,22 +91,30 @@ pub fn run(
             let _ = stdin.write_all(input.as_bytes());
         });
     }
-    let (tx, rx) = mpsc::channel::<String>();
+    let (tx, rx) = mpsc::channel::<Vec<String>>();
     let reader_thread = std::thread::spawn(move || {
         let mut reader = BufReader::new(reader);
         let mut buf = Vec::new();
+        let mut lines = Vec::new();
         loop {
             buf.clear();
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buf);
-                    let line = line.trim_end_matches(['\n', '\r']);
-                    if tx.send(strip_ansi(line)).is_err() {
+                    lines.push(strip_ansi(line.trim_end_matches(['\n', '\r'])));
+                    // Lines still buffered, or following within a moment (a shell's
+                    // printf writes line by line), go in the same batch.
+                    let more = !reader.buffer().is_empty()
+                        || (lines.len() < WRITE_LINES && readable_within(reader.get_ref(), WRITE_GAP_MS));
+                    if !more && tx.send(std::mem::take(&mut lines)).is_err() {
                         break;
                     }
                 }
             }
+        }
+        if !lines.is_empty() {
+            let _ = tx.send(lines);
         }
     });
     let deadline = request.timeout_seconds.map(|s| Instant::now() + Duration::from_secs(s));
@@ -89,9 +122,11 @@ pub fn run(
     let mut stop = None;
     loop {
         match rx.recv_timeout(POLL) {
-            Ok(line) => {
-                on_line(&line);
-                last_line = line;
+            Ok(lines) => {
+                on_lines(&lines);
+                if let Some(line) = lines.into_iter().last() {
+                    last_line = line;
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,

@@ -107,6 +107,7 @@ store_tests!(
     tutorial_is_idempotent,
     workers_upsert,
     snippet_names_that_become_one_variable_are_refused,
+    secret_variables_are_sealed_kept_and_rotated,
 );
 
 async fn pool(s: &Store, name: &str) -> i64 {
@@ -179,7 +180,7 @@ async fn project_round_trips_every_field(s: &Store) {
         recursive: false,
         scm_type: "git".into(),
         webhook_enabled: true,
-        webhook_token: Some("tok".into()),
+        webhook_token: Secret::Set("tok".into()),
         script: "#!/bin/bash\necho {{ a }}".into(),
         timeout: 5,
         container_base_image: Some("debian:12".into()),
@@ -211,7 +212,9 @@ async fn project_round_trips_every_field(s: &Store) {
     };
     let id = s.create_project(&p).await.unwrap();
     let got = s.get_project(id).await.unwrap().unwrap();
-    assert_eq!(got, Project { id, ..p.clone() });
+    // The webhook token is write-only: read back as stored, revealed only on purpose.
+    assert_eq!(got, Project { id, webhook_token: Secret::Stored, ..p.clone() });
+    assert_eq!(s.reveal_webhook_token(id).await.unwrap().as_deref(), Some("tok"));
     assert_eq!(got.variable_set_ids, vec![vs2, vs1], "variable set order is kept");
     assert_eq!(s.find_project("full").await.unwrap().unwrap().id, id);
     assert_eq!(s.list_projects().await.unwrap(), vec![got.clone()]);
@@ -220,7 +223,7 @@ async fn project_round_trips_every_field(s: &Store) {
     changed.variable_set_ids = vec![vs1];
     changed.launch_group_ids = vec![];
     changed.timeout = 90;
-    changed.webhook_token = None;
+    changed.webhook_token = Secret::Empty;
     s.update_project(&changed).await.unwrap();
     assert_eq!(s.get_project(id).await.unwrap().unwrap(), changed);
 
@@ -822,17 +825,18 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     let pid = project(s, "old", pool_id).await;
     let nb = NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() };
     let id = s.create_build(&nb).await.unwrap().id;
-    sqlx::query("ALTER TABLE builds DROP COLUMN revision_email").execute(s.pool()).await.unwrap();
-    sqlx::query("DELETE FROM vespene_migrations WHERE version = 2").execute(s.pool()).await.unwrap();
+    // The newest migration (5, builds.secret_values) undone: the schema one version old.
+    sqlx::query("ALTER TABLE builds DROP COLUMN secret_values").execute(s.pool()).await.unwrap();
+    sqlx::query("DELETE FROM vespene_migrations WHERE version = 5").execute(s.pool()).await.unwrap();
     s.close().await;
 
     // Connections cache statements against the schema: a new process opens a new store.
     let old = Store::open(&StoreOptions { migrate: false, ..db.opts.clone() }).await.unwrap();
-    assert_eq!(store::migrate::current_version(old.pool()).await.unwrap(), 1);
+    assert_eq!(store::migrate::current_version(old.pool()).await.unwrap(), 2);
     assert_eq!(old.migrate().await.unwrap(), 1, "one migration applied");
     old.close().await;
     let upgraded = Store::open(&StoreOptions { migrate: false, ..db.opts.clone() }).await.unwrap();
-    assert_eq!(store::migrate::current_version(upgraded.pool()).await.unwrap(), 2);
+    assert_eq!(store::migrate::current_version(upgraded.pool()).await.unwrap(), 5);
     let build = upgraded.get_build(id).await.unwrap().expect("the build is kept");
     assert_eq!((build.project_id, build.revision_email), (Some(pid), None));
     upgraded.close().await;
@@ -847,4 +851,31 @@ async fn sqlite_schema_one_version_old_is_upgraded() {
 async fn postgres_schema_one_version_old_is_upgraded() {
     let Some(db) = TestDb::postgres("schema_upgrade").await else { return };
     a_schema_one_version_old_is_upgraded_keeping_its_builds(db).await;
+}
+
+async fn secret_variables_are_sealed_kept_and_rotated(s: &Store) {
+    let vars = r#"{"DB_PASS": {"secret": "sealed-value-1"}, "region": "eu"}"#;
+    let id = s
+        .create_variable_set(&VariableSet { name: "sealed".into(), variables: vars.into(), ..Default::default() })
+        .await
+        .unwrap();
+    let raw = raw_text(s, "SELECT variables FROM variable_sets WHERE id = $1", id).await.unwrap();
+    assert!(!raw.contains("sealed-value-1") && raw.contains("$VESPENE$v1$"), "{raw}");
+    let mut set = s.get_variable_set(id).await.unwrap().unwrap();
+    assert!(set.variables.contains(r#"{"secret":"********"}"#) && !set.variables.contains("sealed-value"));
+    // Saved back as read: the value is kept.
+    set.description = "edited".into();
+    s.update_variable_set(&set).await.unwrap();
+    let sealed = |raw: String| {
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        v["DB_PASS"]["secret"].as_str().unwrap().to_string()
+    };
+    let kept = sealed(s.sealed_variables("variable_sets", id).await.unwrap().unwrap());
+    assert_eq!(s.decrypt(&kept).unwrap(), "sealed-value-1");
+    // Rotation re-encrypts it with the new key.
+    let new = store::SecretBox::from_key(&[9; 32]);
+    assert!(s.reencrypt_secrets(&new).await.unwrap() >= 1);
+    let rotated = sealed(s.sealed_variables("variable_sets", id).await.unwrap().unwrap());
+    assert_eq!(new.decrypt(&rotated).unwrap(), "sealed-value-1");
+    assert!(s.decrypt(&rotated).is_err(), "the old key no longer reads it");
 }

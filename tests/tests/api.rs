@@ -211,7 +211,7 @@ async fn webhooks_verify_signatures_and_match_repository_and_branch() {
         repo_branch: branch.into(),
         scm_type: "none".into(),
         webhook_enabled: true,
-        webhook_token: Some("s3cret".into()),
+        webhook_token: vespene::store::Secret::Set("s3cret".into()),
         script: "#!/bin/bash\necho hooked\n".into(),
         ..Default::default()
     };

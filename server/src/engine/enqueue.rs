@@ -99,7 +99,9 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::Invalid(format!("project {} does not exist", req.project_id)))?;
         check_answers(&project.launch_questions, &req.answers)?;
-        let mut variables = self.compute_variables(&project, req.pipeline_parent.as_ref()).await?;
+        let mut placeholders = Placeholders::new();
+        let mut variables =
+            self.compute_variables_with(&project, req.pipeline_parent.as_ref(), &mut placeholders).await?;
         for (k, v) in &req.answers {
             variables.insert(k.clone(), v.clone());
         }
@@ -115,12 +117,14 @@ impl Engine {
             script: String::new(),
             variables: Value::Object(variables.clone()).to_string(),
             launch_answers: Value::Object(req.answers.clone()).to_string(),
+            secret_values: String::new(),
             created_by: req.created_by,
             pipeline_parent_build_id: parent,
             pipeline_origin_build_id: origin,
         };
         match render_script(&project.script, &variables) {
             Ok(script) => {
+                new.secret_values = placeholders.used_by(&[&script, &new.variables]);
                 new.script = script;
                 let build = store.create_build(&new).await?;
                 self.notify_queued();
@@ -139,8 +143,18 @@ impl Engine {
 
     /// Runs the `variables` plugin chain for a project, each result merged
     /// over the ones before.
+    /// Secret variables come out as placeholders (see [`Placeholders`]).
     pub async fn compute_variables(&self, project: &Project, parent: Option<&Build>) -> Result<Map<String, Value>> {
-        let context = self.variables_context(project, parent).await?;
+        self.compute_variables_with(project, parent, &mut Placeholders::new()).await
+    }
+
+    async fn compute_variables_with(
+        &self,
+        project: &Project,
+        parent: Option<&Build>,
+        placeholders: &mut Placeholders,
+    ) -> Result<Map<String, Value>> {
+        let context = self.variables_context(project, parent, placeholders).await?;
         let context = serde_json::to_string(&context).map_err(|e| EngineError::Failed(e.to_string()))?;
         let registry = self.registry().clone();
         tokio::task::spawn_blocking(move || {
@@ -164,7 +178,12 @@ impl Engine {
         .map_err(|e| EngineError::Failed(format!("variables computation stopped: {e}")))?
     }
 
-    async fn variables_context(&self, project: &Project, parent: Option<&Build>) -> Result<VariablesContext> {
+    async fn variables_context(
+        &self,
+        project: &Project,
+        parent: Option<&Build>,
+        ph: &mut Placeholders,
+    ) -> Result<VariablesContext> {
         let store = self.store();
         let pool = store.get_worker_pool(project.worker_pool_id).await?;
         let pipeline = match project.pipeline_id {
@@ -176,19 +195,29 @@ impl Engine {
             None => None,
         };
         let mut info = project_info(project);
-        info.extra.insert("variables".into(), parse_object(&project.variables));
-        info.extra.insert("variable_sets".into(), self.variable_sets(&project.variable_set_ids).await?);
-        let level = |id: Id, name: &str, vars: &str, sets: Value| json!({ "id": id, "name": name, "variables": parse_object(vars), "variable_sets": sets });
+        let own = self.sealed("projects", project.id, ph).await?;
+        info.extra.insert("variables".into(), own);
+        info.extra.insert("variable_sets".into(), self.variable_sets(&project.variable_set_ids, ph).await?);
+        let level = |id: Id, name: &str, vars: Value, sets: Value| json!({ "id": id, "name": name, "variables": vars, "variable_sets": sets });
         let pool = match pool {
-            Some(p) => Some(level(p.id, &p.name, &p.variables, self.variable_sets(&p.variable_set_ids).await?)),
+            Some(p) => {
+                let vars = self.sealed("worker_pools", p.id, ph).await?;
+                Some(level(p.id, &p.name, vars, self.variable_sets(&p.variable_set_ids, ph).await?))
+            }
             None => None,
         };
         let pipeline_value = match &pipeline {
-            Some(p) => Some(level(p.id, &p.name, &p.variables, self.variable_sets(&p.variable_set_ids).await?)),
+            Some(p) => {
+                let vars = self.sealed("pipelines", p.id, ph).await?;
+                Some(level(p.id, &p.name, vars, self.variable_sets(&p.variable_set_ids, ph).await?))
+            }
             None => None,
         };
         let stage_value = match &stage {
-            Some(s) => Some(level(s.id, &s.name, &s.variables, self.variable_sets(&s.variable_set_ids).await?)),
+            Some(s) => {
+                let vars = self.sealed("stages", s.id, ph).await?;
+                Some(level(s.id, &s.name, vars, self.variable_sets(&s.variable_set_ids, ph).await?))
+            }
             None => None,
         };
         let pipeline_outputs = match (&pipeline, &stage, parent) {
@@ -209,14 +238,21 @@ impl Engine {
         })
     }
 
-    async fn variable_sets(&self, ids: &[Id]) -> Result<Value> {
+    async fn variable_sets(&self, ids: &[Id], ph: &mut Placeholders) -> Result<Value> {
         let mut sets = Vec::new();
         for id in ids {
             if let Some(set) = self.store().get_variable_set(*id).await? {
-                sets.push(json!({ "name": set.name, "variables": parse_object(&set.variables) }));
+                let vars = self.sealed("variable_sets", set.id, ph).await?;
+                sets.push(json!({ "name": set.name, "variables": vars }));
             }
         }
         Ok(Value::Array(sets))
+    }
+
+    /// A row's variables with each secret replaced by its placeholder.
+    async fn sealed(&self, table: &str, id: Id, ph: &mut Placeholders) -> Result<Value> {
+        let stored = self.store().sealed_variables(table, id).await?.unwrap_or_default();
+        Ok(ph.swap(&stored))
     }
 
     /// Output variables of the successful builds of earlier stages of this
@@ -261,6 +297,61 @@ impl Engine {
         }
         outputs.sort_by_key(|(index, v)| (*index, v["build_id"].as_i64()));
         Ok(outputs.into_iter().map(|(_, v)| v).collect())
+    }
+}
+
+/// Secret variables met while a build's variables are gathered. Each stored
+/// secret becomes a placeholder, `@@vespene-secret:NAME:TAG:N@@`, in what the
+/// variables plugins see, in the build's variables and in its rendered script;
+/// the sealed values go with the build apart from them, and the worker puts
+/// the clear values in place only in the files the running build reads.
+pub struct Placeholders {
+    tag: String,
+    sealed: Map<String, Value>,
+}
+
+impl Default for Placeholders {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Placeholders {
+    /// None yet; a fresh random tag, so a placeholder cannot be guessed ahead.
+    pub fn new() -> Self {
+        use rand::Rng;
+        let tag: u32 = rand::thread_rng().gen();
+        Placeholders { tag: format!("{tag:08x}"), sealed: Map::new() }
+    }
+
+    /// The variables object `stored` with its secrets swapped for placeholders
+    /// (a secret with no value becomes the empty string).
+    pub fn swap(&mut self, stored: &str) -> Value {
+        let mut vars = parse_object(stored);
+        if let Value::Object(o) = &mut vars {
+            for (name, v) in o.iter_mut() {
+                let Some(secret) = crate::store::secret_vars::secret_of(v) else { continue };
+                *v = match secret.as_str().filter(|s| !s.is_empty()) {
+                    Some(sealed) => {
+                        let safe: String =
+                            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+                        let placeholder = format!("@@vespene-secret:{safe}:{}:{}@@", self.tag, self.sealed.len() + 1);
+                        self.sealed.insert(placeholder.clone(), Value::String(sealed.to_string()));
+                        Value::String(placeholder)
+                    }
+                    None => Value::String(String::new()),
+                };
+            }
+        }
+        vars
+    }
+
+    /// The sealed values of the placeholders that occur in `texts`, as the
+    /// build's `secret_values` JSON.
+    pub fn used_by(&self, texts: &[&str]) -> String {
+        let used: Map<String, Value> =
+            self.sealed.iter().filter(|(p, _)| texts.iter().any(|t| t.contains(p.as_str()))).map(|(p, v)| (p.clone(), v.clone())).collect();
+        Value::Object(used).to_string()
     }
 }
 

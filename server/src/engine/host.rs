@@ -105,9 +105,8 @@ impl BuildHost {
 
 impl OutputSink for BuildHost {
     fn emit(&self, stream: Stream, lines: RSlice<'_, RStr<'_>>) {
-        for line in lines.iter() {
-            self.log.push(stream, line.as_str());
-        }
+        let lines: Vec<String> = lines.iter().map(|l| l.as_str().to_string()).collect();
+        self.log.push_write(stream, &lines);
     }
 }
 
@@ -140,10 +139,10 @@ impl CommandRunner for BuildHost {
         if request.log_command {
             self.log.message(&format!("running: {}", vespene_plugin_api::runner::describe(&request)));
         }
-        match vespene_plugin_api::runner::run(
+        match vespene_plugin_api::runner::run_writes(
             &request,
             Some(&self.build_root),
-            |line| self.log.push(stream, line),
+            |lines| self.log.push_write(stream, lines),
             &|| self.cancel.reason().is_some(),
         ) {
             Ok((outcome, _)) => ROk(outcome),

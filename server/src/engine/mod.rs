@@ -16,6 +16,7 @@
 mod enqueue;
 mod host;
 pub mod import;
+pub mod mask;
 mod output;
 mod pipeline;
 mod run;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub use enqueue::{LaunchAnswers, StartRequest};
+pub use run::{pretty_json, LAUNCH_SCRIPT};
 pub use worker::{WorkerConfig, WorkerSummary};
 
 use crate::plugins::Registry;

@@ -26,10 +26,7 @@ const MAX_APPEND: usize = 4096;
 /// A build that prints faster than storage keeps up waits (its pipe fills)
 /// once this many lines are waiting, instead of growing the worker's memory.
 const MAX_PENDING: usize = 65_536;
-/// Secrets shorter than this are not masked (they would mask ordinary text).
-const MIN_MASK_LEN: usize = 4;
-/// What a masked secret looks like.
-pub const MASK: &str = "********";
+use super::mask::Masker;
 
 /// The log of one running build.
 pub struct BuildLog {
@@ -40,7 +37,7 @@ pub struct BuildLog {
     room: Condvar,
     wake: Notify,
     closed: AtomicBool,
-    masks: Mutex<Vec<String>>,
+    masks: Mutex<Masker>,
     output_variables: Mutex<Map<String, Value>>,
 }
 
@@ -54,7 +51,7 @@ impl BuildLog {
             room: Condvar::new(),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
-            masks: Mutex::new(Vec::new()),
+            masks: Mutex::new(Masker::default()),
             output_variables: Mutex::new(Map::new()),
         })
     }
@@ -85,17 +82,32 @@ impl BuildLog {
         self.push(Stream::Message, text);
     }
 
-    /// Masks `secret` (and each of its lines, for keys) in everything stored from now on.
-    pub fn add_mask(&self, secret: &str) {
-        let mut masks = self.masks.lock().expect("mask lock");
-        for candidate in std::iter::once(secret).chain(secret.lines()) {
-            let candidate = candidate.trim();
-            if candidate.len() >= MIN_MASK_LEN && !masks.iter().any(|m| m == candidate) {
-                masks.push(candidate.to_string());
-            }
+    /// Masks `secret` (and each of its lines, for keys) in everything stored
+    /// from now on, in its common encodings too. False when it is shorter
+    /// than [`MIN_MASK_LEN`](super::mask::MIN_MASK_LEN) and so is not masked.
+    pub fn add_mask(&self, secret: &str) -> bool {
+        self.masks.lock().expect("mask lock").add(secret)
+    }
+
+    /// Adds the lines of one write together, so a secret printed across two
+    /// of them is masked (and no flush can come between them).
+    pub fn push_write(&self, stream: Stream, texts: &[String]) {
+        if texts.len() < 2 {
+            texts.iter().for_each(|t| self.push(stream, t));
+            return;
         }
-        // Longest first, so a secret containing another is masked whole.
-        masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        let mut texts = texts.to_vec();
+        self.masks.lock().expect("mask lock").mask_split(&mut texts);
+        let at = now_ms();
+        {
+            let mut pending = self.pending.lock().expect("log lock");
+            while stream == Stream::Output && pending.len() >= MAX_PENDING && !self.closed.load(Ordering::SeqCst) {
+                self.wake.notify_one();
+                pending = self.room.wait_timeout(pending, FLUSH_EVERY).expect("log lock").0;
+            }
+            pending.extend(texts.into_iter().map(|t| OutputLine { stream, at_unix_ms: at, text: t.into() }));
+        }
+        self.wake.notify_one();
     }
 
     /// The variables set so far with `vespene/set NAME VALUE`.
@@ -121,14 +133,10 @@ impl BuildLog {
 
     fn mask(&self, text: &str) -> Option<String> {
         let masks = self.masks.lock().expect("mask lock");
-        if !masks.iter().any(|m| text.contains(m.as_str())) {
+        if masks.is_empty() {
             return None;
         }
-        let mut out = text.to_string();
-        for m in masks.iter() {
-            out = out.replace(m.as_str(), MASK);
-        }
-        Some(out)
+        masks.mask(text)
     }
 
     fn capture_output_variable(&self, text: &str) {
@@ -185,10 +193,11 @@ impl Engine {
     async fn store_batch(&self, log: &Arc<BuildLog>, batch: Vec<OutputLine>, stored: &mut Option<i64>) {
         let mut lines: RVec<OutputLine> = RVec::with_capacity(batch.len());
         for mut line in batch {
-            log.capture_output_variable(line.text.as_str());
             if let Some(masked) = log.mask(line.text.as_str()) {
                 line.text = masked.into();
             }
+            // After masking: a secret set as an output variable is stored masked.
+            log.capture_output_variable(line.text.as_str());
             lines.push(line);
         }
         let info = BatchInfo { build_id: log.build_id, build_started_unix_ms: log.started_ms };

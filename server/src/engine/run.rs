@@ -63,6 +63,10 @@ impl Engine {
 
         let outcome = self.run_stages(&build, &project, &pool, &log, &cancel).await;
         watcher.abort();
+        // The files the build ran with held its secrets in clear: from now on they hold the record's copy.
+        if let Err(e) = write_build_files(&self.build_root_for(build.id), &build, &[]) {
+            log.message(&format!("could not rewrite the build root's copies without secrets: {e}"));
+        }
         let mut outcome = outcome.unwrap_or_else(|e| Outcome {
             status: BuildStatus::Failure,
             return_code: Some(-1),
@@ -123,6 +127,44 @@ impl Engine {
         Ok(finished)
     }
 
+    /// The clear values of the build's secret variables (placeholder, value),
+    /// and every secret in play masked in its log from the start: those
+    /// values, the project's SSH keys and passphrases, its service login's
+    /// password and its webhook token.
+    async fn secrets_in_play(
+        &self,
+        build: &Build,
+        project: &Project,
+        log: &Arc<BuildLog>,
+    ) -> Result<Vec<(String, String)>> {
+        let store = self.store();
+        let secrets = self.patiently("read the build's secrets", || store.reveal_build_secrets(build.id)).await?;
+        for (placeholder, value) in &secrets {
+            if !log.add_mask(value) && !value.is_empty() {
+                let name = placeholder.split(':').nth(1).unwrap_or("?");
+                log.message(&format!(
+                    "secret variable {name} is shorter than {} characters: it is not masked in the output",
+                    super::mask::MIN_MASK_LEN
+                ));
+            }
+        }
+        let mut others = Vec::new();
+        for id in &project.ssh_key_ids {
+            if let Ok(key) = store.reveal_ssh_key(*id).await {
+                others.extend(key.private_key);
+                others.extend(key.unlock_password);
+            }
+        }
+        if let Some(id) = project.scm_login_id {
+            others.extend(store.reveal_service_login_password(id).await.ok().flatten());
+        }
+        others.extend(store.reveal_webhook_token(project.id).await.ok().flatten());
+        for value in others {
+            log.add_mask(&value);
+        }
+        Ok(secrets)
+    }
+
     /// Where a build's root lives on this worker.
     pub fn build_root_for(&self, build_id: crate::store::Id) -> PathBuf {
         self.settings().build_root().join(build_id.to_string())
@@ -141,7 +183,7 @@ impl Engine {
         let working_dir = root.display().to_string();
         self.patiently("record the build root", || self.store().set_build_working_dir(build.id, &working_dir)).await?;
         log.message(&format!("build {} of {} on pool {} in {}", build.id, project.name, pool.name, root.display()));
-        mask_secret_variables(log, &build.variables);
+        let secrets = self.secrets_in_play(build, project, log).await?;
         let info = build_info(build, pool, &root);
 
         self.run_triggers(PluginSection::PreTriggers, "pre", &info, project, log, cancel)
@@ -164,12 +206,7 @@ impl Engine {
             return Ok(stopped(stop, project));
         }
 
-        std::fs::write(root.join("vespene.json"), pretty_json(&build.variables))
-            .map_err(|e| EngineError::Failed(format!("cannot write vespene.json: {e}")))?;
-        let script = root.join(LAUNCH_SCRIPT);
-        std::fs::write(&script, &build.script)
-            .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)))
-            .map_err(|e| EngineError::Failed(format!("cannot write the launch script: {e}")))?;
+        write_build_files(&root, build, &secrets).map_err(EngineError::Failed)?;
 
         let isolation = pool.isolation_method.clone();
         let plugin_ok = self.registry().isolation(&isolation).is_some();
@@ -441,28 +478,62 @@ fn build_info(build: &Build, pool: &WorkerPool, root: &Path) -> BuildInfo {
     }
 }
 
-fn pretty_json(json: &str) -> String {
+/// A JSON text pretty-printed (as `vespene.json` holds it).
+pub fn pretty_json(json: &str) -> String {
     serde_json::from_str::<Value>(json)
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
         .unwrap_or_else(|| json.to_string())
 }
 
-/// Variables whose names say they are secret are masked in the log.
-pub fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    ["password", "passwd", "secret", "token", "private_key", "api_key"].iter().any(|w| n.contains(w))
+/// Writes `vespene.json` and the launch script into the build root, with the
+/// build's secret values put in place of their placeholders (none: the
+/// record's copies, as served). An existing file is removed first, so a link
+/// the build left there is replaced, never followed.
+fn write_build_files(root: &Path, build: &Build, secrets: &[(String, String)]) -> Result<(), String> {
+    if !root.is_dir() {
+        return Ok(());
+    }
+    let mut variables = parse_object(&build.variables);
+    substitute_json(&mut variables, secrets);
+    let json = serde_json::to_string_pretty(&variables).map_err(|e| format!("cannot write vespene.json: {e}"))?;
+    let script = substitute(&build.script, secrets);
+    for (name, text, mode) in [("vespene.json", json, 0o600), (LAUNCH_SCRIPT, script, 0o700)] {
+        let path = root.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot replace {name}: {e}")),
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)))
+            .map_err(|e| format!("cannot write {name}: {e}"))?;
+    }
+    Ok(())
 }
 
-fn mask_secret_variables(log: &BuildLog, variables_json: &str) {
-    if let Value::Object(vars) = parse_object(variables_json) {
-        for (name, value) in vars {
-            if is_secret_name(&name) {
-                if let Some(s) = value.as_str() {
-                    log.add_mask(s);
-                }
-            }
+/// `text` with each placeholder replaced by its secret value.
+fn substitute(text: &str, secrets: &[(String, String)]) -> String {
+    let mut out = text.to_string();
+    for (placeholder, value) in secrets {
+        if out.contains(placeholder.as_str()) {
+            out = out.replace(placeholder.as_str(), value);
         }
+    }
+    out
+}
+
+/// Every string inside `value` with its placeholders replaced.
+fn substitute_json(value: &mut Value, secrets: &[(String, String)]) {
+    match value {
+        Value::String(s) => *s = substitute(s, secrets),
+        Value::Array(items) => items.iter_mut().for_each(|v| substitute_json(v, secrets)),
+        Value::Object(o) => o.values_mut().for_each(|v| substitute_json(v, secrets)),
+        _ => {}
     }
 }
 
@@ -488,6 +559,5 @@ mod tests {
         assert_eq!(without_password("https://ci:s3cret@git.example.com/r.git"), "https://ci@git.example.com/r.git");
         assert_eq!(without_password("https://git.example.com/r.git"), "https://git.example.com/r.git");
         assert_eq!(without_password("/srv/repo"), "/srv/repo");
-        assert!(is_secret_name("DEPLOY_TOKEN") && is_secret_name("db_password") && !is_secret_name("image"));
     }
 }

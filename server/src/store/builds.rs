@@ -87,8 +87,8 @@ impl Store {
         let r = sqlx::query(
             "INSERT INTO builds (project_id, organization_id, worker_pool_id, status, queued_time, start_time,
                  end_time, script, variables, launch_answers, created_by, pipeline_parent_build_id,
-                 pipeline_origin_build_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                 pipeline_origin_build_id, secret_values)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(nb.project_id)
         .bind(nb.organization_id)
@@ -103,6 +103,7 @@ impl Store {
         .bind(nb.created_by)
         .bind(nb.pipeline_parent_build_id)
         .bind(nb.pipeline_origin_build_id)
+        .bind(if nb.secret_values.trim().is_empty() { "{}" } else { nb.secret_values.as_str() })
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| row::map_db_err(e, "build", "new build"))?;
@@ -141,6 +142,27 @@ impl Store {
     pub async fn get_build(&self, id: Id) -> Result<Option<Build>> {
         let r = sqlx::query("SELECT * FROM builds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         r.as_ref().map(build_from_row).transpose()
+    }
+
+    /// The clear values of a build's secret variables, as (placeholder,
+    /// value) pairs. Only the worker running the build calls this.
+    pub async fn reveal_build_secrets(&self, id: Id) -> Result<Vec<(String, String)>> {
+        let Some(r) =
+            sqlx::query("SELECT secret_values FROM builds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?
+        else {
+            return Err(StoreError::NotFound { what: "build", id: id.to_string() });
+        };
+        let stored: String = r.try_get(0)?;
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&stored).unwrap_or_default();
+        let mut out = Vec::with_capacity(map.len());
+        for (placeholder, value) in map {
+            let Some(sealed) = value.as_str() else { continue };
+            let plain = self.secrets.decrypt(sealed).map_err(|e| {
+                StoreError::Config(format!("the secret variable behind {placeholder} cannot be decrypted: {e}"))
+            })?;
+            out.push((placeholder, plain));
+        }
+        Ok(out)
     }
 
     /// Builds, newest first.

@@ -39,6 +39,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_pool_network.sql"),
         postgres: include_str!("../../migrations/postgres/0003_pool_network.sql"),
     },
+    Migration {
+        version: 5,
+        name: "secret_values",
+        sqlite: include_str!("../../migrations/sqlite/0005_secret_values.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_secret_values.sql"),
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.

@@ -20,6 +20,7 @@ pub mod migrate;
 pub mod models;
 mod objects;
 mod row;
+pub mod secret_vars;
 pub mod secrets;
 pub mod tutorial;
 pub mod validate;
@@ -229,12 +230,15 @@ impl Store {
             sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
         }
         let mut store = Store { pool, backend, secrets, url: opts.url.as_str().into() };
-        if opts.migrate && store.migrate().await? > 0 && backend == Backend::Sqlite {
-            // SQLite connections that were open while a migration changed a
-            // table keep statements prepared against the old columns: start
-            // afresh, so every connection sees the schema as migrated.
-            store.pool.close().await;
-            store.pool = pool_opts.connect_with(connect).await?;
+        if opts.migrate {
+            if store.migrate().await? > 0 && backend == Backend::Sqlite {
+                // SQLite connections that were open while a migration changed a
+                // table keep statements prepared against the old columns: start
+                // afresh, so every connection sees the schema as migrated.
+                store.pool.close().await;
+                store.pool = pool_opts.connect_with(connect).await?;
+            }
+            store.seal_plaintext_secrets().await?;
         }
         Ok(store)
     }

@@ -503,8 +503,8 @@ pub struct Project {
     pub scm_type: String,
     /// Webhooks may start it.
     pub webhook_enabled: bool,
-    /// Required `?token=` for webhooks, if set.
-    pub webhook_token: Option<String>,
+    /// The webhook secret, if set (write-only: read as set or not set).
+    pub webhook_token: Secret,
     /// The Jinja build script.
     pub script: String,
     /// Minutes.
@@ -582,7 +582,7 @@ impl Default for Project {
             recursive: true,
             scm_type: "none".into(),
             webhook_enabled: false,
-            webhook_token: None,
+            webhook_token: Secret::Empty,
             script: "#!/bin/bash\necho \"replace this section\"\n".into(),
             timeout: 60,
             container_base_image: None,
@@ -763,6 +763,10 @@ pub struct NewBuild {
     pub variables: String,
     /// Launch answers (JSON object; blank means `{}`).
     pub launch_answers: String,
+    /// The secret values the script and variables refer to by placeholder:
+    /// a JSON object of placeholder to encrypted value (blank means `{}`).
+    /// Stored apart and never served; the worker substitutes them.
+    pub secret_values: String,
     /// Who started it.
     pub created_by: Option<Id>,
     /// The triggering build, for pipelines.

@@ -16,6 +16,7 @@ use sqlx::{Any, Row};
 
 use super::row::{self, bind, get_bool, get_f64, get_i64, get_opt_i64, get_opt_str, get_opt_time, get_str, Val};
 use super::validate::{self as v, ValidationError};
+use super::secret_vars;
 use super::*;
 
 /// A many-to-many link table owned by a record.
@@ -106,6 +107,7 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         check_refs(&mut tx, obj).await?;
+        self.seal_variables::<T>(&mut tx, &mut cols, None).await?;
         let sql = row::insert_sql(T::TABLE, &cols);
         let mut q = sqlx::query(&sql);
         for (_, val) in cols {
@@ -119,9 +121,10 @@ impl Store {
 
     pub(crate) async fn update_record<T: Record>(&self, obj: &T) -> Result<()> {
         obj.validate()?;
-        let cols = obj.columns(&self.secrets)?;
+        let mut cols = obj.columns(&self.secrets)?;
         let mut tx = self.begin_write().await?;
         check_refs(&mut tx, obj).await?;
+        self.seal_variables::<T>(&mut tx, &mut cols, Some(obj.id())).await?;
         let sql = row::update_sql(T::TABLE, &cols);
         let mut q = sqlx::query(&sql);
         for (_, val) in cols {
@@ -134,6 +137,39 @@ impl Store {
         write_links(&mut tx, obj, obj.id()).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Encrypts new secret variables of a `variables` column and puts the
+    /// stored value back where the input says `"********"` (the row `id` as it
+    /// is in this transaction).
+    async fn seal_variables<T: Record>(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        cols: &mut Cols,
+        id: Option<Id>,
+    ) -> Result<()> {
+        let Some((_, Val::Text(Some(input)))) = cols.iter_mut().find(|(n, _)| *n == "variables") else {
+            return Ok(());
+        };
+        let stored: Option<String> = match id {
+            Some(id) => {
+                let sql = format!("SELECT variables FROM {} WHERE id = $1", T::TABLE);
+                sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?.map(|r| r.try_get(0)).transpose()?
+            }
+            None => None,
+        };
+        *input = secret_vars::seal(input, stored.as_deref(), &self.secrets, "variables")?;
+        Ok(())
+    }
+
+    /// The `variables` column of a row as stored (secret values encrypted),
+    /// for the build engine; `None` when the row does not exist.
+    pub async fn sealed_variables(&self, table: &str, id: Id) -> Result<Option<String>> {
+        if !secret_vars::TABLES.contains(&table) {
+            return Err(StoreError::Config(format!("{table} has no variables")));
+        }
+        let sql = format!("SELECT variables FROM {table} WHERE id = $1");
+        Ok(sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?.map(|r| r.try_get(0)).transpose()?)
     }
 
     pub(crate) async fn get_record<T: Record>(&self, id: Id) -> Result<Option<T>> {
@@ -308,6 +344,22 @@ crud!(
     delete_organization
 );
 
+/// A build's `secret_values` map (placeholder to encrypted value) re-encrypted.
+fn reseal_map(stored: &str, old: &SecretBox, new: &SecretBox, what: &str) -> Result<Option<String>> {
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(stored) else {
+        return Ok(None);
+    };
+    for v in map.values_mut() {
+        if let Some(s) = v.as_str() {
+            let plain = old.decrypt(s).map_err(|e| {
+                StoreError::Config(format!("{what} cannot be decrypted with the current key: {e}"))
+            })?;
+            *v = serde_json::Value::String(new.encrypt(&plain)?);
+        }
+    }
+    Ok((!map.is_empty()).then(|| serde_json::Value::Object(map).to_string()))
+}
+
 /// Clear-text secrets, for the engine only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SshKeySecrets {
@@ -343,8 +395,12 @@ impl Store {
     /// transaction; answers how many values changed. A value the current key
     /// cannot decrypt stops it with nothing changed.
     pub async fn reencrypt_secrets(&self, new: &SecretBox) -> Result<usize> {
-        const COLUMNS: [(&str, &str); 3] =
-            [("ssh_keys", "private_key"), ("ssh_keys", "unlock_password"), ("service_logins", "password")];
+        const COLUMNS: [(&str, &str); 4] = [
+            ("ssh_keys", "private_key"),
+            ("ssh_keys", "unlock_password"),
+            ("service_logins", "password"),
+            ("projects", "webhook_token"),
+        ];
         let mut tx = self.begin_write().await?;
         let mut changed = 0;
         for (table, column) in COLUMNS {
@@ -362,8 +418,69 @@ impl Store {
                 changed += 1;
             }
         }
+        // Secret variables, and the values frozen with builds.
+        let json_columns = secret_vars::TABLES.iter().map(|t| (*t, "variables")).chain([("builds", "secret_values")]);
+        for (table, column) in json_columns {
+            let select = format!("SELECT id, {column} FROM {table} WHERE {column} LIKE '%$VESPENE$%'");
+            for r in sqlx::query(&select).fetch_all(&mut *tx).await? {
+                let id: Id = r.try_get("id")?;
+                let stored: String = r.try_get(column)?;
+                let what = format!("{table}.{column} of id {id}");
+                let resealed = if column == "secret_values" {
+                    reseal_map(&stored, &self.secrets, new, &what)?
+                } else {
+                    secret_vars::reseal(&stored, &self.secrets, new, &what)?
+                };
+                if let Some(resealed) = resealed {
+                    let update = format!("UPDATE {table} SET {column} = $1 WHERE id = $2");
+                    sqlx::query(&update).bind(resealed).bind(id).execute(&mut *tx).await?;
+                    changed += 1;
+                }
+            }
+        }
         tx.commit().await?;
         Ok(changed)
+    }
+
+    /// Encrypts secret values stored in clear by an older version: webhook
+    /// tokens, and `{"secret": ...}` variables written before they were secret.
+    pub(crate) async fn seal_plaintext_secrets(&self) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT id, webhook_token FROM projects WHERE webhook_token IS NOT NULL AND webhook_token <> ''
+             AND webhook_token NOT LIKE '$VESPENE$%'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            let (id, token): (Id, String) = (r.try_get("id")?, r.try_get("webhook_token")?);
+            sqlx::query("UPDATE projects SET webhook_token = $1 WHERE id = $2 AND webhook_token = $3")
+                .bind(self.secrets.encrypt(&token)?)
+                .bind(id)
+                .bind(token)
+                .execute(&self.pool)
+                .await?;
+        }
+        for table in secret_vars::TABLES {
+            let select = format!("SELECT id, variables FROM {table} WHERE variables LIKE '%\"secret\"%'");
+            for r in sqlx::query(&select).fetch_all(&self.pool).await? {
+                let (id, stored): (Id, String) = (r.try_get("id")?, r.try_get("variables")?);
+                if let Some(sealed) = secret_vars::seal_plaintext(&stored, &self.secrets)? {
+                    let update = format!("UPDATE {table} SET variables = $1 WHERE id = $2 AND variables = $3");
+                    sqlx::query(&update).bind(sealed).bind(id).bind(stored).execute(&self.pool).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The clear-text webhook token of a project (webhooks and the engine only).
+    pub async fn reveal_webhook_token(&self, project_id: Id) -> Result<Option<String>> {
+        let r = sqlx::query("SELECT webhook_token FROM projects WHERE id = $1")
+            .bind(project_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "project", id: project_id.to_string() })?;
+        self.reveal_col(&r, "webhook_token")
     }
 
     /// The clear-text password of a service login (engine only).
@@ -498,7 +615,7 @@ impl Record for VariableSet {
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
-            variables: get_str(r, "variables")?,
+            variables: secret_vars::mask(&get_str(r, "variables")?),
             created_by: get_opt_i64(r, "created_by")?,
             owner_group_ids: vec![],
         })
@@ -736,7 +853,7 @@ impl Record for WorkerPool {
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
-            variables: get_str(r, "variables")?,
+            variables: secret_vars::mask(&get_str(r, "variables")?),
             variable_set_ids: vec![],
             isolation_method: get_str(r, "isolation_method")?,
             sudo_user: get_opt_str(r, "sudo_user")?,
@@ -798,7 +915,7 @@ impl Record for Stage {
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
-            variables: get_str(r, "variables")?,
+            variables: secret_vars::mask(&get_str(r, "variables")?),
             variable_set_ids: vec![],
         })
     }
@@ -854,7 +971,7 @@ impl Record for Pipeline {
             description: get_str(r, "description")?,
             enabled: get_bool(r, "enabled")?,
             stage_ids: vec![],
-            variables: get_str(r, "variables")?,
+            variables: secret_vars::mask(&get_str(r, "variables")?),
             variable_set_ids: vec![],
             last_completed_date: get_opt_time(r, "last_completed_date")?,
             last_completed_by: get_opt_i64(r, "last_completed_by")?,
@@ -895,7 +1012,9 @@ impl Record for Project {
         v::repo_url("repo_url", &self.repo_url)?;
         v::token("repo_branch", Some(&self.repo_branch), 255)?;
         v::plugin_key("scm_type", &self.scm_type)?;
-        v::token("webhook_token", self.webhook_token.as_deref(), 128)?;
+        if let Secret::Set(token) = &self.webhook_token {
+            v::token("webhook_token", Some(token), 128)?;
+        }
         v::token("container_base_image", self.container_base_image.as_deref(), 512)?;
         v::range("timeout", self.timeout, 1, 525_600)?;
         v::json_object("variables", &self.variables)?;
@@ -922,9 +1041,9 @@ impl Record for Project {
             ("created_by", "users", self.created_by),
         ]
     }
-    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+    fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
         // The build pointers are left out on purpose: the queue keeps them.
-        Ok(vec![
+        let mut cols = vec![
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("pipeline_id", self.pipeline_id.into()),
@@ -935,7 +1054,6 @@ impl Record for Project {
             ("recursive", self.recursive.into()),
             ("scm_type", self.scm_type.clone().into()),
             ("webhook_enabled", self.webhook_enabled.into()),
-            ("webhook_token", self.webhook_token.clone().filter(|s| !s.is_empty()).into()),
             ("script", self.script.clone().into()),
             ("timeout", self.timeout.into()),
             ("container_base_image", self.container_base_image.clone().filter(|s| !s.is_empty()).into()),
@@ -960,7 +1078,13 @@ impl Record for Project {
             ("schedule_cron", self.schedule_cron.trim().to_string().into()),
             ("schedule_timezone", non_empty(&self.schedule_timezone, "UTC").into()),
             ("triggers", json_default(&self.triggers, "[]").into()),
-        ])
+        ];
+        let token = match &self.webhook_token {
+            Secret::Set(t) if t.is_empty() => &Secret::Empty,
+            other => other,
+        };
+        secret_col("webhook_token", token, secrets, &mut cols)?;
+        Ok(cols)
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
@@ -978,11 +1102,11 @@ impl Record for Project {
             recursive: get_bool(r, "recursive")?,
             scm_type: get_str(r, "scm_type")?,
             webhook_enabled: get_bool(r, "webhook_enabled")?,
-            webhook_token: get_opt_str(r, "webhook_token")?,
+            webhook_token: secret_from(r, "webhook_token")?,
             script: get_str(r, "script")?,
             timeout: get_i64(r, "timeout")?,
             container_base_image: get_opt_str(r, "container_base_image")?,
-            variables: get_str(r, "variables")?,
+            variables: secret_vars::mask(&get_str(r, "variables")?),
             variable_set_ids: vec![],
             launch_questions: get_str(r, "launch_questions")?,
             scm_login_id: get_opt_i64(r, "scm_login_id")?,

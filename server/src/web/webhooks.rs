@@ -17,7 +17,6 @@ use super::api::{body_object, ApiRequest};
 use super::error::ApiError;
 use super::AppState;
 use crate::engine::StartRequest;
-use crate::store::Project;
 
 /// Which sender a payload is from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +58,8 @@ pub async fn handle(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response,
             if !project.repo_branch.is_empty() && branch.as_deref().is_some_and(|b| b != project.repo_branch) {
                 continue;
             }
-            if let Err(e) = verify(&project, sender, &req.headers, &req.body) {
+            let token = state.store.reveal_webhook_token(project.id).await?;
+            if let Err(e) = verify(token.as_deref(), sender, &req.headers, &req.body) {
                 refused.get_or_insert(e);
                 continue;
             }
@@ -111,8 +111,8 @@ fn payload_branch(body: &serde_json::Map<String, Value>) -> Option<String> {
     body.get("branch").and_then(Value::as_str).map(str::to_string)
 }
 
-fn verify(project: &Project, sender: Sender, headers: &warp::http::HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    let Some(secret) = project.webhook_token.as_deref().filter(|s| !s.is_empty()) else {
+fn verify(token: Option<&str>, sender: Sender, headers: &warp::http::HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let Some(secret) = token.filter(|s| !s.is_empty()) else {
         // No secret configured: the project accepts unsigned pushes, as the original did.
         return Ok(());
     };

@@ -60,6 +60,8 @@ const fn h(group: &'static str, name: &'static str, label: &'static str, widget:
 
 use Widget::*;
 
+const VARIABLES_HELP: &str = "A JSON object. {\"NAME\": {\"secret\": \"value\"}} is a secret: stored encrypted, shown as \"********\", which keeps it when saved.";
+
 const PROJECT: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
@@ -88,11 +90,11 @@ const PROJECT: &[Field] = &[
     h("Schedule", "schedule_threshold", "Minimum minutes between builds", Number, ""),
     h("Schedule", "schedule_cron", "Cron expression", Text, "minute hour day-of-month month day-of-week"),
     f("Schedule", "schedule_timezone", "Time zone", Text),
-    h("Variables", "variables", "Variables", Code, "A JSON object."),
+    h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
     h("Variables", "launch_questions", "Launch questions", Code, "A JSON list of {variable, type, choices, prompt}."),
     f("Webhooks", "webhook_enabled", "Webhooks may start it", Check),
-    f("Webhooks", "webhook_token", "Webhook token", OptText),
+    h("Webhooks", "webhook_token", "Webhook token", Secret, "Stored encrypted; leave blank to keep the stored one."),
     f("Pipeline", "pipeline_id", "Pipeline", OptSelect("pipeline")),
     f("Pipeline", "stage_id", "Stage", OptSelect("stage")),
     f("Pipeline", "pipeline_enabled", "Pipeline triggering enabled", Check),
@@ -106,7 +108,7 @@ const PIPELINE: &[Field] = &[
     f("Info", "description", "Description", TextArea),
     f("Info", "enabled", "Enabled", Check),
     h("Stages", "stage_ids", "Stages", NameList("stage"), "Stage names in order, separated by commas."),
-    h("Variables", "variables", "Variables", Code, "A JSON object."),
+    h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
 ];
@@ -114,7 +116,7 @@ const PIPELINE: &[Field] = &[
 const STAGE: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
-    h("Variables", "variables", "Variables", Code, "A JSON object."),
+    h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
 ];
 
@@ -128,7 +130,7 @@ const SNIPPET: &[Field] = &[
 const VARIABLE_SET: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
-    h("Variables", "variables", "Variables", Code, "A JSON object."),
+    h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
 ];
 
@@ -172,7 +174,7 @@ const ORGANIZATION: &[Field] = &[
 const WORKER_POOL: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
-    h("Variables", "variables", "Variables", Code, "A JSON object."),
+    h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
     h(
         "Security",
