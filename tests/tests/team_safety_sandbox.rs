@@ -134,22 +134,25 @@ async fn finding_1_a_sandboxed_build_streams_live_and_a_stop_kills_everything_in
     let server = sandbox.serve();
     let (store, _alice, bob) = team(&sandbox, &server).await;
     let default = pool_named(&bob, "default");
-    // A daemon in a session of its own escapes a process-group kill.
-    let script = "#!/bin/sh\nsetsid sleep 3131 &\necho started\nsleep 3132\n";
-    let id = start(&bob, project(&bob, "bobs-daemon", &default, script));
+    // A daemon in a session of its own escapes a process-group kill. The
+    // sleeps carry this run's pid, so nothing left by another run counts.
+    let (daemon, foreground) =
+        (format!("sleep 3131.{}", std::process::id()), format!("sleep 3132.{}", std::process::id()));
+    let script = format!("#!/bin/sh\nsetsid {daemon} &\necho started\n{foreground}\n");
+    let id = start(&bob, project(&bob, "bobs-daemon", &default, &script));
 
     wait_for(Duration::from_secs(60), "the first line, live", || async {
         let running = store.get_build(id).await.unwrap().unwrap().status == BuildStatus::Running;
         (running && unstamped_output(&store, id).await.contains(&"started".to_string())).then_some(())
     })
     .await;
-    assert!(running("sleep 3131") && running("sleep 3132"));
+    assert!(running(&daemon) && running(&foreground));
 
     bob.ok("POST", &format!("/api/v1/builds/{id}/stop"), None);
     let stopped_at = Instant::now();
     let build = finished(&store, id, Duration::from_secs(20)).await;
     assert_eq!(build.status, BuildStatus::Aborted);
-    while running("sleep 3131") || running("sleep 3132") {
+    while running(&daemon) || running(&foreground) {
         assert!(stopped_at.elapsed() < Duration::from_secs(10), "a process of the stopped build survived");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

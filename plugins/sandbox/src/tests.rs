@@ -136,7 +136,10 @@ fn running(needle: &str) -> bool {
 #[test]
 fn a_stop_kills_everything_the_build_started_even_outside_its_process_group() {
     // A daemon in a session of its own would survive a process-group kill.
-    let root = root_with("#!/bin/sh\nsetsid sleep 3011 &\nsleep 0.2\necho started\nsleep 3012\n");
+    // The sleeps carry this run's pid, so nothing left by another run counts.
+    let (daemon, foreground) =
+        (format!("sleep 3011.{}", std::process::id()), format!("sleep 3012.{}", std::process::id()));
+    let root = root_with(&format!("#!/bin/sh\nsetsid {daemon} &\nsleep 0.2\necho started\n{foreground}\n"));
     let ctx = context(&root);
     let host = RecordingHost::new();
     let result = std::thread::scope(|s| {
@@ -146,13 +149,13 @@ fn a_stop_kills_everything_the_build_started_even_outside_its_process_group() {
             assert!(begun.elapsed() < Duration::from_secs(20), "the build never started: {:?}", host.lines());
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(running("sleep 3011"));
+        assert!(running(&daemon));
         host.cancel();
         run.join().unwrap()
     });
     assert_eq!(result, Err(STOPPED.to_string()));
     let gone = Instant::now();
-    while running("sleep 3011") || running("sleep 3012") {
+    while running(&daemon) || running(&foreground) {
         assert!(gone.elapsed() < Duration::from_secs(5), "a process of the stopped build survived");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -76,8 +76,8 @@ pub fn seal(input: &str, stored: Option<&str>, secrets: &SecretBox, field: &str)
                 return Err(ValidationError::new(
                     field,
                     format!(
-                        "secret variable '{name}': {{\"secret\": ...}} takes a string (or null for no value), got {other}"
-                    ),
+                    "secret variable '{name}': {{\"secret\": ...}} takes a string (or null for no value), got {other}"
+                ),
                 )
                 .into())
             }
@@ -139,8 +139,9 @@ mod tests {
         assert_eq!(seal(plain, None, &sb, "variables").unwrap(), plain, "no secrets: untouched");
         assert_eq!(mask(plain), plain);
 
-        let sealed = seal(r#"{"a": 1, "DB_PASS": {"secret": "hunter2-long"}, "none": {"secret": null}}"#, None, &sb, "v")
-            .unwrap();
+        let sealed =
+            seal(r#"{"a": 1, "DB_PASS": {"secret": "hunter2-long"}, "none": {"secret": null}}"#, None, &sb, "v")
+                .unwrap();
         assert!(!sealed.contains("hunter2-long") && sealed.contains("$VESPENE$v1$"), "{sealed}");
         let shown = mask(&sealed);
         assert_eq!(
