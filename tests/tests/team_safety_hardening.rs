@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use vespene::store::{Build, BuildStatus, Organization, Store, WorkerPool};
+use vespene::store::{Build, BuildStatus, NewUser, Organization, Store, WorkerPool};
 use vespene_e2e::servers::{run, GitDaemon};
 use vespene_e2e::*;
 
@@ -194,4 +194,138 @@ async fn finding_8_import_refuses_symlinked_dotfile_and_script() {
         assert!(!p.script.contains(key.trim()) && !p.script.contains("private-script-of-the-server"), "{p:?}");
     }
     assert!(!log.contains(key.trim()) && !log.contains("private-script-of-the-server"), "{log}");
+}
+
+// ------------------------------------------------------------ finding 9
+
+/// An API client holding a bearer token.
+struct Client {
+    addr: String,
+    token: String,
+}
+
+impl Client {
+    /// Logs `name` in (password `password-of-<name>`) and mints a token.
+    fn login(server: &Server, name: &str) -> Client {
+        let cookie = server.login(name, &format!("password-of-{name}"));
+        let (status, body) = http_request(&server.addr, "GET", "/api/v1/me", &[("Cookie", &cookie)], "");
+        assert_eq!(status, 200, "{body}");
+        let csrf = serde_json::from_str::<Value>(&body).unwrap()["csrf_token"].as_str().unwrap_or_default().to_string();
+        let headers =
+            [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str()), ("Content-Type", "application/json")];
+        let (status, body) = http_request(&server.addr, "POST", "/api/v1/tokens", &headers, r#"{"name": "test"}"#);
+        assert_eq!(status, 201, "{body}");
+        let token = serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
+        Client { addr: server.addr.clone(), token }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let auth = format!("Bearer {}", self.token);
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+        let text = body.map(Value::to_string).unwrap_or_default();
+        let (status, body) = http_request(&self.addr, method, path, &headers, &text);
+        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (status, value) = self.call(method, path, body);
+        assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
+        value
+    }
+}
+
+async fn user(store: &Store, name: &str, superuser: bool) -> i64 {
+    store
+        .create_user(&NewUser {
+            username: name.into(),
+            password: format!("password-of-{name}"),
+            email: format!("{name}@example.com"),
+            first_name: format!("{name}-first-name"),
+            is_superuser: superuser,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    keys
+}
+
+/// Finding 9: with the shipped settings, an ordinary user sees only their own
+/// projects, and other users by username only (API listing, API detail, UI),
+/// while their own record stays whole and superusers see everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_9_views_filtered_by_default_and_others_by_username_only() {
+    let sandbox = Sandbox::new();
+    sandbox.settings(&plugin_settings());
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    let admin_id = user(&store, "boss", true).await;
+    let a_id = user(&store, "alice", false).await;
+    let b_id = user(&store, "bob", false).await;
+    let pool = shell_pool(&store, "builders").await;
+    let (admin, a, b) =
+        (Client::login(&server, "boss"), Client::login(&server, "alice"), Client::login(&server, "bob"));
+
+    let project = a.ok(
+        "POST",
+        "/api/v1/projects",
+        Some(&json!({"name": "alices-project", "worker_pool_id": pool.id, "script": "#!/bin/sh\necho hi\n"})),
+    );
+    let pid = project["id"].as_i64().unwrap();
+    // B can neither list nor view A's project; A and the admin can.
+    let listed = b.ok("GET", "/api/v1/projects", None);
+    assert_eq!(listed["count"], 0, "{listed}");
+    let (status, body) = b.call("GET", &format!("/api/v1/projects/{pid}"), None);
+    assert_eq!(status, 403, "{body}");
+    for who in [&a, &admin] {
+        assert_eq!(who.ok("GET", "/api/v1/projects", None)["count"], 1);
+        assert_eq!(who.ok("GET", &format!("/api/v1/projects/{pid}"), None)["name"], "alices-project");
+    }
+
+    // B's user listing: everyone, others by id and username only.
+    let users = b.ok("GET", "/api/v1/users", None);
+    let rows = users["results"].as_array().unwrap();
+    // The first start's `admin`, the boss, alice and bob.
+    assert_eq!(rows.len(), 4, "{users}");
+    for row in rows {
+        let id = row["id"].as_i64().unwrap();
+        if id == b_id {
+            assert_eq!((row["email"].as_str(), row["is_superuser"].as_bool()), (Some("bob@example.com"), Some(false)));
+        } else {
+            assert_eq!(keys(row), ["id", "username"], "{row}");
+        }
+    }
+    assert!(rows.iter().any(|r| r["username"] == "alice"), "{users}");
+    let text = users.to_string();
+    for hidden in ["alice@example.com", "boss@example.com", "alice-first-name", "is_superuser\":true"] {
+        assert!(!text.contains(hidden), "{hidden} in {text}");
+    }
+    // The detail of another user: the same summary. A filter cannot probe hidden fields.
+    assert_eq!(b.ok("GET", &format!("/api/v1/users/{a_id}"), None), json!({"id": a_id, "username": "alice"}));
+    assert_eq!(b.ok("GET", &format!("/api/v1/users/{admin_id}"), None), json!({"id": admin_id, "username": "boss"}));
+    assert_eq!(b.ok("GET", "/api/v1/users?email=alice@example.com", None)["count"], 0);
+    assert_eq!(b.ok("GET", "/api/v1/users?email=bob@example.com", None)["count"], 1);
+    assert_eq!(b.ok("GET", &format!("/api/v1/users/{b_id}"), None)["email"], "bob@example.com");
+    // Superusers see everything.
+    let full = admin.ok("GET", &format!("/api/v1/users/{a_id}"), None);
+    assert_eq!((full["email"].as_str(), full["is_superuser"].as_bool()), (Some("alice@example.com"), Some(false)));
+    let all = admin.ok("GET", "/api/v1/users", None).to_string();
+    assert!(all.contains("alice@example.com") && all.contains("boss@example.com"), "{all}");
+
+    // The UI says the same.
+    let cookie = server.login("bob", "password-of-bob");
+    let (status, page) = server.get_with("/ui/users", &[("Cookie", &cookie)]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("alice") && page.contains("bob@example.com"), "{page}");
+    assert!(!page.contains("alice@example.com") && !page.contains("boss@example.com"), "{page}");
+    let (status, page) = server.get_with(&format!("/ui/users/{a_id}"), &[("Cookie", &cookie)]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("alice") && !page.contains("alice@example.com") && !page.contains("alice-first-name"));
+    let (status, page) = server.get_with("/ui/projects", &[("Cookie", &cookie)]);
+    assert_eq!(status, 200);
+    assert!(!page.contains("alices-project"), "{page}");
 }

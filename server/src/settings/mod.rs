@@ -243,6 +243,7 @@ library = "github"
 
 [plugins.authorization.ownership]
 library = "ownership"
+filter_view = true
 
 [plugins.authorization.group_required]
 library = "group-required"
