@@ -106,6 +106,81 @@ async fn import(sandbox: &Sandbox, store: &Store) -> Build {
     store.get_build(id).await.unwrap().unwrap()
 }
 
+// ------------------------------------------------------------ finding 6
+
+/// Finding 6: `file://` repositories only under `[repositories] local_roots`.
+/// User B's project naming a root-only repository outside the roots (directly,
+/// through a symlink under a root, or with `..`) is refused at save with the
+/// field and the reason; one under the root builds; and a worker whose
+/// settings no longer list the root refuses the checkout.
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_6_local_repositories_only_under_admin_roots() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("srv-git");
+    let private = dir.path().join("root-only");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&private).unwrap();
+    repository(&allowed, "team", &[("README", "team readme 41c7")], &[]);
+    repository(&private, "secret", &[("README", "root only 9f2e")], &[]);
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&private, allowed.join("escape")).unwrap();
+
+    let sandbox = Sandbox::new();
+    sandbox.settings(&format!(
+        "{}[workers]\nembedded = false\n[repositories]\nlocal_roots = [\"{}\"]\n",
+        plugin_settings(),
+        allowed.display()
+    ));
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    user(&store, "alice", false).await;
+    user(&store, "bob", false).await;
+    let b = Client::login(&server, "bob");
+    let pool = store.find_worker_pool("default").await.unwrap().expect("the default pool");
+    let project = |name: &str, url: String| {
+        json!({"name": name, "worker_pool_id": pool.id, "repo_url": url, "scm_type": "git",
+               "script": "#!/bin/sh\ncat README\n"})
+    };
+
+    let (a, p) = (allowed.display(), private.display());
+    for (url, reason) in [
+        (format!("file://{p}/secret.git"), format!("local repository '{p}/secret.git' is outside")),
+        (format!("file://{a}/escape/secret.git"), format!("which resolves to '{p}/secret.git'")),
+        (format!("file://{a}/../root-only/secret.git"), "must be an absolute path without '..'".to_string()),
+        // A bare path is not a repository URL at all.
+        (format!("{p}/secret.git"), "is not a URL".to_string()),
+    ] {
+        let (status, body) = b.call("POST", "/api/v1/projects", Some(&project("stolen", url.clone())));
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["field"], "repo_url", "{url}: {body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(message.contains(&reason), "{url}: {body}");
+    }
+    assert!(store.list_projects().await.unwrap().is_empty(), "nothing was saved");
+
+    let created = b.ok("POST", "/api/v1/projects", Some(&project("team", format!("file://{a}/team.git"))));
+    let id = created["id"].as_i64().unwrap();
+    let build = b.ok("POST", &format!("/api/v1/projects/{id}/start"), None)["id"].as_i64().unwrap();
+    vespene_e2e::builds::WorkerProcess::spawn(&sandbox, &["default", "--max-builds", "1"])
+        .wait(std::time::Duration::from_secs(60));
+    let done = store.get_build(build).await.unwrap().unwrap();
+    let log = log_of(&store, build).await;
+    assert_eq!(done.status, BuildStatus::Success, "{log}");
+    assert!(log.contains("team readme 41c7"), "{log}");
+
+    // The admin takes the root away: the worker refuses before any checkout.
+    let build = b.ok("POST", &format!("/api/v1/projects/{id}/start"), None)["id"].as_i64().unwrap();
+    let mut worker = sandbox.command(&["worker", "default", "--max-builds", "1"]);
+    worker.env("VESPENE_REPOSITORIES__LOCAL_ROOTS", "[]");
+    vespene_e2e::builds::WorkerProcess::from_command(worker).wait(std::time::Duration::from_secs(60));
+    let done = store.get_build(build).await.unwrap().unwrap();
+    let log = log_of(&store, build).await;
+    assert_eq!(done.status, BuildStatus::Failure, "{log}");
+    assert!(log.contains("repository refused before checkout") && log.contains("allows none"), "{log}");
+    assert!(!log.contains("team readme 41c7") && !log.contains("checking out"), "{log}");
+}
+
 // ------------------------------------------------------------ finding 8
 
 /// Finding 8: an organization import never follows a symbolic link. A

@@ -249,6 +249,11 @@ impl Engine {
                 self.registry().names(PluginSection::Scm).join(", ")
             )));
         }
+        // Settings may have changed since the project was saved: local
+        // repositories are checked again here, where they would be read.
+        let roots = &self.settings().repositories.local_roots;
+        crate::store::validate::local_repository("repo_url", &project.repo_url, roots)
+            .map_err(|e| EngineError::Failed(format!("repository refused before checkout: {}", e.message)))?;
         // Key files and credential helpers live here, readable only by us, and go after the checkout.
         let private = tempfile::Builder::new()
             .prefix(&format!("vespene-scm-{}-", build.id))
