@@ -404,3 +404,101 @@ async fn finding_9_views_filtered_by_default_and_others_by_username_only() {
     assert_eq!(status, 200);
     assert!(!page.contains("alices-project"), "{page}");
 }
+
+// ------------------------------------------------------------ finding 7
+
+const TEST_IMAGE: &str = "vespene-test-busybox:latest";
+
+/// Finding 7: a container build runs as nobody with no capability, cannot
+/// make a device node, and sees its build root mounted `nosuid,nodev`; a
+/// capability an admin gives back with `cap_add` is there (and only it); and
+/// the file browser serves regular files only, never a device node.
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_7_containers_run_unprivileged_on_a_nosuid_nodev_build_root() {
+    use vespene::store::Project;
+    use vespene_e2e::builds::{finished, unstamped_output, WorkerProcess};
+    let docker = Command::new("docker").args(["image", "inspect", TEST_IMAGE]).output();
+    if !docker.is_ok_and(|o| o.status.success()) {
+        println!("SKIP finding_7: no Docker engine with {TEST_IMAGE} (scripts/start-docker)");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.settings(&format!(
+        r#"{}
+[workers]
+embedded = false
+
+[plugins.isolation.container]
+library = "container"
+images = ["{TEST_IMAGE}"]
+
+[plugins.isolation.container_bind]
+library = "container"
+images = ["{TEST_IMAGE}"]
+user = "0:0"
+cap_add = ["NET_BIND_SERVICE"]
+"#,
+        plugin_settings()
+    ));
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    let b_id = user(&store, "bob", false).await;
+    let script = "#!/bin/sh\n\
+                  echo uid=$(id -u)\n\
+                  grep -E '^Cap(Eff|Bnd):' /proc/self/status | tr -s '\\t ' ' '\n\
+                  if mknod /build/disk b 254 0 2>/dev/null; then echo mknod=made; else echo mknod=refused; fi\n\
+                  awk '$5 == \"/build\" { print \"build-mount=\" $6 }' /proc/self/mountinfo\n";
+    let mut builds = Vec::new();
+    for (name, isolation) in [("plain", "container"), ("bind", "container_bind")] {
+        let pool = WorkerPool { name: name.into(), isolation_method: isolation.into(), ..Default::default() };
+        let pool_id = store.create_worker_pool(&pool).await.unwrap();
+        let project = Project {
+            name: format!("{name}-build"),
+            worker_pool_id: pool_id,
+            created_by: Some(b_id),
+            container_base_image: Some(TEST_IMAGE.into()),
+            script: script.into(),
+            ..Default::default()
+        };
+        store.create_project(&project).await.unwrap();
+        let out = sandbox.run(&["start", &format!("{name}-build")]);
+        let id: i64 = stdout(&out).split_whitespace().nth(1).and_then(|i| i.parse().ok()).expect("a build id");
+        let mut worker = sandbox.command(&["worker", name, "--max-builds", "1"]);
+        worker.env("VESPENE_BUILD_ROOT", sandbox.path("builds"));
+        WorkerProcess::from_command(worker).wait(std::time::Duration::from_secs(120));
+        let build = finished(&store, id, std::time::Duration::from_secs(10)).await;
+        let log = log_of(&store, id).await;
+        assert_eq!(build.status, BuildStatus::Success, "{log}");
+        builds.push((build, unstamped_output(&store, id).await));
+    }
+    let lines = |n: usize| builds[n].1.join("\n");
+    let plain = lines(0);
+    // Not root, no capability at all, no device node, build root nosuid,nodev.
+    assert!(plain.contains("uid=65534"), "{plain}");
+    assert!(plain.contains("CapEff: 0000000000000000") && plain.contains("CapBnd: 0000000000000000"), "{plain}");
+    assert!(plain.contains("mknod=refused"), "{plain}");
+    let mount = builds[0].1.iter().find(|l| l.starts_with("build-mount=")).expect("/build is a mount");
+    assert!(mount.contains("nosuid") && mount.contains("nodev"), "{mount}");
+    // cap_add gives back exactly the capability named (NET_BIND_SERVICE is bit 10).
+    let bind = lines(1);
+    assert!(bind.contains("uid=0"), "{bind}");
+    assert!(bind.contains("CapEff: 0000000000000400") && bind.contains("CapBnd: 0000000000000400"), "{bind}");
+    assert!(bind.contains("mknod=refused"), "{bind}");
+    let mount = builds[1].1.iter().find(|l| l.starts_with("build-mount=")).expect("/build is a mount");
+    assert!(mount.contains("nosuid") && mount.contains("nodev"), "{mount}");
+    // After the build the worker's mount is gone and the root is an ordinary directory again.
+    let root = Path::new(&builds[0].0.working_dir);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.lines().any(|l| l.split(' ').nth(4) == Some(&root.display().to_string())), "{mounts}");
+
+    // A device node in a build root (made here, as root) is not served by the file browser.
+    run(Command::new("mknod").arg(root.join("null")).args(["c", "1", "3"]));
+    std::fs::write(root.join("report.txt"), "a regular file\n").unwrap();
+    let cookie = server.login("bob", "password-of-bob");
+    let id = builds[0].0.id;
+    let (status, body) = server.get_with(&format!("/ui/builds/{id}/files/report.txt"), &[("Cookie", &cookie)]);
+    assert_eq!((status, body.as_str()), (200, "a regular file\n"));
+    let (status, body) = server.get_with(&format!("/ui/builds/{id}/files/null"), &[("Cookie", &cookie)]);
+    assert_eq!(status, 403, "a device node was served: {body}");
+    assert!(body.contains("not a regular file"), "{body}");
+}
