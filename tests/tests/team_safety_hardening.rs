@@ -123,6 +123,17 @@ async fn finding_6_local_repositories_only_under_admin_roots() {
     std::fs::create_dir_all(&private).unwrap();
     repository(&allowed, "team", &[("README", "team readme 41c7")], &[]);
     repository(&private, "secret", &[("README", "root only 9f2e")], &[]);
+    // A repository under the root whose submodule is the root-only one.
+    let secret_head = run(Command::new("git").arg("-C").arg(private.join("secret-work")).args(["rev-parse", "HEAD"]));
+    let smuggler = allowed.join("smuggler-work");
+    std::fs::create_dir_all(&smuggler).unwrap();
+    git(&smuggler, &["init", "-q", "-b", "main"]);
+    let gitmodules = format!("[submodule \"lib\"]\n\tpath = lib\n\turl = file://{}/secret.git\n", private.display());
+    std::fs::write(smuggler.join(".gitmodules"), gitmodules).unwrap();
+    git(&smuggler, &["add", ".gitmodules"]);
+    git(&smuggler, &["update-index", "--add", "--cacheinfo", &format!("160000,{secret_head},lib")]);
+    git(&smuggler, &["commit", "-q", "-m", "first"]);
+    run(Command::new("git").args(["clone", "-q", "--bare"]).arg(&smuggler).arg(allowed.join("smuggler.git")));
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::symlink(&private, allowed.join("escape")).unwrap();
 
@@ -168,6 +179,20 @@ async fn finding_6_local_repositories_only_under_admin_roots() {
     let log = log_of(&store, build).await;
     assert_eq!(done.status, BuildStatus::Success, "{log}");
     assert!(log.contains("team readme 41c7"), "{log}");
+
+    // A submodule cannot pull the root-only repository in either.
+    let created = b.ok("POST", "/api/v1/projects", Some(&project("smuggler", format!("file://{a}/smuggler.git"))));
+    let sid = created["id"].as_i64().unwrap();
+    let build = b.ok("POST", &format!("/api/v1/projects/{sid}/start"), None)["id"].as_i64().unwrap();
+    vespene_e2e::builds::WorkerProcess::spawn(&sandbox, &["default", "--max-builds", "1"])
+        .wait(std::time::Duration::from_secs(60));
+    let done = store.get_build(build).await.unwrap().unwrap();
+    let log = log_of(&store, build).await;
+    assert_eq!(done.status, BuildStatus::Failure, "{log}");
+    assert!(log.contains(&format!("git: submodule lib: local repository '{p}/secret.git' is outside")), "{log}");
+    assert!(!log.contains("root only 9f2e"), "{log}");
+    let root = Path::new(&done.working_dir);
+    assert!(!root.join("lib/README").exists(), "the root-only repository was checked out");
 
     // The admin takes the root away: the worker refuses before any checkout.
     let build = b.ok("POST", &format!("/api/v1/projects/{id}/start"), None)["id"].as_i64().unwrap();

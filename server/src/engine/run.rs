@@ -278,7 +278,7 @@ impl Engine {
             }
             None => None,
         };
-        let context = ScmContext {
+        let mut context = ScmContext {
             build: info.clone(),
             project: project_info(project),
             work_dir: root.display().to_string(),
@@ -289,6 +289,8 @@ impl Engine {
             login,
             ..Default::default()
         };
+        // For what the repository pulls in itself (git submodules).
+        context.extra.insert("local_repository_roots".into(), serde_json::json!(roots));
         let context = serde_json::to_string(&context).map_err(|e| EngineError::Failed(e.to_string()))?;
         let host = self.build_host(log, cancel, root);
         let registry = self.registry().clone();
