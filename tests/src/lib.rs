@@ -406,6 +406,16 @@ impl Sandbox {
             max_connections: 4,
             migrate: true,
         };
-        vespene::store::Store::open(&opts).await.expect("open the sandbox store")
+        let store = vespene::store::Store::open(&opts).await.expect("open the sandbox store");
+        // The save-time rules of the sandbox's settings, as its `vespene` processes have them.
+        let options = vespene::settings::LoadOptions {
+            system_dir: Some(self.path("etc")),
+            config_file: Some(self.path("settings.toml")).filter(|f| f.exists()),
+            env: vec![("VESPENE_DATA_DIR".into(), self.path("data").display().to_string())],
+        };
+        match vespene::settings::Settings::load(&options) {
+            Ok((settings, _)) => store.with_policy(vespene::store::Store::policy_from(&settings)),
+            Err(_) => store,
+        }
     }
 }

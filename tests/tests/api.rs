@@ -300,7 +300,9 @@ async fn openapi_lists_every_route_and_every_route_is_served() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_authorization_matrix() {
     let sandbox = Sandbox::new();
-    sandbox.settings(&settings());
+    // This matrix is the one of `filter_view = false` (others may view); the
+    // default (true) is proved in team_safety_hardening.rs.
+    sandbox.settings(&format!("{}[plugins.authorization.ownership]\nfilter_view = false\n", settings()));
     let server = sandbox.serve();
     let store = sandbox.store().await;
     let owners = store.create_group("owners").await.unwrap();

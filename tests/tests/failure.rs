@@ -60,6 +60,7 @@ async fn plugins_failing_every_call_fail_their_builds_and_nothing_else() {
     sandbox.settings(&format!(
         "plugin_path = [\"{}\"]\n\
          [workers]\nper_pool = 3\n\
+         [repositories]\nlocal_roots = [\"/nowhere\"]\n\
          [plugins.pre_triggers.boom]\nlibrary = \"panicky\"\nper_project = true\n\
          [plugins.pre_triggers.grumpy]\nlibrary = \"panicky\"\nper_project = true\nfail_with = \"error\"\n\
          [plugins.scm.broken_scm]\nlibrary = \"panicky\"\n\

@@ -460,7 +460,8 @@ async fn a_user_creates_a_pool_and_project_starts_it_and_watches_it_live() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_without_rights_sees_no_controls_and_direct_posts_are_refused() {
     let sandbox = Sandbox::new();
-    sandbox.settings(&settings());
+    // Others' projects are visible only with `filter_view = false` (the default hides them).
+    sandbox.settings(&format!("{}[plugins.authorization.ownership]\nfilter_view = false\n", settings()));
     let server = sandbox.serve();
     let base = format!("http://{}", server.addr);
     let store = sandbox.store().await;

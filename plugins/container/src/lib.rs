@@ -19,9 +19,17 @@
 //!    the script's `#!` line is not used. Its stderr is merged into stdout in
 //!    the container, so lines keep their order.
 //! 3. Limits: `--network none` unless the pool is listed in `network_pools`
-//!    (then the `network` parameter, default `bridge`); memory (`memory_mb`),
-//!    CPUs (`cpus`, fractional), a process limit (`pids_limit`, default 1024),
-//!    and `no-new-privileges`.
+//!    (then the `network` parameter, default `bridge`); memory (`memory_mb`,
+//!    default 2048, swap included), CPUs (`cpus`, fractional, default 2 or
+//!    all of a smaller machine's), a process limit (`pids_limit`, default
+//!    1024), and `no-new-privileges`. Every capability is dropped; `cap_add`
+//!    gives back the ones an admin lists. The script runs as `user` (default
+//!    `65534:65534`, nobody), never as root unless `user` says `0`, and the
+//!    build root is given to that user first.
+//!    The build root is made a mount of its own on the worker, `nosuid,nodev`,
+//!    before the container is created and unmounted after it is removed,
+//!    whatever happened (Docker's bind mounts take no such options; a bind
+//!    mount keeps its source's flags). The worker must therefore run as root.
 //! 4. Starts it and follows its logs: every complete line is handed to the
 //!    host as it arrives. Every 100 ms it checks the build's cancel token (stop
 //!    and timeout) and its own deadline; when either fires, the container is
@@ -39,12 +47,13 @@
 //! images = ["debian:bookworm", "registry.example.com/ci/rust:1.87"]   # required
 //! default_image = "debian:bookworm"  # optional: for projects naming no image
 //! shell = "/bin/sh"                  # optional: runs the launch script
-//! memory_mb = 2048                   # optional: memory limit
-//! cpus = 1.5                         # optional: CPU limit
-//! pids_limit = 1024                  # optional: process limit
+//! memory_mb = 2048                   # optional: memory limit (default 2048)
+//! cpus = 1.5                         # optional: CPU limit (default 2, or the machine's if fewer)
+//! pids_limit = 1024                  # optional: process limit (default 1024)
+//! cap_add = ["NET_BIND_SERVICE"]     # optional: capabilities given back (all are dropped)
 //! network_pools = ["deploy"]         # optional: pools whose builds get a network
 //! network = "bridge"                 # optional: the network they get
-//! user = "1000:1000"                 # optional: numeric user in the container (default: the image's);
+//! user = "1000:1000"                 # optional: numeric user in the container (default 65534:65534);
 //!                                    # the build root is given to it (the worker must be root)
 //! env = { LANG = "C.UTF-8" }         # optional, added to every build's environment
 //! docker_host = "unix:///var/run/docker.sock"  # optional, else DOCKER_HOST, else this
@@ -76,6 +85,59 @@ const PARAMETERS: &[&str] = &[
     "user",
     "env",
     "docker_host",
+    "cap_add",
+];
+
+/// The container's user when the `user` parameter names none: nobody.
+pub const DEFAULT_USER: &str = "65534:65534";
+/// The memory limit (MiB) when `memory_mb` is not set.
+pub const DEFAULT_MEMORY_MB: u64 = 2048;
+/// The CPU limit when `cpus` is not set (fewer on a smaller machine).
+pub const DEFAULT_CPUS: f64 = 2.0;
+
+/// Linux capabilities `cap_add` may name (capabilities(7)).
+pub const CAPABILITIES: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "SYSLOG",
+    "WAKE_ALARM",
 ];
 
 /// Where the build root appears inside the container.
@@ -120,8 +182,10 @@ pub struct Settings {
     pub network_pools: Vec<String>,
     /// The network they get.
     pub network: String,
-    /// The user in the container.
-    pub user: Option<String>,
+    /// The user in the container (`uid` or `uid:gid`).
+    pub user: String,
+    /// Capabilities given back, as `CAP_NAME`.
+    pub cap_add: Vec<String>,
     /// Added to every build's environment.
     pub env: BTreeMap<String, String>,
     /// The Docker endpoint.
@@ -147,7 +211,7 @@ impl Settings {
             return Err("parameter 'shell' must be an absolute path in the image, such as \"/bin/sh\"".to_string());
         }
         let memory_mb = match params.get("memory_mb") {
-            None => None,
+            None => Some(DEFAULT_MEMORY_MB),
             Some(v) => Some(
                 v.as_u64()
                     .filter(|m| *m >= 6)
@@ -155,7 +219,8 @@ impl Settings {
             ),
         };
         let cpus = match params.get("cpus") {
-            None => None,
+            // Docker refuses more CPUs than the machine has.
+            None => Some(std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64).min(DEFAULT_CPUS)),
             Some(v) => Some(
                 v.as_f64().filter(|c| *c > 0.0 && *c <= 1024.0).ok_or("parameter 'cpus' must be a number above 0")?,
             ),
@@ -164,11 +229,20 @@ impl Settings {
             None => 1024,
             Some(v) => v.as_i64().filter(|p| *p > 0).ok_or("parameter 'pids_limit' must be a whole number above 0")?,
         };
-        let user = string(params, "user")?;
-        if let Some(user) = &user {
-            parse_ids(user).ok_or_else(|| {
-                format!("parameter 'user' must be a numeric uid or uid:gid, such as \"1000:1000\", not '{user}'")
-            })?;
+        let user = string(params, "user")?.unwrap_or_else(|| DEFAULT_USER.to_string());
+        parse_ids(&user).ok_or_else(|| {
+            format!("parameter 'user' must be a numeric uid or uid:gid, such as \"1000:1000\", not '{user}'")
+        })?;
+        let mut cap_add = Vec::new();
+        for name in string_list(params, "cap_add")?.unwrap_or_default() {
+            let upper = name.trim().to_ascii_uppercase();
+            let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+            if !CAPABILITIES.contains(&bare) {
+                return Err(format!(
+                    "parameter 'cap_add': '{name}' is not a Linux capability (such as \"NET_BIND_SERVICE\"; see capabilities(7))"
+                ));
+            }
+            cap_add.push(format!("CAP_{bare}"));
         }
         Ok(Settings {
             images,
@@ -180,6 +254,7 @@ impl Settings {
             network_pools: string_list(params, "network_pools")?.unwrap_or_default(),
             network: string(params, "network")?.unwrap_or_else(|| "bridge".to_string()),
             user,
+            cap_add,
             env: params::env_table(params, "env")?,
             docker_host: string(params, "docker_host")?,
         })
@@ -226,6 +301,8 @@ impl Settings {
             nano_cpus: self.cpus.map(|c| (c * 1e9) as i64),
             pids_limit: Some(self.pids_limit),
             security_opt: Some(vec!["no-new-privileges".to_string()]),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            cap_add: Some(self.cap_add.clone()).filter(|c| !c.is_empty()),
             auto_remove: Some(false),
             ..Default::default()
         };
@@ -246,7 +323,7 @@ impl Settings {
                 (BUILD_LABEL.to_string(), context.build.id.to_string()),
                 (ROOT_LABEL.to_string(), context.build_root.clone()),
             ])),
-            user: self.user.clone(),
+            user: Some(self.user.clone()),
             tty: Some(false),
             open_stdin: Some(false),
             attach_stdin: Some(false),
@@ -444,9 +521,11 @@ impl ContainerIsolation {
         if host.is_cancelled() {
             return Err(STOPPED.to_string());
         }
-        if let Some((uid, gid)) = self.settings.user.as_deref().and_then(parse_ids) {
+        if let Some((uid, gid)) = parse_ids(&self.settings.user) {
             give_root_to(std::path::Path::new(&context.build_root), uid, gid)?;
         }
+        // Unmounted when this goes, whatever happens below.
+        let _mount = NosuidMount::new(&context.build_root)?;
         let docker = self.connect().await?;
         let name = container_name(context.build.id);
         // A worker that died mid-build may have left one behind for this build root.
@@ -466,6 +545,47 @@ impl ContainerIsolation {
         match result? {
             Ended::Exited(code) => Ok(code),
             Ended::Stopped => Err(STOPPED.to_string()),
+        }
+    }
+}
+
+/// The build root as a mount of its own, `nosuid,nodev`, for as long as the
+/// value lives: the container's bind mount of it keeps those flags, so a
+/// set-uid file or a device node made there is inert, in the container and
+/// on the worker.
+struct NosuidMount {
+    path: std::ffi::CString,
+}
+
+impl NosuidMount {
+    fn new(path: &str) -> PluginResult<Self> {
+        let c = std::ffi::CString::new(path).map_err(|_| "container isolation: the build root has a NUL byte")?;
+        let failed = |what: &str| {
+            format!(
+                "container isolation: cannot {what} the build root {path} nosuid,nodev (the worker must run as root): {}",
+                std::io::Error::last_os_error()
+            )
+        };
+        // SAFETY: plain mount(2) calls on a NUL-terminated path we own.
+        unsafe {
+            if libc::mount(c.as_ptr(), c.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+                return Err(failed("bind-mount"));
+            }
+            let mount = NosuidMount { path: c };
+            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV;
+            if libc::mount(std::ptr::null(), mount.path.as_ptr(), std::ptr::null(), flags, std::ptr::null()) != 0 {
+                return Err(failed("remount"));
+            }
+            Ok(mount)
+        }
+    }
+}
+
+impl Drop for NosuidMount {
+    fn drop(&mut self) {
+        // SAFETY: unmounts the mount made in `new`; MNT_DETACH so a late reader cannot keep it.
+        unsafe {
+            libc::umount2(self.path.as_ptr(), libc::MNT_DETACH);
         }
     }
 }
@@ -679,6 +799,30 @@ mod tests {
 
     fn config() -> String {
         serde_json::to_string(&json!({ "images": [TEST_IMAGE] })).unwrap()
+    }
+
+    #[test]
+    fn by_default_every_capability_goes_the_user_is_nobody_and_resources_are_limited() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = context(root.path(), "true", Some("a:1"));
+        let body = settings(json!({"images": ["a:1"]})).container_config(&ctx, "a:1").unwrap();
+        assert_eq!(body.user.as_deref(), Some(DEFAULT_USER));
+        let hc = body.host_config.unwrap();
+        assert_eq!(hc.cap_drop.unwrap(), ["ALL"]);
+        assert_eq!(hc.cap_add, None);
+        assert_eq!(hc.security_opt.unwrap(), ["no-new-privileges"]);
+        assert_eq!(hc.memory, Some(2048 * 1024 * 1024));
+        assert_eq!(hc.memory_swap, hc.memory);
+        let cpus = std::thread::available_parallelism().unwrap().get().min(2) as i64;
+        assert_eq!(hc.nano_cpus, Some(cpus * 1_000_000_000));
+        assert_eq!(hc.pids_limit, Some(1024));
+
+        let s = settings(json!({"images": ["a:1"], "cap_add": ["net_bind_service", "CAP_CHOWN"], "user": "0"}));
+        let body = s.container_config(&ctx, "a:1").unwrap();
+        assert_eq!(body.user.as_deref(), Some("0"));
+        assert_eq!(body.host_config.unwrap().cap_add.unwrap(), ["CAP_NET_BIND_SERVICE", "CAP_CHOWN"]);
+        let err = Settings::parse(&json!({"images": ["a:1"], "cap_add": ["ALL"]})).unwrap_err();
+        assert!(err.starts_with("parameter 'cap_add': 'ALL' is not a Linux capability"), "{err}");
     }
 
     #[test]

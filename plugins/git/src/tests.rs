@@ -55,7 +55,7 @@ fn fixture(root: &Path) -> (String, String) {
 }
 
 fn context(url: &str, work: &Path, branch: Option<&str>) -> ScmContext {
-    ScmContext {
+    let mut ctx = ScmContext {
         build: fake_build(),
         project: fake_project(),
         work_dir: work.display().to_string(),
@@ -63,7 +63,37 @@ fn context(url: &str, work: &Path, branch: Option<&str>) -> ScmContext {
         repo_url: url.into(),
         branch: branch.map(String::from),
         ..Default::default()
-    }
+    };
+    // The fixtures' submodules are local: allowed under any root here.
+    ctx.extra.insert("local_repository_roots".into(), vespene_plugin_api::serde_json::json!(["/"]));
+    ctx
+}
+
+#[test]
+fn local_submodules_outside_the_servers_roots_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let (url, _) = fixture(root.path());
+    let work = root.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut ctx = context(&url, &work, None);
+    ctx.extra.insert(
+        "local_repository_roots".into(),
+        vespene_plugin_api::serde_json::json!([elsewhere.path().display().to_string()]),
+    );
+    let err = checkout("{}", &ctx, &RecordingHost::new()).unwrap_err();
+    let lib = root.path().join("lib.git");
+    assert!(err.starts_with(&format!("git: submodule lib: local repository '{}' is outside", lib.display())), "{err}");
+    assert!(!work.join("lib/lib.txt").exists());
+    // A server that sends no roots allows no local submodule.
+    let work2 = root.path().join("work2");
+    std::fs::create_dir_all(&work2).unwrap();
+    let mut ctx = context(&url, &work2, None);
+    ctx.extra.clear();
+    let err = checkout("{}", &ctx, &RecordingHost::new()).unwrap_err();
+    assert!(err.contains("local_roots: none"), "{err}");
+    assert!(local_allowed(&format!("file://{}/x/%2e%2e/y", root.path().display()), &[root.path().into()]).is_err());
+    assert!(local_allowed(&format!("file://{}/x", root.path().display()), &[root.path().into()]).is_ok());
 }
 
 fn checkout(config: &str, ctx: &ScmContext, host: &RecordingHost) -> Result<CheckoutResult, String> {

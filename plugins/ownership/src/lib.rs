@@ -5,12 +5,12 @@
 //! ```toml
 //! [plugins.authorization.ownership]
 //! library = "ownership"
-//! filter_view = false   # optional: true hides other people's objects
+//! filter_view = true    # the default; false shows everyone's projects and builds
 //! ```
 //!
-//! Its one parameter, `filter_view` (`true` or `false`, default `false`),
-//! narrows listings and `view` as described below. Any other parameter is a
-//! configuration error.
+//! Its one parameter, `filter_view` (`true` or `false`, default `true`, as in
+//! the original Vespene), narrows listings and `view` as described below. Any
+//! other parameter is a configuration error.
 //!
 //! # The request contract
 //!
@@ -77,10 +77,12 @@
 //!    `build`): those who own or launch its project, and the build's own
 //!    creator (`build_created_by`). Other kinds are never started or stopped.
 //! 6. `list` is allowed. `filter_list` keeps every candidate, except that
-//!    `api_token`s are always only the user's own. With `filter_view = true` it
-//!    keeps only: the user's own `user` row; the `project`s they own or
-//!    launch; the `build`s of such projects, and the builds they created; the
-//!    `ssh_key`s and `service_login`s they own. Other kinds are not filtered.
+//!    `api_token`s and `user` rows are always only the user's own (the server
+//!    shows other users by username only). With `filter_view = true` (the
+//!    default) it keeps only: the user's own `user` row; the `project`s they
+//!    own or launch; the `build`s of such projects, and the builds they
+//!    created; the `ssh_key`s and `service_login`s they own. Other kinds are
+//!    not filtered.
 //!
 //! # Differences from the original Vespene
 //!
@@ -115,10 +117,16 @@ const SUPERUSER_EDIT: &[&str] = &["worker_pool", "stage", "organization", "group
 const PRIVILEGED_USER_FIELDS: &[&str] = &["is_superuser", "superuser", "groups"];
 
 /// The `ownership` authorization plugin.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ownership {
     /// Whether listings and `view` hide other people's objects.
     filter_view: bool,
+}
+
+impl Default for Ownership {
+    fn default() -> Self {
+        Ownership { filter_view: true }
+    }
 }
 
 /// The fields of an object the rules read.
@@ -225,7 +233,7 @@ impl Ownership {
         let object = object.ok_or_else(|| format!("the request to {action} a {kind} carries no object"))?;
         let subject = Subject::parse(object)?;
         Ok(match (action, kind) {
-            ("view", _) => self.visible(user, kind, &subject, true)?,
+            ("view", _) => self.visible(user, kind, &subject)?,
             ("edit" | "delete", k) if SUPERUSER_EDIT.contains(&k) => false,
             ("edit", "build") => false,
             ("edit", "user") => subject.is_user(user)? && !raises_privileges(object)?,
@@ -240,12 +248,12 @@ impl Ownership {
         })
     }
 
-    /// Whether a non-superuser `user` may see an object of `kind`: by `view`
-    /// when `viewing`, otherwise in a listing.
-    fn visible(&self, user: &UserInfo, kind: &str, subject: &Subject<'_>, viewing: bool) -> PluginResult<bool> {
+    /// Whether a non-superuser `user` may see an object of `kind` (by `view`
+    /// or in a listing: the same rule).
+    fn visible(&self, user: &UserInfo, kind: &str, subject: &Subject<'_>) -> PluginResult<bool> {
         Ok(match kind {
             "api_token" => subject.created_by == Some(user.id),
-            "user" if viewing || self.filter_view => subject.is_user(user)?,
+            "user" => subject.is_user(user)?,
             _ if !self.filter_view => true,
             "project" => subject.owned_by(user) || subject.launched_by(user),
             "build" => subject.owned_by(user) || subject.launched_by(user) || subject.build_created_by == Some(user.id),
@@ -259,7 +267,7 @@ impl Authorization for Ownership {
     fn new(config: &Value) -> PluginResult<Self> {
         let params = params::table(config, Kind::Authorization, NAME, PARAMETERS)?;
         let filter_view = match params.get("filter_view") {
-            None => false,
+            None => true,
             Some(Value::Bool(b)) => *b,
             Some(other) => return Err(format!("parameter 'filter_view' must be true or false, not {other}")),
         };
@@ -290,7 +298,7 @@ impl Authorization for Ownership {
         };
         let mut ids = Vec::new();
         for (id, candidate) in with_ids {
-            if self.visible(user, &request.kind, &Subject::parse(candidate)?, false)? {
+            if self.visible(user, &request.kind, &Subject::parse(candidate)?)? {
                 ids.push(id);
             }
         }

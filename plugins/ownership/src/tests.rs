@@ -181,17 +181,19 @@ fn the_matrix_covers_every_kind_and_action() {
 
 #[test]
 fn matrix_without_filter_view() {
-    let plugin = plugin(json!({}));
+    let plugin = plugin(json!({"filter_view": false}));
     for (kind, action, expected, _) in MATRIX {
         assert_eq!(allowed(&plugin, kind, action), *expected, "{action} {kind}");
     }
 }
 
 #[test]
-fn matrix_with_filter_view() {
-    let plugin = plugin(json!({"filter_view": true}));
-    for (kind, action, _, expected) in MATRIX {
-        assert_eq!(allowed(&plugin, kind, action), *expected, "{action} {kind}");
+fn matrix_with_filter_view_which_is_the_default() {
+    for config in [json!({"filter_view": true}), json!({})] {
+        let plugin = plugin(config.clone());
+        for (kind, action, _, expected) in MATRIX {
+            assert_eq!(allowed(&plugin, kind, action), *expected, "{action} {kind} with {config}");
+        }
     }
 }
 
@@ -264,28 +266,32 @@ const FILTERED: &[(&str, [&[i64]; 7])] = &[
 ];
 
 #[test]
-fn listings_with_filter_view() {
-    let plugin = plugin(json!({"filter_view": true}));
+fn listings_with_filter_view_which_is_the_default() {
     assert_eq!(FILTERED.len(), KINDS.len());
-    for (kind, expected) in FILTERED {
-        for (letter, ids) in "SCOLBXA".chars().zip(expected) {
-            let listed = filter(&plugin, &request(who(letter), kind, "list", None), &candidates()).unwrap();
-            assert_eq!(listed, *ids, "{kind} listed to {letter}");
+    for config in [json!({"filter_view": true}), json!({})] {
+        let plugin = plugin(config.clone());
+        for (kind, expected) in FILTERED {
+            for (letter, ids) in "SCOLBXA".chars().zip(expected) {
+                let listed = filter(&plugin, &request(who(letter), kind, "list", None), &candidates()).unwrap();
+                assert_eq!(listed, *ids, "{kind} listed to {letter} with {config}");
+            }
         }
     }
 }
 
 #[test]
-fn listings_without_filter_view_hide_only_other_peoples_tokens() {
-    let plugin = plugin(json!({}));
+fn listings_without_filter_view_hide_only_other_peoples_tokens_and_user_rows() {
+    let plugin = plugin(json!({"filter_view": false}));
+    let users = FILTERED.iter().find(|(k, _)| *k == "user").unwrap().1;
     for kind in KINDS {
-        for letter in "SCOLBXA".chars() {
+        for (n, letter) in "SCOLBXA".chars().enumerate() {
             let listed = filter(&plugin, &request(who(letter), kind, "list", None), &candidates()).unwrap();
             let expected: &[i64] = match (letter, kind) {
                 ('A', _) => &[],
                 ('C', "api_token") => &[1],
                 ('S', _) => ALL,
                 (_, "api_token") => &[],
+                (_, "user") => users[n],
                 _ => ALL,
             };
             assert_eq!(listed, expected, "{kind} listed to {letter}");
@@ -295,7 +301,7 @@ fn listings_without_filter_view_hide_only_other_peoples_tokens() {
 
 #[test]
 fn filtering_for_other_actions_checks_each_candidate() {
-    let plugin = plugin(json!({}));
+    let plugin = plugin(json!({"filter_view": false}));
     let cases: &[(&str, &str, char, &[i64])] = &[
         ("project", "start", 'C', &[1]),
         ("project", "start", 'O', &[2]),
@@ -314,6 +320,9 @@ fn filtering_for_other_actions_checks_each_candidate() {
         let listed = filter(&plugin, &request(who(*letter), kind, action, None), &candidates()).unwrap();
         assert_eq!(listed, *expected, "{action} {kind} for {letter}");
     }
+    // With the default filter_view, X views no project of others.
+    let listed = filter(&self::plugin(json!({})), &request(who('X'), "project", "view", None), &candidates()).unwrap();
+    assert_eq!(listed, Vec::<i64>::new());
 }
 
 #[test]
@@ -402,7 +411,8 @@ fn null_creators_and_missing_groups_grant_nothing() {
 
 #[test]
 fn configuration() {
-    for (cfg, filter_view) in [("", false), ("{}", false), ("null", false), (r#"{"filter_view": true}"#, true)] {
+    let configs = [("", true), ("{}", true), ("null", true), (r#"{"filter_view": false}"#, false)];
+    for (cfg, filter_view) in configs {
         let plugin = authorization_from::<Ownership>(cfg).unwrap();
         let req = request(who('X'), "project", "view", Some(object_of("project")));
         assert_eq!(!check(&plugin, &req).unwrap(), filter_view, "{cfg}");

@@ -39,7 +39,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Store> {
     store::create_data_dir(&settings.data_dir)?;
     let opts = StoreOptions { migrate, ..StoreOptions::from_settings(settings) };
-    Ok(Store::open(&opts).await?)
+    Ok(Store::open(&opts).await?.with_policy(Store::policy_from(settings)))
 }
 
 /// `vespene secrets ...`

@@ -358,10 +358,8 @@ impl Engine {
         let rname = repo.name.as_str();
         let store = self.store();
         let db = |e: crate::store::StoreError| format!("repository {rname}: {e}");
-        let dotfile = dir.join(DOTFILE);
-        let config = if dotfile.is_file() {
-            let text = std::fs::read_to_string(&dotfile)
-                .map_err(|e| format!("repository {rname}: cannot read {DOTFILE}: {e}"))?;
+        let dotfile = read_in_clone(dir, DOTFILE).map_err(|e| format!("repository {rname}: {DOTFILE} file: {e}"))?;
+        let config = if let Some(text) = dotfile {
             Some(parse_dotfile(rname, &text)?)
         } else if org.import_without_dotfile {
             None
@@ -372,7 +370,8 @@ impl Engine {
         let config = config.unwrap_or_default();
         let script = match &config.script {
             Some(path) => Some(
-                std::fs::read_to_string(dir.join(path))
+                read_in_clone(dir, path)
+                    .and_then(|text| text.ok_or_else(|| "no such file".to_string()))
                     .map_err(|e| key_error(rname, "script", format!("cannot read '{path}': {e}")))?,
             ),
             None => None,
@@ -521,6 +520,52 @@ impl Engine {
     }
 }
 
+/// Reads `rel` inside the clone `dir`: `None` when it does not exist. A
+/// repository controls its own tree, so every component of the path must be
+/// a real directory or, at the end, a regular file: a symlink (which could
+/// point at the server's key or database) is refused at any level, and the
+/// file is opened with `O_NOFOLLOW` so nothing is followed after the check.
+fn read_in_clone(dir: &Path, rel: &str) -> std::result::Result<Option<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::Component;
+    let mut path = dir.to_path_buf();
+    let parts: Vec<Component> = Path::new(rel).components().collect();
+    for (n, part) in parts.iter().enumerate() {
+        let Component::Normal(name) = part else {
+            return Err(format!("'{rel}' must be a relative path inside the repository"));
+        };
+        path.push(name);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let shown = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+        let last = n + 1 == parts.len();
+        if meta.file_type().is_symlink() {
+            return Err(format!("'{shown}' is a symbolic link, which imports never follow"));
+        }
+        if last && !meta.is_file() {
+            return Err(format!("'{shown}' is not a regular file"));
+        }
+        if !last && !meta.is_dir() {
+            return Ok(None);
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| e.to_string())?;
+    if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err(format!("'{rel}' is not a regular file"));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(Some(text))
+}
+
 /// The original's default project name: the last segment of the clone URL.
 fn default_name(url: &str) -> String {
     let last = url.trim_end_matches('/').rsplit(['/', ':']).next().unwrap_or(url);
@@ -568,6 +613,23 @@ mod tests {
             let err = parse_dotfile("r", text).unwrap_err();
             assert!(err.starts_with(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn clone_files_are_read_only_when_regular_and_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let clone = dir.path().join("clone");
+        std::fs::create_dir_all(clone.join("ci")).unwrap();
+        std::fs::write(clone.join("ci/build.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::write(dir.path().join("secret.key"), "key").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.key"), clone.join("link")).unwrap();
+        std::os::unix::fs::symlink("ci", clone.join("dirlink")).unwrap();
+        assert_eq!(read_in_clone(&clone, "ci/build.sh").unwrap().as_deref(), Some("#!/bin/sh\n"));
+        assert_eq!(read_in_clone(&clone, "missing").unwrap(), None);
+        assert!(read_in_clone(&clone, "link").unwrap_err().contains("'link' is a symbolic link"));
+        assert!(read_in_clone(&clone, "dirlink/build.sh").unwrap_err().contains("'dirlink' is a symbolic link"));
+        assert!(read_in_clone(&clone, "ci").unwrap_err().contains("not a regular file"));
+        assert!(read_in_clone(&clone, "../secret.key").is_err());
     }
 
     #[test]

@@ -290,6 +290,11 @@ impl Engine {
                 self.registry().names(PluginSection::Scm).join(", ")
             )));
         }
+        // Settings may have changed since the project was saved: local
+        // repositories are checked again here, where they would be read.
+        let roots = &self.settings().repositories.local_roots;
+        crate::store::validate::local_repository("repo_url", &project.repo_url, roots)
+            .map_err(|e| EngineError::Failed(format!("repository refused before checkout: {}", e.message)))?;
         // Key files and credential helpers live here, readable only by us, and go after the checkout.
         let private = tempfile::Builder::new()
             .prefix(&format!("vespene-scm-{}-", build.id))
@@ -314,7 +319,7 @@ impl Engine {
             }
             None => None,
         };
-        let context = ScmContext {
+        let mut context = ScmContext {
             build: info.clone(),
             project: project_info(project),
             work_dir: root.display().to_string(),
@@ -325,6 +330,8 @@ impl Engine {
             login,
             ..Default::default()
         };
+        // For what the repository pulls in itself (git submodules).
+        context.extra.insert("local_repository_roots".into(), serde_json::json!(roots));
         let context = serde_json::to_string(&context).map_err(|e| EngineError::Failed(e.to_string()))?;
         let host = self.build_host(log, cancel, root);
         let registry = self.registry().clone();

@@ -37,6 +37,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Workers embedded in `vespene serve`.
     pub workers: WorkerSettings,
+    /// Which repositories projects may name.
+    #[serde(default)]
+    pub repositories: RepositorySettings,
     /// The plugin configuration, section by section.
     pub plugins: PluginSettings,
     /// The settings files and directories these settings were read from:
@@ -96,6 +99,18 @@ pub struct WorkerSettings {
     /// How often an idle worker looks at the queue by itself. Builds queued in
     /// the same process, or by any process on PostgreSQL, wake it at once.
     pub poll_milliseconds: u64,
+}
+
+/// Which repositories projects may name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySettings {
+    /// The directories `file://` and path repositories may be in (symlinks
+    /// resolved). Empty, the default: no local repositories, since a worker
+    /// would clone them with its own rights. Checked when a project is saved
+    /// and again before every checkout.
+    #[serde(default)]
+    pub local_roots: Vec<PathBuf>,
 }
 
 /// Where a layer of settings came from, for error messages.
@@ -221,6 +236,9 @@ per_pool = 2
 heartbeat_timeout_seconds = 30
 poll_milliseconds = 500
 
+[repositories]
+local_roots = []
+
 [plugins.scm.none]
 library = "none"
 
@@ -258,6 +276,7 @@ library = "github"
 
 [plugins.authorization.ownership]
 library = "ownership"
+filter_view = true
 
 [plugins.authorization.group_required]
 library = "group-required"

@@ -142,6 +142,8 @@ pub struct Store {
     secrets: Arc<SecretBox>,
     /// The database URL (for the PostgreSQL queue listener's own connection).
     url: Arc<str>,
+    /// Settings-made rules checked at save (local repository roots).
+    policy: Arc<validate::SavePolicy>,
 }
 
 macro_rules! queue_channel {
@@ -193,7 +195,24 @@ impl Store {
         create_data_dir(&settings.data_dir).map_err(|e| {
             StoreError::Config(format!("cannot create data directory {}: {e}", settings.data_dir.display()))
         })?;
-        Self::open(&StoreOptions::from_settings(settings)).await
+        Ok(Self::open(&StoreOptions::from_settings(settings)).await?.with_policy(Self::policy_from(settings)))
+    }
+
+    /// The save-time rules that settings make.
+    pub fn policy_from(settings: &Settings) -> validate::SavePolicy {
+        validate::SavePolicy { local_repository_roots: settings.repositories.local_roots.clone() }
+    }
+
+    /// This store with `policy` checked at every save. A store opened with
+    /// [`Store::open`] alone has the empty policy: no local repositories.
+    pub fn with_policy(mut self, policy: validate::SavePolicy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The save-time rules in force.
+    pub fn policy(&self) -> &validate::SavePolicy {
+        &self.policy
     }
 
     /// Opens (and by default migrates) the store.
@@ -229,7 +248,7 @@ impl Store {
         if backend == Backend::Sqlite {
             sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
         }
-        let mut store = Store { pool, backend, secrets, url: opts.url.as_str().into() };
+        let mut store = Store { pool, backend, secrets, url: opts.url.as_str().into(), policy: Default::default() };
         if opts.migrate {
             if store.migrate().await? > 0 && backend == Backend::Sqlite {
                 // SQLite connections that were open while a migration changed a

@@ -55,6 +55,10 @@ pub(crate) trait Record: Sized + Send + Unpin {
     fn id(&self) -> Id;
     fn name(&self) -> &str;
     fn validate(&self) -> Result<(), ValidationError>;
+    /// Checks that depend on settings (the store's [`v::SavePolicy`]).
+    fn validate_policy(&self, _policy: &v::SavePolicy) -> Result<(), ValidationError> {
+        Ok(())
+    }
     /// What a name stands for beyond itself, when two different names can
     /// stand for the same thing (snippets: the variable they are injected as).
     fn name_key(_name: &str) -> Option<String> {
@@ -101,6 +105,7 @@ fn json_default(s: &str, empty: &str) -> String {
 impl Store {
     pub(crate) async fn create_record<T: Record>(&self, obj: &T) -> Result<Id> {
         obj.validate()?;
+        obj.validate_policy(&self.policy)?;
         let mut cols = obj.columns(&self.secrets)?;
         if T::CREATED_AT {
             cols.push(("created_at", row::now().into()));
@@ -121,6 +126,7 @@ impl Store {
 
     pub(crate) async fn update_record<T: Record>(&self, obj: &T) -> Result<()> {
         obj.validate()?;
+        obj.validate_policy(&self.policy)?;
         let mut cols = obj.columns(&self.secrets)?;
         let mut tx = self.begin_write().await?;
         check_refs(&mut tx, obj).await?;
@@ -1031,6 +1037,9 @@ impl Record for Project {
             return Err(ValidationError::new("stage_id", "a stage needs a pipeline"));
         }
         Ok(())
+    }
+    fn validate_policy(&self, policy: &v::SavePolicy) -> Result<(), ValidationError> {
+        v::local_repository("repo_url", &self.repo_url, &policy.local_repository_roots)
     }
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![

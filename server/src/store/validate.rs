@@ -5,6 +5,8 @@
 //! The original accepted bad JSON and bad schedule specifiers and failed later,
 //! at build time or silently; here they are refused when saved.
 
+use std::path::{Path, PathBuf};
+
 use serde_json::Value;
 
 /// A rejected value: which field, and why.
@@ -180,6 +182,98 @@ pub fn repo_url(field: &str, v: &str) -> VResult {
     Err(ValidationError::new(field, "is not a URL (expected e.g. https://host/repo.git or git@host:repo.git)"))
 }
 
+/// What admins allow at save beyond the fixed rules: from settings, handed
+/// to the store when it is opened (the store never reads settings itself).
+#[derive(Debug, Clone, Default)]
+pub struct SavePolicy {
+    /// `[repositories] local_roots`: the only directories `file://` and path
+    /// repositories may be under. Empty: no local repositories at all.
+    pub local_repository_roots: Vec<PathBuf>,
+}
+
+/// The local path a repository URL names, if it names one: a `file://` URL
+/// (percent-decoded, as git and svn read it) or a bare path (what git clones
+/// from the local disk). `None` for network URLs and scp-like `host:path`.
+pub fn local_repository_path(url: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let url = url.trim();
+    if url.is_empty() {
+        return None;
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !scheme.eq_ignore_ascii_case("file") {
+            return None;
+        }
+        // file://host/path: the host (localhost, or anything) is not the path.
+        let path = if rest.starts_with('/') { rest } else { rest.find('/').map_or("/", |i| &rest[i..]) };
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+        return Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)));
+    }
+    if let Some((host, _)) = url.split_once(':') {
+        if !host.is_empty() && !host.contains('/') {
+            return None;
+        }
+    }
+    Some(PathBuf::from(url))
+}
+
+/// `path` with symlinks resolved as far as it exists (the rest appended):
+/// `None` for a relative path or one with `..` in it.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return None;
+    }
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return Some(rest.iter().rev().fold(real, |p: PathBuf, c: &std::ffi::OsString| p.join(c)));
+        }
+        rest.push(existing.file_name()?.to_os_string());
+        if !existing.pop() {
+            return None;
+        }
+    }
+}
+
+/// A repository URL against the admin's local roots: network URLs pass; a
+/// local one must resolve (symlinks followed, no `..`) to a path inside one
+/// of `roots`, which must not be empty.
+pub fn local_repository(field: &str, url: &str, roots: &[PathBuf]) -> VResult {
+    let Some(path) = local_repository_path(url) else { return Ok(()) };
+    if roots.is_empty() {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "'{}' is a local repository, and this server allows none (an admin lists the directories \
+                 local repositories may be in under [repositories] local_roots)",
+                path.display()
+            ),
+        ));
+    }
+    let shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    let Some(real) = resolved(&path) else {
+        return Err(ValidationError::new(
+            field,
+            format!("local repository '{}' must be an absolute path without '..'", path.display()),
+        ));
+    };
+    let inside = roots.iter().any(|root| resolved(root).is_some_and(|root| real.starts_with(root)));
+    if inside {
+        return Ok(());
+    }
+    let via = if real != path { format!(" (which resolves to '{}')", real.display()) } else { String::new() };
+    Err(ValidationError::new(
+        field,
+        format!(
+            "local repository '{}'{via} is outside the directories local repositories may be in ({})",
+            path.display(),
+            shown.join(", ")
+        ),
+    ))
+}
+
 /// An http(s) URL, blank allowed (API endpoints).
 pub fn http_url(field: &str, v: &str) -> VResult {
     if v.is_empty() {
@@ -339,6 +433,41 @@ mod tests {
         }
         assert!(http_url("api_endpoint", "https://ghe.example/api/v3").is_ok());
         assert!(http_url("api_endpoint", "ghe.example").is_err());
+    }
+
+    #[test]
+    fn local_repositories_only_under_the_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("git");
+        std::fs::create_dir_all(root.join("team")).unwrap();
+        std::fs::create_dir_all(dir.path().join("private/repo.git")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("private"), root.join("escape")).unwrap();
+        let roots = vec![root.clone()];
+        let r = root.display();
+        for ok in [
+            format!("file://{r}/team/a.git"),
+            format!("FILE://{r}/team/not-yet-made.git"),
+            format!("file://localhost{r}/team"),
+            "https://h/r.git".to_string(),
+            "git@h:r.git".to_string(),
+            String::new(),
+        ] {
+            assert!(local_repository("repo_url", &ok, &roots).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            (format!("file://{r}/../private/repo.git"), "without '..'"),
+            (format!("file://{r}/%2e%2e/private/repo.git"), "without '..'"),
+            (format!("file://{r}/escape/repo.git"), "which resolves to"),
+            (format!("file://{}/private/repo.git", dir.path().display()), "is outside"),
+            (format!("{}/private/repo.git", dir.path().display()), "is outside"),
+            ("relative/repo".to_string(), "absolute path"),
+            (format!("file://{r}2/x"), "is outside"),
+        ] {
+            let err = local_repository("repo_url", &bad, &roots).unwrap_err();
+            assert!(err.message.contains(why) && err.field == "repo_url", "{bad}: {err}");
+        }
+        let err = local_repository("repo_url", &format!("file://{r}/team"), &[]).unwrap_err();
+        assert!(err.message.contains("allows none") && err.message.contains("[repositories] local_roots"), "{err}");
     }
 
     #[test]

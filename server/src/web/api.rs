@@ -512,8 +512,9 @@ async fn crud(
         "list" => {
             state.authorize(principal, "list", kind, None).await?;
             let all = list_values(state, kind).await?;
-            let filtered = filter_by_query(all, &req.query, kind)?;
-            let visible = only_visible(state, principal, kind, filtered).await?;
+            // Filtered after visibility: a query must not probe hidden fields.
+            let visible = only_visible(state, principal, kind, all).await?;
+            let visible = filter_by_query(visible, &req.query, kind)?;
             let limit = (query_i64(&req.query, "limit", PAGE as i64)?.clamp(1, MAX_PAGE as i64)) as usize;
             let offset = query_i64(&req.query, "offset", 0)?.max(0) as usize;
             let count = visible.len();
@@ -525,8 +526,15 @@ async fn crud(
         }
         "get" => {
             let value = get_value(state, kind, id).await?;
-            state.authorize(principal, "view", kind, Some(authz_object(state, kind, value.clone()).await?)).await?;
-            Ok(json_response(StatusCode::OK, &value))
+            let allowed =
+                state.authorize(principal, "view", kind, Some(authz_object(state, kind, value.clone()).await?)).await;
+            match allowed {
+                Ok(()) => Ok(json_response(StatusCode::OK, &value)),
+                Err(e) if kind == "user" && principal.user().is_some() && e.status == StatusCode::FORBIDDEN => {
+                    Ok(json_response(StatusCode::OK, &user_summary(&value)))
+                }
+                Err(e) => Err(e),
+            }
         }
         "create" => {
             principal.require()?;
@@ -550,6 +558,8 @@ async fn crud(
 }
 
 /// The objects among `values` the principal may see (the authorization chain's `filter_list`).
+/// Users are the exception: a logged-in user sees every other user, but by
+/// username only (with the id that other objects point at).
 pub(crate) async fn only_visible(
     state: &Arc<AppState>,
     principal: &Principal,
@@ -559,7 +569,16 @@ pub(crate) async fn only_visible(
     let groups = state.store.list_groups().await?;
     let objects = values.iter().map(|v| authz_object_with(&groups, kind, v)).collect();
     let visible = state.visible(principal, kind, objects).await?;
-    Ok(values.into_iter().filter(|v| v["id"].as_i64().is_some_and(|i| visible.contains(&i))).collect())
+    let shown = |v: &Value| v["id"].as_i64().is_some_and(|i| visible.contains(&i));
+    if kind == "user" && principal.user().is_some() {
+        return Ok(values.into_iter().map(|v| if shown(&v) { v } else { user_summary(&v) }).collect());
+    }
+    Ok(values.into_iter().filter(shown).collect())
+}
+
+/// What others see of a user: the username and the id, nothing else.
+pub(crate) fn user_summary(user: &Value) -> Value {
+    json!({ "id": user["id"], "username": user["username"] })
 }
 
 /// Every object of `kind` the principal may see, as JSON (after `list` is authorized).
@@ -683,19 +702,20 @@ fn merge_input(value: &mut Value, body: Map<String, Value>, kind: &str, what: &s
 fn filter_by_query(all: Vec<Value>, query: &HashMap<String, String>, kind: &str) -> Result<Vec<Value>, ApiError> {
     let filters: Vec<(&String, &String)> =
         query.iter().filter(|(k, _)| !["limit", "offset"].contains(&k.as_str())).collect();
-    if let (Some((key, _)), Some(first)) =
-        (filters.iter().find(|(k, _)| all.first().is_some_and(|f| f.get(k.as_str()).is_none())), all.first())
+    // A field no listed row has is unknown (rows shown in part lack some).
+    if let Some((key, _)) =
+        filters.iter().find(|(k, _)| !all.is_empty() && all.iter().all(|f| f.get(k.as_str()).is_none()))
     {
-        let _ = first;
         return Err(ApiError::field(key, format!("unknown filter '{key}' for {}", kind.replace('_', " "))));
     }
     Ok(all
         .into_iter()
         .filter(|v| {
-            filters.iter().all(|(k, want)| match &v[k.as_str()] {
-                Value::String(s) => s == *want,
-                Value::Null => want.is_empty() || *want == "null",
-                other => format!("{other}") == **want,
+            filters.iter().all(|(k, want)| match v.get(k.as_str()) {
+                None => false,
+                Some(Value::String(s)) => s == *want,
+                Some(Value::Null) => want.is_empty() || *want == "null",
+                Some(other) => format!("{other}") == **want,
             })
         })
         .collect())

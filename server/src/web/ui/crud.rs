@@ -258,11 +258,22 @@ async fn edit_allowed(ctx: &Ctx, kind: &str, current: &Value) -> Result<(), ApiE
 }
 
 async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiError> {
-    let current = api::get_value(&ctx.state, kind, id).await?;
-    ctx.require("view", kind, Some(&current)).await?;
+    let mut current = api::get_value(&ctx.state, kind, id).await?;
+    let mut partial = false;
+    if let Err(e) = ctx.require("view", kind, Some(&current)).await {
+        // As in the API: another user's row shows its username only.
+        if kind != "user" || ctx.principal.user().is_none() || e.status != StatusCode::FORBIDDEN {
+            return Err(e);
+        }
+        current = api::user_summary(&current);
+        partial = true;
+    }
     let lookups = forms::lookups(ctx, kind).await;
     let mut groups: Vec<(&str, Vec<Value>)> = Vec::new();
     for field in forms::fields(kind) {
+        if partial && current.get(field.name).is_none() {
+            continue;
+        }
         let v = json!({
             "label": field.label,
             "value": forms::display(field, &current[field.name], &lookups),

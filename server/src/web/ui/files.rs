@@ -145,6 +145,10 @@ pub(crate) async fn browse(ctx: &Ctx, id: Id, rest: &[&str]) -> Response {
         }
         return ctx.page("files.html", json!({ "build_id": id, "crumbs": crumbs, "entries": entries }));
     }
+    if !meta.is_file() {
+        // A device node or FIFO a build made would read the worker's devices.
+        return error_page(Some(ctx), StatusCode::FORBIDDEN, "This is not a regular file: it is not shown.");
+    }
     if meta.len() > MAX_FILE {
         return error_page(Some(ctx), StatusCode::PAYLOAD_TOO_LARGE, "The file is too large to show here.");
     }
