@@ -86,10 +86,8 @@ struct Team {
 
 async fn team() -> Team {
     let sandbox = Sandbox::new();
-    sandbox.settings(&format!(
-        "plugin_path = [\"{}\"]\n[workers]\nembedded = true\nper_pool = 1\n",
-        bin_dir().display()
-    ));
+    sandbox
+        .settings(&format!("plugin_path = [\"{}\"]\n[workers]\nembedded = true\nper_pool = 1\n", bin_dir().display()));
     let server = sandbox.serve();
     let store = sandbox.store().await;
     user(&store, "root", true).await;
@@ -303,7 +301,10 @@ echo "vespene/set leaked {{ SET_TOKEN }}"
         }
     }
     let build = t.a.ok("GET", &format!("/api/v1/builds/{id}"), None);
-    assert_eq!(serde_json::from_str::<Value>(build["output_variables"].as_str().unwrap()).unwrap()["leaked"], "********");
+    assert_eq!(
+        serde_json::from_str::<Value>(build["output_variables"].as_str().unwrap()).unwrap()["leaked"],
+        "********"
+    );
     assert!(build["script"].as_str().unwrap().contains("@@vespene-secret:DB_PASS:"), "{build}");
     let (status, served) = t.a.text("GET", &format!("/ui/builds/{id}/files/vespene.json"), None);
     assert_eq!(status, 200, "{served}");

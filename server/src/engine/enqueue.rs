@@ -349,8 +349,12 @@ impl Placeholders {
     /// The sealed values of the placeholders that occur in `texts`, as the
     /// build's `secret_values` JSON.
     pub fn used_by(&self, texts: &[&str]) -> String {
-        let used: Map<String, Value> =
-            self.sealed.iter().filter(|(p, _)| texts.iter().any(|t| t.contains(p.as_str()))).map(|(p, v)| (p.clone(), v.clone())).collect();
+        let used: Map<String, Value> = self
+            .sealed
+            .iter()
+            .filter(|(p, _)| texts.iter().any(|t| t.contains(p.as_str())))
+            .map(|(p, v)| (p.clone(), v.clone()))
+            .collect();
         Value::Object(used).to_string()
     }
 }

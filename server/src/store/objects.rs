@@ -15,8 +15,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
 use super::row::{self, bind, get_bool, get_f64, get_i64, get_opt_i64, get_opt_str, get_opt_time, get_str, Val};
-use super::validate::{self as v, ValidationError};
 use super::secret_vars;
+use super::validate::{self as v, ValidationError};
 use super::*;
 
 /// A many-to-many link table owned by a record.
@@ -351,9 +351,9 @@ fn reseal_map(stored: &str, old: &SecretBox, new: &SecretBox, what: &str) -> Res
     };
     for v in map.values_mut() {
         if let Some(s) = v.as_str() {
-            let plain = old.decrypt(s).map_err(|e| {
-                StoreError::Config(format!("{what} cannot be decrypted with the current key: {e}"))
-            })?;
+            let plain = old
+                .decrypt(s)
+                .map_err(|e| StoreError::Config(format!("{what} cannot be decrypted with the current key: {e}")))?;
             *v = serde_json::Value::String(new.encrypt(&plain)?);
         }
     }

@@ -72,15 +72,13 @@ pub fn seal(input: &str, stored: Option<&str>, secrets: &SecretBox, field: &str)
                 }
             },
             Value::String(s) => Value::String(secrets.encrypt(s)?),
-            other => {
-                return Err(ValidationError::new(
-                    field,
-                    format!(
-                        "secret variable '{name}': {{\"secret\": ...}} takes a string (or null for no value), got {other}"
-                    ),
-                )
-                .into())
-            }
+            other => return Err(ValidationError::new(
+                field,
+                format!(
+                    "secret variable '{name}': {{\"secret\": ...}} takes a string (or null for no value), got {other}"
+                ),
+            )
+            .into()),
         };
         *v = serde_json::json!({ "secret": sealed });
     }
@@ -139,8 +137,9 @@ mod tests {
         assert_eq!(seal(plain, None, &sb, "variables").unwrap(), plain, "no secrets: untouched");
         assert_eq!(mask(plain), plain);
 
-        let sealed = seal(r#"{"a": 1, "DB_PASS": {"secret": "hunter2-long"}, "none": {"secret": null}}"#, None, &sb, "v")
-            .unwrap();
+        let sealed =
+            seal(r#"{"a": 1, "DB_PASS": {"secret": "hunter2-long"}, "none": {"secret": null}}"#, None, &sb, "v")
+                .unwrap();
         assert!(!sealed.contains("hunter2-long") && sealed.contains("$VESPENE$v1$"), "{sealed}");
         let shown = mask(&sealed);
         assert_eq!(
