@@ -72,13 +72,15 @@ pub fn seal(input: &str, stored: Option<&str>, secrets: &SecretBox, field: &str)
                 }
             },
             Value::String(s) => Value::String(secrets.encrypt(s)?),
-            other => return Err(ValidationError::new(
-                field,
-                format!(
+            other => {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
                     "secret variable '{name}': {{\"secret\": ...}} takes a string (or null for no value), got {other}"
                 ),
-            )
-            .into()),
+                )
+                .into())
+            }
         };
         *v = serde_json::json!({ "secret": sealed });
     }
