@@ -189,6 +189,14 @@ async fn finding_4_secret_values_are_write_only_and_encrypted_at_rest() {
             assert_clean(&format!("{who} GET {path}"), &text);
         }
     }
+    // A's edit form: the webhook token is an empty password field marked as stored.
+    let (status, form) = t.a.text("GET", &format!("/ui/projects/{project}/edit"), None);
+    assert_eq!(status, 200, "{form}");
+    assert!(
+        form.contains(r#"<input type="password" id="f-webhook_token" name="webhook_token""#)
+            && form.contains("(stored; leave blank to keep)"),
+        "{form}"
+    );
     let shown = t.a.ok("GET", &format!("/api/v1/projects/{project}"), None);
     let vars: Value = serde_json::from_str(shown["variables"].as_str().unwrap()).unwrap();
     assert_eq!(vars["DB_PASS"], json!({"secret": "********"}), "shown as set: {vars}");
