@@ -103,10 +103,16 @@ pub fn run_writes(
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buf);
                     lines.push(strip_ansi(line.trim_end_matches(['\n', '\r'])));
-                    // Lines still buffered, or following within a moment (a shell's
-                    // printf writes line by line), go in the same batch.
-                    let more = !reader.buffer().is_empty()
-                        || (lines.len() < WRITE_LINES && readable_within(reader.get_ref(), WRITE_GAP_MS));
+                    // Whole lines still buffered, or following within a moment (a
+                    // shell's printf writes line by line), go in the same batch. A
+                    // partial line does not hold back the lines before it.
+                    if reader.buffer().is_empty()
+                        && lines.len() < WRITE_LINES
+                        && readable_within(reader.get_ref(), WRITE_GAP_MS)
+                    {
+                        let _ = reader.fill_buf();
+                    }
+                    let more = lines.len() < WRITE_LINES && reader.buffer().contains(&b'\n');
                     if !more && tx.send(std::mem::take(&mut lines)).is_err() {
                         break;
                     }
@@ -231,6 +237,18 @@ mod tests {
         assert_eq!(stop, None);
         assert_eq!(lines, vec!["out", "err"]);
         assert_eq!(outcome.last_line.as_str(), "err");
+    }
+
+    #[test]
+    fn lines_of_one_write_come_together_and_a_partial_line_holds_nothing_back() {
+        let started = Instant::now();
+        let mut batches: Vec<(Vec<String>, Duration)> = Vec::new();
+        let script = "printf 'a\\nb\\n'; sleep 0.3; echo first; printf part; sleep 0.6; echo ial";
+        run_writes(&CommandRequest::shell(script), None, |l| batches.push((l.to_vec(), started.elapsed())), &|| false)
+            .unwrap();
+        let lines: Vec<Vec<String>> = batches.iter().map(|(l, _)| l.clone()).collect();
+        assert_eq!(lines, vec![vec!["a", "b"], vec!["first"], vec!["partial"]]);
+        assert!(batches[1].1 < Duration::from_millis(800), "'first' waited for the partial line: {batches:?}");
     }
 
     #[test]

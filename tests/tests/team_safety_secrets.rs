@@ -119,6 +119,7 @@ fn spellings(secret: &str) -> Vec<String> {
         hex.clone(),
         hex.to_uppercase(),
         serde_json::to_string(secret).unwrap(),
+        secret.chars().rev().collect(),
     ]
 }
 
@@ -188,6 +189,14 @@ async fn finding_4_secret_values_are_write_only_and_encrypted_at_rest() {
             assert_clean(&format!("{who} GET {path}"), &text);
         }
     }
+    // A's edit form: the webhook token is an empty password field marked as stored.
+    let (status, form) = t.a.text("GET", &format!("/ui/projects/{project}/edit"), None);
+    assert_eq!(status, 200, "{form}");
+    assert!(
+        form.contains(r#"<input type="password" id="f-webhook_token" name="webhook_token""#)
+            && form.contains("(stored; leave blank to keep)"),
+        "{form}"
+    );
     let shown = t.a.ok("GET", &format!("/api/v1/projects/{project}"), None);
     let vars: Value = serde_json::from_str(shown["variables"].as_str().unwrap()).unwrap();
     assert_eq!(vars["DB_PASS"], json!({"secret": "********"}), "shown as set: {vars}");
@@ -251,6 +260,7 @@ printf %s "$V" | xxd -p | tr -d '\n' | tr a-f A-F; echo
 jq -rn --arg v "$V" '$v|@uri'
 jq -cn --arg v "$V" '{pass: $v}'
 printf '%s\n%s\n' "${V:0:9}" "${V:9}"
+printf %s "$V" | rev; echo
 echo "set token {{ SET_TOKEN }}"
 echo "hook hook-token-$((31415925 + 1))"
 echo "vespene/set leaked {{ SET_TOKEN }}"
@@ -283,7 +293,7 @@ echo "vespene/set leaked {{ SET_TOKEN }}"
     assert_clean("the output", &log);
     assert!(log.contains("plain ********"), "{log}");
     assert!(log.contains("set token ********") && log.contains("hook ********"), "{log}");
-    assert!(lines.iter().filter(|l| l.contains("********")).count() >= 14, "{log}");
+    assert!(lines.iter().filter(|l| l.contains("********")).count() >= 15, "{log}");
 
     // No API field of the build holds a secret, for anyone who may see it.
     for (who, c) in [("A", &t.a), ("admin", &t.admin), ("B", &t.b)] {

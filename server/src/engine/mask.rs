@@ -1,4 +1,4 @@
-//! Masking secrets in build output: the exact value and its common
+//! Masking secrets in build output: the exact value, reversed, and its common
 //! encodings (base64 and base64url, padded or not and at any alignment, hex
 //! in either case, URL-encoded, JSON-escaped), and a value split across two
 //! lines of one write.
@@ -125,7 +125,8 @@ fn is_unreserved(c: char) -> bool {
 /// The literal spellings of `secret`.
 fn encodings(secret: &str) -> Vec<String> {
     let bytes = secret.as_bytes();
-    let mut forms = vec![secret.to_string(), hex::encode(bytes), hex::encode_upper(bytes)];
+    let reversed: String = secret.chars().rev().collect();
+    let mut forms = vec![secret.to_string(), reversed, hex::encode(bytes), hex::encode_upper(bytes)];
     let with_newline = [bytes, b"\n"].concat();
     for value in [bytes, with_newline.as_slice()] {
         for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
@@ -274,6 +275,7 @@ mod tests {
         let m = masker();
         let b = SECRET.as_bytes();
         assert_masked(&m, &format!("plain {SECRET} end"));
+        assert_masked(&m, &SECRET.chars().rev().collect::<String>());
         for text in [
             STANDARD.encode(b),
             STANDARD_NO_PAD.encode(b),
