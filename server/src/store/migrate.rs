@@ -33,6 +33,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_revision_email.sql"),
         postgres: include_str!("../../migrations/postgres/0002_revision_email.sql"),
     },
+    Migration {
+        version: 4,
+        name: "shared_and_owners",
+        sqlite: include_str!("../../migrations/sqlite/0004_shared_and_owners.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_shared_and_owners.sql"),
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.

@@ -210,27 +210,34 @@ impl Store {
         };
         let connect = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("bad database URL '{}': {e}", redact_url(&opts.url))))?;
-        let mut pool_opts =
-            AnyPoolOptions::new().max_connections(opts.max_connections.max(1)).acquire_timeout(Duration::from_secs(60));
-        if backend == Backend::Sqlite {
+        let pool_opts = || {
+            let opts = AnyPoolOptions::new()
+                .max_connections(opts.max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(60));
+            if backend != Backend::Sqlite {
+                return opts;
+            }
             // Writers queue on SQLite's lock rather than failing at once; WAL lets
             // readers (live output) run beside the writer.
-            pool_opts = pool_opts.after_connect(|conn, _meta| {
+            opts.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     use sqlx::Executor;
                     conn.execute("PRAGMA busy_timeout = 30000").await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
                     Ok(())
                 })
-            });
-        }
-        let pool = pool_opts.connect_with(connect).await?;
+            })
+        };
+        let pool = pool_opts().connect_with(connect.clone()).await?;
         if backend == Backend::Sqlite {
             sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
         }
-        let store = Store { pool, backend, secrets, url: opts.url.as_str().into() };
-        if opts.migrate {
-            store.migrate().await?;
+        let mut store = Store { pool, backend, secrets, url: opts.url.as_str().into() };
+        if opts.migrate && store.migrate().await? > 0 && backend == Backend::Sqlite {
+            // A pooled SQLite connection that missed an ALTER TABLE can answer
+            // `SELECT *` with the old columns: start again with fresh ones.
+            store.pool.close().await;
+            store.pool = pool_opts().connect_with(connect).await?;
         }
         Ok(store)
     }

@@ -487,6 +487,7 @@ impl Record for VariableSet {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("variables", json_default(&self.variables, "{}").into()),
@@ -495,6 +496,7 @@ impl Record for VariableSet {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -534,6 +536,7 @@ impl Record for Snippet {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("text", self.text.clone().into()),
@@ -542,6 +545,7 @@ impl Record for Snippet {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -586,6 +590,7 @@ impl Record for SshKey {
     }
     fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
         let mut c: Cols = vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("created_by", self.created_by.into()),
@@ -596,6 +601,7 @@ impl Record for SshKey {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -636,6 +642,7 @@ impl Record for ServiceLogin {
     }
     fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
         let mut c: Cols = vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("username", self.username.clone().into()),
@@ -646,6 +653,7 @@ impl Record for ServiceLogin {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -703,6 +711,7 @@ impl Record for WorkerPool {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("variables", json_default(&self.variables, "{}").into()),
@@ -732,6 +741,7 @@ impl Record for WorkerPool {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -786,6 +796,7 @@ impl Record for Stage {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("variables", json_default(&self.variables, "{}").into()),
@@ -793,6 +804,7 @@ impl Record for Stage {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -836,6 +848,7 @@ impl Record for Pipeline {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("enabled", self.enabled.into()),
@@ -847,6 +860,7 @@ impl Record for Pipeline {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,

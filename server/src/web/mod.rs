@@ -118,6 +118,8 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
                 name: "default".into(),
                 description: "Runs builds as the server's own user (shell isolation)".into(),
                 isolation_method: "shell".into(),
+                // Every user's first project goes here.
+                shared: true,
                 ..Default::default()
             };
             store.create_worker_pool(&default).await?;

@@ -109,6 +109,7 @@ const PIPELINE: &[Field] = &[
     h("Variables", "variables", "Variables", Code, "A JSON object."),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const STAGE: &[Field] = &[
@@ -116,6 +117,7 @@ const STAGE: &[Field] = &[
     f("Info", "description", "Description", TextArea),
     h("Variables", "variables", "Variables", Code, "A JSON object."),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const SNIPPET: &[Field] = &[
@@ -123,6 +125,7 @@ const SNIPPET: &[Field] = &[
     f("Info", "description", "Description", TextArea),
     h("Text", "text", "Text", Code, "A template, injected as the variable named after the snippet."),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const VARIABLE_SET: &[Field] = &[
@@ -130,6 +133,7 @@ const VARIABLE_SET: &[Field] = &[
     f("Info", "description", "Description", TextArea),
     h("Variables", "variables", "Variables", Code, "A JSON object."),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const SERVICE_LOGIN: &[Field] = &[
@@ -138,6 +142,7 @@ const SERVICE_LOGIN: &[Field] = &[
     f("Access", "username", "Username", Text),
     h("Access", "password", "Password", Secret, "Stored encrypted; leave blank to keep the stored one."),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const SSH_KEY: &[Field] = &[
@@ -146,6 +151,7 @@ const SSH_KEY: &[Field] = &[
     h("Access", "private_key", "Private key", SecretArea, "Stored encrypted; leave blank to keep the stored one."),
     h("Access", "unlock_password", "Unlock password", Secret, "Leave blank to keep the stored one."),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const ORGANIZATION: &[Field] = &[
@@ -193,6 +199,7 @@ const WORKER_POOL: &[Field] = &[
     f("Autoscaling", "excess", "Excess", Number),
     f("Autoscaling", "multiplier", "Multiplier", Float),
     f("Autoscaling", "reevaluate_minutes", "Re-evaluate every (minutes)", Number),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const USER: &[Field] = &[
