@@ -1,10 +1,18 @@
-//! Issue 14, finding 3, end to end through `vespene serve` with the shipped
-//! plugins: an admin and two ordinary users, A and B. An object may name
-//! only what its author may `use` (their own objects, those of their owner
-//! groups, or shared ones).
+//! Issue 14, findings 3 and 2, end to end through `vespene serve` with the
+//! shipped plugins: an admin and two ordinary users, A and B.
+//!
+//! * Finding 3: an object may name only what its author may `use` (their
+//!   own objects, those of their owner groups, or shared ones).
+//! * Finding 2: snippets belong to someone like everything else; a project
+//!   renders only the snippets its owners may use, a snippet never replaces
+//!   a variable set anywhere else, and a broken snippet fails only the builds
+//!   whose script uses it.
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use vespene::store::{NewUser, Store};
+use vespene::store::{BuildStatus, NewUser, Store};
+use vespene_e2e::builds::{finished, log_of, stdout_of};
 use vespene_e2e::*;
 
 /// An API client with a bearer token.
@@ -233,4 +241,83 @@ async fn finding_3_a_plugin_built_before_use_is_asked_edit_instead() {
         "/api/v1/projects",
         json!({"name": "alice-project", "worker_pool_id": pool, "scm_login_id": id(&login)}),
     );
+}
+
+/// Starts a project through the API and waits for its build: (status, the
+/// script's output, the frozen variables, the whole log).
+async fn run_build(store: &Store, client: &Client, project: i64) -> (BuildStatus, String, Value, String) {
+    let build = client.ok("POST", &format!("/api/v1/projects/{project}/start"), json!({}));
+    let build = finished(store, id(&build), Duration::from_secs(60)).await;
+    let output = stdout_of(store, build.id).await.join("\n");
+    let variables = serde_json::from_str(&build.variables).unwrap_or(Value::Null);
+    (build.status, output, variables, log_of(store, build.id).await)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_2_another_users_snippets_cannot_touch_a_build() {
+    let sandbox = Sandbox::new();
+    let (_server, store, _admin, a, b) = team(&sandbox).await;
+    let pool = store.find_worker_pool("default").await.unwrap().unwrap().id;
+
+    // A's project, with a variable and a secret one, and A's own snippet.
+    a.ok("POST", "/api/v1/snippets", json!({"name": "alice-snippet", "text": "alice says {{ greeting }}"}));
+    let project = a.ok(
+        "POST",
+        "/api/v1/projects",
+        json!({"name": "alice-project", "worker_pool_id": pool,
+               "variables": "{\"greeting\": \"hello-from-a\", \"api_token\": \"a-secret-value\"}",
+               "script": "#!/bin/bash\necho \"greeting={{ greeting }}\"\necho \"mine={{ alice_snippet }}\"\n"}),
+    );
+    // B's snippets: one named like A's variable that would print A's secret,
+    // one that does not even compile, and one of B's own.
+    b.ok("POST", "/api/v1/snippets", json!({"name": "greeting", "text": "INJECTED {{ api_token }}"}));
+    b.ok("POST", "/api/v1/snippets", json!({"name": "broken", "text": "{{ oops"}));
+    let bobs = b.ok("POST", "/api/v1/snippets", json!({"name": "bob-snippet", "text": "bob says hi"}));
+
+    // A's build is as if B's snippets did not exist, and A's snippet works.
+    let (status, output, variables, log) = run_build(&store, &a, id(&project)).await;
+    assert_eq!(status, BuildStatus::Success, "{log}");
+    assert!(output.contains("greeting=hello-from-a"), "{output}");
+    assert!(output.contains("mine=alice says hello-from-a"), "{output}");
+    assert!(!output.contains("INJECTED") && !log.contains("INJECTED"), "{log}");
+    assert_eq!(variables["greeting"], "hello-from-a");
+    assert!(variables.get("broken").is_none() && variables.get("bob_snippet").is_none(), "{variables}");
+
+    // B's snippet is not even visible to A's project unless B shares it.
+    let uses_bobs = a.ok(
+        "POST",
+        "/api/v1/projects",
+        json!({"name": "alice-uses-bob", "worker_pool_id": pool, "script": "#!/bin/bash\necho \"{{ bob_snippet }}\"\n"}),
+    );
+    let (status, _, _, log) = run_build(&store, &a, id(&uses_bobs)).await;
+    assert_eq!(status, BuildStatus::Failure, "{log}");
+    assert!(log.contains("bob_snippet"), "the template error names it: {log}");
+    // A cannot share it for B; B can.
+    let (status, value) = a.call("PATCH", &format!("/api/v1/snippets/{}", id(&bobs)), Some(json!({"shared": true})));
+    assert_eq!(status, 403, "{value}");
+    b.ok("PATCH", &format!("/api/v1/snippets/{}", id(&bobs)), json!({"shared": true}));
+    let (status, output, _, log) = run_build(&store, &a, id(&uses_bobs)).await;
+    assert_eq!(status, BuildStatus::Success, "{log}");
+    assert!(output.contains("bob says hi"), "{output}");
+
+    // Shared or not, a snippet never replaces a variable set elsewhere.
+    b.ok("PATCH", &format!("/api/v1/snippets/{}", id(&bobs)), json!({"shared": false}));
+    let greeting = store.find_snippet("greeting").await.unwrap().unwrap();
+    b.ok("PATCH", &format!("/api/v1/snippets/{}", greeting.id), json!({"shared": true}));
+    let (status, output, variables, log) = run_build(&store, &a, id(&project)).await;
+    assert_eq!(status, BuildStatus::Success, "{log}");
+    assert!(output.contains("greeting=hello-from-a") && !output.contains("INJECTED"), "{output}");
+    assert_eq!(variables["greeting"], "hello-from-a");
+
+    // The broken snippet fails only the builds whose script uses it: B's.
+    let bobs_project = b.ok(
+        "POST",
+        "/api/v1/projects",
+        json!({"name": "bob-project", "worker_pool_id": pool, "script": "#!/bin/bash\necho \"{{ broken }}\"\n"}),
+    );
+    let (status, _, _, log) = run_build(&store, &b, id(&bobs_project)).await;
+    assert_eq!(status, BuildStatus::Failure, "{log}");
+    assert!(log.contains("snippet 'broken'"), "the failure names the snippet: {log}");
+    let (status, _, _, log) = run_build(&store, &a, id(&project)).await;
+    assert_eq!(status, BuildStatus::Success, "{log}");
 }
