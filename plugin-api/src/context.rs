@@ -293,7 +293,9 @@ pub struct VariablesContext {
     pub stage: Option<Value>,
     /// Output variables of earlier stages of this pipeline run, oldest first.
     pub pipeline_outputs: Vec<Value>,
-    /// Every snippet, ordered by name.
+    /// The snippets this build may render, ordered by name: since 1.2, only
+    /// those the project's script names, that no variable level defines, and
+    /// that the project's owners may `use` (earlier servers sent every one).
     pub snippets: Vec<SnippetInfo>,
     /// Fields added by newer servers.
     #[serde(flatten)]
