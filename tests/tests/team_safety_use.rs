@@ -321,3 +321,24 @@ async fn finding_2_another_users_snippets_cannot_touch_a_build() {
     let (status, _, _, log) = run_build(&store, &a, id(&project)).await;
     assert_eq!(status, BuildStatus::Success, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_3_the_ui_pickers_offer_only_what_the_user_may_use() {
+    let sandbox = Sandbox::new();
+    let (server, _store, _admin, a, _b) = team(&sandbox).await;
+    a.ok("POST", "/api/v1/service_logins", json!({"name": "alice-git", "username": "alice"}));
+    a.ok("POST", "/api/v1/ssh_keys", json!({"name": "alice-key", "private_key": KEY}));
+    let shared = a.ok("POST", "/api/v1/variable_sets", json!({"name": "alice-shared-vars", "shared": true}));
+    assert_eq!(shared["shared"], true);
+    let page = |user: &str| {
+        let cookie = server.login(user, &format!("password-of-{user}-0123456789"));
+        let (status, page) = server.get_with("/ui/projects/new", &[("Cookie", &cookie)]);
+        assert_eq!(status, 200, "{page}");
+        page
+    };
+    let alices = page("alice");
+    assert!(alices.contains("alice-git") && alices.contains("alice-key"), "{alices}");
+    let bobs = page("bob");
+    assert!(!bobs.contains("alice-git") && !bobs.contains("alice-key"), "{bobs}");
+    assert!(bobs.contains("alice-shared-vars") && bobs.contains(">default<"), "{bobs}");
+}

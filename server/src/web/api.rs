@@ -395,7 +395,7 @@ pub(crate) async fn authz_object(state: &Arc<AppState>, kind: &str, value: Value
 }
 
 /// [`authz_object`] with the groups already looked up (listings do it once).
-fn authz_object_with(groups: &[crate::store::Group], kind: &str, value: &Value) -> Value {
+pub(crate) fn authz_object_with(groups: &[crate::store::Group], kind: &str, value: &Value) -> Value {
     let names = |ids: &Value| -> Value {
         let ids: Vec<i64> = ids.as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
         json!(groups.iter().filter(|g| ids.contains(&g.id)).map(|g| g.name.clone()).collect::<Vec<_>>())
@@ -435,7 +435,7 @@ pub(crate) fn references(kind: &str) -> &'static [(&'static str, &'static str)] 
 }
 
 /// The ids a reference field holds: one id, a list, or none.
-fn referenced_ids(value: &Value) -> Vec<Id> {
+pub(crate) fn referenced_ids(value: &Value) -> Vec<Id> {
     match value {
         Value::Array(items) => items.iter().filter_map(Value::as_i64).collect(),
         other => other.as_i64().into_iter().collect(),
