@@ -819,6 +819,7 @@ async fn snippet_names_that_become_one_variable_are_refused(s: &Store) {
 async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     let s = &db.store;
     let pool_id = pool(s, "p").await;
+    let default_pool = pool(s, "default").await;
     let pid = project(s, "old", pool_id).await;
     let nb = NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() };
     let id = s.create_build(&nb).await.unwrap().id;
@@ -841,6 +842,9 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     assert_eq!(store::migrate::current_version(upgraded.pool()).await.unwrap(), latest);
     let build = upgraded.get_build(id).await.unwrap().expect("the build is kept");
     assert_eq!((build.project_id, build.revision_email), (Some(pid), None));
+    // 0004 shares the pool every install started with, and nothing else.
+    assert!(upgraded.get_worker_pool(default_pool).await.unwrap().unwrap().shared);
+    assert!(!upgraded.get_worker_pool(pool_id).await.unwrap().unwrap().shared);
     upgraded.close().await;
 }
 
