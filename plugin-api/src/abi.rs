@@ -29,6 +29,10 @@
 //! * 1.1: the autoscaler kind ([`PluginModule::new_autoscaler`]) and
 //!   [`OutputAbi::build_finished`]. Plugins built on 1.0 keep loading: the host
 //!   sees no autoscaler and the default `build_finished` runs for them.
+//! * 1.2: the `use` action of the authorization contract
+//!   ([`crate::ACCESS_ACTIONS`]) and the `shared` field of access objects. No
+//!   layout change; the host asks authorization plugins built on 1.0 or 1.1
+//!   `edit` where it would ask `use`, so they never grant more than before.
 
 use abi_stable::{
     declare_root_module_statics,

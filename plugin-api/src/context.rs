@@ -218,7 +218,16 @@ pub struct UserInfo {
 }
 
 /// The actions an [`AccessRequest`] asks about.
-pub const ACCESS_ACTIONS: [&str; 7] = ["list", "view", "create", "edit", "delete", "start", "stop"];
+///
+/// `use` (since 1.2) asks whether the user may name the object in another
+/// one: attach an SSH key or a service login to a project, put a project in a
+/// pool, a pipeline or a stage, add a variable set, have a build render a
+/// snippet. A host asks a plugin built on an older interface `edit` instead,
+/// so such a plugin never grants more than it did.
+pub const ACCESS_ACTIONS: [&str; 8] = ["list", "view", "create", "edit", "delete", "start", "stop", "use"];
+
+/// The first interface version whose plugins understand the `use` action.
+pub const USE_ACTION_SINCE: (u64, u64) = (1, 2);
 
 /// The object kinds an [`AccessRequest`] asks about.
 pub const ACCESS_KINDS: [&str; 13] = [
@@ -249,7 +258,9 @@ pub struct AccessRequest {
     pub kind: String,
     /// The object acted on (absent for `list` and `create`), with at least
     /// `id`, `created_by` and, where the kind has them, `owner_groups` and
-    /// `launch_groups` (group names).
+    /// `launch_groups` (group names) and `shared` (since 1.2: the owner lets
+    /// anyone use it). For `use`, also `field`: the field of the object being
+    /// saved that names this one (`scm_login_id`, `ssh_key_ids`, ...).
     pub object: Option<Value>,
 }
 
@@ -289,7 +300,9 @@ pub struct VariablesContext {
     pub stage: Option<Value>,
     /// Output variables of earlier stages of this pipeline run, oldest first.
     pub pipeline_outputs: Vec<Value>,
-    /// Every snippet, ordered by name.
+    /// The snippets this build may render, ordered by name: since 1.2, only
+    /// those the project's script names, that no variable level defines, and
+    /// that the project's owners may `use` (earlier servers sent every one).
     pub snippets: Vec<SnippetInfo>,
     /// Fields added by newer servers.
     #[serde(flatten)]

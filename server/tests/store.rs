@@ -822,23 +822,36 @@ async fn snippet_names_that_become_one_variable_are_refused(s: &Store) {
 async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     let s = &db.store;
     let pool_id = pool(s, "p").await;
+    let default_pool = pool(s, "default").await;
     let pid = project(s, "old", pool_id).await;
     let nb = NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() };
     let id = s.create_build(&nb).await.unwrap().id;
-    // The newest migration (5, builds.secret_values) undone: the schema one version old.
+    // Every migration after the first undone (the schema of the first release):
+    // 0002 revision_email, 0003 the pools' network, 0004 the `shared` flags,
+    // 0005 builds.secret_values.
+    sqlx::query("ALTER TABLE builds DROP COLUMN revision_email").execute(s.pool()).await.unwrap();
+    sqlx::query("ALTER TABLE worker_pools DROP COLUMN network").execute(s.pool()).await.unwrap();
+    for table in ["ssh_keys", "service_logins", "variable_sets", "worker_pools", "pipelines", "stages", "snippets"] {
+        sqlx::query(&format!("ALTER TABLE {table} DROP COLUMN shared")).execute(s.pool()).await.unwrap();
+    }
     sqlx::query("ALTER TABLE builds DROP COLUMN secret_values").execute(s.pool()).await.unwrap();
-    sqlx::query("DELETE FROM vespene_migrations WHERE version = 5").execute(s.pool()).await.unwrap();
+    sqlx::query("DELETE FROM vespene_migrations WHERE version > 1").execute(s.pool()).await.unwrap();
     s.close().await;
+    let newer = store::migrate::MIGRATIONS.len() - 1;
+    let latest = store::migrate::MIGRATIONS.last().unwrap().version;
 
     // Connections cache statements against the schema: a new process opens a new store.
     let old = Store::open(&StoreOptions { migrate: false, ..db.opts.clone() }).await.unwrap();
-    assert_eq!(store::migrate::current_version(old.pool()).await.unwrap(), 2);
-    assert_eq!(old.migrate().await.unwrap(), 1, "one migration applied");
+    assert_eq!(store::migrate::current_version(old.pool()).await.unwrap(), 1);
+    assert_eq!(old.migrate().await.unwrap(), newer, "every later migration applied");
     old.close().await;
     let upgraded = Store::open(&StoreOptions { migrate: false, ..db.opts.clone() }).await.unwrap();
-    assert_eq!(store::migrate::current_version(upgraded.pool()).await.unwrap(), 5);
+    assert_eq!(store::migrate::current_version(upgraded.pool()).await.unwrap(), latest);
     let build = upgraded.get_build(id).await.unwrap().expect("the build is kept");
     assert_eq!((build.project_id, build.revision_email), (Some(pid), None));
+    // 0004 shares the pool every install started with, and nothing else.
+    assert!(upgraded.get_worker_pool(default_pool).await.unwrap().unwrap().shared);
+    assert!(!upgraded.get_worker_pool(pool_id).await.unwrap().unwrap().shared);
     upgraded.close().await;
 }
 

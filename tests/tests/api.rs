@@ -318,7 +318,7 @@ async fn the_authorization_matrix() {
     let pool = admin.ok(
         "POST",
         "/api/v1/worker_pools",
-        Some(&json!({"name": "m", "isolation_method": "shell", "build_latest": false})),
+        Some(&json!({"name": "m", "isolation_method": "shell", "build_latest": false, "shared": true})),
     );
     let project = creator.ok(
         "POST",

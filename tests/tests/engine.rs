@@ -71,6 +71,8 @@ async fn variables_from_every_level_a_snippet_and_a_launch_answer() {
         .create_snippet(&Snippet {
             name: "greet-line".into(),
             text: "snippet sees {{ level }} and {{ pool_only }}{{ missing }}".into(),
+            // Nobody owns the project: only a shared snippet is rendered for it.
+            shared: true,
             ..Default::default()
         })
         .await

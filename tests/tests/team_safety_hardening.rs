@@ -20,7 +20,8 @@ fn plugin_settings() -> String {
 }
 
 async fn shell_pool(store: &Store, name: &str) -> WorkerPool {
-    let p = WorkerPool { name: name.into(), isolation_method: "shell".into(), ..Default::default() };
+    // Shared: the ordinary users of these tests may use it.
+    let p = WorkerPool { name: name.into(), isolation_method: "shell".into(), shared: true, ..Default::default() };
     let id = store.create_worker_pool(&p).await.unwrap();
     store.get_worker_pool(id).await.unwrap().unwrap()
 }

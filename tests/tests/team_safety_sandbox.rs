@@ -168,7 +168,7 @@ async fn finding_1_a_pool_without_network_gives_its_builds_only_loopback() {
     let offline = admin.ok(
         "POST",
         "/api/v1/worker_pools",
-        Some(&json!({"name": "offline", "isolation_method": "sandbox", "network": false})),
+        Some(&json!({"name": "offline", "isolation_method": "sandbox", "network": false, "shared": true})),
     );
     assert_eq!(offline["network"], false);
     let script = "#!/bin/sh\ntail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '\n";
@@ -183,21 +183,39 @@ async fn finding_1_a_pool_without_network_gives_its_builds_only_loopback() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn finding_1_serve_warns_once_per_shell_pool_at_start() {
+async fn finding_1_serve_warns_once_per_shell_pool_ordinary_users_may_use() {
     let sandbox = fresh_install("");
     sandbox.run(&["migrate"]);
     let store = sandbox.store().await;
-    for (name, isolation) in [("trusted", "shell"), ("team", "sandbox")] {
-        let pool = WorkerPool { name: name.into(), isolation_method: isolation.into(), ..Default::default() };
+    let alice = user(&store, "alice", false, &[]).await;
+    let admin = user(&store, "root-admin", true, &[]).await;
+    let pools = [
+        ("shared-shell", "shell", true, None),
+        ("alices-shell", "shell", false, Some(alice)),
+        ("admins-shell", "shell", false, Some(admin)),
+        ("unowned-shell", "shell", false, None),
+        ("team", "sandbox", true, None),
+    ];
+    for (name, isolation, shared, created_by) in pools {
+        let pool = WorkerPool {
+            name: name.into(),
+            isolation_method: isolation.into(),
+            shared,
+            created_by,
+            ..Default::default()
+        };
         store.create_worker_pool(&pool).await.unwrap();
     }
     let server = sandbox.serve();
     let warnings: Vec<String> = server.stdout_lines().into_iter().filter(|l| l.starts_with("warning:")).collect();
-    assert_eq!(
-        warnings,
-        ["warning: worker pool 'trusted' runs builds with 'shell' isolation, as the server's own user: whoever may \
-          start a build there can read the server's key and database (use 'sandbox' for pools ordinary users share)"]
-    );
+    let warning = |pool: &str| {
+        format!(
+            "warning: worker pool '{pool}' runs builds with 'shell' isolation, as the server's own user, and \
+             ordinary users may use it: whoever starts a build there can read the server's key and database \
+             (use 'sandbox')"
+        )
+    };
+    assert_eq!(warnings, [warning("alices-shell"), warning("shared-shell")]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -277,7 +295,7 @@ async fn finding_5_sudo_works_with_the_default_layout_gives_projects_their_own_u
     let named = admin.ok(
         "POST",
         "/api/v1/worker_pools",
-        Some(&json!({"name": "sudo-named", "isolation_method": "sudo", "sudo_user": "vespene-build"})),
+        Some(&json!({"name": "sudo-named", "isolation_method": "sudo", "sudo_user": "vespene-build", "shared": true})),
     );
     let id = start(&alice, project(&alice, "alices-sudo", &named, "#!/bin/sh\nid -un\necho a > mine.txt\n"));
     let build = finished(&store, id, Duration::from_secs(60)).await;
@@ -295,8 +313,11 @@ async fn finding_5_sudo_works_with_the_default_layout_gives_projects_their_own_u
 
     // A pool naming no user runs each project as a uid of its own, so B's
     // build cannot read A's root while A's build runs.
-    let per_project =
-        admin.ok("POST", "/api/v1/worker_pools", Some(&json!({"name": "sudo-projects", "isolation_method": "sudo"})));
+    let per_project = admin.ok(
+        "POST",
+        "/api/v1/worker_pools",
+        Some(&json!({"name": "sudo-projects", "isolation_method": "sudo", "shared": true})),
+    );
     let alice_project = project(
         &alice,
         "alices-running",

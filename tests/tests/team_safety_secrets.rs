@@ -98,7 +98,7 @@ async fn team() -> Team {
     let pool = admin.ok(
         "POST",
         "/api/v1/worker_pools",
-        Some(&json!({"name": "secrets-pool", "isolation_method": "shell", "build_latest": false})),
+        Some(&json!({"name": "secrets-pool", "isolation_method": "shell", "build_latest": false, "shared": true})),
     );
     let pool_id = pool["id"].as_i64().unwrap();
     Team { _sandbox: sandbox, server, store, admin, a, b, pool_id }

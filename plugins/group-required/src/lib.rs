@@ -11,6 +11,7 @@
 //!
 //! [plugins.authorization.group_required.worker_pool]
 //! list = []                 # [] means superusers only
+//! use = ["ops"]             # only ops members put projects in pools
 //! ```
 //!
 //! Its parameters are a table per object kind, each a table per action, each
@@ -26,7 +27,11 @@
 //!
 //! * `user`: `None` for anonymous requests, which are refused everything (and
 //!   `filter_list` answers no ids). Group names are matched exactly.
-//! * `action`: `list`, `view`, `create`, `edit`, `delete`, `start` or `stop`.
+//! * `action`: `list`, `view`, `create`, `edit`, `delete`, `start`, `stop` or
+//!   `use` (interface 1.2): `use` of a kind is asked when a project, pipeline,
+//!   stage, pool or organization being saved names an object of that kind,
+//!   so `[worker_pool] use = ["ops"]` keeps every pool but superusers' out of
+//!   the hands of anyone outside ops.
 //! * `kind`: `project`, `build`, `pipeline`, `stage`, `worker_pool`,
 //!   `snippet`, `variable_set`, `ssh_key`, `service_login`, `organization`,
 //!   `user`, `group` or `api_token`. `start` is asked of a `project`, `stop`
@@ -44,6 +49,9 @@
 //!    configured.
 //! 4. A configured pair allows the members of at least one of its groups;
 //!    `[]` allows no one but superusers.
+//!    `use` is a pair like any other: configured, it narrows who may name
+//!    objects of the kind; not configured, this plugin leaves the decision to
+//!    the rest of the chain (the ownership plugin's owners-or-shared rule).
 //! 5. `filter_list` answers every candidate's id when the request (normally
 //!    `list` of the kind) is allowed, and none otherwise.
 //!

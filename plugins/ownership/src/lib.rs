@@ -19,7 +19,8 @@
 //!
 //! * `user`: `None` for anonymous requests, which are refused everything (and
 //!   `filter_list` answers no ids). Group names are matched exactly.
-//! * `action`: `list`, `view`, `create`, `edit`, `delete`, `start` or `stop`.
+//! * `action`: `list`, `view`, `create`, `edit`, `delete`, `start`, `stop` or
+//!   `use` (interface 1.2: naming the object in another one).
 //! * `kind`: `project`, `build`, `pipeline`, `stage`, `worker_pool`,
 //!   `snippet`, `variable_set`, `ssh_key`, `service_login`, `organization`,
 //!   `user`, `group` or `api_token`.
@@ -28,6 +29,8 @@
 //!   - `created_by`: the creating user's id, or `null`;
 //!   - `owner_groups` and `launch_groups`, where the kind has them: lists of
 //!     group **names** (absent or `null` means none);
+//!   - `shared`: `true` when the owner lets anyone use the object (absent or
+//!     `null` means `false`);
 //!   - for a `build`: `created_by`, `owner_groups` and `launch_groups` are
 //!     those of the build's **project** (a build belongs to its project), and
 //!     the build's own creator is `build_created_by` (a user id or `null`);
@@ -81,8 +84,15 @@
 //!    shows other users by username only). With `filter_view = true` (the
 //!    default) it keeps only: the user's own `user` row; the `project`s they
 //!    own or launch; the `build`s of such projects, and the builds they
-//!    created; the `ssh_key`s and `service_login`s they own. Other kinds are
-//!    not filtered.
+//!    created; the `ssh_key`s and `service_login`s they own or that are
+//!    `shared`. Other kinds are not filtered.
+//! 7. `use` (naming the object in a project, pipeline, stage, pool or
+//!    organization being saved, or a build rendering a snippet): for
+//!    `ssh_key`, `service_login`, `variable_set`, `worker_pool`, `pipeline`,
+//!    `stage` and `snippet`, those who own it, and everyone logged in when it
+//!    is `shared`. Other kinds are never used. Setting or clearing `shared`
+//!    is an `edit` whose `changes` name `shared`: only those who own the
+//!    object (rule 4: superusers alone for pools and stages).
 //!
 //! # Differences from the original Vespene
 //!
@@ -113,6 +123,9 @@ const SUPERUSER_CREATE: &[&str] = &["build", "worker_pool", "user", "group", "st
 /// Kinds only superusers edit and delete.
 const SUPERUSER_EDIT: &[&str] = &["worker_pool", "stage", "organization", "group"];
 
+/// Kinds other objects name, and so may be used.
+const USABLE: &[&str] = &["ssh_key", "service_login", "variable_set", "worker_pool", "pipeline", "stage", "snippet"];
+
 /// Fields of a user row that only superusers may change.
 const PRIVILEGED_USER_FIELDS: &[&str] = &["is_superuser", "superuser", "groups"];
 
@@ -137,6 +150,7 @@ struct Subject<'a> {
     build_created_by: Option<i64>,
     owner_groups: Vec<&'a str>,
     launch_groups: Vec<&'a str>,
+    shared: bool,
 }
 
 /// An optional user id field: absent or `null` is `None`.
@@ -170,6 +184,11 @@ impl<'a> Subject<'a> {
             build_created_by: user_id(fields, "build_created_by")?,
             owner_groups: group_names(fields, "owner_groups")?,
             launch_groups: group_names(fields, "launch_groups")?,
+            shared: match fields.get("shared") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => return Err(format!("object.shared must be true or false, not {v}")),
+            },
         })
     }
 
@@ -241,6 +260,7 @@ impl Ownership {
             ("edit" | "delete", "api_token") => subject.created_by == Some(user.id),
             ("edit" | "delete", _) => subject.owned_by(user),
             ("start", "project") => subject.owned_by(user) || subject.launched_by(user),
+            ("use", k) if USABLE.contains(&k) => subject.owned_by(user) || subject.shared,
             ("stop", "build") => {
                 subject.owned_by(user) || subject.launched_by(user) || subject.build_created_by == Some(user.id)
             }
@@ -257,7 +277,7 @@ impl Ownership {
             _ if !self.filter_view => true,
             "project" => subject.owned_by(user) || subject.launched_by(user),
             "build" => subject.owned_by(user) || subject.launched_by(user) || subject.build_created_by == Some(user.id),
-            "ssh_key" | "service_login" => subject.owned_by(user),
+            "ssh_key" | "service_login" => subject.owned_by(user) || subject.shared,
             _ => true,
         })
     }

@@ -80,6 +80,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("project", "delete", "SCO", "SCO"),
     ("project", "start", "SCOL", "SCOL"),
     ("project", "stop", "S", "S"),
+    ("project", "use", "S", "S"),
     ("build", "list", "SCOLBX", "SCOLBX"),
     ("build", "view", "SCOLBX", "SCOLB"),
     ("build", "create", "S", "S"),
@@ -87,6 +88,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("build", "delete", "SCO", "SCO"),
     ("build", "start", "S", "S"),
     ("build", "stop", "SCOLB", "SCOLB"),
+    ("build", "use", "S", "S"),
     ("pipeline", "list", "SCOLBX", "SCOLBX"),
     ("pipeline", "view", "SCOLBX", "SCOLBX"),
     ("pipeline", "create", "SCOLBX", "SCOLBX"),
@@ -94,6 +96,8 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("pipeline", "delete", "SCO", "SCO"),
     ("pipeline", "start", "S", "S"),
     ("pipeline", "stop", "S", "S"),
+    // Not shared: its owners only.
+    ("pipeline", "use", "SCO", "SCO"),
     ("stage", "list", "SCOLBX", "SCOLBX"),
     ("stage", "view", "SCOLBX", "SCOLBX"),
     ("stage", "create", "S", "S"),
@@ -101,6 +105,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("stage", "delete", "S", "S"),
     ("stage", "start", "S", "S"),
     ("stage", "stop", "S", "S"),
+    ("stage", "use", "SCO", "SCO"),
     ("worker_pool", "list", "SCOLBX", "SCOLBX"),
     ("worker_pool", "view", "SCOLBX", "SCOLBX"),
     ("worker_pool", "create", "S", "S"),
@@ -108,6 +113,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("worker_pool", "delete", "S", "S"),
     ("worker_pool", "start", "S", "S"),
     ("worker_pool", "stop", "S", "S"),
+    ("worker_pool", "use", "SCO", "SCO"),
     ("snippet", "list", "SCOLBX", "SCOLBX"),
     ("snippet", "view", "SCOLBX", "SCOLBX"),
     ("snippet", "create", "SCOLBX", "SCOLBX"),
@@ -115,6 +121,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("snippet", "delete", "SCO", "SCO"),
     ("snippet", "start", "S", "S"),
     ("snippet", "stop", "S", "S"),
+    ("snippet", "use", "SCO", "SCO"),
     ("variable_set", "list", "SCOLBX", "SCOLBX"),
     ("variable_set", "view", "SCOLBX", "SCOLBX"),
     ("variable_set", "create", "SCOLBX", "SCOLBX"),
@@ -122,6 +129,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("variable_set", "delete", "SCO", "SCO"),
     ("variable_set", "start", "S", "S"),
     ("variable_set", "stop", "S", "S"),
+    ("variable_set", "use", "SCO", "SCO"),
     ("ssh_key", "list", "SCOLBX", "SCOLBX"),
     ("ssh_key", "view", "SCOLBX", "SCO"),
     ("ssh_key", "create", "SCOLBX", "SCOLBX"),
@@ -129,6 +137,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("ssh_key", "delete", "SCO", "SCO"),
     ("ssh_key", "start", "S", "S"),
     ("ssh_key", "stop", "S", "S"),
+    ("ssh_key", "use", "SCO", "SCO"),
     ("service_login", "list", "SCOLBX", "SCOLBX"),
     ("service_login", "view", "SCOLBX", "SCO"),
     ("service_login", "create", "SCOLBX", "SCOLBX"),
@@ -136,6 +145,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("service_login", "delete", "SCO", "SCO"),
     ("service_login", "start", "S", "S"),
     ("service_login", "stop", "S", "S"),
+    ("service_login", "use", "SCO", "SCO"),
     ("organization", "list", "SCOLBX", "SCOLBX"),
     ("organization", "view", "SCOLBX", "SCOLBX"),
     ("organization", "create", "S", "S"),
@@ -143,6 +153,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("organization", "delete", "S", "S"),
     ("organization", "start", "S", "S"),
     ("organization", "stop", "S", "S"),
+    ("organization", "use", "S", "S"),
     // The object is C's own row: only C (and superusers) see and edit it.
     ("user", "list", "SCOLBX", "SCOLBX"),
     ("user", "view", "SC", "SC"),
@@ -151,6 +162,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("user", "delete", "S", "S"),
     ("user", "start", "S", "S"),
     ("user", "stop", "S", "S"),
+    ("user", "use", "S", "S"),
     ("group", "list", "SCOLBX", "SCOLBX"),
     ("group", "view", "SCOLBX", "SCOLBX"),
     ("group", "create", "S", "S"),
@@ -158,6 +170,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("group", "delete", "S", "S"),
     ("group", "start", "S", "S"),
     ("group", "stop", "S", "S"),
+    ("group", "use", "S", "S"),
     // C's token: its owner group grants nothing.
     ("api_token", "list", "SCOLBX", "SCOLBX"),
     ("api_token", "view", "SC", "SC"),
@@ -166,6 +179,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("api_token", "delete", "SC", "SC"),
     ("api_token", "start", "S", "S"),
     ("api_token", "stop", "S", "S"),
+    ("api_token", "use", "S", "S"),
 ];
 
 #[test]
@@ -195,6 +209,40 @@ fn matrix_with_filter_view_which_is_the_default() {
             assert_eq!(allowed(&plugin, kind, action), *expected, "{action} {kind} with {config}");
         }
     }
+}
+
+#[test]
+fn shared_objects_may_be_used_by_everyone_logged_in() {
+    let plugin = plugin(json!({}));
+    for kind in ["ssh_key", "service_login", "variable_set", "worker_pool", "pipeline", "stage", "snippet"] {
+        let object = json!({"id": 10, "created_by": 2, "owner_groups": ["owners"], "shared": true});
+        let users: String = CAST
+            .chars()
+            .filter(|&w| check(&plugin, &request(who(w), kind, "use", Some(object.clone()))).unwrap())
+            .collect();
+        assert_eq!(users, "SCOLBX", "use of a shared {kind}");
+        // Sharing lets others use it, not change it (nor unshare it).
+        let mut edit = object.clone();
+        edit["changes"] = json!(["shared"]);
+        assert!(!check(&plugin, &request(who('X'), kind, "edit", Some(edit))).unwrap(), "{kind}");
+    }
+    // Kinds nobody names are never used, shared or not.
+    let object = json!({"id": 10, "created_by": 2, "shared": true});
+    assert!(!check(&plugin, &request(who('C'), "project", "use", Some(object))).unwrap());
+    // A shared key is listed to everyone even with filter_view.
+    let filtered = plugin_with_filter();
+    let candidates = json!([{"id": 1, "created_by": 99, "shared": true}, {"id": 2, "created_by": 99}]);
+    let ids = filter(&filtered, &request(who('X'), "ssh_key", "list", None), &candidates).unwrap();
+    assert_eq!(ids, vec![1]);
+    // `filter_list` for `use` answers the usable candidates.
+    let ids = filter(&plugin, &request(who('X'), "service_login", "use", None), &candidates).unwrap();
+    assert_eq!(ids, vec![1]);
+    let err = check(&plugin, &request(who('X'), "ssh_key", "use", Some(json!({"id": 1, "shared": "yes"}))));
+    assert_eq!(err.unwrap_err(), "object.shared must be true or false, not \"yes\"");
+}
+
+fn plugin_with_filter() -> AuthorizationBox {
+    plugin(json!({"filter_view": true}))
 }
 
 #[test]

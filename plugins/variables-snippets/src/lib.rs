@@ -6,7 +6,12 @@
 //! in name order, this plugin renders its text with minijinja against the
 //! variables computed so far by the earlier plugins of the chain (`existing`),
 //! and answers the result under the snippet's name with `-` and spaces turned
-//! into `_`: snippet `deploy-setup` becomes `{{ deploy_setup }}`.
+//! into `_`: snippet `deploy-setup` becomes `{{ deploy_setup }}`. A snippet
+//! whose variable is already in `existing` is skipped, not even rendered: a
+//! snippet never replaces a variable set anywhere else.
+//!
+//! The server hands it only the snippets a build may render: those the
+//! project's script names and its owners may use.
 //!
 //! Rendering is lenient: an undefined variable renders as nothing and loops
 //! over nothing, so a snippet can serve projects that set only some of its
@@ -70,6 +75,10 @@ pub fn render_snippets(snippets: &[SnippetInfo], existing: &Map<String, Value>) 
         if let Some(other) = origin.insert(key.clone(), name) {
             return Err(format!("snippets '{other}' and '{name}' both become the variable '{key}'"));
         }
+        if existing.contains_key(&key) {
+            // A snippet never replaces a variable set anywhere else.
+            continue;
+        }
         let template = env
             .template_from_named_str(name, &snippet.text)
             .map_err(|e| format!("snippet '{name}' is not a valid template: {}", describe(&e, &snippet.text)))?;
@@ -122,7 +131,7 @@ mod tests {
     fn renders_against_existing_variables() {
         let snippets = vec![
             snippet("greeting", "hello {{ company }}, {{ replicas * 2 }} replicas"),
-            snippet("hosts", "{% for h in hosts %}{{ h.name }}{% if not loop.last %},{% endif %}{% endfor %}"),
+            snippet("host-list", "{% for h in hosts %}{{ h.name }}{% if not loop.last %},{% endif %}{% endfor %}"),
             snippet("plain", "no templating at all\n"),
         ];
         let existing = json!({"company": "ACME", "replicas": 3, "hosts": [{"name": "a"}, {"name": "b"}]});
@@ -130,7 +139,7 @@ mod tests {
             compute(snippets, existing).unwrap(),
             json!({
                 "greeting": "hello ACME, 6 replicas",
-                "hosts": "a,b",
+                "host_list": "a,b",
                 // Like Jinja2's default, one trailing newline is dropped.
                 "plain": "no templating at all",
             })
@@ -162,10 +171,11 @@ mod tests {
     }
 
     #[test]
-    fn snippets_see_existing_only_and_override_it() {
-        // `b` does not see `a`'s rendering; `a` replaces the existing `a`.
-        let snippets = vec![snippet("a", "new {{ a }}"), snippet("b", "[{{ a }}]")];
-        assert_eq!(compute(snippets, json!({"a": "old"})).unwrap(), json!({"a": "new old", "b": "[old]"}));
+    fn snippets_see_existing_only_and_never_replace_it() {
+        // `b` does not see `c`'s rendering; `a` leaves the existing `a` alone,
+        // and is not even rendered (its text would not compile).
+        let snippets = vec![snippet("a", "new {{ a"), snippet("b", "[{{ a }}{{ c }}]"), snippet("c", "c")];
+        assert_eq!(compute(snippets, json!({"a": "old"})).unwrap(), json!({"b": "[old]", "c": "c"}));
     }
 
     #[test]

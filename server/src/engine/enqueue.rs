@@ -6,7 +6,7 @@ use abi_stable::std_types::RStr;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use vespene_plugin_api::{ProjectInfo, SnippetInfo, VariablesContext};
+use vespene_plugin_api::{AccessRequest, ProjectInfo, SnippetInfo, UserInfo, VariablesContext};
 
 use super::{Engine, EngineError, Result};
 use crate::store::{Build, BuildStatus, Id, NewBuild, OutputStream, Project};
@@ -100,8 +100,14 @@ impl Engine {
             .ok_or_else(|| EngineError::Invalid(format!("project {} does not exist", req.project_id)))?;
         check_answers(&project.launch_questions, &req.answers)?;
         let mut placeholders = Placeholders::new();
-        let mut variables =
-            self.compute_variables_with(&project, req.pipeline_parent.as_ref(), &mut placeholders).await?;
+        // A variables plugin that fails (a snippet this script names that does
+        // not render) fails this build, as a template error does.
+        let (mut variables, failed) =
+            match self.compute_variables_with(&project, req.pipeline_parent.as_ref(), &mut placeholders).await {
+                Ok(v) => (v, None),
+                Err(EngineError::Failed(e)) => (Map::new(), Some(e)),
+                Err(e) => return Err(e),
+            };
         for (k, v) in &req.answers {
             variables.insert(k.clone(), v.clone());
         }
@@ -122,7 +128,13 @@ impl Engine {
             pipeline_parent_build_id: parent,
             pipeline_origin_build_id: origin,
         };
-        match render_script(&project.script, &variables) {
+        let rendered = match failed {
+            Some(e) => Err(format!("the variables could not be computed: {e}")),
+            None => {
+                render_script(&project.script, &variables).map_err(|e| format!("the script has a template error: {e}"))
+            }
+        };
+        match rendered {
             Ok(script) => {
                 new.secret_values = placeholders.used_by(&[&script, &new.variables]);
                 new.script = script;
@@ -134,7 +146,7 @@ impl Engine {
                 new.status = Some(BuildStatus::Failure);
                 new.script = project.script.clone();
                 let build = store.create_build(&new).await?;
-                let message = format!("the project could not be started: the script has a template error: {e}");
+                let message = format!("the project could not be started: {e}");
                 store.append_output(build.id, &[(OutputStream::Message, message.as_str())]).await?;
                 Ok(store.get_build(build.id).await?.unwrap_or(build))
             }
@@ -224,18 +236,77 @@ impl Engine {
             (Some(p), Some(s), Some(parent)) => self.earlier_stage_outputs(p, s.id, parent).await?,
             _ => Vec::new(),
         };
-        let mut snippets: Vec<SnippetInfo> =
-            store.list_snippets().await?.into_iter().map(|s| SnippetInfo { name: s.name, text: s.text }).collect();
-        snippets.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(VariablesContext {
+        let mut context = VariablesContext {
             project: info,
             pool,
             pipeline: pipeline_value,
             stage: stage_value,
             pipeline_outputs,
-            snippets,
             ..Default::default()
-        })
+        };
+        context.snippets = self.snippets_for(project, &context).await?;
+        Ok(context)
+    }
+
+    /// The snippets a build of `project` renders: those its script names,
+    /// that no variable of any level already defines (a snippet never
+    /// replaces a variable), and that the project's owners may use (the
+    /// authorization chain's `use`, asked for a user made of the project's
+    /// creator and owner groups). Another user's snippet, or a broken one the
+    /// script does not name, cannot touch the build.
+    async fn snippets_for(&self, project: &Project, context: &VariablesContext) -> Result<Vec<SnippetInfo>> {
+        let named = script_names(&project.script);
+        let defined = defined_names(context);
+        let wanted: Vec<crate::store::Snippet> = self
+            .store()
+            .list_snippets()
+            .await?
+            .into_iter()
+            .filter(|s| {
+                let key = snippet_variable(&s.name);
+                named.contains(&key) && !defined.contains(&key)
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups = self.store().list_groups().await?;
+        let group_names = |ids: &[Id]| -> Vec<String> {
+            groups.iter().filter(|g| ids.contains(&g.id)).map(|g| g.name.clone()).collect()
+        };
+        let creator = match project.created_by {
+            Some(id) => self.store().get_user(id).await?,
+            None => None,
+        };
+        let mut owner_groups = group_names(&project.owner_group_ids);
+        let owners = match creator {
+            Some(u) => {
+                owner_groups.extend(group_names(&u.group_ids));
+                UserInfo { id: u.id, username: u.username, superuser: u.is_superuser, groups: owner_groups }
+            }
+            // No creator (imported, made by the tutorial): its owner groups only.
+            None => UserInfo { id: 0, username: String::new(), superuser: false, groups: owner_groups },
+        };
+        let candidates: Vec<Value> = wanted
+            .iter()
+            .map(|s| {
+                json!({ "id": s.id, "name": s.name, "created_by": s.created_by,
+                        "owner_groups": group_names(&s.owner_group_ids), "shared": s.shared })
+            })
+            .collect();
+        let request = AccessRequest { user: Some(owners), action: "use".into(), kind: "snippet".into(), object: None };
+        let registry = self.registry().clone();
+        let usable = tokio::task::spawn_blocking(move || registry.access_filter(&request, &candidates))
+            .await
+            .map_err(|e| EngineError::Failed(format!("snippet authorization stopped: {e}")))?
+            .map_err(EngineError::Failed)?;
+        let mut snippets: Vec<SnippetInfo> = wanted
+            .into_iter()
+            .filter(|s| usable.contains(&s.id))
+            .map(|s| SnippetInfo { name: s.name, text: s.text })
+            .collect();
+        snippets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(snippets)
     }
 
     async fn variable_sets(&self, ids: &[Id], ph: &mut Placeholders) -> Result<Value> {
@@ -357,6 +428,41 @@ impl Placeholders {
             .collect();
         Value::Object(used).to_string()
     }
+}
+
+/// The variable a snippet becomes: its name with `-` and spaces as `_`.
+fn snippet_variable(name: &str) -> String {
+    name.replace(['-', ' '], "_")
+}
+
+/// The top-level names a script looks up (none if it does not parse: it
+/// then fails to render anyway).
+fn script_names(script: &str) -> std::collections::HashSet<String> {
+    let env = Environment::new();
+    env.template_from_str(script).map(|t| t.undeclared_variables(false)).unwrap_or_default()
+}
+
+/// Every variable name set by a level of the context: the project, the pool,
+/// the pipeline and the stage, and their variable sets. (Earlier stages'
+/// outputs may be renamed by the pipelines plugin; the snippets plugin itself
+/// never replaces what the chain computed before it.)
+fn defined_names(context: &VariablesContext) -> std::collections::HashSet<String> {
+    let mut names = std::collections::HashSet::new();
+    let mut add_level = |level: &Value| {
+        if let Some(vars) = level["variables"].as_object() {
+            names.extend(vars.keys().cloned());
+        }
+        for set in level["variable_sets"].as_array().into_iter().flatten() {
+            if let Some(vars) = set["variables"].as_object() {
+                names.extend(vars.keys().cloned());
+            }
+        }
+    };
+    add_level(&Value::Object(context.project.extra.clone()));
+    for level in [&context.pool, &context.pipeline, &context.stage].into_iter().flatten() {
+        add_level(level);
+    }
+    names
 }
 
 /// A project as plugins see it.

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::std_types::RStr;
 use serde::Serialize;
+use serde_json::Value;
 use vespene_plugin_api::abi::*;
-use vespene_plugin_api::Kind;
+use vespene_plugin_api::{AccessRequest, Kind};
 
 use super::loader::{self, Library};
 use crate::settings::{PluginEntry, PluginSection, PluginSettings};
@@ -213,7 +214,74 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Asks every authorization plugin (blocking); all must allow. The error
+    /// says which plugin refused or failed. A plugin built before the `use`
+    /// action existed is asked `edit` instead, so it never grants more than
+    /// it did.
+    pub fn access_check(&self, request: &AccessRequest) -> Result<(), String> {
+        let (current, legacy) = access_json(request);
+        for plugin in self.section(PluginSection::Authorization) {
+            if let Instance::Authorization(a) = &plugin.instance {
+                let json = if plugin.speaks_use() { &current } else { &legacy };
+                match a.check(RStr::from(json.as_str())).into_result() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(format!(
+                            "not allowed to {} this {} (by '{}')",
+                            request.action, request.kind, plugin.name
+                        ))
+                    }
+                    Err(e) => return Err(format!("authorization plugin '{}' failed: {e}", plugin.name)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids among `candidates` on which every authorization plugin allows
+    /// the request (blocking; the plugins' `filter_list`), with the same rule
+    /// for plugins that predate `use` as [`Registry::access_check`].
+    pub fn access_filter(&self, request: &AccessRequest, candidates: &[Value]) -> Result<Vec<i64>, String> {
+        let (current, legacy) = access_json(request);
+        let candidates_json = Value::Array(candidates.to_vec()).to_string();
+        let mut ids: Vec<i64> = candidates.iter().filter_map(|c| c["id"].as_i64()).collect();
+        for plugin in self.section(PluginSection::Authorization) {
+            if let Instance::Authorization(a) = &plugin.instance {
+                let json = if plugin.speaks_use() { &current } else { &legacy };
+                let keep = a
+                    .filter_list(RStr::from(json.as_str()), RStr::from(candidates_json.as_str()))
+                    .into_result()
+                    .map_err(|e| format!("authorization plugin '{}' failed: {e}", plugin.name))?;
+                ids.retain(|id| keep.contains(id));
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// The request as JSON for plugins that know `use`, and for those that do not.
+fn access_json(request: &AccessRequest) -> (String, String) {
+    let current = serde_json::to_string(request).expect("access request serializes");
+    let legacy = if request.action == "use" {
+        serde_json::to_string(&AccessRequest { action: "edit".into(), ..request.clone() })
+            .expect("access request serializes")
+    } else {
+        current.clone()
+    };
+    (current, legacy)
+}
+
 impl LoadedPlugin {
+    /// Whether the plugin was built on an interface that knows the
+    /// authorization action `use` (1.2 and later).
+    pub fn speaks_use(&self) -> bool {
+        let version = self.library.info.interface_version.as_str();
+        let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= vespene_plugin_api::USE_ACTION_SINCE
+    }
+
     /// What listings show of this plugin.
     pub fn summary(&self) -> PluginSummary {
         let info = &self.library.info;

@@ -40,6 +40,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0003_pool_network.sql"),
     },
     Migration {
+        version: 4,
+        name: "shared_and_owners",
+        sqlite: include_str!("../../migrations/sqlite/0004_shared_and_owners.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_shared_and_owners.sql"),
+    },
+    Migration {
         version: 5,
         name: "secret_values",
         sqlite: include_str!("../../migrations/sqlite/0005_secret_values.sql"),

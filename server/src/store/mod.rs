@@ -230,21 +230,25 @@ impl Store {
         };
         let connect = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("bad database URL '{}': {e}", redact_url(&opts.url))))?;
-        let mut pool_opts =
-            AnyPoolOptions::new().max_connections(opts.max_connections.max(1)).acquire_timeout(Duration::from_secs(60));
-        if backend == Backend::Sqlite {
+        let pool_opts = || {
+            let opts = AnyPoolOptions::new()
+                .max_connections(opts.max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(60));
+            if backend != Backend::Sqlite {
+                return opts;
+            }
             // Writers queue on SQLite's lock rather than failing at once; WAL lets
             // readers (live output) run beside the writer.
-            pool_opts = pool_opts.after_connect(|conn, _meta| {
+            opts.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     use sqlx::Executor;
                     conn.execute("PRAGMA busy_timeout = 30000").await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
                     Ok(())
                 })
-            });
-        }
-        let pool = pool_opts.clone().connect_with(connect.clone()).await?;
+            })
+        };
+        let pool = pool_opts().connect_with(connect.clone()).await?;
         if backend == Backend::Sqlite {
             sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
         }
@@ -255,7 +259,7 @@ impl Store {
                 // table keep statements prepared against the old columns: start
                 // afresh, so every connection sees the schema as migrated.
                 store.pool.close().await;
-                store.pool = pool_opts.connect_with(connect).await?;
+                store.pool = pool_opts().connect_with(connect).await?;
             }
             store.seal_plaintext_secrets().await?;
         }

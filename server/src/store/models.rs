@@ -237,6 +237,10 @@ pub struct VariableSet {
     pub created_by: Option<Id>,
     /// Groups that may edit it.
     pub owner_group_ids: Vec<Id>,
+    /// Anyone logged in may use it (name it in their own objects); only its
+    /// owner or a superuser sets this.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// A named template block injected as a variable.
@@ -254,6 +258,10 @@ pub struct Snippet {
     pub created_by: Option<Id>,
     /// Groups that may edit it.
     pub owner_group_ids: Vec<Id>,
+    /// Anyone logged in may use it (name it in their own objects); only its
+    /// owner or a superuser sets this.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// An SSH private key with an optional unlock password, both encrypted.
@@ -273,6 +281,10 @@ pub struct SshKey {
     pub created_by: Option<Id>,
     /// Groups that may edit or attach it.
     pub owner_group_ids: Vec<Id>,
+    /// Anyone logged in may use it (name it in their own objects); only its
+    /// owner or a superuser sets this.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// A username and encrypted password for http(s) checkouts and imports.
@@ -292,6 +304,10 @@ pub struct ServiceLogin {
     pub created_by: Option<Id>,
     /// Groups that may edit or attach it.
     pub owner_group_ids: Vec<Id>,
+    /// Anyone logged in may use it (name it in their own objects); only its
+    /// owner or a superuser sets this.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// A named queue plus its settings.
@@ -354,6 +370,10 @@ pub struct WorkerPool {
     pub reevaluate_minutes: i64,
     /// Creator.
     pub created_by: Option<Id>,
+    /// Anyone logged in may use it (name it in their own objects); only its
+    /// owner or a superuser sets this.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl Default for WorkerPool {
@@ -387,6 +407,7 @@ impl Default for WorkerPool {
             autoscaling_status: None,
             reevaluate_minutes: 10,
             created_by: None,
+            shared: false,
         }
     }
 }
@@ -425,6 +446,10 @@ pub struct Stage {
     pub variables: String,
     /// Variable sets, applied in order.
     pub variable_set_ids: Vec<Id>,
+    /// Anyone logged in may use it (name it in their own objects); only its
+    /// owner or a superuser sets this.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// An ordered chain of stages (any number of them).
@@ -452,6 +477,10 @@ pub struct Pipeline {
     pub created_by: Option<Id>,
     /// Groups that may edit it.
     pub owner_group_ids: Vec<Id>,
+    /// Anyone logged in may use it (name it in their own objects); only its
+    /// owner or a superuser sets this.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl Default for Pipeline {
@@ -468,6 +497,7 @@ impl Default for Pipeline {
             last_completed_by: None,
             created_by: None,
             owner_group_ids: vec![],
+            shared: false,
         }
     }
 }

@@ -610,6 +610,7 @@ impl Record for VariableSet {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("variables", json_default(&self.variables, "{}").into()),
@@ -618,6 +619,7 @@ impl Record for VariableSet {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -657,6 +659,7 @@ impl Record for Snippet {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("text", self.text.clone().into()),
@@ -665,6 +668,7 @@ impl Record for Snippet {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -709,6 +713,7 @@ impl Record for SshKey {
     }
     fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
         let mut c: Cols = vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("created_by", self.created_by.into()),
@@ -719,6 +724,7 @@ impl Record for SshKey {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -759,6 +765,7 @@ impl Record for ServiceLogin {
     }
     fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
         let mut c: Cols = vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("username", self.username.clone().into()),
@@ -769,6 +776,7 @@ impl Record for ServiceLogin {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -826,6 +834,7 @@ impl Record for WorkerPool {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("variables", json_default(&self.variables, "{}").into()),
@@ -856,6 +865,7 @@ impl Record for WorkerPool {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -911,6 +921,7 @@ impl Record for Stage {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("variables", json_default(&self.variables, "{}").into()),
@@ -918,6 +929,7 @@ impl Record for Stage {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,
@@ -961,6 +973,7 @@ impl Record for Pipeline {
     }
     fn columns(&self, _: &SecretBox) -> Result<Cols> {
         Ok(vec![
+            ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("enabled", self.enabled.into()),
@@ -972,6 +985,7 @@ impl Record for Pipeline {
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
+            shared: get_bool(r, "shared")?,
             id: get_i64(r, "id")?,
             name: get_str(r, "name")?,
             description: get_str(r, "description")?,

@@ -76,6 +76,8 @@ pub async fn setup(store: &Store) -> Result<TutorialReport> {
                 name: "tutorial_snippet".into(),
                 description: "A reusable block, rendered with the build's variables".into(),
                 text: "echo \"snippet says hello from {{ company | default('somewhere') }}\"".into(),
+                // Every tutorial project renders it, whoever made it.
+                shared: true,
                 ..Default::default()
             })
             .await?;

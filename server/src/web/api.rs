@@ -395,7 +395,7 @@ pub(crate) async fn authz_object(state: &Arc<AppState>, kind: &str, value: Value
 }
 
 /// [`authz_object`] with the groups already looked up (listings do it once).
-fn authz_object_with(groups: &[crate::store::Group], kind: &str, value: &Value) -> Value {
+pub(crate) fn authz_object_with(groups: &[crate::store::Group], kind: &str, value: &Value) -> Value {
     let names = |ids: &Value| -> Value {
         let ids: Vec<i64> = ids.as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
         json!(groups.iter().filter(|g| ids.contains(&g.id)).map(|g| g.name.clone()).collect::<Vec<_>>())
@@ -406,7 +406,87 @@ fn authz_object_with(groups: &[crate::store::Group], kind: &str, value: &Value) 
         "created_by": created_by,
         "owner_groups": names(&value["owner_group_ids"]),
         "launch_groups": names(&value["launch_group_ids"]),
+        "shared": value["shared"].as_bool().unwrap_or(false),
     })
+}
+
+/// The fields of `kind` that name other objects, and the kind each names:
+/// saving one asks the authorization chain whether the caller may `use` it.
+pub(crate) fn references(kind: &str) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        "project" => &[
+            ("worker_pool_id", "worker_pool"),
+            ("scm_login_id", "service_login"),
+            ("ssh_key_ids", "ssh_key"),
+            ("variable_set_ids", "variable_set"),
+            ("pipeline_id", "pipeline"),
+            ("stage_id", "stage"),
+        ],
+        "pipeline" => &[("stage_ids", "stage"), ("variable_set_ids", "variable_set")],
+        "stage" | "worker_pool" => &[("variable_set_ids", "variable_set")],
+        "organization" => &[
+            ("worker_pool_id", "worker_pool"),
+            ("default_worker_pool_id", "worker_pool"),
+            ("scm_login_id", "service_login"),
+            ("auto_attach_ssh_key_ids", "ssh_key"),
+        ],
+        _ => &[],
+    }
+}
+
+/// The ids a reference field holds: one id, a list, or none.
+pub(crate) fn referenced_ids(value: &Value) -> Vec<Id> {
+    match value {
+        Value::Array(items) => items.iter().filter_map(Value::as_i64).collect(),
+        other => other.as_i64().into_iter().collect(),
+    }
+}
+
+/// Asks whether the principal may `use` every object that `after` names and
+/// `before` (the stored object, on update) did not: a reference already
+/// there is not asked again, so existing objects keep working. A refusal is
+/// a 403 naming the field and the object.
+async fn check_uses(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    kind: &str,
+    before: Option<&Value>,
+    after: &Value,
+) -> Result<(), ApiError> {
+    for (field, target) in references(kind) {
+        let old = before.map(|b| referenced_ids(&b[*field])).unwrap_or_default();
+        for id in referenced_ids(&after[*field]) {
+            if old.contains(&id) {
+                continue;
+            }
+            // A missing object is the store's to refuse, naming the field.
+            let value = match get_value(state, target, id).await {
+                Ok(v) => v,
+                Err(e) if e.status == StatusCode::NOT_FOUND => continue,
+                Err(e) => return Err(e),
+            };
+            let mut object = authz_object(state, target, value.clone()).await?;
+            object["name"] = value["name"].clone();
+            object["field"] = json!(field);
+            if let Err(e) = state.authorize(principal, "use", target, Some(object)).await {
+                if e.status != StatusCode::FORBIDDEN {
+                    return Err(e);
+                }
+                let what = target.replace('_', " ");
+                let name = value["name"].as_str().unwrap_or_default();
+                return Err(ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    message: format!(
+                        "field '{field}': you may not use the {what} '{name}' (id {id}), which is neither yours nor \
+                         shared: {}",
+                        e.message
+                    ),
+                    field: Some(field.to_string()),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 macro_rules! dispatch_kind {
@@ -616,6 +696,7 @@ pub(crate) async fn create_object(
             let mut value = dispatch_kind!(kind, state.store, defaults)?;
             merge_input(&mut value, body, kind, &what)?;
             value["created_by"] = json!(user.id);
+            check_uses(state, principal, kind, None, &value).await?;
             dispatch_kind!(kind, state.store, create, value, &what)?
         }
     })
@@ -650,8 +731,9 @@ pub(crate) async fn update_object(
             state.store.rename_group(id, name).await?;
         }
         _ => {
-            let mut value = current;
+            let mut value = current.clone();
             merge_input(&mut value, body, kind, &what)?;
+            check_uses(state, principal, kind, Some(&current), &value).await?;
             dispatch_kind!(kind, state.store, update, value, &what)?;
         }
     }

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use abi_stable::std_types::RStr;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use vespene_plugin_api::{AccessRequest, UserInfo};
@@ -13,8 +12,6 @@ use warp::http::{HeaderMap, Method};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::plugins::Instance;
-use crate::settings::PluginSection;
 use crate::store::User;
 
 /// The session cookie's name.
@@ -108,11 +105,6 @@ pub async fn user_info(state: &Arc<AppState>, user: &User) -> Result<UserInfo, A
 }
 
 impl AppState {
-    fn access_request(&self, user: Option<UserInfo>, action: &str, kind: &str, object: Option<Value>) -> String {
-        let request = AccessRequest { user, action: action.into(), kind: kind.into(), object };
-        serde_json::to_string(&request).expect("access request serializes")
-    }
-
     /// Asks every authorization plugin; all must allow.
     pub async fn authorize(
         self: &Arc<Self>,
@@ -126,23 +118,11 @@ impl AppState {
             None => None,
         };
         let anonymous = user.is_none();
-        let request = self.access_request(user, action, kind, object);
-        let (action, kind) = (action.to_string(), kind.to_string());
+        let request = AccessRequest { user, action: action.into(), kind: kind.into(), object };
         let state = self.clone();
-        let verdict = tokio::task::spawn_blocking(move || {
-            for plugin in state.registry.section(PluginSection::Authorization) {
-                if let Instance::Authorization(a) = &plugin.instance {
-                    match a.check(RStr::from(request.as_str())).into_result() {
-                        Ok(true) => {}
-                        Ok(false) => return Err(format!("not allowed to {action} this {kind} (by '{}')", plugin.name)),
-                        Err(e) => return Err(format!("authorization plugin '{}' failed: {e}", plugin.name)),
-                    }
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| ApiError::new(warp::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let verdict = tokio::task::spawn_blocking(move || state.registry.access_check(&request))
+            .await
+            .map_err(|e| ApiError::new(warp::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         verdict.map_err(|m| if anonymous { ApiError::unauthenticated() } else { ApiError::forbidden(m) })
     }
 
@@ -157,24 +137,23 @@ impl AppState {
             Some(u) => Some(user_info(self, u).await?),
             None => None,
         };
-        let request = self.access_request(user, "list", kind, None);
+        self.filter_by(user, "list", kind, candidates).await
+    }
+
+    /// The ids among `candidates` on which every authorization plugin allows
+    /// `action` to `user` (the plugins' `filter_list`).
+    pub async fn filter_by(
+        self: &Arc<Self>,
+        user: Option<UserInfo>,
+        action: &str,
+        kind: &str,
+        candidates: Vec<Value>,
+    ) -> Result<Vec<i64>, ApiError> {
+        let request = AccessRequest { user, action: action.into(), kind: kind.into(), object: None };
         let state = self.clone();
-        let candidates_json = Value::Array(candidates.clone()).to_string();
-        let mut ids: Vec<i64> = candidates.iter().filter_map(|c| c["id"].as_i64()).collect();
-        let allowed = tokio::task::spawn_blocking(move || {
-            for plugin in state.registry.section(PluginSection::Authorization) {
-                if let Instance::Authorization(a) = &plugin.instance {
-                    let keep = a
-                        .filter_list(RStr::from(request.as_str()), RStr::from(candidates_json.as_str()))
-                        .into_result()
-                        .map_err(|e| format!("authorization plugin '{}' failed: {e}", plugin.name))?;
-                    ids.retain(|id| keep.contains(id));
-                }
-            }
-            Ok::<_, String>(ids)
-        })
-        .await
-        .map_err(|e| ApiError::new(warp::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let allowed = tokio::task::spawn_blocking(move || state.registry.access_filter(&request, &candidates))
+            .await
+            .map_err(|e| ApiError::new(warp::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         allowed.map_err(ApiError::forbidden)
     }
 }

@@ -118,6 +118,8 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
                 name: "default".into(),
                 description: "Runs each build in a sandbox of its own (sandbox isolation)".into(),
                 isolation_method: "sandbox".into(),
+                // Every user's first project goes here.
+                shared: true,
                 ..Default::default()
             };
             store.create_worker_pool(&default).await?;
@@ -153,8 +155,9 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
 }
 
 /// One line per pool whose builds run unisolated, as the server's own user
-/// (an isolation entry of the `shell` library): any user who may start a
-/// build there can read the server's key and database.
+/// (an isolation entry of the `shell` library), that ordinary users may use:
+/// a shared pool, or one an ordinary user owns. Whoever may start a build
+/// there can read the server's key and database.
 async fn unisolated_pool_warnings(store: &Store, registry: &Registry) -> anyhow::Result<Vec<String>> {
     let shell_entries: Vec<String> = registry
         .summaries()
@@ -162,15 +165,18 @@ async fn unisolated_pool_warnings(store: &Store, registry: &Registry) -> anyhow:
         .filter(|p| p.section == "isolation" && p.plugin == "shell")
         .map(|p| p.name)
         .collect();
+    let superusers: Vec<crate::store::Id> =
+        store.list_users().await?.into_iter().filter(|u| u.is_superuser).map(|u| u.id).collect();
     Ok(store
         .list_worker_pools()
         .await?
         .into_iter()
         .filter(|pool| shell_entries.contains(&pool.isolation_method))
+        .filter(|pool| pool.shared || pool.created_by.is_some_and(|owner| !superusers.contains(&owner)))
         .map(|pool| {
             format!(
-                "worker pool '{}' runs builds with '{}' isolation, as the server's own user: whoever may start a \
-                 build there can read the server's key and database (use 'sandbox' for pools ordinary users share)",
+                "worker pool '{}' runs builds with '{}' isolation, as the server's own user, and ordinary users may \
+                 use it: whoever starts a build there can read the server's key and database (use 'sandbox')",
                 pool.name, pool.isolation_method
             )
         })

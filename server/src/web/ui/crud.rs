@@ -171,7 +171,8 @@ async fn form_page(
     general: Option<String>,
     creating: bool,
 ) -> Response {
-    let lookups = forms::lookups(ctx, kind).await;
+    let mut lookups = forms::lookups(ctx, kind).await;
+    only_usable(ctx, kind, object, &mut lookups).await;
     let groups = forms::view(kind, object, form, &errors, &lookups, creating);
     let (_, singular) = titles(kind);
     let action = if creating {
@@ -196,6 +197,33 @@ async fn form_page(
             "error_count": errors.len(),
         }),
     )
+}
+
+/// Pickers offer only what the user may `use` (the server checks it again on
+/// save), plus whatever the object already names so an edit keeps it.
+async fn only_usable(ctx: &Ctx, kind: &str, object: &Value, lookups: &mut HashMap<&'static str, HashMap<i64, String>>) {
+    let Some(user) = ctx.principal.user() else { return };
+    let Ok(user) = crate::web::auth::user_info(&ctx.state, user).await else { return };
+    let Ok(groups) = ctx.state.store.list_groups().await else { return };
+    for (_, target) in api::references(kind) {
+        let Some(names) = lookups.get_mut(target) else { continue };
+        let mut keep: Vec<i64> = api::references(kind)
+            .iter()
+            .filter(|(_, t)| t == target)
+            .flat_map(|(field, _)| api::referenced_ids(&object[*field]))
+            .collect();
+        let mut candidates = Vec::new();
+        for id in names.keys() {
+            if let Ok(value) = api::get_value(&ctx.state, target, *id).await {
+                candidates.push(api::authz_object_with(&groups, target, &value));
+            }
+        }
+        match ctx.state.filter_by(Some(user.clone()), "use", target, candidates).await {
+            Ok(usable) => keep.extend(usable),
+            Err(_) => continue,
+        }
+        names.retain(|id, _| keep.contains(id));
+    }
 }
 
 async fn new(ctx: &Ctx, kind: &'static str, form: Option<&Form>) -> Result<Response, ApiError> {

@@ -111,6 +111,7 @@ const PIPELINE: &[Field] = &[
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const STAGE: &[Field] = &[
@@ -118,6 +119,7 @@ const STAGE: &[Field] = &[
     f("Info", "description", "Description", TextArea),
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const SNIPPET: &[Field] = &[
@@ -125,6 +127,7 @@ const SNIPPET: &[Field] = &[
     f("Info", "description", "Description", TextArea),
     h("Text", "text", "Text", Code, "A template, injected as the variable named after the snippet."),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const VARIABLE_SET: &[Field] = &[
@@ -132,6 +135,7 @@ const VARIABLE_SET: &[Field] = &[
     f("Info", "description", "Description", TextArea),
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const SERVICE_LOGIN: &[Field] = &[
@@ -140,6 +144,7 @@ const SERVICE_LOGIN: &[Field] = &[
     f("Access", "username", "Username", Text),
     h("Access", "password", "Password", Secret, "Stored encrypted; leave blank to keep the stored one."),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const SSH_KEY: &[Field] = &[
@@ -148,6 +153,7 @@ const SSH_KEY: &[Field] = &[
     h("Access", "private_key", "Private key", SecretArea, "Stored encrypted; leave blank to keep the stored one."),
     h("Access", "unlock_password", "Unlock password", Secret, "Leave blank to keep the stored one."),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const ORGANIZATION: &[Field] = &[
@@ -208,6 +214,7 @@ const WORKER_POOL: &[Field] = &[
     f("Autoscaling", "excess", "Excess", Number),
     f("Autoscaling", "multiplier", "Multiplier", Float),
     f("Autoscaling", "reevaluate_minutes", "Re-evaluate every (minutes)", Number),
+    h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
 const USER: &[Field] = &[

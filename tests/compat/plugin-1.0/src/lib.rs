@@ -1,7 +1,8 @@
 //! A plugin as a third party wrote it against interface 1.0: a trigger that
-//! writes a marker file and an output plugin that tags lines. The current
-//! server must load and run both, even though its interface has since gained
-//! methods and a plugin kind.
+//! writes a marker file, an output plugin that tags lines, and an
+//! authorization policy that knows only the 1.0 actions. The current server
+//! must load and run them, even though its interface has since gained
+//! methods, a plugin kind and an authorization action.
 
 use vespene_plugin_api::abi_stable::std_types::RVec;
 use vespene_plugin_api::serde_json::Value;
@@ -38,9 +39,33 @@ impl Output for Tagger {
     }
 }
 
+/// A naive 1.0 policy: everything is allowed but editing objects of one
+/// kind, which only their creator (and superusers) may do. It allows actions
+/// it has never heard of, as many plugins written before `use` do.
+pub struct LockedKind {
+    kind: String,
+}
+
+impl Authorization for LockedKind {
+    fn new(config: &Value) -> PluginResult<Self> {
+        let kind = config.get("locked_kind").and_then(Value::as_str).ok_or("parameter 'locked_kind' is required")?;
+        Ok(LockedKind { kind: kind.to_string() })
+    }
+
+    fn check(&self, request: &AccessRequest) -> PluginResult<bool> {
+        let Some(user) = &request.user else { return Ok(false) };
+        if user.superuser || request.action != "edit" || request.kind != self.kind {
+            return Ok(true);
+        }
+        let creator = request.object.as_ref().and_then(|o| o.get("created_by")).and_then(Value::as_i64);
+        Ok(creator == Some(user.id))
+    }
+}
+
 export_plugin! {
     name: "compat",
     description: "Built against the frozen 1.0 interface",
     trigger: Marker,
     output: Tagger,
+    authorization: LockedKind,
 }
