@@ -22,6 +22,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client holding an API token.
+    pub fn with_token(addr: &str, token: &str) -> Self {
+        Client { addr: addr.into(), token: Some(token.into()), cookie: None, csrf: None }
+    }
+
     /// A client with no credentials.
     pub fn anonymous(addr: &str) -> Self {
         Client { addr: addr.into(), token: None, cookie: None, csrf: None }
@@ -33,8 +38,18 @@ impl Client {
         self.raw(method, path, &text, &[])
     }
 
+    /// A call answering the body as text: (status, body).
+    pub fn text(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        self.raw_text(method, path, &body.map(|b| b.to_string()).unwrap_or_default(), &[])
+    }
+
     /// A call with a raw body and extra headers.
     pub fn raw(&self, method: &str, path: &str, body: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+        let (status, body) = self.raw_text(method, path, body, extra);
+        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
+    fn raw_text(&self, method: &str, path: &str, body: &str, extra: &[(&str, &str)]) -> (u16, String) {
         let mut headers: Vec<(String, String)> = vec![("Content-Type".into(), "application/json".into())];
         if let Some(t) = &self.token {
             headers.push(("Authorization".into(), format!("Bearer {t}")));
@@ -49,8 +64,7 @@ impl Client {
             headers.push((k.to_string(), v.to_string()));
         }
         let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let (status, body) = http_request(&self.addr, method, path, &refs, body);
-        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+        http_request(&self.addr, method, path, &refs, body)
     }
 
     /// A call that must succeed (2xx); answers the body.

@@ -12,6 +12,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 use vespene::store::{Build, BuildStatus, NewUser, Organization, Store, WorkerPool};
+use vespene_e2e::api_client::token_for;
+use vespene_e2e::builds::log_of;
 use vespene_e2e::servers::{run, GitDaemon};
 use vespene_e2e::*;
 
@@ -24,11 +26,6 @@ async fn shell_pool(store: &Store, name: &str) -> WorkerPool {
     let p = WorkerPool { name: name.into(), isolation_method: "shell".into(), shared: true, ..Default::default() };
     let id = store.create_worker_pool(&p).await.unwrap();
     store.get_worker_pool(id).await.unwrap().unwrap()
-}
-
-async fn log_of(store: &Store, build: i64) -> String {
-    let lines = store.output_since(build, 0, 100_000).await.unwrap();
-    lines.into_iter().map(|l| l.text).collect::<Vec<_>>().join("\n")
 }
 
 fn git(work: &Path, args: &[&str]) {
@@ -146,9 +143,9 @@ async fn finding_6_local_repositories_only_under_admin_roots() {
     ));
     let server = sandbox.serve();
     let store = sandbox.store().await;
-    user(&store, "alice", false).await;
-    user(&store, "bob", false).await;
-    let b = Client::login(&server, "bob");
+    user_with_details(&store, "alice", false).await;
+    user_with_details(&store, "bob", false).await;
+    let b = token_for(&server.addr, "bob");
     let pool = store.find_worker_pool("default").await.unwrap().expect("the default pool");
     let project = |name: &str, url: String| {
         json!({"name": name, "worker_pool_id": pool.id, "repo_url": url, "scm_type": "git",
@@ -299,43 +296,8 @@ async fn finding_8_import_refuses_symlinked_dotfile_and_script() {
 
 // ------------------------------------------------------------ finding 9
 
-/// An API client holding a bearer token.
-struct Client {
-    addr: String,
-    token: String,
-}
-
-impl Client {
-    /// Logs `name` in (password `password-of-<name>`) and mints a token.
-    fn login(server: &Server, name: &str) -> Client {
-        let cookie = server.login(name, &format!("password-of-{name}"));
-        let (status, body) = http_request(&server.addr, "GET", "/api/v1/me", &[("Cookie", &cookie)], "");
-        assert_eq!(status, 200, "{body}");
-        let csrf = serde_json::from_str::<Value>(&body).unwrap()["csrf_token"].as_str().unwrap_or_default().to_string();
-        let headers =
-            [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str()), ("Content-Type", "application/json")];
-        let (status, body) = http_request(&server.addr, "POST", "/api/v1/tokens", &headers, r#"{"name": "test"}"#);
-        assert_eq!(status, 201, "{body}");
-        let token = serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
-        Client { addr: server.addr.clone(), token }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let auth = format!("Bearer {}", self.token);
-        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
-        let text = body.map(Value::to_string).unwrap_or_default();
-        let (status, body) = http_request(&self.addr, method, path, &headers, &text);
-        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let (status, value) = self.call(method, path, body);
-        assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
-        value
-    }
-}
-
-async fn user(store: &Store, name: &str, superuser: bool) -> i64 {
+/// A user with an e-mail address and a first name, which others must not see.
+async fn user_with_details(store: &Store, name: &str, superuser: bool) -> i64 {
     store
         .create_user(&NewUser {
             username: name.into(),
@@ -364,12 +326,12 @@ async fn finding_9_views_filtered_by_default_and_others_by_username_only() {
     sandbox.settings(&plugin_settings());
     let server = sandbox.serve();
     let store = sandbox.store().await;
-    let admin_id = user(&store, "boss", true).await;
-    let a_id = user(&store, "alice", false).await;
-    let b_id = user(&store, "bob", false).await;
+    let admin_id = user_with_details(&store, "boss", true).await;
+    let a_id = user_with_details(&store, "alice", false).await;
+    let b_id = user_with_details(&store, "bob", false).await;
     let pool = shell_pool(&store, "builders").await;
     let (admin, a, b) =
-        (Client::login(&server, "boss"), Client::login(&server, "alice"), Client::login(&server, "bob"));
+        (token_for(&server.addr, "boss"), token_for(&server.addr, "alice"), token_for(&server.addr, "bob"));
 
     let project = a.ok(
         "POST",
@@ -468,7 +430,7 @@ cap_add = ["NET_BIND_SERVICE"]
     ));
     let server = sandbox.serve();
     let store = sandbox.store().await;
-    let b_id = user(&store, "bob", false).await;
+    let b_id = user_with_details(&store, "bob", false).await;
     let script = "#!/bin/sh\n\
                   echo uid=$(id -u)\n\
                   grep -E '^Cap(Eff|Bnd):' /proc/self/status | tr -s '\\t ' ' '\n\

@@ -5,14 +5,14 @@
 //! root, masked in the output in their common encodings, and `"********"`
 //! keeps a stored value.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::Digest;
-use vespene::store::{NewUser, Store};
+use vespene::store::Store;
+use vespene_e2e::api_client::{session_from_login, user, Client};
 use vespene_e2e::*;
 
 /// A's database password: characters that URL-encoding and JSON escape.
@@ -21,58 +21,6 @@ const DB_PASS: &str = "Zq7\"x/+p@ss w0rd!Kt9#Lm";
 const SET_TOKEN: &str = "set-secret-9f8e7d6c5b";
 /// A's webhook token.
 const HOOK: &str = "hook-token-31415926";
-
-/// An API client with a session cookie and its CSRF token.
-struct Client {
-    addr: String,
-    cookie: String,
-    csrf: String,
-}
-
-impl Client {
-    fn login(addr: &str, name: &str) -> Client {
-        use std::io::Read;
-        let body = json!({"username": name, "password": format!("password-of-{name}")}).to_string();
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(stream, "POST /api/v1/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let line = response.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect("a cookie");
-        let cookie = line.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_string();
-        let json_body = response.split_once("\r\n\r\n").unwrap().1;
-        let json_body = json_body.lines().find(|l| l.starts_with('{')).unwrap_or(json_body);
-        let value: Value = serde_json::from_str(json_body).unwrap();
-        Client { addr: addr.into(), cookie, csrf: value["csrf_token"].as_str().unwrap().to_string() }
-    }
-
-    /// (status, body text)
-    fn text(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-        let headers = [
-            ("Content-Type", "application/json"),
-            ("Cookie", self.cookie.as_str()),
-            ("X-CSRF-Token", self.csrf.as_str()),
-        ];
-        http_request(&self.addr, method, path, &headers, &body.map(|b| b.to_string()).unwrap_or_default())
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let (status, text) = self.text(method, path, body);
-        assert!((200..300).contains(&status), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-}
-
-async fn user(store: &Store, name: &str, superuser: bool) {
-    store
-        .create_user(&NewUser {
-            username: name.into(),
-            password: format!("password-of-{name}"),
-            is_superuser: superuser,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
 
 struct Team {
     _sandbox: Sandbox,
@@ -90,11 +38,14 @@ async fn team() -> Team {
         .settings(&format!("plugin_path = [\"{}\"]\n[workers]\nembedded = true\nper_pool = 1\n", bin_dir().display()));
     let server = sandbox.serve();
     let store = sandbox.store().await;
-    user(&store, "root", true).await;
-    user(&store, "alice", false).await;
-    user(&store, "bob", false).await;
-    let (admin, a, b) =
-        (Client::login(&server.addr, "root"), Client::login(&server.addr, "alice"), Client::login(&server.addr, "bob"));
+    user(&store, "root", true, &[]).await;
+    user(&store, "alice", false, &[]).await;
+    user(&store, "bob", false, &[]).await;
+    let (admin, a, b) = (
+        session_from_login(&server.addr, "root"),
+        session_from_login(&server.addr, "alice"),
+        session_from_login(&server.addr, "bob"),
+    );
     let pool = admin.ok(
         "POST",
         "/api/v1/worker_pools",

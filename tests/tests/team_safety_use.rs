@@ -11,56 +11,23 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vespene::store::{BuildStatus, NewUser, Store};
+use vespene::store::{BuildStatus, Store};
+use vespene_e2e::api_client::{user, Client};
 use vespene_e2e::builds::{finished, log_of, stdout_of};
 use vespene_e2e::*;
 
-/// An API client with a bearer token.
-struct Client {
-    addr: String,
-    token: String,
-}
-
-impl Client {
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let auth = format!("Bearer {}", self.token);
-        let headers = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
-        let text = body.map(|b| b.to_string()).unwrap_or_default();
-        let (status, body) = http_request(&self.addr, method, path, &headers, &text);
-        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Value) -> Value {
-        let (status, value) = self.call(method, path, Some(body));
-        assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
-        value
-    }
-
-    /// A request that must be refused with 403 naming `field` and the object.
-    fn refused(&self, method: &str, path: &str, body: Value, field: &str, object: &str) {
-        let (status, value) = self.call(method, path, Some(body.clone()));
-        assert_eq!(status, 403, "{method} {path} {body}: {value}");
-        assert_eq!(value["field"], field, "{value}");
-        let message = value["error"].as_str().unwrap_or_default();
-        assert!(message.contains(&format!("'{object}'")) && message.contains(field), "{message}");
-    }
-}
-
-async fn user(store: &Store, name: &str, superuser: bool) -> i64 {
-    store
-        .create_user(&NewUser {
-            username: name.into(),
-            password: format!("password-of-{name}-0123456789"),
-            is_superuser: superuser,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
+/// A request that must be refused with 403 naming `field` and the object.
+fn refused(client: &Client, method: &str, path: &str, body: Value, field: &str, object: &str) {
+    let (status, value) = client.call(method, path, Some(&body));
+    assert_eq!(status, 403, "{method} {path} {body}: {value}");
+    assert_eq!(value["field"], field, "{value}");
+    let message = value["error"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("'{object}'")) && message.contains(field), "{message}");
 }
 
 async fn client(store: &Store, addr: &str, user: i64) -> Client {
     let (_, token) = store.create_api_token(user, "test", None).await.unwrap();
-    Client { addr: addr.to_string(), token }
+    Client::with_token(addr, &token)
 }
 
 /// A server with embedded workers, and clients for an admin, A and B.
@@ -69,8 +36,11 @@ async fn team(sandbox: &Sandbox) -> (Server, Store, Client, Client, Client) {
         .settings(&format!("plugin_path = [\"{}\"]\n[workers]\nembedded = true\nper_pool = 2\n", bin_dir().display()));
     let server = sandbox.serve();
     let store = sandbox.store().await;
-    let (root, a, b) =
-        (user(&store, "root", true).await, user(&store, "alice", false).await, user(&store, "bob", false).await);
+    let (root, a, b) = (
+        user(&store, "root", true, &[]).await,
+        user(&store, "alice", false, &[]).await,
+        user(&store, "bob", false, &[]).await,
+    );
     let admin = client(&store, &server.addr, root).await;
     let a = client(&store, &server.addr, a).await;
     let b = client(&store, &server.addr, b).await;
@@ -93,29 +63,32 @@ async fn finding_3_a_project_names_only_what_its_author_may_use() {
     let login = a.ok(
         "POST",
         "/api/v1/service_logins",
-        json!({"name": "alice-git", "username": "alice", "password": "alice-secret"}),
+        Some(&json!({"name": "alice-git", "username": "alice", "password": "alice-secret"})),
     );
-    let key = a.ok("POST", "/api/v1/ssh_keys", json!({"name": "alice-key", "private_key": KEY}));
-    let set = a.ok("POST", "/api/v1/variable_sets", json!({"name": "alice-vars", "variables": "{\"x\": \"1\"}"}));
-    let pool = admin.ok("POST", "/api/v1/worker_pools", json!({"name": "admins-pool", "isolation_method": "shell"}));
-    let private_stage = admin.ok("POST", "/api/v1/stages", json!({"name": "private-stage"}));
-    let stage = admin.ok("POST", "/api/v1/stages", json!({"name": "build", "shared": true}));
+    let key = a.ok("POST", "/api/v1/ssh_keys", Some(&json!({"name": "alice-key", "private_key": KEY})));
+    let set =
+        a.ok("POST", "/api/v1/variable_sets", Some(&json!({"name": "alice-vars", "variables": "{\"x\": \"1\"}"})));
+    let pool =
+        admin.ok("POST", "/api/v1/worker_pools", Some(&json!({"name": "admins-pool", "isolation_method": "shell"})));
+    let private_stage = admin.ok("POST", "/api/v1/stages", Some(&json!({"name": "private-stage"})));
+    let stage = admin.ok("POST", "/api/v1/stages", Some(&json!({"name": "build", "shared": true})));
     // A may name the shared stage in A's own pipeline, not the private one.
-    a.refused(
+    refused(
+        &a,
         "POST",
         "/api/v1/pipelines",
         json!({"name": "alice-pipe", "stage_ids": [id(&stage), id(&private_stage)]}),
         "stage_ids",
         "private-stage",
     );
-    let pipeline = a.ok("POST", "/api/v1/pipelines", json!({"name": "alice-pipe", "stage_ids": [id(&stage)]}));
+    let pipeline = a.ok("POST", "/api/v1/pipelines", Some(&json!({"name": "alice-pipe", "stage_ids": [id(&stage)]})));
     // A uses A's own things.
     a.ok(
         "POST",
         "/api/v1/projects",
-        json!({"name": "alice-project", "worker_pool_id": default_pool, "scm_login_id": id(&login),
+        Some(&json!({"name": "alice-project", "worker_pool_id": default_pool, "scm_login_id": id(&login),
                "ssh_key_ids": [id(&key)], "variable_set_ids": [id(&set)],
-               "pipeline_id": id(&pipeline), "stage_id": id(&stage)}),
+               "pipeline_id": id(&pipeline), "stage_id": id(&stage)})),
     );
 
     // B may not name any of A's things, nor the admin's private pool; the
@@ -128,18 +101,20 @@ async fn finding_3_a_project_names_only_what_its_author_may_use() {
         body
     };
     let projects = "/api/v1/projects";
-    b.refused("POST", projects, project(json!({"scm_login_id": id(&login)})), "scm_login_id", "alice-git");
-    b.refused("POST", projects, project(json!({"ssh_key_ids": [id(&key)]})), "ssh_key_ids", "alice-key");
-    b.refused("POST", projects, project(json!({"variable_set_ids": [id(&set)]})), "variable_set_ids", "alice-vars");
-    b.refused("POST", projects, project(json!({"worker_pool_id": id(&pool)})), "worker_pool_id", "admins-pool");
-    b.refused(
+    refused(&b, "POST", projects, project(json!({"scm_login_id": id(&login)})), "scm_login_id", "alice-git");
+    refused(&b, "POST", projects, project(json!({"ssh_key_ids": [id(&key)]})), "ssh_key_ids", "alice-key");
+    refused(&b, "POST", projects, project(json!({"variable_set_ids": [id(&set)]})), "variable_set_ids", "alice-vars");
+    refused(&b, "POST", projects, project(json!({"worker_pool_id": id(&pool)})), "worker_pool_id", "admins-pool");
+    refused(
+        &b,
         "POST",
         projects,
         project(json!({"pipeline_id": id(&pipeline), "stage_id": id(&stage)})),
         "pipeline_id",
         "alice-pipe",
     );
-    b.refused(
+    refused(
+        &b,
         "POST",
         "/api/v1/pipelines",
         json!({"name": "bob-pipe", "stage_ids": [id(&private_stage)]}),
@@ -149,31 +124,32 @@ async fn finding_3_a_project_names_only_what_its_author_may_use() {
     assert!(store.find_project("bob-project").await.unwrap().is_none(), "nothing was saved");
 
     // B may use the default pool (shared from the first start) and shared stages.
-    let bobs_pipe = b.ok("POST", "/api/v1/pipelines", json!({"name": "bob-pipe", "stage_ids": [id(&stage)]}));
-    let bobs = b.ok("POST", projects, project(json!({"pipeline_id": id(&bobs_pipe), "stage_id": id(&stage)})));
+    let bobs_pipe = b.ok("POST", "/api/v1/pipelines", Some(&json!({"name": "bob-pipe", "stage_ids": [id(&stage)]})));
+    let bobs = b.ok("POST", projects, Some(&project(json!({"pipeline_id": id(&bobs_pipe), "stage_id": id(&stage)}))));
     let bobs_path = format!("/api/v1/projects/{}", id(&bobs));
     // An update may not add A's things either.
-    b.refused("PATCH", &bobs_path, json!({"ssh_key_ids": [id(&key)]}), "ssh_key_ids", "alice-key");
+    refused(&b, "PATCH", &bobs_path, json!({"ssh_key_ids": [id(&key)]}), "ssh_key_ids", "alice-key");
 
     // B cannot mark A's login shared; A can, and then B may use it.
     let (status, value) =
-        b.call("PATCH", &format!("/api/v1/service_logins/{}", id(&login)), Some(json!({"shared": true})));
+        b.call("PATCH", &format!("/api/v1/service_logins/{}", id(&login)), Some(&json!({"shared": true})));
     assert_eq!(status, 403, "{value}");
     assert!(!store.get_service_login(id(&login)).await.unwrap().unwrap().shared);
     let (status, value) =
-        b.call("PATCH", &format!("/api/v1/worker_pools/{}", id(&pool)), Some(json!({"shared": true})));
+        b.call("PATCH", &format!("/api/v1/worker_pools/{}", id(&pool)), Some(&json!({"shared": true})));
     assert_eq!(status, 403, "{value}");
-    a.ok("PATCH", &format!("/api/v1/service_logins/{}", id(&login)), json!({"shared": true}));
-    let updated = b.ok("PATCH", &bobs_path, json!({"scm_login_id": id(&login)}));
+    a.ok("PATCH", &format!("/api/v1/service_logins/{}", id(&login)), Some(&json!({"shared": true})));
+    let updated = b.ok("PATCH", &bobs_path, Some(&json!({"scm_login_id": id(&login)})));
     assert_eq!(updated["scm_login_id"], id(&login));
 
     // A stops sharing it: B's project keeps working, because an update that
     // does not change a reference does not ask again...
-    a.ok("PATCH", &format!("/api/v1/service_logins/{}", id(&login)), json!({"shared": false}));
-    let updated = b.ok("PATCH", &bobs_path, json!({"description": "still mine"}));
+    a.ok("PATCH", &format!("/api/v1/service_logins/{}", id(&login)), Some(&json!({"shared": false})));
+    let updated = b.ok("PATCH", &bobs_path, Some(&json!({"description": "still mine"})));
     assert_eq!(updated["scm_login_id"], id(&login));
     // ...but naming it anew is refused again.
-    b.refused(
+    refused(
+        &b,
         "POST",
         projects,
         json!({"name": "bob-2", "worker_pool_id": default_pool, "scm_login_id": id(&login)}),
@@ -185,8 +161,8 @@ async fn finding_3_a_project_names_only_what_its_author_may_use() {
     admin.ok(
         "POST",
         projects,
-        json!({"name": "admins-project", "worker_pool_id": id(&pool), "ssh_key_ids": [id(&key)],
-               "scm_login_id": id(&login), "pipeline_id": id(&pipeline), "stage_id": id(&stage)}),
+        Some(&json!({"name": "admins-project", "worker_pool_id": id(&pool), "ssh_key_ids": [id(&key)],
+               "scm_login_id": id(&login), "pipeline_id": id(&pipeline), "stage_id": id(&stage)})),
     );
 }
 
@@ -219,34 +195,38 @@ async fn finding_3_a_plugin_built_before_use_is_asked_edit_instead() {
     ));
     let server = sandbox.serve();
     let store = sandbox.store().await;
-    let (a, b) = (user(&store, "alice", false).await, user(&store, "bob", false).await);
+    let (a, b) = (user(&store, "alice", false, &[]).await, user(&store, "bob", false, &[]).await);
     let (a, b) = (client(&store, &server.addr, a).await, client(&store, &server.addr, b).await);
     let pool = store.find_worker_pool("default").await.unwrap().unwrap().id;
-    let login = a.ok("POST", "/api/v1/service_logins", json!({"name": "alice-git", "username": "alice"}));
-    let key = a.ok("POST", "/api/v1/ssh_keys", json!({"name": "alice-key", "private_key": KEY}));
+    let login = a.ok("POST", "/api/v1/service_logins", Some(&json!({"name": "alice-git", "username": "alice"})));
+    let key = a.ok("POST", "/api/v1/ssh_keys", Some(&json!({"name": "alice-key", "private_key": KEY})));
 
     // Asked `use` as such, the plugin would allow it; asked `edit`, it refuses.
     let body = json!({"name": "bob-project", "worker_pool_id": pool, "scm_login_id": id(&login)});
-    b.refused("POST", "/api/v1/projects", body, "scm_login_id", "alice-git");
+    refused(&b, "POST", "/api/v1/projects", body, "scm_login_id", "alice-git");
     let (_, value) = b.call(
         "POST",
         "/api/v1/projects",
-        Some(json!({"name": "bob-project", "worker_pool_id": pool, "scm_login_id": id(&login)})),
+        Some(&json!({"name": "bob-project", "worker_pool_id": pool, "scm_login_id": id(&login)})),
     );
     assert!(value["error"].as_str().unwrap().contains("(by 'compat')"), "{value}");
     // What it lets B edit, it lets B use: nothing more, nothing less.
-    b.ok("POST", "/api/v1/projects", json!({"name": "bob-project", "worker_pool_id": pool, "ssh_key_ids": [id(&key)]}));
+    b.ok(
+        "POST",
+        "/api/v1/projects",
+        Some(&json!({"name": "bob-project", "worker_pool_id": pool, "ssh_key_ids": [id(&key)]})),
+    );
     a.ok(
         "POST",
         "/api/v1/projects",
-        json!({"name": "alice-project", "worker_pool_id": pool, "scm_login_id": id(&login)}),
+        Some(&json!({"name": "alice-project", "worker_pool_id": pool, "scm_login_id": id(&login)})),
     );
 }
 
 /// Starts a project through the API and waits for its build: (status, the
 /// script's output, the frozen variables, the whole log).
 async fn run_build(store: &Store, client: &Client, project: i64) -> (BuildStatus, String, Value, String) {
-    let build = client.ok("POST", &format!("/api/v1/projects/{project}/start"), json!({}));
+    let build = client.ok("POST", &format!("/api/v1/projects/{project}/start"), Some(&json!({})));
     let build = finished(store, id(&build), Duration::from_secs(60)).await;
     let output = stdout_of(store, build.id).await.join("\n");
     let variables = serde_json::from_str(&build.variables).unwrap_or(Value::Null);
@@ -260,19 +240,19 @@ async fn finding_2_another_users_snippets_cannot_touch_a_build() {
     let pool = store.find_worker_pool("default").await.unwrap().unwrap().id;
 
     // A's project, with a variable and a secret one, and A's own snippet.
-    a.ok("POST", "/api/v1/snippets", json!({"name": "alice-snippet", "text": "alice says {{ greeting }}"}));
+    a.ok("POST", "/api/v1/snippets", Some(&json!({"name": "alice-snippet", "text": "alice says {{ greeting }}"})));
     let project = a.ok(
         "POST",
         "/api/v1/projects",
-        json!({"name": "alice-project", "worker_pool_id": pool,
+        Some(&json!({"name": "alice-project", "worker_pool_id": pool,
                "variables": "{\"greeting\": \"hello-from-a\", \"api_token\": \"a-secret-value\"}",
-               "script": "#!/bin/bash\necho \"greeting={{ greeting }}\"\necho \"mine={{ alice_snippet }}\"\n"}),
+               "script": "#!/bin/bash\necho \"greeting={{ greeting }}\"\necho \"mine={{ alice_snippet }}\"\n"})),
     );
     // B's snippets: one named like A's variable that would print A's secret,
     // one that does not even compile, and one of B's own.
-    b.ok("POST", "/api/v1/snippets", json!({"name": "greeting", "text": "INJECTED {{ api_token }}"}));
-    b.ok("POST", "/api/v1/snippets", json!({"name": "broken", "text": "{{ oops"}));
-    let bobs = b.ok("POST", "/api/v1/snippets", json!({"name": "bob-snippet", "text": "bob says hi"}));
+    b.ok("POST", "/api/v1/snippets", Some(&json!({"name": "greeting", "text": "INJECTED {{ api_token }}"})));
+    b.ok("POST", "/api/v1/snippets", Some(&json!({"name": "broken", "text": "{{ oops"})));
+    let bobs = b.ok("POST", "/api/v1/snippets", Some(&json!({"name": "bob-snippet", "text": "bob says hi"})));
 
     // A's build is as if B's snippets did not exist, and A's snippet works.
     let (status, output, variables, log) = run_build(&store, &a, id(&project)).await;
@@ -286,24 +266,23 @@ async fn finding_2_another_users_snippets_cannot_touch_a_build() {
     // B's snippet is not even visible to A's project unless B shares it.
     let uses_bobs = a.ok(
         "POST",
-        "/api/v1/projects",
-        json!({"name": "alice-uses-bob", "worker_pool_id": pool, "script": "#!/bin/bash\necho \"{{ bob_snippet }}\"\n"}),
+        "/api/v1/projects", Some(&json!({"name": "alice-uses-bob", "worker_pool_id": pool, "script": "#!/bin/bash\necho \"{{ bob_snippet }}\"\n"})),
     );
     let (status, _, _, log) = run_build(&store, &a, id(&uses_bobs)).await;
     assert_eq!(status, BuildStatus::Failure, "{log}");
     assert!(log.contains("bob_snippet"), "the template error names it: {log}");
     // A cannot share it for B; B can.
-    let (status, value) = a.call("PATCH", &format!("/api/v1/snippets/{}", id(&bobs)), Some(json!({"shared": true})));
+    let (status, value) = a.call("PATCH", &format!("/api/v1/snippets/{}", id(&bobs)), Some(&json!({"shared": true})));
     assert_eq!(status, 403, "{value}");
-    b.ok("PATCH", &format!("/api/v1/snippets/{}", id(&bobs)), json!({"shared": true}));
+    b.ok("PATCH", &format!("/api/v1/snippets/{}", id(&bobs)), Some(&json!({"shared": true})));
     let (status, output, _, log) = run_build(&store, &a, id(&uses_bobs)).await;
     assert_eq!(status, BuildStatus::Success, "{log}");
     assert!(output.contains("bob says hi"), "{output}");
 
     // Shared or not, a snippet never replaces a variable set elsewhere.
-    b.ok("PATCH", &format!("/api/v1/snippets/{}", id(&bobs)), json!({"shared": false}));
+    b.ok("PATCH", &format!("/api/v1/snippets/{}", id(&bobs)), Some(&json!({"shared": false})));
     let greeting = store.find_snippet("greeting").await.unwrap().unwrap();
-    b.ok("PATCH", &format!("/api/v1/snippets/{}", greeting.id), json!({"shared": true}));
+    b.ok("PATCH", &format!("/api/v1/snippets/{}", greeting.id), Some(&json!({"shared": true})));
     let (status, output, variables, log) = run_build(&store, &a, id(&project)).await;
     assert_eq!(status, BuildStatus::Success, "{log}");
     assert!(output.contains("greeting=hello-from-a") && !output.contains("INJECTED"), "{output}");
@@ -313,7 +292,7 @@ async fn finding_2_another_users_snippets_cannot_touch_a_build() {
     let bobs_project = b.ok(
         "POST",
         "/api/v1/projects",
-        json!({"name": "bob-project", "worker_pool_id": pool, "script": "#!/bin/bash\necho \"{{ broken }}\"\n"}),
+        Some(&json!({"name": "bob-project", "worker_pool_id": pool, "script": "#!/bin/bash\necho \"{{ broken }}\"\n"})),
     );
     let (status, _, _, log) = run_build(&store, &b, id(&bobs_project)).await;
     assert_eq!(status, BuildStatus::Failure, "{log}");
@@ -326,12 +305,12 @@ async fn finding_2_another_users_snippets_cannot_touch_a_build() {
 async fn finding_3_the_ui_pickers_offer_only_what_the_user_may_use() {
     let sandbox = Sandbox::new();
     let (server, _store, _admin, a, _b) = team(&sandbox).await;
-    a.ok("POST", "/api/v1/service_logins", json!({"name": "alice-git", "username": "alice"}));
-    a.ok("POST", "/api/v1/ssh_keys", json!({"name": "alice-key", "private_key": KEY}));
-    let shared = a.ok("POST", "/api/v1/variable_sets", json!({"name": "alice-shared-vars", "shared": true}));
+    a.ok("POST", "/api/v1/service_logins", Some(&json!({"name": "alice-git", "username": "alice"})));
+    a.ok("POST", "/api/v1/ssh_keys", Some(&json!({"name": "alice-key", "private_key": KEY})));
+    let shared = a.ok("POST", "/api/v1/variable_sets", Some(&json!({"name": "alice-shared-vars", "shared": true})));
     assert_eq!(shared["shared"], true);
     let page = |user: &str| {
-        let cookie = server.login(user, &format!("password-of-{user}-0123456789"));
+        let cookie = server.login(user, &format!("password-of-{user}"));
         let (status, page) = server.get_with("/ui/projects/new", &[("Cookie", &cookie)]);
         assert_eq!(status, 200, "{page}");
         page
