@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vespene::store::{Build, BuildStatus, Organization, Secret, ServiceLogin, Store, WorkerPool};
+use vespene::store::{Build, BuildStatus, NewUser, Organization, Secret, ServiceLogin, Store, WorkerPool};
 use vespene_e2e::servers::{run, GitDaemon};
 use vespene_e2e::*;
 
@@ -159,6 +159,13 @@ async fn imports_a_github_organization_with_policies_and_a_pipeline() {
     let importers = pool(&store, "importers").await;
     let default = pool(&store, "default").await;
     let special = pool(&store, "special").await;
+    let admin = NewUser {
+        username: "admin".into(),
+        password: "an-admin-password".into(),
+        is_superuser: true,
+        ..Default::default()
+    };
+    let admin = store.create_user(&admin).await.unwrap();
     let ops = store.create_group("ops").await.unwrap();
     let dev = store.create_group("dev").await.unwrap();
     let login = store
@@ -179,6 +186,8 @@ async fn imports_a_github_organization_with_policies_and_a_pipeline() {
             default_worker_pool_id: default.id,
             worker_pool_id: importers.id,
             scm_login_id: Some(login),
+            // Made by an administrator, so its imports may name any pool.
+            created_by: Some(admin),
             ..Default::default()
         })
         .await

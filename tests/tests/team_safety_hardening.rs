@@ -3,7 +3,9 @@
 //! local repositories only under admin-listed roots (6), container builds
 //! without root or capabilities on a nosuid,nodev build root (7), imports that
 //! never follow a symlink out of the clone (8), and views filtered by default
-//! with other users shown by username only (9).
+//! with other users shown by username only (9). Finding 3's import case is
+//! here too, beside the other import tests: a `.vespene` file names only the
+//! pools, pipelines and stages the organization's owners may use.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -102,6 +104,90 @@ async fn import(sandbox: &Sandbox, store: &Store) -> Build {
     let org = store.find_organization("acme").await.unwrap().unwrap();
     let id = org.last_build_id.unwrap_or_else(|| panic!("no import ran: {text}"));
     store.get_build(id).await.unwrap().unwrap()
+}
+
+/// Finding 3, imports: an organization's import creates projects on its
+/// owners' behalf, so the pool, pipeline and stage a `.vespene` file names
+/// must be ones they may use (theirs, or shared); others are ignored, said in
+/// the import's log.
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_3_an_imported_dotfile_names_only_what_the_organizations_owners_may_use() {
+    let repos = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new();
+    sandbox.settings(&plugin_settings());
+    let store = sandbox.store().await;
+    let alice = user_with_details(&store, "alice", false).await;
+    let importers = shell_pool(&store, "importers").await;
+    let pool = |name: &str, created_by| WorkerPool {
+        name: name.into(),
+        isolation_method: "shell".into(),
+        created_by,
+        ..Default::default()
+    };
+    store.create_worker_pool(&pool("admins-pool", None)).await.unwrap();
+    let alices_pool = store.create_worker_pool(&pool("alices-pool", Some(alice))).await.unwrap();
+    let stage = vespene::store::Stage { name: "admins-stage".into(), ..Default::default() };
+    let stage = store.create_stage(&stage).await.unwrap();
+    let pipeline =
+        vespene::store::Pipeline { name: "admins-pipe".into(), stage_ids: vec![stage], ..Default::default() };
+    store.create_pipeline(&pipeline).await.unwrap();
+    let script = ("build.sh", "#!/bin/sh\necho build\n");
+    repository(
+        repos.path(),
+        "wants-admins",
+        &[
+            (
+                ".vespene",
+                "name: wants-admins\nscript: build.sh\nworker_pool: admins-pool\npipeline: admins-pipe\nstage: admins-stage\n",
+            ),
+            script,
+        ],
+        &[],
+    );
+    repository(
+        repos.path(),
+        "wants-own",
+        &[(".vespene", "name: wants-own\nscript: build.sh\nworker_pool: alices-pool\n"), script],
+        &[],
+    );
+    let daemon = GitDaemon::start(repos.path());
+    let api = github_api(Value::Array(["wants-admins", "wants-own"].iter().map(|n| repo_json(&daemon, n)).collect()));
+    store
+        .create_organization(&Organization {
+            name: "acme".into(),
+            organization_type: "github".into(),
+            organization_identifier: "acme".into(),
+            api_endpoint: api,
+            default_worker_pool_id: importers.id,
+            worker_pool_id: importers.id,
+            allow_worker_pool_assignment: true,
+            created_by: Some(alice),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let build = import(&sandbox, &store).await;
+    let log = log_of(&store, build.id).await;
+    assert_eq!(build.status, BuildStatus::Success, "{log}");
+    let projects = store.list_projects().await.unwrap();
+    let project = |name: &str| projects.iter().find(|p| p.name == name).cloned().expect(name);
+    let wants_admins = project("wants-admins");
+    assert_eq!(
+        (wants_admins.worker_pool_id, wants_admins.pipeline_id, wants_admins.stage_id),
+        (importers.id, None, None)
+    );
+    for (key, kind, name) in [
+        ("worker_pool", "worker pool", "admins-pool"),
+        ("pipeline", "pipeline", "admins-pipe"),
+        ("stage", "stage", "admins-stage"),
+    ] {
+        let expected = format!(
+            "repository wants-admins: .vespene key '{key}': the organization's owners may not use {kind} '{name}'"
+        );
+        assert!(log.contains(&expected), "no '{expected}' in {log}");
+    }
+    assert_eq!(project("wants-own").worker_pool_id, alices_pool, "the owners' own pool is theirs to use");
 }
 
 // ------------------------------------------------------------ finding 6

@@ -6,7 +6,7 @@ use abi_stable::std_types::RStr;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use vespene_plugin_api::{AccessRequest, ProjectInfo, SnippetInfo, UserInfo, VariablesContext};
+use vespene_plugin_api::{ProjectInfo, SnippetInfo, VariablesContext};
 
 use super::{Engine, EngineError, Result};
 use crate::store::{Build, BuildStatus, Id, NewBuild, OutputStream, Project};
@@ -270,36 +270,10 @@ impl Engine {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let groups = self.store().list_groups().await?;
-        let group_names = |ids: &[Id]| -> Vec<String> {
-            groups.iter().filter(|g| ids.contains(&g.id)).map(|g| g.name.clone()).collect()
-        };
-        let creator = match project.created_by {
-            Some(id) => self.store().get_user(id).await?,
-            None => None,
-        };
-        let mut owner_groups = group_names(&project.owner_group_ids);
-        let owners = match creator {
-            Some(u) => {
-                owner_groups.extend(group_names(&u.group_ids));
-                UserInfo { id: u.id, username: u.username, superuser: u.is_superuser, groups: owner_groups }
-            }
-            // No creator (imported, made by the tutorial): its owner groups only.
-            None => UserInfo { id: 0, username: String::new(), superuser: false, groups: owner_groups },
-        };
-        let candidates: Vec<Value> = wanted
-            .iter()
-            .map(|s| {
-                json!({ "id": s.id, "name": s.name, "created_by": s.created_by,
-                        "owner_groups": group_names(&s.owner_group_ids), "shared": s.shared })
-            })
-            .collect();
-        let request = AccessRequest { user: Some(owners), action: "use".into(), kind: "snippet".into(), object: None };
-        let registry = self.registry().clone();
-        let usable = tokio::task::spawn_blocking(move || registry.access_filter(&request, &candidates))
-            .await
-            .map_err(|e| EngineError::Failed(format!("snippet authorization stopped: {e}")))?
-            .map_err(EngineError::Failed)?;
+        let groups = self.group_names().await?;
+        let owners = self.owners(&groups, project.created_by, &project.owner_group_ids).await?;
+        let candidates: Vec<Value> = wanted.iter().map(|s| groups.object(s)).collect();
+        let usable = self.usable(owners, "snippet", candidates).await?;
         let mut snippets: Vec<SnippetInfo> = wanted
             .into_iter()
             .filter(|s| usable.contains(&s.id))

@@ -61,6 +61,11 @@ pub struct DotVespene {
 }
 
 /// An import error for one repository: "repository R: .vespene key 'K': problem".
+/// Why a `.vespene` reference was not followed: not the owners' to use.
+fn refused(kind: &str, name: &str) -> String {
+    format!("the organization's owners may not use {kind} '{name}' (neither theirs nor shared); ignored")
+}
+
 fn key_error(repo: &str, key: &str, problem: impl std::fmt::Display) -> String {
     format!("repository {repo}: {DOTFILE} key '{key}': {problem}")
 }
@@ -449,7 +454,10 @@ impl Engine {
         if let Some(pool) = &config.worker_pool {
             if org.allow_worker_pool_assignment && configure {
                 match store.find_worker_pool(pool).await.map_err(db)? {
-                    Some(p) => project.worker_pool_id = p.id,
+                    Some(p) if self.organization_may_use(org, "worker_pool", &p).await? => {
+                        project.worker_pool_id = p.id
+                    }
+                    Some(_) => log.message(&key_error(rname, "worker_pool", refused("worker pool", pool))),
                     None => {
                         log.message(&key_error(rname, "worker_pool", format!("no worker pool named '{pool}'; ignored")))
                     }
@@ -462,7 +470,9 @@ impl Engine {
             if !org.allow_pipeline_definition {
                 log.message(&key_error(rname, "pipeline_definition", "pipeline definition is not allowed; ignored"));
             } else if store.find_pipeline(pipeline).await.map_err(db)?.is_none() {
-                self.define_pipeline(pipeline, stages).await.map_err(|e| key_error(rname, "pipeline_definition", e))?;
+                self.define_pipeline(pipeline, stages, org.created_by)
+                    .await
+                    .map_err(|e| key_error(rname, "pipeline_definition", e))?;
                 log.message(&format!(
                     "repository {rname}: created pipeline {pipeline} with stages {}",
                     stages.join(", ")
@@ -472,7 +482,10 @@ impl Engine {
         if configure {
             if let Some(pipeline) = &config.pipeline {
                 match store.find_pipeline(pipeline).await.map_err(db)? {
-                    Some(p) => project.pipeline_id = Some(p.id),
+                    Some(p) if self.organization_may_use(org, "pipeline", &p).await? => {
+                        project.pipeline_id = Some(p.id)
+                    }
+                    Some(_) => log.message(&key_error(rname, "pipeline", refused("pipeline", pipeline))),
                     None => {
                         log.message(&key_error(rname, "pipeline", format!("no pipeline named '{pipeline}'; ignored")))
                     }
@@ -480,7 +493,8 @@ impl Engine {
             }
             if let Some(stage) = &config.stage {
                 match store.find_stage(stage).await.map_err(db)? {
-                    Some(s) => project.stage_id = Some(s.id),
+                    Some(s) if self.organization_may_use(org, "stage", &s).await? => project.stage_id = Some(s.id),
+                    Some(_) => log.message(&key_error(rname, "stage", refused("stage", stage))),
                     None => log.message(&key_error(rname, "stage", format!("no stage named '{stage}'; ignored"))),
                 }
             }
@@ -498,8 +512,30 @@ impl Engine {
         })
     }
 
-    /// Creates a pipeline and any missing stages, in order.
-    async fn define_pipeline(&self, name: &str, stages: &[String]) -> std::result::Result<(), String> {
+    /// Whether the organization's owners (its creator) may use `object`, a
+    /// pool, pipeline or stage a `.vespene` file names: an import is a create
+    /// or update made on their behalf, so it names only what they may use.
+    async fn organization_may_use(
+        &self,
+        org: &Organization,
+        kind: &str,
+        object: impl serde::Serialize,
+    ) -> std::result::Result<bool, String> {
+        let groups = self.group_names().await.map_err(|e| e.to_string())?;
+        let owners = self.owners(&groups, org.created_by, &[]).await.map_err(|e| e.to_string())?;
+        let object = groups.object(object);
+        let id = object["id"].as_i64().unwrap_or_default();
+        Ok(self.usable(owners, kind, vec![object]).await.map_err(|e| e.to_string())?.contains(&id))
+    }
+
+    /// Creates a pipeline and any missing stages, in order; the pipeline is
+    /// the organization's owners' (`created_by`), so its projects may use it.
+    async fn define_pipeline(
+        &self,
+        name: &str,
+        stages: &[String],
+        created_by: Option<Id>,
+    ) -> std::result::Result<(), String> {
         let store = self.store();
         let mut ids = Vec::new();
         for stage in stages {
@@ -513,7 +549,7 @@ impl Engine {
             ids.push(id);
         }
         store
-            .create_pipeline(&Pipeline { name: name.to_string(), stage_ids: ids, ..Default::default() })
+            .create_pipeline(&Pipeline { name: name.to_string(), stage_ids: ids, created_by, ..Default::default() })
             .await
             .map_err(|e| format!("cannot create pipeline '{name}': {e}"))?;
         Ok(())

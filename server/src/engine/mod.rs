@@ -13,6 +13,7 @@
 //! a running build's writes wait for it to come back ([`Engine::patiently`]),
 //! and a claim whose answer was lost is found again by the worker that made it.
 
+mod access;
 mod enqueue;
 mod host;
 pub mod import;
