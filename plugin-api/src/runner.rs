@@ -16,9 +16,11 @@ use crate::{CommandOutcome, CommandRequest};
 /// How often a running command checks for stop and timeout.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Output lines that follow each other within this many milliseconds are
-/// handed over together, as one write.
-const WRITE_GAP_MS: i32 = 5;
+/// The gap a host that masks secrets passes to [`run_writes`]: output lines
+/// that follow each other within this many milliseconds are handed over
+/// together, as one write (a shell's `printf` writes line by line). A host
+/// with nothing to mask passes 0, so no line waits.
+pub const WRITE_GAP_MS: i32 = 5;
 /// The most lines handed over together.
 const WRITE_LINES: usize = 1024;
 
@@ -46,15 +48,16 @@ pub fn run(
     mut on_line: impl FnMut(&str),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(CommandOutcome, Option<StopReason>), String> {
-    run_writes(request, default_cwd, |lines| lines.iter().for_each(|l| on_line(l)), cancelled)
+    run_writes(request, default_cwd, 0, |lines| lines.iter().for_each(|l| on_line(l)), cancelled)
 }
 
 /// [`run`], handing over together the lines of one write of the command
-/// (the lines of one read, and lines that follow within a few milliseconds):
+/// (the lines of one read, and lines that follow within `write_gap_ms`):
 /// the host masks a secret printed across two of them.
 pub fn run_writes(
     request: &CommandRequest,
     default_cwd: Option<&std::path::Path>,
+    write_gap_ms: i32,
     mut on_lines: impl FnMut(&[String]),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(CommandOutcome, Option<StopReason>), String> {
@@ -108,7 +111,7 @@ pub fn run_writes(
                     // partial line does not hold back the lines before it.
                     if reader.buffer().is_empty()
                         && lines.len() < WRITE_LINES
-                        && readable_within(reader.get_ref(), WRITE_GAP_MS)
+                        && readable_within(reader.get_ref(), write_gap_ms)
                     {
                         let _ = reader.fill_buf();
                     }
@@ -244,8 +247,8 @@ mod tests {
         let started = Instant::now();
         let mut batches: Vec<(Vec<String>, Duration)> = Vec::new();
         let script = "printf 'a\\nb\\n'; sleep 0.3; echo first; printf part; sleep 0.6; echo ial";
-        run_writes(&CommandRequest::shell(script), None, |l| batches.push((l.to_vec(), started.elapsed())), &|| false)
-            .unwrap();
+        let record = |l: &[String]| batches.push((l.to_vec(), started.elapsed()));
+        run_writes(&CommandRequest::shell(script), None, WRITE_GAP_MS, record, &|| false).unwrap();
         let lines: Vec<Vec<String>> = batches.iter().map(|(l, _)| l.clone()).collect();
         assert_eq!(lines, vec![vec!["a", "b"], vec!["first"], vec!["partial"]]);
         assert!(batches[1].1 < Duration::from_millis(800), "'first' waited for the partial line: {batches:?}");

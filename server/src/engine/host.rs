@@ -139,9 +139,13 @@ impl CommandRunner for BuildHost {
         if request.log_command {
             self.log.message(&format!("running: {}", vespene_plugin_api::runner::describe(&request)));
         }
+        // Waiting a moment for a write's next line only pays when a secret
+        // printed across lines must be caught; otherwise no line waits.
+        let gap = if self.log.masks_anything() { vespene_plugin_api::runner::WRITE_GAP_MS } else { 0 };
         match vespene_plugin_api::runner::run_writes(
             &request,
             Some(&self.build_root),
+            gap,
             |lines| self.log.push_write(stream, lines),
             &|| self.cancel.reason().is_some(),
         ) {

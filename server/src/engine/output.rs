@@ -89,6 +89,11 @@ impl BuildLog {
         self.masks.lock().expect("mask lock").add(secret)
     }
 
+    /// Whether any secret is masked in this log.
+    pub fn masks_anything(&self) -> bool {
+        !self.masks.lock().expect("mask lock").is_empty()
+    }
+
     /// Adds the lines of one write together, so a secret printed across two
     /// of them is masked (and no flush can come between them).
     pub fn push_write(&self, stream: Stream, texts: &[String]) {
