@@ -290,6 +290,93 @@ async fn finding_6_local_repositories_only_under_admin_roots() {
     assert!(!log.contains("team readme 41c7") && !log.contains("checking out"), "{log}");
 }
 
+/// Finding 6, Subversion: an `svn:externals` definition on a repository under
+/// the roots cannot pull in a repository outside them, whether it names it
+/// outright or reaches it with `^/..`. The build fails naming the external and
+/// nothing of the outside repository is read; an external under the roots is
+/// fetched.
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_6_svn_externals_only_under_admin_roots() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (allowed, private) = (dir.path().join("srv-svn"), dir.path().join("root-only"));
+    let svnadmin = |path: &Path| run(Command::new("svnadmin").arg("create").arg(path));
+    let import = |from: &Path, url: &str| {
+        run(Command::new("svn").args(["import", "-q", "--username", "ada", "-m", "first"]).arg(from).arg(url));
+    };
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&private).unwrap();
+    for (repo, text) in [(allowed.join("team"), "team svn 52ad"), (allowed.join("lib"), "lib svn 0b3e")] {
+        svnadmin(&repo);
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("trunk")).unwrap();
+        std::fs::write(src.join("trunk/README"), format!("{text}\n")).unwrap();
+        import(&src, &format!("file://{}", repo.display()));
+        std::fs::remove_dir_all(&src).unwrap();
+    }
+    svnadmin(&private.join("secret"));
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("trunk")).unwrap();
+    std::fs::write(src.join("trunk/README"), "root only svn 7c1d\n").unwrap();
+    import(&src, &format!("file://{}/secret", private.display()));
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let team = format!("file://{}/team", allowed.display());
+    let set_externals = |value: &str| {
+        let wc = dir.path().join("wc");
+        run(Command::new("svn").args(["checkout", "-q", &format!("{team}/trunk")]).arg(&wc));
+        run(Command::new("svn").args(["propset", "-q", "svn:externals", value]).arg(&wc));
+        run(Command::new("svn").args(["commit", "-q", "--username", "ada", "-m", "externals"]).arg(&wc));
+        std::fs::remove_dir_all(&wc).unwrap();
+    };
+
+    let sandbox = Sandbox::new();
+    sandbox.settings(&format!(
+        "{}[workers]\nembedded = false\n[repositories]\nlocal_roots = [\"{}\"]\n",
+        plugin_settings(),
+        allowed.display()
+    ));
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    user_with_details(&store, "alice", false).await;
+    user_with_details(&store, "bob", false).await;
+    let b = token_for(&server.addr, "bob");
+    let pool = store.find_worker_pool("default").await.unwrap().expect("the default pool");
+    let created = b.ok(
+        "POST",
+        "/api/v1/projects",
+        Some(&json!({"name": "svn-team", "worker_pool_id": pool.id, "repo_url": team, "scm_type": "svn",
+                     "repo_branch": "trunk", "script": "#!/bin/sh\ncat README lib/README\n"})),
+    );
+    let id = created["id"].as_i64().unwrap();
+    let build_once = || async {
+        let build = b.ok("POST", &format!("/api/v1/projects/{id}/start"), None)["id"].as_i64().unwrap();
+        vespene_e2e::builds::WorkerProcess::spawn(&sandbox, &["default", "--max-builds", "1"])
+            .wait(std::time::Duration::from_secs(60));
+        (store.get_build(build).await.unwrap().unwrap(), log_of(&store, build).await)
+    };
+
+    set_externals("^/../lib/trunk lib");
+    let (done, log) = build_once().await;
+    assert_eq!(done.status, BuildStatus::Success, "{log}");
+    assert!(log.contains("team svn 52ad") && log.contains("lib svn 0b3e"), "{log}");
+
+    let p = private.display();
+    for (external, named) in [
+        (format!("file://{p}/secret/trunk lib"), format!("{p}/secret/trunk")),
+        ("^/../../root-only/secret/trunk lib".to_string(), format!("{p}/secret/trunk")),
+    ] {
+        set_externals(&external);
+        let (done, log) = build_once().await;
+        assert_eq!(done.status, BuildStatus::Failure, "{external}: {log}");
+        assert!(
+            log.contains(&format!("svn: external in .: local repository '{named}' is outside")),
+            "{external}: {log}"
+        );
+        assert!(!log.contains("root only svn 7c1d"), "{log}");
+        assert!(!Path::new(&done.working_dir).join("lib/README").exists(), "the root-only repository was read");
+    }
+}
+
 // ------------------------------------------------------------ finding 8
 
 /// Finding 8: an organization import never follows a symbolic link. A

@@ -13,6 +13,15 @@
 //! * Always `--non-interactive`: a server asking for anything else (a
 //!   password that was refused, an unknown certificate) fails the build with
 //!   one clear line instead of hanging it.
+//! * `svn:externals` are fetched by the plugin, one level at a time, instead of
+//!   by svn itself: each definition is resolved (`../`, `^/`, `//`, `/` and
+//!   absolute URLs, pegs and `-r` revisions) and checked before anything is
+//!   read. A `file://` external must be inside the server's
+//!   `local_repository_roots` (its `[repositories] local_roots`), like the
+//!   project's own repository; otherwise the checkout fails naming it. An
+//!   external's directory must stay inside the working copy. The project's
+//!   login is offered only to externals on the repository's own server.
+//!   `externals = false` skips externals altogether.
 //! * The answer records the last changed revision of the checked-out path and
 //!   its author.
 //!
@@ -21,10 +30,15 @@
 //! library = "svn"
 //! svn = "/usr/bin/svn"       # optional, default "svn" on PATH
 //! timeout_seconds = 600      # optional
+//! externals = true           # optional: fetch svn:externals (checked as above)
 //! ```
+
+mod externals;
 
 use std::path::Path;
 use std::process::Command;
+
+use externals::Fetch;
 
 use vespene_plugin_api::serde_json::Value;
 use vespene_plugin_api::{
@@ -32,7 +46,10 @@ use vespene_plugin_api::{
 };
 
 /// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["svn", "timeout_seconds"];
+const PARAMETERS: &[&str] = &["svn", "timeout_seconds", "externals"];
+
+/// How deep externals of externals are followed.
+pub const MAX_EXTERNALS_DEPTH: usize = 8;
 
 /// The time limit of one checkout when `timeout_seconds` is not set.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 600;
@@ -42,6 +59,7 @@ pub const DEFAULT_TIMEOUT_SECONDS: u64 = 600;
 pub struct SvnScm {
     svn: String,
     timeout_seconds: u64,
+    externals: bool,
 }
 
 impl SvnScm {
@@ -64,23 +82,46 @@ impl SvnScm {
         login: Option<(&str, &str)>,
         timeout_seconds: u64,
     ) -> CommandRequest {
+        let mut request =
+            self.fetch_request("checkout", None, url, &context.work_dir, config_dir, login, timeout_seconds);
+        request.cwd = Some(context.work_dir.clone());
+        request
+    }
+
+    /// `svn checkout` (or `export`, for a file external) of `url` into `dest`,
+    /// never following externals: the plugin checks those itself.
+    #[allow(clippy::too_many_arguments)]
+    fn fetch_request(
+        &self,
+        verb: &str,
+        revision: Option<&str>,
+        url: &str,
+        dest: &str,
+        config_dir: &str,
+        login: Option<(&str, &str)>,
+        timeout_seconds: u64,
+    ) -> CommandRequest {
         let mut argv = vec![
             self.svn.clone(),
-            "checkout".into(),
+            verb.into(),
             "--non-interactive".into(),
             "--no-auth-cache".into(),
+            "--ignore-externals".into(),
             "--config-dir".into(),
             config_dir.into(),
         ];
+        if let Some(revision) = revision {
+            argv.extend(["-r".into(), revision.into()]);
+        }
         let mut request = CommandRequest::default();
         if let Some((username, password)) = login {
             argv.extend(["--username".into(), username.into(), "--password-from-stdin".into()]);
             request.stdin = Some(password.to_string());
             request.mask = vec![password.to_string()].into_iter().filter(|p| !p.is_empty()).collect();
         }
-        argv.extend(["--".into(), url.into(), context.work_dir.clone()]);
+        argv.extend(["--".into(), url.into(), dest.into()]);
         request.argv = argv;
-        request.cwd = Some(context.work_dir.clone());
+
         // English messages, so failures can be told apart.
         request.env.insert("LC_ALL".into(), "C".into());
         request.stream = StreamName::Message;
@@ -106,7 +147,11 @@ impl Scm for SvnScm {
             None => DEFAULT_TIMEOUT_SECONDS,
             Some(v) => v.as_u64().filter(|n| *n > 0).ok_or("parameter 'timeout_seconds' must be a positive integer")?,
         };
-        Ok(SvnScm { svn, timeout_seconds })
+        let externals = match params.get("externals") {
+            None => true,
+            Some(v) => v.as_bool().ok_or("parameter 'externals' must be true or false")?,
+        };
+        Ok(SvnScm { svn, timeout_seconds, externals })
     }
 
     fn checkout(&self, context: &ScmContext, host: &Host<'_>) -> PluginResult<CheckoutResult> {
@@ -164,6 +209,10 @@ impl Scm for SvnScm {
                 format!("svn: checkout of {url} failed (exit code {}): {last}", outcome.exit_code)
             });
         }
+        if self.externals {
+            let fetch = Fetch { plugin: self, context, host, config_dir: &config_dir, login, timeout };
+            fetch.externals_of(Path::new(&context.work_dir), 1)?;
+        }
         let info = self.info(&context.work_dir, &config_dir)?;
         let result = CheckoutResult {
             short_revision: info.revision.as_ref().map(|r| format!("r{r}")),
@@ -205,6 +254,10 @@ pub struct Info {
     pub revision: Option<String>,
     /// Its author.
     pub author: Option<String>,
+    /// The URL of the working copy directory.
+    pub url: Option<String>,
+    /// The URL of its repository's root.
+    pub root: Option<String>,
 }
 
 /// Parses `svn info --xml`: `<entry revision=..><commit revision="N"><author>A</author>`.
@@ -215,11 +268,14 @@ pub fn parse_info(xml: &str) -> Info {
     };
     let revision = xml.find("<commit").and_then(|i| attribute(&xml[i..]));
     let revision = revision.or_else(|| xml.find("<entry").and_then(|i| attribute(&xml[i..])));
-    let author = xml.find("<author>").and_then(|i| {
-        let rest = &xml[i + "<author>".len()..];
-        Some(unescape(&rest[..rest.find("</author>")?]))
-    });
-    Info { revision, author }
+    Info { revision, author: element(xml, "author"), url: element(xml, "url"), root: element(xml, "root") }
+}
+
+/// The text of the first `<name>` element, unescaped.
+fn element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let rest = &xml[xml.find(&open)? + open.len()..];
+    Some(unescape(&rest[..rest.find(&format!("</{name}>"))?]))
 }
 
 fn unescape(text: &str) -> String {
@@ -313,6 +369,62 @@ mod tests {
         assert!(Path::new(&ctx.private_dir).join("svn").is_dir());
     }
 
+    /// Sets `svn:externals` on trunk of the repository at `url`.
+    fn set_externals(url: &str, root: &Path, value: &str) {
+        let wc = root.join("externals-wc");
+        run("svn", &["checkout", "-q", &format!("{url}/trunk"), wc.to_str().unwrap()]);
+        run("svn", &["propset", "-q", "svn:externals", value, wc.to_str().unwrap()]);
+        run("svn", &["commit", "-q", "--username", "ada", "-m", "externals", wc.to_str().unwrap()]);
+        std::fs::remove_dir_all(wc).unwrap();
+    }
+
+    #[test]
+    fn externals_are_fetched_only_from_allowed_places() {
+        let root = tempfile::tempdir().unwrap();
+        let url = fixture(root.path());
+        let elsewhere = tempfile::tempdir().unwrap();
+        let secret = fixture(elsewhere.path());
+        let roots = vespene_plugin_api::serde_json::json!([root.path()]);
+
+        // Relative, same-repository and file externals under the roots are fetched.
+        set_externals(&url, root.path(), "^/branches/feature feat\n-r 1 ../trunk/README readme-copy\n");
+        let mut ctx = context(&url, root.path(), Some("trunk"));
+        ctx.extra.insert("local_repository_roots".into(), roots.clone());
+        let host = RecordingHost::new();
+        checkout(&ctx, &host).unwrap();
+        let work = Path::new(&ctx.work_dir);
+        assert_eq!(std::fs::read_to_string(work.join("feat/README")).unwrap(), "hello\n");
+        assert_eq!(std::fs::read_to_string(work.join("readme-copy")).unwrap(), "hello\n");
+        assert!(host
+            .messages()
+            .iter()
+            .any(|m| m == &format!("svn: fetching external {url}/branches/feature into feat")));
+
+        // One outside the roots is refused before it is read, naming it.
+        set_externals(&url, root.path(), &format!("{secret}/trunk stolen\n"));
+        let root2 = tempfile::tempdir().unwrap();
+        let mut ctx = context(&url, root2.path(), Some("trunk"));
+        ctx.extra.insert("local_repository_roots".into(), roots);
+        let err = checkout(&ctx, &RecordingHost::new()).unwrap_err();
+        let path = secret.strip_prefix("file://").unwrap();
+        assert!(err.starts_with(&format!("svn: external in .: local repository '{path}/trunk' is outside")), "{err}");
+        assert!(!Path::new(&ctx.work_dir).join("stolen").exists());
+
+        // With no roots from the server, no file:// external is allowed at all.
+        let root3 = tempfile::tempdir().unwrap();
+        let ctx = context(&url, root3.path(), Some("trunk"));
+        let err = checkout(&ctx, &RecordingHost::new()).unwrap_err();
+        assert!(err.contains("(local_roots: none)") || err.contains("local_roots: none"), "{err}");
+
+        // externals = false skips them.
+        let plugin = scm_from::<SvnScm>(r#"{"externals": false}"#).unwrap();
+        let root4 = tempfile::tempdir().unwrap();
+        let ctx = context(&url, root4.path(), Some("trunk"));
+        plugin.checkout(to_json(&ctx).as_rstr(), &RecordingHost::new().host()).into_result().unwrap();
+        assert!(!Path::new(&ctx.work_dir).join("stolen").exists());
+        assert!(Path::new(&ctx.work_dir).join("README").exists());
+    }
+
     #[test]
     fn a_missing_path_fails_clearly() {
         let root = tempfile::tempdir().unwrap();
@@ -324,7 +436,7 @@ mod tests {
 
     #[test]
     fn the_password_goes_on_stdin_and_is_masked_never_in_argv() {
-        let plugin = SvnScm { svn: "svn".into(), timeout_seconds: 60 };
+        let plugin = SvnScm { svn: "svn".into(), timeout_seconds: 60, externals: true };
         let mut ctx = context("svn://h/repo", tempfile::tempdir().unwrap().path(), None);
         ctx.login = Some(LoginRef { username: "ada".into(), password: Some("plain:s3cret".into()) });
         let request = plugin.checkout_request(&ctx, "svn://h/repo", "/private/svn", Some(("ada", "s3cret")), 60);
@@ -333,7 +445,10 @@ mod tests {
         assert_eq!(request.mask, ["s3cret"]);
         let argv = request.argv.join(" ");
         assert!(argv.contains("--username ada --password-from-stdin"), "{argv}");
-        assert!(argv.contains("--non-interactive --no-auth-cache --config-dir /private/svn"), "{argv}");
+        assert!(
+            argv.contains("--non-interactive --no-auth-cache --ignore-externals --config-dir /private/svn"),
+            "{argv}"
+        );
     }
 
     #[test]
@@ -343,7 +458,8 @@ mod tests {
         ctx.branch = Some("/branches/x/".into());
         assert_eq!(SvnScm::checkout_url(&ctx), "svn://h/repo/branches/x");
         let xml = "<info><entry kind=\"dir\" path=\".\" revision=\"9\"><commit\n   revision=\"7\">\n<author>a&amp;b</author></commit></entry></info>";
-        assert_eq!(parse_info(xml), Info { revision: Some("7".into()), author: Some("a&b".into()) });
+        let expected = Info { revision: Some("7".into()), author: Some("a&b".into()), url: None, root: None };
+        assert_eq!(parse_info(xml), expected);
         assert!(is_auth_failure("svn: E170001: Authentication error from server: Password incorrect"));
         assert!(!is_auth_failure("svn: E170000: URL 'svn://h/x' doesn't exist"));
     }
@@ -354,6 +470,7 @@ mod tests {
             (r#"{"svn": 1}"#, "parameter 'svn' must be the path of the svn client"),
             (r#"{"svn": "/no/svn"}"#, "parameter 'svn': /no/svn does not exist or is not a file"),
             (r#"{"timeout_seconds": "x"}"#, "parameter 'timeout_seconds' must be a positive integer"),
+            (r#"{"externals": "no"}"#, "parameter 'externals' must be true or false"),
             (r#"{"user": "x"}"#, "unknown parameter 'user' for scm plugin svn"),
         ];
         for (config, expected) in cases {
