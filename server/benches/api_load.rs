@@ -5,6 +5,8 @@
 //!
 //! Run with `scripts/bench api_load`.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +37,7 @@ fn main() {
     let (token, build_id) = runtime.block_on(async {
         let store = Store::open(&StoreOptions {
             url: format!("sqlite://{}", dir.path().join("vespene.db").display()),
-            key_file: dir.path().join("secret.key"),
+            secrets: support::basic_secrets(dir.path()),
             max_connections: 2,
             migrate: true,
         })

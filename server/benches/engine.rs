@@ -5,6 +5,8 @@
 //!
 //! Run with `scripts/bench engine`.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -67,10 +69,14 @@ async fn setup(pg_url: Option<&str>) -> (Engine, tempfile::TempDir, WorkerPool) 
         }
         None => format!("sqlite://{}", dir.path().join("bench.db").display()),
     };
-    let store =
-        Store::open(&StoreOptions { url, key_file: dir.path().join("secret.key"), max_connections: 8, migrate: true })
-            .await
-            .unwrap();
+    let store = Store::open(&StoreOptions {
+        url,
+        secrets: support::basic_secrets(dir.path()),
+        max_connections: 8,
+        migrate: true,
+    })
+    .await
+    .unwrap();
     let pool = WorkerPool {
         name: "bench".into(),
         isolation_method: "shell".into(),

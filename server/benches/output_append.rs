@@ -6,6 +6,8 @@
 //! Options (environment): `VESPENE_BENCH_LINES` (default 1000000),
 //! `VESPENE_BENCH_BATCH` (default 500).
 
+mod support;
+
 use std::time::Instant;
 
 use sqlx::{Connection, Executor};
@@ -55,7 +57,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions {
             url: format!("sqlite://{}", dir.path().join("bench.db").display()),
-            key_file: dir.path().join("secret.key"),
+            secrets: support::basic_secrets(dir.path()),
             max_connections: 4,
             migrate: true,
         };

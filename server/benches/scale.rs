@@ -22,6 +22,8 @@
 //! Run with `scripts/bench scale` (it builds the release binary and plugins
 //! first); set VESPENE_TEST_POSTGRES_URL for the PostgreSQL rows.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use vespene::store::{
-    key_file_in, BuildFilter, BuildStatus, NewBuild, NewUser, OutputStream, Project, Store, StoreOptions, WorkerPool,
+    BuildFilter, BuildStatus, NewBuild, NewUser, OutputStream, Project, Store, StoreOptions, WorkerPool,
 };
 
 /// Trivial builds per throughput run.
@@ -220,10 +222,14 @@ impl Sandbox {
         std::fs::write(&config, text).unwrap();
         // The bench opens (and migrates) the store first, creating the secret key
         // the processes share.
-        let store =
-            Store::open(&StoreOptions { url, key_file: key_file_in(dir.path()), max_connections: 4, migrate: true })
-                .await
-                .unwrap();
+        let store = Store::open(&StoreOptions {
+            url,
+            secrets: support::basic_secrets(dir.path()),
+            max_connections: 4,
+            migrate: true,
+        })
+        .await
+        .unwrap();
         Sandbox { backend, release, config, store, dir, _pg: pg }
     }
 

@@ -6,7 +6,11 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[path = "../benches/support/mod.rs"]
+mod support;
+
 use sqlx::{Connection, Executor, Row};
+use support::basic_secrets;
 use vespene::store::{
     self, Backend, BuildFilter, BuildStatus, Group, NewBuild, NewUser, OutputStream, Pipeline, Project, Secret,
     ServiceLogin, SshKey, Stage, Store, StoreError, StoreOptions, VariableSet, Worker, WorkerPool,
@@ -26,7 +30,7 @@ impl TestDb {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions {
             url: format!("sqlite://{}", dir.path().join("vespene.db").display()),
-            key_file: dir.path().join("secret.key"),
+            secrets: basic_secrets(dir.path()),
             max_connections: 8,
             migrate: true,
         };
@@ -52,7 +56,7 @@ impl TestDb {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions {
             url: format!("{base}/{name}"),
-            key_file: dir.path().join("secret.key"),
+            secrets: basic_secrets(dir.path()),
             max_connections: 8,
             migrate: true,
         };
@@ -886,8 +890,9 @@ async fn secret_variables_are_sealed_kept_and_rotated(s: &Store) {
     let kept = sealed(s.sealed_variables("variable_sets", id).await.unwrap().unwrap());
     assert_eq!(s.decrypt(&kept).unwrap(), "sealed-value-1");
     // Rotation re-encrypts it with the new key.
-    let new = store::SecretBox::from_key(&[9; 32]);
-    assert!(s.reencrypt_secrets(&new).await.unwrap() >= 1);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let new = basic_secrets(elsewhere.path());
+    assert!(s.reencrypt_secrets(&*new).await.unwrap() >= 1);
     let rotated = sealed(s.sealed_variables("variable_sets", id).await.unwrap().unwrap());
     assert_eq!(new.decrypt(&rotated).unwrap(), "sealed-value-1");
     assert!(s.decrypt(&rotated).is_err(), "the old key no longer reads it");

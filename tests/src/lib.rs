@@ -396,26 +396,43 @@ impl Sandbox {
         Some(())
     }
 
-    /// The store the sandbox's `vespene` processes use, opened from the test.
+    /// The store the sandbox's `vespene` processes use, opened from the test
+    /// with the secrets plugins its settings configure (the built `.so` files).
     pub async fn store(&self) -> vespene::store::Store {
         let url =
             self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.path("data/vespene.db").display()));
-        let opts = vespene::store::StoreOptions {
-            url,
-            key_file: self.path("data/secret.key"),
-            max_connections: 4,
-            migrate: true,
-        };
-        let store = vespene::store::Store::open(&opts).await.expect("open the sandbox store");
-        // The save-time rules of the sandbox's settings, as its `vespene` processes have them.
         let options = vespene::settings::LoadOptions {
             system_dir: Some(self.path("etc")),
             config_file: Some(self.path("settings.toml")).filter(|f| f.exists()),
             env: vec![("VESPENE_DATA_DIR".into(), self.path("data").display().to_string())],
         };
-        match vespene::settings::Settings::load(&options) {
-            Ok((settings, _)) => store.with_policy(vespene::store::Store::policy_from(&settings)),
-            Err(_) => store,
+        let settings = vespene::settings::Settings::load(&options).ok().map(|(settings, _)| settings);
+        // Settings a test made invalid on purpose: the default secrets plugin.
+        let secrets = settings.as_ref().map(|s| s.plugins.secrets.clone()).unwrap_or_else(|| {
+            let mut basic = vespene::settings::PluginEntry {
+                library: "basic".into(),
+                enabled: true,
+                per_project: false,
+                seal: false,
+                params: Default::default(),
+            };
+            let key_file = self.path("data/secret.key").display().to_string();
+            basic.params.insert("key_file".into(), toml::Value::String(key_file));
+            [("basic".to_string(), basic)].into_iter().collect()
+        });
+        let only_secrets = vespene::settings::PluginSettings { secrets, ..Default::default() };
+        let registry = vespene::plugins::Registry::load(&only_secrets, &[bin_dir()]).expect("load the secrets plugins");
+        let opts = vespene::store::StoreOptions {
+            url,
+            secrets: std::sync::Arc::new(registry.secrets_chain()),
+            max_connections: 4,
+            migrate: true,
+        };
+        let store = vespene::store::Store::open(&opts).await.expect("open the sandbox store");
+        // The save-time rules of the sandbox's settings, as its `vespene` processes have them.
+        match settings {
+            Some(settings) => store.with_policy(vespene::store::Store::policy_from(&settings)),
+            None => store,
         }
     }
 }

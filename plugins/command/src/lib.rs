@@ -7,11 +7,16 @@
 //! working directory, its output going to the build's message log; a non-zero
 //! exit fails the trigger.
 //!
+//! The same library is also a secrets plugin, which keeps secret values
+//! outside the database: see [`secrets`].
+//!
 //! ```toml
 //! [plugins.success_triggers.notify]
 //! library = "command"
 //! command = "notify-send 'build {{ build.id }} of {{ project.name }} passed'"
 //! ```
+
+pub mod secrets;
 
 use minijinja::{Environment, UndefinedBehavior};
 use vespene_plugin_api::serde_json::{self, Value};
@@ -88,8 +93,9 @@ impl Trigger for CommandTrigger {
 
 export_plugin! {
     name: "command",
-    description: "Trigger that runs a templated shell command",
+    description: "Trigger that runs a templated shell command; secrets plugin that keeps values in an external store",
     trigger: CommandTrigger,
+    secrets: secrets::CommandSecrets,
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub enum BuildCommand {
 
 async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     let registry = super::load_plugins(settings)?;
-    let store = Store::open_from_settings(settings).await?;
+    let store = Store::open_from_settings(settings, Arc::new(registry.secrets_chain())).await?;
     Ok(Engine::new(store, Arc::new(registry), Arc::new(settings.clone())))
 }
 
@@ -42,6 +42,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn worker(settings: &Settings, config: WorkerConfig) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let engine = engine(settings).await?;
+        // Held while working: a key rotation must not run under us.
+        let _running = engine.store().claim_running().await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -124,7 +126,7 @@ pub fn import(settings: &Settings, organization: &str, force: bool) -> anyhow::R
 /// Asks a build to stop.
 pub fn stop(settings: &Settings, id: Id) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let store = Store::open_from_settings(settings).await?;
+        let store = Store::open_from_settings(settings, super::load_secrets(settings)?).await?;
         if store.request_stop(id).await? {
             println!("build {id}: stop requested");
             Ok(ExitCode::SUCCESS)
@@ -142,7 +144,7 @@ pub fn stop(settings: &Settings, id: Id) -> anyhow::Result<ExitCode> {
 pub fn build(settings: &Settings, cmd: BuildCommand) -> anyhow::Result<ExitCode> {
     let BuildCommand::Show { id, output, json } = cmd;
     runtime()?.block_on(async {
-        let store = Store::open_from_settings(settings).await?;
+        let store = Store::open_from_settings(settings, super::load_secrets(settings)?).await?;
         let Some(build) = store.get_build(id).await? else { anyhow::bail!("no build {id}") };
         let lines = if output { store.output_since(id, 0, i64::MAX).await? } else { Vec::new() };
         if json {

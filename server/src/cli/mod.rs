@@ -231,6 +231,15 @@ pub fn load_plugins(settings: &Settings) -> anyhow::Result<Registry> {
     Ok(Registry::load(&settings.plugins, &settings.plugin_path.dirs())?)
 }
 
+/// Loads the secrets plugins alone, for commands that open the store but run
+/// no build: the chain the store seals and reads secret values with.
+pub fn load_secrets(settings: &Settings) -> anyhow::Result<std::sync::Arc<crate::plugins::SecretsChain>> {
+    let only_secrets =
+        crate::settings::PluginSettings { secrets: settings.plugins.secrets.clone(), ..Default::default() };
+    let registry = Registry::load(&only_secrets, &settings.plugin_path.dirs())?;
+    Ok(std::sync::Arc::new(registry.secrets_chain()))
+}
+
 fn parse_kind(name: &str) -> Result<Kind, String> {
     Kind::from_name(name).ok_or_else(|| {
         let all: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();

@@ -38,56 +38,86 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Store> {
     store::create_data_dir(&settings.data_dir)?;
-    let opts = StoreOptions { migrate, ..StoreOptions::from_settings(settings) };
+    let opts = StoreOptions { migrate, ..StoreOptions::from_settings(settings, super::load_secrets(settings)?) };
     Ok(Store::open(&opts).await?.with_policy(Store::policy_from(settings)))
 }
 
 /// `vespene secrets ...`
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Encrypt every stored secret with a new key. The new key replaces the
-    /// key file; the old one is kept beside it. Stop the workers first and
-    /// copy the new key file to every host before starting them again.
+    /// Seal every stored secret again with the sealing secrets plugin. When that
+    /// plugin keeps a key file (`key_file`), it gets a new key, which replaces
+    /// the file; the old one is kept beside it. Refused while a server or
+    /// worker runs on the database. Copy the new key file to every worker host
+    /// before starting them again.
     RotateKey,
 }
 
-/// `vespene secrets rotate-key`: the new key is written beside the old one
-/// first, the database re-encrypted in one transaction, then the files swap.
+/// `vespene secrets rotate-key`: the sealing secrets plugin is built a second
+/// time (with a new key file when it keeps one), every stored value is read
+/// with the configured chain and sealed with that instance in one
+/// transaction, then the key files swap.
 pub fn secrets(settings: &Settings, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
     let SecretsCommand::RotateKey = cmd;
     runtime()?.block_on(async {
         let store = open(settings, false).await?;
-        let key_file = StoreOptions::from_settings(settings).key_file;
-        let next = key_file.with_extension("key.next");
-        if next.exists() {
+        let Some(_alone) = store.claim_alone().await? else {
             anyhow::bail!(
-                "{} exists: an earlier rotation was interrupted. If `vespene` fails to read secrets with {}, \
-                 the database was re-encrypted: move {} to {}; otherwise delete it, then run this again",
-                next.display(),
-                key_file.display(),
-                next.display(),
-                key_file.display()
+                "a vespene server or worker is running on this database, and it holds the current key: \
+                 stop every one of them, then run this again"
             );
+        };
+        let Some((name, entry)) = settings.plugins.sealing_secrets() else {
+            anyhow::bail!("no secrets plugin is configured ([plugins.secrets]): there is nothing to rotate to");
+        };
+        let key_file = entry.params.get("key_file").and_then(|v| v.as_str()).map(std::path::PathBuf::from);
+        let next = key_file.as_ref().map(|k| std::path::PathBuf::from(format!("{}.next", k.display())));
+        if let (Some(key_file), Some(next)) = (&key_file, &next) {
+            if next.exists() {
+                anyhow::bail!(
+                    "{} exists: an earlier rotation was interrupted. If `vespene` fails to read secrets with {}, \
+                     the database was re-encrypted: move {} to {}; otherwise delete it, then run this again",
+                    next.display(),
+                    key_file.display(),
+                    next.display(),
+                    key_file.display()
+                );
+            }
         }
-        let new = store::SecretBox::create_key_file(&next, &store::SecretBox::generate_key_text())?;
-        let changed = match store.reencrypt_secrets(&new).await {
+        // The plugin creates the new key file when it starts on a missing one.
+        let mut fresh = entry.clone();
+        if let Some(next) = &next {
+            fresh.params.insert("key_file".into(), toml::Value::String(next.display().to_string()));
+        }
+        let only_first = crate::settings::PluginSettings {
+            secrets: [(name.clone(), fresh)].into_iter().collect(),
+            ..Default::default()
+        };
+        let sealer = crate::plugins::Registry::load(&only_first, &settings.plugin_path.dirs())?.secrets_chain();
+        let changed = match store.reencrypt_secrets(&sealer).await {
             Ok(n) => n,
             Err(e) => {
                 // Nothing was re-encrypted: the new key is not needed.
-                let _ = std::fs::remove_file(&next);
+                if let Some(next) = &next {
+                    let _ = std::fs::remove_file(next);
+                }
                 return Err(e.into());
             }
         };
         store.close().await;
-        let previous = key_file.with_extension(format!("key.previous-{}", store::now().timestamp()));
-        std::fs::rename(&key_file, &previous)?;
-        std::fs::rename(&next, &key_file)?;
-        println!(
-            "re-encrypted {changed} secret(s) with a new key in {}; the previous key is kept as {}. \
-             Copy the new key file to every worker host.",
-            key_file.display(),
-            previous.display()
-        );
+        match (&key_file, &next) {
+            (Some(key_file), Some(next)) => {
+                let previous = format!("{}.previous-{}", key_file.display(), store::now().timestamp());
+                std::fs::rename(key_file, &previous)?;
+                std::fs::rename(next, key_file)?;
+                println!(
+                    "re-encrypted {changed} secret(s) with a new key in {} (secrets plugin '{name}'); the previous \
+                     key is kept as {previous}. Copy the new key file to every worker host.",
+                    key_file.display(),
+                )
+            }
+            _ => println!("re-sealed {changed} secret(s) with secrets plugin '{name}'"),
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -29,8 +29,8 @@ pub enum Instance {
     Organization(OrganizationBox),
     /// A variables plugin.
     Variables(VariablesBox),
-    /// A secrets plugin.
-    Secrets(SecretsBox),
+    /// A secrets plugin (shared with the store's secrets chain).
+    Secrets(std::sync::Arc<SecretsBox>),
     /// An autoscaler.
     Autoscaler(AutoscalerBox),
 }
@@ -47,6 +47,8 @@ pub struct LoadedPlugin {
     pub instance: Instance,
     /// A trigger that runs only for projects naming it.
     pub per_project: bool,
+    /// The secrets plugin that seals new values.
+    pub seals: bool,
 }
 
 /// What `vespene plugins list` and the plugins page show of a plugin.
@@ -116,9 +118,22 @@ impl Registry {
                 library,
                 instance,
                 per_project: entry.per_project,
+                seals: section == PluginSection::Secrets && settings.sealing_secrets().is_some_and(|(n, _)| n == name),
             });
         }
         Ok(Registry { plugins })
+    }
+
+    /// The secrets chain the store seals and reads with: the sealing plugin
+    /// first, then the others in settings order.
+    pub fn secrets_chain(&self) -> super::SecretsChain {
+        let mut plugins: Vec<&LoadedPlugin> = self.section(PluginSection::Secrets).collect();
+        plugins.sort_by_key(|p| !p.seals);
+        let plugins = plugins.into_iter().filter_map(|p| match &p.instance {
+            Instance::Secrets(s) => Some((p.name.clone(), s.clone())),
+            _ => None,
+        });
+        super::SecretsChain::new(plugins.collect())
     }
 
     /// Every plugin, in section and settings order.
@@ -349,7 +364,9 @@ fn instantiate(library: &Library, section: PluginSection, entry: &PluginEntry) -
         Kind::Variables => {
             Instance::Variables(module.new_variables().ok_or_else(missing)?(cfg).into_result().map_err(bad)?)
         }
-        Kind::Secrets => Instance::Secrets(module.new_secrets().ok_or_else(missing)?(cfg).into_result().map_err(bad)?),
+        Kind::Secrets => Instance::Secrets(std::sync::Arc::new(
+            module.new_secrets().ok_or_else(missing)?(cfg).into_result().map_err(bad)?,
+        )),
         Kind::Autoscaler => Instance::Autoscaler(
             module.new_autoscaler().flatten().ok_or_else(missing)?(cfg).into_result().map_err(bad)?,
         ),

@@ -175,7 +175,7 @@ impl Settings {
         for layer in layers {
             merge(&mut merged, layer.table.clone());
         }
-        let settings: Settings = serde_path_to_error::deserialize(Value::Table(merged)).map_err(|e| {
+        let mut settings: Settings = serde_path_to_error::deserialize(Value::Table(merged)).map_err(|e| {
             let key = e.path().to_string();
             let from: Vec<&str> =
                 layers.iter().filter(|l| has_path(&l.table, &key)).map(|l| l.source.as_str()).collect();
@@ -183,6 +183,7 @@ impl Settings {
             SettingsError(format!("invalid setting '{key}'{from}: {}", e.inner()))
         })?;
         settings.plugins.validate()?;
+        settings.plugins.anchor_key_files(&settings.data_dir);
         Ok(settings)
     }
 
@@ -280,6 +281,10 @@ filter_view = true
 
 [plugins.authorization.group_required]
 library = "group-required"
+
+[plugins.secrets.basic]
+library = "basic"
+key_file = "secret.key"
 "#;
 
 fn collect_layers(options: &LoadOptions) -> Result<Vec<Layer>, SettingsError> {

@@ -28,6 +28,11 @@ pub struct PluginEntry {
     /// `triggers` list, instead of for every build.
     #[serde(default)]
     pub per_project: bool,
+    /// Secrets only: this entry seals every new secret value (by default the
+    /// first enabled entry does). The others still read the values they
+    /// recognize, so a new plugin can seal while an old one reads.
+    #[serde(default)]
+    pub seal: bool,
     /// Everything else: the plugin's own parameters, handed over as JSON.
     #[serde(flatten)]
     pub params: IndexMap<String, Value>,
@@ -195,16 +200,47 @@ impl PluginSettings {
             .flat_map(move |s| self.section(s).iter().filter(|(_, e)| e.enabled).map(move |(n, e)| (s, n, e)))
     }
 
+    /// The secrets entry that seals new values: the enabled one marked
+    /// `seal = true`, else the first enabled one.
+    pub fn sealing_secrets(&self) -> Option<(&String, &PluginEntry)> {
+        let mut enabled = self.secrets.iter().filter(|(_, e)| e.enabled);
+        enabled.clone().find(|(_, e)| e.seal).or_else(|| enabled.next())
+    }
+
+    /// A secrets plugin's relative `key_file` is relative to `data_dir`, where
+    /// the server keeps what it must not lose.
+    pub(super) fn anchor_key_files(&mut self, data_dir: &Path) {
+        for entry in self.secrets.values_mut() {
+            if let Some(Value::String(file)) = entry.params.get_mut("key_file") {
+                if !Path::new(file.as_str()).is_absolute() {
+                    *file = data_dir.join(file.as_str()).display().to_string();
+                }
+            }
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         for (section, name, entry) in self.enabled() {
             if entry.library.trim().is_empty() {
                 return Err(SettingsError(format!("invalid setting 'plugins.{section}.{name}.library': it is empty")));
+            }
+            if entry.seal && section != PluginSection::Secrets {
+                return Err(SettingsError(format!(
+                    "invalid setting 'plugins.{section}.{name}.seal': only secrets plugins seal values"
+                )));
             }
             if entry.per_project && section.kind() != Kind::Trigger {
                 return Err(SettingsError(format!(
                     "invalid setting 'plugins.{section}.{name}.per_project': only triggers can be per project"
                 )));
             }
+        }
+        let sealing: Vec<&String> = self.secrets.iter().filter(|(_, e)| e.enabled && e.seal).map(|(n, _)| n).collect();
+        if sealing.len() > 1 {
+            return Err(SettingsError(format!(
+                "invalid setting 'plugins.secrets': only one entry may seal new values, but {} say seal = true",
+                sealing.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(" and ")
+            )));
         }
         Ok(())
     }

@@ -20,12 +20,14 @@ pub mod migrate;
 pub mod models;
 mod objects;
 mod row;
+mod running;
 pub mod secret_vars;
 pub mod secrets;
+pub use running::RunningClaim;
 pub mod tutorial;
 pub mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,7 @@ pub use builds::BuildFilter;
 pub use models::*;
 pub use objects::SshKeySecrets;
 pub use row::now;
-pub use secrets::{SecretBox, SecretError};
+pub use secrets::{SecretCipher, SecretError};
 pub use validate::ValidationError;
 
 use crate::settings::Settings;
@@ -139,7 +141,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    secrets: Arc<SecretBox>,
+    secrets: Arc<dyn SecretCipher>,
     /// The database URL (for the PostgreSQL queue listener's own connection).
     url: Arc<str>,
     /// Settings-made rules checked at save (local repository roots).
@@ -163,12 +165,12 @@ impl std::fmt::Debug for Store {
 }
 
 /// How to open a store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// `sqlite://PATH` or `postgres://...`.
     pub url: String,
-    /// The secret key file; created (mode 0600) when missing.
-    pub key_file: PathBuf,
+    /// Seals and reads secret values: the secrets plugin chain.
+    pub secrets: Arc<dyn SecretCipher>,
     /// Pool size.
     pub max_connections: u32,
     /// Run pending migrations on open.
@@ -177,25 +179,28 @@ pub struct StoreOptions {
 
 impl StoreOptions {
     /// Options from the effective settings: the configured database (SQLite in
-    /// the data directory by default) and `<data_dir>/secret.key`.
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self {
-            url: settings.database_url(),
-            key_file: settings.data_dir.join("secret.key"),
-            max_connections: 10,
-            migrate: true,
-        }
+    /// the data directory by default), sealing secrets with `secrets`.
+    pub fn from_settings(settings: &Settings, secrets: Arc<dyn SecretCipher>) -> Self {
+        Self { url: settings.database_url(), secrets, max_connections: 10, migrate: true }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions").field("url", &redact_url(&self.url)).finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// Opens the store from settings, creating the data directory, the SQLite
-    /// file and the secret key as needed, and migrating the schema.
-    pub async fn open_from_settings(settings: &Settings) -> Result<Self> {
+    /// Opens the store from settings, creating the data directory and the
+    /// SQLite file as needed, and migrating the schema. `secrets` is the
+    /// secrets plugin chain.
+    pub async fn open_from_settings(settings: &Settings, secrets: Arc<dyn SecretCipher>) -> Result<Self> {
         create_data_dir(&settings.data_dir).map_err(|e| {
             StoreError::Config(format!("cannot create data directory {}: {e}", settings.data_dir.display()))
         })?;
-        Ok(Self::open(&StoreOptions::from_settings(settings)).await?.with_policy(Self::policy_from(settings)))
+        let options = StoreOptions::from_settings(settings, secrets);
+        Ok(Self::open(&options).await?.with_policy(Self::policy_from(settings)))
     }
 
     /// The save-time rules that settings make.
@@ -219,7 +224,7 @@ impl Store {
     pub async fn open(opts: &StoreOptions) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(&opts.url)?;
-        let secrets = Arc::new(SecretBox::load_or_create(&opts.key_file)?);
+        let secrets = opts.secrets.clone();
         let url = match backend {
             // Create the database file on first run.
             Backend::Sqlite if !opts.url.contains("mode=") => {
@@ -304,9 +309,9 @@ impl Store {
         &self.pool
     }
 
-    /// The secret box, so the engine can decrypt values it is handed.
-    pub fn secrets(&self) -> &SecretBox {
-        &self.secrets
+    /// The secrets chain, so the engine can decrypt values it is handed.
+    pub fn secrets(&self) -> &dyn SecretCipher {
+        &*self.secrets
     }
 
     /// Decrypts a value stored with the secret header.
@@ -364,9 +369,4 @@ pub fn create_data_dir(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
         other => other,
     }
-}
-
-/// The data directory's secret key file.
-pub fn key_file_in(data_dir: &Path) -> PathBuf {
-    data_dir.join("secret.key")
 }

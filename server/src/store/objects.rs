@@ -70,7 +70,7 @@ pub(crate) trait Record: Sized + Send + Unpin {
     }
     /// The columns to write. `secrets` encrypts secret fields; a secret that
     /// is `Stored` is left out so the stored value is kept.
-    fn columns(&self, secrets: &SecretBox) -> Result<Cols>;
+    fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols>;
     fn from_row(row: &AnyRow) -> Result<Self>;
     fn links(&self) -> Vec<&[Id]> {
         vec![]
@@ -78,7 +78,7 @@ pub(crate) trait Record: Sized + Send + Unpin {
     fn set_links(&mut self, _i: usize, _ids: Vec<Id>) {}
 }
 
-fn secret_col(name: &'static str, s: &Secret, secrets: &SecretBox, cols: &mut Cols) -> Result<()> {
+fn secret_col(name: &'static str, s: &Secret, secrets: &dyn SecretCipher, cols: &mut Cols) -> Result<()> {
     match s {
         Secret::Stored => {}
         Secret::Empty => cols.push((name, Val::Text(None))),
@@ -106,7 +106,7 @@ impl Store {
     pub(crate) async fn create_record<T: Record>(&self, obj: &T) -> Result<Id> {
         obj.validate()?;
         obj.validate_policy(&self.policy)?;
-        let mut cols = obj.columns(&self.secrets)?;
+        let mut cols = obj.columns(&*self.secrets)?;
         if T::CREATED_AT {
             cols.push(("created_at", row::now().into()));
         }
@@ -127,7 +127,7 @@ impl Store {
     pub(crate) async fn update_record<T: Record>(&self, obj: &T) -> Result<()> {
         obj.validate()?;
         obj.validate_policy(&self.policy)?;
-        let mut cols = obj.columns(&self.secrets)?;
+        let mut cols = obj.columns(&*self.secrets)?;
         let mut tx = self.begin_write().await?;
         check_refs(&mut tx, obj).await?;
         self.seal_variables::<T>(&mut tx, &mut cols, Some(obj.id())).await?;
@@ -164,7 +164,7 @@ impl Store {
             }
             None => None,
         };
-        *input = secret_vars::seal(input, stored.as_deref(), &self.secrets, "variables")?;
+        *input = secret_vars::seal(input, stored.as_deref(), &*self.secrets, "variables")?;
         Ok(())
     }
 
@@ -351,7 +351,7 @@ crud!(
 );
 
 /// A build's `secret_values` map (placeholder to encrypted value) re-encrypted.
-fn reseal_map(stored: &str, old: &SecretBox, new: &SecretBox, what: &str) -> Result<Option<String>> {
+fn reseal_map(stored: &str, old: &dyn SecretCipher, new: &dyn SecretCipher, what: &str) -> Result<Option<String>> {
     let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(stored) else {
         return Ok(None);
     };
@@ -400,7 +400,7 @@ impl Store {
     /// service-login passwords) from this store's key to `new`, in one
     /// transaction; answers how many values changed. A value the current key
     /// cannot decrypt stops it with nothing changed.
-    pub async fn reencrypt_secrets(&self, new: &SecretBox) -> Result<usize> {
+    pub async fn reencrypt_secrets(&self, new: &dyn SecretCipher) -> Result<usize> {
         const COLUMNS: [(&str, &str); 4] = [
             ("ssh_keys", "private_key"),
             ("ssh_keys", "unlock_password"),
@@ -433,9 +433,9 @@ impl Store {
                 let stored: String = r.try_get(column)?;
                 let what = format!("{table}.{column} of id {id}");
                 let resealed = if column == "secret_values" {
-                    reseal_map(&stored, &self.secrets, new, &what)?
+                    reseal_map(&stored, &*self.secrets, new, &what)?
                 } else {
-                    secret_vars::reseal(&stored, &self.secrets, new, &what)?
+                    secret_vars::reseal(&stored, &*self.secrets, new, &what)?
                 };
                 if let Some(resealed) = resealed {
                     let update = format!("UPDATE {table} SET {column} = $1 WHERE id = $2");
@@ -470,7 +470,7 @@ impl Store {
             let select = format!("SELECT id, variables FROM {table} WHERE variables LIKE '%\"secret\"%'");
             for r in sqlx::query(&select).fetch_all(&self.pool).await? {
                 let (id, stored): (Id, String) = (r.try_get("id")?, r.try_get("variables")?);
-                if let Some(sealed) = secret_vars::seal_plaintext(&stored, &self.secrets)? {
+                if let Some(sealed) = secret_vars::seal_plaintext(&stored, &*self.secrets)? {
                     let update = format!("UPDATE {table} SET variables = $1 WHERE id = $2 AND variables = $3");
                     sqlx::query(&update).bind(sealed).bind(id).bind(stored).execute(&self.pool).await?;
                 }
@@ -608,7 +608,7 @@ impl Record for VariableSet {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
         Ok(vec![
             ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
@@ -657,7 +657,7 @@ impl Record for Snippet {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
         Ok(vec![
             ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
@@ -711,7 +711,7 @@ impl Record for SshKey {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
+    fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols> {
         let mut c: Cols = vec![
             ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
@@ -763,7 +763,7 @@ impl Record for ServiceLogin {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
+    fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols> {
         let mut c: Cols = vec![
             ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
@@ -832,7 +832,7 @@ impl Record for WorkerPool {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
         Ok(vec![
             ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
@@ -919,7 +919,7 @@ impl Record for Stage {
         v::name("name", &self.name)?;
         v::json_object("variables", &self.variables)
     }
-    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
         Ok(vec![
             ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
@@ -971,7 +971,7 @@ impl Record for Pipeline {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by), ("last_completed_by", "builds", self.last_completed_by)]
     }
-    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
         Ok(vec![
             ("shared", self.shared.into()),
             ("name", self.name.clone().into()),
@@ -1064,7 +1064,7 @@ impl Record for Project {
             ("created_by", "users", self.created_by),
         ]
     }
-    fn columns(&self, secrets: &SecretBox) -> Result<Cols> {
+    fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols> {
         // The build pointers are left out on purpose: the queue keeps them.
         let mut cols = vec![
             ("name", self.name.clone().into()),
@@ -1197,7 +1197,7 @@ impl Record for Organization {
             ("created_by", "users", self.created_by),
         ]
     }
-    fn columns(&self, _: &SecretBox) -> Result<Cols> {
+    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
         Ok(vec![
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),

@@ -2,14 +2,14 @@
 //!
 //! A variable whose value is an object with the single key `secret` is a
 //! secret: `{"DB_PASS": {"secret": "value"}}`. In the database the value is
-//! encrypted with the store's key (`{"secret": "$VESPENE$v1$..."}`); read back
+//! sealed by the secrets plugin chain (`{"secret": "$VESPENE$v1$..."}`); read back
 //! it is `{"secret": "********"}` when a value is stored and `{"secret": null}`
 //! when none is. Writing `"********"` keeps the stored value of that name.
 //! Objects without secrets are stored and shown byte for byte as written.
 
 use serde_json::{Map, Value};
 
-use super::secrets::SecretBox;
+use super::secrets::SecretCipher;
 use super::validate::ValidationError;
 use super::{Result, StoreError};
 
@@ -54,7 +54,7 @@ pub fn mask(stored: &str) -> String {
 /// The input made ready to store: new secret values encrypted, `"********"`
 /// replaced by the value stored under that name in `stored` (the row as it is
 /// now; `None` on create). `field` names the field in errors.
-pub fn seal(input: &str, stored: Option<&str>, secrets: &SecretBox, field: &str) -> Result<String> {
+pub fn seal(input: &str, stored: Option<&str>, secrets: &dyn SecretCipher, field: &str) -> Result<String> {
     let Some(mut o) = parse(input).filter(has_secrets) else { return Ok(input.to_string()) };
     let before = stored.and_then(parse).unwrap_or_default();
     for (name, v) in o.iter_mut() {
@@ -62,7 +62,7 @@ pub fn seal(input: &str, stored: Option<&str>, secrets: &SecretBox, field: &str)
         let sealed = match secret {
             Value::Null => Value::Null,
             Value::String(s) if s == MASKED => match before.get(name).and_then(secret_of) {
-                Some(Value::String(kept)) if SecretBox::is_encrypted(kept) => Value::String(kept.clone()),
+                Some(Value::String(kept)) if secrets.is_sealed(kept) => Value::String(kept.clone()),
                 _ => {
                     return Err(ValidationError::new(
                         field,
@@ -90,12 +90,12 @@ pub fn seal(input: &str, stored: Option<&str>, secrets: &SecretBox, field: &str)
 /// Stored secret values that are not encrypted yet (written before secret
 /// variables existed, when `{"secret": ...}` was an ordinary object), encrypted.
 /// `None` when nothing changes.
-pub fn seal_plaintext(stored: &str, secrets: &SecretBox) -> Result<Option<String>> {
+pub fn seal_plaintext(stored: &str, secrets: &dyn SecretCipher) -> Result<Option<String>> {
     let Some(mut o) = parse(stored).filter(has_secrets) else { return Ok(None) };
     let mut changed = false;
     for v in o.values_mut() {
         match secret_of(v) {
-            Some(Value::String(s)) if !SecretBox::is_encrypted(s) => {
+            Some(Value::String(s)) if !secrets.is_sealed(s) => {
                 let sealed = secrets.encrypt(s)?;
                 *v = serde_json::json!({ "secret": sealed });
                 changed = true;
@@ -113,14 +113,14 @@ pub fn seal_plaintext(stored: &str, secrets: &SecretBox) -> Result<Option<String
 }
 
 /// Every encrypted value re-encrypted from `old` to `new`; `None` when there is none.
-pub fn reseal(stored: &str, old: &SecretBox, new: &SecretBox, what: &str) -> Result<Option<String>> {
+pub fn reseal(stored: &str, old: &dyn SecretCipher, new: &dyn SecretCipher, what: &str) -> Result<Option<String>> {
     let Some(mut o) = parse(stored).filter(has_secrets) else { return Ok(None) };
     let mut changed = false;
     for (name, v) in o.iter_mut() {
         if let Some(Value::String(s)) = secret_of(v) {
-            let plain = old.decrypt(s).map_err(|e| {
-                StoreError::Config(format!("{what}, variable '{name}', cannot be decrypted with the current key: {e}"))
-            })?;
+            let plain = old
+                .decrypt(s)
+                .map_err(|e| StoreError::Config(format!("{what}, variable '{name}', cannot be decrypted: {e}")))?;
             *v = serde_json::json!({ "secret": new.encrypt(&plain)? });
             changed = true;
         }
@@ -132,9 +132,17 @@ pub fn reseal(stored: &str, old: &SecretBox, new: &SecretBox, what: &str) -> Res
 mod tests {
     use super::*;
 
+    /// The `basic` secrets plugin with a fresh key.
+    fn basic(dir: &tempfile::TempDir) -> crate::plugins::SecretsChain {
+        let config = serde_json::json!({"key_file": dir.path().join("secret.key")}).to_string();
+        let plugin = vespene_plugin_api::testkit::secrets_from::<vespene_basic::BasicSecrets>(&config).unwrap();
+        crate::plugins::SecretsChain::single("basic", plugin)
+    }
+
     #[test]
     fn sealed_masked_kept_and_refused() {
-        let sb = SecretBox::from_key(&[7; 32]);
+        let (dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let sb = basic(&dir);
         let plain = r#"{"a": 1}"#;
         assert_eq!(seal(plain, None, &sb, "variables").unwrap(), plain, "no secrets: untouched");
         assert_eq!(mask(plain), plain);
@@ -158,7 +166,7 @@ mod tests {
         let err = seal(r#"{"Y": {"secret": 5}}"#, None, &sb, "variables").unwrap_err().to_string();
         assert!(err.contains("'Y'") && err.contains("takes a string"), "{err}");
         // Rotation.
-        let other = SecretBox::from_key(&[8; 32]);
+        let other = basic(&other_dir);
         let rotated = reseal(&sealed, &sb, &other, "projects 1").unwrap().unwrap();
         let v: Value = serde_json::from_str(&rotated).unwrap();
         assert_eq!(other.decrypt(v["DB_PASS"]["secret"].as_str().unwrap()).unwrap(), "hunter2-long");

@@ -106,7 +106,9 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let plugin_count = registry.all().len();
-        let store = Store::open_from_settings(&settings).await?;
+        let store = Store::open_from_settings(&settings, Arc::new(registry.secrets_chain())).await?;
+        // Held while serving: a key rotation must not run under us.
+        let _running = store.claim_running().await?;
         if let Some(password) = crate::store::ensure_admin(&store).await? {
             // Shown once: the first start of a fresh database.
             println!("Created the administrator account: username 'admin', password '{password}'");
@@ -127,6 +129,12 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         }
         for warning in unisolated_pool_warnings(&store, &registry).await? {
             println!("warning: {warning}");
+        }
+        if registry.secrets_chain().names().is_empty() {
+            println!(
+                "warning: no secrets plugin is configured ([plugins.secrets]): passwords, SSH keys and secret \
+                 variables can be neither stored nor read"
+            );
         }
         let registry = Arc::new(registry);
         let engine = Engine::new(store.clone(), registry.clone(), Arc::new(settings.clone()));
