@@ -49,7 +49,13 @@ fn main() {
     let mut settings = PluginSettings::default();
     settings.output.insert(
         "timestamp".into(),
-        PluginEntry { library: "timestamp".into(), enabled: true, per_project: false, params: Default::default() },
+        PluginEntry {
+            library: "timestamp".into(),
+            enabled: true,
+            per_project: false,
+            sha256: None,
+            params: Default::default(),
+        },
     );
     let registry = Registry::load(&settings, &[dir.clone(), PathBuf::from("target/release")])
         .unwrap_or_else(|e| panic!("{e} (build it first: cargo build --release -p vespene-plugin-timestamp)"));

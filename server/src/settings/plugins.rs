@@ -28,6 +28,9 @@ pub struct PluginEntry {
     /// `triggers` list, instead of for every build.
     #[serde(default)]
     pub per_project: bool,
+    /// The library's SHA-256 (64 hex digits), checked before it is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Everything else: the plugin's own parameters, handed over as JSON.
     #[serde(flatten)]
     pub params: IndexMap<String, Value>,
