@@ -68,9 +68,9 @@ mod context;
 pub mod export;
 pub mod launch;
 pub mod params;
-pub mod shell;
 #[cfg(feature = "runner")]
 pub mod runner;
+pub mod shell;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

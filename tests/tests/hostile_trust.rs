@@ -111,8 +111,9 @@ async fn finding_6_names_and_launch_answers_reach_the_shell_as_words() {
         worker_pool_id: pool.id,
         created_by: Some(alice),
         launch_questions: r#"[{"variable":"who","type":"text"}]"#.into(),
-        script: "#!/bin/sh\necho hello {{ who }}\necho upper {{ who | upper }}\necho quoted {{ 'a b' | shell_quote }}\n"
-            .into(),
+        script:
+            "#!/bin/sh\necho hello {{ who }}\necho upper {{ who | upper }}\necho quoted {{ 'a b' | shell_quote }}\n"
+                .into(),
         ..Default::default()
     };
     store.create_project(&project).await.unwrap();
@@ -133,7 +134,8 @@ async fn finding_6_names_and_launch_answers_reach_the_shell_as_words() {
     let mut raw = store.find_project(&name).await.unwrap().unwrap();
     raw.script = "#!/bin/sh\n{{ who | raw }}\n".into();
     store.update_project(&raw).await.unwrap();
-    let id = start(&sandbox, &name, &["--answers", &json!({ "who": format!("touch {}", pwned.display()) }).to_string()]);
+    let id =
+        start(&sandbox, &name, &["--answers", &json!({ "who": format!("touch {}", pwned.display()) }).to_string()]);
     WorkerProcess::spawn(&sandbox, &["--max-builds", "1"]).wait(Duration::from_secs(60));
     finished(&store, id, Duration::from_secs(10)).await;
     assert!(pwned.exists(), "`| raw` pastes the answer as written");
@@ -167,7 +169,11 @@ async fn finding_7_webhooks_require_signatures_and_refuse_replays() {
         repo_url: url.into(),
         worker_pool_id: pool.id,
         webhook_enabled: true,
-        webhook_token: if token.is_empty() { vespene::store::Secret::Empty } else { vespene::store::Secret::Set(token.into()) },
+        webhook_token: if token.is_empty() {
+            vespene::store::Secret::Empty
+        } else {
+            vespene::store::Secret::Set(token.into())
+        },
         created_by: Some(alice),
         script: "#!/bin/sh\necho hooked\n".into(),
         ..Default::default()
@@ -190,8 +196,8 @@ async fn finding_7_webhooks_require_signatures_and_refuse_replays() {
     assert_eq!(build_count(&store).await, 0);
 
     // A signed GitHub delivery starts once; its replay, with or without a new delivery id, is refused.
-    let push = json!({"ref": "refs/heads/main", "repository": {"clone_url": "https://git.example.com/app.git"}})
-        .to_string();
+    let push =
+        json!({"ref": "refs/heads/main", "repository": {"clone_url": "https://git.example.com/app.git"}}).to_string();
     let sig = format!("sha256={}", hmac_hex("s3cret-hook", push.as_bytes()));
     let github = |delivery: &'static str| {
         vec![("X-GitHub-Event", "push"), ("X-Hub-Signature-256", sig.as_str()), ("X-GitHub-Delivery", delivery)]
@@ -346,7 +352,10 @@ async fn finding_9_sessions_passwords_tokens_and_the_login_form() {
     assert_eq!(json_login(&addr, "bob", "reset-by-admin-1").0, 200);
 
     // Token expiry: the admin's default, a chosen one, and an expired token refused.
-    let token = session_client(&addr, "bob", "reset-by-admin-1").ok("POST", "/api/v1/tokens", Some(&json!({"name": "b"})))["token"].clone();
+    let token =
+        session_client(&addr, "bob", "reset-by-admin-1").ok("POST", "/api/v1/tokens", Some(&json!({"name": "b"})))
+            ["token"]
+            .clone();
     let bob_client = Client::with_token(&addr, token.as_str().unwrap());
     let session = session_client(&addr, "alice", "alice-new-password");
     let made = session.ok("POST", "/api/v1/tokens", Some(&json!({"name": "default"})));
@@ -443,9 +452,8 @@ async fn finding_11_plugins_others_could_change_or_with_a_wrong_digest_are_refus
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let lib = dir.join("libvespene_timestamp.so");
     std::fs::copy(plugin_lib("timestamp"), &lib).unwrap();
-    let entry = |extra: &str| {
-        settings(&format!("[plugins.output.timestamp]\nlibrary = \"{}\"\n{extra}", lib.display()))
-    };
+    let entry =
+        |extra: &str| settings(&format!("[plugins.output.timestamp]\nlibrary = \"{}\"\n{extra}", lib.display()));
     let load = |sandbox: &Sandbox| {
         let out = sandbox.run(&["plugins", "list"]);
         (out.status.success(), format!("{}{}", stdout(&out), stderr(&out)))
@@ -524,4 +532,246 @@ async fn finding_13_a_start_on_a_busy_port_keeps_the_admin_password_for_the_next
     let server = sandbox.serve();
     let password = server.admin_password().expect("the next start prints the password");
     assert_eq!(json_login(&server.addr, "admin", &password).0, 200);
+}
+
+// ------------------------------------------------------------------ finding 10
+
+/// A GitHub API for organization `acme` answering one repository at an https
+/// clone URL (never fetched: the `git` on the importer's PATH is a recorder).
+fn github_api_one_repo() -> String {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let body = json!([{"name": "app", "clone_url": "https://git.example.invalid/acme/app.git",
+        "default_branch": "main", "private": true, "full_name": "acme/app"}])
+    .to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let mut first = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if first.is_empty() {
+                    first = line.clone();
+                }
+                line.clear();
+            }
+            let (status, body) = if first.contains("/orgs/acme/repos?per_page=100&page=1 ") {
+                ("200 OK", body.clone())
+            } else {
+                ("404 Not Found", "{\"message\":\"Not Found\"}".to_string())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Finding 10: the GitHub import hands its token to git through git's
+/// environment configuration, not its command line (which `ps` shows to
+/// every local user).
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_10_the_github_import_keeps_its_token_off_gits_command_line() {
+    const TOKEN: &str = "ghp_finding10_token_value";
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings(""));
+    let store = sandbox.store().await;
+    let alice = user(&store, "alice", false, &[]).await;
+    let pool = shell_pool(&store, "importers").await;
+    let login = store
+        .create_service_login(&vespene::store::ServiceLogin {
+            name: "github-token".into(),
+            username: "x-access-token".into(),
+            password: vespene::store::Secret::Set(TOKEN.into()),
+            created_by: Some(alice),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store
+        .create_organization(&vespene::store::Organization {
+            name: "acme".into(),
+            organization_type: "github".into(),
+            organization_identifier: "acme".into(),
+            api_endpoint: github_api_one_repo(),
+            default_worker_pool_id: pool.id,
+            worker_pool_id: pool.id,
+            scm_login_id: Some(login),
+            import_without_dotfile: true,
+            created_by: Some(alice),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // A `git` that records how it was called.
+    let bin = sandbox.path("fakebin");
+    std::fs::create_dir(&bin).unwrap();
+    let argv_file = sandbox.path("git-argv");
+    let env_file = sandbox.path("git-env");
+    std::fs::write(
+        bin.join("git"),
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >> {}\nenv >> {}\nexit 1\n", argv_file.display(), env_file.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = sandbox.command(&["import", "acme", "--force"]).env("PATH", path).output().unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let argv = std::fs::read_to_string(&argv_file).unwrap_or_else(|_| panic!("git never ran: {text}"));
+    assert!(argv.contains("https://git.example.invalid/acme/app.git"), "{argv}");
+    assert!(!argv.contains(TOKEN), "the token is on git's command line: {argv}");
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.contains(&format!("GIT_CONFIG_VALUE_0=Authorization: Bearer {TOKEN}")), "git got no token: {env}");
+    let org = store.find_organization("acme").await.unwrap().unwrap();
+    let log = log_of(&store, org.last_build_id.unwrap()).await;
+    assert!(!log.contains(TOKEN), "{log}");
+}
+
+// ------------------------------------------------------------------ finding 15
+
+/// A Slack API stand-in that answers `ok` and hands back the first message's JSON.
+fn fake_slack() -> (String, std::thread::JoinHandle<Value>) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                length = line[15..].trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let reply = "{\"ok\":true}";
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        )
+        .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    });
+    (addr, handle)
+}
+
+/// Starts `vespene serve` with its log in a file: answers the process and its address.
+fn serve_with_log(sandbox: &Sandbox, log: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = sandbox
+        .command(&["serve"])
+        .env("VESPENE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("VESPENE_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve printed where it listens").unwrap();
+        if let Some(rest) = line.strip_prefix("Vespene is listening on http://") {
+            break rest.trim_end_matches('/').to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// Finding 15: a project named `<!channel>` is shown in Slack, not obeyed
+/// (`&`, `<`, `>` escaped); an internal error answers a generic message and
+/// an id, the database's own text going only to the log line with that id.
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_15_slack_text_is_escaped_and_internal_errors_leak_nothing() {
+    let (slack, posted) = fake_slack();
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings(&format!(
+        "[plugins.success_triggers.slack]\nlibrary = \"slack\"\nchannel = \"builds\"\ntoken = \"xoxb-test\"\n\
+         base_url = \"http://{slack}\"\nmessage_success = \"<!here> {{{{ project.name }}}} passed\"\n"
+    )));
+    let store = sandbox.store().await;
+    let alice = user(&store, "alice", false, &[]).await;
+    let pool = shell_pool(&store, "general").await;
+    let name = "<!channel> & <@U123|everyone>";
+    let project = Project {
+        name: name.into(),
+        worker_pool_id: pool.id,
+        created_by: Some(alice),
+        script: "#!/bin/sh\ntrue\n".into(),
+        ..Default::default()
+    };
+    store.create_project(&project).await.unwrap();
+    let id = start(&sandbox, name, &[]);
+    WorkerProcess::spawn(&sandbox, &["--max-builds", "1"]).wait(Duration::from_secs(60));
+    assert_eq!(finished(&store, id, Duration::from_secs(10)).await.status, BuildStatus::Success);
+    let text = posted.join().unwrap()["text"].as_str().unwrap().to_string();
+    assert_eq!(text, "<!here> &lt;!channel&gt; &amp; &lt;@U123|everyone&gt; passed", "the template's own text is kept");
+
+    // An internal error: the table behind /api/v1/tokens is gone.
+    let log = sandbox.path("serve.log");
+    let (mut server, addr) = serve_with_log(&sandbox, &log);
+    user(&store, "bob", false, &[]).await;
+    let client = session_from_login(&addr, "bob");
+    sqlx::query("DROP TABLE api_tokens").execute(store.pool()).await.unwrap();
+    let (status, body) = client.text("GET", "/api/v1/tokens", None);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(status, 500, "{body}");
+    assert!(!body.contains("api_tokens") && !body.contains("database"), "raw database text answered: {body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    let message = error["error"].as_str().unwrap();
+    let id = message.split("(id ").nth(1).and_then(|r| r.split(')').next()).expect("an error id");
+    let log = std::fs::read_to_string(&log).unwrap();
+    let line = log.lines().find(|l| l.contains(id)).unwrap_or_else(|| panic!("no log line carries {id}:\n{log}"));
+    assert!(line.contains("api_tokens"), "the log line has the cause: {line}");
+}
+
+// ------------------------------------------------------------------ finding 16
+
+/// Needs PostgreSQL: skipped without `VESPENE_TEST_POSTGRES_URL`, unless `CI`
+/// is set (then it fails). Driven by the finding 16 test below.
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_16_probe_needs_postgres() {
+    let mut sandbox = Sandbox::new();
+    if sandbox.use_database(Db::Postgres, "finding_16_probe").await.is_none() {
+        return;
+    }
+    sandbox.settings(&settings(""));
+    let store = sandbox.store().await;
+    assert_eq!(store.backend(), vespene::store::Backend::Postgres);
+}
+
+/// Finding 16: a test whose service is missing prints SKIP and passes on a
+/// developer's machine, and fails when `CI` is set.
+#[test]
+fn finding_16_a_missing_service_fails_the_test_in_ci() {
+    let probe = |ci: Option<&str>| {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "finding_16_probe_needs_postgres", "--nocapture", "--test-threads", "1"])
+            .env_remove("VESPENE_TEST_POSTGRES_URL")
+            .env_remove("CI");
+        if let Some(ci) = ci {
+            cmd.env("CI", ci);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), format!("{}{}", stdout(&out), stderr(&out)))
+    };
+    let (ok, text) = probe(None);
+    assert!(ok && text.contains("SKIP finding_16_probe on postgres"), "{text}");
+    let (ok, text) = probe(Some("false"));
+    assert!(ok && text.contains("SKIP"), "{text}");
+    let (ok, text) = probe(Some("true"));
+    assert!(!ok, "in CI a missing service must fail: {text}");
+    assert!(text.contains("CI is set") && text.contains("VESPENE_TEST_POSTGRES_URL"), "{text}");
 }

@@ -82,8 +82,8 @@ fn quoting_formatter(out: &mut Output, state: &State, value: &JinjaValue) -> Res
     if plain {
         return minijinja::escape_formatter(out, state, value);
     }
-    let quoted = vespene_plugin_api::shell::quote(&value.to_string())
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
+    let quoted =
+        vespene_plugin_api::shell::quote(&value.to_string()).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
     out.write_str(&quoted).map_err(Error::from)
 }
 

@@ -183,9 +183,8 @@ impl Engine {
         };
         let rendered = match failed {
             Some(e) => Err(format!("the variables could not be computed: {e}")),
-            None => {
-                render_script(&project.script, &variables, &req.answers).map_err(|e| format!("the script has a template error: {e}"))
-            }
+            None => render_script(&project.script, &variables, &req.answers)
+                .map_err(|e| format!("the script has a template error: {e}")),
         };
         match rendered {
             Ok(script) => {

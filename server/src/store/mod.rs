@@ -250,8 +250,9 @@ impl Store {
         };
         let db_file = if backend == Backend::Sqlite { sqlite_file(&opts.url) } else { None };
         let private = |db: &Path| {
-            private_sqlite_files(db)
-                .map_err(|e| StoreError::Config(format!("cannot make the database {} private (0600): {e}", db.display())))
+            private_sqlite_files(db).map_err(|e| {
+                StoreError::Config(format!("cannot make the database {} private (0600): {e}", db.display()))
+            })
         };
         if let Some(db) = &db_file {
             private(db)?;

@@ -78,7 +78,8 @@ pub async fn handle(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response,
                     accepted.push(project);
                 }
                 Err(e) => {
-                    refused.get_or_insert(ApiError { message: format!("project {}: {}", project.name, e.message), ..e });
+                    refused
+                        .get_or_insert(ApiError { message: format!("project {}: {}", project.name, e.message), ..e });
                 }
             }
         }
