@@ -71,6 +71,7 @@ pub mod params;
 pub mod repositories;
 #[cfg(feature = "runner")]
 pub mod runner;
+pub mod shell;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

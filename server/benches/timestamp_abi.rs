@@ -54,6 +54,7 @@ fn main() {
             enabled: true,
             per_project: false,
             seal: false,
+            sha256: None,
             params: Default::default(),
         },
     );

@@ -102,6 +102,19 @@ impl Sandbox {
     }
 }
 
+/// Whether the tests run in CI: `CI` set to anything but "", "0" or "false".
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// A service `test` needs is missing (`why` says which, and how to start it).
+/// In CI ([`in_ci`]) that fails the test; elsewhere it prints `SKIP` and the
+/// caller returns, so the test passes.
+pub fn missing_service(test: &str, why: &str) {
+    assert!(!in_ci(), "{test}: {why}; CI is set, so a missing service fails the test instead of skipping it");
+    println!("SKIP {test}: {why}");
+}
+
 /// Standard output as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -376,7 +389,10 @@ impl Sandbox {
             return Some(());
         }
         let Ok(url) = std::env::var("VESPENE_TEST_POSTGRES_URL") else {
-            println!("SKIP {test} on postgres: VESPENE_TEST_POSTGRES_URL is not set (scripts/start-postgres sets it)");
+            missing_service(
+                &format!("{test} on postgres"),
+                "VESPENE_TEST_POSTGRES_URL is not set (scripts/start-postgres sets it)",
+            );
             return None;
         };
         use sqlx::{Connection, Executor};
@@ -414,6 +430,7 @@ impl Sandbox {
                 enabled: true,
                 per_project: false,
                 seal: false,
+                sha256: None,
                 params: Default::default(),
             };
             let key_file = self.path("data/secret.key").display().to_string();

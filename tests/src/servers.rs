@@ -59,8 +59,11 @@ impl GitDaemon {
     /// Starts serving `base`.
     pub fn start(base: &Path) -> Self {
         let port = free_port();
-        let mut child = Command::new("git")
-            .arg("daemon")
+        // `git daemon` runs `git-daemon` as a child of its own, which killing
+        // `git` would leave running (holding whatever descriptors the test
+        // process had): start the daemon itself.
+        let exec_path = run(Command::new("git").arg("--exec-path"));
+        let mut child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
             .arg("--export-all")
             .arg(format!("--base-path={}", base.display()))
             .arg("--reuseaddr")

@@ -242,8 +242,12 @@ async fn webhooks_verify_signatures_and_match_repository_and_branch() {
     assert_eq!(count(store.clone()).await, 0, "a forged webhook started a build");
 
     let good = sign("s3cret");
-    let (status, body) =
-        anon.raw("POST", "/webhooks", &payload, &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &good)]);
+    let (status, body) = anon.raw(
+        "POST",
+        "/webhooks",
+        &payload,
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &good), ("X-GitHub-Delivery", "d-1")],
+    );
     assert_eq!(status, 200, "{body}");
     let started = body["started"].as_array().unwrap();
     assert_eq!(started.len(), 1, "{body}");
@@ -255,8 +259,12 @@ async fn webhooks_verify_signatures_and_match_repository_and_branch() {
     let (status, _) =
         anon.raw("POST", "/webhooks", &gitlab, &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "nope")]);
     assert_eq!(status, 403);
-    let (status, body) =
-        anon.raw("POST", "/webhooks", &gitlab, &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "s3cret")]);
+    let (status, body) = anon.raw(
+        "POST",
+        "/webhooks",
+        &gitlab,
+        &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "s3cret"), ("X-Gitlab-Event-UUID", "u-1")],
+    );
     assert_eq!(status, 200);
     assert_eq!(body["started"][0]["project"], "dev-app");
     assert_eq!(count(store.clone()).await, 2);

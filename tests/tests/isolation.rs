@@ -6,7 +6,7 @@
 //! `scripts/setup --test` also turns sudo's `use_pty` off for it), and a
 //! Docker engine holding `vespene-test-busybox:latest` (`scripts/start-docker`
 //! starts one where none runs and builds the image from busybox-static).
-//! Where these are missing, the tests say SKIP and pass.
+//! Where these are missing, the tests say SKIP and pass; with `CI` set they fail.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -63,11 +63,11 @@ fn is_root() -> bool {
 /// Whether sudo isolation can run here; creates the build user if missing.
 fn sudo_ready(test: &str) -> bool {
     if !is_root() {
-        println!("SKIP {test}: the worker must run as root for sudo isolation");
+        missing_service(test, "the worker must run as root for sudo isolation");
         return false;
     }
     if !Command::new("sudo").arg("-V").output().is_ok_and(|o| o.status.success()) {
-        println!("SKIP {test}: sudo is not installed (scripts/setup --test)");
+        missing_service(test, "sudo is not installed (scripts/setup --test)");
         return false;
     }
     let exists = Command::new("id").arg(BUILD_USER).output().is_ok_and(|o| o.status.success());
@@ -89,7 +89,7 @@ fn sudo_ready(test: &str) -> bool {
 fn docker_ready(test: &str) -> bool {
     let ok = Command::new("docker").args(["image", "inspect", TEST_IMAGE]).output().is_ok_and(|o| o.status.success());
     if !ok {
-        println!("SKIP {test}: no Docker engine with {TEST_IMAGE} (scripts/start-docker)");
+        missing_service(test, &format!("no Docker engine with {TEST_IMAGE} (scripts/start-docker)"));
     }
     ok
 }

@@ -392,7 +392,16 @@ async fn git_private_clones_over_http_with_a_service_login() {
 #[tokio::test(flavor = "multi_thread")]
 async fn svn_anonymous_and_password_checkouts_over_svnserve() {
     let root = tempfile::tempdir().unwrap();
-    let password = "svn-pass-5d1e2b";
+    // Random: the disk scan below must find only copies this run made (a
+    // literal would also be found in any copy of this source).
+    let random = |prefix: &str| {
+        let mut bytes = [0u8; 12];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut bytes).unwrap();
+        format!("{prefix}{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    };
+    let password = random("svn-pass-");
+    let wrong_password = random("svn-wrong-pass-");
+    let password = password.as_str();
     svn_repository(root.path(), "public", &[]);
     svn_repository(root.path(), "private", &[("ada", password)]);
     // Content committed locally (file://) with known authors: trunk by ada,
@@ -429,7 +438,7 @@ async fn svn_anonymous_and_password_checkouts_over_svnserve() {
         ..Default::default()
     };
     let good = store.create_service_login(&login("svn-ada", password)).await.unwrap();
-    let bad = store.create_service_login(&login("svn-ada-old", "svn-wrong-pass-9")).await.unwrap();
+    let bad = store.create_service_login(&login("svn-ada-old", &wrong_password)).await.unwrap();
     let with = |name: &str, repo: &str, branch: &str, id: Option<i64>, checks: &str| Project {
         scm_login_id: id,
         ..project(name, &p, "svn", &server.url(repo), branch, checks)
@@ -466,7 +475,7 @@ async fn svn_anonymous_and_password_checkouts_over_svnserve() {
 
     for id in ids {
         let log = log_of(&store, id).await;
-        assert!(!log.contains(password) && !log.contains("svn-wrong-pass-9"), "a password reached the log:\n{log}");
+        assert!(!log.contains(password) && !log.contains(&wrong_password), "a password reached the log:\n{log}");
     }
     // Nothing cached the password: not svn's own config, not a temp file.
     let mut places = vec![sandbox.path("data"), std::env::temp_dir()];
@@ -476,6 +485,7 @@ async fn svn_anonymous_and_password_checkouts_over_svnserve() {
     let mut found = Vec::new();
     for place in &places {
         files_containing(place, password, &mut found);
+        files_containing(place, &wrong_password, &mut found);
     }
     // The server's own passwd file is the one legitimate copy.
     found.retain(|f| !f.starts_with(root.path()));

@@ -580,7 +580,7 @@ async fn finding_7_containers_run_unprivileged_on_a_nosuid_nodev_build_root() {
     use vespene_e2e::builds::{finished, unstamped_output, WorkerProcess};
     let docker = Command::new("docker").args(["image", "inspect", TEST_IMAGE]).output();
     if !docker.is_ok_and(|o| o.status.success()) {
-        println!("SKIP finding_7: no Docker engine with {TEST_IMAGE} (scripts/start-docker)");
+        missing_service("finding_7", &format!("no Docker engine with {TEST_IMAGE} (scripts/start-docker)"));
         return;
     }
     let sandbox = Sandbox::new();

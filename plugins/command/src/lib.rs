@@ -1,6 +1,6 @@
 //! The `command` trigger plugin: runs a shell command before or after a build.
 //!
-//! Its one parameter, `command`, is a minijinja template rendered against the
+//! Its parameter `command` is a minijinja template rendered against the
 //! trigger context (`hook`, `build`, `project`) with strict undefined checking,
 //! so a misspelt variable fails the trigger instead of running a half-empty
 //! command. The command runs through the host with `/bin/sh -c`, in the build's
@@ -10,15 +10,22 @@
 //! The same library is also a secrets plugin, which keeps secret values
 //! outside the database: see [`secrets`].
 //!
+//! Every value a `{{ ... }}` puts into the command is shell-quoted (one shell
+//! word, whatever it holds: a project named `x; reboot` stays a name), so do
+//! not put quotes of your own around it. `{{ value | raw }}` (or `| safe`)
+//! pastes a value as it is; `quote = false` on the entry turns the quoting off
+//! for the whole command (then `| shell_quote` quotes one value).
+//!
 //! ```toml
 //! [plugins.success_triggers.notify]
 //! library = "command"
-//! command = "notify-send 'build {{ build.id }} of {{ project.name }} passed'"
+//! command = "logger -t vespene {{ 'build ' ~ build.id ~ ' of ' ~ project.name ~ ' passed' }}"
 //! ```
 
 pub mod secrets;
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::value::ValueKind;
+use minijinja::{Environment, Error, ErrorKind, Output, State, UndefinedBehavior, Value as JinjaValue};
 use vespene_plugin_api::serde_json::{self, Value};
 use vespene_plugin_api::{
     export_plugin, params, CommandRequest, Host, Kind, PluginResult, StreamName, Trigger, TriggerContext,
@@ -57,14 +64,52 @@ impl CommandTrigger {
     }
 }
 
+/// The `shell_quote` filter: the value as one shell word (marked safe, so the
+/// default quoting does not quote it twice).
+fn shell_quote_filter(value: JinjaValue) -> Result<JinjaValue, Error> {
+    let text = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+    vespene_plugin_api::shell::quote(&text)
+        .map(JinjaValue::from_safe_string)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e))
+}
+
+/// The `raw` filter: the value pasted as it is (as `safe` does).
+fn raw_filter(value: JinjaValue) -> JinjaValue {
+    JinjaValue::from_safe_string(value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string()))
+}
+
+/// Writes what a `{{ ... }}` yields as one shell word, unless marked raw/safe.
+fn quoting_formatter(out: &mut Output, state: &State, value: &JinjaValue) -> Result<(), Error> {
+    let plain = value.is_safe()
+        || value.is_undefined()
+        || value.is_none()
+        || matches!(value.kind(), ValueKind::Number | ValueKind::Bool);
+    if plain {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let quoted =
+        vespene_plugin_api::shell::quote(&value.to_string()).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
+    out.write_str(&quoted).map_err(Error::from)
+}
+
 impl Trigger for CommandTrigger {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Trigger, "command", &["command"])?;
+        let params = params::table(config, Kind::Trigger, "command", &["command", "quote"])?;
         let command =
             params.get("command").and_then(Value::as_str).ok_or("parameter 'command' (a string) is required")?;
+        let quote = match params.get("quote") {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => return Err(format!("parameter 'quote' must be true or false, got {other}")),
+        };
 
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("shell_quote", shell_quote_filter);
+        env.add_filter("raw", raw_filter);
+        if quote {
+            env.set_formatter(quoting_formatter);
+        }
         // Compiling here turns a syntax error into a start-up error, not a failed build.
         env.add_template_owned(TEMPLATE, command.to_string())
             .map_err(|e| format!("parameter 'command' is not a valid template: {}", describe(&e, command)))?;

@@ -187,10 +187,16 @@ impl Organization for GitHub {
         }
         let mut argv: Vec<String> = vec!["git".into()];
         let mut mask = Vec::new();
+        let mut env: std::collections::BTreeMap<String, String> =
+            [("GIT_TERMINAL_PROMPT".to_string(), "0".to_string())].into();
         if url.starts_with("https://") {
             if let Some(token) = Self::token(organization, host)? {
-                argv.push("-c".into());
-                argv.push(format!("http.extraHeader=Authorization: Bearer {token}"));
+                // Through git's environment configuration (git 2.31+), never on
+                // its command line, where `ps` shows it to every local user:
+                // /proc/PID/environ is readable by the process's own user only.
+                env.insert("GIT_CONFIG_COUNT".into(), "1".into());
+                env.insert("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into());
+                env.insert("GIT_CONFIG_VALUE_0".into(), format!("Authorization: Bearer {token}"));
                 mask.push(token);
             }
         }
@@ -202,8 +208,8 @@ impl Organization for GitHub {
         argv.extend(["--".to_string(), url.clone(), dest.to_string()]);
         let outcome = host.run(&CommandRequest {
             stream: StreamName::Message,
-            env: [("GIT_TERMINAL_PROMPT".to_string(), "0".to_string())].into(),
-            log_command: mask.is_empty(),
+            env,
+            log_command: true,
             mask,
             ..CommandRequest::argv(argv)
         })?;

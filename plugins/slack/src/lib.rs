@@ -21,10 +21,16 @@
 //!
 //! The default messages are [`DEFAULT_PRE`], [`DEFAULT_SUCCESS`] and
 //! [`DEFAULT_FAILURE`].
+//!
+//! Every value a `{{ ... }}` puts into a message is escaped as Slack asks
+//! (`&`, `<` and `>` become `&amp;`, `&lt;` and `&gt;`), so a project named
+//! `<!channel>` is shown, not obeyed. The template's own text is not escaped
+//! (write `<!here>` there to mention the channel); `{{ value | raw }}` pastes
+//! a value unescaped.
 
 use std::time::Duration;
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, Error, Output, State, UndefinedBehavior, Value as JinjaValue};
 use vespene_plugin_api::serde_json::{self, json, Map, Value};
 use vespene_plugin_api::{export_plugin, params, Host, Kind, PluginResult, Trigger, TriggerContext};
 
@@ -191,6 +197,19 @@ impl SlackTrigger {
     }
 }
 
+/// Escapes text for a Slack message: `&`, `<`, `>` (Slack's control characters).
+pub fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Writes what a `{{ ... }}` yields Slack-escaped, unless marked raw/safe.
+fn escaping_formatter(out: &mut Output, state: &State, value: &JinjaValue) -> Result<(), Error> {
+    if value.is_safe() || value.is_undefined() || value.is_none() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    out.write_str(&slack_escape(&value.to_string())).map_err(Error::from)
+}
+
 impl Trigger for SlackTrigger {
     fn new(config: &Value) -> PluginResult<Self> {
         // Refused here, not by params::table, which would quote the value: a misplaced token would be in it.
@@ -208,6 +227,15 @@ impl Trigger for SlackTrigger {
 
         let mut templates = Environment::new();
         templates.set_undefined_behavior(UndefinedBehavior::Strict);
+        templates.set_formatter(escaping_formatter);
+        templates.add_filter("raw", |v: JinjaValue| {
+            JinjaValue::from_safe_string(v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+        });
+        templates.add_filter("shell_quote", |v: JinjaValue| {
+            vespene_plugin_api::shell::quote(&v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .map(JinjaValue::from_safe_string)
+                .map_err(|e| Error::new(minijinja::ErrorKind::InvalidOperation, e))
+        });
         let mut sources = Vec::new();
         for (_, name, default) in HOOKS {
             let source = match params.get(name) {

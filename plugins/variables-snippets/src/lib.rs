@@ -62,6 +62,12 @@ pub fn render_snippets(snippets: &[SnippetInfo], existing: &Map<String, Value>) 
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
     // Snippets become shell script text, not HTML: never escape.
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    // `{{ value | shell_quote }}`: one shell word, as in scripts.
+    env.add_filter("shell_quote", |v: minijinja::Value| {
+        vespene_plugin_api::shell::quote(&v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+            .map(minijinja::Value::from_safe_string)
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
+    });
 
     let mut variables = Map::new();
     // Which snippet each variable came from, to report two names that collide.

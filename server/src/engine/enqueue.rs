@@ -72,12 +72,65 @@ pub fn check_answers(questions_json: &str, answers: &LaunchAnswers) -> Result<()
 }
 
 /// Renders a build script: full Jinja syntax, undefined variables are errors.
-pub fn render_script(script: &str, variables: &Map<String, Value>) -> Result<String, String> {
+///
+/// The project's own variables (its author's, its sets', the pool's, the
+/// pipeline's, snippets) are pasted as written. Launch answers come from
+/// whoever starts the build, so each is pasted as one shell word (quoted when
+/// it holds anything a shell treats specially), as is any text a template
+/// computes from one; `{{ NAME | raw }}` (or `| safe`) pastes an answer as
+/// given. `| shell_quote` quotes any value.
+pub fn render_script(script: &str, variables: &Map<String, Value>, answers: &LaunchAnswers) -> Result<String, String> {
+    use minijinja::Value as V;
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    env.add_filter("shell_quote", shell_quote_filter);
+    env.add_filter("raw", |v: V| V::from_safe_string(v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
+    env.set_formatter(quoting_formatter);
     let template = env.template_from_str(script).map_err(|e| describe_template_error(&e, script))?;
-    template.render(variables).map_err(|e| describe_template_error(&e, script))
+    let mut context: Vec<(String, V)> =
+        variables.iter().filter(|(k, _)| !answers.contains_key(*k)).map(|(k, v)| (k.clone(), trusted(v))).collect();
+    context.extend(answers.iter().map(|(k, v)| (k.clone(), V::from_serialize(v))));
+    template.render(V::from_iter(context)).map_err(|e| describe_template_error(&e, script))
+}
+
+/// A variable as the script's author wrote it: its strings are pasted as written.
+fn trusted(value: &Value) -> minijinja::Value {
+    use minijinja::Value as V;
+    match value {
+        Value::String(s) => V::from_safe_string(s.clone()),
+        Value::Array(items) => V::from(items.iter().map(trusted).collect::<Vec<_>>()),
+        Value::Object(map) => V::from_iter(map.iter().map(|(k, v)| (k.clone(), trusted(v)))),
+        other => V::from_serialize(other),
+    }
+}
+
+/// The `shell_quote` filter: a value as one shell word.
+fn shell_quote_filter(value: minijinja::Value) -> std::result::Result<minijinja::Value, minijinja::Error> {
+    let text = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+    vespene_plugin_api::shell::quote(&text)
+        .map(minijinja::Value::from_safe_string)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
+}
+
+/// Writes a `{{ ... }}`: text not marked as written (answers, and what a
+/// template computes) as one shell word.
+fn quoting_formatter(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &minijinja::Value,
+) -> std::result::Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind;
+    let plain = value.is_safe()
+        || value.is_undefined()
+        || value.is_none()
+        || matches!(value.kind(), ValueKind::Number | ValueKind::Bool);
+    if plain {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let quoted = vespene_plugin_api::shell::quote(&value.to_string())
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))?;
+    out.write_str(&quoted).map_err(minijinja::Error::from)
 }
 
 /// The error with the part of the script it points at (`undefined value
@@ -130,9 +183,8 @@ impl Engine {
         };
         let rendered = match failed {
             Some(e) => Err(format!("the variables could not be computed: {e}")),
-            None => {
-                render_script(&project.script, &variables).map_err(|e| format!("the script has a template error: {e}"))
-            }
+            None => render_script(&project.script, &variables, &req.answers)
+                .map_err(|e| format!("the script has a template error: {e}")),
         };
         match rendered {
             Ok(script) => {
@@ -471,11 +523,21 @@ mod tests {
     #[test]
     fn scripts_render_strictly() {
         let vars: Map<String, Value> = serde_json::from_value(json!({"a": 1, "mode": "x"})).unwrap();
-        assert_eq!(render_script("echo {{ a }}\n", &vars).unwrap(), "echo 1\n");
-        assert_eq!(render_script("{% if mode == 'x' %}yes{% endif %}", &vars).unwrap(), "yes");
-        let err = render_script("echo {{ nope }}", &vars).unwrap_err();
+        assert_eq!(render_script("echo {{ a }}\n", &vars, &Map::new()).unwrap(), "echo 1\n");
+        assert_eq!(render_script("{% if mode == 'x' %}yes{% endif %}", &vars, &Map::new()).unwrap(), "yes");
+        let err = render_script("echo {{ nope }}", &vars, &Map::new()).unwrap_err();
         assert!(err.contains("undefined"), "{err}");
-        assert!(render_script("{% if %}", &vars).is_err());
+        assert!(render_script("{% if %}", &vars, &Map::new()).is_err());
+    }
+
+    #[test]
+    fn answers_are_shell_words_unless_raw() {
+        let vars: Map<String, Value> = serde_json::from_value(json!({"dir": "a b", "who": "x"})).unwrap();
+        let answers: LaunchAnswers = serde_json::from_value(json!({"who": "$(id); echo 'hi'"})).unwrap();
+        let out = render_script("cd {{ dir }}; echo {{ who }}; {{ who | raw }}", &vars, &answers).unwrap();
+        assert_eq!(out, r#"cd a b; echo '$(id); echo '\''hi'\'''; $(id); echo 'hi'"#);
+        let out = render_script("{{ dir | shell_quote }} {{ who | upper }}", &vars, &Map::new()).unwrap();
+        assert_eq!(out, "'a b' X");
     }
 
     #[test]

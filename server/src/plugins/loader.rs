@@ -44,6 +44,58 @@ pub fn resolve(library: &str, plugin_path: &[PathBuf]) -> Result<PathBuf, String
     ))
 }
 
+/// Refuses a library, or the directory holding it, that someone other than
+/// root and the server's own user could change: owned by another user, or
+/// writable by its group or by everyone. (A build running as another user
+/// could otherwise replace the code the server loads at its next start.)
+/// `path` is the resolved file, symlinks followed.
+pub fn check_trusted(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    for (what, p) in [("library", path), ("plugin directory", dir)] {
+        let meta = std::fs::metadata(p).map_err(|e| format!("cannot inspect {what} {}: {e}", p.display()))?;
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(format!(
+                "refusing to load: {what} {} belongs to uid {}, neither root nor the server's user (uid {me}), \
+                 who could replace it",
+                p.display(),
+                meta.uid()
+            ));
+        }
+        let mode = meta.mode();
+        if mode & 0o022 != 0 {
+            let who = if mode & 0o002 != 0 { "everyone" } else { "its group" };
+            return Err(format!(
+                "refusing to load: {what} {} is writable by {who} (mode {:04o}); make it writable by its owner \
+                 only (chmod go-w)",
+                p.display(),
+                mode & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a library's SHA-256 against the `sha256` its settings entry gives.
+pub fn check_sha256(path: &Path, expected: &str) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    let expected = expected.trim().to_ascii_lowercase();
+    if expected.len() != 64 || !expected.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("sha256 must be 64 hexadecimal digits, got '{expected}'"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if actual != expected {
+        return Err(format!(
+            "refusing to load: its SHA-256 is {actual}, the settings entry's sha256 says {expected} \
+             (the file changed, or the setting is out of date)"
+        ));
+    }
+    Ok(())
+}
+
 /// Opens a plugin library, checking its interface version and layout.
 pub fn open(path: &Path) -> Result<Library, String> {
     open_with_detail(path, false)

@@ -103,6 +103,10 @@ impl Registry {
             };
             let path = loader::resolve(&entry.library, plugin_path).map_err(|r| fail(None, r))?;
             let key = path.canonicalize().unwrap_or_else(|_| path.clone());
+            loader::check_trusted(&key).map_err(|r| fail(Some(&path), r))?;
+            if let Some(expected) = &entry.sha256 {
+                loader::check_sha256(&key, expected).map_err(|r| fail(Some(&path), r))?;
+            }
             let library = match libraries.get(&key) {
                 Some(lib) => lib.clone(),
                 None => {

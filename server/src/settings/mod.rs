@@ -40,6 +40,12 @@ pub struct Settings {
     /// Which repositories projects may name.
     #[serde(default)]
     pub repositories: RepositorySettings,
+    /// What happens with no authorization plugin configured.
+    #[serde(default)]
+    pub authorization: AuthorizationSettings,
+    /// How webhooks must prove themselves.
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
     /// The plugin configuration, section by section.
     pub plugins: PluginSettings,
     /// The settings files and directories these settings were read from:
@@ -74,6 +80,61 @@ impl PluginPath {
 pub struct ServerSettings {
     /// The address to listen on.
     pub listen: String,
+    /// The URL people reach the server at (`https://ci.example.com`); empty
+    /// when unknown. An `https` URL turns `secure_cookies` on by default.
+    #[serde(default)]
+    pub public_url: String,
+    /// Whether the session cookie carries `Secure` (sent over HTTPS only).
+    /// Unset: on when `public_url` starts with `https://`.
+    #[serde(default)]
+    pub secure_cookies: Option<bool>,
+    /// How many days a new API token lasts when its creator names no expiry;
+    /// 0 (the default): tokens last until revoked.
+    #[serde(default)]
+    pub token_expiry_days: u32,
+}
+
+impl ServerSettings {
+    /// Whether session cookies are marked `Secure`.
+    pub fn cookies_secure(&self) -> bool {
+        self.secure_cookies.unwrap_or_else(|| self.public_url.trim().to_ascii_lowercase().starts_with("https://"))
+    }
+}
+
+/// What the server does when no authorization plugin is configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationSettings {
+    /// With no enabled entry in `[plugins.authorization]`, every request
+    /// would be allowed to everyone, anonymous ones included: `vespene serve`
+    /// refuses to start unless this is `true`.
+    #[serde(default)]
+    pub allow_everything: bool,
+}
+
+/// How webhooks must prove themselves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Every project needs a webhook secret, and every delivery a proof of it
+    /// (for the generic form: the signed timestamp, not the bare token).
+    /// A project without a secret then starts from no webhook.
+    #[serde(default)]
+    pub require_signature: bool,
+    /// How far (seconds) a generic delivery's signed `X-Vespene-Timestamp`
+    /// may be from the server's clock.
+    #[serde(default = "default_timestamp_window")]
+    pub timestamp_window_seconds: u64,
+}
+
+fn default_timestamp_window() -> u64 {
+    300
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings { require_signature: false, timestamp_window_seconds: default_timestamp_window() }
+    }
 }
 
 /// The database's settings.
@@ -227,6 +288,15 @@ data_dir = "/var/lib/vespene"
 
 [server]
 listen = "127.0.0.1:8000"
+public_url = ""
+token_expiry_days = 0
+
+[authorization]
+allow_everything = false
+
+[webhooks]
+require_signature = false
+timestamp_window_seconds = 300
 
 [database]
 url = ""

@@ -33,6 +33,9 @@ pub struct PluginEntry {
     /// recognize, so a new plugin can seal while an old one reads.
     #[serde(default)]
     pub seal: bool,
+    /// The library's SHA-256 (64 hex digits), checked before it is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Everything else: the plugin's own parameters, handed over as JSON.
     #[serde(flatten)]
     pub params: IndexMap<String, Value>,

@@ -27,7 +27,8 @@ pub(crate) fn random_password(len: usize) -> String {
     (0..len).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
 }
 
-fn random_token() -> String {
+/// A random 256-bit value, URL-safe base64.
+pub fn random_token() -> String {
     let mut b = [0u8; 32];
     OsRng.fill_bytes(&mut b);
     URL_SAFE_NO_PAD.encode(b)
@@ -151,6 +152,36 @@ impl Store {
             return Err(StoreError::NotFound { what: "user", id: user_id.to_string() });
         }
         Ok(())
+    }
+
+    /// Whether `password` is the user's password (nothing recorded).
+    pub async fn password_matches(&self, user_id: Id, password: &str) -> Result<bool> {
+        let r = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = r else { return Ok(false) };
+        let hash = get_str(&r, "password_hash")?;
+        let password = password.to_string();
+        Ok(tokio::task::spawn_blocking(move || verify_hash(&password, &hash)).await.unwrap_or(false))
+    }
+
+    /// Ends a user's sessions and API tokens, but for the session id and the
+    /// token given (the ones making a password change); answers how many ended.
+    pub async fn end_logins(&self, user_id: Id, keep_session: Option<&str>, keep_token: Option<&str>) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+            .bind(user_id)
+            .bind(keep_session.map(sha256_hex).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        let tokens = sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND token_hash <> $2")
+            .bind(user_id)
+            .bind(keep_token.map(sha256_hex).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(sessions.rows_affected() + tokens.rows_affected())
     }
 
     /// Checks a login; answers the (active) user and records the login time.
@@ -441,6 +472,19 @@ impl Store {
     pub async fn delete_session(&self, sid: &str) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(sha256_hex(sid)).execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Records a webhook delivery id; `false` when it was recorded before (a
+    /// replay). Atomic on both backends, so two processes cannot both accept it.
+    pub async fn record_webhook_delivery(&self, delivery_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO webhook_deliveries (delivery_id, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(delivery_id)
+        .bind(row::now().timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Removes expired sessions; answers how many.

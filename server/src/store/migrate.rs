@@ -51,6 +51,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_secret_values.sql"),
         postgres: include_str!("../../migrations/postgres/0005_secret_values.sql"),
     },
+    Migration {
+        version: 6,
+        name: "webhook_deliveries",
+        sqlite: include_str!("../../migrations/sqlite/0006_webhook_deliveries.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_webhook_deliveries.sql"),
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.

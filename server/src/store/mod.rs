@@ -27,7 +27,7 @@ pub use running::RunningClaim;
 pub mod tutorial;
 pub mod validate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
-pub use accounts::{check_password, hash_password};
+pub use accounts::{check_password, hash_password, random_token};
 pub use builds::BuildFilter;
 pub use models::*;
 pub use objects::SshKeySecrets;
@@ -253,9 +253,22 @@ impl Store {
                 })
             })
         };
+        let db_file = if backend == Backend::Sqlite { sqlite_file(&opts.url) } else { None };
+        let private = |db: &Path| {
+            private_sqlite_files(db).map_err(|e| {
+                StoreError::Config(format!("cannot make the database {} private (0600): {e}", db.display()))
+            })
+        };
+        if let Some(db) = &db_file {
+            private(db)?;
+        }
         let pool = pool_opts().connect_with(connect.clone()).await?;
         if backend == Backend::Sqlite {
             sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
+        }
+        if let Some(db) = &db_file {
+            // The journal files exist now.
+            private(db)?;
         }
         let mut store = Store { pool, backend, secrets, url: opts.url.as_str().into(), policy: Default::default() };
         if opts.migrate {
@@ -358,15 +371,58 @@ pub fn redact_url(url: &str) -> String {
 /// Creates the data directory (and missing parents) private to the server's
 /// user, mode 0700 (whatever the umask): it holds the database and the secret
 /// key, which builds run by isolation plugins as other users must not read.
-/// An existing directory keeps its mode.
+/// An existing directory that others may enter is made 0700; when that is not
+/// possible (it belongs to another user) the error says so and nothing starts.
 pub fn create_data_dir(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     // Parents get the usual mode: a build root beside the data directory stays reachable.
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {
+            let mode = std::fs::metadata(path)?.mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "it has mode {mode:04o}, so other users may read the database and the secret key, \
+                             and it cannot be made 0700: {e}"
+                        ),
+                    )
+                })?;
+                tracing::warn!(path = %path.display(), was = format!("{mode:04o}"), "made the data directory 0700");
+            }
+            Ok(())
+        }
         other => other,
     }
+}
+
+/// The file of a `sqlite://` URL (without its query), if it names one.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// Makes a SQLite database and its journal files readable by the server's
+/// user only (0600): created so when missing, narrowed when found wider.
+fn private_sqlite_files(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    if !db.exists() {
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(db)?;
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        if let Ok(meta) = std::fs::metadata(&file) {
+            if meta.mode() & 0o077 != 0 {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }

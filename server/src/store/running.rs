@@ -11,7 +11,7 @@
 
 use sqlx::Connection;
 
-use super::{Backend, Result, Store, StoreError};
+use super::{sqlite_file, Backend, Result, Store, StoreError};
 
 /// The advisory lock key on PostgreSQL ("vespene" in ASCII).
 const ADVISORY_KEY: i64 = 0x0076_6573_7065_6e65;
@@ -24,6 +24,8 @@ pub struct RunningClaim {
 // Held for their drop alone: closing the file or the connection releases the lock.
 #[allow(dead_code)]
 enum Held {
+    /// An in-memory database: no other process can open it.
+    Nothing,
     File(std::fs::File),
     Postgres(Box<sqlx::postgres::PgConnection>),
 }
@@ -55,7 +57,8 @@ impl Store {
     async fn claim(&self, alone: bool) -> Result<Option<RunningClaim>> {
         match self.backend {
             Backend::Sqlite => {
-                let path = format!("{}.running", sqlite_path(&self.url));
+                let Some(db) = sqlite_file(&self.url) else { return Ok(Some(RunningClaim { _held: Held::Nothing })) };
+                let path = format!("{}.running", db.display());
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
@@ -76,10 +79,4 @@ impl Store {
             }
         }
     }
-}
-
-/// The file of a `sqlite://PATH?options` URL.
-fn sqlite_path(url: &str) -> &str {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-    rest.split('?').next().unwrap_or(rest)
 }

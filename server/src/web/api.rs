@@ -135,9 +135,22 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
         "token.create" => {
             let user = principal.require()?.clone();
             let body = body_object(&req.body)?;
-            reject_unknown(&body, &["name"], "token")?;
+            reject_unknown(&body, &["name", "expires_in_days"], "token")?;
             let name = body.get("name").and_then(Value::as_str).unwrap_or("api").to_string();
-            let (token, secret) = state.store.create_api_token(user.id, &name, None).await?;
+            let days = match body.get("expires_in_days") {
+                None | Some(Value::Null) => state.settings.server.token_expiry_days as i64,
+                Some(v) => match v.as_i64() {
+                    Some(d) if (1..=36_500).contains(&d) => d,
+                    _ => {
+                        return Err(ApiError::field(
+                            "expires_in_days",
+                            format!("'expires_in_days' must be a whole number of days from 1 to 36500, got {v}"),
+                        ))
+                    }
+                },
+            };
+            let ttl = (days > 0).then(|| chrono::Duration::days(days));
+            let (token, secret) = state.store.create_api_token(user.id, &name, ttl).await?;
             Ok(json_response(StatusCode::CREATED, &json!({ "token": secret, "details": token })))
         }
         "token.delete" => {
@@ -209,6 +222,16 @@ fn typed<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
 // ------------------------------------------------------------ accounts
 
 async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiError> {
+    // A page elsewhere can post a form (text/plain can carry JSON) but not
+    // set this content type without the browser asking first: no login CSRF.
+    let json = req
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "log in with Content-Type: application/json"));
+    }
     let body = body_object(&req.body)?;
     reject_unknown(&body, &["username", "password"], "login")?;
     let field = |name: &str| {
@@ -223,11 +246,7 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
     };
     let sid = state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await?;
     let csrf = auth::csrf_token(&sid);
-    let cookie = format!(
-        "{}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        auth::SESSION_COOKIE,
-        auth::SESSION_TTL_SECS
-    );
+    let cookie = auth::session_cookie(state, &sid);
     let reply = warp::reply::json(&json!({ "user": user, "csrf_token": csrf }));
     Ok(warp::reply::with_header(reply, "set-cookie", cookie).into_response())
 }
@@ -236,7 +255,7 @@ async fn logout(state: &Arc<AppState>, principal: &Principal) -> Result<Response
     if let Principal::Session { sid, .. } = principal {
         state.store.delete_session(sid).await?;
     }
-    let cookie = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", auth::SESSION_COOKIE);
+    let cookie = auth::session_cookie_cleared(state);
     Ok(warp::reply::with_header(StatusCode::NO_CONTENT, "set-cookie", cookie).into_response())
 }
 
@@ -721,7 +740,7 @@ pub(crate) async fn update_object(
     object["changes"] = json!(changes);
     state.authorize(principal, "edit", kind, Some(object)).await?;
     match kind {
-        "user" => update_user(state, current, body).await?,
+        "user" => update_user(state, principal, current, body).await?,
         "group" => {
             reject_unknown(&body, &["name"], "group")?;
             let name = body
@@ -803,8 +822,17 @@ fn filter_by_query(all: Vec<Value>, query: &HashMap<String, String>, kind: &str)
         .collect())
 }
 
-const USER_FIELDS: &[&str] =
-    &["username", "password", "email", "first_name", "last_name", "is_superuser", "is_active", "group_ids"];
+const USER_FIELDS: &[&str] = &[
+    "username",
+    "password",
+    "current_password",
+    "email",
+    "first_name",
+    "last_name",
+    "is_superuser",
+    "is_active",
+    "group_ids",
+];
 
 async fn create_user(state: &Arc<AppState>, body: Map<String, Value>) -> Result<Id, ApiError> {
     reject_unknown(&body, USER_FIELDS, "user")?;
@@ -847,15 +875,20 @@ async fn create_user(state: &Arc<AppState>, body: Map<String, Value>) -> Result<
     Ok(id)
 }
 
-async fn update_user(state: &Arc<AppState>, current: Value, mut body: Map<String, Value>) -> Result<(), ApiError> {
+async fn update_user(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    current: Value,
+    mut body: Map<String, Value>,
+) -> Result<(), ApiError> {
     reject_unknown(&body, USER_FIELDS, "user")?;
-    let password = match body.remove("password") {
-        Some(Value::String(p)) => Some(p),
-        Some(other) => {
-            return Err(ApiError::field("password", format!("'password' must be a string, got {}", kind_of(&other))))
-        }
-        None => None,
+    let mut string_field = |name: &str| match body.remove(name) {
+        Some(Value::String(p)) => Ok(Some(p)),
+        Some(Value::Null) | None => Ok(None),
+        Some(other) => Err(ApiError::field(name, format!("'{name}' must be a string, got {}", kind_of(&other)))),
     };
+    let password = string_field("password")?;
+    let current_password = string_field("current_password")?;
     let mut value = current;
     for (k, v) in body {
         value[k] = v;
@@ -864,10 +897,39 @@ async fn update_user(state: &Arc<AppState>, current: Value, mut body: Map<String
     if let Some(p) = &password {
         // Checked first so a weak password leaves the other fields unsaved too.
         crate::store::check_password(p).map_err(crate::store::StoreError::from)?;
+        let caller = principal.require()?;
+        if caller.id == user.id {
+            // One's own password: prove the current one, so a stolen session
+            // or token cannot lock its owner out.
+            let Some(given) = current_password.as_deref() else {
+                return Err(ApiError::field(
+                    "current_password",
+                    "changing your own password needs 'current_password' (your current password)",
+                ));
+            };
+            if !state.store.password_matches(user.id, given).await? {
+                return Err(ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    message: "'current_password' is not your current password".into(),
+                    field: Some("current_password".into()),
+                });
+            }
+        } else if !caller.is_superuser {
+            // Only a superuser resets someone else's password (without theirs).
+            return Err(ApiError::forbidden("only a superuser may set another user's password"));
+        }
     }
     state.store.update_user(&user).await?;
     if let Some(p) = password {
+        // Every other way in ends: the user's other sessions and their API
+        // tokens (all but the one making the change, when it is theirs).
+        let (keep_session, keep_token) = match principal {
+            Principal::Session { user: u, sid } if u.id == user.id => (Some(sid.as_str()), None),
+            Principal::Token { user: u, token } if u.id == user.id => (None, Some(token.as_str())),
+            _ => (None, None),
+        };
         state.store.set_password(user.id, &p).await?;
+        state.store.end_logins(user.id, keep_session, keep_token).await?;
     }
     Ok(())
 }

@@ -37,6 +37,8 @@ pub enum Principal {
     Token {
         /// The user.
         user: User,
+        /// The token itself (kept when its user changes their password with it).
+        token: String,
     },
 }
 
@@ -45,7 +47,7 @@ impl Principal {
     pub fn user(&self) -> Option<&User> {
         match self {
             Principal::Anonymous => None,
-            Principal::Session { user, .. } | Principal::Token { user } => Some(user),
+            Principal::Session { user, .. } | Principal::Token { user, .. } => Some(user),
         }
     }
 
@@ -60,6 +62,29 @@ impl Principal {
 pub fn csrf_token(sid: &str) -> String {
     let digest = Sha256::digest(format!("vespene-csrf:{sid}").as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `Set-Cookie` value that starts a session (`Secure` when the settings
+/// say so: `server.secure_cookies`, on by default for an https `public_url`).
+pub fn session_cookie(state: &AppState, sid: &str) -> String {
+    format!(
+        "{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL_SECS}{}",
+        secure_attribute(state)
+    )
+}
+
+/// The `Set-Cookie` value that ends the session.
+pub fn session_cookie_cleared(state: &AppState) -> String {
+    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}", secure_attribute(state))
+}
+
+/// `; Secure` when cookies must travel over HTTPS only.
+pub fn secure_attribute(state: &AppState) -> &'static str {
+    if state.settings.server.cookies_secure() {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 /// A cookie value from the Cookie header.
@@ -77,7 +102,7 @@ pub async fn authenticate(state: &Arc<AppState>, method: &Method, headers: &Head
         let token =
             value.strip_prefix("Bearer ").ok_or_else(|| ApiError::bad("Authorization must be 'Bearer <token>'"))?;
         return match state.store.authenticate_token(token.trim()).await? {
-            Some(user) => Ok(Principal::Token { user }),
+            Some(user) => Ok(Principal::Token { user, token: token.trim().to_string() }),
             None => Err(ApiError::new(warp::http::StatusCode::UNAUTHORIZED, "the API token is unknown or revoked")),
         };
     }
@@ -122,7 +147,7 @@ impl AppState {
         let state = self.clone();
         let verdict = tokio::task::spawn_blocking(move || state.registry.access_check(&request))
             .await
-            .map_err(|e| ApiError::new(warp::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(ApiError::internal)?;
         verdict.map_err(|m| if anonymous { ApiError::unauthenticated() } else { ApiError::forbidden(m) })
     }
 
@@ -153,7 +178,7 @@ impl AppState {
         let state = self.clone();
         let allowed = tokio::task::spawn_blocking(move || state.registry.access_filter(&request, &candidates))
             .await
-            .map_err(|e| ApiError::new(warp::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(ApiError::internal)?;
         allowed.map_err(ApiError::forbidden)
     }
 }

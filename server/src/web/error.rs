@@ -51,6 +51,19 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
     }
 
+    /// 500 for a failure inside the server: the cause goes to the log with a
+    /// random id, the client gets the id alone (no database text, paths or
+    /// other internals in an answer).
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        use rand::Rng;
+        let id = format!("{:016x}", rand::thread_rng().gen::<u64>());
+        tracing::error!(error_id = %id, error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error (id {id}): the server's log has the details under this id"),
+        )
+    }
+
     /// The response for this error.
     pub fn into_response(self) -> Response {
         let mut body = json!({ "error": self.message });
@@ -72,10 +85,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) | StoreError::Reference(_) | StoreError::Transition { .. } => {
                 ApiError::new(StatusCode::CONFLICT, e.to_string())
             }
-            other => {
-                tracing::error!(error = %other, "store error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {other}"))
-            }
+            other => ApiError::internal(other),
         }
     }
 }

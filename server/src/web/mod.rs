@@ -98,6 +98,15 @@ async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, st
 
 /// Runs the web server until interrupted.
 pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
+    if let Some(refusal) = authorization_refusal(&settings, &registry) {
+        anyhow::bail!(refusal);
+    }
+    if settings.authorization.allow_everything && !has_authorization(&registry) {
+        println!(
+            "warning: no authorization plugin is configured and 'authorization.allow_everything' is true: \
+             every request is allowed to everyone, anonymous ones included"
+        );
+    }
     let addr: SocketAddr = settings
         .server
         .listen
@@ -109,6 +118,10 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         let store = Store::open_from_settings(&settings, Arc::new(registry.secrets_chain())).await?;
         // Held while serving: a key rotation must not run under us.
         let _running = store.claim_running().await?;
+        // The port first: a start that cannot listen must not spend the
+        // one-time administrator password on a server nobody can reach.
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         if let Some(password) = crate::store::ensure_admin(&store).await? {
             // Shown once: the first start of a fresh database.
             println!("Created the administrator account: username 'admin', password '{password}'");
@@ -147,8 +160,6 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
             None
         };
         let state = Arc::new(AppState { settings, registry, store, engine });
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let bound = listener.local_addr()?;
         tracing::info!(plugins = plugin_count, "loaded plugins");
         println!("Vespene is listening on http://{bound}/");
@@ -160,6 +171,26 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+fn has_authorization(registry: &Registry) -> bool {
+    registry.all().iter().any(|p| p.section == crate::settings::PluginSection::Authorization)
+}
+
+/// Why the server must not start without an authorization plugin: with none,
+/// every request would be allowed to everyone. `None` when one is configured,
+/// or when `[authorization] allow_everything = true` says so explicitly.
+pub fn authorization_refusal(settings: &Settings, registry: &Registry) -> Option<String> {
+    if has_authorization(registry) || settings.authorization.allow_everything {
+        return None;
+    }
+    Some(
+        "no authorization plugin is configured (every entry of [plugins.authorization] is missing or disabled), \
+         so every request would be allowed to everyone, anonymous ones included: refusing to start. Enable one \
+         (e.g. [plugins.authorization.ownership] library = \"ownership\"), or set \
+         [authorization] allow_everything = true to run without any"
+            .to_string(),
+    )
 }
 
 /// One line per pool whose builds run unisolated, as the server's own user

@@ -2,13 +2,23 @@
 //! every webhook-enabled project whose repository matches the payload,
 //! honouring the project's branch. A project with a webhook secret only
 //! starts for a request proven by it: GitHub's `X-Hub-Signature-256` HMAC,
-//! GitLab's `X-Gitlab-Token`, or `X-Vespene-Token` for the generic form.
+//! GitLab's `X-Gitlab-Token`, or for the generic form an HMAC of a timestamp
+//! and the body (`X-Vespene-Timestamp`, `X-Vespene-Signature`), the timestamp
+//! within `[webhooks] timestamp_window_seconds` (the bare `X-Vespene-Token` is
+//! still accepted unless signatures are required). With `[webhooks]
+//! require_signature`, a project without a secret starts from no webhook.
+//!
+//! Replays: a delivery is recorded in the database by its id (GitHub's
+//! `X-GitHub-Delivery`, GitLab's `X-Gitlab-Event-UUID`, the generic form's
+//! signature) and a signed GitHub body by its digest too (the id is not
+//! signed); a delivery seen before is refused with 409, whichever process
+//! got it first.
 
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
@@ -17,6 +27,7 @@ use super::api::{body_object, ApiRequest};
 use super::error::ApiError;
 use super::AppState;
 use crate::engine::StartRequest;
+use crate::settings::WebhookSettings;
 
 /// Which sender a payload is from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +58,11 @@ pub async fn handle(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response,
         ));
     }
     let branch = payload_branch(&body);
-    let mut started = Vec::new();
+    let mut accepted = Vec::new();
     let mut refused: Option<ApiError> = None;
     let mut seen = std::collections::HashSet::new();
+    let mut any_signed = false;
+    let now = crate::store::now().timestamp();
     for url in &urls {
         for project in state.store.projects_by_repo_url(url).await? {
             if !project.webhook_enabled || !seen.insert(project.id) {
@@ -59,22 +72,80 @@ pub async fn handle(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response,
                 continue;
             }
             let token = state.store.reveal_webhook_token(project.id).await?;
-            if let Err(e) = verify(token.as_deref(), sender, &req.headers, &req.body) {
-                refused.get_or_insert(e);
-                continue;
+            match verify(&state.settings.webhooks, token.as_deref(), sender, &req.headers, &req.body, now) {
+                Ok(signed) => {
+                    any_signed |= signed;
+                    accepted.push(project);
+                }
+                Err(e) => {
+                    refused
+                        .get_or_insert(ApiError { message: format!("project {}: {}", project.name, e.message), ..e });
+                }
             }
-            let build =
-                state.engine.start_project(StartRequest { project_id: project.id, ..Default::default() }).await?;
-            started.push(json!({ "project": project.name, "build": build.id }));
         }
     }
-    if started.is_empty() {
+    if accepted.is_empty() {
         if let Some(e) = refused {
             return Err(e);
         }
+    } else {
+        for id in delivery_ids(sender, &req.headers, &req.body, any_signed)? {
+            if !state.store.record_webhook_delivery(&id).await? {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("this delivery ({id}) was received before: a replayed delivery starts nothing"),
+                ));
+            }
+        }
+    }
+    let mut started = Vec::new();
+    for project in accepted {
+        let build = state.engine.start_project(StartRequest { project_id: project.id, ..Default::default() }).await?;
+        started.push(json!({ "project": project.name, "build": build.id }));
     }
     Ok(warp::reply::with_status(warp::reply::json(&json!({ "ok": true, "started": started })), StatusCode::OK)
         .into_response())
+}
+
+/// The ids a delivery is recorded under. A signed GitHub or GitLab delivery
+/// must carry its id; a signed GitHub body is recorded by digest as well,
+/// since the id header is not covered by the signature.
+fn delivery_ids(
+    sender: Sender,
+    headers: &warp::http::HeaderMap,
+    body: &[u8],
+    signed: bool,
+) -> Result<Vec<String>, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let digest = || Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut ids = Vec::new();
+    match sender {
+        Sender::GitHub | Sender::GitLab => {
+            let (name, prefix) = if sender == Sender::GitHub {
+                ("x-github-delivery", "github")
+            } else {
+                ("x-gitlab-event-uuid", "gitlab")
+            };
+            match header(name) {
+                Some(id) => ids.push(format!("{prefix}:{id}")),
+                None if signed => {
+                    return Err(ApiError::bad(format!(
+                        "missing {name}: a signed delivery must name its delivery id (replay protection)"
+                    )))
+                }
+                None => {}
+            }
+            if signed && sender == Sender::GitHub {
+                ids.push(format!("github-body:{}", digest()));
+            }
+        }
+        Sender::Generic => {
+            if let Some(sig) = header("x-vespene-signature") {
+                ids.push(format!("generic:{sig}"));
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// The repository URLs a payload names (GitHub and GitLab shapes, or generic).
@@ -111,12 +182,35 @@ fn payload_branch(body: &serde_json::Map<String, Value>) -> Option<String> {
     body.get("branch").and_then(Value::as_str).map(str::to_string)
 }
 
-fn verify(token: Option<&str>, sender: Sender, headers: &warp::http::HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+/// Checks a delivery's proof for a project; answers whether it was signed
+/// (proven by the project's secret).
+fn verify(
+    settings: &WebhookSettings,
+    token: Option<&str>,
+    sender: Sender,
+    headers: &warp::http::HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<bool, ApiError> {
     let Some(secret) = token.filter(|s| !s.is_empty()) else {
-        // No secret configured: the project accepts unsigned pushes, as the original did.
-        return Ok(());
+        if settings.require_signature {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "it has no webhook secret, and this server requires signed webhooks ([webhooks] require_signature): \
+                 give the project a webhook_token",
+            ));
+        }
+        // No secret and none required: the project accepts unsigned pushes.
+        return Ok(false);
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let hmac_matches = |message: &[u8], sig: &str, name: &str| {
+        let hex = sig.strip_prefix("sha256=").unwrap_or("");
+        let given = decode_hex(hex).ok_or_else(|| ApiError::forbidden(format!("{name} is not sha256=<hex>")))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+        mac.update(message);
+        mac.verify_slice(&given).map_err(|_| ApiError::forbidden("the webhook signature does not match"))
+    };
     match sender {
         Sender::GitHub => {
             let Some(sig) = header("x-hub-signature-256") else {
@@ -125,12 +219,31 @@ fn verify(token: Option<&str>, sender: Sender, headers: &warp::http::HeaderMap, 
                     "missing X-Hub-Signature-256 for a project with a webhook secret",
                 ));
             };
-            let hex = sig.strip_prefix("sha256=").unwrap_or("");
-            let given =
-                decode_hex(hex).ok_or_else(|| ApiError::forbidden("X-Hub-Signature-256 is not sha256=<hex>"))?;
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
-            mac.update(body);
-            mac.verify_slice(&given).map_err(|_| ApiError::forbidden("the webhook signature does not match"))
+            hmac_matches(body, sig, "X-Hub-Signature-256").map(|_| true)
+        }
+        Sender::Generic if header("x-vespene-signature").is_some() || settings.require_signature => {
+            let (Some(sig), Some(stamp)) = (header("x-vespene-signature"), header("x-vespene-timestamp")) else {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "a generic webhook must be signed: X-Vespene-Timestamp (Unix seconds) and \
+                     X-Vespene-Signature (sha256=<hex HMAC-SHA256 of \"TIMESTAMP.BODY\" with the project's secret>)",
+                ));
+            };
+            let stamp_secs: i64 = stamp
+                .trim()
+                .parse()
+                .map_err(|_| ApiError::bad("X-Vespene-Timestamp must be a Unix time in seconds"))?;
+            let mut message = format!("{}.", stamp.trim()).into_bytes();
+            message.extend_from_slice(body);
+            hmac_matches(&message, sig, "X-Vespene-Signature")?;
+            let window = settings.timestamp_window_seconds as i64;
+            if (now - stamp_secs).abs() > window {
+                return Err(ApiError::forbidden(format!(
+                    "X-Vespene-Timestamp {stamp_secs} is more than {window} seconds from the server's time {now} \
+                     ([webhooks] timestamp_window_seconds): a late or replayed delivery starts nothing"
+                )));
+            }
+            Ok(true)
         }
         Sender::GitLab | Sender::Generic => {
             let name = if sender == Sender::GitLab { "x-gitlab-token" } else { "x-vespene-token" };
@@ -139,7 +252,7 @@ fn verify(token: Option<&str>, sender: Sender, headers: &warp::http::HeaderMap, 
                     StatusCode::UNAUTHORIZED,
                     format!("missing {name} for a project with a webhook secret"),
                 )),
-                Some(t) if constant_time_eq(t.as_bytes(), secret.as_bytes()) => Ok(()),
+                Some(t) if constant_time_eq(t.as_bytes(), secret.as_bytes()) => Ok(true),
                 Some(_) => Err(ApiError::forbidden("the webhook token does not match")),
             }
         }

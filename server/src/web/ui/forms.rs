@@ -223,6 +223,13 @@ const USER: &[Field] = &[
     f("Info", "first_name", "First name", Text),
     f("Info", "last_name", "Last name", Text),
     h("Access", "password", "Password", Password, "Leave blank to keep the current password."),
+    h(
+        "Access",
+        "current_password",
+        "Current password",
+        Password,
+        "Your own current password, to change your own password (a superuser resetting someone else's needs none).",
+    ),
     f("Access", "is_superuser", "Superuser", Check),
     f("Access", "is_active", "Active", Check),
     f("Access", "group_ids", "Groups", Multi("group")),
@@ -473,7 +480,7 @@ pub(crate) fn read(
             }
             Secret | SecretArea | Password => {
                 if raw.is_empty() {
-                    if creating && field.widget == Password {
+                    if creating && field.widget == Password && field.name == "password" {
                         errors.insert(field.name.to_string(), "A password is required.".to_string());
                     }
                     continue;
@@ -488,6 +495,7 @@ pub(crate) fn read(
     if kind == "user" && creating {
         // Accounts are created active; the API takes no is_active on creation.
         out.remove("is_active");
+        out.remove("current_password");
     }
     if errors.is_empty() {
         Ok(out)

@@ -250,12 +250,8 @@ fn html(template: &str, status: StatusCode, context: Value) -> Response {
     match render(template, context) {
         Ok(body) => warp::reply::with_status(warp::reply::html(body), status).into_response(),
         Err(e) => {
-            tracing::error!(template, error = %e, "template error");
-            warp::reply::with_status(
-                warp::reply::html(format!("template error in {template}: {e}")),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )
-            .into_response()
+            let e = ApiError::internal(format_args!("template {template}: {e}"));
+            warp::reply::with_status(warp::reply::html(e.message), StatusCode::INTERNAL_SERVER_ERROR).into_response()
         }
     }
 }
@@ -274,6 +270,11 @@ pub(crate) fn error_page(ctx: Option<&Ctx>, status: StatusCode, message: &str) -
         Some(ctx) => ctx.page_with_status("error.html", status, context),
         None => html("error.html", status, context),
     }
+}
+
+/// An API error as a page, for someone not logged in.
+fn api_error_page_anonymous(e: ApiError) -> Response {
+    error_page(None, e.status, &e.message)
 }
 
 /// An API error as a page.
@@ -386,41 +387,18 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
-    let next = safe_next(req.query("next"));
-    if req.method == Method::GET {
-        if let Ok(Some(_)) = session(state, req).await {
-            return redirect(&next);
-        }
-        return html("login.html", StatusCode::OK, json!({ "next": next }));
-    }
-    if req.method != Method::POST {
-        return error_page(None, StatusCode::METHOD_NOT_ALLOWED, "Use the login form.");
-    }
-    let form = Form(parse_pairs(&req.body));
-    let username = form.get("username").unwrap_or("").trim().to_string();
-    let password = form.get("password").unwrap_or("");
-    let next = safe_next(form.get("next"));
-    let user = match state.store.verify_password(&username, password).await {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            return html(
-                "login.html",
-                StatusCode::UNAUTHORIZED,
-                json!({ "next": next, "username": username, "error": "Wrong username or password." }),
-            )
-        }
-        Err(e) => return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
-    let sid = match state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await {
-        Ok(sid) => sid,
-        Err(e) => return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
-    let mut r = redirect(&next);
+/// The cookie carrying the login form's CSRF token (double submit: the form
+/// must send back the value the cookie holds, which a page elsewhere cannot read).
+const LOGIN_CSRF_COOKIE: &str = "vespene_login_csrf";
+
+/// The login page, with a fresh CSRF token in the form and its cookie.
+fn login_page(state: &AppState, status: StatusCode, mut context: Value) -> Response {
+    let token = crate::store::random_token();
+    context["csrf_token"] = json!(token);
+    let mut r = html("login.html", status, context);
     let cookie = format!(
-        "{}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        auth::SESSION_COOKIE,
-        auth::SESSION_TTL_SECS
+        "{LOGIN_CSRF_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+        auth::secure_attribute(state)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert("set-cookie", v);
@@ -428,13 +406,67 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
     r
 }
 
+async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
+    let next = safe_next(req.query("next"));
+    if req.method == Method::GET {
+        if let Ok(Some(_)) = session(state, req).await {
+            return redirect(&next);
+        }
+        return login_page(state, StatusCode::OK, json!({ "next": next }));
+    }
+    if req.method != Method::POST {
+        return error_page(None, StatusCode::METHOD_NOT_ALLOWED, "Use the login form.");
+    }
+    let form = Form(parse_pairs(&req.body));
+    let expected = auth::cookie(&req.headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    let sent = form.get("csrf_token").unwrap_or("");
+    if expected.is_empty() || !constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+        return error_page(
+            None,
+            StatusCode::FORBIDDEN,
+            "The login form's CSRF token is missing or wrong: reload the login page and try again.",
+        );
+    }
+    let username = form.get("username").unwrap_or("").trim().to_string();
+    let password = form.get("password").unwrap_or("");
+    let next = safe_next(form.get("next"));
+    let user = match state.store.verify_password(&username, password).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return login_page(
+                state,
+                StatusCode::UNAUTHORIZED,
+                json!({ "next": next, "username": username, "error": "Wrong username or password." }),
+            )
+        }
+        Err(e) => return api_error_page_anonymous(ApiError::internal(e)),
+    };
+    let sid = match state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await {
+        Ok(sid) => sid,
+        Err(e) => return api_error_page_anonymous(ApiError::internal(e)),
+    };
+    let mut r = redirect(&next);
+    if let Ok(v) = HeaderValue::from_str(&auth::session_cookie(state, &sid)) {
+        r.headers_mut().append("set-cookie", v);
+    }
+    // The login form's token is spent.
+    let spent = format!("{LOGIN_CSRF_COOKIE}=; Path=/login; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&spent) {
+        r.headers_mut().append("set-cookie", v);
+    }
+    r
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn logout(ctx: &Ctx) -> Response {
     if let Principal::Session { sid, .. } = &ctx.principal {
         let _ = ctx.state.store.delete_session(sid).await;
     }
     let mut r = redirect("/login");
-    let cookie = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", auth::SESSION_COOKIE);
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Ok(v) = HeaderValue::from_str(&auth::session_cookie_cleared(&ctx.state)) {
         r.headers_mut().insert("set-cookie", v);
     }
     r
