@@ -24,6 +24,12 @@ pub const WRITE_GAP_MS: i32 = 5;
 /// The most lines handed over together.
 const WRITE_LINES: usize = 1024;
 
+/// The end of every piece of a line longer than the host's limit but the
+/// last: the line goes on in the next stored line.
+pub const LINE_CONTINUES: &str = " [line continues]";
+/// The longest line kept whole by default (64 KiB): longer ones are split.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
 /// Whether `fd` has something to read (or has closed) within `ms` milliseconds.
 fn readable_within(fd: &impl std::os::fd::AsRawFd, ms: i32) -> bool {
     let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };

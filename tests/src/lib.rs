@@ -256,6 +256,11 @@ impl Sandbox {
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The lines the server printed before it started listening.
     pub fn stdout_lines(&self) -> Vec<String> {
         self.startup.clone()
