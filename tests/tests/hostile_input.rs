@@ -27,17 +27,15 @@ fn settings(extra: &str) -> String {
 
 /// A shared pool with shell isolation (so the test, as root, can reach the build roots).
 async fn shell_pool(store: &Store) -> i64 {
-    let pool = WorkerPool { name: "shell".into(), isolation_method: "shell".into(), shared: true, ..Default::default() };
+    let pool =
+        WorkerPool { name: "shell".into(), isolation_method: "shell".into(), shared: true, ..Default::default() };
     store.create_worker_pool(&pool).await.unwrap()
 }
 
 /// Creates a project with `script` and starts it; answers the build id.
 fn start(client: &Client, pool: i64, name: &str, script: &str) -> i64 {
-    let project = client.ok(
-        "POST",
-        "/api/v1/projects",
-        Some(&json!({"name": name, "worker_pool_id": pool, "script": script})),
-    );
+    let project =
+        client.ok("POST", "/api/v1/projects", Some(&json!({"name": name, "worker_pool_id": pool, "script": script})));
     let build = client.ok("POST", &format!("/api/v1/projects/{}/start", project["id"]), Some(&json!({})));
     build["id"].as_i64().unwrap()
 }
@@ -93,7 +91,8 @@ async fn finding_1_the_file_browser_follows_no_symlink_and_refuses_fifos() {
     let pool = shell_pool(&store).await;
     user(&store, "alice", false, &[]).await;
     let alice = token_for(&server.addr, "alice");
-    let id = start(&alice, pool, "files", "#!/bin/sh\necho hello > report.txt\nmkdir sub\necho inner > sub/inner.txt\n");
+    let id =
+        start(&alice, pool, "files", "#!/bin/sh\necho hello > report.txt\nmkdir sub\necho inner > sub/inner.txt\n");
     let build = finished(&store, id, Duration::from_secs(60)).await;
     assert_eq!(build.status, BuildStatus::Success, "{}", log_of(&store, id).await);
     let root = Path::new(&build.working_dir).to_path_buf();
@@ -237,15 +236,22 @@ fn connect_from(from: &str, server: &str) -> TcpStream {
         let mut local: libc::sockaddr_in = std::mem::zeroed();
         local.sin_family = libc::AF_INET as libc::sa_family_t;
         local.sin_addr.s_addr = u32::from(from.parse::<std::net::Ipv4Addr>().unwrap()).to_be();
-        let r = libc::bind(fd, &local as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32);
+        let r = libc::bind(
+            fd,
+            &local as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
         assert_eq!(r, 0, "bind to {from}");
         let target: std::net::SocketAddrV4 = server.parse().unwrap();
         let mut remote: libc::sockaddr_in = std::mem::zeroed();
         remote.sin_family = libc::AF_INET as libc::sa_family_t;
         remote.sin_port = target.port().to_be();
         remote.sin_addr.s_addr = u32::from(*target.ip()).to_be();
-        let r =
-            libc::connect(fd, &remote as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32);
+        let r = libc::connect(
+            fd,
+            &remote as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
         assert_eq!(r, 0, "connect from {from}");
         TcpStream::from_raw_fd(fd)
     }
@@ -305,7 +311,7 @@ async fn finding_3_a_runaway_template_runs_out_of_fuel_off_the_request_threads()
     assert_eq!(status_of(&health), 200, "{health}");
     for start in starts {
         let answer = start.join().unwrap();
-        assert_eq!(status_of(&answer), 200, "{answer}");
+        assert_eq!(status_of(&answer), 201, "{answer}");
         let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or_default();
         let id = body["id"].as_i64().unwrap_or_else(|| panic!("{answer}"));
         assert_eq!(body["status"], "FAILURE", "{answer}");
@@ -380,7 +386,8 @@ async fn finding_5_bodies_are_counted_slow_requests_time_out_and_live_streams_ar
     let store = sandbox.store().await;
     let pool = shell_pool(&store).await;
     user(&store, "alice", false, &[]).await;
-    user(&store, "bob", false, &[]).await;
+    // A superuser, who may watch alice's build.
+    user(&store, "bob", true, &[]).await;
     let alice = token_for(&server.addr, "alice");
     let bob = token_for(&server.addr, "bob");
 
@@ -419,8 +426,10 @@ async fn finding_5_bodies_are_counted_slow_requests_time_out_and_live_streams_ar
     slow.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").unwrap();
     let mut buf = Vec::new();
     let closed = slow.read_to_end(&mut buf);
-    assert!(closed.is_ok() || closed.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
-        "the half-sent request was not closed: {closed:?}");
+    assert!(
+        closed.is_ok() || closed.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the half-sent request was not closed: {closed:?}"
+    );
     // An idle keep-alive connection is closed too.
     let mut idle = TcpStream::connect(&server.addr).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(60))).unwrap();

@@ -55,6 +55,9 @@ fn describe(err: &minijinja::Error, source: &str) -> String {
     }
 }
 
+/// The most template instructions one snippet may run (minijinja fuel).
+pub const SNIPPET_FUEL: u64 = 5_000_000;
+
 /// Renders every snippet against `existing`: the plugin's whole computation,
 /// public for in-process callers.
 pub fn render_snippets(snippets: &[SnippetInfo], existing: &Map<String, Value>) -> PluginResult<Map<String, Value>> {
@@ -62,6 +65,8 @@ pub fn render_snippets(snippets: &[SnippetInfo], existing: &Map<String, Value>) 
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
     // Snippets become shell script text, not HTML: never escape.
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    // A snippet that loops for ever fails its builds instead of holding a thread.
+    env.set_fuel(Some(SNIPPET_FUEL));
 
     let mut variables = Map::new();
     // Which snippet each variable came from, to report two names that collide.

@@ -71,13 +71,47 @@ pub fn check_answers(questions_json: &str, answers: &LaunchAnswers) -> Result<()
     Ok(())
 }
 
-/// Renders a build script: full Jinja syntax, undefined variables are errors.
-pub fn render_script(script: &str, variables: &Map<String, Value>) -> Result<String, String> {
+/// Renders a build script: full Jinja syntax, undefined variables are
+/// errors, and at most `fuel` template instructions (minijinja's fuel), so a
+/// loop that never ends fails the render instead of holding a thread.
+pub fn render_script(script: &str, variables: &Map<String, Value>, fuel: u64) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    env.set_fuel(Some(fuel));
     let template = env.template_from_str(script).map_err(|e| describe_template_error(&e, script))?;
-    template.render(variables).map_err(|e| describe_template_error(&e, script))
+    template.render(variables).map_err(|e| {
+        if e.kind() == minijinja::ErrorKind::OutOfFuel {
+            format!(
+                "{TOO_MUCH_WORK}: it ran out of fuel after {fuel} template instructions \
+                 (limits.template_fuel); look for loops that nest too deeply or never end"
+            )
+        } else {
+            describe_template_error(&e, script)
+        }
+    })
+}
+
+/// How a render that ran out of fuel is described.
+const TOO_MUCH_WORK: &str = "needs too much work to render";
+
+/// How many scripts render at once.
+static RENDERING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+
+impl Engine {
+    /// [`render_script`] off the async threads (the blocking pool, at most
+    /// `limits.template_concurrency` at once), with `limits.template_fuel`.
+    pub async fn render_script_bounded(&self, script: &str, variables: &Map<String, Value>) -> Result<String, String> {
+        let limits = &self.settings().limits;
+        let semaphore = RENDERING.get_or_init(|| {
+            tokio::sync::Semaphore::new(crate::settings::Limits::or_cores(limits.template_concurrency))
+        });
+        let _permit = semaphore.acquire().await.map_err(|e| e.to_string())?;
+        let (script, variables, fuel) = (script.to_string(), variables.clone(), limits.template_fuel);
+        tokio::task::spawn_blocking(move || render_script(&script, &variables, fuel))
+            .await
+            .map_err(|e| format!("rendering stopped: {e}"))?
+    }
 }
 
 /// The error with the part of the script it points at (`undefined value
@@ -130,9 +164,13 @@ impl Engine {
         };
         let rendered = match failed {
             Some(e) => Err(format!("the variables could not be computed: {e}")),
-            None => {
-                render_script(&project.script, &variables).map_err(|e| format!("the script has a template error: {e}"))
-            }
+            None => self.render_script_bounded(&project.script, &variables).await.map_err(|e| {
+                if e.starts_with(TOO_MUCH_WORK) {
+                    format!("the script {e}")
+                } else {
+                    format!("the script has a template error: {e}")
+                }
+            }),
         };
         match rendered {
             Ok(script) => {
@@ -471,11 +509,14 @@ mod tests {
     #[test]
     fn scripts_render_strictly() {
         let vars: Map<String, Value> = serde_json::from_value(json!({"a": 1, "mode": "x"})).unwrap();
-        assert_eq!(render_script("echo {{ a }}\n", &vars).unwrap(), "echo 1\n");
-        assert_eq!(render_script("{% if mode == 'x' %}yes{% endif %}", &vars).unwrap(), "yes");
-        let err = render_script("echo {{ nope }}", &vars).unwrap_err();
+        assert_eq!(render_script("echo {{ a }}\n", &vars, 1000).unwrap(), "echo 1\n");
+        assert_eq!(render_script("{% if mode == 'x' %}yes{% endif %}", &vars, 1000).unwrap(), "yes");
+        let err = render_script("echo {{ nope }}", &vars, 1000).unwrap_err();
         assert!(err.contains("undefined"), "{err}");
-        assert!(render_script("{% if %}", &vars).is_err());
+        assert!(render_script("{% if %}", &vars, 1000).is_err());
+        let loops = "{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}";
+        let err = render_script(loops, &vars, 10_000).unwrap_err();
+        assert!(err.starts_with(TOO_MUCH_WORK) && err.contains("limits.template_fuel"), "{err}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
-pub use accounts::{check_password, hash_password};
+pub use accounts::{check_password, hash_password, set_hash_concurrency};
 pub use builds::BuildFilter;
 pub use models::*;
 pub use objects::SshKeySecrets;

@@ -107,11 +107,8 @@ pub(crate) fn open_beneath(root: &Path, segments: &[String]) -> Result<Opened, R
         rel.push(".");
     }
     // The root itself is the server's (a build cannot replace it): opened as a directory, no link at its end.
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let root_fd =
+        rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
     let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     // O_PATH opens nothing: a FIFO or a device is looked at, never opened.
     let fd = loop {
@@ -167,8 +164,7 @@ fn read_file(fd: &OwnedFd, stat: &rustix::fs::Stat) -> Result<Vec<u8>, Refusal> 
         .open(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
         .map_err(|e| Refusal::Io(e.to_string()))?;
     let again = rustix::fs::fstat(&file)?;
-    if (again.st_dev, again.st_ino) != (stat.st_dev, stat.st_ino) || !FileType::from_raw_mode(again.st_mode).is_file()
-    {
+    if (again.st_dev, again.st_ino) != (stat.st_dev, stat.st_ino) || !FileType::from_raw_mode(again.st_mode).is_file() {
         return Err(Refusal::NotRegular);
     }
     let mut data = Vec::new();
