@@ -76,6 +76,44 @@ pub mod shell;
 pub mod testkit;
 
 pub use abi::{BatchInfo, CommandOutcome, Host, OutputLine, PluginInfo, Stream, INTERFACE_VERSION};
+
+/// The end of every piece of an output line longer than the limit but the
+/// last: the line goes on in the next stored line.
+pub const LINE_CONTINUES: &str = " [line continues]";
+/// The longest output line kept whole by default (64 KiB): longer ones are
+/// stored in pieces (the server's `limits.max_line_bytes`).
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
+/// The length of `text`'s first piece of at most `max` bytes, cut at a
+/// character boundary (at least one character, so a piece is never empty).
+pub fn line_piece_len(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    let mut cut = max;
+    while cut > 0 && !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if cut == 0 {
+        text.chars().next().map_or(0, char::len_utf8)
+    } else {
+        cut
+    }
+}
+
+/// `text` in pieces of at most `max` bytes, each but the last ending with
+/// [`LINE_CONTINUES`]; a line within the limit comes back whole.
+pub fn split_long_line(text: &str, max: usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let n = line_piece_len(rest, max);
+        pieces.push(format!("{}{LINE_CONTINUES}", &rest[..n]));
+        rest = &rest[n..];
+    }
+    pieces.push(rest.to_string());
+    pieces
+}
 pub use context::*;
 
 /// Re-exported so plugins use the exact `abi_stable` this interface was built with.

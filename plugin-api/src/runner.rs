@@ -23,6 +23,66 @@ const POLL: Duration = Duration::from_millis(50);
 pub const WRITE_GAP_MS: i32 = 5;
 /// The most lines handed over together.
 const WRITE_LINES: usize = 1024;
+/// The most bytes of lines handed over together.
+const WRITE_BYTES: usize = 1024 * 1024;
+/// Batches of lines read ahead of the host: past them the reader waits, and
+/// so does the command, whose pipe fills.
+const READ_AHEAD: usize = 4;
+
+pub use crate::{DEFAULT_MAX_LINE, LINE_CONTINUES};
+
+/// What [`read_piece`] read.
+enum Piece {
+    /// A whole line (or the last, unterminated one).
+    Line,
+    /// The first `max_line` bytes of a longer line; more follows.
+    Long,
+    /// Nothing more.
+    Eof,
+}
+
+/// Reads into `buf` up to a newline, or until it holds `max_line` bytes:
+/// a line without end is never held whole.
+fn read_piece(reader: &mut impl BufRead, buf: &mut Vec<u8>, max_line: usize) -> std::io::Result<Piece> {
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(if buf.is_empty() { Piece::Eof } else { Piece::Line });
+        }
+        let room = max_line.saturating_sub(buf.len());
+        // One byte past the room: a newline right at the limit ends the line there.
+        let window = &available[..available.len().min(room + 1)];
+        if let Some(at) = window.iter().position(|b| *b == b'\n') {
+            buf.extend_from_slice(&available[..=at]);
+            reader.consume(at + 1);
+            return Ok(Piece::Line);
+        }
+        let take = available.len().min(room);
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if buf.len() >= max_line {
+            return Ok(Piece::Long);
+        }
+    }
+}
+
+/// How many bytes at the end of `b` begin a UTF-8 character that is not complete yet.
+fn incomplete_tail(b: &[u8]) -> usize {
+    for back in 1..=b.len().min(3) {
+        let c = b[b.len() - back];
+        if c & 0xC0 == 0x80 {
+            continue;
+        }
+        let need = match c {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
+}
 
 /// Whether `fd` has something to read (or has closed) within `ms` milliseconds.
 fn readable_within(fd: &impl std::os::fd::AsRawFd, ms: i32) -> bool {
@@ -53,14 +113,32 @@ pub fn run(
 
 /// [`run`], handing over together the lines of one write of the command
 /// (the lines of one read, and lines that follow within `write_gap_ms`):
-/// the host masks a secret printed across two of them.
+/// the host masks a secret printed across two of them. Lines longer than
+/// [`DEFAULT_MAX_LINE`] come in pieces (see [`run_writes_capped`]).
 pub fn run_writes(
     request: &CommandRequest,
     default_cwd: Option<&std::path::Path>,
     write_gap_ms: i32,
+    on_lines: impl FnMut(&[String]),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(CommandOutcome, Option<StopReason>), String> {
+    run_writes_capped(request, default_cwd, write_gap_ms, DEFAULT_MAX_LINE, on_lines, cancelled)
+}
+
+/// [`run_writes`] with lines longer than `max_line` bytes handed over in
+/// pieces of at most `max_line` bytes, each but the last ending with
+/// [`LINE_CONTINUES`]: an endless line is never held whole, and no byte of
+/// it is lost. The output is read at most a few batches ahead of
+/// `on_lines`: a command printing faster than the host takes it waits.
+pub fn run_writes_capped(
+    request: &CommandRequest,
+    default_cwd: Option<&std::path::Path>,
+    write_gap_ms: i32,
+    max_line: usize,
     mut on_lines: impl FnMut(&[String]),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(CommandOutcome, Option<StopReason>), String> {
+    let max_line = max_line.max(4);
     let mut cmd = match (&request.shell, request.argv.split_first()) {
         (Some(line), _) => {
             let mut c = Command::new("/bin/sh");
@@ -94,32 +172,47 @@ pub fn run_writes(
             let _ = stdin.write_all(input.as_bytes());
         });
     }
-    let (tx, rx) = mpsc::channel::<Vec<String>>();
+    let (tx, rx) = mpsc::sync_channel::<Vec<String>>(READ_AHEAD);
     let reader_thread = std::thread::spawn(move || {
-        let mut reader = BufReader::new(reader);
+        let mut reader = BufReader::with_capacity(64 * 1024, reader);
         let mut buf = Vec::new();
         let mut lines = Vec::new();
+        let mut bytes = 0;
         loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf);
-                    lines.push(strip_ansi(line.trim_end_matches(['\n', '\r'])));
-                    // Whole lines still buffered, or following within a moment (a
-                    // shell's printf writes line by line), go in the same batch. A
-                    // partial line does not hold back the lines before it.
-                    if reader.buffer().is_empty()
-                        && lines.len() < WRITE_LINES
-                        && readable_within(reader.get_ref(), write_gap_ms)
-                    {
-                        let _ = reader.fill_buf();
-                    }
-                    let more = lines.len() < WRITE_LINES && reader.buffer().contains(&b'\n');
-                    if !more && tx.send(std::mem::take(&mut lines)).is_err() {
-                        break;
-                    }
+            let piece = match read_piece(&mut reader, &mut buf, max_line) {
+                Ok(Piece::Eof) | Err(_) => break,
+                Ok(piece) => piece,
+            };
+            match piece {
+                Piece::Long => {
+                    // Cut at a character boundary: the start of a split character waits for the next piece.
+                    let keep = incomplete_tail(&buf);
+                    let rest = buf.split_off(buf.len() - keep);
+                    let text = String::from_utf8_lossy(&buf);
+                    lines.push(format!("{}{LINE_CONTINUES}", strip_ansi(&text)));
+                    bytes += buf.len();
+                    buf = rest;
                 }
+                _ => {
+                    let text = String::from_utf8_lossy(&buf);
+                    lines.push(strip_ansi(text.trim_end_matches(['\n', '\r'])));
+                    bytes += buf.len();
+                    buf.clear();
+                }
+            }
+            // Whole lines still buffered, or following within a moment (a
+            // shell's printf writes line by line), go in the same batch. A
+            // partial line does not hold back the lines before it.
+            let room = lines.len() < WRITE_LINES && bytes < WRITE_BYTES;
+            if reader.buffer().is_empty() && room && readable_within(reader.get_ref(), write_gap_ms) {
+                let _ = reader.fill_buf();
+            }
+            let more = room && (reader.buffer().contains(&b'\n') || buf.len() + reader.buffer().len() >= max_line);
+            if !more {
+                if tx.send(std::mem::take(&mut lines)).is_err() {
+                    break;
+                }
+                bytes = 0;
             }
         }
         if !lines.is_empty() {
@@ -252,6 +345,21 @@ mod tests {
         let lines: Vec<Vec<String>> = batches.iter().map(|(l, _)| l.clone()).collect();
         assert_eq!(lines, vec![vec!["a", "b"], vec!["first"], vec!["partial"]]);
         assert!(batches[1].1 < Duration::from_millis(800), "'first' waited for the partial line: {batches:?}");
+    }
+
+    #[test]
+    fn long_lines_come_in_marked_pieces_and_nothing_is_lost() {
+        let mut lines = Vec::new();
+        // 10 x 'a', 'é' split across the 12-byte limit, then a short line.
+        let script = "printf 'aaaaaaaaaaa\\303\\251bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\\nshort\\n'";
+        run_writes_capped(&CommandRequest::shell(script), None, 0, 12, |l| lines.extend_from_slice(l), &|| false)
+            .unwrap();
+        let joined: String = lines.iter().map(|l| l.strip_suffix(LINE_CONTINUES).unwrap_or(l)).collect();
+        assert_eq!(joined, format!("aaaaaaaaaaaé{}short", "b".repeat(36)), "{lines:?}");
+        assert_eq!(lines[0], format!("aaaaaaaaaaa{LINE_CONTINUES}"));
+        assert!(lines.iter().all(|l| l.strip_suffix(LINE_CONTINUES).unwrap_or(l).len() <= 12), "{lines:?}");
+        assert_eq!(lines.last().unwrap(), "short");
+        assert_eq!(lines.iter().filter(|l| !l.ends_with(LINE_CONTINUES)).count(), 2, "{lines:?}");
     }
 
     #[test]

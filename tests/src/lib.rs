@@ -42,8 +42,9 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
     /// The database, when not the sandbox's SQLite file.
     pub database_url: Option<String>,
-    /// Build roots in `data/buildroot` (the default for tests) rather than
-    /// where the server puts them by default (`<data_dir>-builds`).
+    /// Build roots in `data/buildroot` rather than where the server puts them
+    /// by default (`<data_dir>-builds`, beside the data directory, which the
+    /// server keeps 0700 so no build identity could reach a root inside it).
     pub build_root_in_data: bool,
 }
 
@@ -56,10 +57,13 @@ impl Default for Sandbox {
 impl Sandbox {
     /// A fresh sandbox.
     pub fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("temp dir");
+        // Searchable, as /var/lib is: build identities reach `data-builds` through it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        Sandbox { dir, database_url: None, build_root_in_data: true }
+        Sandbox { dir, database_url: None, build_root_in_data: false }
     }
 
     /// A path inside the sandbox.
@@ -269,6 +273,11 @@ impl Sandbox {
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The lines the server printed before it started listening.
     pub fn stdout_lines(&self) -> Vec<String> {
         self.startup.clone()

@@ -116,8 +116,7 @@ async fn secrets_are_sealed_by_the_sealing_plugin_and_read_by_the_chain() {
     use sqlx::Row;
     use vespene_e2e::api_client::{token_for, user};
     let vault = tempfile::tempdir().unwrap();
-    let mut sandbox = Sandbox::new();
-    sandbox.build_root_in_data = true;
+    let sandbox = Sandbox::new();
     let base = format!("plugin_path = [\"{}\"]\n[workers]\nembedded = true\nper_pool = 1\n", bin_dir().display());
     sandbox.settings(&base);
 

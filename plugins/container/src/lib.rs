@@ -394,13 +394,30 @@ pub struct LineSplitter {
 }
 
 impl LineSplitter {
-    /// Adds a chunk; answers the lines it completed, without line ends.
+    /// Adds a chunk; answers the lines it completed, without line ends. A
+    /// line longer than [`vespene_plugin_api::DEFAULT_MAX_LINE`] comes in
+    /// pieces, each but the last ending with [`vespene_plugin_api::LINE_CONTINUES`],
+    /// so an endless line is never held whole.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
         self.pending.extend_from_slice(chunk);
         let mut lines = Vec::new();
-        while let Some(at) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=at).collect();
-            lines.push(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_string());
+        loop {
+            let max = vespene_plugin_api::DEFAULT_MAX_LINE;
+            if let Some(at) = self.pending.iter().take(max + 1).position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=at).collect();
+                lines.push(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_string());
+            } else if self.pending.len() > max {
+                // Cut at a character boundary of what is there (lossy for invalid bytes).
+                let mut cut = max;
+                while cut > 0 && (self.pending[cut] & 0xC0) == 0x80 {
+                    cut -= 1;
+                }
+                let cut = if cut == 0 { max } else { cut };
+                let piece: Vec<u8> = self.pending.drain(..cut).collect();
+                lines.push(format!("{}{}", String::from_utf8_lossy(&piece), vespene_plugin_api::LINE_CONTINUES));
+            } else {
+                break;
+            }
         }
         lines
     }

@@ -55,6 +55,9 @@ fn describe(err: &minijinja::Error, source: &str) -> String {
     }
 }
 
+/// The most template instructions one snippet may run (minijinja fuel).
+pub const SNIPPET_FUEL: u64 = 5_000_000;
+
 /// Renders every snippet against `existing`: the plugin's whole computation,
 /// public for in-process callers.
 pub fn render_snippets(snippets: &[SnippetInfo], existing: &Map<String, Value>) -> PluginResult<Map<String, Value>> {
@@ -68,6 +71,8 @@ pub fn render_snippets(snippets: &[SnippetInfo], existing: &Map<String, Value>) 
             .map(minijinja::Value::from_safe_string)
             .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
     });
+    // A snippet that loops for ever fails its builds instead of holding a thread.
+    env.set_fuel(Some(SNIPPET_FUEL));
 
     let mut variables = Map::new();
     // Which snippet each variable came from, to report two names that collide.

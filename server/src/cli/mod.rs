@@ -153,12 +153,25 @@ pub enum PluginsCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    return_large_blocks();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Blocks of a MiB or more are mapped on their own and given back to the
+/// system when freed. glibc otherwise raises that threshold to the largest
+/// block freed so far and keeps such blocks in per-thread arenas: a flood of
+/// logins (argon2 takes 19 MiB each) left the server at gigabytes it kept.
+fn return_large_blocks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator parameter; a fixed threshold also stops its dynamic adjustment.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -71,7 +71,9 @@ pub fn check_answers(questions_json: &str, answers: &LaunchAnswers) -> Result<()
     Ok(())
 }
 
-/// Renders a build script: full Jinja syntax, undefined variables are errors.
+/// Renders a build script: full Jinja syntax, undefined variables are
+/// errors, and at most `fuel` template instructions (minijinja's fuel), so a
+/// loop that never ends fails the render instead of holding a thread.
 ///
 /// The project's own variables (its author's, its sets', the pool's, the
 /// pipeline's, snippets) are pasted as written. Launch answers come from
@@ -79,11 +81,17 @@ pub fn check_answers(questions_json: &str, answers: &LaunchAnswers) -> Result<()
 /// it holds anything a shell treats specially), as is any text a template
 /// computes from one; `{{ NAME | raw }}` (or `| safe`) pastes an answer as
 /// given. `| shell_quote` quotes any value.
-pub fn render_script(script: &str, variables: &Map<String, Value>, answers: &LaunchAnswers) -> Result<String, String> {
+pub fn render_script(
+    script: &str,
+    variables: &Map<String, Value>,
+    answers: &LaunchAnswers,
+    fuel: u64,
+) -> Result<String, String> {
     use minijinja::Value as V;
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    env.set_fuel(Some(fuel));
     env.add_filter("shell_quote", shell_quote_filter);
     env.add_filter("raw", |v: V| V::from_safe_string(v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
     env.set_formatter(quoting_formatter);
@@ -91,7 +99,16 @@ pub fn render_script(script: &str, variables: &Map<String, Value>, answers: &Lau
     let mut context: Vec<(String, V)> =
         variables.iter().filter(|(k, _)| !answers.contains_key(*k)).map(|(k, v)| (k.clone(), trusted(v))).collect();
     context.extend(answers.iter().map(|(k, v)| (k.clone(), V::from_serialize(v))));
-    template.render(V::from_iter(context)).map_err(|e| describe_template_error(&e, script))
+    template.render(V::from_iter(context)).map_err(|e| {
+        if e.kind() == minijinja::ErrorKind::OutOfFuel {
+            format!(
+                "{TOO_MUCH_WORK}: it ran out of fuel after {fuel} template instructions \
+                 (limits.template_fuel); look for loops that nest too deeply or never end"
+            )
+        } else {
+            describe_template_error(&e, script)
+        }
+    })
 }
 
 /// A variable as the script's author wrote it: its strings are pasted as written.
@@ -131,6 +148,34 @@ fn quoting_formatter(
     let quoted = vespene_plugin_api::shell::quote(&value.to_string())
         .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))?;
     out.write_str(&quoted).map_err(minijinja::Error::from)
+}
+
+/// How a render that ran out of fuel is described.
+const TOO_MUCH_WORK: &str = "needs too much work to render";
+
+/// How many scripts render at once.
+static RENDERING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+
+impl Engine {
+    /// [`render_script`] off the async threads (the blocking pool, at most
+    /// `limits.template_concurrency` at once), with `limits.template_fuel`.
+    pub async fn render_script_bounded(
+        &self,
+        script: &str,
+        variables: &Map<String, Value>,
+        answers: &LaunchAnswers,
+    ) -> Result<String, String> {
+        let limits = &self.settings().limits;
+        let semaphore = RENDERING.get_or_init(|| {
+            tokio::sync::Semaphore::new(crate::settings::Limits::or_cores(limits.template_concurrency))
+        });
+        let _permit = semaphore.acquire().await.map_err(|e| e.to_string())?;
+        let (script, variables, answers, fuel) =
+            (script.to_string(), variables.clone(), answers.clone(), limits.template_fuel);
+        tokio::task::spawn_blocking(move || render_script(&script, &variables, &answers, fuel))
+            .await
+            .map_err(|e| format!("rendering stopped: {e}"))?
+    }
 }
 
 /// The error with the part of the script it points at (`undefined value
@@ -183,8 +228,13 @@ impl Engine {
         };
         let rendered = match failed {
             Some(e) => Err(format!("the variables could not be computed: {e}")),
-            None => render_script(&project.script, &variables, &req.answers)
-                .map_err(|e| format!("the script has a template error: {e}")),
+            None => self.render_script_bounded(&project.script, &variables, &req.answers).await.map_err(|e| {
+                if e.starts_with(TOO_MUCH_WORK) {
+                    format!("the script {e}")
+                } else {
+                    format!("the script has a template error: {e}")
+                }
+            }),
         };
         match rendered {
             Ok(script) => {
@@ -523,21 +573,24 @@ mod tests {
     #[test]
     fn scripts_render_strictly() {
         let vars: Map<String, Value> = serde_json::from_value(json!({"a": 1, "mode": "x"})).unwrap();
-        assert_eq!(render_script("echo {{ a }}\n", &vars, &Map::new()).unwrap(), "echo 1\n");
-        assert_eq!(render_script("{% if mode == 'x' %}yes{% endif %}", &vars, &Map::new()).unwrap(), "yes");
-        let err = render_script("echo {{ nope }}", &vars, &Map::new()).unwrap_err();
+        assert_eq!(render_script("echo {{ a }}\n", &vars, &Map::new(), 1000).unwrap(), "echo 1\n");
+        assert_eq!(render_script("{% if mode == 'x' %}yes{% endif %}", &vars, &Map::new(), 1000).unwrap(), "yes");
+        let err = render_script("echo {{ nope }}", &vars, &Map::new(), 1000).unwrap_err();
         assert!(err.contains("undefined"), "{err}");
-        assert!(render_script("{% if %}", &vars, &Map::new()).is_err());
+        assert!(render_script("{% if %}", &vars, &Map::new(), 1000).is_err());
     }
 
     #[test]
     fn answers_are_shell_words_unless_raw() {
         let vars: Map<String, Value> = serde_json::from_value(json!({"dir": "a b", "who": "x"})).unwrap();
         let answers: LaunchAnswers = serde_json::from_value(json!({"who": "$(id); echo 'hi'"})).unwrap();
-        let out = render_script("cd {{ dir }}; echo {{ who }}; {{ who | raw }}", &vars, &answers).unwrap();
+        let out = render_script("cd {{ dir }}; echo {{ who }}; {{ who | raw }}", &vars, &answers, 1000).unwrap();
         assert_eq!(out, r#"cd a b; echo '$(id); echo '\''hi'\'''; $(id); echo 'hi'"#);
-        let out = render_script("{{ dir | shell_quote }} {{ who | upper }}", &vars, &Map::new()).unwrap();
+        let out = render_script("{{ dir | shell_quote }} {{ who | upper }}", &vars, &Map::new(), 1000).unwrap();
         assert_eq!(out, "'a b' X");
+        let loops = "{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}";
+        let err = render_script(loops, &vars, &Map::new(), 10_000).unwrap_err();
+        assert!(err.starts_with(TOO_MUCH_WORK) && err.contains("limits.template_fuel"), "{err}");
     }
 
     #[test]

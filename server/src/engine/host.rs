@@ -142,10 +142,11 @@ impl CommandRunner for BuildHost {
         // Waiting a moment for a write's next line only pays when a secret
         // printed across lines must be caught; otherwise no line waits.
         let gap = if self.log.masks_anything() { vespene_plugin_api::runner::WRITE_GAP_MS } else { 0 };
-        match vespene_plugin_api::runner::run_writes(
+        match vespene_plugin_api::runner::run_writes_capped(
             &request,
             Some(&self.build_root),
             gap,
+            self.log.max_line(),
             |lines| self.log.push_write(stream, lines),
             &|| self.cancel.reason().is_some(),
         ) {

@@ -204,7 +204,7 @@ impl Engine {
             return Ok(None);
         };
         let started_ms = build.start_time.map(|t| t.timestamp_millis()).unwrap_or(0);
-        let log = BuildLog::new(build.id, started_ms);
+        let log = BuildLog::with_max_line(build.id, started_ms, self.settings().limits.max_line_bytes);
         let flusher = tokio::spawn({
             let engine = self.clone();
             let log = log.clone();

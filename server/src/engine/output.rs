@@ -26,6 +26,11 @@ const MAX_APPEND: usize = 4096;
 /// A build that prints faster than storage keeps up waits (its pipe fills)
 /// once this many lines are waiting, instead of growing the worker's memory.
 const MAX_PENDING: usize = 65_536;
+/// ... or once this many bytes are waiting (long lines are up to
+/// `limits.max_line_bytes` each).
+const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+/// The most bytes stored in one append.
+const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
 use super::mask::Masker;
 
 /// The log of one running build.
@@ -33,6 +38,10 @@ pub struct BuildLog {
     build_id: Id,
     started_ms: i64,
     pending: Mutex<VecDeque<OutputLine>>,
+    /// The bytes of text in `pending` (changed under its lock).
+    pending_bytes: std::sync::atomic::AtomicUsize,
+    /// Longer lines are stored in pieces.
+    max_line: usize,
     /// Signalled when the flusher takes lines (room for a waiting producer).
     room: Condvar,
     wake: Notify,
@@ -43,11 +52,20 @@ pub struct BuildLog {
 
 impl BuildLog {
     /// A log for `build_id`, which started at `started_ms`.
+    #[cfg(test)]
     pub fn new(build_id: Id, started_ms: i64) -> Arc<Self> {
+        Self::with_max_line(build_id, started_ms, vespene_plugin_api::DEFAULT_MAX_LINE)
+    }
+
+    /// A log whose lines longer than `max_line` bytes are stored in pieces,
+    /// each but the last ending with [`vespene_plugin_api::LINE_CONTINUES`].
+    pub fn with_max_line(build_id: Id, started_ms: i64, max_line: usize) -> Arc<Self> {
         Arc::new(BuildLog {
             build_id,
             started_ms,
             pending: Mutex::new(VecDeque::new()),
+            pending_bytes: std::sync::atomic::AtomicUsize::new(0),
+            max_line: max_line.max(4),
             room: Condvar::new(),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
@@ -56,17 +74,31 @@ impl BuildLog {
         })
     }
 
+    /// The longest line stored whole.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    fn full(&self, pending: &VecDeque<OutputLine>) -> bool {
+        pending.len() >= MAX_PENDING || self.pending_bytes.load(Ordering::SeqCst) >= MAX_PENDING_BYTES
+    }
+
     /// Adds a line; callable from any thread. A build's output line waits
-    /// while [`MAX_PENDING`] lines are waiting to be stored (plugins call this
-    /// from blocking threads); Vespene's own messages never wait.
+    /// while [`MAX_PENDING`] lines or [`MAX_PENDING_BYTES`] are waiting to be
+    /// stored (plugins call this from blocking threads); Vespene's own
+    /// messages never wait. A line longer than the limit goes in pieces.
     pub fn push(&self, stream: Stream, text: &str) {
+        if text.len() > self.max_line {
+            return self.push_write(stream, &vespene_plugin_api::split_long_line(text, self.max_line));
+        }
         let line = OutputLine { stream, at_unix_ms: now_ms(), text: text.into() };
         let len = {
             let mut pending = self.pending.lock().expect("log lock");
-            while stream == Stream::Output && pending.len() >= MAX_PENDING && !self.closed.load(Ordering::SeqCst) {
+            while stream == Stream::Output && self.full(&pending) && !self.closed.load(Ordering::SeqCst) {
                 self.wake.notify_one();
                 pending = self.room.wait_timeout(pending, FLUSH_EVERY).expect("log lock").0;
             }
+            self.pending_bytes.fetch_add(text.len(), Ordering::SeqCst);
             pending.push_back(line);
             pending.len()
         };
@@ -97,19 +129,24 @@ impl BuildLog {
     /// Adds the lines of one write together, so a secret printed across two
     /// of them is masked (and no flush can come between them).
     pub fn push_write(&self, stream: Stream, texts: &[String]) {
+        let mut texts = if texts.iter().any(|t| t.len() > self.max_line) {
+            texts.iter().flat_map(|t| vespene_plugin_api::split_long_line(t, self.max_line)).collect()
+        } else {
+            texts.to_vec()
+        };
         if texts.len() < 2 {
             texts.iter().for_each(|t| self.push(stream, t));
             return;
         }
-        let mut texts = texts.to_vec();
         self.masks.lock().expect("mask lock").mask_split(&mut texts);
         let at = now_ms();
         {
             let mut pending = self.pending.lock().expect("log lock");
-            while stream == Stream::Output && pending.len() >= MAX_PENDING && !self.closed.load(Ordering::SeqCst) {
+            while stream == Stream::Output && self.full(&pending) && !self.closed.load(Ordering::SeqCst) {
                 self.wake.notify_one();
                 pending = self.room.wait_timeout(pending, FLUSH_EVERY).expect("log lock").0;
             }
+            self.pending_bytes.fetch_add(texts.iter().map(String::len).sum(), Ordering::SeqCst);
             pending.extend(texts.into_iter().map(|t| OutputLine { stream, at_unix_ms: at, text: t.into() }));
         }
         self.wake.notify_one();
@@ -126,10 +163,15 @@ impl BuildLog {
         self.wake.notify_one();
     }
 
-    /// The oldest waiting lines, at most [`MAX_APPEND`].
+    /// The oldest waiting lines, at most [`MAX_APPEND`] and about [`MAX_APPEND_BYTES`].
     fn take(&self) -> Vec<OutputLine> {
         let mut pending = self.pending.lock().expect("log lock");
-        let n = pending.len().min(MAX_APPEND);
+        let (mut n, mut bytes) = (0, 0);
+        while n < pending.len().min(MAX_APPEND) && (n == 0 || bytes < MAX_APPEND_BYTES) {
+            bytes += pending[n].text.len();
+            n += 1;
+        }
+        self.pending_bytes.fetch_sub(bytes, Ordering::SeqCst);
         let batch: Vec<OutputLine> = pending.drain(..n).collect();
         drop(pending);
         self.room.notify_all();
@@ -172,7 +214,9 @@ impl Engine {
         loop {
             let closed = log.closed.load(Ordering::SeqCst);
             let batch = log.take();
-            let full = batch.len() == MAX_APPEND;
+            // A batch cut at a limit left lines behind: no waiting for them.
+            let full =
+                batch.len() == MAX_APPEND || batch.iter().map(|l| l.text.len()).sum::<usize>() >= MAX_APPEND_BYTES;
             if !batch.is_empty() {
                 self.store_batch(&log, batch, &mut stored).await;
             }

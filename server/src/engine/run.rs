@@ -51,7 +51,7 @@ impl Engine {
             .ok_or_else(|| EngineError::Failed(format!("worker pool {} is gone", build.worker_pool_id)))?;
         let started_ms =
             build.start_time.map(|t| t.timestamp_millis()).unwrap_or_else(|| crate::store::now().timestamp_millis());
-        let log = BuildLog::new(build.id, started_ms);
+        let log = BuildLog::with_max_line(build.id, started_ms, self.settings().limits.max_line_bytes);
         let flusher = tokio::spawn({
             let engine = self.clone();
             let log = log.clone();

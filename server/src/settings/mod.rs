@@ -46,6 +46,9 @@ pub struct Settings {
     /// How webhooks must prove themselves.
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// Bounds on what one request, login, template, output line or viewer may cost.
+    #[serde(default)]
+    pub limits: Limits,
     /// The plugin configuration, section by section.
     pub plugins: PluginSettings,
     /// The settings files and directories these settings were read from:
@@ -174,6 +177,89 @@ pub struct RepositorySettings {
     pub local_roots: Vec<PathBuf>,
 }
 
+/// Bounds that keep hostile input and overload from taking the server down
+/// (`[limits]`; see the README's settings section).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Output lines longer than this many bytes are stored in pieces, each
+    /// but the last ending with " [line continues]".
+    pub max_line_bytes: usize,
+    /// The most template instructions one script render may run (minijinja fuel).
+    pub template_fuel: u64,
+    /// How many templates render at once (0: one per CPU core).
+    pub template_concurrency: usize,
+    /// A connection that has not sent a whole request head within this many
+    /// seconds (a new one, or an idle keep-alive one) is closed.
+    pub header_read_timeout_seconds: u64,
+    /// A request body that sends nothing for this many seconds is answered 408.
+    pub body_idle_timeout_seconds: u64,
+    /// Live output streams (SSE) one user may have open at once.
+    pub live_streams_per_user: usize,
+    /// Live output streams open at once, all users together.
+    pub live_streams_total: usize,
+    /// Failed logins of one account within the window before its logins are refused (429).
+    pub login_failures_per_account: u32,
+    /// Failed logins from one client address within the window before its logins are refused (429).
+    pub login_failures_per_address: u32,
+    /// The window, in seconds, over which failed logins are counted.
+    pub login_window_seconds: u64,
+    /// How many password hashes are computed at once (0: one per CPU core).
+    pub password_hash_concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 64 * 1024,
+            template_fuel: 5_000_000,
+            template_concurrency: 0,
+            header_read_timeout_seconds: 30,
+            body_idle_timeout_seconds: 30,
+            live_streams_per_user: 16,
+            live_streams_total: 1024,
+            login_failures_per_account: 10,
+            login_failures_per_address: 50,
+            login_window_seconds: 900,
+            password_hash_concurrency: 0,
+        }
+    }
+}
+
+impl Limits {
+    /// One line naming the first limit that makes no sense.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, why: &str| Err(SettingsError(format!("invalid setting 'limits.{key}': {why}")));
+        if self.max_line_bytes < 1024 {
+            return bad("max_line_bytes", "must be at least 1024");
+        }
+        for (key, value) in [
+            ("template_fuel", self.template_fuel),
+            ("header_read_timeout_seconds", self.header_read_timeout_seconds),
+            ("body_idle_timeout_seconds", self.body_idle_timeout_seconds),
+            ("live_streams_per_user", self.live_streams_per_user as u64),
+            ("live_streams_total", self.live_streams_total as u64),
+            ("login_failures_per_account", self.login_failures_per_account as u64),
+            ("login_failures_per_address", self.login_failures_per_address as u64),
+            ("login_window_seconds", self.login_window_seconds as u64),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// `n`, or the number of CPU cores when `n` is 0.
+    pub fn or_cores(n: usize) -> usize {
+        if n > 0 {
+            n
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        }
+    }
+}
+
 /// Where a layer of settings came from, for error messages.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -245,6 +331,7 @@ impl Settings {
         })?;
         settings.plugins.validate()?;
         settings.plugins.anchor_key_files(&settings.data_dir);
+        settings.limits.validate()?;
         Ok(settings)
     }
 

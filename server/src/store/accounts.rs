@@ -51,6 +51,25 @@ fn verify_hash(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// How many password checks run at once (each holds argon2's 19 MiB).
+static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+
+/// Sets how many password checks run at once; the first call wins (the
+/// server calls it at start with `limits.password_hash_concurrency`).
+pub fn set_hash_concurrency(n: usize) {
+    let _ = HASHING.set(tokio::sync::Semaphore::new(n.max(1)));
+}
+
+/// Checks `password` against `hash` on the blocking pool, at most
+/// [`set_hash_concurrency`] at once (one per core unless set): a flood of
+/// logins waits its turn instead of allocating argon2's memory per request.
+async fn verify_bounded(password: &str, hash: String) -> bool {
+    let semaphore = HASHING.get_or_init(|| tokio::sync::Semaphore::new(crate::settings::Limits::or_cores(0)));
+    let Ok(_permit) = semaphore.acquire().await else { return false };
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || verify_hash(&password, &hash)).await.unwrap_or(false)
+}
+
 /// The password rules (at least 8 characters).
 pub fn check_password(p: &str) -> Result<(), ValidationError> {
     if p.chars().count() < 8 {
@@ -193,19 +212,12 @@ impl Store {
         let Some(r) = r else {
             // Spend the same time as a real check, so user names cannot be probed.
             static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-            let password = password.to_string();
-            let _ = tokio::task::spawn_blocking(move || {
-                let dummy = DUMMY.get_or_init(|| hash_password("not a real password").unwrap_or_default());
-                verify_hash(&password, dummy)
-            })
-            .await;
+            let dummy = DUMMY.get_or_init(|| hash_password("not a real password").unwrap_or_default()).clone();
+            verify_bounded(password, dummy).await;
             return Ok(None);
         };
         let hash = get_str(&r, "password_hash")?;
-        let hash_ok = {
-            let password = password.to_string();
-            tokio::task::spawn_blocking(move || verify_hash(&password, &hash)).await.unwrap_or(false)
-        };
+        let hash_ok = verify_bounded(password, hash).await;
         if !hash_ok || !get_bool(&r, "is_active")? {
             return Ok(None);
         }

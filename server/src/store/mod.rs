@@ -35,7 +35,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
-pub use accounts::{check_password, hash_password, random_token};
+pub use accounts::{check_password, hash_password, random_token, set_hash_concurrency};
 pub use builds::BuildFilter;
 pub use models::*;
 pub use objects::SshKeySecrets;

@@ -43,6 +43,8 @@ pub struct ApiRequest {
     pub headers: HeaderMap,
     /// The raw body.
     pub body: Bytes,
+    /// The client's address, when known.
+    pub client: Option<std::net::IpAddr>,
 }
 
 fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
@@ -126,7 +128,8 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
                 Some(v) => v.parse().map_err(|_| ApiError::bad("Last-Event-ID must be a line number"))?,
                 None => query_i64(&req.query, "after", 0)?,
             };
-            Ok(super::live::stream(state.clone(), id, after))
+            let slot = state.live_streams.acquire(principal.user().map(|u| u.id))?;
+            Ok(super::live::stream(state.clone(), id, after, slot))
         }
         "token.list" => {
             let user = principal.require()?;
@@ -241,9 +244,19 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
             .ok_or_else(|| ApiError::field(name, format!("'{name}' (a string) is required")))
     };
     let (username, password) = (field("username")?, field("password")?);
+    let attempt = match state.login_throttle.begin(&username, req.client) {
+        Ok(attempt) => attempt,
+        Err(throttled) => {
+            let response = throttled.api_error().into_response();
+            return Ok(
+                warp::reply::with_header(response, "retry-after", throttled.retry_after.to_string()).into_response()
+            );
+        }
+    };
     let Some(user) = state.store.verify_password(&username, &password).await? else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong username or password"));
     };
+    attempt.succeeded();
     let sid = state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await?;
     let csrf = auth::csrf_token(&sid);
     let cookie = auth::session_cookie(state, &sid);

@@ -13,6 +13,7 @@ use warp::reply::Response;
 use warp::sse::Event;
 use warp::Reply;
 
+use super::limits::LiveSlot;
 use super::AppState;
 use crate::store::Id;
 
@@ -25,6 +26,8 @@ struct Cursor {
     state: Arc<AppState>,
     build: Id,
     after: i64,
+    /// Its place among the live streams, freed when the stream ends.
+    _slot: LiveSlot,
 }
 
 /// The receiving end as a stream; it holds no future, so it is `Sync` as warp wants.
@@ -41,10 +44,11 @@ impl futures_util::Stream for Events {
     }
 }
 
-/// The SSE response for a build, starting after line `after`.
-pub fn stream(state: Arc<AppState>, build: Id, after: i64) -> Response {
+/// The SSE response for a build, starting after line `after`, holding `slot`
+/// until the client goes or the build's end is sent.
+pub fn stream(state: Arc<AppState>, build: Id, after: i64, slot: LiveSlot) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(follow(Cursor { state, build, after }, tx));
+    tokio::spawn(follow(Cursor { state, build, after, _slot: slot }, tx));
     warp::sse::reply(warp::sse::keep_alive().stream(Events(rx))).into_response()
 }
 
@@ -69,7 +73,11 @@ async fn follow(mut c: Cursor, tx: tokio::sync::mpsc::Sender<Event>) {
             return;
         }
         if got == 0 {
-            tokio::time::sleep(POLL).await;
+            // A client that went away frees its place now, not at the next line.
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod limits;
 mod live;
 pub mod routes;
 pub mod ui;
@@ -12,12 +13,13 @@ mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use warp::Filter;
 
 use crate::engine::{Engine, WorkerConfig};
 use crate::plugins::Registry;
-use crate::settings::Settings;
+use crate::settings::{Limits, Settings};
 use crate::store::Store;
 
 /// Shared state of the web tier.
@@ -30,6 +32,24 @@ pub struct AppState {
     pub store: Store,
     /// The build engine.
     pub engine: Engine,
+    /// Failed logins per account and per address.
+    pub login_throttle: limits::LoginThrottle,
+    /// Live output streams open now.
+    pub live_streams: Arc<limits::LiveStreams>,
+}
+
+impl AppState {
+    /// The web tier's state.
+    pub fn new(settings: Settings, registry: Arc<Registry>, store: Store, engine: Engine) -> Self {
+        let login_throttle = limits::LoginThrottle::new(&settings.limits);
+        let live_streams = limits::LiveStreams::new(&settings.limits);
+        AppState { settings, registry, store, engine, login_throttle, live_streams }
+    }
+
+    /// How long a request body may send nothing.
+    pub fn body_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.settings.limits.body_idle_timeout_seconds)
+    }
 }
 
 /// The routes, separate from the listener so tests can drive them directly.
@@ -41,45 +61,40 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(warp::header::headers_cloned())
-        .and(
-            warp::header::optional::<u64>("content-length")
-                .and_then(|length: Option<u64>| async move {
-                    // GETs come without a length; a declared body too large is refused before it is read.
-                    match length {
-                        Some(n) if n > api::MAX_BODY => Err(warp::reject::custom(BodyTooLarge)),
-                        _ => Ok(()),
+        .and(limits::client_addr())
+        .and(limits::body(api::MAX_BODY, state.body_idle()))
+        .and_then(
+            move |method, path: warp::path::FullPath, query, headers, client, body: Result<_, limits::BodyError>| {
+                let state = state.clone();
+                async move {
+                    let path = path.as_str().to_string();
+                    if !(path.starts_with("/api/") || path.starts_with("/webhooks")) {
+                        return Err(warp::reject::not_found());
                     }
-                })
-                .untuple_one(),
-        )
-        .and(warp::body::bytes())
-        .and_then(move |method, path: warp::path::FullPath, query, headers, body| {
-            let state = state.clone();
-            async move {
-                let path = path.as_str().to_string();
-                if !(path.starts_with("/api/") || path.starts_with("/webhooks")) {
-                    return Err(warp::reject::not_found());
+                    let body = match body {
+                        Ok(body) => body,
+                        Err(e) => return Ok(closing(e.api_error().into_response())),
+                    };
+                    let request = api::ApiRequest { method, path, query, headers, body, client };
+                    Ok::<_, warp::Rejection>(api::handle(state, request).await)
                 }
-                let request = api::ApiRequest { method, path, query, headers, body };
-                Ok::<_, warp::Rejection>(api::handle(state, request).await)
-            }
-        });
+            },
+        );
     ui.or(api).recover(recover)
 }
 
-/// A declared request body above [`api::MAX_BODY`].
-#[derive(Debug)]
-struct BodyTooLarge;
+/// The response with `Connection: close`: the rest of a refused body is not read.
+pub(crate) fn closing(mut response: warp::reply::Response) -> warp::reply::Response {
+    response.headers_mut().insert("connection", warp::http::HeaderValue::from_static("close"));
+    response
+}
 
-impl warp::reject::Reject for BodyTooLarge {}
-
-/// Turns warp's own rejections (body too large, bad query string) into JSON errors.
+/// Turns warp's own rejections (bad query string, ...) into JSON errors.
 async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, std::convert::Infallible> {
     use warp::http::StatusCode;
     let error = if rejection.is_not_found() {
         error::ApiError::not_found("page")
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() || rejection.find::<BodyTooLarge>().is_some()
-    {
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         error::ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than {} bytes", api::MAX_BODY),
@@ -159,11 +174,13 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         } else {
             None
         };
-        let state = Arc::new(AppState { settings, registry, store, engine });
+        crate::store::set_hash_concurrency(Limits::or_cores(settings.limits.password_hash_concurrency));
+        let header_timeout = Duration::from_secs(settings.limits.header_read_timeout_seconds);
+        let state = Arc::new(AppState::new(settings, registry, store, engine));
         let bound = listener.local_addr()?;
         tracing::info!(plugins = plugin_count, "loaded plugins");
         println!("Vespene is listening on http://{bound}/");
-        warp::serve(routes(state)).incoming(listener).graceful(shutdown_signal()).run().await;
+        serve_connections(listener, state, header_timeout, shutdown_signal()).await;
         let _ = stop_workers.send(true);
         if let Some(workers) = workers {
             // Builds in progress finish; no new ones are claimed.
@@ -220,6 +237,58 @@ async fn unisolated_pool_warnings(store: &Store, registry: &Registry) -> anyhow:
             )
         })
         .collect())
+}
+
+/// Serves HTTP/1 connections until `shutdown`, then waits for those open to
+/// finish. Served through hyper's own builder, not `warp::serve`, for the
+/// header-read timeout: a connection that has not sent a whole request head
+/// within `header_timeout` (a new one, or a keep-alive one between requests)
+/// is closed, so half-sent requests cannot pile up. Each request carries its
+/// peer address ([`limits::ClientAddr`]).
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let service = warp::service(routes(state));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    use std::io::ErrorKind::*;
+                    if !matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+                        // Out of descriptors, say: wait for some to be closed.
+                        tracing::error!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = service.clone();
+        let per_request = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(limits::ClientAddr(peer));
+            let mut service = service.clone();
+            tower_service::Service::call(&mut service, request)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), per_request);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 async fn shutdown_signal() {

@@ -1,11 +1,21 @@
 //! Browsing a build root: behind login and `view` on the build, and confined
-//! to the build's working directory. The requested path is canonicalised
-//! (symlinks resolved) and must stay inside the canonical build root, so
-//! neither `..` nor a symlink pointing out can escape (the original's
-//! anonymous file server allowed `../`).
+//! to the build's working directory. A build controls its own tree and may
+//! change it between two requests (swap a directory for a symbolic link), so
+//! nothing is checked by name and then reopened: every path is opened
+//! relative to the build root with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)`, which refuses a symbolic link at any level (even
+//! one pointing inside the root) and any way out of it. What was opened is
+//! looked at through its descriptor (`fstat`): only regular files and
+//! directories are shown, a FIFO or device node is never opened for reading,
+//! and a file is read up to [`MAX_FILE`] bytes, counted as they are read (the
+//! original's anonymous file server allowed `../`).
 
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use serde_json::json;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -16,6 +26,154 @@ use crate::web::api;
 
 /// Files larger than this are not served.
 const MAX_FILE: u64 = 20 * 1024 * 1024;
+
+/// Why a path in a build root is not shown.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A segment is malformed (`/` or NUL inside it).
+    BadPath,
+    /// Nothing there (or not a directory where one was needed).
+    NotFound,
+    /// A symbolic link at some level.
+    Symlink,
+    /// `..` past the root.
+    Outside,
+    /// A FIFO, socket or device node.
+    NotRegular,
+    /// Larger than [`MAX_FILE`].
+    TooLarge,
+    /// Anything else the system answered.
+    Io(String),
+}
+
+impl Refusal {
+    fn response(&self, ctx: &Ctx) -> Response {
+        let (status, message) = match self {
+            Refusal::BadPath => (StatusCode::BAD_REQUEST, "Malformed path.".to_string()),
+            Refusal::NotFound => (
+                StatusCode::NOT_FOUND,
+                "No such file in this build root (it may be on another worker, or cleaned up).".to_string(),
+            ),
+            Refusal::Symlink => (
+                StatusCode::FORBIDDEN,
+                "That path goes through a symbolic link, which the file browser never follows.".to_string(),
+            ),
+            Refusal::Outside => (StatusCode::FORBIDDEN, "That path leads outside the build root.".to_string()),
+            Refusal::NotRegular => {
+                (StatusCode::FORBIDDEN, "This is not a regular file or a directory: it is not shown.".to_string())
+            }
+            Refusal::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The file is too large to show here (the limit is {} MiB).", MAX_FILE / (1024 * 1024)),
+            ),
+            Refusal::Io(e) => (StatusCode::NOT_FOUND, e.clone()),
+        };
+        error_page(Some(ctx), status, &message)
+    }
+}
+
+impl From<Errno> for Refusal {
+    fn from(e: Errno) -> Self {
+        match e {
+            Errno::LOOP => Refusal::Symlink,
+            Errno::XDEV => Refusal::Outside,
+            Errno::NOENT | Errno::NOTDIR => Refusal::NotFound,
+            other => Refusal::Io(std::io::Error::from(other).to_string()),
+        }
+    }
+}
+
+/// What a path in a build root is, opened.
+pub(crate) enum Opened {
+    /// A directory: its entries (name, kind, size), unsorted.
+    Dir(Vec<(String, &'static str, u64)>),
+    /// A regular file's content.
+    File(Vec<u8>),
+}
+
+/// Opens `segments` under `root` without following any symbolic link and
+/// answers what is there. Blocking: call it off the async threads.
+pub(crate) fn open_beneath(root: &Path, segments: &[String]) -> Result<Opened, Refusal> {
+    let mut rel = PathBuf::new();
+    for s in segments {
+        if s.contains('/') || s.contains('\0') {
+            return Err(Refusal::BadPath);
+        }
+        if !s.is_empty() && s != "." {
+            rel.push(s);
+        }
+    }
+    if rel.as_os_str().is_empty() {
+        rel.push(".");
+    }
+    // The root itself is the server's (a build cannot replace it): opened as a directory, no link at its end.
+    let root_fd =
+        rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    // O_PATH opens nothing: a FIFO or a device is looked at, never opened.
+    let fd = loop {
+        match rustix::fs::openat2(&root_fd, &rel, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty(), how)
+        {
+            // The kernel saw a rename race (the build changing its tree): look again.
+            Err(Errno::AGAIN) => continue,
+            other => break other?,
+        }
+    };
+    let stat = rustix::fs::fstat(&fd)?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Directory => list(&fd).map(Opened::Dir),
+        FileType::RegularFile => read_file(&fd, &stat).map(Opened::File),
+        FileType::Symlink => Err(Refusal::Symlink),
+        _ => Err(Refusal::NotRegular),
+    }
+}
+
+fn list(dir: &OwnedFd) -> Result<Vec<(String, &'static str, u64)>, Refusal> {
+    let mut entries = Vec::new();
+    // A readable descriptor of the same directory (`.` of the O_PATH one).
+    let readable = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    for entry in rustix::fs::Dir::new(readable)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let Ok(stat) = rustix::fs::statat(dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) else { continue };
+        let kind = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory => "dir",
+            FileType::RegularFile => "file",
+            FileType::Symlink => "link",
+            _ => "other",
+        };
+        entries.push((name, kind, stat.st_size as u64));
+    }
+    Ok(entries)
+}
+
+/// Reads the regular file behind an `O_PATH` descriptor: reopened through
+/// `/proc/self/fd` (the same inode, whatever the name now points at),
+/// non-blocking, and read up to [`MAX_FILE`] bytes counted as they come.
+fn read_file(fd: &OwnedFd, stat: &rustix::fs::Stat) -> Result<Vec<u8>, Refusal> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if stat.st_size as u64 > MAX_FILE {
+        return Err(Refusal::TooLarge);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+        .map_err(|e| Refusal::Io(e.to_string()))?;
+    let again = rustix::fs::fstat(&file)?;
+    if (again.st_dev, again.st_ino) != (stat.st_dev, stat.st_ino) || !FileType::from_raw_mode(again.st_mode).is_file() {
+        return Err(Refusal::NotRegular);
+    }
+    let mut data = Vec::new();
+    file.take(MAX_FILE + 1).read_to_end(&mut data).map_err(|e| Refusal::Io(e.to_string()))?;
+    if data.len() as u64 > MAX_FILE {
+        return Err(Refusal::TooLarge);
+    }
+    Ok(data)
+}
 
 /// Decodes `%XX` escapes of one path segment; None if it is malformed.
 fn percent_decode(s: &str) -> Option<String> {
@@ -48,27 +206,6 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// The canonical path of `segments` under `root`, if it stays inside it.
-pub(crate) fn confine(root: &Path, segments: &[String]) -> Result<PathBuf, &'static str> {
-    let root = std::fs::canonicalize(root).map_err(|_| "not found")?;
-    let mut path = root.clone();
-    for s in segments {
-        if s.is_empty() || s == "." {
-            continue;
-        }
-        if s.contains('/') || s.contains('\0') {
-            return Err("bad path");
-        }
-        path.push(s);
-    }
-    let canonical = std::fs::canonicalize(&path).map_err(|_| "not found")?;
-    if canonical.starts_with(&root) {
-        Ok(canonical)
-    } else {
-        Err("outside the build root")
-    }
-}
-
 pub(crate) async fn browse(ctx: &Ctx, id: Id, rest: &[&str]) -> Response {
     let (build, object) = match api::build_object(&ctx.state, id).await {
         Ok(b) => b,
@@ -88,24 +225,27 @@ pub(crate) async fn browse(ctx: &Ctx, id: Id, rest: &[&str]) -> Response {
         }
     }
     let root = PathBuf::from(&build.working_dir);
-    let target = match confine(&root, &segments) {
-        Ok(p) => p,
-        Err("outside the build root") => {
-            return error_page(Some(ctx), StatusCode::FORBIDDEN, "That path leads outside the build root.")
-        }
-        Err(_) => {
-            return error_page(
-                Some(ctx),
-                StatusCode::NOT_FOUND,
-                "No such file in this build root (it may be on another worker, or cleaned up).",
-            )
-        }
+    let opened = {
+        let (root, segments) = (root.clone(), segments.clone());
+        tokio::task::spawn_blocking(move || open_beneath(&root, &segments))
+            .await
+            .unwrap_or_else(|e| Err(Refusal::Io(e.to_string())))
     };
-    let canonical_root = std::fs::canonicalize(&root).unwrap_or(root);
-    let relative: Vec<String> = target
-        .strip_prefix(&canonical_root)
-        .map(|p| p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
+    let opened = match opened {
+        Ok(o) => o,
+        Err(refusal) => return refusal.response(ctx),
+    };
+    // The path as shown: `.` and `..` resolved (the kernel kept it beneath the root).
+    let mut relative: Vec<String> = Vec::new();
+    for s in &segments {
+        match s.as_str() {
+            "" | "." => {}
+            ".." => {
+                relative.pop();
+            }
+            _ => relative.push(s.clone()),
+        }
+    }
     let base = format!("/ui/builds/{id}/files");
     let href = |parts: &[String]| {
         let mut h = base.clone();
@@ -115,52 +255,38 @@ pub(crate) async fn browse(ctx: &Ctx, id: Id, rest: &[&str]) -> Response {
         }
         h
     };
-    let meta = match std::fs::metadata(&target) {
-        Ok(m) => m,
-        Err(e) => return error_page(Some(ctx), StatusCode::NOT_FOUND, &e.to_string()),
-    };
-    if meta.is_dir() {
-        let mut entries = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(&target) {
-            for entry in dir.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let meta = std::fs::metadata(entry.path()).ok();
+    let data = match opened {
+        Opened::Dir(found) => {
+            let mut entries = Vec::new();
+            for (name, kind, size) in found {
                 let mut parts = relative.clone();
                 parts.push(name.clone());
                 entries.push(json!({
                     "name": name,
                     "href": href(&parts),
-                    "dir": meta.as_ref().is_some_and(|m| m.is_dir()),
-                    "size": meta.as_ref().map(|m| m.len()),
+                    "dir": kind == "dir",
+                    "kind": kind,
+                    "size": (kind == "file").then_some(size),
                 }));
             }
+            entries.sort_by(|a, b| {
+                (!a["dir"].as_bool().unwrap_or(false), a["name"].as_str())
+                    .cmp(&(!b["dir"].as_bool().unwrap_or(false), b["name"].as_str()))
+            });
+            let mut crumbs = vec![json!({ "name": format!("build {id}"), "href": base.clone() })];
+            for i in 0..relative.len() {
+                crumbs.push(json!({ "name": relative[i], "href": href(&relative[..=i]) }));
+            }
+            return ctx.page("files.html", json!({ "build_id": id, "crumbs": crumbs, "entries": entries }));
         }
-        entries.sort_by(|a, b| {
-            (!a["dir"].as_bool().unwrap_or(false), a["name"].as_str())
-                .cmp(&(!b["dir"].as_bool().unwrap_or(false), b["name"].as_str()))
-        });
-        let mut crumbs = vec![json!({ "name": format!("build {id}"), "href": base.clone() })];
-        for i in 0..relative.len() {
-            crumbs.push(json!({ "name": relative[i], "href": href(&relative[..=i]) }));
-        }
-        return ctx.page("files.html", json!({ "build_id": id, "crumbs": crumbs, "entries": entries }));
-    }
-    if !meta.is_file() {
-        // A device node or FIFO a build made would read the worker's devices.
-        return error_page(Some(ctx), StatusCode::FORBIDDEN, "This is not a regular file: it is not shown.");
-    }
-    if meta.len() > MAX_FILE {
-        return error_page(Some(ctx), StatusCode::PAYLOAD_TOO_LARGE, "The file is too large to show here.");
-    }
+        Opened::File(data) => data,
+    };
     // While the build runs these two hold its secrets in clear: they are
     // served from the build record, which holds only placeholders.
     let data = match relative.as_slice() {
         [name] if name == "vespene.json" => crate::engine::pretty_json(&build.variables).into_bytes(),
         [name] if name == crate::engine::LAUNCH_SCRIPT => build.script.clone().into_bytes(),
-        _ => match tokio::fs::read(&target).await {
-            Ok(d) => d,
-            Err(e) => return error_page(Some(ctx), StatusCode::NOT_FOUND, &e.to_string()),
-        },
+        _ => data,
     };
     // Served as plain text or a download, never as a page of this site.
     let text = std::str::from_utf8(&data).is_ok();
@@ -182,7 +308,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_stay_inside_the_build_root() {
+    fn paths_stay_inside_the_build_root_and_no_link_is_followed() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("sub")).unwrap();
@@ -190,14 +316,26 @@ mod tests {
         std::fs::write(dir.path().join("secret"), "s").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("out")).unwrap();
         std::os::unix::fs::symlink(root.join("sub/a.txt"), root.join("in")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub"), root.join("subdir")).unwrap();
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(confine(&root, &s(&["sub", "a.txt"])).is_ok());
-        assert!(confine(&root, &s(&["in"])).is_ok());
-        assert_eq!(confine(&root, &s(&["..", "secret"])), Err("outside the build root"));
-        assert_eq!(confine(&root, &s(&["sub", "..", "..", "secret"])), Err("outside the build root"));
-        assert_eq!(confine(&root, &s(&["out"])), Err("outside the build root"));
-        assert_eq!(confine(&root, &s(&["../secret"])), Err("bad path"));
-        assert_eq!(confine(&root, &s(&["missing"])), Err("not found"));
+        let open = |v: &[&str]| open_beneath(&root, &s(v));
+        assert!(matches!(open(&["sub", "a.txt"]), Ok(Opened::File(d)) if d == b"a"));
+        assert!(matches!(open(&["sub", "..", "sub", "a.txt"]), Ok(Opened::File(_))));
+        assert!(matches!(open(&[]), Ok(Opened::Dir(e)) if e.iter().any(|(n, k, _)| n == "in" && *k == "link")));
+        assert_eq!(open(&["in"]).err(), Some(Refusal::Symlink));
+        assert_eq!(open(&["out"]).err(), Some(Refusal::Symlink));
+        assert_eq!(open(&["subdir", "a.txt"]).err(), Some(Refusal::Symlink));
+        assert_eq!(open(&["..", "secret"]).err(), Some(Refusal::Outside));
+        assert_eq!(open(&["sub", "..", "..", "secret"]).err(), Some(Refusal::Outside));
+        assert_eq!(open(&["../secret"]).err(), Some(Refusal::BadPath));
+        assert_eq!(open(&["missing"]).err(), Some(Refusal::NotFound));
+        let fifo = std::ffi::CString::new(root.join("fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        assert_eq!(open(&["fifo"]).err(), Some(Refusal::NotRegular));
+        let big = std::fs::File::create(root.join("big")).unwrap();
+        big.set_len(MAX_FILE + 1).unwrap();
+        assert_eq!(open(&["big"]).err(), Some(Refusal::TooLarge));
         assert_eq!(percent_decode("%2e%2e").as_deref(), Some(".."));
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
     }

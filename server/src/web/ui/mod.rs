@@ -91,22 +91,32 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error 
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::header::optional::<u64>("content-length"))
-        .and(warp::body::bytes())
-        .and_then(move |method, path: warp::path::FullPath, query: String, headers, length: Option<u64>, body| {
+        .and(super::limits::client_addr())
+        .and(super::limits::body(MAX_FORM, state.body_idle()))
+        .and_then(move |method, path: warp::path::FullPath, query: String, headers, client, body| {
             let state = state.clone();
             async move {
-                let req = UiRequest {
-                    method,
-                    path: path.as_str().to_string(),
-                    query: parse_pairs(query.as_bytes()),
-                    headers,
-                    body,
-                };
-                let response = if length.is_some_and(|n| n > MAX_FORM) {
-                    error_page(None, StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
-                } else {
-                    handle(state, req).await
+                let response = match body {
+                    Ok(body) => {
+                        let req = UiRequest {
+                            method,
+                            path: path.as_str().to_string(),
+                            query: parse_pairs(query.as_bytes()),
+                            headers,
+                            body,
+                            client,
+                        };
+                        handle(state, req).await
+                    }
+                    Err(super::limits::BodyError::TooLarge(_)) => super::closing(error_page(
+                        None,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("The form is too large (the limit is {MAX_FORM} bytes)."),
+                    )),
+                    Err(e) => {
+                        let e = e.api_error();
+                        super::closing(error_page(None, e.status, &e.message))
+                    }
                 };
                 Ok::<_, warp::Rejection>(secure(response))
             }
@@ -135,6 +145,7 @@ pub(crate) struct UiRequest {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl UiRequest {
@@ -430,8 +441,21 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
     let username = form.get("username").unwrap_or("").trim().to_string();
     let password = form.get("password").unwrap_or("");
     let next = safe_next(form.get("next"));
+    let attempt = match state.login_throttle.begin(&username, req.client) {
+        Ok(attempt) => attempt,
+        Err(throttled) => {
+            let error = format!("Too many failed logins: {}.", throttled.message);
+            let context = json!({ "next": next, "username": username, "error": error });
+            let mut r = login_page(state, StatusCode::TOO_MANY_REQUESTS, context);
+            r.headers_mut().insert("retry-after", HeaderValue::from(throttled.retry_after));
+            return r;
+        }
+    };
     let user = match state.store.verify_password(&username, password).await {
-        Ok(Some(user)) => user,
+        Ok(Some(user)) => {
+            attempt.succeeded();
+            user
+        }
         Ok(None) => {
             return login_page(
                 state,
