@@ -241,7 +241,7 @@ impl Limits {
             ("live_streams_total", self.live_streams_total as u64),
             ("login_failures_per_account", self.login_failures_per_account as u64),
             ("login_failures_per_address", self.login_failures_per_address as u64),
-            ("login_window_seconds", self.login_window_seconds as u64),
+            ("login_window_seconds", self.login_window_seconds),
         ] {
             if value == 0 {
                 return bad(key, "must be at least 1");
