@@ -42,9 +42,11 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
     /// The database, when not the sandbox's SQLite file.
     pub database_url: Option<String>,
-    /// Build roots in `data/buildroot` (the default for tests) rather than
-    /// where the server puts them by default (`<data_dir>-builds`).
-    pub build_root_in_data: bool,
+    /// Build roots in `<sandbox>/buildroot` (the default for tests) rather
+    /// than where the server puts them by default (`<data_dir>-builds`).
+    /// Either way they are beside the data directory, never in it: the
+    /// server keeps that 0700, out of build identities' reach.
+    pub fixed_build_root: bool,
 }
 
 impl Default for Sandbox {
@@ -57,9 +59,12 @@ impl Sandbox {
     /// A fresh sandbox.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        // Searchable, as /var/lib is: build identities reach their roots inside.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        Sandbox { dir, database_url: None, build_root_in_data: true }
+        Sandbox { dir, database_url: None, fixed_build_root: true }
     }
 
     /// A path inside the sandbox.
@@ -90,8 +95,8 @@ impl Sandbox {
         if let Some(url) = &self.database_url {
             cmd.env("VESPENE_DATABASE__URL", url);
         }
-        if self.build_root_in_data {
-            cmd.env("VESPENE_BUILD_ROOT", self.path("data/buildroot"));
+        if self.fixed_build_root {
+            cmd.env("VESPENE_BUILD_ROOT", self.path("buildroot"));
         }
         cmd
     }

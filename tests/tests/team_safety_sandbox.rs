@@ -24,7 +24,7 @@ fn is_root() -> bool {
 fn fresh_install(extra_settings: &str) -> Sandbox {
     assert!(is_root(), "these tests run as root (as CI does): build identities and sudo need it");
     let mut sandbox = Sandbox::new();
-    sandbox.build_root_in_data = false;
+    sandbox.fixed_build_root = false;
     std::fs::set_permissions(sandbox.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     std::fs::remove_dir_all(sandbox.path("data")).unwrap();
     sandbox.settings(&format!(
