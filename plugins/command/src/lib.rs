@@ -302,4 +302,20 @@ mod tests {
         );
         assert_eq!(result.unwrap_err(), "command trigger was cancelled");
     }
+
+    #[test]
+    fn values_are_shell_words_unless_raw_or_quote_is_off() {
+        use vespene_plugin_api::Trigger;
+        let mut ctx = fake_trigger_context("success");
+        ctx.project.name = "x; touch pwned 'q'".into();
+        let quoted = r#"'x; touch pwned '\''q'\'''"#;
+        let render = |config: serde_json::Value| CommandTrigger::new(&config).unwrap().render(&ctx).unwrap();
+        let out = render(json!({"command": "echo {{ project.name }} {{ build.id }} {{ project.name | raw }}"}));
+        assert_eq!(out, format!("echo {quoted} 42 x; touch pwned 'q'"));
+        let out =
+            render(json!({"command": "echo {{ project.name }}|{{ project.name | shell_quote }}", "quote": false}));
+        assert_eq!(out, format!("echo x; touch pwned 'q'|{quoted}"));
+        let err = CommandTrigger::new(&json!({"command": "true", "quote": "yes"})).unwrap_err();
+        assert_eq!(err, "parameter 'quote' must be true or false, got \"yes\"");
+    }
 }

@@ -562,4 +562,14 @@ mod tests {
         assert!(shown.contains("endpoint: \"https://slack.com/api/chat.postMessage\""), "{shown}");
         assert!(!shown.contains(TOKEN), "{shown}");
     }
+
+    #[test]
+    fn templated_values_are_escaped_for_slack_and_the_template_text_is_not() {
+        let mut ctx = fake_trigger_context("success");
+        ctx.project.name = "<!channel> & co".into();
+        let config = json!({"channel": "c", "token": TOKEN,
+            "message_success": "<!here> {{ project.name }} / {{ project.name | raw }}"});
+        let trigger = <SlackTrigger as Trigger>::new(&config).unwrap();
+        assert_eq!(trigger.render(&ctx).unwrap(), "<!here> &lt;!channel&gt; &amp; co / <!channel> & co");
+    }
 }

@@ -89,7 +89,7 @@ pub struct ServerSettings {
     pub public_url: String,
     /// Whether the session cookie carries `Secure` (sent over HTTPS only).
     /// Unset: on when `public_url` starts with `https://`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_cookies: Option<bool>,
     /// How many days a new API token lasts when its creator names no expiry;
     /// 0 (the default): tokens last until revoked.

@@ -96,3 +96,20 @@ fn a_missing_config_file_is_an_error() {
     };
     assert!(Settings::load(&options).unwrap_err().to_string().contains("/nonexistent/x.toml"));
 }
+
+#[test]
+fn secure_cookies_follow_an_https_public_url_unless_set() {
+    let load = |text: &str| {
+        Settings::from_layers(&[Layer { source: "defaults".into(), table: defaults() }, layer("s.toml", text)]).unwrap()
+    };
+    assert!(!load("").server.cookies_secure());
+    assert!(load("[server]\npublic_url = \"HTTPS://ci.example.com\"\n").server.cookies_secure());
+    assert!(!load("[server]\npublic_url = \"http://ci.example.com\"\n").server.cookies_secure());
+    assert!(!load("[server]\npublic_url = \"https://ci\"\nsecure_cookies = false\n").server.cookies_secure());
+    assert!(load("[server]\nsecure_cookies = true\n").server.cookies_secure());
+    let settings = load("[authorization]\nallow_everything = true\n[webhooks]\nrequire_signature = true\n");
+    assert!(settings.authorization.allow_everything && settings.webhooks.require_signature);
+    assert_eq!(settings.webhooks.timestamp_window_seconds, 300);
+    // The effective settings print back as TOML.
+    toml::to_string_pretty(&load("")).unwrap();
+}
