@@ -832,13 +832,14 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     let id = s.create_build(&nb).await.unwrap().id;
     // Every migration after the first undone (the schema of the first release):
     // 0002 revision_email, 0003 the pools' network, 0004 the `shared` flags,
-    // 0005 builds.secret_values.
+    // 0005 builds.secret_values, 0006 the webhook delivery ids.
     sqlx::query("ALTER TABLE builds DROP COLUMN revision_email").execute(s.pool()).await.unwrap();
     sqlx::query("ALTER TABLE worker_pools DROP COLUMN network").execute(s.pool()).await.unwrap();
     for table in ["ssh_keys", "service_logins", "variable_sets", "worker_pools", "pipelines", "stages", "snippets"] {
         sqlx::query(&format!("ALTER TABLE {table} DROP COLUMN shared")).execute(s.pool()).await.unwrap();
     }
     sqlx::query("ALTER TABLE builds DROP COLUMN secret_values").execute(s.pool()).await.unwrap();
+    sqlx::query("DROP TABLE webhook_deliveries").execute(s.pool()).await.unwrap();
     sqlx::query("DELETE FROM vespene_migrations WHERE version > 1").execute(s.pool()).await.unwrap();
     s.close().await;
     let newer = store::migrate::MIGRATIONS.len() - 1;
