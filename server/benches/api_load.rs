@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vespene::store::{NewBuild, NewUser, OutputStream, Project, Store, StoreOptions, WorkerPool};
+use vespene::store::{NewBuild, OutputStream, Project};
 
 const CLIENTS: usize = 200;
 
@@ -35,32 +35,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (token, build_id) = runtime.block_on(async {
-        let store = Store::open(&StoreOptions {
-            url: format!("sqlite://{}", dir.path().join("vespene.db").display()),
-            secrets: support::basic_secrets(dir.path()),
-            max_connections: 2,
-            migrate: true,
-        })
-        .await
-        .unwrap();
-        let user = store
-            .create_user(&NewUser {
-                username: "bench".into(),
-                password: "bench-password".into(),
-                is_superuser: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let (_, token) = store.create_api_token(user, "bench", None).await.unwrap();
-        let pool = store
-            .create_worker_pool(&WorkerPool {
-                name: "bench".into(),
-                isolation_method: "shell".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let store = support::sqlite_store(dir.path()).await;
+        let token = support::bench_superuser(&store).await;
+        let pool = support::shell_pool(&store).await;
         let mut project_id = 0;
         for i in 0..20 {
             project_id = store

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vespene::store::{NewUser, Project, Store, StoreOptions, WorkerPool};
+use vespene::store::Project;
 
 const WRONG_LOGINS: usize = 1000;
 const LOGIN_CONCURRENCY: usize = 200;
@@ -61,32 +61,9 @@ fn mib(kib: u64) -> f64 {
 
 /// A fresh data directory with a superuser `bench` and a shell pool; answers its API token.
 async fn prepare(dir: &std::path::Path) -> (String, i64) {
-    let store = Store::open(&StoreOptions {
-        url: format!("sqlite://{}", dir.join("vespene.db").display()),
-        secrets: support::basic_secrets(dir),
-        max_connections: 2,
-        migrate: true,
-    })
-    .await
-    .unwrap();
-    let user = store
-        .create_user(&NewUser {
-            username: "bench".into(),
-            password: "bench-password".into(),
-            is_superuser: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let (_, token) = store.create_api_token(user, "bench", None).await.unwrap();
-    let pool = store
-        .create_worker_pool(&WorkerPool {
-            name: "bench".into(),
-            isolation_method: "shell".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let store = support::sqlite_store(dir).await;
+    let token = support::bench_superuser(&store).await;
+    let pool = support::shell_pool(&store).await;
     let project = store
         .create_project(&Project {
             name: "ticker".into(),
