@@ -2,7 +2,9 @@
 //!
 //! Owns the database schema (migrations for SQLite and PostgreSQL, see
 //! [`migrate`]), the domain types ([`models`]), save-time validation
-//! ([`validate`]), encryption of secrets at rest ([`secrets`]), and the queue:
+//! ([`validate`]), sealing secrets at rest with the cipher it is given (the
+//! secrets plugin chain, [`secrets`]), which processes hold the database
+//! ([`RunningClaim`]), and the queue:
 //! the database *is* the build queue, so claiming a build, appending its output
 //! and moving it through the status machine are store operations that are
 //! atomic on both backends.
