@@ -362,9 +362,12 @@ async fn finding_4_an_endless_output_line_is_split_with_a_marker_and_nothing_is_
     assert_eq!(xs, size, "every byte of the long line is stored");
     assert!(pieces >= size / (64 * 1024) - 1, "{pieces} pieces");
     assert!(after, "the line after the long one is stored");
+    // Holding the line whole costs at least its size (the old code grew by
+    // about four times it); pieces in flight and the store's batches stay
+    // well below (about 25 to 70 MiB here, depending on how busy the disk is).
     let peak = peak_rss_kib(server.pid());
     assert!(
-        peak < before + 64 * 1024,
+        peak < before + (size / 1024) as u64,
         "the server's peak RSS grew from {} to {} MiB: the line was held whole",
         before / 1024,
         peak / 1024
