@@ -192,6 +192,25 @@ async fn finding_3_an_imported_dotfile_names_only_what_the_organizations_owners_
 
 // ------------------------------------------------------------ finding 6
 
+/// A server whose admin allows local repositories under `allowed` only, with
+/// no embedded workers, users alice and bob, bob's token client, and the
+/// default pool.
+async fn with_local_roots(allowed: &Path) -> (Sandbox, Server, Store, vespene_e2e::api_client::Client, WorkerPool) {
+    let sandbox = Sandbox::new();
+    sandbox.settings(&format!(
+        "{}[workers]\nembedded = false\n[repositories]\nlocal_roots = [\"{}\"]\n",
+        plugin_settings(),
+        allowed.display()
+    ));
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    user_with_details(&store, "alice", false).await;
+    user_with_details(&store, "bob", false).await;
+    let b = token_for(&server.addr, "bob");
+    let pool = store.find_worker_pool("default").await.unwrap().expect("the default pool");
+    (sandbox, server, store, b, pool)
+}
+
 /// Finding 6: `file://` repositories only under `[repositories] local_roots`.
 /// User B's project naming a root-only repository outside the roots (directly,
 /// through a symlink under a root, or with `..`) is refused at save with the
@@ -221,18 +240,7 @@ async fn finding_6_local_repositories_only_under_admin_roots() {
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::symlink(&private, allowed.join("escape")).unwrap();
 
-    let sandbox = Sandbox::new();
-    sandbox.settings(&format!(
-        "{}[workers]\nembedded = false\n[repositories]\nlocal_roots = [\"{}\"]\n",
-        plugin_settings(),
-        allowed.display()
-    ));
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    user_with_details(&store, "alice", false).await;
-    user_with_details(&store, "bob", false).await;
-    let b = token_for(&server.addr, "bob");
-    let pool = store.find_worker_pool("default").await.unwrap().expect("the default pool");
+    let (sandbox, _server, store, b, pool) = with_local_roots(&allowed).await;
     let project = |name: &str, url: String| {
         json!({"name": name, "worker_pool_id": pool.id, "repo_url": url, "scm_type": "git",
                "script": "#!/bin/sh\ncat README\n"})
@@ -329,18 +337,7 @@ async fn finding_6_svn_externals_only_under_admin_roots() {
         std::fs::remove_dir_all(&wc).unwrap();
     };
 
-    let sandbox = Sandbox::new();
-    sandbox.settings(&format!(
-        "{}[workers]\nembedded = false\n[repositories]\nlocal_roots = [\"{}\"]\n",
-        plugin_settings(),
-        allowed.display()
-    ));
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    user_with_details(&store, "alice", false).await;
-    user_with_details(&store, "bob", false).await;
-    let b = token_for(&server.addr, "bob");
-    let pool = store.find_worker_pool("default").await.unwrap().expect("the default pool");
+    let (sandbox, _server, store, b, pool) = with_local_roots(&allowed).await;
     let created = b.ok(
         "POST",
         "/api/v1/projects",
