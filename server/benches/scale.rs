@@ -30,9 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use vespene::store::{
-    BuildFilter, BuildStatus, NewBuild, NewUser, OutputStream, Project, Store, StoreOptions, WorkerPool,
-};
+use vespene::store::{BuildFilter, BuildStatus, NewBuild, OutputStream, Project, Store, StoreOptions, WorkerPool};
 
 /// Trivial builds per throughput run.
 const TRIVIAL_BUILDS: usize = 600;
@@ -511,15 +509,7 @@ async fn server_memory() {
     let sb = Sandbox::new(None, ALL_PLUGINS).await;
     let store = &sb.store;
     // A user exists, as on every start but the first (which hashes a new admin password).
-    store
-        .create_user(&NewUser {
-            username: "bench".into(),
-            password: "bench-password".into(),
-            is_superuser: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    support::bench_superuser(store).await;
     let script = "#!/bin/sh\necho started\nexec sleep 120\n";
     let pool = sb.pool("memory").await;
     let mut projects = Vec::new();

@@ -32,6 +32,18 @@ async fn shell_pool(store: &Store) -> i64 {
     store.create_worker_pool(&pool).await.unwrap()
 }
 
+/// A server with embedded workers, a shared shell pool and alice's token client.
+async fn alice_on_a_shell_pool() -> (Sandbox, Server, Store, i64, Client) {
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings(""));
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    let pool = shell_pool(&store).await;
+    user(&store, "alice", false, &[]).await;
+    let alice = token_for(&server.addr, "alice");
+    (sandbox, server, store, pool, alice)
+}
+
 /// Creates a project with `script` and starts it; answers the build id.
 fn start(client: &Client, pool: i64, name: &str, script: &str) -> i64 {
     let project =
@@ -84,13 +96,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// a blocking read.
 #[tokio::test(flavor = "multi_thread")]
 async fn finding_1_the_file_browser_follows_no_symlink_and_refuses_fifos() {
-    let sandbox = Sandbox::new();
-    sandbox.settings(&settings(""));
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    let pool = shell_pool(&store).await;
-    user(&store, "alice", false, &[]).await;
-    let alice = token_for(&server.addr, "alice");
+    let (sandbox, server, store, pool, alice) = alice_on_a_shell_pool().await;
     let id =
         start(&alice, pool, "files", "#!/bin/sh\necho hello > report.txt\nmkdir sub\necho inner > sub/inner.txt\n");
     let build = finished(&store, id, Duration::from_secs(60)).await;
@@ -270,13 +276,7 @@ fn exchange_on(mut stream: TcpStream, request: &[u8]) -> String {
 /// fails naming the problem, and the server answers others meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn finding_3_a_runaway_template_runs_out_of_fuel_off_the_request_threads() {
-    let sandbox = Sandbox::new();
-    sandbox.settings(&settings(""));
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    let pool = shell_pool(&store).await;
-    user(&store, "alice", false, &[]).await;
-    let alice = token_for(&server.addr, "alice");
+    let (_sandbox, server, store, pool, alice) = alice_on_a_shell_pool().await;
     let script = "#!/bin/sh\n{% for i in range(100000) %}{% for j in range(100000) %}{% for k in range(100000) %}\
                   {% endfor %}{% endfor %}{% endfor %}echo never\n";
     let mut ids = Vec::new();
@@ -325,13 +325,7 @@ async fn finding_3_a_runaway_template_runs_out_of_fuel_off_the_request_threads()
 /// byte kept, and the worker never holds the whole line.
 #[tokio::test(flavor = "multi_thread")]
 async fn finding_4_an_endless_output_line_is_split_with_a_marker_and_nothing_is_lost() {
-    let sandbox = Sandbox::new();
-    sandbox.settings(&settings(""));
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    let pool = shell_pool(&store).await;
-    user(&store, "alice", false, &[]).await;
-    let alice = token_for(&server.addr, "alice");
+    let (_sandbox, server, store, pool, alice) = alice_on_a_shell_pool().await;
     let before = peak_rss_kib(server.pid());
     // 96 MiB of 'x' with no newline, then a normal line.
     let size: usize = 96 * 1024 * 1024;
