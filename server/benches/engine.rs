@@ -74,6 +74,7 @@ async fn setup(pg_url: Option<&str>) -> (Engine, tempfile::TempDir, WorkerPool) 
         secrets: support::basic_secrets(dir.path()),
         max_connections: 8,
         migrate: true,
+        compress_logs: true,
     })
     .await
     .unwrap();

@@ -60,6 +60,7 @@ fn main() {
             secrets: support::basic_secrets(dir.path()),
             max_connections: 4,
             migrate: true,
+            compress_logs: true,
         };
         run("sqlite", Store::open(&opts).await.unwrap(), total, batch).await;
 

@@ -225,6 +225,7 @@ impl Sandbox {
             secrets: support::basic_secrets(dir.path()),
             max_connections: 4,
             migrate: true,
+            compress_logs: true,
         })
         .await
         .unwrap();

@@ -33,6 +33,7 @@ impl TestDb {
             secrets: basic_secrets(dir.path()),
             max_connections: 8,
             migrate: true,
+            compress_logs: true,
         };
         TestDb { store: Store::open(&opts).await.unwrap(), opts, _dir: dir }
     }
@@ -59,6 +60,7 @@ impl TestDb {
             secrets: basic_secrets(dir.path()),
             max_connections: 8,
             migrate: true,
+            compress_logs: true,
         };
         Some(TestDb { store: Store::open(&opts).await.unwrap(), opts, _dir: dir })
     }
@@ -840,6 +842,25 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     }
     sqlx::query("ALTER TABLE builds DROP COLUMN secret_values").execute(s.pool()).await.unwrap();
     sqlx::query("DROP TABLE webhook_deliveries").execute(s.pool()).await.unwrap();
+    // 0007: logs were one row per line.
+    sqlx::query("DROP TABLE build_log_chunks").execute(s.pool()).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE build_output (build_id BIGINT NOT NULL, seq BIGINT NOT NULL, stream TEXT NOT NULL,
+             ts BIGINT NOT NULL, line TEXT NOT NULL, PRIMARY KEY (build_id, seq))",
+    )
+    .execute(s.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+         INSERT INTO build_output (build_id, seq, stream, ts, line)
+         SELECT $1, i, CASE WHEN i % 1000 = 0 THEN 'message' ELSE 'stdout' END, 1700000000000 + i, 'line ' || i FROM n",
+    )
+    .bind(id)
+    .execute(s.pool())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE builds SET output_seq = 5000 WHERE id = $1").bind(id).execute(s.pool()).await.unwrap();
     sqlx::query("DELETE FROM vespene_migrations WHERE version > 1").execute(s.pool()).await.unwrap();
     s.close().await;
     let newer = store::migrate::MIGRATIONS.len() - 1;
@@ -857,6 +878,24 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     // 0004 shares the pool every install started with, and nothing else.
     assert!(upgraded.get_worker_pool(default_pool).await.unwrap().unwrap().shared);
     assert!(!upgraded.get_worker_pool(pool_id).await.unwrap().unwrap().shared);
+    // 0007 turned the log's rows into chunks: every line reads back as it was.
+    let lines = upgraded.output_since(id, 0, 0).await.unwrap();
+    assert_eq!(lines.len(), 5000);
+    for (i, line) in lines.iter().enumerate() {
+        let n = i as i64 + 1;
+        assert_eq!(
+            (line.seq, line.text.as_str(), line.ts.timestamp_millis()),
+            (n, &*format!("line {n}"), 1700000000000 + n)
+        );
+        let stream = if n % 1000 == 0 { OutputStream::Message } else { OutputStream::Stdout };
+        assert_eq!(line.stream, stream);
+    }
+    assert_eq!(
+        upgraded.output_since(id, 4990, 3).await.unwrap().iter().map(|l| l.seq).collect::<Vec<_>>(),
+        [4991, 4992, 4993]
+    );
+    upgraded.append_output(id, &[(OutputStream::Stdout, "after the upgrade")]).await.unwrap();
+    assert_eq!(upgraded.output_since(id, 5000, 0).await.unwrap()[0].seq, 5001);
     upgraded.close().await;
 }
 

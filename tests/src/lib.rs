@@ -453,6 +453,7 @@ impl Sandbox {
             secrets: std::sync::Arc::new(registry.secrets_chain()),
             max_connections: 4,
             migrate: true,
+            compress_logs: true,
         };
         let store = vespene::store::Store::open(&opts).await.expect("open the sandbox store");
         // The save-time rules of the sandbox's settings, as its `vespene` processes have them.

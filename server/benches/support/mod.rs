@@ -23,6 +23,7 @@ pub async fn sqlite_store(dir: &Path) -> Store {
         secrets: basic_secrets(dir),
         max_connections: 2,
         migrate: true,
+        compress_logs: true,
     })
     .await
     .unwrap()

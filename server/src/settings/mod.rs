@@ -147,6 +147,14 @@ pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://...`; empty means SQLite in the data directory.
     #[serde(default)]
     pub url: String,
+    /// zstd-compress build logs as they are stored (chunks already stored
+    /// stay as they are; both forms are read).
+    #[serde(default = "default_true")]
+    pub compress_logs: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Embedded workers.

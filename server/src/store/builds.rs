@@ -7,22 +7,16 @@
 //! different build instead of queuing on the same row; on SQLite the statement
 //! runs under the database write lock, which serialises claimers.
 //!
-//! Output lines get consecutive per-build sequence numbers: an append first
-//! bumps `builds.output_seq` by the batch size (taking that row's write lock,
-//! so concurrent appenders to one build serialise) and then inserts the batch
-//! with multi-row INSERTs, all in one transaction.
+//! Their output is in [`super::logs`].
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::logs::append_output_in;
 use super::row::{self, get_i64, get_opt_i64, get_opt_str, get_opt_time, get_str};
 use super::validate::{self as v};
 use super::*;
-
-/// Rows per INSERT statement when appending output (5 parameters each; well
-/// under both backends' parameter limits).
-const OUTPUT_CHUNK: usize = 1000;
 
 fn build_from_row(r: &AnyRow) -> Result<Build> {
     let status = get_str(r, "status")?;
@@ -401,48 +395,6 @@ impl Store {
         Ok(())
     }
 
-    /// How many output lines a build has (the last sequence number given out).
-    pub async fn output_seq(&self, build_id: Id) -> Result<Option<i64>> {
-        let r = sqlx::query("SELECT output_seq FROM builds WHERE id = $1")
-            .bind(build_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.map(|r| r.try_get(0)).transpose()?)
-    }
-
-    /// Appends lines to a build's output in one transaction; answers the
-    /// sequence number of the last line (lines are numbered 1, 2, 3, ...).
-    pub async fn append_output<S: AsRef<str>>(&self, build_id: Id, lines: &[(OutputStream, S)]) -> Result<i64> {
-        let mut tx = self.begin_write().await?;
-        let last = append_output_in(&mut tx, build_id, lines).await?;
-        tx.commit().await?;
-        Ok(last)
-    }
-
-    /// Output lines with `seq > after`, oldest first, at most `limit` (0 means
-    /// no limit). Live viewers call this with the last seq they have.
-    pub async fn output_since(&self, build_id: Id, after: i64, limit: i64) -> Result<Vec<OutputLine>> {
-        let limit = if limit <= 0 { i64::MAX } else { limit };
-        let rows = sqlx::query(
-            "SELECT seq, stream, ts, line FROM build_output WHERE build_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(build_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutputLine {
-                    seq: get_i64(r, "seq")?,
-                    stream: OutputStream::parse(&get_str(r, "stream")?),
-                    ts: row::get_time(r, "ts")?,
-                    text: get_str(r, "line")?,
-                })
-            })
-            .collect()
-    }
-
     /// Deletes finished builds (and their output) queued before `cutoff`;
     /// builds still queued or running are kept. Answers how many went.
     pub async fn delete_builds_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64> {
@@ -454,19 +406,6 @@ impl Store {
         .await?;
         Ok(done.rows_affected())
     }
-}
-
-fn insert_output_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(60 + rows * 30);
-    sql.push_str("INSERT INTO build_output (build_id, seq, stream, ts, line) VALUES ");
-    for i in 0..rows {
-        let b = i * 5;
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!("(${},${},${},${},${})", b + 1, b + 2, b + 3, b + 4, b + 5));
-    }
-    sql
 }
 
 async fn fetch_build(conn: &mut sqlx::AnyConnection, id: Id) -> Result<Build> {
@@ -534,7 +473,7 @@ impl Store {
             "UPDATE projects SET last_build_id = NULL WHERE last_build_id = $1",
             "UPDATE projects SET last_successful_build_id = NULL WHERE last_successful_build_id = $1",
             "UPDATE builds SET pipeline_parent_build_id = NULL WHERE pipeline_parent_build_id = $1",
-            "DELETE FROM build_output WHERE build_id = $1",
+            "DELETE FROM build_log_chunks WHERE build_id = $1",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
@@ -635,35 +574,6 @@ impl Store {
 const CLEAR_INACTIVE_POINTERS: &str = "UPDATE projects SET active_build_id = NULL WHERE active_build_id IN
      (SELECT id FROM builds WHERE status NOT IN ('QUEUED', 'RUNNING', 'ABORTING'))";
 
-/// [`Store::append_output`] inside a transaction the caller commits.
-async fn append_output_in<S: AsRef<str>>(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    build_id: Id,
-    lines: &[(OutputStream, S)],
-) -> Result<i64> {
-    let n = lines.len() as i64;
-    // Reserve the numbers first: this write takes the lock.
-    let r = sqlx::query("UPDATE builds SET output_seq = output_seq + $1 WHERE id = $2 RETURNING output_seq")
-        .bind(n)
-        .bind(build_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(StoreError::NotFound { what: "build", id: build_id.to_string() })?;
-    let last: i64 = r.try_get(0)?;
-    let ts = row::now().timestamp_millis();
-    let mut seq = last - n;
-    for chunk in lines.chunks(OUTPUT_CHUNK) {
-        let sql = insert_output_sql(chunk.len());
-        let mut q = sqlx::query(&sql);
-        for (stream, text) in chunk {
-            seq += 1;
-            q = q.bind(build_id).bind(seq).bind(stream.as_str()).bind(ts).bind(text.as_ref());
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(last)
-}
-
 impl Store {
     /// RUNNING or ABORTING builds whose worker last checked in before `cutoff`
     /// (killed, or cut off from the database) become ORPHANED, with `message`
@@ -682,7 +592,7 @@ impl Store {
         .await?;
         let ids = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<std::result::Result<Vec<_>, _>>()?;
         for &id in &ids {
-            append_output_in(&mut tx, id, &[(OutputStream::Message, message)]).await?;
+            append_output_in(&mut tx, id, &[(OutputStream::Message, message)], self.compress_logs).await?;
         }
         if !ids.is_empty() {
             sqlx::query(CLEAR_INACTIVE_POINTERS).execute(&mut *tx).await?;

@@ -17,7 +17,13 @@ pub struct Migration {
     pub name: &'static str,
     sqlite: &'static str,
     postgres: &'static str,
+    /// Data conversion that SQL alone cannot do, run after the SQL in the
+    /// same transaction.
+    convert: Option<Convert>,
 }
+
+/// A migration's data conversion.
+type Convert = for<'c> fn(&'c mut sqlx::AnyConnection) -> futures_util::future::BoxFuture<'c, Result<()>>;
 
 /// Every migration, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
@@ -26,36 +32,49 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "initial",
         sqlite: include_str!("../../migrations/sqlite/0001_initial.sql"),
         postgres: include_str!("../../migrations/postgres/0001_initial.sql"),
+        convert: None,
     },
     Migration {
         version: 2,
         name: "revision_email",
         sqlite: include_str!("../../migrations/sqlite/0002_revision_email.sql"),
         postgres: include_str!("../../migrations/postgres/0002_revision_email.sql"),
+        convert: None,
     },
     Migration {
         version: 3,
         name: "pool_network",
         sqlite: include_str!("../../migrations/sqlite/0003_pool_network.sql"),
         postgres: include_str!("../../migrations/postgres/0003_pool_network.sql"),
+        convert: None,
     },
     Migration {
         version: 4,
         name: "shared_and_owners",
         sqlite: include_str!("../../migrations/sqlite/0004_shared_and_owners.sql"),
         postgres: include_str!("../../migrations/postgres/0004_shared_and_owners.sql"),
+        convert: None,
     },
     Migration {
         version: 5,
         name: "secret_values",
         sqlite: include_str!("../../migrations/sqlite/0005_secret_values.sql"),
         postgres: include_str!("../../migrations/postgres/0005_secret_values.sql"),
+        convert: None,
     },
     Migration {
         version: 6,
         name: "webhook_deliveries",
         sqlite: include_str!("../../migrations/sqlite/0006_webhook_deliveries.sql"),
         postgres: include_str!("../../migrations/postgres/0006_webhook_deliveries.sql"),
+        convert: None,
+    },
+    Migration {
+        version: 7,
+        name: "log_chunks",
+        sqlite: include_str!("../../migrations/sqlite/0007_log_chunks.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_log_chunks.sql"),
+        convert: Some(|conn| Box::pin(super::logs::convert_line_rows(conn))),
     },
 ];
 
@@ -94,6 +113,11 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize> {
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::Config(format!("migration {} ({}) failed: {e}", m.version, m.name)))?;
+        if let Some(convert) = m.convert {
+            convert(&mut tx)
+                .await
+                .map_err(|e| StoreError::Config(format!("migration {} ({}) failed: {e}", m.version, m.name)))?;
+        }
         sqlx::query("INSERT INTO vespene_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
             .bind(m.version)
             .bind(m.name)

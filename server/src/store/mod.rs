@@ -18,6 +18,7 @@
 
 mod accounts;
 mod builds;
+mod logs;
 pub mod migrate;
 pub mod models;
 mod objects;
@@ -39,6 +40,7 @@ use sqlx::AnyPool;
 
 pub use accounts::{check_password, hash_password, random_token, set_hash_concurrency};
 pub use builds::BuildFilter;
+pub use logs::{CHUNK_BYTES, CHUNK_LINES};
 pub use models::*;
 pub use objects::SshKeySecrets;
 pub use row::now;
@@ -148,6 +150,8 @@ pub struct Store {
     url: Arc<str>,
     /// Settings-made rules checked at save (local repository roots).
     policy: Arc<validate::SavePolicy>,
+    /// Whether new log chunks are zstd-compressed.
+    compress_logs: bool,
 }
 
 macro_rules! queue_channel {
@@ -177,13 +181,21 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// Run pending migrations on open.
     pub migrate: bool,
+    /// zstd-compress new log chunks (`[database] compress_logs`).
+    pub compress_logs: bool,
 }
 
 impl StoreOptions {
     /// Options from the effective settings: the configured database (SQLite in
     /// the data directory by default), sealing secrets with `secrets`.
     pub fn from_settings(settings: &Settings, secrets: Arc<dyn SecretCipher>) -> Self {
-        Self { url: settings.database_url(), secrets, max_connections: 10, migrate: true }
+        Self {
+            url: settings.database_url(),
+            secrets,
+            max_connections: 10,
+            migrate: true,
+            compress_logs: settings.database.compress_logs,
+        }
     }
 }
 
@@ -272,7 +284,14 @@ impl Store {
             // The journal files exist now.
             private(db)?;
         }
-        let mut store = Store { pool, backend, secrets, url: opts.url.as_str().into(), policy: Default::default() };
+        let mut store = Store {
+            pool,
+            backend,
+            secrets,
+            url: opts.url.as_str().into(),
+            policy: Default::default(),
+            compress_logs: opts.compress_logs,
+        };
         if opts.migrate {
             if store.migrate().await? > 0 && backend == Backend::Sqlite {
                 // SQLite connections that were open while a migration changed a

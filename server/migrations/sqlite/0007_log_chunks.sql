@@ -1,0 +1,14 @@
+-- Build logs as chunks: one row holds up to 4,096 consecutive lines (about
+-- 64 KiB before compression) of one build, lines first_seq..=last_seq, in the
+-- format of server/src/store/logs.rs (`encoding` 0: plain, 1: zstd). The
+-- existing one-row-per-line `build_output` is converted by the migration
+-- runner right after this file and then dropped.
+CREATE TABLE build_log_chunks (
+    build_id INTEGER NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    raw_bytes INTEGER NOT NULL,
+    encoding INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (build_id, last_seq)
+);
