@@ -138,6 +138,19 @@ pub fn run_writes_capped(
     mut on_lines: impl FnMut(&[String]),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(CommandOutcome, Option<StopReason>), String> {
+    run_batches(request, default_cwd, write_gap_ms, max_line, |lines| on_lines(&lines), cancelled)
+}
+
+/// [`run_writes_capped`], handing each batch of lines over to keep: a host
+/// that stores them takes them without copying.
+pub fn run_batches(
+    request: &CommandRequest,
+    default_cwd: Option<&std::path::Path>,
+    write_gap_ms: i32,
+    max_line: usize,
+    mut on_lines: impl FnMut(Vec<String>),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(CommandOutcome, Option<StopReason>), String> {
     let max_line = max_line.max(4);
     let mut cmd = match (&request.shell, request.argv.split_first()) {
         (Some(line), _) => {
@@ -225,10 +238,10 @@ pub fn run_writes_capped(
     loop {
         match rx.recv_timeout(POLL) {
             Ok(lines) => {
-                on_lines(&lines);
-                if let Some(line) = lines.into_iter().last() {
-                    last_line = line;
+                if let Some(line) = lines.last() {
+                    last_line.clone_from(line);
                 }
+                on_lines(lines);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,

@@ -13,21 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vespene::store::{NewBuild, OutputStream, Project};
 
 const CLIENTS: usize = 200;
-
-async fn get(addr: &str, path: &str, token: &str) -> Result<u16, String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| "no status line".to_string())
-}
 
 fn main() {
     let seconds: u64 = std::env::var("VESPENE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
@@ -96,7 +84,7 @@ fn main() {
                     } else {
                         format!("/api/v1/builds/{build_id}/output?after=0&limit=200")
                     };
-                    match get(&addr, &path, &token).await {
+                    match support::procs::http(&addr, "GET", &path, &token).await {
                         Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
                         Ok(status) => {
                             eprintln!("{path}: HTTP {status}");

@@ -2,6 +2,8 @@
 //! loading plugin libraries. Each target uses part of it.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::path::Path;
 use std::sync::Arc;
 

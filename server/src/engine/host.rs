@@ -105,8 +105,7 @@ impl BuildHost {
 
 impl OutputSink for BuildHost {
     fn emit(&self, stream: Stream, lines: RSlice<'_, RStr<'_>>) {
-        let lines: Vec<String> = lines.iter().map(|l| l.as_str().to_string()).collect();
-        self.log.push_write(stream, &lines);
+        self.log.push_lines(stream, lines.iter().map(|l| l.as_str().to_owned()).collect());
     }
 }
 
@@ -142,12 +141,12 @@ impl CommandRunner for BuildHost {
         // Waiting a moment for a write's next line only pays when a secret
         // printed across lines must be caught; otherwise no line waits.
         let gap = if self.log.masks_anything() { vespene_plugin_api::runner::WRITE_GAP_MS } else { 0 };
-        match vespene_plugin_api::runner::run_writes_capped(
+        match vespene_plugin_api::runner::run_batches(
             &request,
             Some(&self.build_root),
             gap,
             self.log.max_line(),
-            |lines| self.log.push_write(stream, lines),
+            |lines| self.log.push_lines(stream, lines),
             &|| self.cancel.reason().is_some(),
         ) {
             Ok((outcome, _)) => ROk(outcome),

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use vespene_plugin_api::RepositoryRef;
 
 use super::host::{secret_handle, CancelState};
-use super::output::BuildLog;
+use super::output::{BuildLog, LogLimits};
 use super::run::{create_build_root, watch_for_stop};
 use super::worker::AbortOnDrop;
 use super::{Engine, EngineError, Result, WorkerConfig};
@@ -204,7 +204,7 @@ impl Engine {
             return Ok(None);
         };
         let started_ms = build.start_time.map(|t| t.timestamp_millis()).unwrap_or(0);
-        let log = BuildLog::with_max_line(build.id, started_ms, self.settings().limits.max_line_bytes);
+        let log = BuildLog::with_limits(build.id, started_ms, LogLimits::from_settings(&self.settings().limits));
         let flusher = tokio::spawn({
             let engine = self.clone();
             let log = log.clone();

@@ -4,34 +4,60 @@
 //! appended to the store in one transaction.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use abi_stable::std_types::RVec;
+use abi_stable::std_types::{RString, RVec};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use vespene_plugin_api::{BatchInfo, OutputLine, Stream};
 
+use super::mask::Masker;
 use super::Engine;
 use crate::store::{Id, OutputStream};
 
-/// How long lines may wait before they are stored (bounds live latency).
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// A batch this large is stored at once.
-const BATCH_LINES: usize = 512;
-/// The most lines stored in one append: one transaction holds SQLite's write
-/// lock, and a million-line append held it (and every heartbeat) for 30 s.
-const MAX_APPEND: usize = 4096;
+/// How long the first lines of a batch wait for more (bounds live latency;
+/// a build printing fast fills a batch sooner).
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// This many waiting lines are a batch at once: one chunk's worth.
+const BATCH_LINES: usize = crate::store::CHUNK_LINES;
+/// The most lines stored in one append (a few chunks). One append holds
+/// SQLite's write lock: it must stay short, or heartbeats wait behind it.
+const MAX_APPEND: usize = 4 * crate::store::CHUNK_LINES;
+/// The most bytes stored in one append.
+const MAX_APPEND_BYTES: usize = 16 * crate::store::CHUNK_BYTES;
 /// A build that prints faster than storage keeps up waits (its pipe fills)
 /// once this many lines are waiting, instead of growing the worker's memory.
 const MAX_PENDING: usize = 65_536;
 /// ... or once this many bytes are waiting (long lines are up to
 /// `limits.max_line_bytes` each).
 const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
-/// The most bytes stored in one append.
-const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
-use super::mask::Masker;
+/// How long a producer waits for room before it looks again (it is woken
+/// as soon as the flusher takes lines).
+const ROOM_WAIT: Duration = Duration::from_millis(100);
+
+/// The limits one build's log is kept within (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// Longer lines are stored in pieces.
+    pub max_line: usize,
+    /// Output past this many bytes is not stored (Vespene's own messages are).
+    pub max_output_bytes: u64,
+}
+
+impl LogLimits {
+    /// The limits the settings give.
+    pub fn from_settings(limits: &crate::settings::Limits) -> Self {
+        LogLimits { max_line: limits.max_line_bytes, max_output_bytes: limits.max_output_bytes }
+    }
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits::from_settings(&crate::settings::Limits::default())
+    }
+}
 
 /// The log of one running build.
 pub struct BuildLog {
@@ -39,74 +65,69 @@ pub struct BuildLog {
     started_ms: i64,
     pending: Mutex<VecDeque<OutputLine>>,
     /// The bytes of text in `pending` (changed under its lock).
-    pending_bytes: std::sync::atomic::AtomicUsize,
-    /// Longer lines are stored in pieces.
-    max_line: usize,
+    pending_bytes: AtomicUsize,
+    limits: LogLimits,
+    /// Output bytes taken so far, against `limits.max_output_bytes`.
+    output_bytes: AtomicU64,
+    /// Output lines and bytes dropped past the cap.
+    dropped_lines: AtomicU64,
+    dropped_bytes: AtomicU64,
     /// Signalled when the flusher takes lines (room for a waiting producer).
     room: Condvar,
     wake: Notify,
     closed: AtomicBool,
     masks: Mutex<Masker>,
+    /// Whether `masks` holds anything (read without its lock on every batch).
+    masking: AtomicBool,
     output_variables: Mutex<Map<String, Value>>,
 }
 
 impl BuildLog {
-    /// A log for `build_id`, which started at `started_ms`.
+    /// A log for `build_id`, which started at `started_ms`, with the default limits.
     #[cfg(test)]
     pub fn new(build_id: Id, started_ms: i64) -> Arc<Self> {
-        Self::with_max_line(build_id, started_ms, vespene_plugin_api::DEFAULT_MAX_LINE)
+        Self::with_limits(build_id, started_ms, LogLimits::default())
     }
 
-    /// A log whose lines longer than `max_line` bytes are stored in pieces,
-    /// each but the last ending with [`vespene_plugin_api::LINE_CONTINUES`].
-    pub fn with_max_line(build_id: Id, started_ms: i64, max_line: usize) -> Arc<Self> {
+    /// A log whose lines longer than `limits.max_line` bytes are stored in
+    /// pieces, each but the last ending with
+    /// [`vespene_plugin_api::LINE_CONTINUES`], and whose output past
+    /// `limits.max_output_bytes` is dropped with a marker.
+    pub fn with_limits(build_id: Id, started_ms: i64, limits: LogLimits) -> Arc<Self> {
         Arc::new(BuildLog {
             build_id,
             started_ms,
             pending: Mutex::new(VecDeque::new()),
-            pending_bytes: std::sync::atomic::AtomicUsize::new(0),
-            max_line: max_line.max(4),
+            pending_bytes: AtomicUsize::new(0),
+            limits: LogLimits { max_line: limits.max_line.max(4), ..limits },
+            output_bytes: AtomicU64::new(0),
+            dropped_lines: AtomicU64::new(0),
+            dropped_bytes: AtomicU64::new(0),
             room: Condvar::new(),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             masks: Mutex::new(Masker::default()),
+            masking: AtomicBool::new(false),
             output_variables: Mutex::new(Map::new()),
         })
     }
 
     /// The longest line stored whole.
     pub fn max_line(&self) -> usize {
-        self.max_line
+        self.limits.max_line
     }
 
     fn full(&self, pending: &VecDeque<OutputLine>) -> bool {
         pending.len() >= MAX_PENDING || self.pending_bytes.load(Ordering::SeqCst) >= MAX_PENDING_BYTES
     }
 
-    /// Adds a line; callable from any thread. A build's output line waits
-    /// while [`MAX_PENDING`] lines or [`MAX_PENDING_BYTES`] are waiting to be
-    /// stored (plugins call this from blocking threads); Vespene's own
-    /// messages never wait. A line longer than the limit goes in pieces.
+    fn pending_len(&self) -> usize {
+        self.pending.lock().expect("log lock").len()
+    }
+
+    /// Adds a line; callable from any thread (see [`BuildLog::push_lines`]).
     pub fn push(&self, stream: Stream, text: &str) {
-        if text.len() > self.max_line {
-            return self.push_write(stream, &vespene_plugin_api::split_long_line(text, self.max_line));
-        }
-        let line = OutputLine { stream, at_unix_ms: now_ms(), text: text.into() };
-        let len = {
-            let mut pending = self.pending.lock().expect("log lock");
-            while stream == Stream::Output && self.full(&pending) && !self.closed.load(Ordering::SeqCst) {
-                self.wake.notify_one();
-                pending = self.room.wait_timeout(pending, FLUSH_EVERY).expect("log lock").0;
-            }
-            self.pending_bytes.fetch_add(text.len(), Ordering::SeqCst);
-            pending.push_back(line);
-            pending.len()
-        };
-        // The first line after a quiet spell goes out at once (live latency);
-        // the lines behind it batch up while it is being stored.
-        if len == 1 || len >= BATCH_LINES {
-            self.wake.notify_one();
-        }
+        self.push_lines(stream, vec![text.to_owned()]);
     }
 
     /// A housekeeping line.
@@ -118,38 +139,91 @@ impl BuildLog {
     /// from now on, in its common encodings too. False when it is shorter
     /// than [`MIN_MASK_LEN`](super::mask::MIN_MASK_LEN) and so is not masked.
     pub fn add_mask(&self, secret: &str) -> bool {
-        self.masks.lock().expect("mask lock").add(secret)
+        let added = self.masks.lock().expect("mask lock").add(secret);
+        if added {
+            self.masking.store(true, Ordering::SeqCst);
+        }
+        added
     }
 
     /// Whether any secret is masked in this log.
     pub fn masks_anything(&self) -> bool {
-        !self.masks.lock().expect("mask lock").is_empty()
+        self.masking.load(Ordering::SeqCst)
     }
 
     /// Adds the lines of one write together, so a secret printed across two
-    /// of them is masked (and no flush can come between them).
-    pub fn push_write(&self, stream: Stream, texts: &[String]) {
-        let mut texts = if texts.iter().any(|t| t.len() > self.max_line) {
-            texts.iter().flat_map(|t| vespene_plugin_api::split_long_line(t, self.max_line)).collect()
-        } else {
-            texts.to_vec()
-        };
-        if texts.len() < 2 {
-            texts.iter().for_each(|t| self.push(stream, t));
-            return;
+    /// of them is masked (and no flush can come between them); callable from
+    /// any thread. Output waits while [`MAX_PENDING`] lines or
+    /// [`MAX_PENDING_BYTES`] are waiting to be stored (plugins call this from
+    /// blocking threads); Vespene's own messages never wait. Lines longer
+    /// than the limit go in pieces; output past the build's cap is dropped.
+    pub fn push_lines(&self, stream: Stream, mut texts: Vec<String>) {
+        if texts.iter().any(|t| t.len() > self.limits.max_line) {
+            texts = texts.iter().flat_map(|t| vespene_plugin_api::split_long_line(t, self.limits.max_line)).collect();
         }
-        self.masks.lock().expect("mask lock").mask_split(&mut texts);
+        let marker = if stream == Stream::Output { self.cap(&mut texts) } else { None };
+        if !texts.is_empty() {
+            self.enqueue(stream, texts);
+        }
+        if let Some(marker) = marker {
+            self.enqueue(Stream::Message, vec![marker]);
+        }
+    }
+
+    fn enqueue(&self, stream: Stream, mut texts: Vec<String>) {
+        if texts.len() > 1 && self.masks_anything() {
+            self.masks.lock().expect("mask lock").mask_split(&mut texts);
+        }
         let at = now_ms();
-        {
+        let bytes: usize = texts.iter().map(String::len).sum();
+        let (before, after) = {
             let mut pending = self.pending.lock().expect("log lock");
             while stream == Stream::Output && self.full(&pending) && !self.closed.load(Ordering::SeqCst) {
                 self.wake.notify_one();
-                pending = self.room.wait_timeout(pending, FLUSH_EVERY).expect("log lock").0;
+                pending = self.room.wait_timeout(pending, ROOM_WAIT).expect("log lock").0;
             }
-            self.pending_bytes.fetch_add(texts.iter().map(String::len).sum(), Ordering::SeqCst);
+            self.pending_bytes.fetch_add(bytes, Ordering::SeqCst);
+            let before = pending.len();
             pending.extend(texts.into_iter().map(|t| OutputLine { stream, at_unix_ms: at, text: t.into() }));
+            (before, pending.len())
+        };
+        // The first lines after a quiet spell start a batch; a full batch goes at once.
+        if before == 0 || (before < BATCH_LINES && after >= BATCH_LINES) {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
+    }
+
+    /// Cuts `texts` to what fits under the output cap (each line counts with
+    /// its newline) and counts the rest as dropped. Answers the marker to
+    /// store when this write is the one that crossed the cap.
+    fn cap(&self, texts: &mut Vec<String>) -> Option<String> {
+        let cap = self.limits.max_output_bytes;
+        let bytes: u64 = texts.iter().map(|t| t.len() as u64 + 1).sum();
+        let before = self.output_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if before.saturating_add(bytes) <= cap {
+            return None;
+        }
+        let mut room = cap.saturating_sub(before);
+        let keep = texts
+            .iter()
+            .take_while(|t| {
+                let fits = t.len() as u64 + 1 <= room;
+                room = room.saturating_sub(t.len() as u64 + 1);
+                fits
+            })
+            .count();
+        let dropped = &texts[keep..];
+        self.dropped_lines.fetch_add(dropped.len() as u64, Ordering::SeqCst);
+        self.dropped_bytes.fetch_add(dropped.iter().map(|t| t.len() as u64 + 1).sum(), Ordering::SeqCst);
+        texts.truncate(keep);
+        // Only the write that crossed the cap started under it.
+        (before <= cap).then(|| {
+            format!(
+                "output limit reached: this build's output past {} is not stored ([limits] max_output_bytes); \
+                 the build goes on",
+                human_bytes(cap)
+            )
+        })
     }
 
     /// The variables set so far with `vespene/set NAME VALUE`.
@@ -157,8 +231,13 @@ impl BuildLog {
         self.output_variables.lock().expect("vars lock").clone()
     }
 
-    /// No more lines will come: the flusher drains and stops.
+    /// No more lines will come: the flusher drains and stops. Output dropped
+    /// past the cap is counted in a last message.
     pub fn close(&self) {
+        let (lines, bytes) = (self.dropped_lines.load(Ordering::SeqCst), self.dropped_bytes.load(Ordering::SeqCst));
+        if lines > 0 && !self.closed.load(Ordering::SeqCst) {
+            self.message(&format!("{lines} line(s) of output ({}) past the limit were not stored", human_bytes(bytes)));
+        }
         self.closed.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
@@ -178,12 +257,22 @@ impl BuildLog {
         batch
     }
 
-    fn mask(&self, text: &str) -> Option<String> {
-        let masks = self.masks.lock().expect("mask lock");
-        if masks.is_empty() {
-            return None;
+    /// Masks the secrets in a batch, under one lock.
+    fn mask_batch(&self, lines: &mut [OutputLine]) {
+        if !self.masks_anything() {
+            return;
         }
-        masks.mask(text)
+        let masks = self.masks.lock().expect("mask lock");
+        for line in lines {
+            if let Some(masked) = masks.mask(line.text.as_str()) {
+                line.text = masked.into();
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn mask(&self, text: &str) -> Option<String> {
+        self.masks.lock().expect("mask lock").mask(text)
     }
 
     fn capture_output_variable(&self, text: &str) {
@@ -200,23 +289,46 @@ impl BuildLog {
     }
 }
 
+/// `n` bytes for people: "100 MiB", "1.5 KiB", "12 bytes".
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let (mut value, mut unit) = (n as f64 / 1024.0, 0);
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.1}");
+    format!("{} {}", text.strip_suffix(".0").unwrap_or(&text), UNITS[unit])
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Engine {
-    /// Stores a build's log until it is closed and drained.
+    /// Stores a build's log, a batch at a time, until it is closed and drained.
     pub(crate) async fn flush_log(&self, log: Arc<BuildLog>) {
         // The build's line count after our last append: tells a retried append
         // whether its first try was committed.
         let mut stored =
             self.patiently("read the output count", || self.store().output_seq(log.build_id)).await.ok().flatten();
         loop {
+            if !log.closed.load(Ordering::SeqCst) {
+                let waiting = log.pending_len();
+                if waiting == 0 {
+                    // Quiet: wait for a first line (or the close).
+                    let _ = tokio::time::timeout(Duration::from_secs(1), log.wake.notified()).await;
+                }
+                if waiting < BATCH_LINES && !log.closed.load(Ordering::SeqCst) {
+                    // A few ms for the lines behind it, unless a batch fills sooner.
+                    let _ = tokio::time::timeout(BATCH_WINDOW, log.wake.notified()).await;
+                }
+            }
             let closed = log.closed.load(Ordering::SeqCst);
             let batch = log.take();
-            // A batch cut at a limit left lines behind: no waiting for them.
-            let full =
-                batch.len() == MAX_APPEND || batch.iter().map(|l| l.text.len()).sum::<usize>() >= MAX_APPEND_BYTES;
             if !batch.is_empty() {
                 self.store_batch(&log, batch, &mut stored).await;
             }
@@ -232,28 +344,23 @@ impl Engine {
                 }
                 break;
             }
-            if !full {
-                let _ = tokio::time::timeout(FLUSH_EVERY, log.wake.notified()).await;
-            }
         }
         self.output_plugins_finished(&log).await;
     }
 
-    async fn store_batch(&self, log: &Arc<BuildLog>, batch: Vec<OutputLine>, stored: &mut Option<i64>) {
-        let mut lines: RVec<OutputLine> = RVec::with_capacity(batch.len());
-        for mut line in batch {
-            if let Some(masked) = log.mask(line.text.as_str()) {
-                line.text = masked.into();
-            }
+    async fn store_batch(&self, log: &Arc<BuildLog>, mut batch: Vec<OutputLine>, stored: &mut Option<i64>) {
+        log.mask_batch(&mut batch);
+        for line in &batch {
             // After masking: a secret set as an output variable is stored masked.
             log.capture_output_variable(line.text.as_str());
-            lines.push(line);
         }
         let info = BatchInfo { build_id: log.build_id, build_started_unix_ms: log.started_ms };
         let registry = self.registry().clone();
         let filtered = tokio::task::spawn_blocking(move || {
+            let mut lines = RVec::from(batch);
             let mut problems = Vec::new();
             for (name, plugin) in registry.output_chain_named() {
+                // A plugin gets a copy: the lines are kept when it fails.
                 match plugin.filter(info, lines.clone()).into_result() {
                     Ok(out) => lines = out,
                     // A broken output plugin must not lose the build's output.
@@ -267,17 +374,17 @@ impl Engine {
             Ok(result) => result,
             Err(e) => (RVec::new(), vec![format!("output plugins stopped: {e}")]),
         };
-        let mut rows: Vec<(OutputStream, String)> = lines
+        let mut rows: Vec<(OutputStream, RString)> = lines
             .into_iter()
             .map(|l| {
                 let stream = match l.stream {
                     Stream::Output => OutputStream::Stdout,
                     Stream::Message => OutputStream::Message,
                 };
-                (stream, l.text.into_string())
+                (stream, l.text)
             })
             .collect();
-        rows.extend(problems.into_iter().map(|p| (OutputStream::Message, p)));
+        rows.extend(problems.into_iter().map(|p| (OutputStream::Message, p.into())));
         let (id, before, n) = (log.build_id, *stored, rows.len() as i64);
         let mut tries = 0;
         let appended = self
@@ -373,6 +480,29 @@ mod tests {
             rest += batch.len();
         }
         assert_eq!(rest, MAX_PENDING - MAX_APPEND + 2, "every line is handed out once");
+    }
+
+    #[test]
+    fn output_past_the_cap_is_dropped_with_a_marker_and_counted() {
+        let log = BuildLog::with_limits(1, 0, LogLimits { max_line: 1024, max_output_bytes: 20 });
+        log.push(Stream::Output, "0123456789"); // 11 bytes with its newline
+        log.push_lines(Stream::Output, vec!["abcd".into(), "efgh".into(), "ijkl".into()]);
+        log.push(Stream::Output, "never stored");
+        log.message("messages still are");
+        log.close();
+        let texts: Vec<String> = log.take().into_iter().map(|l| l.text.into_string()).collect();
+        assert_eq!(texts[..2], ["0123456789", "abcd"], "what fits under the cap is kept");
+        assert!(texts[2].starts_with("output limit reached: this build's output past 20 bytes is not stored"));
+        assert_eq!(texts[3], "messages still are");
+        assert_eq!(texts[4], "3 line(s) of output (23 bytes) past the limit were not stored");
+        assert_eq!(texts.len(), 5);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(12), "12 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(100 * 1024 * 1024), "100 MiB");
     }
 
     #[test]

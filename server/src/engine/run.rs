@@ -15,7 +15,7 @@ use vespene_plugin_api::{
 
 use super::enqueue::{parse_object, project_info};
 use super::host::{secret_handle, BuildHost, CancelState, Stop};
-use super::output::BuildLog;
+use super::output::{BuildLog, LogLimits};
 use super::{Engine, EngineError, Result};
 use crate::settings::PluginSection;
 use crate::store::{Build, BuildStatus, CheckedOut, Project, WorkerPool};
@@ -51,7 +51,7 @@ impl Engine {
             .ok_or_else(|| EngineError::Failed(format!("worker pool {} is gone", build.worker_pool_id)))?;
         let started_ms =
             build.start_time.map(|t| t.timestamp_millis()).unwrap_or_else(|| crate::store::now().timestamp_millis());
-        let log = BuildLog::with_max_line(build.id, started_ms, self.settings().limits.max_line_bytes);
+        let log = BuildLog::with_limits(build.id, started_ms, LogLimits::from_settings(&self.settings().limits));
         let flusher = tokio::spawn({
             let engine = self.clone();
             let log = log.clone();

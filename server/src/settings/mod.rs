@@ -193,6 +193,9 @@ pub struct Limits {
     /// Output lines longer than this many bytes are stored in pieces, each
     /// but the last ending with " [line continues]".
     pub max_line_bytes: usize,
+    /// A build's output past this many bytes is not stored (a marker line
+    /// says where it stopped; the build goes on). Vespene's own messages are.
+    pub max_output_bytes: u64,
     /// The most template instructions one script render may run (minijinja fuel).
     pub template_fuel: u64,
     /// How many templates render at once (0: one per CPU core).
@@ -220,6 +223,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_line_bytes: 64 * 1024,
+            max_output_bytes: 100 * 1024 * 1024,
             template_fuel: 5_000_000,
             template_concurrency: 0,
             header_read_timeout_seconds: 30,
@@ -240,6 +244,9 @@ impl Limits {
         let bad = |key: &str, why: &str| Err(SettingsError(format!("invalid setting 'limits.{key}': {why}")));
         if self.max_line_bytes < 1024 {
             return bad("max_line_bytes", "must be at least 1024");
+        }
+        if self.max_output_bytes < self.max_line_bytes as u64 {
+            return bad("max_output_bytes", "must be at least limits.max_line_bytes");
         }
         for (key, value) in [
             ("template_fuel", self.template_fuel),
