@@ -129,3 +129,26 @@ pub fn session_from_login(addr: &str, name: &str) -> Client {
         csrf: value["csrf_token"].as_str().map(str::to_string),
     }
 }
+
+/// A shared worker pool `shell` with shell isolation (so a test, as root, can
+/// reach the build roots).
+pub async fn shared_shell_pool(store: &Store) -> i64 {
+    let pool = vespene::store::WorkerPool {
+        name: "shell".into(),
+        isolation_method: "shell".into(),
+        shared: true,
+        ..Default::default()
+    };
+    store.create_worker_pool(&pool).await.unwrap()
+}
+
+/// Creates a project with `script` on `pool` as `client` and starts it; answers the build id.
+pub fn create_and_start(client: &Client, pool: i64, name: &str, script: &str) -> i64 {
+    let project = client.ok(
+        "POST",
+        "/api/v1/projects",
+        Some(&serde_json::json!({"name": name, "worker_pool_id": pool, "script": script})),
+    );
+    let build = client.ok("POST", &format!("/api/v1/projects/{}/start", project["id"]), Some(&serde_json::json!({})));
+    build["id"].as_i64().unwrap()
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vespene::store::{BuildStatus, Store, WorkerPool};
+use vespene::store::{BuildStatus, Store};
 use vespene_e2e::api_client::*;
 use vespene_e2e::builds::*;
 use vespene_e2e::*;
@@ -25,31 +25,16 @@ fn settings(extra: &str) -> String {
     format!("plugin_path = [\"{}\"]\n[workers]\nembedded = true\nper_pool = 4\n{extra}", bin_dir().display())
 }
 
-/// A shared pool with shell isolation (so the test, as root, can reach the build roots).
-async fn shell_pool(store: &Store) -> i64 {
-    let pool =
-        WorkerPool { name: "shell".into(), isolation_method: "shell".into(), shared: true, ..Default::default() };
-    store.create_worker_pool(&pool).await.unwrap()
-}
-
 /// A server with embedded workers, a shared shell pool and alice's token client.
 async fn alice_on_a_shell_pool() -> (Sandbox, Server, Store, i64, Client) {
     let sandbox = Sandbox::new();
     sandbox.settings(&settings(""));
     let server = sandbox.serve();
     let store = sandbox.store().await;
-    let pool = shell_pool(&store).await;
+    let pool = shared_shell_pool(&store).await;
     user(&store, "alice", false, &[]).await;
     let alice = token_for(&server.addr, "alice");
     (sandbox, server, store, pool, alice)
-}
-
-/// Creates a project with `script` and starts it; answers the build id.
-fn start(client: &Client, pool: i64, name: &str, script: &str) -> i64 {
-    let project =
-        client.ok("POST", "/api/v1/projects", Some(&json!({"name": name, "worker_pool_id": pool, "script": script})));
-    let build = client.ok("POST", &format!("/api/v1/projects/{}/start", project["id"]), Some(&json!({})));
-    build["id"].as_i64().unwrap()
 }
 
 /// Sends a raw request and reads the whole answer (the connection is closed
@@ -98,7 +83,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 async fn finding_1_the_file_browser_follows_no_symlink_and_refuses_fifos() {
     let (sandbox, server, store, pool, alice) = alice_on_a_shell_pool().await;
     let id =
-        start(&alice, pool, "files", "#!/bin/sh\necho hello > report.txt\nmkdir sub\necho inner > sub/inner.txt\n");
+        create_and_start(&alice, pool, "files", "#!/bin/sh\necho hello > report.txt\nmkdir sub\necho inner > sub/inner.txt\n");
     let build = finished(&store, id, Duration::from_secs(60)).await;
     assert_eq!(build.status, BuildStatus::Success, "{}", log_of(&store, id).await);
     let root = Path::new(&build.working_dir).to_path_buf();
@@ -330,7 +315,7 @@ async fn finding_4_an_endless_output_line_is_split_with_a_marker_and_nothing_is_
     // 96 MiB of 'x' with no newline, then a normal line.
     let size: usize = 96 * 1024 * 1024;
     let script = format!("#!/bin/sh\nhead -c {size} /dev/zero | tr '\\0' x\necho\necho after\n");
-    let id = start(&alice, pool, "long-line", &script);
+    let id = create_and_start(&alice, pool, "long-line", &script);
     let build = finished(&store, id, Duration::from_secs(600)).await;
     assert_eq!(build.status, BuildStatus::Success, "{}", log_of(&store, id).await);
     let lines = store.output_since(id, 0, 1_000_000).await.unwrap();
@@ -381,7 +366,7 @@ async fn finding_5_bodies_are_counted_slow_requests_time_out_and_live_streams_ar
     ));
     let server = sandbox.serve();
     let store = sandbox.store().await;
-    let pool = shell_pool(&store).await;
+    let pool = shared_shell_pool(&store).await;
     user(&store, "alice", false, &[]).await;
     // A superuser, who may watch alice's build.
     user(&store, "bob", true, &[]).await;
@@ -445,7 +430,7 @@ async fn finding_5_bodies_are_counted_slow_requests_time_out_and_live_streams_ar
     assert!(answer.contains("the request body stalled"), "{answer}");
 
     // Live streams of a running build: two per user, three in all.
-    let id = start(&alice, pool, "sleeper", "#!/bin/sh\necho started\nsleep 120\n");
+    let id = create_and_start(&alice, pool, "sleeper", "#!/bin/sh\necho started\nsleep 120\n");
     let open = |client: &Client| -> (u16, Option<TcpStream>, String) {
         let mut s = TcpStream::connect(&server.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
