@@ -37,6 +37,9 @@ const TRIVIAL_BUILDS: usize = 600;
 const LINES: u64 = 1_000_000;
 /// Builds running at once for the memory figure.
 const CONCURRENT: usize = 50;
+/// Trivial builds in the memory soak, and how many are queued at a time.
+const SOAK_BUILDS: usize = 20_000;
+const SOAK_ROUND: usize = 1_000;
 
 // ---------------------------------------------------------------------------
 // 1. Trivial builds per second with N worker processes
@@ -196,6 +199,74 @@ async fn million_lines(sb: &Sandbox) -> Lines {
         }
     }
     lines
+}
+
+// ---------------------------------------------------------------------------
+// 4. Server memory over a soak of trivial builds
+
+async fn soak() {
+    let sb = Sandbox::new(None, &ALL_PLUGINS.replace("per_pool = 50", "per_pool = 4")).await;
+    let store = &sb.store;
+    support::bench_superuser(store).await;
+    let script = "#!/bin/sh\necho hi\n";
+    let pool = sb.pool("soak").await;
+    let project = sb.project("soak", pool, script).await;
+    let (mut server, _) = sb.serve();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = proc_status(server.pid()).rss_kib;
+    println!(
+        "\nserver memory over a soak: release `vespene serve`, SQLite, every shipped plugin, embedded workers \
+         (4 slots), {SOAK_BUILDS} trivial builds queued {SOAK_ROUND} at a time"
+    );
+    println!("  {:>8} builds   {:>7.1} MiB VmRSS", 0, mib(idle));
+    let started = Instant::now();
+    let mut after_first = 0;
+    for round in 1..=SOAK_BUILDS / SOAK_ROUND {
+        for _ in 0..SOAK_ROUND {
+            sb.queue(project, pool, script).await;
+        }
+        wait_for(Duration::from_secs(600), Duration::from_millis(100), "a soak round to finish", || async {
+            for status in [BuildStatus::Queued, BuildStatus::Running] {
+                let filter = BuildFilter {
+                    project_id: Some(project),
+                    status: Some(status),
+                    limit: 1,
+                    offset: 0,
+                    ..Default::default()
+                };
+                if !store.list_builds(&filter).await.unwrap().is_empty() {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+        let rss = proc_status(server.pid()).rss_kib;
+        if round == 1 {
+            after_first = rss;
+        }
+        if round == 1 || round % 5 == 0 {
+            println!("  {:>8} builds   {:>7.1} MiB VmRSS", round * SOAK_ROUND, mib(rss));
+        }
+    }
+    let end = proc_status(server.pid()).rss_kib;
+    let failed = store
+        .list_builds(&BuildFilter {
+            project_id: Some(project),
+            status: Some(BuildStatus::Failure),
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len();
+    println!(
+        "  after {SOAK_BUILDS} builds: {:+.1}% against after the first {SOAK_ROUND} ({:.0} builds/s, {failed} failed)",
+        (end as f64 / after_first as f64 - 1.0) * 100.0,
+        SOAK_BUILDS as f64 / started.elapsed().as_secs_f64()
+    );
+    assert_eq!(failed, 0, "soak builds failed");
+    assert!(server.terminate(Duration::from_secs(20)), "the server did not exit on SIGTERM");
 }
 
 // ---------------------------------------------------------------------------
@@ -410,6 +481,7 @@ async fn run() {
     }
 
     server_memory().await;
+    soak().await;
 }
 
 fn main() {

@@ -82,8 +82,12 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn finding_1_the_file_browser_follows_no_symlink_and_refuses_fifos() {
     let (sandbox, server, store, pool, alice) = alice_on_a_shell_pool().await;
-    let id =
-        create_and_start(&alice, pool, "files", "#!/bin/sh\necho hello > report.txt\nmkdir sub\necho inner > sub/inner.txt\n");
+    let id = create_and_start(
+        &alice,
+        pool,
+        "files",
+        "#!/bin/sh\necho hello > report.txt\nmkdir sub\necho inner > sub/inner.txt\n",
+    );
     let build = finished(&store, id, Duration::from_secs(60)).await;
     assert_eq!(build.status, BuildStatus::Success, "{}", log_of(&store, id).await);
     let root = Path::new(&build.working_dir).to_path_buf();
