@@ -200,10 +200,7 @@ fn assert_consecutive(lines: &[(i64, String)], from: i64, who: &str) {
 
 /// The `N` of every `line N` a build printed, in the order seen.
 fn numbers(lines: &[(i64, String)]) -> Vec<u64> {
-    lines
-        .iter()
-        .filter_map(|(_, t)| t.split("line ").nth(1)?.split_whitespace().next()?.parse().ok())
-        .collect()
+    lines.iter().filter_map(|(_, t)| t.split("line ").nth(1)?.split_whitespace().next()?.parse().ok()).collect()
 }
 
 /// A server with embedded workers (or none), a shared shell pool, alice

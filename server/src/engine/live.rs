@@ -374,7 +374,8 @@ async fn source(hub: LiveHub, store: Store, channel: Arc<Channel>) {
                 let got = lines.len() as i64;
                 if let Some(first) = lines.first().map(|l| l.seq) {
                     from = lines.last().map(|l| l.seq).unwrap_or(from);
-                    channel.push(first, lines.into_iter().map(|l| LiveLine { stream: l.stream, text: l.text }).collect());
+                    channel
+                        .push(first, lines.into_iter().map(|l| LiveLine { stream: l.stream, text: l.text }).collect());
                 }
                 if got < SOURCE_PAGE || channel.retired.load(Ordering::SeqCst) {
                     break;
@@ -407,10 +408,9 @@ mod tests {
 
     fn seqs(read: LiveRead, after: i64) -> Vec<i64> {
         match read {
-            LiveRead::Lines(batches) => batches
-                .iter()
-                .flat_map(|b| (b.first..=b.last()).filter(move |s| *s > after))
-                .collect(),
+            LiveRead::Lines(batches) => {
+                batches.iter().flat_map(|b| (b.first..=b.last()).filter(move |s| *s > after)).collect()
+            }
             other => panic!("expected lines, got {other:?}"),
         }
     }

@@ -200,7 +200,13 @@ mod tests {
     #[test]
     fn rendered_pieces_go_out_as_warp_would_write_each_line_event() {
         let lines: Vec<(i64, OutputStream, String)> = (1..=2000)
-            .map(|i| (i, if i % 7 == 0 { OutputStream::Message } else { OutputStream::Stdout }, format!("line {i} \"q\" é\t<")))
+            .map(|i| {
+                (
+                    i,
+                    if i % 7 == 0 { OutputStream::Message } else { OutputStream::Stdout },
+                    format!("line {i} \"q\" é\t<"),
+                )
+            })
             .collect();
         let pieces = render(lines.iter().map(|(s, st, t)| (*s, *st, t.as_str())));
         assert!(pieces.len() > 1, "a long batch goes in several pieces");

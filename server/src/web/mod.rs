@@ -97,7 +97,9 @@ pub(crate) fn streamed(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::By
 
 /// A body waiting in a response's extensions (see [`streamed`]).
 #[derive(Clone)]
-pub(crate) struct StreamedBody(Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>>>>);
+pub(crate) struct StreamedBody(
+    Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>>>>,
+);
 
 /// The receiving end of a [`StreamedBody`] as an HTTP body.
 struct ChannelBody(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
