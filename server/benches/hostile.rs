@@ -216,12 +216,9 @@ fn main() {
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .expect("a build id");
-    std::thread::sleep(Duration::from_secs(2));
-    // The build alone, for comparison.
+    // Viewers join early: each first reads the lines stored so far from the store.
+    std::thread::sleep(Duration::from_secs(1));
     let window = Duration::from_secs(10);
-    let cpu0 = cpu_ticks(pid);
-    std::thread::sleep(window);
-    let build_only_cpu = (cpu_ticks(pid) - cpu0) as f64 / tick / window.as_secs_f64() * 100.0;
     let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failures = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let viewers: Vec<_> = (0..VIEWERS)
@@ -260,7 +257,7 @@ fn main() {
             })
         })
         .collect();
-    // Every viewer first catches up from the store (the lines of the first 12 s).
+    // Every viewer has caught up and follows the build's live channel.
     std::thread::sleep(Duration::from_secs(5));
     let events0 = events.load(std::sync::atomic::Ordering::Relaxed);
     let cpu0 = cpu_ticks(pid);
@@ -270,11 +267,20 @@ fn main() {
     let rss = status_field(pid, "VmRSS:");
     let peak = status_field(pid, "VmHWM:");
     let threads = status_field(pid, "Threads:");
+    for v in viewers {
+        v.abort();
+    }
+    // The build alone, for comparison.
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu0 = cpu_ticks(pid);
+    std::thread::sleep(window);
+    let build_only_cpu = (cpu_ticks(pid) - cpu0) as f64 / tick / window.as_secs_f64() * 100.0;
     println!("{VIEWERS} live (SSE) viewers of one busy build (100 lines every 100 ms), over {} s", window.as_secs());
     println!(
-        "  server CPU {cpu:5.1}% of one core (the build alone: {build_only_cpu:4.1}%), RSS {:5.1} MiB (idle {:5.1}, peak {:5.1}), {threads} threads",
+        "  server CPU {cpu:5.1}% of one core (the build alone: {build_only_cpu:4.1}%), RSS {:5.1} MiB (idle {:5.1}: +{:4.1} MiB; peak {:5.1}), {threads} threads",
         mib(rss),
         mib(idle_rss),
+        mib(rss.saturating_sub(idle_rss)),
         mib(peak)
     );
     println!(
@@ -282,9 +288,12 @@ fn main() {
         delivered as f64 / window.as_secs_f64(),
         failures.load(std::sync::atomic::Ordering::Relaxed)
     );
-    for v in viewers {
-        v.abort();
-    }
+    // Section 3 measures requests with no build running.
+    let _ = runtime.block_on(request(
+        &server.addr,
+        format!("POST /api/v1/builds/{build}/stop HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"),
+    ));
+    std::thread::sleep(Duration::from_secs(3));
 
     // 3. Half-open connections.
     let half_open: Vec<std::net::TcpStream> = (0..HALF_OPEN)

@@ -175,7 +175,7 @@ impl Viewer {
     }
 
     /// Every event up to and including `end`: the lines (seq, text) and the end's data.
-    fn to_end(mut self) -> (Vec<(i64, String)>, Value) {
+    fn until_end(mut self) -> (Vec<(i64, String)>, Value) {
         let mut lines = Vec::new();
         while let Some((name, id, data)) = self.next() {
             match name.as_str() {
@@ -249,7 +249,7 @@ async fn many_concurrent_viewers_of_one_build_get_every_line_once_in_order() {
             if i >= 38 {
                 std::thread::sleep(Duration::from_secs(3));
             }
-            viewer.unwrap().to_end()
+            viewer.unwrap().until_end()
         }));
     }
     let results: Vec<_> = viewers.into_iter().map(|v| v.join().unwrap()).collect();
@@ -291,7 +291,7 @@ async fn a_viewer_resuming_with_last_event_id_gets_the_rest_once() {
     let (_, id, _) = viewer.next().expect("the line after the last one seen");
     assert_eq!(id, Some(last_id + 1), "resumes right after Last-Event-ID");
     std::fs::write(&gate, "").unwrap();
-    let (rest, end) = viewer.to_end();
+    let (rest, end) = viewer.until_end();
     assert_eq!(end["status"], "SUCCESS");
     let mut all = first.clone();
     all.push((last_id + 1, String::new()));
@@ -302,7 +302,7 @@ async fn a_viewer_resuming_with_last_event_id_gets_the_rest_once() {
     assert_eq!(end["last_seq"].as_i64(), Some(stored.len() as i64));
     // `?after=` is the same thing for clients that cannot set the header, after the end too.
     let (_, viewer) = Viewer::open(&server.addr, &token, build, Some(stored.len() as i64 - 3));
-    let (tail, end) = viewer.unwrap().to_end();
+    let (tail, end) = viewer.unwrap().until_end();
     assert_eq!(tail, stored[stored.len() - 3..].to_vec());
     assert_eq!(end["last_seq"].as_i64(), Some(stored.len() as i64));
 }
@@ -330,7 +330,7 @@ async fn a_build_run_by_a_standalone_worker_process_is_followed_live() {
                     }
                 }
                 tx.send(()).unwrap();
-                let (rest, end) = viewer.to_end();
+                let (rest, end) = viewer.until_end();
                 lines.extend(rest);
                 (lines, end)
             })
