@@ -528,3 +528,86 @@ async fn a_user_without_rights_sees_no_controls_and_direct_posts_are_refused() {
     let (status, _) = server.get("/ui/builds/1/files");
     assert_eq!(status, 303, "anonymous file browsing redirects to the login");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_log_shows_its_tail_and_loads_earlier_lines_in_place() {
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings());
+    let server = sandbox.serve();
+    let base = format!("http://{}", server.addr);
+    let store = sandbox.store().await;
+    user(&store, "alice", true).await;
+    let api = vespene_e2e::api_client::token_for(&server.addr, "alice");
+    let pool = api.ok("POST", "/api/v1/worker_pools", Some(&json!({"name": "big-pool", "isolation_method": "shell"})));
+    let project = api.ok(
+        "POST",
+        "/api/v1/projects",
+        Some(
+            &json!({"name": "big", "worker_pool_id": pool["id"], "script": "#!/bin/sh\nseq -f 'big line %g' 1 2500\n"}),
+        ),
+    );
+    let id =
+        api.ok("POST", &format!("/api/v1/projects/{}/start", project["id"]), Some(&json!({})))["id"].as_i64().unwrap();
+    let started = Instant::now();
+    let total = loop {
+        let b = api.ok("GET", &format!("/api/v1/builds/{id}"), None);
+        if b["status"] == "SUCCESS" {
+            break b["output_lines"].as_i64().unwrap();
+        }
+        assert!(started.elapsed() < WAIT, "the build did not succeed: {b}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(total > 2500);
+
+    let driver = Driver::start();
+    let browser = driver.session();
+    browser.login(&base, "alice");
+    browser.goto(&format!("{base}/ui/builds/{id}"));
+    let seqs = || -> Vec<i64> {
+        browser
+            .run("return [...document.querySelectorAll('#output .line')].map(e => +e.dataset.seq);", json!([]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    };
+    // The tail: the last 1,000 lines, not the whole log.
+    assert_eq!(seqs(), ((total - 999)..=total).collect::<Vec<_>>());
+    let size = browser.run("return document.documentElement.outerHTML.length;", json!([])).as_i64().unwrap();
+    assert!(size < 250_000, "the page is {size} bytes");
+    let raw = browser.run("return document.getElementById('raw-log').getAttribute('href');", json!([]));
+    assert_eq!(raw, json!(format!("/api/v1/builds/{id}/log.txt")));
+    let href = browser.run("return document.getElementById('load-earlier').getAttribute('href');", json!([]));
+    assert_eq!(href, json!(format!("/ui/builds/{id}?before={}", total - 999)), "works without the script too");
+    browser.run("window.__sameDocument = 'yes';", json!([]));
+
+    // "Load earlier lines" puts the page before in place, down to the first line.
+    browser.click("#load-earlier");
+    browser.wait_for("the earlier page", "return document.querySelectorAll('#output .line').length === 2000;");
+    assert_eq!(seqs(), ((total - 1999)..=total).collect::<Vec<_>>());
+    assert_eq!(
+        browser.run("return document.getElementById('load-earlier').offsetParent !== null;", json!([])),
+        json!(true)
+    );
+    while browser.run("return document.getElementById('load-earlier').offsetParent !== null;", json!([])) == json!(true)
+    {
+        let before = seqs().len();
+        browser.click("#load-earlier");
+        browser.wait_for(
+            "another earlier page",
+            &format!("return document.querySelectorAll('#output .line').length > {before};"),
+        );
+    }
+    assert_eq!(seqs(), (1..=total).collect::<Vec<_>>(), "every line once, in order");
+    let first = browser.run("return document.querySelector('#output .line').textContent;", json!([]));
+    assert!(first.as_str().unwrap().contains(": "), "{first}");
+    assert!(browser.run("return document.getElementById('output').textContent.includes('big line 1\\n') || [...document.querySelectorAll('#output .line-stdout')].some(e => e.textContent.endsWith('big line 1'));", json!([])).as_bool().unwrap());
+    assert_eq!(browser.run("return window.__sameDocument || null;", json!([])), json!("yes"));
+
+    // The plain link's page: the lines just before, not followed live.
+    browser.goto(&format!("{base}/ui/builds/{id}?before=1001"));
+    assert_eq!(seqs(), (1..=1000).collect::<Vec<_>>());
+    assert_eq!(browser.run("return document.getElementById('output').dataset.active;", json!([])), json!("0"));
+    assert!(browser.text("#output-range").contains(&format!("of {total}")));
+}

@@ -17,6 +17,7 @@ mod access;
 mod enqueue;
 mod host;
 pub mod import;
+pub mod live;
 pub mod mask;
 mod output;
 mod pipeline;
@@ -79,6 +80,8 @@ struct Inner {
     unavailable_at: AtomicI64,
     /// What builds must not see (see [`Engine::hidden_paths`]).
     hidden_paths: Vec<String>,
+    /// Live output for viewers (see [`live`]).
+    live: live::LiveHub,
 }
 
 /// How long a running build's writes wait for an unreachable database before
@@ -97,6 +100,7 @@ impl Engine {
                 queued: Notify::new(),
                 unavailable_at: AtomicI64::new(0),
                 hidden_paths,
+                live: live::LiveHub::new(),
             }),
         }
     }
@@ -111,6 +115,16 @@ impl Engine {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The live-output hub: builds this process runs publish into it, viewers follow it.
+    pub fn live(&self) -> &live::LiveHub {
+        &self.inner.live
+    }
+
+    /// Follows `build`'s output live (see [`live`]).
+    pub fn follow(&self, build: crate::store::Id) -> live::Subscription {
+        self.inner.live.subscribe(&self.inner.store, build)
     }
 
     /// The loaded plugins.

@@ -405,7 +405,11 @@ impl Engine {
             })
             .await;
         match appended {
-            Ok(last) => *stored = Some(last),
+            Ok(last) => {
+                *stored = Some(last);
+                // Live viewers get the lines as stored: `last - n + 1 ..= last`.
+                self.live().publish(id, last, rows);
+            }
             Err(e) => {
                 *stored = None;
                 tracing::error!(build = log.build_id, error = %e, "cannot store build output");

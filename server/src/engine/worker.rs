@@ -293,6 +293,8 @@ impl Engine {
                 tracing::error!(build = id, error = %e, "cannot mark the build failed");
             }
         }
+        // Its final status is stored: live viewers get the end now.
+        self.live().finished(id);
     }
 
     async fn housekeeping(&self, config: &WorkerConfig) -> Result<()> {

@@ -121,6 +121,11 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
             let status = state.store.build_status(id).await?;
             Ok(json_response(StatusCode::OK, &json!({ "build": id, "status": status, "lines": lines })))
         }
+        "build.log" => {
+            let (_, object) = build_object(&state, id).await?;
+            state.authorize(&principal, "view", "build", Some(object)).await?;
+            Ok(super::log::download(state.clone(), id, &req.headers))
+        }
         "build.stream" => {
             let (_, object) = build_object(&state, id).await?;
             state.authorize(&principal, "view", "build", Some(object)).await?;

@@ -1,8 +1,15 @@
-//! Live build output over Server-Sent Events. It reads the output table, so
-//! it follows a build whichever worker process (or host) produces it: `line`
-//! events carry `{seq, stream, text}` with the line number as the event id
-//! (clients resume with Last-Event-ID), and one `end` event carries the final
-//! status once the build is over and every line was sent.
+//! Live build output over Server-Sent Events: `line` events carry
+//! `{seq, stream, text}` with the line number as the event id (clients
+//! resume with Last-Event-ID), and one `end` event carries the final status
+//! once the build is over and every line was sent.
+//!
+//! A viewer first reads the lines after its starting point from the store,
+//! then follows the build's shared channel in the engine's live hub
+//! ([`crate::engine::live`]): no viewer polls the database. A viewer that
+//! falls behind the channel (a slow client) reads the store again until it
+//! has caught up; it never holds up the others. Each batch of lines is
+//! rendered to SSE text once, in pieces of at most [`PIECE_BYTES`], and every
+//! viewer sends the same text.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,17 +22,24 @@ use warp::Reply;
 
 use super::limits::LiveSlot;
 use super::AppState;
-use crate::store::Id;
+use crate::engine::live::{LiveBatch, LiveRead};
+use crate::store::{BuildStatus, Id, OutputStream};
 
-/// How often a quiet stream looks for new lines.
-const POLL: Duration = Duration::from_millis(100);
-/// Lines read per query.
-const CHUNK: i64 = 1000;
+/// Lines read from the store per query while catching up.
+const CATCH_UP: i64 = 500;
+/// The most SSE text sent as one piece (bounds what a slow viewer holds).
+const PIECE_BYTES: usize = 16 * 1024;
+/// Pieces waiting for a viewer's connection.
+const QUEUE: usize = 2;
+/// How long a viewer that found its lines neither in the channel nor (yet)
+/// in the store waits before it looks again.
+const RETRY: Duration = Duration::from_millis(100);
 
 struct Cursor {
     state: Arc<AppState>,
     build: Id,
     after: i64,
+    tx: tokio::sync::mpsc::Sender<Event>,
     /// Its place among the live streams, freed when the stream ends.
     _slot: LiveSlot,
 }
@@ -47,37 +61,165 @@ impl futures_util::Stream for Events {
 /// The SSE response for a build, starting after line `after`, holding `slot`
 /// until the client goes or the build's end is sent.
 pub fn stream(state: Arc<AppState>, build: Id, after: i64, slot: LiveSlot) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(follow(Cursor { state, build, after, _slot: slot }, tx));
+    let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+    tokio::spawn(follow(Cursor { state, build, after, tx, _slot: slot }));
     warp::sse::reply(warp::sse::keep_alive().stream(Events(rx))).into_response()
 }
 
-/// Sends the build's lines as they are stored, then `end`; stops early when the client goes.
-async fn follow(mut c: Cursor, tx: tokio::sync::mpsc::Sender<Event>) {
-    loop {
-        // Status first: a build that ended before this read has all its lines stored.
-        let status = c.state.store.build_status(c.build).await.ok().flatten();
-        let lines = c.state.store.output_since(c.build, c.after, CHUNK).await.unwrap_or_default();
+/// The `line` events of these lines, as SSE text in pieces of about [`PIECE_BYTES`].
+fn render<'a>(lines: impl Iterator<Item = (i64, OutputStream, &'a str)>) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut piece = String::new();
+    for (seq, stream, text) in lines {
+        let data = json!({ "seq": seq, "stream": stream, "text": text }).to_string();
+        piece.push_str("event:line\ndata:");
+        piece.push_str(&data);
+        piece.push_str("\nid:");
+        piece.push_str(&seq.to_string());
+        piece.push_str("\n\n");
+        if piece.len() >= PIECE_BYTES {
+            pieces.push(std::mem::take(&mut piece));
+        }
+    }
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
+}
+
+/// One piece of rendered `line` events as one warp event. warp writes an event
+/// with only a name as `event:NAME\n\n`, so a piece `event:line\n...\n\n`
+/// goes out byte for byte as rendered (a test holds warp to that).
+fn piece_event(piece: &str) -> Event {
+    Event::default().event(&piece["event:".len()..piece.len() - 2])
+}
+
+impl Cursor {
+    /// Sends pieces; false when the client is gone.
+    async fn send_pieces(&mut self, pieces: &[String], last: i64) -> bool {
+        for piece in pieces {
+            if self.tx.send(piece_event(piece)).await.is_err() {
+                return false;
+            }
+        }
+        self.after = last;
+        true
+    }
+
+    /// Sends the lines of a batch after the cursor; false when the client is gone.
+    async fn send_batch(&mut self, batch: &LiveBatch) -> bool {
+        if batch.last() <= self.after {
+            return true;
+        }
+        if batch.first > self.after {
+            let pieces = batch.rendered.get_or_init(|| {
+                render(batch.lines.iter().enumerate().map(|(i, l)| (batch.first + i as i64, l.stream, &*l.text)))
+            });
+            return self.send_pieces(pieces, batch.last()).await;
+        }
+        // Part of it was read from the store already.
+        let skip = (self.after - batch.first + 1) as usize;
+        let pieces = render(
+            batch.lines.iter().enumerate().skip(skip).map(|(i, l)| (batch.first + i as i64, l.stream, &*l.text)),
+        );
+        self.send_pieces(&pieces, batch.last()).await
+    }
+
+    /// Sends the next page of lines from the store: how many, or `None` when
+    /// the client is gone.
+    async fn send_from_store(&mut self) -> Option<i64> {
+        let lines = self.state.store.output_since(self.build, self.after, CATCH_UP).await.unwrap_or_default();
+        let Some(last) = lines.last().map(|l| l.seq) else { return Some(0) };
+        let pieces = render(lines.iter().map(|l| (l.seq, l.stream, l.text.as_str())));
         let got = lines.len() as i64;
-        for line in lines {
-            c.after = line.seq;
-            let data = json!({ "seq": line.seq, "stream": line.stream, "text": line.text }).to_string();
-            if tx.send(Event::default().event("line").id(line.seq.to_string()).data(data)).await.is_err() {
-                return;
+        drop(lines);
+        self.send_pieces(&pieces, last).await.then_some(got)
+    }
+
+    async fn send_end(&self, status: Option<BuildStatus>) {
+        let data = json!({ "status": status, "last_seq": self.after }).to_string();
+        let _ = self.tx.send(Event::default().event("end").data(data)).await;
+    }
+}
+
+/// Sends the build's lines as they are stored, then `end`; stops early when the client goes.
+async fn follow(mut c: Cursor) {
+    // Status first: a build that ended before this read has all its lines stored.
+    let status = c.state.store.build_status(c.build).await.ok().flatten();
+    if !status.is_some_and(BuildStatus::is_active) {
+        // Over already: the store has every line.
+        loop {
+            match c.send_from_store().await {
+                None => return,
+                Some(got) if got < CATCH_UP => break,
+                Some(_) => {}
             }
         }
-        let finished = status.map(|s| !s.is_active()).unwrap_or(true);
-        if finished && got < CHUNK {
-            let data = json!({ "status": status, "last_seq": c.after }).to_string();
-            let _ = tx.send(Event::default().event("end").data(data)).await;
-            return;
-        }
-        if got == 0 {
-            // A client that went away frees its place now, not at the next line.
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep(POLL) => {}
+        return c.send_end(status).await;
+    }
+    let mut live = c.state.engine.follow(c.build);
+    loop {
+        match live.read(c.after) {
+            LiveRead::Lines(batches) => {
+                for batch in batches {
+                    if !c.send_batch(&batch).await {
+                        return;
+                    }
+                }
             }
+            LiveRead::Behind(end) => match c.send_from_store().await {
+                None => return,
+                Some(0) => {
+                    if let Some(end) = end {
+                        return c.send_end(end.status).await;
+                    }
+                    // Announced but not readable yet (a replica behind, say).
+                    tokio::select! {
+                        _ = c.tx.closed() => return,
+                        _ = tokio::time::sleep(RETRY) => {}
+                    }
+                }
+                Some(_) => {}
+            },
+            LiveRead::Wait => {
+                // A client that went away frees its place now, not at the next line.
+                tokio::select! {
+                    _ = c.tx.closed() => return,
+                    _ = live.changed() => {}
+                }
+            }
+            LiveRead::End(end) => return c.send_end(end.status).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_pieces_go_out_as_warp_would_write_each_line_event() {
+        let lines: Vec<(i64, OutputStream, String)> = (1..=2000)
+            .map(|i| {
+                (
+                    i,
+                    if i % 7 == 0 { OutputStream::Message } else { OutputStream::Stdout },
+                    format!("line {i} \"q\" é\t<"),
+                )
+            })
+            .collect();
+        let pieces = render(lines.iter().map(|(s, st, t)| (*s, *st, t.as_str())));
+        assert!(pieces.len() > 1, "a long batch goes in several pieces");
+        assert!(pieces.iter().all(|p| p.len() < PIECE_BYTES + 200));
+        let ours: String = pieces.iter().map(|p| piece_event(p).to_string()).collect();
+        // What the stream sent before, one warp event per line.
+        let theirs: String = lines
+            .iter()
+            .map(|(seq, stream, text)| {
+                let data = json!({ "seq": seq, "stream": stream, "text": text }).to_string();
+                Event::default().event("line").id(seq.to_string()).data(data).to_string()
+            })
+            .collect();
+        assert_eq!(ours, theirs);
     }
 }

@@ -89,6 +89,12 @@ pub const SPECIAL: &[Route] = &[
         summary: "Output lines after sequence number `after` (limit)",
     },
     Route {
+        id: "build.log",
+        method: "GET",
+        path: "/api/v1/builds/{id}/log.txt",
+        summary: "The whole stored log as text/plain, one line per output line, streamed; gzip when Accept-Encoding allows it",
+    },
+    Route {
         id: "build.stream",
         method: "GET",
         path: "/api/v1/builds/{id}/stream",

@@ -50,6 +50,54 @@
     badge.className = "badge status-" + status;
   }
 
+  function lineElement(line) {
+    var div = document.createElement("div");
+    div.className = "line line-" + line.stream;
+    div.setAttribute("data-seq", line.seq);
+    var label = document.createElement("span");
+    label.className = "visually-hidden";
+    label.textContent = line.stream + ": ";
+    div.appendChild(label);
+    div.appendChild(document.createTextNode(line.text));
+    return div;
+  }
+
+  // "Load earlier lines": the page before the first line shown, fetched from
+  // the API and put above it (the link itself opens that page without script).
+  function loadEarlier(box) {
+    var link = document.getElementById("load-earlier");
+    if (!link || !window.fetch) return;
+    var id = box.getAttribute("data-build");
+    var busy = false;
+    link.addEventListener("click", function (e) {
+      e.preventDefault();
+      if (busy) return;
+      var first = parseInt(box.getAttribute("data-first"), 10) || 1;
+      var page = parseInt(link.getAttribute("data-page"), 10) || 1000;
+      var after = Math.max(0, first - 1 - page);
+      var limit = first - 1 - after;
+      if (limit <= 0) return;
+      busy = true;
+      fetch("/api/v1/builds/" + id + "/output?after=" + after + "&limit=" + limit, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (body) {
+          if (!body) return;
+          var lines = document.createDocumentFragment();
+          body.lines.forEach(function (l) { if (l.seq < first) lines.appendChild(lineElement(l)); });
+          var height = box.scrollHeight;
+          box.insertBefore(lines, box.firstChild);
+          box.scrollTop += box.scrollHeight - height;
+          box.setAttribute("data-first", String(after + 1));
+          var count = document.getElementById("earlier-count");
+          if (count) count.textContent = String(after);
+          link.href = "/ui/builds/" + id + "?before=" + (after + 1);
+          if (after <= 0) link.parentNode.hidden = true;
+        })
+        .catch(function () {})
+        .then(function () { busy = false; });
+    });
+  }
+
   function liveOutput(box) {
     if (box.getAttribute("data-active") !== "1" || !window.EventSource) return;
     var id = box.getAttribute("data-build");
@@ -60,15 +108,7 @@
     source.addEventListener("line", function (e) {
       var line = JSON.parse(e.data);
       if (box.querySelector('[data-seq="' + line.seq + '"]')) return;
-      var div = document.createElement("div");
-      div.className = "line line-" + line.stream;
-      div.setAttribute("data-seq", line.seq);
-      var label = document.createElement("span");
-      label.className = "visually-hidden";
-      label.textContent = line.stream + ": ";
-      div.appendChild(label);
-      div.appendChild(document.createTextNode(line.text));
-      box.appendChild(div);
+      box.appendChild(lineElement(line));
       box.setAttribute("data-after", line.seq);
       if (!sawLine) { sawLine = true; setStatus("RUNNING"); }
       if (!follow || follow.checked) box.scrollTop = box.scrollHeight;
@@ -115,7 +155,7 @@
     document.querySelectorAll('[role="tablist"]').forEach(tabs);
     confirmations();
     var out = document.getElementById("output");
-    if (out) { out.scrollTop = out.scrollHeight; liveOutput(out); }
+    if (out) { out.scrollTop = out.scrollHeight; loadEarlier(out); liveOutput(out); }
     document.querySelectorAll("[data-refresh]").forEach(refreshing);
   });
 })();

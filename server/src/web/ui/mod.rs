@@ -347,7 +347,8 @@ async fn handle(state: Arc<AppState>, req: UiRequest) -> Response {
         (Method::POST, ["ui", "projects", id, "start_prompt"]) => pages::start(&ctx, parse_id(id), &form).await,
         (Method::GET, ["ui", "builds"]) => pages::builds(&ctx, &req).await,
         (Method::GET, ["ui", "builds", id]) | (Method::GET, ["ui", "builds", id, "detail"]) => {
-            pages::build(&ctx, parse_id(id)).await
+            let before = req.query("before").and_then(|s| s.parse::<i64>().ok());
+            pages::build(&ctx, parse_id(id), before).await
         }
         (Method::POST, ["ui", "builds", id, "stop"]) => pages::stop(&ctx, parse_id(id), &form).await,
         (Method::POST, ["ui", "builds", id, "delete"]) => pages::delete_build(&ctx, parse_id(id)).await,

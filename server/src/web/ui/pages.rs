@@ -15,8 +15,9 @@ use crate::web::api;
 use crate::web::error::ApiError;
 
 const PAGE: i64 = 50;
-/// Output lines rendered into a build page; the rest is in the API.
-const OUTPUT_LINES: i64 = 20_000;
+/// Output lines rendered into a build page: the last ones, and this many
+/// more each time "load earlier" is used.
+pub(crate) const OUTPUT_TAIL: i64 = 1000;
 
 /// Whether a project (as JSON) has launch questions.
 pub(crate) fn has_questions(project: &Value) -> bool {
@@ -357,15 +358,29 @@ fn pretty(json_text: &str) -> String {
         .unwrap_or_else(|| json_text.to_string())
 }
 
-pub(crate) async fn build(ctx: &Ctx, id: Id) -> Response {
+/// A build's page. Its output panel shows the last [`OUTPUT_TAIL`] lines (and
+/// follows the build live), or with `before` the page of lines just before
+/// that line number (not live); "load earlier" links to the page before the
+/// first line shown, and the page's script fetches it in place instead.
+pub(crate) async fn build(ctx: &Ctx, id: Id, before: Option<i64>) -> Response {
     let result: Result<Response, ApiError> = async {
         let (b, object) = api::build_object(&ctx.state, id).await?;
         ctx.state.authorize(&ctx.principal, "view", "build", Some(object.clone())).await?;
         let projects = names(ctx, "project").await;
         let pools = names(ctx, "worker_pool").await;
         let row = build_row(ctx, (&b, &object), &projects, &pools).await;
-        let lines = ctx.state.store.output_since(id, 0, OUTPUT_LINES).await?;
-        let last_seq = lines.last().map(|l| l.seq).unwrap_or(0);
+        let total = b.output_lines;
+        let (after, limit) = match before {
+            Some(before) => {
+                let before = before.clamp(1, total + 1);
+                let after = (before - 1 - OUTPUT_TAIL).max(0);
+                (after, before - 1 - after)
+            }
+            None => ((total - OUTPUT_TAIL).max(0), OUTPUT_TAIL),
+        };
+        let lines = if limit > 0 { ctx.state.store.output_since(id, after, limit).await? } else { Vec::new() };
+        let first_seq = lines.first().map(|l| l.seq).unwrap_or(after + 1);
+        let last_seq = lines.last().map(|l| l.seq).unwrap_or(after);
         let can_delete = !b.status.is_active()
             && ctx.state.authorize(&ctx.principal, "delete", "build", Some(object)).await.is_ok();
         let worker = match b.worker_id {
@@ -390,8 +405,11 @@ pub(crate) async fn build(ctx: &Ctx, id: Id) -> Response {
                 "pipeline_origin_build_id": b.pipeline_origin_build_id,
                 "pipeline_parent_build_id": b.pipeline_parent_build_id,
                 "lines": lines.iter().map(|l| json!({ "seq": l.seq, "stream": l.stream.as_str(), "text": l.text })).collect::<Vec<_>>(),
-                "truncated": lines.len() as i64 == OUTPUT_LINES,
+                "first_seq": first_seq,
                 "last_seq": last_seq,
+                "total_lines": total,
+                "earlier_page": before.is_some(),
+                "tail": OUTPUT_TAIL,
                 "can_delete": can_delete,
             }),
         ))
