@@ -63,7 +63,7 @@ pub struct LiveBatch {
     pub lines: Vec<LiveLine>,
     /// A rendering of the whole batch, made once by whichever reader needs it
     /// first and shared by the rest (the web tier keeps its SSE text here).
-    pub rendered: OnceLock<Vec<String>>,
+    pub rendered: OnceLock<Vec<bytes::Bytes>>,
     bytes: usize,
 }
 

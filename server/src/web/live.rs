@@ -9,16 +9,16 @@
 //! falls behind the channel (a slow client) reads the store again until it
 //! has caught up; it never holds up the others. Each batch of lines is
 //! rendered to SSE text once, in pieces of at most [`PIECE_BYTES`], and every
-//! viewer sends the same text.
+//! viewer sends the same bytes (shared, never copied per viewer). A viewer
+//! woken by new lines waits [`VIEW_TICK`] before it reads, so a build printing
+//! all the time costs each viewer a few writes a second, not one per batch.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::json;
 use warp::reply::Response;
-use warp::sse::Event;
-use warp::Reply;
 
 use super::limits::LiveSlot;
 use super::AppState;
@@ -30,7 +30,11 @@ const CATCH_UP: i64 = 500;
 /// The most SSE text sent as one piece (bounds what a slow viewer holds).
 const PIECE_BYTES: usize = 16 * 1024;
 /// Pieces waiting for a viewer's connection.
-const QUEUE: usize = 2;
+const QUEUE: usize = 8;
+/// How long a viewer woken by new lines gathers more before it sends them.
+const VIEW_TICK: Duration = Duration::from_millis(50);
+/// A quiet stream sends a comment this often, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long a viewer that found its lines neither in the channel nor (yet)
 /// in the store waits before it looks again.
 const RETRY: Duration = Duration::from_millis(100);
@@ -39,23 +43,9 @@ struct Cursor {
     state: Arc<AppState>,
     build: Id,
     after: i64,
-    tx: tokio::sync::mpsc::Sender<Event>,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
     /// Its place among the live streams, freed when the stream ends.
     _slot: LiveSlot,
-}
-
-/// The receiving end as a stream; it holds no future, so it is `Sync` as warp wants.
-struct Events(tokio::sync::mpsc::Receiver<Event>);
-
-impl futures_util::Stream for Events {
-    type Item = Result<Event, Infallible>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|e| e.map(Ok))
-    }
 }
 
 /// The SSE response for a build, starting after line `after`, holding `slot`
@@ -63,11 +53,15 @@ impl futures_util::Stream for Events {
 pub fn stream(state: Arc<AppState>, build: Id, after: i64, slot: LiveSlot) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
     tokio::spawn(follow(Cursor { state, build, after, tx, _slot: slot }));
-    warp::sse::reply(warp::sse::keep_alive().stream(Events(rx))).into_response()
+    let mut response = super::streamed(rx);
+    let headers = response.headers_mut();
+    headers.insert("content-type", warp::http::HeaderValue::from_static("text/event-stream"));
+    headers.insert("cache-control", warp::http::HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// The `line` events of these lines, as SSE text in pieces of about [`PIECE_BYTES`].
-fn render<'a>(lines: impl Iterator<Item = (i64, OutputStream, &'a str)>) -> Vec<String> {
+fn render<'a>(lines: impl Iterator<Item = (i64, OutputStream, &'a str)>) -> Vec<Bytes> {
     let mut pieces = Vec::new();
     let mut piece = String::new();
     for (seq, stream, text) in lines {
@@ -78,27 +72,20 @@ fn render<'a>(lines: impl Iterator<Item = (i64, OutputStream, &'a str)>) -> Vec<
         piece.push_str(&seq.to_string());
         piece.push_str("\n\n");
         if piece.len() >= PIECE_BYTES {
-            pieces.push(std::mem::take(&mut piece));
+            pieces.push(Bytes::from(std::mem::take(&mut piece)));
         }
     }
     if !piece.is_empty() {
-        pieces.push(piece);
+        pieces.push(Bytes::from(piece));
     }
     pieces
 }
 
-/// One piece of rendered `line` events as one warp event. warp writes an event
-/// with only a name as `event:NAME\n\n`, so a piece `event:line\n...\n\n`
-/// goes out byte for byte as rendered (a test holds warp to that).
-fn piece_event(piece: &str) -> Event {
-    Event::default().event(&piece["event:".len()..piece.len() - 2])
-}
-
 impl Cursor {
     /// Sends pieces; false when the client is gone.
-    async fn send_pieces(&mut self, pieces: &[String], last: i64) -> bool {
+    async fn send_pieces(&mut self, pieces: &[Bytes], last: i64) -> bool {
         for piece in pieces {
-            if self.tx.send(piece_event(piece)).await.is_err() {
+            if self.tx.send(Ok(piece.clone())).await.is_err() {
                 return false;
             }
         }
@@ -138,7 +125,7 @@ impl Cursor {
 
     async fn send_end(&self, status: Option<BuildStatus>) {
         let data = json!({ "status": status, "last_seq": self.after }).to_string();
-        let _ = self.tx.send(Event::default().event("end").data(data)).await;
+        let _ = self.tx.send(Ok(Bytes::from(format!("event:end\ndata:{data}\n\n")))).await;
     }
 }
 
@@ -185,7 +172,15 @@ async fn follow(mut c: Cursor) {
                 // A client that went away frees its place now, not at the next line.
                 tokio::select! {
                     _ = c.tx.closed() => return,
-                    _ = live.changed() => {}
+                    _ = live.changed() => {
+                        // More lines are on their way: take them together.
+                        tokio::time::sleep(VIEW_TICK).await;
+                    }
+                    _ = tokio::time::sleep(KEEP_ALIVE) => {
+                        if c.tx.send(Ok(Bytes::from_static(b":\n\n"))).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
             LiveRead::End(end) => return c.send_end(end.status).await,
@@ -198,7 +193,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rendered_pieces_go_out_as_warp_would_write_each_line_event() {
+    fn rendered_pieces_are_what_warp_writes_for_each_line_event() {
         let lines: Vec<(i64, OutputStream, String)> = (1..=2000)
             .map(|i| {
                 (
@@ -211,13 +206,13 @@ mod tests {
         let pieces = render(lines.iter().map(|(s, st, t)| (*s, *st, t.as_str())));
         assert!(pieces.len() > 1, "a long batch goes in several pieces");
         assert!(pieces.iter().all(|p| p.len() < PIECE_BYTES + 200));
-        let ours: String = pieces.iter().map(|p| piece_event(p).to_string()).collect();
+        let ours: String = pieces.iter().map(|p| std::str::from_utf8(p).unwrap()).collect();
         // What the stream sent before, one warp event per line.
         let theirs: String = lines
             .iter()
             .map(|(seq, stream, text)| {
                 let data = json!({ "seq": seq, "stream": stream, "text": text }).to_string();
-                Event::default().event("line").id(seq.to_string()).data(data).to_string()
+                warp::sse::Event::default().event("line").id(seq.to_string()).data(data).to_string()
             })
             .collect();
         assert_eq!(ours, theirs);

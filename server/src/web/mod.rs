@@ -85,43 +85,22 @@ pub fn routes(
 }
 
 /// A response whose body is sent as `rx` yields it, ending when `rx` closes
-/// (an `Err` cuts the connection short). warp 0.4 has no public streaming
-/// body, so the body waits in the response's extensions ([`StreamedBody`])
-/// and the listener ([`serve_connections`]) sends it in place of warp's
-/// empty one.
+/// (an `Err` cuts the connection short).
 pub(crate) fn streamed(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> warp::reply::Response {
-    let mut response = warp::reply::Response::new(Default::default());
-    response.extensions_mut().insert(StreamedBody(Arc::new(std::sync::Mutex::new(Some(rx)))));
-    response
+    warp::Reply::into_response(warp::reply::stream(Chunks(rx)))
 }
 
-/// A body waiting in a response's extensions (see [`streamed`]).
-#[derive(Clone)]
-pub(crate) struct StreamedBody(
-    Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>>>>,
-);
+/// The receiving end of a body channel as a stream (`Sync`: it holds no future).
+struct Chunks(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
 
-/// The receiving end of a [`StreamedBody`] as an HTTP body.
-struct ChannelBody(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
+impl futures_util::Stream for Chunks {
+    type Item = std::io::Result<bytes::Bytes>;
 
-impl hyper::body::Body for ChannelBody {
-    type Data = bytes::Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
+    fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
-        self.0.poll_recv(cx).map(|item| item.map(|r| r.map(hyper::body::Frame::data)))
-    }
-}
-
-/// Sends a parked [`StreamedBody`] in place of the response's own body.
-fn unpark<B>(mut response: warp::http::Response<B>) -> warp::http::Response<http_body_util::Either<B, ChannelBody>> {
-    let parked = response.extensions_mut().remove::<StreamedBody>().and_then(|p| p.0.lock().ok()?.take());
-    match parked {
-        Some(rx) => response.map(|_| http_body_util::Either::Right(ChannelBody(rx))),
-        None => response.map(http_body_util::Either::Left),
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
     }
 }
 
@@ -316,7 +295,7 @@ async fn serve_connections(
         let per_request = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(limits::ClientAddr(peer));
             let mut service = service.clone();
-            async move { tower_service::Service::call(&mut service, request).await.map(unpark) }
+            tower_service::Service::call(&mut service, request)
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
