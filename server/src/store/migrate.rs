@@ -57,6 +57,13 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_webhook_deliveries.sql"),
         postgres: include_str!("../../migrations/postgres/0006_webhook_deliveries.sql"),
     },
+    // Version 7 is the chunked log storage (issue 18), merged separately.
+    Migration {
+        version: 8,
+        name: "retention",
+        sqlite: include_str!("../../migrations/sqlite/0008_retention.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_retention.sql"),
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.

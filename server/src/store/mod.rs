@@ -21,6 +21,7 @@ mod builds;
 pub mod migrate;
 pub mod models;
 mod objects;
+mod retention;
 mod row;
 mod running;
 pub mod secret_vars;
@@ -41,6 +42,7 @@ pub use accounts::{check_password, hash_password, random_token, set_hash_concurr
 pub use builds::BuildFilter;
 pub use models::*;
 pub use objects::SshKeySecrets;
+pub use retention::RetentionFacts;
 pub use row::now;
 pub use secrets::{SecretCipher, SecretError};
 pub use validate::ValidationError;
@@ -207,7 +209,10 @@ impl Store {
 
     /// The save-time rules that settings make.
     pub fn policy_from(settings: &Settings) -> validate::SavePolicy {
-        validate::SavePolicy { local_repository_roots: settings.repositories.local_roots.clone() }
+        validate::SavePolicy {
+            local_repository_roots: settings.repositories.local_roots.clone(),
+            retention: settings.retention,
+        }
     }
 
     /// This store with `policy` checked at every save. A store opened with
