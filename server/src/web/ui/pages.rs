@@ -54,9 +54,8 @@ async fn build_row(
     projects: &HashMap<i64, String>,
     pools: &HashMap<i64, String>,
 ) -> Value {
-    // Who may stop a build may pin it (whatever its status).
-    let may_stop = ctx.state.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok();
-    let can_stop = b.status.is_active() && may_stop;
+    let can_stop = b.status.is_active()
+        && ctx.state.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok();
     let v = serde_json::to_value(b).unwrap_or_default();
     json!({
         "id": b.id,
@@ -77,7 +76,6 @@ async fn build_row(
         "has_root": !b.working_dir.is_empty() && b.root_removed_at.is_none(),
         "can_stop": can_stop,
         "pinned": b.pinned,
-        "can_pin": may_stop,
         "log_removed_at": fmt_time(&v["log_removed_at"]),
         "root_removed_at": fmt_time(&v["root_removed_at"]),
     })
@@ -368,7 +366,9 @@ pub(crate) async fn build(ctx: &Ctx, id: Id) -> Response {
         ctx.state.authorize(&ctx.principal, "view", "build", Some(object.clone())).await?;
         let projects = names(ctx, "project").await;
         let pools = names(ctx, "worker_pool").await;
-        let row = build_row(ctx, (&b, &object), &projects, &pools).await;
+        let mut row = build_row(ctx, (&b, &object), &projects, &pools).await;
+        // Who may stop a build may pin it, whatever its status.
+        row["can_pin"] = json!(ctx.state.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok());
         let lines = ctx.state.store.output_since(id, 0, OUTPUT_LINES).await?;
         let last_seq = lines.last().map(|l| l.seq).unwrap_or(0);
         let can_delete = !b.status.is_active()
