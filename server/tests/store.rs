@@ -114,6 +114,9 @@ store_tests!(
     workers_upsert,
     snippet_names_that_become_one_variable_are_refused,
     secret_variables_are_sealed_kept_and_rotated,
+    retention_removes_each_log_once_and_never_a_pinned_or_active_one,
+    retention_finds_the_builds_past_a_keep_rule,
+    keep_rules_are_checked_against_the_admin_maximum,
 );
 
 async fn pool(s: &Store, name: &str) -> i64 {
@@ -215,6 +218,10 @@ async fn project_round_trips_every_field(s: &Store) {
         schedule_cron: "0 3 * * *".into(),
         schedule_timezone: "Europe/Paris".into(),
         triggers: r#"["publish"]"#.into(),
+        log_keep_builds: Some(30),
+        log_keep_days: None,
+        root_keep_builds: None,
+        root_keep_days: Some(2),
     };
     let id = s.create_project(&p).await.unwrap();
     let got = s.get_project(id).await.unwrap().unwrap();
@@ -230,8 +237,13 @@ async fn project_round_trips_every_field(s: &Store) {
     changed.launch_group_ids = vec![];
     changed.timeout = 90;
     changed.webhook_token = Secret::Empty;
+    changed.log_keep_builds = None;
+    changed.root_keep_builds = Some(4);
     s.update_project(&changed).await.unwrap();
     assert_eq!(s.get_project(id).await.unwrap().unwrap(), changed);
+    // 0 means the administrator's default, as null does: stored as null.
+    s.update_project(&Project { log_keep_days: Some(0), ..changed.clone() }).await.unwrap();
+    assert_eq!(s.get_project(id).await.unwrap().unwrap().log_keep_days, None);
 
     assert!(s.delete_project(id).await.unwrap());
     assert!(s.get_project(id).await.unwrap().is_none());
@@ -834,7 +846,7 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     let id = s.create_build(&nb).await.unwrap().id;
     // Every migration after the first undone (the schema of the first release):
     // 0002 revision_email, 0003 the pools' network, 0004 the `shared` flags,
-    // 0005 builds.secret_values, 0006 the webhook delivery ids.
+    // 0005 builds.secret_values, 0006 the webhook delivery ids, 0008 retention.
     sqlx::query("ALTER TABLE builds DROP COLUMN revision_email").execute(s.pool()).await.unwrap();
     sqlx::query("ALTER TABLE worker_pools DROP COLUMN network").execute(s.pool()).await.unwrap();
     for table in ["ssh_keys", "service_logins", "variable_sets", "worker_pools", "pipelines", "stages", "snippets"] {
@@ -842,6 +854,14 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     }
     sqlx::query("ALTER TABLE builds DROP COLUMN secret_values").execute(s.pool()).await.unwrap();
     sqlx::query("DROP TABLE webhook_deliveries").execute(s.pool()).await.unwrap();
+    // 0008 the keep rules, pins and removal times.
+    sqlx::query("DROP INDEX builds_project_log").execute(s.pool()).await.unwrap();
+    for column in ["log_keep_builds", "log_keep_days", "root_keep_builds", "root_keep_days"] {
+        sqlx::query(&format!("ALTER TABLE projects DROP COLUMN {column}")).execute(s.pool()).await.unwrap();
+    }
+    for column in ["pinned", "log_removed_at", "root_removed_at"] {
+        sqlx::query(&format!("ALTER TABLE builds DROP COLUMN {column}")).execute(s.pool()).await.unwrap();
+    }
     // 0007: logs were one row per line.
     sqlx::query("DROP TABLE build_log_chunks").execute(s.pool()).await.unwrap();
     sqlx::query(
@@ -936,4 +956,153 @@ async fn secret_variables_are_sealed_kept_and_rotated(s: &Store) {
     let rotated = sealed(s.sealed_variables("variable_sets", id).await.unwrap().unwrap());
     assert_eq!(new.decrypt(&rotated).unwrap(), "sealed-value-1");
     assert!(s.decrypt(&rotated).is_err(), "the old key no longer reads it");
+}
+
+/// A finished build of `pid` with one line of output; answers its id.
+async fn finished_build(s: &Store, pool_id: i64, pid: i64, status: BuildStatus) -> i64 {
+    let b = s
+        .create_build(&NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() })
+        .await
+        .unwrap();
+    s.claim_build(b.id, None).await.unwrap().unwrap();
+    s.append_output(b.id, &[(OutputStream::Stdout, format!("output of {}", b.id))]).await.unwrap();
+    s.set_build_status(b.id, status, Some(0)).await.unwrap();
+    b.id
+}
+
+/// `Store::delete_build_log`: the record stays and says when; two processes
+/// at once remove a log once between them; pinned, queued and running builds
+/// keep theirs; pinning needs no particular status and unpinning gives the
+/// build back to the rules.
+async fn retention_removes_each_log_once_and_never_a_pinned_or_active_one(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let pid = project(s, "p", pool_id).await;
+    let done = finished_build(s, pool_id, pid, BuildStatus::Failure).await;
+    let pinned = finished_build(s, pool_id, pid, BuildStatus::Success).await;
+    let running = s
+        .create_build(&NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() })
+        .await
+        .unwrap()
+        .id;
+    s.claim_build(running, None).await.unwrap().unwrap();
+    s.append_output(running, &[(OutputStream::Stdout, "still going")]).await.unwrap();
+    let queued = s
+        .create_build(&NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() })
+        .await
+        .unwrap()
+        .id;
+    assert!(s.set_build_pinned(pinned, true).await.unwrap().unwrap().pinned);
+    assert!(s.set_build_pinned(9999, true).await.unwrap().is_none());
+
+    // Eight removers at once (as several worker processes would be): one wins.
+    let tries: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.delete_build_log(done).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tries {
+        won += u32::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one remover removes a log");
+    let b = s.get_build(done).await.unwrap().unwrap();
+    assert!(b.log_removed_at.is_some(), "the record says when");
+    assert_eq!((b.status, b.output_lines), (BuildStatus::Failure, 1), "the record stays, line count and all");
+    assert!(s.output_since(done, 0, 0).await.unwrap().is_empty());
+
+    for (id, why) in [(pinned, "pinned"), (running, "running"), (queued, "queued"), (9999, "missing")] {
+        assert!(!s.delete_build_log(id).await.unwrap(), "a {why} build keeps its log");
+        if id != 9999 {
+            assert!(s.get_build(id).await.unwrap().unwrap().log_removed_at.is_none(), "{why}");
+        }
+    }
+    assert_eq!(s.output_since(pinned, 0, 0).await.unwrap().len(), 1);
+    assert_eq!(s.output_since(running, 0, 0).await.unwrap().len(), 1);
+    // Roots: the same claim, and it can be taken back when the directory stays.
+    assert!(!s.claim_root_removal(pinned).await.unwrap());
+    assert!(!s.claim_root_removal(running).await.unwrap());
+    assert!(s.claim_root_removal(done).await.unwrap());
+    assert!(!s.claim_root_removal(done).await.unwrap(), "claimed once");
+    s.unclaim_root_removal(done).await.unwrap();
+    assert!(s.get_build(done).await.unwrap().unwrap().root_removed_at.is_none());
+
+    // Cleanup's age rule spares pinned and active builds too.
+    let mut kept = s.builds_kept_from_cleanup().await.unwrap();
+    kept.sort();
+    assert_eq!(kept, vec![pinned, running, queued]);
+    let n = s.delete_builds_older_than(store::now() + chrono::Duration::days(1)).await.unwrap();
+    assert_eq!(n, 1, "only the unpinned finished build");
+    assert!(s.get_build(pinned).await.unwrap().is_some());
+    // Unpinned, the build is the rules' again.
+    assert!(!s.set_build_pinned(pinned, false).await.unwrap().unwrap().pinned);
+    assert!(s.delete_build_log(pinned).await.unwrap());
+}
+
+/// The queries behind the rules: the Nth newest finished unpinned build, and
+/// the builds past the last N or finished before a time, oldest first.
+async fn retention_finds_the_builds_past_a_keep_rule(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let pid = project(s, "p", pool_id).await;
+    let other = project(s, "other", pool_id).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(finished_build(s, pool_id, pid, BuildStatus::Success).await);
+    }
+    let theirs = finished_build(s, pool_id, other, BuildStatus::Success).await;
+    s.set_build_pinned(ids[4], true).await.unwrap();
+    // Newest first, the pinned one not counted: 5, 3, 2, 1, 0.
+    assert_eq!(s.nth_newest_finished_build(pid, 1).await.unwrap(), Some(ids[5]));
+    assert_eq!(s.nth_newest_finished_build(pid, 2).await.unwrap(), Some(ids[3]));
+    assert_eq!(s.nth_newest_finished_build(pid, 5).await.unwrap(), Some(ids[0]));
+    assert_eq!(s.nth_newest_finished_build(pid, 6).await.unwrap(), None);
+    assert_eq!(s.nth_newest_finished_build(pid, 0).await.unwrap(), None);
+    // Keep the last 2: 0, 1 and 2 are past it (4 is pinned); other projects are not looked at.
+    let past = s.builds_past_log_rule(pid, Some(ids[3]), None, 0).await.unwrap();
+    assert_eq!(past, vec![ids[0], ids[1], ids[2]]);
+    assert_eq!(s.builds_past_log_rule(pid, Some(ids[3]), None, 2).await.unwrap(), vec![ids[0], ids[1]]);
+    assert!(s.builds_past_log_rule(pid, None, None, 0).await.unwrap().is_empty());
+    assert!(!s.builds_past_log_rule(other, Some(theirs + 1), None, 0).await.unwrap().contains(&ids[0]));
+    // Older than a day: the one that finished ten days ago.
+    sqlx::query("UPDATE builds SET end_time = $1 WHERE id = $2")
+        .bind((store::now() - chrono::Duration::days(10)).timestamp_millis())
+        .bind(ids[5])
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let day_ago = store::now() - chrono::Duration::days(1);
+    assert_eq!(s.builds_past_log_rule(pid, None, Some(day_ago), 0).await.unwrap(), vec![ids[5]]);
+    s.delete_build_log(ids[0]).await.unwrap();
+    let past = s.builds_past_log_rule(pid, Some(ids[3]), Some(day_ago), 0).await.unwrap();
+    assert_eq!(past, vec![ids[1], ids[2], ids[5]], "a removed log is not found again");
+    // What retention reads about the roots on a host.
+    let facts = s.retention_facts(&[ids[4], ids[5], 9999]).await.unwrap();
+    assert_eq!(facts.len(), 2);
+    assert!(facts[0].pinned && facts[0].finished && facts[0].project_id == Some(pid));
+}
+
+/// A keep rule above the administrator's maximum is refused, naming the
+/// field and the maximum; at or under it, or empty, it is saved.
+async fn keep_rules_are_checked_against_the_admin_maximum(s: &Store) {
+    let pool_id = pool(s, "p").await;
+    let retention =
+        vespene::settings::RetentionSettings { max_log_keep_days: 90, max_root_keep_builds: 5, ..Default::default() };
+    let s = s.clone().with_policy(store::validate::SavePolicy { retention, ..Default::default() });
+    let p = Project { name: "p".into(), worker_pool_id: pool_id, log_keep_days: Some(91), ..Default::default() };
+    match s.create_project(&p).await {
+        Err(StoreError::Validation(e)) => {
+            assert_eq!(e.field, "log_keep_days");
+            assert!(e.message.contains("at most 90") && e.message.contains("retention.max_log_keep_days"), "{e}");
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    let p = Project { log_keep_days: Some(90), root_keep_builds: Some(5), log_keep_builds: Some(10_000), ..p };
+    let id = s.create_project(&p).await.unwrap();
+    let mut got = s.get_project(id).await.unwrap().unwrap();
+    got.root_keep_builds = Some(6);
+    assert!(matches!(s.update_project(&got).await, Err(StoreError::Validation(e)) if e.field == "root_keep_builds"));
+    got.root_keep_builds = Some(-1);
+    assert!(matches!(s.update_project(&got).await, Err(StoreError::Validation(e)) if e.field == "root_keep_builds"));
+    got.root_keep_builds = None;
+    s.update_project(&got).await.unwrap();
 }

@@ -92,14 +92,20 @@ pub enum Command {
     /// Look at builds.
     #[command(subcommand)]
     Build(engine_cmd::BuildCommand),
-    /// Delete builds and build roots older than the given number of days.
+    /// Apply the projects' keep rules now (remove the build logs, and the
+    /// build roots under this host's build_root, that they no longer keep),
+    /// then delete builds and build roots older than the given ages. Pinned,
+    /// queued and running builds are never touched. See docs/retention.md.
     Cleanup {
-        /// Delete finished builds queued more than DAYS days ago.
+        /// Also delete whole finished builds (record and log) queued more than DAYS days ago.
         #[arg(long, value_name = "DAYS")]
         builds_older_than: Option<u32>,
-        /// Delete build root directories last modified more than DAYS days ago.
+        /// Also delete build root directories last modified more than DAYS days ago.
         #[arg(long, value_name = "DAYS")]
         build_roots_older_than: Option<u32>,
+        /// Skip the keep rules: only the age flags.
+        #[arg(long)]
+        no_keep_rules: bool,
     },
 }
 
@@ -228,8 +234,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::User(cmd) => store_cmd::user(&settings, cmd),
                 Command::Secrets(cmd) => store_cmd::secrets(&settings, cmd),
                 Command::Tutorial => store_cmd::tutorial(&settings),
-                Command::Cleanup { builds_older_than, build_roots_older_than } => {
-                    store_cmd::cleanup(&settings, builds_older_than, build_roots_older_than)
+                Command::Cleanup { builds_older_than, build_roots_older_than, no_keep_rules } => {
+                    store_cmd::cleanup(&settings, builds_older_than, build_roots_older_than, !no_keep_rules)
                 }
                 Command::Plugins(PluginsCommand::Check { .. } | PluginsCommand::New { .. }) => {
                     unreachable!("handled above")

@@ -2,6 +2,7 @@
 //! `cleanup`. Each opens the store from the effective settings on its own
 //! small tokio runtime.
 
+use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
 
+use crate::engine::retention::{self, Budget};
 use crate::settings::Settings;
 use crate::store::{self, NewUser, Store, StoreOptions};
 
@@ -178,33 +180,73 @@ pub fn tutorial(settings: &Settings) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `vespene cleanup`: deletes builds and build roots OLDER than the given ages.
-pub fn cleanup(settings: &Settings, builds_days: Option<u32>, roots_days: Option<u32>) -> anyhow::Result<ExitCode> {
-    if builds_days.is_none() && roots_days.is_none() {
-        anyhow::bail!("nothing to do: give --builds-older-than DAYS and/or --build-roots-older-than DAYS");
+/// `vespene cleanup`: applies the projects' keep rules (unless `keep_rules`
+/// is false), then deletes builds and build roots older than the given ages.
+/// Pinned, queued, running and stopping builds are never touched.
+pub fn cleanup(
+    settings: &Settings,
+    builds_days: Option<u32>,
+    roots_days: Option<u32>,
+    keep_rules: bool,
+) -> anyhow::Result<ExitCode> {
+    if !keep_rules && builds_days.is_none() && roots_days.is_none() {
+        anyhow::bail!(
+            "nothing to do: without the keep rules, give --builds-older-than DAYS and/or --build-roots-older-than DAYS"
+        );
     }
-    if let Some(days) = builds_days {
-        let cutoff = store::now() - chrono::Duration::days(days.into());
-        let n = runtime()?.block_on(async {
-            let store = open(settings, true).await?;
-            let n = store.delete_builds_older_than(cutoff).await?;
-            store.close().await;
-            anyhow::Ok(n)
-        })?;
-        println!("deleted {n} finished build(s) queued more than {days} day(s) ago");
-    }
-    if let Some(days) = roots_days {
-        let root = settings.build_root();
-        let cutoff = SystemTime::now() - Duration::from_secs(u64::from(days) * 86_400);
-        let n = remove_old_build_roots(&root, cutoff)?;
-        println!("removed {n} build root(s) under {} older than {days} day(s)", root.display());
-    }
+    let root = settings.build_root();
+    runtime()?.block_on(async {
+        let store = open(settings, true).await?;
+        let result = async {
+            if keep_rules {
+                let report = retention::apply(&store, &settings.retention, &root, Budget::UNLIMITED).await?;
+                println!("keep rules: removed the logs of {} build(s){}", report.logs.len(), id_list(&report.logs));
+                println!(
+                    "keep rules: removed {} build root(s) under {}{}",
+                    report.roots.len(),
+                    root.display(),
+                    id_list(&report.roots)
+                );
+                for (id, why) in &report.failed_roots {
+                    eprintln!("keep rules: cannot remove the build root of build {id}: {why}");
+                }
+            }
+            if let Some(days) = builds_days {
+                let cutoff = store::now() - chrono::Duration::days(days.into());
+                let n = store.delete_builds_older_than(cutoff).await?;
+                println!("deleted {n} finished, unpinned build(s) queued more than {days} day(s) ago");
+            }
+            if let Some(days) = roots_days {
+                let kept: HashSet<i64> = store.builds_kept_from_cleanup().await?.into_iter().collect();
+                let cutoff = SystemTime::now() - Duration::from_secs(u64::from(days) * 86_400);
+                let n = remove_old_build_roots(&root, cutoff, &kept)?;
+                println!(
+                    "removed {n} build root(s) under {} older than {days} day(s) (pinned and active builds' kept)",
+                    root.display()
+                );
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        store.close().await;
+        result
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// `: #3, #4, #5`, or nothing for none.
+fn id_list(ids: &[i64]) -> String {
+    if ids.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = ids.iter().map(|id| format!("#{id}")).collect();
+    format!(": {}", ids.join(", "))
+}
+
 /// Removes the directories directly under `root` last modified before
-/// `cutoff`; answers how many. A missing root is not an error.
-pub fn remove_old_build_roots(root: &Path, cutoff: SystemTime) -> anyhow::Result<usize> {
+/// `cutoff`, except those named after a build in `kept`; answers how many.
+/// A missing root is not an error.
+pub fn remove_old_build_roots(root: &Path, cutoff: SystemTime, kept: &HashSet<i64>) -> anyhow::Result<usize> {
     let entries = match std::fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -216,6 +258,9 @@ pub fn remove_old_build_roots(root: &Path, cutoff: SystemTime) -> anyhow::Result
         // symlink_metadata: never follow a link out of the build root.
         let meta = entry.path().symlink_metadata()?;
         if !meta.is_dir() {
+            continue;
+        }
+        if entry.file_name().to_str().and_then(|n| n.parse::<i64>().ok()).is_some_and(|id| kept.contains(&id)) {
             continue;
         }
         if meta.modified()? < cutoff {
@@ -278,15 +323,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("1");
         let new = dir.path().join("2");
+        let old_pinned = dir.path().join("3");
         std::fs::create_dir_all(old.join("sub")).unwrap();
         std::fs::create_dir_all(&new).unwrap();
+        std::fs::create_dir_all(&old_pinned).unwrap();
         std::fs::write(dir.path().join("file"), "x").unwrap();
         let long_ago = SystemTime::now() - Duration::from_secs(10 * 86_400);
         std::fs::File::open(&old).unwrap().set_modified(long_ago).unwrap();
+        std::fs::File::open(&old_pinned).unwrap().set_modified(long_ago).unwrap();
         let cutoff = SystemTime::now() - Duration::from_secs(5 * 86_400);
-        assert_eq!(remove_old_build_roots(dir.path(), cutoff).unwrap(), 1);
+        let kept: HashSet<i64> = [3].into_iter().collect();
+        assert_eq!(remove_old_build_roots(dir.path(), cutoff, &kept).unwrap(), 1);
         assert!(!old.exists());
         assert!(new.exists());
-        assert_eq!(remove_old_build_roots(&dir.path().join("missing"), cutoff).unwrap(), 0);
+        assert!(old_pinned.exists(), "a pinned or active build's root is kept whatever its age");
+        assert_eq!(remove_old_build_roots(&dir.path().join("missing"), cutoff, &kept).unwrap(), 0);
     }
 }

@@ -230,7 +230,8 @@ impl LiveHub {
         };
         if let Some(channel) = channel {
             let first = last - lines.len() as i64 + 1;
-            channel.push(first, lines.into_iter().map(|(stream, text)| LiveLine { stream, text: text.into() }).collect());
+            channel
+                .push(first, lines.into_iter().map(|(stream, text)| LiveLine { stream, text: text.into() }).collect());
         }
     }
 
@@ -260,7 +261,7 @@ impl LiveHub {
     pub fn subscribe(&self, store: &Store, build: Id) -> Subscription {
         let (channel, new) = {
             let mut state = self.state.lock().expect("hub lock");
-            match state.channels.get(&build) {
+            let channel = match state.channels.get(&build) {
                 Some(c) => (c.clone(), false),
                 None => {
                     let channel = Arc::new(Channel {
@@ -274,9 +275,12 @@ impl LiveHub {
                     state.channels.insert(build, channel.clone());
                     (channel, true)
                 }
-            }
+            };
+            // Counted under the hub lock: a last viewer leaving at the same
+            // time cannot retire the channel this one has just joined.
+            channel.0.viewers.fetch_add(1, Ordering::SeqCst);
+            channel
         };
-        channel.viewers.fetch_add(1, Ordering::SeqCst);
         let version = channel.version.subscribe();
         if new {
             tokio::spawn(source(self.clone(), store.clone(), channel.clone()));

@@ -6,7 +6,8 @@
 //! workers (atomic claim, wake-up on enqueue with a polling fallback,
 //! duplicate collapse, housekeeping), running a build (build root, triggers,
 //! checkout, isolation, output through the output chain with secrets masked,
-//! `vespene/set` variables, stop and timeout), pipelines and schedules.
+//! `vespene/set` variables, stop and timeout), pipelines and schedules, and
+//! retention (pruning the logs and build roots projects no longer keep).
 //! Calls the store and the plugins; never the web tier.
 //!
 //! A database that goes away (restart, network cut) does not lose a build:
@@ -21,6 +22,7 @@ pub mod live;
 pub mod mask;
 mod output;
 mod pipeline;
+pub mod retention;
 mod run;
 pub mod schedule;
 mod worker;

@@ -2,7 +2,8 @@
 //! run them. Idle slots wake when this process queues a build or, on
 //! PostgreSQL, when any process does (LISTEN/NOTIFY), and poll the store
 //! every `workers.poll_milliseconds` otherwise (other processes' builds on SQLite). Housekeeping runs beside them:
-//! check-ins, schedules, and sweeping builds nobody will run.
+//! check-ins, schedules, sweeping builds nobody will run, and retention (the
+//! logs and this host's build roots that projects no longer keep).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -326,7 +327,30 @@ impl Engine {
         }
         self.store().abort_stale_aborting(now - chrono::Duration::minutes(10)).await?;
         self.run_schedules().await?;
-        self.run_imports(config).await
+        self.run_imports(config).await?;
+        self.apply_retention().await
+    }
+
+    /// One slice of retention: the logs the keep rules no longer cover, and
+    /// the build roots under this worker's own build root. Safe with other
+    /// worker processes doing the same at once (see [`super::retention`]).
+    pub async fn apply_retention(&self) -> Result<()> {
+        use super::retention::{apply, Budget};
+        let settings = self.settings();
+        let root = settings.build_root();
+        let report = apply(self.store(), &settings.retention, &root, Budget::HOUSEKEEPING).await?;
+        for (id, why) in &report.failed_roots {
+            tracing::warn!(build = id, error = %why, "retention: cannot remove the build root; trying again next time");
+        }
+        if !report.logs.is_empty() || !report.roots.is_empty() {
+            tracing::info!(
+                logs = report.logs.len(),
+                roots = report.roots.len(),
+                build_root = %root.display(),
+                "retention: removed build logs and build roots the projects' keep rules no longer cover"
+            );
+        }
+        Ok(())
     }
 
     /// Runs the due organization imports whose worker pool this worker

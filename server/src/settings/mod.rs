@@ -49,6 +49,9 @@ pub struct Settings {
     /// Bounds on what one request, login, template, output line or viewer may cost.
     #[serde(default)]
     pub limits: Limits,
+    /// How long build logs and build roots are kept (docs/retention.md).
+    #[serde(default)]
+    pub retention: RetentionSettings,
     /// The plugin configuration, section by section.
     pub plugins: PluginSettings,
     /// The settings files and directories these settings were read from:
@@ -275,6 +278,62 @@ impl Limits {
     }
 }
 
+/// How long build logs and build roots are kept (`[retention]`; see
+/// docs/retention.md). Every number is a count of builds or of days, and 0
+/// means no limit. The defaults apply to projects that set no keep rule of
+/// their own; the maximums bound what a project may ask for (and the
+/// defaults too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Keep the logs of this many most recent finished builds per project.
+    pub log_keep_builds: u32,
+    /// Keep the logs of builds that finished less than this many days ago.
+    pub log_keep_days: u32,
+    /// Keep the build roots of this many most recent finished builds per project.
+    pub root_keep_builds: u32,
+    /// Keep the build roots of builds that finished less than this many days ago.
+    pub root_keep_days: u32,
+    /// The most `log_keep_builds` a project may ask for.
+    pub max_log_keep_builds: u32,
+    /// The most `log_keep_days` a project may ask for.
+    pub max_log_keep_days: u32,
+    /// The most `root_keep_builds` a project may ask for.
+    pub max_root_keep_builds: u32,
+    /// The most `root_keep_days` a project may ask for.
+    pub max_root_keep_days: u32,
+}
+
+impl RetentionSettings {
+    /// The four rule keys: (key, default, maximum).
+    pub fn keys(&self) -> [(&'static str, u32, u32); 4] {
+        [
+            ("log_keep_builds", self.log_keep_builds, self.max_log_keep_builds),
+            ("log_keep_days", self.log_keep_days, self.max_log_keep_days),
+            ("root_keep_builds", self.root_keep_builds, self.max_root_keep_builds),
+            ("root_keep_days", self.root_keep_days, self.max_root_keep_days),
+        ]
+    }
+
+    /// The administrator's maximum for a project field (`log_keep_days`, ...); 0: none.
+    pub fn maximum(&self, field: &str) -> u32 {
+        self.keys().iter().find(|(k, _, _)| *k == field).map_or(0, |(_, _, max)| *max)
+    }
+
+    /// One line naming the first default that exceeds its maximum.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (key, default, max) in self.keys() {
+            if max > 0 && default > max {
+                return Err(SettingsError(format!(
+                    "invalid setting 'retention.{key}': {default} is more than 'retention.max_{key}' ({max}); \
+                     lower it, or raise the maximum"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where a layer of settings came from, for error messages.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -347,6 +406,7 @@ impl Settings {
         settings.plugins.validate()?;
         settings.plugins.anchor_key_files(&settings.data_dir);
         settings.limits.validate()?;
+        settings.retention.validate()?;
         Ok(settings)
     }
 

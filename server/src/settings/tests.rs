@@ -113,3 +113,30 @@ fn secure_cookies_follow_an_https_public_url_unless_set() {
     // The effective settings print back as TOML.
     toml::to_string_pretty(&load("")).unwrap();
 }
+
+#[test]
+fn retention_defaults_keep_everything_and_bad_values_name_the_key() {
+    let defaults = Layer { source: "defaults".into(), table: defaults() };
+    let settings = Settings::from_layers(std::slice::from_ref(&defaults)).unwrap();
+    assert_eq!(settings.retention, RetentionSettings::default(), "nothing is pruned unless an admin says so");
+
+    let ok = layer("r.toml", "[retention]\nlog_keep_builds = 20\nmax_log_keep_builds = 100\nroot_keep_days = 3\n");
+    let settings = Settings::from_layers(&[defaults.clone(), ok]).unwrap();
+    assert_eq!((settings.retention.log_keep_builds, settings.retention.maximum("log_keep_builds")), (20, 100));
+
+    let over = layer("over.toml", "[retention]\nlog_keep_days = 400\nmax_log_keep_days = 365\n");
+    let err = Settings::from_layers(&[defaults.clone(), over]).unwrap_err().to_string();
+    assert!(err.contains("'retention.log_keep_days'") && err.contains("'retention.max_log_keep_days' (365)"), "{err}");
+
+    let negative = layer("neg.toml", "[retention]\nroot_keep_builds = -1\n");
+    let err = Settings::from_layers(&[defaults.clone(), negative]).unwrap_err().to_string();
+    assert!(err.contains("retention.root_keep_builds") && err.contains("neg.toml"), "{err}");
+
+    let unknown = layer("typo.toml", "[retention]\nkeep_logs = 5\n");
+    let err = Settings::from_layers(&[defaults.clone(), unknown]).unwrap_err().to_string();
+    assert!(err.contains("retention") && err.contains("keep_logs"), "{err}");
+
+    let text = layer("text.toml", "[retention]\nmax_root_keep_days = \"a week\"\n");
+    let err = Settings::from_layers(&[defaults, text]).unwrap_err().to_string();
+    assert!(err.contains("retention.max_root_keep_days"), "{err}");
+}

@@ -44,6 +44,9 @@ fn build_from_row(r: &AnyRow) -> Result<Build> {
         pipeline_parent_build_id: get_opt_i64(r, "pipeline_parent_build_id")?,
         worker_id: get_opt_i64(r, "worker_id")?,
         output_lines: get_i64(r, "output_seq")?,
+        pinned: row::get_bool(r, "pinned")?,
+        log_removed_at: get_opt_time(r, "log_removed_at")?,
+        root_removed_at: get_opt_time(r, "root_removed_at")?,
     })
 }
 
@@ -396,12 +399,15 @@ impl Store {
     }
 
     /// Deletes finished builds (and their output) queued before `cutoff`;
-    /// builds still queued or running are kept. Answers how many went.
+    /// builds still queued or running, and pinned builds, are kept. Answers
+    /// how many went.
     pub async fn delete_builds_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
-            "DELETE FROM builds WHERE queued_time < $1 AND status NOT IN ('QUEUED', 'RUNNING', 'ABORTING')",
+            "DELETE FROM builds WHERE queued_time < $1 AND status NOT IN ('QUEUED', 'RUNNING', 'ABORTING')
+               AND pinned = $2",
         )
         .bind(cutoff.timestamp_millis())
+        .bind(false)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -76,6 +76,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0007_log_chunks.sql"),
         convert: Some(|conn| Box::pin(super::logs::convert_line_rows(conn))),
     },
+    Migration {
+        version: 8,
+        name: "retention",
+        sqlite: include_str!("../../migrations/sqlite/0008_retention.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_retention.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.

@@ -22,6 +22,7 @@ mod logs;
 pub mod migrate;
 pub mod models;
 mod objects;
+mod retention;
 mod row;
 mod running;
 pub mod secret_vars;
@@ -43,6 +44,7 @@ pub use builds::BuildFilter;
 pub use logs::{CHUNK_BYTES, CHUNK_LINES};
 pub use models::*;
 pub use objects::SshKeySecrets;
+pub use retention::RetentionFacts;
 pub use row::now;
 pub use secrets::{SecretCipher, SecretError};
 pub use validate::ValidationError;
@@ -219,7 +221,10 @@ impl Store {
 
     /// The save-time rules that settings make.
     pub fn policy_from(settings: &Settings) -> validate::SavePolicy {
-        validate::SavePolicy { local_repository_roots: settings.repositories.local_roots.clone() }
+        validate::SavePolicy {
+            local_repository_roots: settings.repositories.local_roots.clone(),
+            retention: settings.retention,
+        }
     }
 
     /// This store with `policy` checked at every save. A store opened with

@@ -593,6 +593,23 @@ pub struct Project {
     /// Names of per-project triggers (settings entries with `per_project = true`)
     /// this project runs, as a JSON list of strings.
     pub triggers: String,
+    /// Keep the logs of this many most recent finished builds (pinned ones
+    /// not counted); `None` (or 0): the administrator's default
+    /// (`[retention] log_keep_builds`). See docs/retention.md.
+    #[serde(default)]
+    pub log_keep_builds: Option<i64>,
+    /// Keep the logs of builds finished less than this many days ago; `None`
+    /// (or 0): the administrator's default.
+    #[serde(default)]
+    pub log_keep_days: Option<i64>,
+    /// Keep the build roots of this many most recent finished builds;
+    /// `None` (or 0): the administrator's default.
+    #[serde(default)]
+    pub root_keep_builds: Option<i64>,
+    /// Keep the build roots of builds finished less than this many days ago;
+    /// `None` (or 0): the administrator's default.
+    #[serde(default)]
+    pub root_keep_days: Option<i64>,
 }
 
 impl Default for Project {
@@ -641,6 +658,10 @@ impl Default for Project {
             schedule_cron: String::new(),
             schedule_timezone: "UTC".into(),
             triggers: "[]".into(),
+            log_keep_builds: None,
+            log_keep_days: None,
+            root_keep_builds: None,
+            root_keep_days: None,
         }
     }
 }
@@ -771,8 +792,17 @@ pub struct Build {
     pub pipeline_parent_build_id: Option<Id>,
     /// The worker that claimed it.
     pub worker_id: Option<Id>,
-    /// How many output lines it has.
+    /// How many output lines it has (also after retention removed them).
     pub output_lines: i64,
+    /// Kept whatever the retention rules say, and not deletable until unpinned.
+    #[serde(default)]
+    pub pinned: bool,
+    /// When retention removed its log (the record stays); `None`: not removed.
+    #[serde(default)]
+    pub log_removed_at: Option<Timestamp>,
+    /// When retention removed its build root; `None`: not removed.
+    #[serde(default)]
+    pub root_removed_at: Option<Timestamp>,
 }
 
 /// A build to create.

@@ -1047,12 +1047,18 @@ impl Record for Project {
         v::cron("schedule_cron", &self.schedule_cron)?;
         v::time_zone("schedule_timezone", &self.schedule_timezone)?;
         v::string_list("triggers", &self.triggers)?;
+        for (field, value) in self.keep_rules() {
+            v::range(field, value.unwrap_or(0), 0, v::MAX_KEEP)?;
+        }
         if self.stage_id.is_some() && self.pipeline_id.is_none() {
             return Err(ValidationError::new("stage_id", "a stage needs a pipeline"));
         }
         Ok(())
     }
     fn validate_policy(&self, policy: &v::SavePolicy) -> Result<(), ValidationError> {
+        for (field, value) in self.keep_rules() {
+            v::keep_rule_within_maximum(field, value, policy.retention.maximum(field))?;
+        }
         v::local_repository("repo_url", &self.repo_url, &policy.local_repository_roots)
     }
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
@@ -1102,6 +1108,10 @@ impl Record for Project {
             ("schedule_timezone", non_empty(&self.schedule_timezone, "UTC").into()),
             ("triggers", json_default(&self.triggers, "[]").into()),
         ];
+        // 0 and null both mean the administrator's default: stored as NULL.
+        for (field, value) in self.keep_rules() {
+            cols.push((field, value.filter(|v| *v > 0).into()));
+        }
         let token = match &self.webhook_token {
             Secret::Set(t) if t.is_empty() => &Secret::Empty,
             other => other,
@@ -1154,6 +1164,10 @@ impl Record for Project {
             schedule_cron: get_str(r, "schedule_cron")?,
             schedule_timezone: get_str(r, "schedule_timezone")?,
             triggers: get_str(r, "triggers")?,
+            log_keep_builds: get_opt_i64(r, "log_keep_builds")?,
+            log_keep_days: get_opt_i64(r, "log_keep_days")?,
+            root_keep_builds: get_opt_i64(r, "root_keep_builds")?,
+            root_keep_days: get_opt_i64(r, "root_keep_days")?,
         })
     }
     fn links(&self) -> Vec<&[Id]> {
@@ -1251,6 +1265,18 @@ impl Record for Organization {
     }
     fn set_links(&mut self, _: usize, ids: Vec<Id>) {
         self.auto_attach_ssh_key_ids = ids;
+    }
+}
+
+impl Project {
+    /// The keep-rule fields by name (docs/retention.md).
+    pub fn keep_rules(&self) -> [(&'static str, Option<i64>); 4] {
+        [
+            ("log_keep_builds", self.log_keep_builds),
+            ("log_keep_days", self.log_keep_days),
+            ("root_keep_builds", self.root_keep_builds),
+            ("root_keep_days", self.root_keep_days),
+        ]
     }
 }
 

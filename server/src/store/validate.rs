@@ -189,6 +189,28 @@ pub struct SavePolicy {
     /// `[repositories] local_roots`: the only directories `file://` and path
     /// repositories may be under. Empty: no local repositories at all.
     pub local_repository_roots: Vec<PathBuf>,
+    /// `[retention]`: the maximums a project's keep rules may ask for.
+    pub retention: crate::settings::RetentionSettings,
+}
+
+/// The largest keep rule a project may name (builds or days) when the
+/// administrator sets no maximum.
+pub const MAX_KEEP: i64 = 1_000_000;
+
+/// A project's keep rule (`log_keep_days`, ...) no larger than the
+/// administrator's maximum for it (`max`, 0: none). Refused, not capped, so
+/// the owner sees what they get.
+pub fn keep_rule_within_maximum(field: &str, value: Option<i64>, max: u32) -> VResult {
+    match value {
+        Some(v) if max > 0 && v > i64::from(max) => Err(ValidationError::new(
+            field,
+            format!(
+                "must be at most {max}: the administrator's maximum ('retention.max_{field}'); \
+                 leave it empty for the default"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The local path a repository URL names, if it names one: a `file://` URL

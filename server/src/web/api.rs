@@ -98,8 +98,23 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
                     format!("build {id} is {}: stop it first", build.status),
                 ));
             }
+            if build.pinned {
+                return Err(ApiError::new(StatusCode::CONFLICT, format!("build {id} is pinned: unpin it first")));
+            }
             state.store.delete_build(id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "build.pin" | "build.unpin" => {
+            // Who may stop a build may pin it: its project's owners and launchers, and its starter.
+            let (_, object) = build_object(&state, id).await?;
+            state.authorize(&principal, "stop", "build", Some(object)).await?;
+            let pinned = route.id == "build.pin";
+            let build = state
+                .store
+                .set_build_pinned(id, pinned)
+                .await?
+                .ok_or_else(|| ApiError::not_found(&format!("build {id}")))?;
+            Ok(json_response(StatusCode::OK, &build))
         }
         "build.stop" => {
             let (build, object) = build_object(&state, id).await?;
@@ -113,13 +128,16 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
             Ok(json_response(StatusCode::ACCEPTED, &json!({ "id": id, "status": "ABORTING" })))
         }
         "build.output" => {
-            let (_, object) = build_object(&state, id).await?;
+            let (build, object) = build_object(&state, id).await?;
             state.authorize(&principal, "view", "build", Some(object)).await?;
             let after = query_i64(&req.query, "after", 0)?;
             let limit = query_i64(&req.query, "limit", 1000)?.clamp(1, 10_000);
             let lines = state.store.output_since(id, after, limit).await?;
             let status = state.store.build_status(id).await?;
-            Ok(json_response(StatusCode::OK, &json!({ "build": id, "status": status, "lines": lines })))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "build": id, "status": status, "lines": lines, "log_removed_at": build.log_removed_at }),
+            ))
         }
         "build.log" => {
             let (_, object) = build_object(&state, id).await?;

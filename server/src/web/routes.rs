@@ -83,6 +83,18 @@ pub const SPECIAL: &[Route] = &[
         summary: "Stop a queued or running build",
     },
     Route {
+        id: "build.pin",
+        method: "POST",
+        path: "/api/v1/builds/{id}/pin",
+        summary: "Pin a build: no retention rule or cleanup removes its log, root or record",
+    },
+    Route {
+        id: "build.unpin",
+        method: "POST",
+        path: "/api/v1/builds/{id}/unpin",
+        summary: "Unpin a build: the project's keep rules apply to it again",
+    },
+    Route {
         id: "build.output",
         method: "GET",
         path: "/api/v1/builds/{id}/output",

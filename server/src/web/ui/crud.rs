@@ -173,7 +173,10 @@ async fn form_page(
 ) -> Response {
     let mut lookups = forms::lookups(ctx, kind).await;
     only_usable(ctx, kind, object, &mut lookups).await;
-    let groups = forms::view(kind, object, form, &errors, &lookups, creating);
+    let mut groups = forms::view(kind, object, form, &errors, &lookups, creating);
+    if kind == "project" {
+        forms::explain_keep_rules(&mut groups, &ctx.state.settings.retention);
+    }
     let (_, singular) = titles(kind);
     let action = if creating {
         format!("/ui/{}/new", segment_of(kind))

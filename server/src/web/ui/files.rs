@@ -217,6 +217,12 @@ pub(crate) async fn browse(ctx: &Ctx, id: Id, rest: &[&str]) -> Response {
     if build.working_dir.is_empty() {
         return error_page(Some(ctx), StatusCode::NOT_FOUND, &format!("Build {id} has no build root (yet)."));
     }
+    if let Some(when) = build.root_removed_at {
+        let when = when.format("%Y-%m-%d %H:%M:%S UTC");
+        let message =
+            format!("The build root of build {id} was removed by retention on {when} (the project's keep rules).");
+        return error_page(Some(ctx), StatusCode::GONE, &message);
+    }
     let mut segments = Vec::new();
     for s in rest {
         match percent_decode(s) {

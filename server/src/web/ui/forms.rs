@@ -23,6 +23,8 @@ pub(crate) enum Widget {
     Check,
     /// A whole number.
     Number,
+    /// A whole number; blank is stored as null.
+    OptNumber,
     /// A decimal number.
     Float,
     /// One object of a kind (required).
@@ -101,7 +103,39 @@ const PROJECT: &[Field] = &[
     h("Triggers", "triggers", "Per-project triggers", Code, "A JSON list of trigger names."),
     f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
     h("Ownership", "launch_group_ids", "Launch groups", Multi("group"), "Members may start and stop it."),
+    h("Retention", "log_keep_builds", "Keep logs of the last N builds", OptNumber, KEEP_HELP),
+    h("Retention", "log_keep_days", "Keep logs for D days", OptNumber, KEEP_HELP),
+    h("Retention", "root_keep_builds", "Keep build roots of the last N builds", OptNumber, KEEP_HELP),
+    h("Retention", "root_keep_days", "Keep build roots for D days", OptNumber, KEEP_HELP),
 ];
+
+const KEEP_HELP: &str = "Blank: the server's default. A build past either limit loses it (the build itself stays); \
+pinned builds are always kept.";
+
+/// Puts the administrator's default and maximum into the help of each keep
+/// rule field of the project form, so the owner sees what blank means and
+/// what is allowed.
+pub(crate) fn explain_keep_rules(groups: &mut [Value], retention: &crate::settings::RetentionSettings) {
+    let limit = |n: u32, unit: &str| match n {
+        0 => "no limit".to_string(),
+        1 => format!("1 {}", unit.trim_end_matches('s')),
+        n => format!("{n} {unit}"),
+    };
+    for group in groups.iter_mut() {
+        let Some(fields) = group["fields"].as_array_mut() else { continue };
+        for field in fields {
+            let name = field["name"].as_str().unwrap_or("").to_string();
+            let Some((_, default, max)) = retention.keys().into_iter().find(|(k, _, _)| *k == name) else { continue };
+            let unit = if name.ends_with("_days") { "days" } else { "builds" };
+            let blank = crate::engine::retention::effective(None, default, max) as u32;
+            let mut help = format!("{KEEP_HELP} The server's default: {}.", limit(blank, unit));
+            if max > 0 {
+                help += &format!(" At most {max}.");
+            }
+            field["help"] = json!(help);
+        }
+    }
+}
 
 const PIPELINE: &[Field] = &[
     f("Info", "name", "Name", Text),
@@ -282,7 +316,7 @@ fn widget_name(w: Widget) -> &'static str {
         TextArea => "textarea",
         Code => "code",
         Check => "check",
-        Number => "number",
+        Number | OptNumber => "number",
         Float => "float",
         Select(_) | OptSelect(_) => "select",
         Multi(_) => "multi",
@@ -436,6 +470,14 @@ pub(crate) fn read(
                 }
             }
             Check => json!(form.has(field.name)),
+            OptNumber if raw.trim().is_empty() => Value::Null,
+            OptNumber => match raw.trim().parse::<i64>() {
+                Ok(n) => json!(n),
+                Err(_) => {
+                    errors.insert(field.name.to_string(), "Enter a whole number, or leave it blank.".to_string());
+                    continue;
+                }
+            },
             Number => match raw.trim().parse::<i64>() {
                 Ok(n) => json!(n),
                 Err(_) => {

@@ -352,6 +352,8 @@ async fn handle(state: Arc<AppState>, req: UiRequest) -> Response {
         }
         (Method::POST, ["ui", "builds", id, "stop"]) => pages::stop(&ctx, parse_id(id), &form).await,
         (Method::POST, ["ui", "builds", id, "delete"]) => pages::delete_build(&ctx, parse_id(id)).await,
+        (Method::POST, ["ui", "builds", id, "pin"]) => pages::pin(&ctx, parse_id(id), true).await,
+        (Method::POST, ["ui", "builds", id, "unpin"]) => pages::pin(&ctx, parse_id(id), false).await,
         (Method::GET, ["ui", "builds", id, "files", rest @ ..]) => files::browse(&ctx, parse_id(id), rest).await,
         (Method::GET, ["ui", "pipelines", id, "map"]) => pages::pipeline_map(&ctx, parse_id(id), false).await,
         (Method::GET, ["ui", "pipelines", id, "map", "fragment"]) => {

@@ -74,8 +74,11 @@ async fn build_row(
         "end_time": fmt_time(&v["end_time"]),
         "runtime": runtime(b),
         "return_code": b.return_code,
-        "has_root": !b.working_dir.is_empty(),
+        "has_root": !b.working_dir.is_empty() && b.root_removed_at.is_none(),
         "can_stop": can_stop,
+        "pinned": b.pinned,
+        "log_removed_at": fmt_time(&v["log_removed_at"]),
+        "root_removed_at": fmt_time(&v["root_removed_at"]),
     })
 }
 
@@ -368,7 +371,9 @@ pub(crate) async fn build(ctx: &Ctx, id: Id, before: Option<i64>) -> Response {
         ctx.state.authorize(&ctx.principal, "view", "build", Some(object.clone())).await?;
         let projects = names(ctx, "project").await;
         let pools = names(ctx, "worker_pool").await;
-        let row = build_row(ctx, (&b, &object), &projects, &pools).await;
+        let mut row = build_row(ctx, (&b, &object), &projects, &pools).await;
+        // Who may stop a build may pin it, whatever its status.
+        row["can_pin"] = json!(ctx.state.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok());
         let total = b.output_lines;
         let (after, limit) = match before {
             Some(before) => {
@@ -382,6 +387,7 @@ pub(crate) async fn build(ctx: &Ctx, id: Id, before: Option<i64>) -> Response {
         let first_seq = lines.first().map(|l| l.seq).unwrap_or(after + 1);
         let last_seq = lines.last().map(|l| l.seq).unwrap_or(after);
         let can_delete = !b.status.is_active()
+            && !b.pinned
             && ctx.state.authorize(&ctx.principal, "delete", "build", Some(object)).await.is_ok();
         let worker = match b.worker_id {
             Some(w) => ctx.state.store.get_worker(w).await?.map(|w| format!("{} ({})", w.hostname, w.worker_uid)),
@@ -438,12 +444,29 @@ pub(crate) async fn stop(ctx: &Ctx, id: Id, form: &Form) -> Response {
     result.unwrap_or_else(|e| api_error_page(ctx, e))
 }
 
+/// Pins (`pin` true) or unpins a build: retention and cleanup keep a pinned build.
+pub(crate) async fn pin(ctx: &Ctx, id: Id, pin: bool) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let (_, object) = api::build_object(&ctx.state, id).await?;
+        ctx.state.authorize(&ctx.principal, "stop", "build", Some(object)).await?;
+        if ctx.state.store.set_build_pinned(id, pin).await?.is_none() {
+            return Err(ApiError::not_found(&format!("build {id}")));
+        }
+        Ok(redirect(&format!("/ui/builds/{id}")))
+    }
+    .await;
+    result.unwrap_or_else(|e| api_error_page(ctx, e))
+}
+
 pub(crate) async fn delete_build(ctx: &Ctx, id: Id) -> Response {
     let result: Result<Response, ApiError> = async {
         let (b, object) = api::build_object(&ctx.state, id).await?;
         ctx.state.authorize(&ctx.principal, "delete", "build", Some(object)).await?;
         if b.status.is_active() {
             return Err(ApiError::new(StatusCode::CONFLICT, format!("Build {id} is {}: stop it first.", b.status)));
+        }
+        if b.pinned {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("Build {id} is pinned: unpin it first.")));
         }
         ctx.state.store.delete_build(id).await?;
         Ok(redirect("/ui/builds"))
