@@ -152,3 +152,16 @@ pub fn create_and_start(client: &Client, pool: i64, name: &str, script: &str) ->
     let build = client.ok("POST", &format!("/api/v1/projects/{}/start", project["id"]), Some(&serde_json::json!({})));
     build["id"].as_i64().unwrap()
 }
+
+/// A server started with `settings` (TOML), a shared shell pool and alice's
+/// token client.
+pub async fn alice_on_a_shell_pool(settings: &str) -> (crate::Sandbox, crate::Server, Store, i64, Client) {
+    let sandbox = crate::Sandbox::new();
+    sandbox.settings(settings);
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    let pool = shared_shell_pool(&store).await;
+    user(&store, "alice", false, &[]).await;
+    let alice = token_for(&server.addr, "alice");
+    (sandbox, server, store, pool, alice)
+}

@@ -25,18 +25,6 @@ fn settings(extra: &str) -> String {
     format!("plugin_path = [\"{}\"]\n[workers]\nembedded = true\nper_pool = 4\n{extra}", bin_dir().display())
 }
 
-/// A server with embedded workers, a shared shell pool and alice's token client.
-async fn alice_on_a_shell_pool() -> (Sandbox, Server, Store, i64, Client) {
-    let sandbox = Sandbox::new();
-    sandbox.settings(&settings(""));
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    let pool = shared_shell_pool(&store).await;
-    user(&store, "alice", false, &[]).await;
-    let alice = token_for(&server.addr, "alice");
-    (sandbox, server, store, pool, alice)
-}
-
 /// Sends a raw request and reads the whole answer (the connection is closed
 /// by `Connection: close`), failing if nothing comes within `limit`.
 fn raw_exchange(addr: &str, request: &[u8], limit: Duration) -> String {
@@ -81,7 +69,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// a blocking read.
 #[tokio::test(flavor = "multi_thread")]
 async fn finding_1_the_file_browser_follows_no_symlink_and_refuses_fifos() {
-    let (sandbox, server, store, pool, alice) = alice_on_a_shell_pool().await;
+    let (sandbox, server, store, pool, alice) = alice_on_a_shell_pool(&settings("")).await;
     let id = create_and_start(
         &alice,
         pool,
@@ -265,7 +253,7 @@ fn exchange_on(mut stream: TcpStream, request: &[u8]) -> String {
 /// fails naming the problem, and the server answers others meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn finding_3_a_runaway_template_runs_out_of_fuel_off_the_request_threads() {
-    let (_sandbox, server, store, pool, alice) = alice_on_a_shell_pool().await;
+    let (_sandbox, server, store, pool, alice) = alice_on_a_shell_pool(&settings("")).await;
     let script = "#!/bin/sh\n{% for i in range(100000) %}{% for j in range(100000) %}{% for k in range(100000) %}\
                   {% endfor %}{% endfor %}{% endfor %}echo never\n";
     let mut ids = Vec::new();
@@ -314,7 +302,7 @@ async fn finding_3_a_runaway_template_runs_out_of_fuel_off_the_request_threads()
 /// byte kept, and the worker never holds the whole line.
 #[tokio::test(flavor = "multi_thread")]
 async fn finding_4_an_endless_output_line_is_split_with_a_marker_and_nothing_is_lost() {
-    let (_sandbox, server, store, pool, alice) = alice_on_a_shell_pool().await;
+    let (_sandbox, server, store, pool, alice) = alice_on_a_shell_pool(&settings("")).await;
     let before = peak_rss_kib(server.pid());
     // 96 MiB of 'x' with no newline, then a normal line.
     let size: usize = 96 * 1024 * 1024;

@@ -21,14 +21,9 @@ fn settings(extra: &str) -> String {
 /// own requests are answered, and her stop ends it ABORTED with its output kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flooding_build_is_stopped_and_other_users_are_answered_meanwhile() {
-    let sandbox = Sandbox::new();
-    sandbox.settings(&settings(""));
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    let pool = shared_shell_pool(&store).await;
-    user(&store, "alice", false, &[]).await;
+    let (_sandbox, server, store, pool, alice) = alice_on_a_shell_pool(&settings("")).await;
     user(&store, "bob", false, &[]).await;
-    let (alice, bob) = (token_for(&server.addr, "alice"), token_for(&server.addr, "bob"));
+    let bob = token_for(&server.addr, "bob");
     bob.ok("POST", "/api/v1/projects", Some(&serde_json::json!({"name": "bobs", "worker_pool_id": pool})));
 
     let id = create_and_start(&alice, pool, "flood", "#!/bin/sh\nwhile true; do echo tick; done\n");
@@ -72,13 +67,8 @@ async fn a_flooding_build_is_stopped_and_other_users_are_answered_meanwhile() {
 /// later messages are stored), and the last line counts what was left out.
 #[tokio::test(flavor = "multi_thread")]
 async fn output_past_the_cap_is_left_out_with_a_marker_and_counted() {
-    let sandbox = Sandbox::new();
-    sandbox.settings(&settings("[limits]\nmax_output_bytes = 1048576\n"));
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    let pool = shared_shell_pool(&store).await;
-    user(&store, "alice", false, &[]).await;
-    let alice = token_for(&server.addr, "alice");
+    let (_sandbox, _server, store, pool, alice) =
+        alice_on_a_shell_pool(&settings("[limits]\nmax_output_bytes = 1048576\n")).await;
     let total = 300_000u64;
     let id = create_and_start(&alice, pool, "chatty", &format!("#!/bin/sh\nseq 1 {total}\necho done >&2\n"));
     let build = finished(&store, id, Duration::from_secs(120)).await;
