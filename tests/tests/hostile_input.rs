@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vespene::store::{BuildStatus, Store};
+use vespene::store::BuildStatus;
 use vespene_e2e::api_client::*;
 use vespene_e2e::builds::*;
 use vespene_e2e::*;

@@ -76,9 +76,13 @@ async fn output_past_the_cap_is_left_out_with_a_marker_and_counted() {
 
     // The lines that fit: each counts with its newline.
     let (mut kept, mut bytes) = (0u64, 0u64);
-    while bytes + (kept + 1).to_string().len() as u64 + 1 <= 1_048_576 {
+    loop {
+        let cost = (kept + 1).to_string().len() as u64 + 1;
+        if bytes + cost > 1_048_576 {
+            break;
+        }
         kept += 1;
-        bytes += kept.to_string().len() as u64 + 1;
+        bytes += cost;
     }
     let lines = store.output_since(id, 0, 0).await.unwrap();
     let output: Vec<&str> =

@@ -207,7 +207,7 @@ impl BuildLog {
         let keep = texts
             .iter()
             .take_while(|t| {
-                let fits = t.len() as u64 + 1 <= room;
+                let fits = (t.len() as u64) < room;
                 room = room.saturating_sub(t.len() as u64 + 1);
                 fits
             })

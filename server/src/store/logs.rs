@@ -221,7 +221,7 @@ pub(crate) async fn append_output_in<S: AsRef<str>>(
     let last: i64 = r.try_get(0)?;
     let ts = row::now().timestamp_millis();
     let lines = lines.iter().map(|(stream, text)| (*stream, ts, text.as_ref()));
-    insert_chunks(&mut **tx, build_id, last - n + 1, lines, compress).await?;
+    insert_chunks(tx, build_id, last - n + 1, lines, compress).await?;
     Ok(last)
 }
 
