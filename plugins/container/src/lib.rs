@@ -37,9 +37,10 @@
 //! 5. Answers the script's exit code, and always removes the container
 //!    (`docker rm -f`), whatever happened.
 //!
-//! The plugin owns a small tokio runtime of its own (one worker thread) and
-//! never touches the host's: the host calls `execute` from a blocking thread,
-//! and the plugin blocks on its own runtime there.
+//! The plugin owns a small tokio runtime of its own (one worker thread),
+//! started by the first build, and never touches the host's: the host calls
+//! `execute` from a blocking thread, and the plugin blocks on its own runtime
+//! there.
 //!
 //! ```toml
 //! [plugins.isolation.container]
@@ -60,6 +61,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
@@ -158,9 +160,11 @@ const DOCKER_TIMEOUT_SECS: u64 = 120;
 /// The `container` isolation plugin.
 pub struct ContainerIsolation {
     settings: Settings,
-    /// The plugin's own runtime; `Option` so `Drop` can shut it down without
-    /// blocking, even when the host drops plugins from async code.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// The plugin's own runtime, started by the first build (a server that
+    /// never runs a container build keeps no thread for it). Taken by `Drop`
+    /// to shut it down without blocking, even when the host drops plugins
+    /// from async code.
+    runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
 }
 
 /// The checked parameters.
@@ -439,8 +443,18 @@ enum Ended {
 }
 
 impl ContainerIsolation {
-    fn runtime(&self) -> &tokio::runtime::Runtime {
-        self.runtime.as_ref().expect("the runtime lives as long as the plugin")
+    fn runtime(&self) -> PluginResult<&tokio::runtime::Runtime> {
+        self.runtime
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("vespene-container")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("container isolation: cannot start its runtime: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     async fn connect(&self) -> PluginResult<Docker> {
@@ -626,7 +640,7 @@ async fn remove(docker: &Docker, name: &str) {
 
 impl Drop for ContainerIsolation {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(Ok(runtime)) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
@@ -635,19 +649,13 @@ impl Drop for ContainerIsolation {
 impl Isolation for ContainerIsolation {
     fn new(config: &Value) -> PluginResult<Self> {
         let settings = Settings::parse(config)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("vespene-container")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("container isolation: cannot start its runtime: {e}"))?;
-        Ok(ContainerIsolation { settings, runtime: Some(runtime) })
+        Ok(ContainerIsolation { settings, runtime: OnceLock::new() })
     }
 
     fn execute(&self, context: &IsolationContext, host: &Host<'_>) -> PluginResult<i32> {
         // `host` is not Send: block on our runtime from the host's blocking
         // thread; the runtime's own thread drives Docker's sockets.
-        self.runtime().block_on(self.execute_async(context, host))
+        self.runtime()?.block_on(self.execute_async(context, host))
     }
 }
 

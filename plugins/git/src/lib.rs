@@ -123,13 +123,6 @@ impl Scm for GitScm {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err("parameter 'submodules' must be true or false".into()),
         };
-        // libgit2's own socket timeouts, so a silent server cannot hang a
-        // worker between two progress callbacks (git:// and http(s)).
-        // SAFETY: plain integer options of the libgit2 linked into this library.
-        unsafe {
-            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
-            let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
-        }
         Ok(GitScm {
             host_keys: HostKeys { policy, files, store },
             timeout: Duration::from_secs(timeout),
@@ -147,6 +140,7 @@ impl Scm for GitScm {
         if context.work_dir.is_empty() || !work_dir.is_dir() {
             return Err(format!("git: the build root '{}' does not exist", context.work_dir));
         }
+        init_libgit2();
         let branch = context.branch.as_deref().map(str::trim).filter(|b| !b.is_empty());
         if let Some(b) = branch {
             if !git2::Reference::is_valid_name(&format!("refs/heads/{b}")) {
@@ -191,6 +185,22 @@ impl Scm for GitScm {
 }
 
 /// `~/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts`, as OpenSSH reads them.
+/// Sets up libgit2 on the first checkout rather than when the plugin is
+/// configured: initializing libgit2 initializes OpenSSL, about 2 MiB of
+/// resident memory that a server which never clones over git should not carry.
+fn init_libgit2() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        // libgit2's own socket timeouts, so a silent server cannot hang a
+        // worker between two progress callbacks (git:// and http(s)).
+        // SAFETY: plain integer options of the libgit2 linked into this library.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
+        }
+    });
+}
+
 fn default_known_hosts() -> Vec<PathBuf> {
     let mut files = Vec::new();
     if let Some(home) = std::env::var_os("HOME") {

@@ -35,7 +35,9 @@ const MAX_PAGES: usize = 1000;
 /// The GitHub organization plugin.
 pub struct GitHub {
     api_url: String,
-    agent: ureq::Agent,
+    timeout: Duration,
+    /// Made by the first request, so a server that never imports does not set up TLS.
+    agent: std::sync::OnceLock<ureq::Agent>,
 }
 
 /// Whether the `Link` header names a next page.
@@ -81,9 +83,20 @@ impl GitHub {
         }
     }
 
+    fn agent(&self) -> &ureq::Agent {
+        self.agent.get_or_init(|| {
+            ureq::Agent::config_builder()
+                .timeout_global(Some(self.timeout))
+                .http_status_as_error(false)
+                .user_agent(concat!("vespene-plugin-github/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .new_agent()
+        })
+    }
+
     fn get_page(&self, url: &str, token: Option<&str>) -> PluginResult<(Vec<Value>, bool)> {
         let mut request = self
-            .agent
+            .agent()
             .get(url)
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28");
@@ -124,13 +137,7 @@ impl Organization for GitHub {
                 _ => return Err(format!("parameter 'timeout_seconds' must be a positive integer, not {v}")),
             },
         };
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(timeout)))
-            .http_status_as_error(false)
-            .user_agent(concat!("vespene-plugin-github/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
-        Ok(GitHub { api_url, agent })
+        Ok(GitHub { api_url, timeout: Duration::from_secs(timeout), agent: std::sync::OnceLock::new() })
     }
 
     fn find_repos(&self, organization: &Value, host: &Host<'_>) -> PluginResult<Vec<RepositoryRef>> {

@@ -72,8 +72,9 @@ pub struct SlackTrigger {
     templates: Environment<'static>,
     /// The templates' texts by parameter, to quote the part an error points at.
     sources: Vec<(&'static str, String)>,
-    /// Keeps connections for later posts.
-    agent: ureq::Agent,
+    /// Keeps connections for later posts; made by the first post, so a server
+    /// that never posts does not set up TLS.
+    agent: std::sync::OnceLock<ureq::Agent>,
 }
 
 // By hand, so the token never reaches a log through `{:?}`.
@@ -161,11 +162,23 @@ impl SlackTrigger {
         }
     }
 
+    fn agent(&self) -> &ureq::Agent {
+        self.agent.get_or_init(|| {
+            ureq::Agent::config_builder()
+                .timeout_global(Some(TIMEOUT))
+                // Slack's non-200 answers are read and reported, not turned into bare errors.
+                .http_status_as_error(false)
+                .user_agent(concat!("vespene-plugin-slack/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .new_agent()
+        })
+    }
+
     /// Posts `text`; answers an error line naming what went wrong.
     fn post(&self, text: &str) -> PluginResult<()> {
         let body = json!({ "channel": self.channel, "text": text }).to_string();
         let mut response = self
-            .agent
+            .agent()
             .post(&self.endpoint)
             .header("Authorization", &format!("Bearer {}", self.token))
             .header("Content-Type", "application/json; charset=utf-8")
@@ -250,14 +263,14 @@ impl Trigger for SlackTrigger {
             sources.push((name, source));
         }
 
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(TIMEOUT))
-            // Slack's non-200 answers are read and reported, not turned into bare errors.
-            .http_status_as_error(false)
-            .user_agent(concat!("vespene-plugin-slack/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
-        Ok(SlackTrigger { channel, token: token.to_string(), endpoint, templates, sources, agent })
+        Ok(SlackTrigger {
+            channel,
+            token: token.to_string(),
+            endpoint,
+            templates,
+            sources,
+            agent: std::sync::OnceLock::new(),
+        })
     }
 
     fn execute(&self, context: &TriggerContext, host: &Host<'_>) -> PluginResult<()> {

@@ -1,7 +1,10 @@
 //! Workers: slots that claim builds atomically from their pools' queues and
 //! run them. Idle slots wake when this process queues a build or, on
-//! PostgreSQL, when any process does (LISTEN/NOTIFY), and poll the store
-//! every `workers.poll_milliseconds` otherwise (other processes' builds on SQLite). Housekeeping runs beside them:
+//! PostgreSQL, when any process does (LISTEN/NOTIFY). For what that misses
+//! (other processes' builds on SQLite), one idle slot at a time polls the
+//! store every `workers.poll_milliseconds`, and a build it finds wakes the
+//! others, so an idle worker costs one query per interval however many slots
+//! it has. Housekeeping runs beside them:
 //! check-ins, schedules, sweeping builds nobody will run, and retention (the
 //! logs and this host's build roots that projects no longer keep).
 
@@ -87,6 +90,8 @@ impl Engine {
         let running: Running = Arc::default();
         let poll = Duration::from_millis(self.settings().workers.poll_milliseconds.max(10));
         let budget = config.max_builds;
+        // Held by the one idle slot whose turn it is to poll.
+        let poll_turn = Arc::new(Mutex::new(()));
         let mut slots = Vec::new();
         for _ in 0..config.slots.max(1) {
             let engine = self.clone();
@@ -94,19 +99,24 @@ impl Engine {
             let ran = ran.clone();
             let running = running.clone();
             let mut shutdown = shutdown.clone();
+            let poll_turn = poll_turn.clone();
             slots.push(tokio::spawn(async move {
+                let mut polled = false;
                 loop {
                     if *shutdown.borrow() || budget.is_some_and(|b| ran.load(Ordering::SeqCst) >= b) {
                         return;
                     }
-                    match engine.claim(&pools, worker_id, budget, &ran, &running).await {
+                    match engine.claim(&pools, worker_id, budget, &ran, &running, std::mem::take(&mut polled)).await {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => tracing::error!(error = %e, "worker slot"),
                     }
                     tokio::select! {
                         _ = engine.queued() => {}
-                        _ = tokio::time::sleep(poll) => {}
+                        _ = async {
+                            let _turn = poll_turn.lock().await;
+                            tokio::time::sleep(poll).await;
+                        } => polled = true,
                         _ = shutdown.changed() => {}
                     }
                 }
@@ -208,6 +218,7 @@ impl Engine {
         budget: Option<u64>,
         ran: &AtomicU64,
         running: &Running,
+        polled: bool,
     ) -> Result<bool> {
         let ids = self.pool_ids(pools).await?;
         // Count the build before running it, so slots never overrun the budget.
@@ -231,6 +242,11 @@ impl Engine {
                 ran.fetch_sub(1, Ordering::SeqCst);
             }
             return Ok(false);
+        }
+        if polled {
+            // Polling found work another process queued: there may be more,
+            // and the other idle slots only poll in turn.
+            self.notify_queued();
         }
         let extra = claimed.len() as u64 - u64::from(budget.is_some());
         ran.fetch_add(extra, Ordering::SeqCst);

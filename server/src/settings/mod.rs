@@ -154,6 +154,11 @@ pub struct DatabaseSettings {
     /// stay as they are; both forms are read).
     #[serde(default = "default_true")]
     pub compress_logs: bool,
+    /// Connections this process keeps to the database at most; unset means 4
+    /// on SQLite (one writer at a time; each connection holds its own schema,
+    /// statements and page cache) and 10 on PostgreSQL.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -407,6 +412,9 @@ impl Settings {
         settings.plugins.anchor_key_files(&settings.data_dir);
         settings.limits.validate()?;
         settings.retention.validate()?;
+        if settings.database.max_connections == Some(0) {
+            return Err(SettingsError("invalid setting 'database.max_connections': must be at least 1".into()));
+        }
         Ok(settings)
     }
 
@@ -417,6 +425,16 @@ impl Settings {
             sibling.push("-builds");
             PathBuf::from(sibling)
         })
+    }
+
+    /// The database pool's size: `[database] max_connections`, or the
+    /// backend's default.
+    pub fn database_connections(&self) -> u32 {
+        match self.database.max_connections {
+            Some(n) => n,
+            None if self.database_url().starts_with("sqlite:") => 4,
+            None => 10,
+        }
     }
 
     /// The effective database URL.

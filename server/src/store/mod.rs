@@ -172,6 +172,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How long an unused SQLite connection above the first stays open.
+const SQLITE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How to open a store.
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -194,7 +197,7 @@ impl StoreOptions {
         Self {
             url: settings.database_url(),
             secrets,
-            max_connections: 10,
+            max_connections: settings.database_connections(),
             migrate: true,
             compress_logs: settings.database.compress_logs,
         }
@@ -261,6 +264,10 @@ impl Store {
             if backend != Backend::Sqlite {
                 return opts;
             }
+            // A SQLite connection costs nothing to reopen but holds its own
+            // parsed schema, statement cache and page cache (about half a MiB):
+            // the connections a burst opened are closed once it is over.
+            let opts = opts.min_connections(1).idle_timeout(SQLITE_IDLE_TIMEOUT);
             // Writers queue on SQLite's lock rather than failing at once; WAL lets
             // readers (live output) run beside the writer.
             opts.after_connect(|conn, _meta| {
