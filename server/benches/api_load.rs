@@ -19,7 +19,7 @@ const CLIENTS: usize = 200;
 
 fn main() {
     let seconds: u64 = std::env::var("VESPENE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
-    let release = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let release = support::procs::release_dir();
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (token, build_id) = runtime.block_on(async {

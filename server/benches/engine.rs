@@ -47,7 +47,7 @@ fn bare_spawn_ms() -> f64 {
 /// PostgreSQL server of `pg_url`.
 async fn setup(pg_url: Option<&str>) -> (Engine, tempfile::TempDir, WorkerPool) {
     let dir = tempfile::tempdir().unwrap();
-    let release = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let release = support::procs::release_dir();
     let mut table = defaults();
     table.insert("data_dir".into(), toml::Value::String(dir.path().join("data").display().to_string()));
     // Build identities (sandbox isolation as root) must reach their roots.

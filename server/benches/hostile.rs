@@ -83,7 +83,7 @@ async fn prepare(dir: &std::path::Path) -> (String, i64) {
 }
 
 fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
-    let release = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let release = support::procs::release_dir();
     let mut command = Command::new(release.join("vespene"));
     command
         .arg("serve")

@@ -2,7 +2,7 @@
 //! build, on SQLite (a temporary file) and, when `VESPENE_TEST_POSTGRES_URL`
 //! is set, on PostgreSQL (a fresh database). Prints lines per second.
 //!
-//! Run: `cargo bench -p vespene --bench output_append`
+//! Run: `scripts/bench output_append`
 //! Options (environment): `VESPENE_BENCH_LINES` (default 1000000),
 //! `VESPENE_BENCH_BATCH` (default 500).
 

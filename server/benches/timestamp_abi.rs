@@ -4,7 +4,6 @@
 //!
 //! Run with `scripts/bench timestamp` (builds the release `.so` first).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use abi_stable::std_types::RVec;
@@ -45,7 +44,9 @@ fn round(batch_size: usize, run: &mut impl FnMut(RVec<OutputLine>) -> RVec<Outpu
 }
 
 fn main() {
-    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    // target/release, beside target/bench-harness where this harness runs.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.ancestors().nth(3).expect("the harness runs from target/PROFILE/deps").join("release");
     let mut settings = PluginSettings::default();
     settings.output.insert(
         "timestamp".into(),
@@ -58,7 +59,7 @@ fn main() {
             params: Default::default(),
         },
     );
-    let registry = Registry::load(&settings, &[dir.clone(), PathBuf::from("target/release")])
+    let registry = Registry::load(&settings, std::slice::from_ref(&dir))
         .unwrap_or_else(|e| panic!("{e} (build it first: cargo build --release -p vespene-plugin-timestamp)"));
     let plugin = match &registry.all()[0].instance {
         Instance::Output(o) => o,

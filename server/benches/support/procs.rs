@@ -159,8 +159,12 @@ impl Drop for Sandbox {
 }
 
 /// The release directory: the binary and the plugins.
+/// target/release, where `scripts/bench` builds the measured binary and
+/// plugins (the harness itself runs from target/bench-harness/deps).
 pub fn release_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).expect("the harness runs from target/PROFILE/deps");
+    target.join("release")
 }
 
 impl Sandbox {

@@ -93,7 +93,7 @@ impl Engine {
         // Held by the one idle slot whose turn it is to poll.
         let poll_turn = Arc::new(Mutex::new(()));
         let mut slots = Vec::new();
-        for _ in 0..config.slots.max(1) {
+        for slot in 0..config.slots.max(1) {
             let engine = self.clone();
             let pools = config.pools.clone();
             let ran = ran.clone();
@@ -101,15 +101,22 @@ impl Engine {
             let mut shutdown = shutdown.clone();
             let poll_turn = poll_turn.clone();
             slots.push(tokio::spawn(async move {
-                let mut polled = false;
+                // At start the first slot looks at the queue as a poll would (a
+                // build it finds wakes the others) and the rest wait: a worker
+                // with 50 slots does not start with 50 queries at once.
+                let mut polled = slot == 0;
+                let mut waiting = slot != 0;
                 loop {
                     if *shutdown.borrow() || budget.is_some_and(|b| ran.load(Ordering::SeqCst) >= b) {
                         return;
                     }
-                    match engine.claim(&pools, worker_id, budget, &ran, &running, std::mem::take(&mut polled)).await {
-                        Ok(true) => continue,
-                        Ok(false) => {}
-                        Err(e) => tracing::error!(error = %e, "worker slot"),
+                    if !std::mem::take(&mut waiting) {
+                        let polled = std::mem::take(&mut polled);
+                        match engine.claim(&pools, worker_id, budget, &ran, &running, polled).await {
+                            Ok(true) => continue,
+                            Ok(false) => {}
+                            Err(e) => tracing::error!(error = %e, "worker slot"),
+                        }
                     }
                     tokio::select! {
                         _ = engine.queued() => {}

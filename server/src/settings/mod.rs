@@ -154,9 +154,9 @@ pub struct DatabaseSettings {
     /// stay as they are; both forms are read).
     #[serde(default = "default_true")]
     pub compress_logs: bool,
-    /// Connections this process keeps to the database at most; unset means 4
-    /// on SQLite (one writer at a time; each connection holds its own schema,
-    /// statements and page cache) and 10 on PostgreSQL.
+    /// Connections this process opens to the database at most (10 when
+    /// unset). They are opened as work needs them: an idle server holds a
+    /// few, each with its own schema, statements and page cache on SQLite.
     #[serde(default)]
     pub max_connections: Option<u32>,
 }
@@ -427,14 +427,9 @@ impl Settings {
         })
     }
 
-    /// The database pool's size: `[database] max_connections`, or the
-    /// backend's default.
+    /// The database pool's size: `[database] max_connections`, or 10.
     pub fn database_connections(&self) -> u32 {
-        match self.database.max_connections {
-            Some(n) => n,
-            None if self.database_url().starts_with("sqlite:") => 4,
-            None => 10,
-        }
+        self.database.max_connections.unwrap_or(10)
     }
 
     /// The effective database URL.

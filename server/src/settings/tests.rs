@@ -142,14 +142,10 @@ fn retention_defaults_keep_everything_and_bad_values_name_the_key() {
 }
 
 #[test]
-fn database_connections_default_by_backend_and_zero_is_refused() {
+fn database_connections_default_to_ten_and_zero_is_refused() {
     let defaults = Layer { source: "defaults".into(), table: defaults() };
     let settings = Settings::from_layers(std::slice::from_ref(&defaults)).unwrap();
-    assert_eq!(settings.database_connections(), 4, "SQLite");
-
-    let pg = layer("pg.toml", "[database]\nurl = \"postgres://ci@127.0.0.1/ci\"\n");
-    let settings = Settings::from_layers(&[defaults.clone(), pg]).unwrap();
-    assert_eq!(settings.database_connections(), 10, "PostgreSQL");
+    assert_eq!(settings.database_connections(), 10);
 
     let set = layer("set.toml", "[database]\nmax_connections = 16\n");
     let settings = Settings::from_layers(&[defaults.clone(), set]).unwrap();

@@ -172,9 +172,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// How long an unused SQLite connection above the first stays open.
-const SQLITE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How to open a store.
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -264,10 +261,6 @@ impl Store {
             if backend != Backend::Sqlite {
                 return opts;
             }
-            // A SQLite connection costs nothing to reopen but holds its own
-            // parsed schema, statement cache and page cache (about half a MiB):
-            // the connections a burst opened are closed once it is over.
-            let opts = opts.min_connections(1).idle_timeout(SQLITE_IDLE_TIMEOUT);
             // Writers queue on SQLite's lock rather than failing at once; WAL lets
             // readers (live output) run beside the writer.
             opts.after_connect(|conn, _meta| {
