@@ -101,8 +101,7 @@ fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Seen>>) {
             let (name, value) = line.split_once(':').unwrap();
             headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
-        let length: usize =
-            headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+        let length: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
         let mut parts = request_line.split_whitespace();
@@ -110,8 +109,12 @@ fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Seen>>) {
         let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
         log.lock().unwrap().push(Seen { method, path, headers, body });
         let reply = "{}";
-        write!(writer, "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}", reply.len())
-            .unwrap();
+        write!(
+            writer,
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        )
+        .unwrap();
     }
 }
 
@@ -299,7 +302,8 @@ async fn forge_status_reports_pending_then_the_result(db: Db) {
             assert_eq!(s.body[name_key], format!("vespene/{project}"), "{s:?}");
         }
         let description = seen[1].body["description"].as_str().unwrap_or_default().to_string();
-        let expected = if *passes { format!("Build {build} succeeded") } else { format!("Build {build} failed (exit code 1)") };
+        let expected =
+            if *passes { format!("Build {build} succeeded") } else { format!("Build {build} failed (exit code 1)") };
         assert_eq!(description, expected);
         assert!(log.contains(&format!("forge_status: {forge} status 'pending' posted for acme/widget@")), "{log}");
     }
