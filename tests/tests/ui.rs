@@ -611,3 +611,158 @@ async fn a_huge_log_shows_its_tail_and_loads_earlier_lines_in_place() {
     assert_eq!(browser.run("return document.getElementById('output').dataset.active;", json!([])), json!("0"));
     assert!(browser.text("#output-range").contains(&format!("of {total}")));
 }
+
+/// `git` with a known author, in `dir`.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    vespene_e2e::servers::run(
+        Command::new("git")
+            .args(["-c", "user.name=Ada", "-c", "user.email=ada@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir),
+    )
+    .trim()
+    .to_string()
+}
+
+/// The project page's recent builds (status, run time in seconds, revision,
+/// committer), its duration-and-outcome chart and success rate; the
+/// dashboard's queue depth per pool. Bob, another ordinary user, sees none
+/// of alice's private project's builds on these pages; the admin sees them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_project_page_shows_recent_builds_a_chart_and_the_success_rate_and_the_dashboard_queues() {
+    use vespene_e2e::builds::{finished, WorkerProcess};
+    let sandbox = Sandbox::new();
+    // No embedded workers: builds run in worker processes the test starts, so some can wait in the queue.
+    sandbox.settings(&format!("plugin_path = [\"{}\"]\n[workers]\nembedded = false\n", bin_dir().display()));
+    let server = sandbox.serve();
+    let base = format!("http://{}", server.addr);
+    let store = sandbox.store().await;
+    user(&store, "root", true).await;
+    let alice = user(&store, "alice", false).await;
+    user(&store, "bob", false).await;
+    let pool = vespene_e2e::api_client::shared_shell_pool(&store).await;
+
+    // Alice's project builds from a git repository: a pass, a failure, a pass.
+    let repos = tempfile::tempdir().unwrap();
+    let work = repos.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    std::fs::write(work.join("README"), "app\n").unwrap();
+    git(&work, &["add", "README"]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    let sha = git(&work, &["rev-parse", "HEAD"]);
+    git(repos.path(), &["clone", "-q", "--bare", "work", "app.git"]);
+    let daemon = vespene_e2e::servers::GitDaemon::start(repos.path());
+    let project = store
+        .create_project(&Project {
+            name: "alice-app".into(),
+            worker_pool_id: pool,
+            created_by: Some(alice),
+            scm_type: "git".into(),
+            repo_url: daemon.url("app.git"),
+            script: "#!/bin/sh\nexit 0\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut builds = Vec::new();
+    for script in ["#!/bin/sh\nsleep 1\n", "#!/bin/sh\nexit 3\n", "#!/bin/sh\nsleep 2\n"] {
+        let mut p = store.get_project(project).await.unwrap().unwrap();
+        p.script = script.into();
+        store.update_project(&p).await.unwrap();
+        let id = vespene_e2e::builds::start(&sandbox, "alice-app", &[]);
+        WorkerProcess::spawn(&sandbox, &["--max-builds", "1"]).wait(Duration::from_secs(60));
+        builds.push(finished(&store, id, Duration::from_secs(60)).await);
+    }
+    let statuses: Vec<&str> = builds.iter().map(|b| b.status.as_str()).collect();
+    assert_eq!(statuses, ["SUCCESS", "FAILURE", "SUCCESS"]);
+    // One more waits in the queue, with no worker to take it.
+    let waiting = [vespene_e2e::builds::start(&sandbox, "alice-app", &[])];
+    let queued = store.count_builds(pool, vespene::store::BuildStatus::Queued).await.unwrap();
+    assert_eq!(queued, 1);
+
+    let driver = Driver::start();
+    let browser = driver.session();
+    browser.login(&base, "alice");
+    browser.goto(&format!("{base}/ui/projects/{project}"));
+    let rows = browser.run(
+        "return [...document.querySelectorAll('#project-build-table tbody tr')].map(r => \
+           [r.dataset.build, ...[...r.cells].map(c => c.textContent.trim())]);",
+        json!([]),
+    );
+    let rows = rows.as_array().unwrap().clone();
+    // Newest first: the queued one, then the three that ran.
+    let shown: Vec<i64> = rows.iter().map(|r| r[0].as_str().unwrap().parse().unwrap()).collect();
+    let mut expected: Vec<i64> = builds.iter().map(|b| b.id).chain(waiting.iter().copied()).collect();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(shown, expected, "{rows:?}");
+    for (row, b) in rows.iter().skip(rows.len() - 3).zip(builds.iter().rev()) {
+        assert_eq!(row[2], json!(b.status.as_str()), "{row}");
+        let runtime = row[3].as_str().unwrap();
+        assert!(runtime.ends_with(" s") && !runtime.contains("min"), "a short build's run time in seconds: {runtime}");
+        assert_eq!(row[4], json!(&sha[..10]), "{row}");
+        assert_eq!(row[5], json!("Ada"), "{row}");
+    }
+    // One bar per finished build, oldest left, coloured by outcome, the longest tallest.
+    let bars = browser.run(
+        "return [...document.querySelectorAll('#build-chart rect')].map(r => \
+           [Number(r.dataset.build), r.getAttribute('class'), Number(r.getAttribute('x')), Number(r.getAttribute('height')), \
+            getComputedStyle(r).fill]);",
+        json!([]),
+    );
+    let bars = bars.as_array().unwrap().clone();
+    assert_eq!(bars.len(), 3, "{bars:?}");
+    let ids: Vec<i64> = bars.iter().map(|b| b[0].as_i64().unwrap()).collect();
+    assert_eq!(ids, builds.iter().map(|b| b.id).collect::<Vec<_>>());
+    assert_eq!(bars[0][1], json!("bar bar-SUCCESS"));
+    assert_eq!(bars[1][1], json!("bar bar-FAILURE"));
+    assert!(bars[0][2].as_i64() < bars[1][2].as_i64() && bars[1][2].as_i64() < bars[2][2].as_i64());
+    assert!(bars[2][3].as_i64() > bars[0][3].as_i64(), "the 2 s build is taller than the 1 s one: {bars:?}");
+    assert_ne!(bars[0][4], bars[1][4], "success and failure bars look the same");
+    // No script of the page's own drew it: the SVG came with the HTML.
+    let svg_in_html = browser.run_async(
+        "const done = arguments[arguments.length - 1]; fetch(location.href).then(r => r.text()).then(t => done(t.includes('<svg id=\"build-chart\"')));",
+        json!([]),
+    );
+    assert_eq!(svg_in_html, json!(true));
+    let rate = browser.text("#success-rate");
+    assert!(rate.contains("67%") && rate.contains("2 of the last 3"), "{rate}");
+    browser.screenshot("project.png");
+
+    // The builds list and the build page show seconds too.
+    browser.goto(&format!("{base}/ui/builds?project_id={project}"));
+    let runtimes = browser.run(
+        "return [...document.querySelectorAll('tbody tr td:last-child')].map(c => c.textContent.trim()).filter(t => t);",
+        json!([]),
+    );
+    assert_eq!(runtimes.as_array().unwrap().len(), 3, "{runtimes}");
+    assert!(runtimes.as_array().unwrap().iter().all(|t| t.as_str().unwrap().ends_with(" s")), "{runtimes}");
+
+    // The dashboard: queue depth per pool.
+    browser.goto(&format!("{base}/ui/dashboard"));
+    let depth = browser.text("#board-queues [data-pool=\"shell\"] .queued");
+    assert_eq!(depth, queued.to_string());
+    browser.screenshot("dashboard-queues.png");
+
+    // Bob sees the pool's depth (how busy it is), none of alice's builds.
+    let bob = driver.session();
+    bob.login(&base, "bob");
+    bob.goto(&format!("{base}/ui/dashboard"));
+    assert_eq!(bob.text("#board-queues [data-pool=\"shell\"] .queued"), queued.to_string());
+    for b in builds.iter().map(|b| b.id).chain(waiting) {
+        assert!(bob.find_all(&format!("[data-build=\"{b}\"]")).is_empty(), "bob sees build {b} on the dashboard");
+    }
+    bob.goto(&format!("{base}/ui/projects/{project}"));
+    assert!(bob.find_all("#project-build-table").is_empty(), "bob sees alice's project builds");
+    assert!(bob.find_all("#build-chart").is_empty());
+    assert!(!bob.text("main").contains(&sha[..10]));
+    bob.goto(&format!("{base}/ui/builds?project_id={project}"));
+    assert!(bob.find_all("tbody a[href^=\"/ui/builds/\"]").is_empty(), "bob lists alice's builds");
+
+    // The admin sees them all.
+    let admin = driver.session();
+    admin.login(&base, "root");
+    admin.goto(&format!("{base}/ui/projects/{project}"));
+    assert_eq!(admin.find_all("#project-build-table tbody tr").len(), expected.len());
+    assert_eq!(admin.find_all("#build-chart rect").len(), 3);
+}

@@ -82,7 +82,9 @@ impl Engine {
             PluginSection::FailureTriggers
         };
         let hook = if outcome.status == BuildStatus::Success { "success" } else { "failure" };
-        let mut info = build_info(&build, &pool, &working_dir);
+        // The row as it is now: the checkout recorded the revision and committer.
+        let current = self.patiently("read the build", || store.get_build(build.id)).await?.unwrap_or(build.clone());
+        let mut info = build_info(&current, &pool, &working_dir);
         info.status = outcome.status.as_str().into();
         info.return_code = outcome.return_code.map(|c| c as i32);
         if let Err(e) = self.run_triggers(section, hook, &info, &project, &log, &cancel).await {
@@ -184,11 +186,7 @@ impl Engine {
         self.patiently("record the build root", || self.store().set_build_working_dir(build.id, &working_dir)).await?;
         log.message(&format!("build {} of {} on pool {} in {}", build.id, project.name, pool.name, root.display()));
         let secrets = self.secrets_in_play(build, project, log).await?;
-        let info = build_info(build, pool, &root);
-
-        self.run_triggers(PluginSection::PreTriggers, "pre", &info, project, log, cancel)
-            .await
-            .map_err(EngineError::Failed)?;
+        let mut info = build_info(build, pool, &root);
 
         if !project.repo_url.trim().is_empty() && project.scm_type != "none" {
             let checkout = self.checkout(build, project, &info, &root, log, cancel).await?;
@@ -201,10 +199,18 @@ impl Engine {
             if let Some(rev) = &checkout.revision {
                 log.message(&format!("checked out revision {rev}"));
             }
+            info.revision = checked_out.revision.map(str::to_string);
+            info.committer = checked_out.committer.map(str::to_string);
         }
         if let Some(stop) = cancel.reason() {
             return Ok(stopped(stop, project));
         }
+
+        // After the checkout, so pre triggers know the revision (a commit
+        // status needs it); still before the script.
+        self.run_triggers(PluginSection::PreTriggers, "pre", &info, project, log, cancel)
+            .await
+            .map_err(EngineError::Failed)?;
 
         write_build_files(&root, build, &secrets).map_err(EngineError::Failed)?;
 
@@ -364,12 +370,32 @@ impl Engine {
         if names.is_empty() {
             return Ok(());
         }
-        let context = TriggerContext {
+        let mut context = TriggerContext {
             hook: hook.into(),
             build: info.clone(),
             project: project_info(project),
             ..Default::default()
         };
+        // The build's page, for links back (forge_status): only with a public address to give.
+        let public_url = self.settings().server.public_url.trim().trim_end_matches('/');
+        if !public_url.is_empty() {
+            context.extra.insert("build_url".into(), format!("{public_url}/ui/builds/{}", info.id).into());
+        }
+        // The project's service login, its password as a handle the host's
+        // decrypter reads: attaching the login to the project needed `use` on it.
+        if let Some(id) = project.scm_login_id {
+            let login = self
+                .patiently("read a service login", || self.store().get_service_login(id))
+                .await
+                .map_err(|e| format!("cannot read the project's service login: {e}"))?;
+            if let Some(login) = login {
+                let login = LoginRef {
+                    username: login.username.clone(),
+                    password: login.password.is_present().then(|| secret_handle("login", id, "password")),
+                };
+                context.extra.insert("login".into(), serde_json::to_value(login).map_err(|e| e.to_string())?);
+            }
+        }
         let context = serde_json::to_string(&context).map_err(|e| e.to_string())?;
         let host = self.build_host(log, cancel, Path::new(&info.working_dir));
         let registry = self.registry().clone();

@@ -327,6 +327,7 @@ async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiE
             "questions": questions,
             "active_build_id": current["active_build_id"],
             "last_build_id": current["last_build_id"],
+            "history": super::pages::project_history(ctx, id).await?,
         });
     }
     let (_, singular) = titles(kind);

@@ -40,12 +40,96 @@ fn fmt_time(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn runtime(b: &Build) -> String {
+/// A duration as people read it: `0.4 s` and `12 s` under a minute,
+/// `3 min 05 s` under an hour, `2 h 07 min` beyond.
+pub(crate) fn duration_text(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 10_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 60_000 {
+        format!("{} s", ms / 1000)
+    } else if ms < 3_600_000 {
+        format!("{} min {:02} s", ms / 60_000, (ms % 60_000) / 1000)
+    } else {
+        format!("{} h {:02} min", ms / 3_600_000, (ms % 3_600_000) / 60_000)
+    }
+}
+
+/// How long a build ran, or has been running.
+fn duration_ms(b: &Build) -> Option<i64> {
     match (b.start_time, b.end_time) {
-        (Some(s), Some(e)) => format!("{:.2} min", (e - s).num_milliseconds() as f64 / 60000.0),
-        (Some(s), None) => format!("{:.2} min so far", (chrono::Utc::now() - s).num_milliseconds() as f64 / 60000.0),
+        (Some(s), Some(e)) => Some((e - s).num_milliseconds()),
+        (Some(s), None) => Some((chrono::Utc::now() - s).num_milliseconds()),
+        _ => None,
+    }
+}
+
+fn runtime(b: &Build) -> String {
+    match (duration_ms(b), b.end_time) {
+        (Some(ms), Some(_)) => duration_text(ms),
+        (Some(ms), None) => format!("{} so far", duration_text(ms)),
         _ => String::new(),
     }
+}
+
+/// The builds shown on a project's page.
+const PROJECT_BUILDS: i64 = 20;
+/// The duration chart's drawing area, in SVG units.
+const CHART_WIDTH: i64 = 600;
+const CHART_HEIGHT: i64 = 120;
+
+/// A project's recent builds that the user may see (newest first), a
+/// duration-and-outcome chart of the finished ones (oldest left: one bar per
+/// build, its height the run time, its colour the outcome) and their
+/// success rate, for the project's page.
+pub(crate) async fn project_history(ctx: &Ctx, project_id: Id) -> Result<Value, ApiError> {
+    let filter = BuildFilter { project_id: Some(project_id), limit: PROJECT_BUILDS, ..Default::default() };
+    let builds = visible_builds(ctx, ctx.state.store.list_builds(&filter).await?).await?;
+    let projects = names(ctx, "project").await;
+    let pools = names(ctx, "worker_pool").await;
+    let mut rows = Vec::new();
+    for (b, object) in &builds {
+        rows.push(build_row(ctx, (b, object), &projects, &pools).await);
+    }
+    let done: Vec<(&Build, i64)> = builds
+        .iter()
+        .rev()
+        .filter(|(b, _)| !b.status.is_active())
+        .filter_map(|(b, _)| b.end_time.and(duration_ms(b)).map(|ms| (b, ms.max(0))))
+        .collect();
+    let longest = done.iter().map(|(_, ms)| *ms).max().unwrap_or(0).max(1);
+    let slot = CHART_WIDTH / PROJECT_BUILDS;
+    let bars: Vec<Value> = done
+        .iter()
+        .enumerate()
+        .map(|(i, (b, ms))| {
+            // At least 2 units tall, so a build of no time still shows its outcome.
+            let height = ((*ms as f64 / longest as f64) * (CHART_HEIGHT - 2) as f64).round() as i64 + 2;
+            json!({
+                "id": b.id,
+                "status": b.status.as_str(),
+                "x": i as i64 * slot + 2,
+                "y": CHART_HEIGHT - height,
+                "width": slot - 4,
+                "height": height,
+                "duration": duration_text(*ms),
+            })
+        })
+        .collect();
+    let succeeded = done.iter().filter(|(b, _)| b.status == BuildStatus::Success).count();
+    let success_rate = (!done.is_empty()).then(|| (succeeded * 100 + done.len() / 2) / done.len());
+    Ok(json!({
+        "builds": rows,
+        "chart": {
+            "bars": bars,
+            "width": CHART_WIDTH,
+            "height": CHART_HEIGHT,
+            "longest": duration_text(longest),
+        },
+        "finished": done.len(),
+        "succeeded": succeeded,
+        "success_rate": success_rate,
+    }))
 }
 
 /// A build as the templates show it.
@@ -107,6 +191,18 @@ pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
         let recent =
             visible_builds(ctx, ctx.state.store.list_builds(&BuildFilter { limit: 10, ..Default::default() }).await?)
                 .await?;
+        // Queue depth per pool the user may see: how busy a pool is, not whose builds wait in it.
+        let mut pool_list: Vec<(&i64, &String)> = pools.iter().collect();
+        pool_list.sort_by(|a, b| a.1.cmp(b.1));
+        let mut queues = Vec::new();
+        for (id, name) in pool_list {
+            queues.push(json!({
+                "id": id,
+                "name": name,
+                "queued": ctx.state.store.count_builds(*id, BuildStatus::Queued).await?,
+                "running": ctx.state.store.count_builds(*id, BuildStatus::Running).await?,
+            }));
+        }
         let mut sections = Vec::new();
         for (title, id, list) in [
             ("Running", "running", running),
@@ -120,7 +216,11 @@ pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
             }
             sections.push(json!({ "title": title, "id": id, "builds": rows }));
         }
-        Ok(json!({ "sections": sections, "updated": chrono::Utc::now().format("%H:%M:%S UTC").to_string() }))
+        Ok(json!({
+            "queues": queues,
+            "sections": sections,
+            "updated": chrono::Utc::now().format("%H:%M:%S UTC").to_string(),
+        }))
     }
     .await;
     match result {
@@ -520,5 +620,23 @@ pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response 
             }
             api_error_page(ctx, e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_text;
+
+    #[test]
+    fn durations_under_a_minute_are_in_seconds() {
+        assert_eq!(duration_text(0), "0.0 s");
+        assert_eq!(duration_text(420), "0.4 s");
+        assert_eq!(duration_text(9_949), "9.9 s");
+        assert_eq!(duration_text(12_700), "12 s");
+        assert_eq!(duration_text(59_999), "59 s");
+        assert_eq!(duration_text(60_000), "1 min 00 s");
+        assert_eq!(duration_text(185_000), "3 min 05 s");
+        assert_eq!(duration_text(7_620_000), "2 h 07 min");
+        assert_eq!(duration_text(-5), "0.0 s");
     }
 }
