@@ -91,6 +91,10 @@ pub fn http_request(method: &str, status: u16, seconds: f64) {
 pub async fn render(store: &Store) -> crate::store::Result<String> {
     let mut registry = Registry::with_prefix("vespene");
     let local = &*LOCAL;
+    // Every finished status from zero, so rates work from the first build.
+    for status in BuildStatus::ALL.into_iter().filter(|s| !s.is_active()) {
+        local.build_outcomes.get_or_create(&StatusLabel { status: status.as_str().to_string() });
+    }
     registry.register(
         "builds_finished",
         "Builds this process moved to a finished status, by status (process-local, from start)",
