@@ -93,7 +93,7 @@ pub async fn render(store: &Store) -> crate::store::Result<String> {
     let local = &*LOCAL;
     // Every finished status from zero, so rates work from the first build.
     for status in BuildStatus::ALL.into_iter().filter(|s| !s.is_active()) {
-        local.build_outcomes.get_or_create(&StatusLabel { status: status.as_str().to_string() });
+        let _ = local.build_outcomes.get_or_create(&StatusLabel { status: status.as_str().to_string() });
     }
     registry.register(
         "builds_finished",

@@ -124,6 +124,8 @@ async fn healthz_and_readyz_answer_without_a_login_and_readyz_is_503_naming_the_
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["database"], "postgres", "{body}");
     assert!(answer["error"].as_str().unwrap().contains("the database (postgres)"), "{body}");
+    let credentials = url.split_once("://").unwrap().1.split_once('@').unwrap().0;
+    assert!(!body.contains(credentials), "no credentials in the answer: {body}");
     // Liveness is not readiness: the process still answers.
     assert_eq!(server.get("/healthz").0, 200);
 }

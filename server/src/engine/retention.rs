@@ -293,6 +293,14 @@ mod tests {
     }
 
     #[test]
+    fn audit_events_are_kept_forever_by_default_and_days_when_set() {
+        let now = crate::store::now();
+        assert_eq!(audit_cutoff(&RetentionSettings::default(), now), None);
+        let settings = RetentionSettings { audit_keep_days: 30, ..Default::default() };
+        assert_eq!(audit_cutoff(&settings, now), Some(now - chrono::Duration::days(30)));
+    }
+
+    #[test]
     fn project_rules_take_each_axis_separately() {
         let settings = RetentionSettings {
             log_keep_builds: 50,
@@ -303,6 +311,7 @@ mod tests {
             max_log_keep_days: 0,
             max_root_keep_builds: 10,
             max_root_keep_days: 0,
+            audit_keep_days: 0,
         };
         let project = Project {
             log_keep_builds: Some(1000),
