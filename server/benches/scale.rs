@@ -293,6 +293,11 @@ token = "xoxb-not-a-token"
 [plugins.isolation.container]
 library = "container"
 images = ["debian:bookworm"]
+
+[plugins.pre_triggers.forge]
+library = "forge_status"
+per_project = true
+forge = "github"
 "##;
 
 async fn server_memory() {

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod metrics;
 pub mod plugins;
 pub mod settings;
 pub mod store;

@@ -222,6 +222,7 @@ async fn project_round_trips_every_field(s: &Store) {
         log_keep_days: None,
         root_keep_builds: None,
         root_keep_days: Some(2),
+        public_badge: true,
     };
     let id = s.create_project(&p).await.unwrap();
     let got = s.get_project(id).await.unwrap().unwrap();

@@ -210,6 +210,12 @@ pub fn cleanup(
                 for (id, why) in &report.failed_roots {
                     eprintln!("keep rules: cannot remove the build root of build {id}: {why}");
                 }
+                if settings.retention.audit_keep_days > 0 {
+                    println!(
+                        "audit log: removed {} event(s) older than {} day(s)",
+                        report.audit, settings.retention.audit_keep_days
+                    );
+                }
             }
             if let Some(days) = builds_days {
                 let cutoff = store::now() - chrono::Duration::days(days.into());

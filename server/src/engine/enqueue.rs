@@ -242,6 +242,7 @@ impl Engine {
                 new.script = script;
                 let build = store.create_build(&new).await?;
                 self.notify_queued();
+                self.audit_start(&req, &project, &build).await;
                 Ok(build)
             }
             Err(e) => {
@@ -250,8 +251,32 @@ impl Engine {
                 let build = store.create_build(&new).await?;
                 let message = format!("the project could not be started: {e}");
                 store.append_output(build.id, &[(OutputStream::Message, message.as_str())]).await?;
+                self.audit_start(&req, &project, &build).await;
                 Ok(store.get_build(build.id).await?.unwrap_or(build))
             }
+        }
+    }
+
+    /// Records a build start in the audit log: the user who asked, or
+    /// `system` for webhooks, schedules and pipelines. Launch answers are
+    /// not recorded (they may hold anything a user typed).
+    async fn audit_start(&self, req: &StartRequest, project: &Project, build: &Build) {
+        let store = self.store();
+        let actor = match req.created_by {
+            Some(id) => match store.get_user(id).await {
+                Ok(Some(user)) => crate::store::AuditActor::user(&user, None),
+                _ => crate::store::AuditActor { id: Some(id), name: format!("user {id}"), remote_addr: None },
+            },
+            None => crate::store::AuditActor::system(),
+        };
+        let object = crate::store::AuditObject::new("build", Some(build.id), project.name.clone());
+        let details = serde_json::json!({
+            "project_id": project.id,
+            "status": build.status,
+            "pipeline_parent_build_id": req.pipeline_parent.as_ref().map(|p| p.id),
+        });
+        if let Err(e) = store.record_audit(&actor, "build.start", &object, details).await {
+            tracing::error!(error = %e, build = build.id, "cannot record the build start in the audit log");
         }
     }
 
@@ -278,7 +303,10 @@ impl Engine {
                 let answer = plugin
                     .compute(RStr::from(context.as_str()), RStr::from(existing.as_str()))
                     .into_result()
-                    .map_err(|e| EngineError::Failed(format!("variables plugin '{name}' failed: {e}")))?;
+                    .map_err(|e| {
+                        crate::metrics::plugin_error(name, "variables");
+                        EngineError::Failed(format!("variables plugin '{name}' failed: {e}"))
+                    })?;
                 let computed: Map<String, Value> = serde_json::from_str(answer.as_str()).map_err(|e| {
                     EngineError::Failed(format!(
                         "variables plugin '{name}' answered something that is not an object: {e}"

@@ -296,7 +296,10 @@ impl Engine {
             let (host, registry, org_json, kind) = (host.clone(), registry.clone(), org_json.clone(), kind.clone());
             move || {
                 let plugin = registry.organization(&kind).expect("checked above");
-                plugin.find_repos(RStr::from(org_json.as_str()), &host.host()).into_result()
+                plugin
+                    .find_repos(RStr::from(org_json.as_str()), &host.host())
+                    .into_result()
+                    .inspect_err(|_| crate::metrics::plugin_error(&kind, "organization"))
             }
         })
         .await
@@ -326,6 +329,7 @@ impl Engine {
                             &host.host(),
                         )
                         .into_result()
+                        .inspect_err(|_| crate::metrics::plugin_error(&kind, "organization"))
                 }
             })
             .await

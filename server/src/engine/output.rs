@@ -364,7 +364,10 @@ impl Engine {
                 match plugin.filter(info, lines.clone()).into_result() {
                     Ok(out) => lines = out,
                     // A broken output plugin must not lose the build's output.
-                    Err(e) => problems.push(format!("output plugin '{name}' failed: {e}")),
+                    Err(e) => {
+                        crate::metrics::plugin_error(name, "output");
+                        problems.push(format!("output plugin '{name}' failed: {e}"))
+                    }
                 }
             }
             (lines, problems)
@@ -425,7 +428,10 @@ impl Engine {
                 .output_chain_named()
                 .into_iter()
                 .filter_map(|(name, plugin)| {
-                    plugin.build_finished(info).into_result().err().map(|e| format!("output plugin '{name}': {e}"))
+                    plugin.build_finished(info).into_result().err().map(|e| {
+                        crate::metrics::plugin_error(name, "output");
+                        format!("output plugin '{name}': {e}")
+                    })
                 })
                 .collect::<Vec<_>>()
         })

@@ -131,13 +131,15 @@ pub struct Budget {
     pub logs: usize,
     /// Build roots per pass; 0: no limit.
     pub roots: usize,
+    /// Audit events per pass; 0: no limit.
+    pub audit: usize,
 }
 
 impl Budget {
     /// Everything at once.
-    pub const UNLIMITED: Budget = Budget { logs: 0, roots: 0 };
+    pub const UNLIMITED: Budget = Budget { logs: 0, roots: 0, audit: 0 };
     /// One housekeeping pass.
-    pub const HOUSEKEEPING: Budget = Budget { logs: 200, roots: 100 };
+    pub const HOUSEKEEPING: Budget = Budget { logs: 200, roots: 100, audit: 5000 };
 }
 
 /// What one pass removed.
@@ -149,12 +151,14 @@ pub struct Report {
     pub roots: Vec<Id>,
     /// Roots that could not be removed, with why (left for the next pass).
     pub failed_roots: Vec<(Id, String)>,
+    /// Audit events removed for being older than `[retention] audit_keep_days`.
+    pub audit: u64,
 }
 
 impl Report {
     /// Whether nothing happened.
     pub fn is_empty(&self) -> bool {
-        self.logs.is_empty() && self.roots.is_empty() && self.failed_roots.is_empty()
+        self.logs.is_empty() && self.roots.is_empty() && self.failed_roots.is_empty() && self.audit == 0
     }
 }
 
@@ -186,7 +190,19 @@ pub async fn apply(store: &Store, settings: &RetentionSettings, build_root: &Pat
     if !root_bounds.is_empty() {
         prune_roots(store, build_root, &root_bounds, budget, &mut report).await?;
     }
+    if let Some(cutoff) = audit_cutoff(settings, now) {
+        report.audit = store.delete_audit_before(cutoff, budget.audit as i64).await?;
+    }
     Ok(report)
+}
+
+/// Audit events recorded before this are past `[retention] audit_keep_days`;
+/// `None` when they are kept forever (0).
+pub fn audit_cutoff(settings: &RetentionSettings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (settings.audit_keep_days > 0)
+        .then(|| chrono::Duration::try_days(settings.audit_keep_days.into()))
+        .flatten()
+        .and_then(|d| now.checked_sub_signed(d))
 }
 
 async fn bounds_of(store: &Store, project_id: Id, rule: KeepRule, now: DateTime<Utc>) -> Result<Bounds> {
@@ -277,6 +293,14 @@ mod tests {
     }
 
     #[test]
+    fn audit_events_are_kept_forever_by_default_and_days_when_set() {
+        let now = crate::store::now();
+        assert_eq!(audit_cutoff(&RetentionSettings::default(), now), None);
+        let settings = RetentionSettings { audit_keep_days: 30, ..Default::default() };
+        assert_eq!(audit_cutoff(&settings, now), Some(now - chrono::Duration::days(30)));
+    }
+
+    #[test]
     fn project_rules_take_each_axis_separately() {
         let settings = RetentionSettings {
             log_keep_builds: 50,
@@ -287,6 +311,7 @@ mod tests {
             max_log_keep_days: 0,
             max_root_keep_builds: 10,
             max_root_keep_days: 0,
+            audit_keep_days: 0,
         };
         let project = Project {
             log_keep_builds: Some(1000),

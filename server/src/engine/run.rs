@@ -246,7 +246,10 @@ impl Engine {
         let registry = self.registry().clone();
         let result = tokio::task::spawn_blocking(move || {
             let plugin = registry.isolation(&isolation).expect("checked above");
-            plugin.execute(RStr::from(context.as_str()), &host.host()).into_result()
+            plugin
+                .execute(RStr::from(context.as_str()), &host.host())
+                .into_result()
+                .inspect_err(|_| crate::metrics::plugin_error(&isolation, "isolation"))
         })
         .await
         .map_err(|e| EngineError::Failed(format!("the isolation plugin stopped: {e}")))?;
@@ -344,7 +347,10 @@ impl Engine {
         log.message(&format!("checking out {} with scm '{scm}'", without_password(&project.repo_url)));
         let answer = tokio::task::spawn_blocking(move || {
             let plugin = registry.scm(&scm).expect("checked above");
-            plugin.checkout(RStr::from(context.as_str()), &host.host()).into_result()
+            plugin
+                .checkout(RStr::from(context.as_str()), &host.host())
+                .into_result()
+                .inspect_err(|_| crate::metrics::plugin_error(&scm, "scm"))
         })
         .await
         .map_err(|e| EngineError::Failed(format!("the scm plugin stopped: {e}")))?;
@@ -404,6 +410,7 @@ impl Engine {
             for (name, trigger) in registry.triggers(section, &project_triggers) {
                 host.log.message(&format!("{section_name}: running trigger '{name}'"));
                 if let Err(e) = trigger.execute(RStr::from(context.as_str()), &host.host()).into_result() {
+                    crate::metrics::plugin_error(name, "trigger");
                     return Err(format!("{section_name} trigger '{name}' failed: {e}"));
                 }
             }

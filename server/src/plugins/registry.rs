@@ -251,7 +251,10 @@ impl Registry {
                             request.action, request.kind, plugin.name
                         ))
                     }
-                    Err(e) => return Err(format!("authorization plugin '{}' failed: {e}", plugin.name)),
+                    Err(e) => {
+                        crate::metrics::plugin_error(&plugin.name, "authorization");
+                        return Err(format!("authorization plugin '{}' failed: {e}", plugin.name));
+                    }
                 }
             }
         }
@@ -271,7 +274,10 @@ impl Registry {
                 let keep = a
                     .filter_list(RStr::from(json.as_str()), RStr::from(candidates_json.as_str()))
                     .into_result()
-                    .map_err(|e| format!("authorization plugin '{}' failed: {e}", plugin.name))?;
+                    .map_err(|e| {
+                        crate::metrics::plugin_error(&plugin.name, "authorization");
+                        format!("authorization plugin '{}' failed: {e}", plugin.name)
+                    })?;
                 ids.retain(|id| keep.contains(id));
             }
         }

@@ -43,7 +43,10 @@ impl SecretsChain {
 impl SecretCipher for SecretsChain {
     fn encrypt(&self, plain: &str) -> Result<String, SecretError> {
         let (name, plugin) = self.plugins.first().ok_or(SecretError::NoPlugin)?;
-        let failed = |message: String| SecretError::Plugin { plugin: name.clone(), message };
+        let failed = |message: String| {
+            crate::metrics::plugin_error(name, "secrets");
+            SecretError::Plugin { plugin: name.clone(), message }
+        };
         let stored: String = plugin.cloak(RStr::from(plain)).into_result().map_err(|e| failed(e.into()))?.into();
         // A value without the header would later be taken for clear text.
         if !stored.starts_with(HEADER_PREFIX) || !plugin.recognizes(RStr::from(stored.as_str())) {
@@ -65,6 +68,9 @@ impl SecretCipher for SecretsChain {
             .find(|(_, p)| p.recognizes(RStr::from(stored)))
             .ok_or_else(|| SecretError::NotRecognized(header_of(stored)))?;
         let plain = plugin.decloak(RStr::from(stored)).into_result();
-        plain.map(Into::into).map_err(|e| SecretError::Plugin { plugin: name.clone(), message: e.into() })
+        plain.map(Into::into).map_err(|e| {
+            crate::metrics::plugin_error(name, "secrets");
+            SecretError::Plugin { plugin: name.clone(), message: e.into() }
+        })
     }
 }

@@ -52,6 +52,9 @@ pub struct Settings {
     /// How long build logs and build roots are kept (docs/retention.md).
     #[serde(default)]
     pub retention: RetentionSettings,
+    /// Who may read `GET /metrics` (docs/operations.md).
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     /// The plugin configuration, section by section.
     pub plugins: PluginSettings,
     /// The settings files and directories these settings were read from:
@@ -116,6 +119,16 @@ pub struct AuthorizationSettings {
     /// refuses to start unless this is `true`.
     #[serde(default)]
     pub allow_everything: bool,
+}
+
+/// Who may read `GET /metrics`: superusers always, and whoever sends
+/// `Authorization: Bearer <token>` when `token` is set (for a Prometheus
+/// scraper that holds no account). Empty: superusers only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// The scrape token; empty for none.
+    pub token: String,
 }
 
 /// How webhooks must prove themselves.
@@ -307,6 +320,8 @@ pub struct RetentionSettings {
     pub max_root_keep_builds: u32,
     /// The most `root_keep_days` a project may ask for.
     pub max_root_keep_days: u32,
+    /// Keep audit events this many days; 0 (the default): forever.
+    pub audit_keep_days: u32,
 }
 
 impl RetentionSettings {

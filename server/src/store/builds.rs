@@ -198,6 +198,38 @@ impl Store {
         Ok(r.try_get::<i64, _>(0)?)
     }
 
+    /// Queued builds per worker pool, by pool name (every pool, 0 included).
+    pub async fn queue_depth_by_pool(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT p.name AS name, COUNT(b.id) AS depth FROM worker_pools p \
+             LEFT JOIN builds b ON b.worker_pool_id = p.id AND b.status = 'QUEUED' \
+             GROUP BY p.id, p.name ORDER BY p.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((get_str(r, "name")?, r.try_get::<i64, _>("depth")?))).collect()
+    }
+
+    /// The status of a project's newest finished build, if any.
+    pub async fn last_finished_status(&self, project_id: Id) -> Result<Option<BuildStatus>> {
+        let r = sqlx::query(
+            "SELECT status FROM builds WHERE project_id = $1 AND status NOT IN ('QUEUED', 'RUNNING', 'ABORTING') \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(project_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r.map(|r| get_str(&r, "status")).transpose()?.and_then(|s| BuildStatus::parse(&s)))
+    }
+
+    /// How many builds are RUNNING or ABORTING now, on any host.
+    pub async fn count_running_builds(&self) -> Result<i64> {
+        let r = sqlx::query("SELECT COUNT(*) FROM builds WHERE status IN ('RUNNING', 'ABORTING')")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get::<i64, _>(0)?)
+    }
+
     /// Claims the oldest QUEUED build in any of `pool_ids` for `worker_id`,
     /// atomically: it becomes RUNNING with a start time, and no other claimer
     /// can get it. `None` when the queue is empty.
@@ -291,6 +323,10 @@ impl Store {
         let b = fetch_build(&mut tx, id).await?;
         update_pointers(&mut tx, &b).await?;
         tx.commit().await?;
+        if finishing {
+            let seconds = b.start_time.zip(b.end_time).map(|(s, e)| (e - s).num_milliseconds() as f64 / 1000.0);
+            crate::metrics::build_finished(to, seconds);
+        }
         Ok(b)
     }
 

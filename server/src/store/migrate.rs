@@ -83,6 +83,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0008_retention.sql"),
         convert: None,
     },
+    Migration {
+        version: 9,
+        name: "audit_and_badges",
+        sqlite: include_str!("../../migrations/sqlite/0009_audit_and_badges.sql"),
+        postgres: include_str!("../../migrations/postgres/0009_audit_and_badges.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.

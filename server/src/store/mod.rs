@@ -17,6 +17,7 @@
 //! schema DDL) branch on [`Backend`].
 
 mod accounts;
+mod audit;
 mod builds;
 mod logs;
 pub mod migrate;
@@ -40,6 +41,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
 pub use accounts::{check_password, hash_password, random_token, set_hash_concurrency};
+pub use audit::{AuditActor, AuditEvent, AuditFilter, AuditObject};
 pub use builds::BuildFilter;
 pub use logs::{CHUNK_BYTES, CHUNK_LINES};
 pub use models::*;
@@ -356,6 +358,12 @@ impl Store {
     /// Decrypts a value stored with the secret header.
     pub fn decrypt(&self, stored: &str) -> Result<String> {
         Ok(self.secrets.decrypt(stored)?)
+    }
+
+    /// Whether the database answers a query now (`GET /readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
     }
 
     /// Closes the pool.

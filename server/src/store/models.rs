@@ -610,6 +610,10 @@ pub struct Project {
     /// `None` (or 0): the administrator's default.
     #[serde(default)]
     pub root_keep_days: Option<i64>,
+    /// Whether `GET /api/v1/projects/{id}/badge.svg` answers without a login
+    /// (default: no; then whoever may view the project may see its badge).
+    #[serde(default)]
+    pub public_badge: bool,
 }
 
 impl Default for Project {
@@ -662,6 +666,7 @@ impl Default for Project {
             log_keep_days: None,
             root_keep_builds: None,
             root_keep_days: None,
+            public_badge: false,
         }
     }
 }

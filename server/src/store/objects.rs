@@ -1083,6 +1083,7 @@ impl Record for Project {
             ("recursive", self.recursive.into()),
             ("scm_type", self.scm_type.clone().into()),
             ("webhook_enabled", self.webhook_enabled.into()),
+            ("public_badge", self.public_badge.into()),
             ("script", self.script.clone().into()),
             ("timeout", self.timeout.into()),
             ("container_base_image", self.container_base_image.clone().filter(|s| !s.is_empty()).into()),
@@ -1168,6 +1169,7 @@ impl Record for Project {
             log_keep_days: get_opt_i64(r, "log_keep_days")?,
             root_keep_builds: get_opt_i64(r, "root_keep_builds")?,
             root_keep_days: get_opt_i64(r, "root_keep_days")?,
+            public_badge: get_bool(r, "public_badge")?,
         })
     }
     fn links(&self) -> Vec<&[Id]> {

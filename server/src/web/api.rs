@@ -21,8 +21,8 @@ use super::routes;
 use super::AppState;
 use crate::engine::{LaunchAnswers, StartRequest};
 use crate::store::{
-    BuildFilter, BuildStatus, Id, NewUser, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User,
-    VariableSet, WorkerPool,
+    AuditObject, BuildFilter, BuildStatus, Id, NewUser, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey,
+    Stage, User, VariableSet, WorkerPool,
 };
 
 /// Largest request body accepted.
@@ -83,6 +83,8 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
             Ok(json_response(StatusCode::OK, &json!({ "results": state.registry.summaries() })))
         }
         "project.start" => start_project(&state, &principal, id, &req).await,
+        "project.badge" => super::observe::badge(&state, &principal, id).await,
+        "audit.list" => super::audit::list(&state, &principal, &req.query).await,
         "build.list" => list_builds(&state, &principal, &req).await,
         "build.get" => {
             let (build, object) = build_object(&state, id).await?;
@@ -102,6 +104,8 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
                 return Err(ApiError::new(StatusCode::CONFLICT, format!("build {id} is pinned: unpin it first")));
             }
             state.store.delete_build(id).await?;
+            let actor = super::audit::actor(&principal, req.client);
+            state.audit(&actor, "delete", &build_audit_object(&state, &build).await, json!({})).await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "build.pin" | "build.unpin" => {
@@ -114,6 +118,9 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
                 .set_build_pinned(id, pinned)
                 .await?
                 .ok_or_else(|| ApiError::not_found(&format!("build {id}")))?;
+            let actor = super::audit::actor(&principal, req.client);
+            let action = if pinned { "build.pin" } else { "build.unpin" };
+            state.audit(&actor, action, &build_audit_object(&state, &build).await, json!({})).await;
             Ok(json_response(StatusCode::OK, &build))
         }
         "build.stop" => {
@@ -125,6 +132,8 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
                     format!("build {id} is {}: only queued or running builds can be stopped", build.status),
                 ));
             }
+            let actor = super::audit::actor(&principal, req.client);
+            state.audit(&actor, "build.stop", &build_audit_object(&state, &build).await, json!({})).await;
             Ok(json_response(StatusCode::ACCEPTED, &json!({ "id": id, "status": "ABORTING" })))
         }
         "build.output" => {
@@ -177,15 +186,19 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
             };
             let ttl = (days > 0).then(|| chrono::Duration::days(days));
             let (token, secret) = state.store.create_api_token(user.id, &name, ttl).await?;
+            let object = AuditObject::new("token", Some(token.id), name.clone());
+            let details = json!({ "expires_in_days": (days > 0).then_some(days) });
+            state.audit(&super::audit::actor(&principal, req.client), "token.create", &object, details).await;
             Ok(json_response(StatusCode::CREATED, &json!({ "token": secret, "details": token })))
         }
         "token.delete" => {
             let user = principal.require()?;
-            let mine = state.store.list_api_tokens(user.id).await?.iter().any(|t| t.id == id);
-            if !mine {
+            let Some(token) = state.store.list_api_tokens(user.id).await?.into_iter().find(|t| t.id == id) else {
                 return Err(ApiError::not_found(&format!("token {id}")));
-            }
+            };
             state.store.delete_api_token(id).await?;
+            let object = AuditObject::new("token", Some(id), token.name);
+            state.audit(&super::audit::actor(&principal, req.client), "token.revoke", &object, json!({})).await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         other => {
@@ -270,6 +283,7 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
     let attempt = match state.login_throttle.begin(&username, req.client) {
         Ok(attempt) => attempt,
         Err(throttled) => {
+            audit_failed_login(state, &username, req.client, "throttled").await;
             let response = throttled.api_error().into_response();
             return Ok(
                 warp::reply::with_header(response, "retry-after", throttled.retry_after.to_string()).into_response()
@@ -277,14 +291,38 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
         }
     };
     let Some(user) = state.store.verify_password(&username, &password).await? else {
+        audit_failed_login(state, &username, req.client, "wrong username or password").await;
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong username or password"));
     };
     attempt.succeeded();
+    let object = AuditObject::new("user", Some(user.id), user.username.clone());
+    state.audit(&crate::store::AuditActor::user(&user, req.client), "login", &object, json!({ "via": "api" })).await;
     let sid = state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await?;
     let csrf = auth::csrf_token(&sid);
     let cookie = auth::session_cookie(state, &sid);
     let reply = warp::reply::json(&json!({ "user": user, "csrf_token": csrf }));
     Ok(warp::reply::with_header(reply, "set-cookie", cookie).into_response())
+}
+
+/// Records a failed login: the username tried and the client's address.
+pub(crate) async fn audit_failed_login(
+    state: &Arc<AppState>,
+    username: &str,
+    client: Option<std::net::IpAddr>,
+    reason: &str,
+) {
+    let actor = super::audit::actor(&Principal::Anonymous, client);
+    let object = AuditObject::new("user", None, username);
+    state.audit(&actor, "login_failed", &object, json!({ "username": username, "reason": reason })).await;
+}
+
+/// A build as an audit record names it: its id and its project's name.
+pub(crate) async fn build_audit_object(state: &Arc<AppState>, build: &crate::store::Build) -> AuditObject {
+    let project = match build.project_id {
+        Some(pid) => state.store.get_project(pid).await.ok().flatten().map(|p| p.name).unwrap_or_default(),
+        None => String::new(),
+    };
+    AuditObject::new("build", Some(build.id), project)
 }
 
 async fn logout(state: &Arc<AppState>, principal: &Principal) -> Result<Response, ApiError> {
@@ -675,17 +713,17 @@ async fn crud(
             principal.require()?;
             state.authorize(principal, "create", kind, None).await?;
             let body = body_object(&req.body)?;
-            let created = create_object(state, principal, kind, body).await?;
+            let created = create_object(state, principal, req.client, kind, body).await?;
             Ok(json_response(StatusCode::CREATED, &get_value(state, kind, created).await?))
         }
         "update" => {
             get_value(state, kind, id).await?;
             let body = body_object(&req.body)?;
-            update_object(state, principal, kind, id, body).await?;
+            update_object(state, principal, req.client, kind, id, body).await?;
             Ok(json_response(StatusCode::OK, &get_value(state, kind, id).await?))
         }
         "delete" => {
-            delete_object(state, principal, kind, id).await?;
+            delete_object(state, principal, req.client, kind, id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(ApiError::not_found("route")),
@@ -732,12 +770,14 @@ pub(crate) async fn list_visible(
 pub(crate) async fn create_object(
     state: &Arc<AppState>,
     principal: &Principal,
+    client: Option<std::net::IpAddr>,
     kind: &str,
     body: Map<String, Value>,
 ) -> Result<Id, ApiError> {
     let user = principal.require()?.clone();
     let what = kind.replace('_', " ");
-    Ok(match kind {
+    let asked: Vec<String> = body.keys().cloned().collect();
+    let id = match kind {
         "user" => create_user(state, body).await?,
         "group" => {
             reject_unknown(&body, &["name"], "group")?;
@@ -754,13 +794,20 @@ pub(crate) async fn create_object(
             check_uses(state, principal, kind, None, &value).await?;
             dispatch_kind!(kind, state.store, create, value, &what)?
         }
-    })
+    };
+    // Shared by the API and the UI: every object created is recorded here.
+    let after = get_value(state, kind, id).await?;
+    let object = AuditObject::new(kind, Some(id), super::ui::object_name(kind, &after));
+    let details = super::audit::change_details(None, &after, &asked);
+    state.audit(&super::audit::actor(principal, client), "create", &object, details).await;
+    Ok(id)
 }
 
 /// Changes fields of an object, as `PATCH /api/v1/<kind>s/{id}` does, `edit` authorization included.
 pub(crate) async fn update_object(
     state: &Arc<AppState>,
     principal: &Principal,
+    client: Option<std::net::IpAddr>,
     kind: &str,
     id: Id,
     body: Map<String, Value>,
@@ -768,7 +815,8 @@ pub(crate) async fn update_object(
     let what = kind.replace('_', " ");
     let current = get_value(state, kind, id).await?;
     let mut object = authz_object(state, kind, current.clone()).await?;
-    let mut changes: Vec<String> = body.keys().cloned().collect();
+    let asked: Vec<String> = body.keys().cloned().collect();
+    let mut changes = asked.clone();
     if body.contains_key("group_ids") {
         // Authorization plugins speak of group membership as `groups`.
         changes.push("groups".into());
@@ -776,7 +824,7 @@ pub(crate) async fn update_object(
     object["changes"] = json!(changes);
     state.authorize(principal, "edit", kind, Some(object)).await?;
     match kind {
-        "user" => update_user(state, principal, current, body).await?,
+        "user" => update_user(state, principal, current.clone(), body).await?,
         "group" => {
             reject_unknown(&body, &["name"], "group")?;
             let name = body
@@ -792,6 +840,11 @@ pub(crate) async fn update_object(
             dispatch_kind!(kind, state.store, update, value, &what)?;
         }
     }
+    // Shared by the API and the UI: every object changed is recorded here.
+    let after = get_value(state, kind, id).await?;
+    let object = AuditObject::new(kind, Some(id), super::ui::object_name(kind, &after));
+    let details = super::audit::change_details(Some(&current), &after, &asked);
+    state.audit(&super::audit::actor(principal, client), "update", &object, details).await;
     Ok(())
 }
 
@@ -799,11 +852,12 @@ pub(crate) async fn update_object(
 pub(crate) async fn delete_object(
     state: &Arc<AppState>,
     principal: &Principal,
+    client: Option<std::net::IpAddr>,
     kind: &str,
     id: Id,
 ) -> Result<(), ApiError> {
     let current = get_value(state, kind, id).await?;
-    state.authorize(principal, "delete", kind, Some(authz_object(state, kind, current).await?)).await?;
+    state.authorize(principal, "delete", kind, Some(authz_object(state, kind, current.clone()).await?)).await?;
     let deleted = match kind {
         "user" => state.store.delete_user(id).await?,
         "group" => state.store.delete_group(id).await?,
@@ -812,6 +866,8 @@ pub(crate) async fn delete_object(
     if !deleted {
         return Err(ApiError::not_found(&format!("{} {id}", kind.replace('_', " "))));
     }
+    let object = AuditObject::new(kind, Some(id), super::ui::object_name(kind, &current));
+    state.audit(&super::audit::actor(principal, client), "delete", &object, json!({})).await;
     Ok(())
 }
 

@@ -3,11 +3,13 @@
 //! plugins or open files of their own.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod limits;
 mod live;
 mod log;
+pub mod observe;
 pub mod routes;
 pub mod ui;
 mod webhooks;
@@ -58,6 +60,7 @@ pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let ui = ui::routes(state.clone());
+    let observe = observe_routes(state.clone());
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::query::<std::collections::HashMap<String, String>>())
@@ -81,7 +84,29 @@ pub fn routes(
                 }
             },
         );
-    ui.or(api).recover(recover)
+    observe.or(ui).unify().or(api).recover(recover)
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, outside the API's prefix where
+/// probes and scrapers expect them.
+fn observe_routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let health = warp::path!("healthz").and(warp::get()).map(observe::healthz);
+    let ready = {
+        let state = state.clone();
+        warp::path!("readyz").and(warp::get()).then(move || {
+            let state = state.clone();
+            async move { observe::readyz(&state).await }
+        })
+    };
+    let metrics = warp::path!("metrics").and(warp::get()).and(warp::method()).and(warp::header::headers_cloned()).then(
+        move |method, headers| {
+            let state = state.clone();
+            async move { observe::metrics(&state, &method, &headers).await.unwrap_or_else(|e| e.into_response()) }
+        },
+    );
+    health.or(ready).unify().or(metrics).unify()
 }
 
 /// A response whose body is sent as `rx` yields it, ending when `rx` closes
@@ -185,6 +210,17 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
                  variables can be neither stored nor read"
             );
         }
+        // One record of what this start loaded, for whoever asks later what ran when.
+        let loaded: Vec<_> = registry.summaries();
+        let object = crate::store::AuditObject::new("plugins", None, format!("{} plugin(s)", loaded.len()));
+        store
+            .record_audit(
+                &crate::store::AuditActor::system(),
+                "plugins.loaded",
+                &object,
+                serde_json::json!({ "plugins": loaded }),
+            )
+            .await?;
         let registry = Arc::new(registry);
         let engine = Engine::new(store.clone(), registry.clone(), Arc::new(settings.clone()));
         let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
@@ -295,7 +331,17 @@ async fn serve_connections(
         let per_request = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(limits::ClientAddr(peer));
             let mut service = service.clone();
-            tower_service::Service::call(&mut service, request)
+            let method = request.method().clone();
+            let started = std::time::Instant::now();
+            let answer = tower_service::Service::call(&mut service, request);
+            async move {
+                let answer = answer.await;
+                if let Ok(response) = &answer {
+                    let status = response.status().as_u16();
+                    crate::metrics::http_request(method.as_str(), status, started.elapsed().as_secs_f64());
+                }
+                answer
+            }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())

@@ -120,6 +120,18 @@ pub const SPECIAL: &[Route] = &[
         path: "/api/v1/tokens/{id}",
         summary: "Revoke one of your API tokens",
     },
+    Route {
+        id: "project.badge",
+        method: "GET",
+        path: "/api/v1/projects/{id}/badge.svg",
+        summary: "The last finished build's status as an SVG badge (public when the project's public_badge is on)",
+    },
+    Route {
+        id: "audit.list",
+        method: "GET",
+        path: "/api/v1/audit",
+        summary: "The audit log, newest first (superusers; actor, action, object_kind, object_id, since, until, before, limit)",
+    },
     Route { id: "webhook", method: "POST", path: "/webhooks", summary: "GitHub, GitLab or generic push webhooks" },
 ];
 

@@ -240,7 +240,7 @@ async fn new(ctx: &Ctx, kind: &'static str, form: Option<&Form>) -> Result<Respo
         Ok(input) => input,
         Err(errors) => return Ok(form_page(ctx, kind, &object, Some(form), errors, None, true).await),
     };
-    match api::create_object(&ctx.state, &ctx.principal, kind, input).await {
+    match api::create_object(&ctx.state, &ctx.principal, ctx.client, kind, input).await {
         Ok(id) => Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind)))),
         Err(e) => {
             let (errors, general) = field_errors(kind, e)?;
@@ -269,7 +269,7 @@ async fn edit(ctx: &Ctx, kind: &'static str, id: i64, form: Option<&Form>) -> Re
     if input.is_empty() {
         return Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind))));
     }
-    match api::update_object(&ctx.state, &ctx.principal, kind, id, input).await {
+    match api::update_object(&ctx.state, &ctx.principal, ctx.client, kind, id, input).await {
         Ok(()) => Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind)))),
         Err(e) => {
             let (errors, general) = field_errors(kind, e)?;
@@ -349,6 +349,6 @@ async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiE
 }
 
 async fn delete(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiError> {
-    api::delete_object(&ctx.state, &ctx.principal, kind, id).await?;
+    api::delete_object(&ctx.state, &ctx.principal, ctx.client, kind, id).await?;
     Ok(redirect(&format!("/ui/{}", segment_of(kind))))
 }

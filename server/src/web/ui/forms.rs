@@ -96,6 +96,13 @@ const PROJECT: &[Field] = &[
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
     h("Variables", "launch_questions", "Launch questions", Code, "A JSON list of {variable, type, choices, prompt}."),
     f("Webhooks", "webhook_enabled", "Webhooks may start it", Check),
+    h(
+        "Webhooks",
+        "public_badge",
+        "Public status badge",
+        Check,
+        "Anyone, logged in or not, may fetch the status badge.",
+    ),
     h("Webhooks", "webhook_token", "Webhook token", Secret, "Stored encrypted; leave blank to keep the stored one."),
     f("Pipeline", "pipeline_id", "Pipeline", OptSelect("pipeline")),
     f("Pipeline", "stage_id", "Stage", OptSelect("stage")),

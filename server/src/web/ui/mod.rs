@@ -47,6 +47,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("pipeline_map_fragment.html", include_str!("../../../templates/pipeline_map_fragment.html")),
     ("files.html", include_str!("../../../templates/files.html")),
     ("macros.html", include_str!("../../../templates/macros.html")),
+    ("audit.html", include_str!("../../../templates/audit.html")),
 ];
 
 const SCRIPT: &str = include_str!("../../../templates/static/vespene.js");
@@ -186,6 +187,8 @@ pub(crate) struct Ctx {
     pub csrf: String,
     /// The path of the page, for the navigation's current marker.
     pub path: String,
+    /// The client's address (for the audit log).
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl Ctx {
@@ -222,15 +225,15 @@ impl Ctx {
                 json!({ "username": self.user.username, "id": self.user.id, "is_superuser": self.user.is_superuser }),
             );
             map.insert("csrf_token".into(), json!(self.csrf));
-            map.insert("nav".into(), nav(&self.path));
+            map.insert("nav".into(), nav(&self.path, self.user.is_superuser));
         }
         html(template, status, context)
     }
 }
 
 /// The navigation bar, in the original's order (plus dashboard and plugins).
-fn nav(path: &str) -> Value {
-    let items = [
+fn nav(path: &str, superuser: bool) -> Value {
+    let mut items = vec![
         ("/ui/dashboard", "Dashboard"),
         ("/ui/projects", "Projects"),
         ("/ui/builds", "Builds"),
@@ -246,6 +249,9 @@ fn nav(path: &str) -> Value {
         ("/ui/groups", "Groups"),
         ("/ui/plugins", "Plugins"),
     ];
+    if superuser {
+        items.push(("/ui/audit", "Audit"));
+    }
     Value::Array(
         items
             .iter()
@@ -337,6 +343,7 @@ async fn handle(state: Arc<AppState>, req: UiRequest) -> Response {
                 "interface_version": vespene_plugin_api::INTERFACE_VERSION,
             }),
         ),
+        (Method::GET, ["ui", "audit"]) => audit_page(&ctx, &req).await,
         (Method::GET, ["ui", "dashboard"]) => pages::dashboard(&ctx, false).await,
         (Method::GET, ["ui", "dashboard", "fragment"]) => pages::dashboard(&ctx, true).await,
         (Method::GET, ["ui", "projects"]) => pages::projects(&ctx, &req).await,
@@ -367,6 +374,52 @@ async fn handle(state: Arc<AppState>, req: UiRequest) -> Response {
     }
 }
 
+/// The audit log page (superusers), with the API's filters; a bad filter is
+/// shown above an empty table, naming it.
+async fn audit_page(ctx: &Ctx, req: &UiRequest) -> Response {
+    if let Err(e) = super::audit::require_superuser(&ctx.principal) {
+        return api_error_page(ctx, e);
+    }
+    let query: HashMap<String, String> =
+        req.query.iter().filter(|(_, v)| !v.trim().is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let shown = |name: &str| query.get(name).cloned().unwrap_or_default();
+    let filters = json!({
+        "actor": shown("actor"), "action": shown("action"), "object_kind": shown("object_kind"),
+        "object_id": shown("object_id"), "since": shown("since"), "until": shown("until"),
+    });
+    let (events, next, error) = match super::audit::filter_from(&query) {
+        Ok(filter) => match super::audit::page(&ctx.state, &filter).await {
+            Ok((events, next)) => (events, next, None),
+            Err(e) => return api_error_page(ctx, e),
+        },
+        Err(e) => (Vec::new(), None, Some(e.message)),
+    };
+    let next = next.map(|before| {
+        let mut pairs: Vec<(String, String)> =
+            query.iter().filter(|(k, _)| *k != "before").map(|(k, v)| (k.clone(), v.clone())).collect();
+        pairs.sort();
+        pairs.push(("before".into(), before.to_string()));
+        form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+    });
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "at": e.at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                "actor": e.actor, "remote_addr": e.remote_addr, "action": e.action,
+                "object_kind": e.object_kind, "object_id": e.object_id, "object_name": e.object_name,
+                "details": e.details.to_string(),
+            })
+        })
+        .collect();
+    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    ctx.page_with_status(
+        "audit.html",
+        status,
+        json!({ "events": rows, "filters": filters, "next": next, "error": error }),
+    )
+}
+
 /// An id from the path; 0 (which matches nothing) when it is not a number.
 fn parse_id(s: &str) -> i64 {
     s.parse().unwrap_or(0)
@@ -390,6 +443,7 @@ async fn session(state: &Arc<AppState>, req: &UiRequest) -> Result<Option<Ctx>, 
         user,
         csrf,
         path: req.path.clone(),
+        client: req.client,
     }))
 }
 
@@ -447,6 +501,7 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
     let attempt = match state.login_throttle.begin(&username, req.client) {
         Ok(attempt) => attempt,
         Err(throttled) => {
+            super::api::audit_failed_login(state, &username, req.client, "throttled").await;
             let error = format!("Too many failed logins: {}.", throttled.message);
             let context = json!({ "next": next, "username": username, "error": error });
             let mut r = login_page(state, StatusCode::TOO_MANY_REQUESTS, context);
@@ -460,11 +515,12 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
             user
         }
         Ok(None) => {
+            super::api::audit_failed_login(state, &username, req.client, "wrong username or password").await;
             return login_page(
                 state,
                 StatusCode::UNAUTHORIZED,
                 json!({ "next": next, "username": username, "error": "Wrong username or password." }),
-            )
+            );
         }
         Err(e) => return api_error_page_anonymous(ApiError::internal(e)),
     };
@@ -472,6 +528,9 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
         Ok(sid) => sid,
         Err(e) => return api_error_page_anonymous(ApiError::internal(e)),
     };
+    let object = crate::store::AuditObject::new("user", Some(user.id), user.username.clone());
+    let actor = crate::store::AuditActor::user(&user, req.client);
+    state.audit(&actor, "login", &object, json!({ "via": "ui" })).await;
     let mut r = redirect(&next);
     if let Ok(v) = HeaderValue::from_str(&auth::session_cookie(state, &sid)) {
         r.headers_mut().append("set-cookie", v);
@@ -497,6 +556,11 @@ async fn logout(ctx: &Ctx) -> Response {
         r.headers_mut().insert("set-cookie", v);
     }
     r
+}
+
+/// The display name of an object (the username of a user).
+pub(crate) fn object_name(kind: &str, v: &Value) -> String {
+    crud::name_of(kind, v)
 }
 
 /// Names of the objects of a kind by id, for showing references.

@@ -534,6 +534,8 @@ pub(crate) async fn stop(ctx: &Ctx, id: Id, form: &Form) -> Response {
                 format!("Build {id} is {}: only queued or running builds can be stopped.", b.status),
             ));
         }
+        let actor = crate::web::audit::actor(&ctx.principal, ctx.client);
+        ctx.state.audit(&actor, "build.stop", &api::build_audit_object(&ctx.state, &b).await, json!({})).await;
         let back = match form.get("next") {
             Some(n) if n.starts_with("/ui/") => n.to_string(),
             _ => format!("/ui/builds/{id}"),
@@ -549,9 +551,12 @@ pub(crate) async fn pin(ctx: &Ctx, id: Id, pin: bool) -> Response {
     let result: Result<Response, ApiError> = async {
         let (_, object) = api::build_object(&ctx.state, id).await?;
         ctx.state.authorize(&ctx.principal, "stop", "build", Some(object)).await?;
-        if ctx.state.store.set_build_pinned(id, pin).await?.is_none() {
+        let Some(b) = ctx.state.store.set_build_pinned(id, pin).await? else {
             return Err(ApiError::not_found(&format!("build {id}")));
-        }
+        };
+        let actor = crate::web::audit::actor(&ctx.principal, ctx.client);
+        let action = if pin { "build.pin" } else { "build.unpin" };
+        ctx.state.audit(&actor, action, &api::build_audit_object(&ctx.state, &b).await, json!({})).await;
         Ok(redirect(&format!("/ui/builds/{id}")))
     }
     .await;
@@ -569,6 +574,8 @@ pub(crate) async fn delete_build(ctx: &Ctx, id: Id) -> Response {
             return Err(ApiError::new(StatusCode::CONFLICT, format!("Build {id} is pinned: unpin it first.")));
         }
         ctx.state.store.delete_build(id).await?;
+        let actor = crate::web::audit::actor(&ctx.principal, ctx.client);
+        ctx.state.audit(&actor, "delete", &api::build_audit_object(&ctx.state, &b).await, json!({})).await;
         Ok(redirect("/ui/builds"))
     }
     .await;
