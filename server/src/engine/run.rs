@@ -67,30 +67,20 @@ impl Engine {
         if let Err(e) = write_build_files(&self.build_root_for(build.id), &build, &[]) {
             log.message(&format!("could not rewrite the build root's copies without secrets: {e}"));
         }
-        let mut outcome = outcome.unwrap_or_else(|e| Outcome {
+        let outcome = outcome.unwrap_or_else(|e| Outcome {
             status: BuildStatus::Failure,
             return_code: Some(-1),
             message: format!("build failed: {e}"),
         });
         log.message(&outcome.message);
 
-        // Post triggers see the build as it ended; a failing success trigger fails it.
+        // Post triggers see the build as it ended. Their failures are recorded
+        // on the build as trigger failures; the build's own result stands.
         let working_dir = self.build_root_for(build.id);
-        let section = if outcome.status == BuildStatus::Success {
-            PluginSection::SuccessTriggers
-        } else {
-            PluginSection::FailureTriggers
-        };
-        let hook = if outcome.status == BuildStatus::Success { "success" } else { "failure" };
         let mut info = build_info(&build, &pool, &working_dir);
         info.status = outcome.status.as_str().into();
         info.return_code = outcome.return_code.map(|c| c as i32);
-        if let Err(e) = self.run_triggers(section, hook, &info, &project, &log, &cancel).await {
-            log.message(&e);
-            if outcome.status == BuildStatus::Success {
-                outcome = Outcome { status: BuildStatus::Failure, return_code: Some(-1), message: e };
-            }
-        }
+        self.run_post_triggers(&info, &project, &log, &cancel).await;
 
         // Output variables are captured as batches are stored: drain first.
         log.close();
@@ -186,9 +176,13 @@ impl Engine {
         let secrets = self.secrets_in_play(build, project, log).await?;
         let info = build_info(build, pool, &root);
 
-        self.run_triggers(PluginSection::PreTriggers, "pre", &info, project, log, cancel)
-            .await
-            .map_err(EngineError::Failed)?;
+        // Pre triggers are gates: the first that fails stops the build before it runs.
+        if let Some(failure) =
+            self.run_triggers(PluginSection::PreTriggers, "pre", &info, project, log, cancel, true).await.pop()
+        {
+            self.note_trigger_failure(build.id, &failure, log).await;
+            return Err(EngineError::Failed(format!("{failure}: the build did not run")));
+        }
 
         if !project.repo_url.trim().is_empty() && project.scm_type != "none" {
             let checkout = self.checkout(build, project, &info, &root, log, cancel).await?;
@@ -348,7 +342,40 @@ impl Engine {
             .map_err(|e| EngineError::Failed(format!("the scm plugin answered an invalid checkout result: {e}")))
     }
 
-    /// Runs a trigger section for a build; the first failure is the answer.
+    /// The success triggers of a build that succeeded, the failure triggers
+    /// of any other; each failure is recorded on the build (see
+    /// [`Engine::note_trigger_failure`]) and the rest still run.
+    pub(super) async fn run_post_triggers(
+        &self,
+        info: &BuildInfo,
+        project: &Project,
+        log: &Arc<BuildLog>,
+        cancel: &Arc<CancelState>,
+    ) {
+        let (section, hook) = if info.status == BuildStatus::Success.as_str() {
+            (PluginSection::SuccessTriggers, "success")
+        } else {
+            (PluginSection::FailureTriggers, "failure")
+        };
+        for failure in self.run_triggers(section, hook, info, project, log, cancel, false).await {
+            self.note_trigger_failure(info.id, &failure, log).await;
+        }
+    }
+
+    /// A trigger failure: a line in the build's log and in its
+    /// `trigger_failures`, never a change of its status.
+    async fn note_trigger_failure(&self, build_id: crate::store::Id, failure: &str, log: &Arc<BuildLog>) {
+        log.message(&format!("trigger failure (the build's own result is unchanged): {failure}"));
+        let store = self.store();
+        if let Err(e) = self.patiently("record a trigger failure", || store.record_trigger_failure(build_id, failure)).await
+        {
+            tracing::warn!(build = build_id, error = %e, "cannot record a trigger failure");
+        }
+    }
+
+    /// Runs a trigger section for a build; answers the failures (with
+    /// `stop_at_first`, at most one: the triggers after it do not run).
+    #[allow(clippy::too_many_arguments)]
     async fn run_triggers(
         &self,
         section: PluginSection,
@@ -357,12 +384,13 @@ impl Engine {
         project: &Project,
         log: &Arc<BuildLog>,
         cancel: &Arc<CancelState>,
-    ) -> Result<(), String> {
+        stop_at_first: bool,
+    ) -> Vec<String> {
         let project_triggers: Vec<String> = serde_json::from_str(&project.triggers).unwrap_or_default();
         let names: Vec<String> =
             self.registry().triggers(section, &project_triggers).map(|(n, _)| n.to_string()).collect();
         if names.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
         let context = TriggerContext {
             hook: hook.into(),
@@ -370,21 +398,63 @@ impl Engine {
             project: project_info(project),
             ..Default::default()
         };
-        let context = serde_json::to_string(&context).map_err(|e| e.to_string())?;
+        let section_name = section.name();
+        let context = match serde_json::to_string(&context) {
+            Ok(c) => c,
+            Err(e) => return vec![format!("{section_name}: the trigger context could not be written: {e}")],
+        };
         let host = self.build_host(log, cancel, Path::new(&info.working_dir));
         let registry = self.registry().clone();
-        let section_name = section.name();
         tokio::task::spawn_blocking(move || {
+            let mut failures = Vec::new();
             for (name, trigger) in registry.triggers(section, &project_triggers) {
                 host.log.message(&format!("{section_name}: running trigger '{name}'"));
                 if let Err(e) = trigger.execute(RStr::from(context.as_str()), &host.host()).into_result() {
-                    return Err(format!("{section_name} trigger '{name}' failed: {e}"));
+                    failures.push(format!("{section_name} trigger '{name}' failed: {e}"));
+                    if stop_at_first {
+                        break;
+                    }
                 }
             }
-            Ok(())
+            failures
         })
         .await
-        .map_err(|e| format!("triggers stopped: {e}"))?
+        .unwrap_or_else(|e| vec![format!("{section_name} triggers stopped: {e}")])
+    }
+
+    /// The failure triggers of a build that failed before any worker took it
+    /// (its script did not render), run in the process that started it: in a
+    /// build root of its own, with their lines in its log.
+    pub(super) async fn fail_unstarted(&self, build: &Build, project: &Project, why: &str) -> Result<()> {
+        let store = self.store();
+        let pool = store
+            .get_worker_pool(build.worker_pool_id)
+            .await?
+            .ok_or_else(|| EngineError::Failed(format!("worker pool {} is gone", build.worker_pool_id)))?;
+        let started_ms = build.start_time.map(|t| t.timestamp_millis()).unwrap_or_default();
+        let log = BuildLog::with_limits(build.id, started_ms, LogLimits::from_settings(&self.settings().limits));
+        let flusher = tokio::spawn({
+            let engine = self.clone();
+            let log = log.clone();
+            async move { engine.flush_log(log).await }
+        });
+        log.message(why);
+        let root = self.build_root_for(build.id);
+        let cancel = CancelState::new(None);
+        match create_build_root(&root) {
+            Ok(()) => {
+                let mut info = build_info(build, &pool, &root);
+                info.status = BuildStatus::Failure.as_str().into();
+                self.run_post_triggers(&info, project, &log, &cancel).await;
+            }
+            Err(e) => {
+                let failure = format!("failure_triggers did not run: {e}");
+                self.note_trigger_failure(build.id, &failure, &log).await;
+            }
+        }
+        log.close();
+        let _ = flusher.await;
+        Ok(())
     }
 }
 

@@ -83,6 +83,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0008_retention.sql"),
         convert: None,
     },
+    Migration {
+        version: 9,
+        name: "pipeline_flow",
+        sqlite: include_str!("../../migrations/sqlite/0009_pipeline_flow.sql"),
+        postgres: include_str!("../../migrations/postgres/0009_pipeline_flow.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.
