@@ -153,7 +153,10 @@ command = "echo failure {{{{ build.id }}}} >> {log}"
     let failures = b.trigger_failures.clone().unwrap_or_default();
     assert!(failures.contains("success_triggers trigger 'broken' failed"), "{failures:?}");
     let log = log_of(&store, fine).await;
-    assert!(log.contains("trigger failure (the build's own result is unchanged)") && log.contains("notifier down"), "{log}");
+    assert!(
+        log.contains("trigger failure (the build's own result is unchanged)") && log.contains("notifier down"),
+        "{log}"
+    );
     // The template error and the checkout failure both ran the failure triggers.
     assert_eq!(store.get_build(typo).await.unwrap().unwrap().status, BuildStatus::Failure);
     assert_eq!(store.get_build(nocheckout).await.unwrap().unwrap().status, BuildStatus::Failure);
@@ -207,16 +210,23 @@ async fn approvals(db: Db) {
     let alice = token_for(&server.addr, "alice");
     let bob = token_for(&server.addr, "bob");
     let build_stage = admin.ok("POST", "/api/v1/stages", Some(&json!({"name": "build", "shared": true})))["id"].clone();
-    let prod = admin.ok("POST", "/api/v1/stages", Some(&json!({"name": "prod", "shared": true, "approval_required": true})));
+    let prod =
+        admin.ok("POST", "/api/v1/stages", Some(&json!({"name": "prod", "shared": true, "approval_required": true})));
     assert_eq!(prod["approval_required"], true);
     let prod = prod["id"].clone();
-    let pipeline = alice.ok("POST", "/api/v1/pipelines", Some(&json!({"name": "release", "stage_ids": [build_stage, prod]})));
+    let pipeline =
+        alice.ok("POST", "/api/v1/pipelines", Some(&json!({"name": "release", "stage_ids": [build_stage, prod]})));
     let pid = pipeline["id"].as_i64().unwrap();
-    for (name, stage, script) in [("compile", &build_stage, "#!/bin/bash\necho vespene/set v 7\n"), ("ship", &prod, "#!/bin/bash\necho ship {{ v }}\n")] {
+    for (name, stage, script) in [
+        ("compile", &build_stage, "#!/bin/bash\necho vespene/set v 7\n"),
+        ("ship", &prod, "#!/bin/bash\necho ship {{ v }}\n"),
+    ] {
         alice.ok(
             "POST",
             "/api/v1/projects",
-            Some(&json!({"name": name, "worker_pool_id": pool, "pipeline_id": pid, "stage_id": stage, "script": script})),
+            Some(
+                &json!({"name": name, "worker_pool_id": pool, "pipeline_id": pid, "stage_id": stage, "script": script}),
+            ),
         );
     }
     let compile = store.find_project("compile").await.unwrap().unwrap();
@@ -259,7 +269,11 @@ async fn approvals(db: Db) {
     admin.ok("POST", &approve, None);
     run_in_state(&alice, pid, "succeeded");
     let ships = store
-        .list_builds(&vespene::store::BuildFilter { project_id: Some(ship.project_id.unwrap()), limit: 10, ..Default::default() })
+        .list_builds(&vespene::store::BuildFilter {
+            project_id: Some(ship.project_id.unwrap()),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(ships.len(), 2);
@@ -270,7 +284,8 @@ async fn approvals(db: Db) {
     let (status, page) = server.get_with(&format!("/ui/pipelines/{pid}/map"), &[("Cookie", &cookie)]);
     assert_eq!(status, 200);
     assert!(page.contains(&format!("data-run=\"{origin}\"")) && page.contains("data-status=\"SUCCESS\""), "{page}");
-    let (status, page) = server.get_with(&format!("/ui/pipelines/{pid}/map"), &[("Cookie", &server.login("bob", "password-of-bob"))]);
+    let (status, page) =
+        server.get_with(&format!("/ui/pipelines/{pid}/map"), &[("Cookie", &server.login("bob", "password-of-bob"))]);
     assert!(status != 200 || !page.contains("class=\"approve\""), "bob sees an Approve button");
 }
 

@@ -256,7 +256,8 @@ impl Engine {
                 new.secret_values = placeholders.used_by(&[&script, &new.variables]);
                 new.script = script;
                 let build = store.create_build(&new).await?;
-                let lines: Vec<(OutputStream, &str)> = notes.iter().map(|n| (OutputStream::Message, n.as_str())).collect();
+                let lines: Vec<(OutputStream, &str)> =
+                    notes.iter().map(|n| (OutputStream::Message, n.as_str())).collect();
                 if !lines.is_empty() {
                     store.append_output(build.id, &lines).await?;
                 }

@@ -11,9 +11,7 @@
 use serde::Serialize;
 
 use super::{Engine, EngineError, Result, StartRequest};
-use crate::store::{
-    Build, BuildStatus, Id, OutputStream, Pipeline, PipelineApproval, Project, StoreError, Timestamp,
-};
+use crate::store::{Build, BuildStatus, Id, OutputStream, Pipeline, PipelineApproval, Project, StoreError, Timestamp};
 
 /// One stage of one run, for the runs grid.
 #[derive(Debug, Clone, Serialize)]
@@ -184,8 +182,11 @@ impl Engine {
             }
         }
         if !ours {
-            return Err(StoreError::NotFound { what: "pipeline run", id: format!("{run} of pipeline {}", pipeline.id) }
-                .into());
+            return Err(StoreError::NotFound {
+                what: "pipeline run",
+                id: format!("{run} of pipeline {}", pipeline.id),
+            }
+            .into());
         }
         Ok(builds)
     }
@@ -206,19 +207,22 @@ impl Engine {
             return Err(conflict(format!("run {run} of pipeline {} is not waiting for approval", pipeline.name)));
         };
         let Some(approval) = store.approve(run, waiting.stage_id, user_id).await? else {
-            return Err(conflict(format!("run {run} of pipeline {} was approved by someone else first", pipeline.name)));
+            return Err(conflict(format!(
+                "run {run} of pipeline {} was approved by someone else first",
+                pipeline.name
+            )));
         };
         // audit: approval (who: user_id, when: approval.approved_at, what: pipeline run `run`, stage approval.stage_id)
         let parent = store.get_build(approval.parent_build_id).await?.ok_or_else(|| {
-            conflict(format!("build {} that reached the stage is gone: re-run the stage instead", approval.parent_build_id))
+            conflict(format!(
+                "build {} that reached the stage is gone: re-run the stage instead",
+                approval.parent_build_id
+            ))
         })?;
         let stage_name = store.get_stage(approval.stage_id).await?.map(|s| s.name).unwrap_or_default();
         let started = self.start_stage(pipeline, approval.stage_id, &parent, Some(user_id)).await?;
-        let line = format!(
-            "pipeline {}: stage {stage_name} approved by {username}: {}",
-            pipeline.name,
-            started.join(", ")
-        );
+        let line =
+            format!("pipeline {}: stage {stage_name} approved by {username}: {}", pipeline.name, started.join(", "));
         store.append_output(parent.id, &[(OutputStream::Message, line.as_str())]).await?;
         Ok((approval, started))
     }
@@ -234,9 +238,13 @@ impl Engine {
         let Some(index) = pipeline.stage_ids.iter().position(|s| *s == stage_id) else {
             return Err(EngineError::Invalid(format!("stage {stage_id} is not a stage of pipeline {}", pipeline.name)));
         };
-        let stage = store.get_stage(stage_id).await?.ok_or_else(|| EngineError::Invalid(format!("stage {stage_id} does not exist")))?;
+        let stage = store
+            .get_stage(stage_id)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("stage {stage_id} does not exist")))?;
         if stage.approval_required {
-            let approved = store.approvals_of_run(run).await?.iter().any(|a| a.stage_id == stage_id && a.approved_at.is_some());
+            let approved =
+                store.approvals_of_run(run).await?.iter().any(|a| a.stage_id == stage_id && a.approved_at.is_some());
             if !approved {
                 return Err(conflict(format!(
                     "stage {} needs approval in run {run} before it runs: approve the run instead",
@@ -262,7 +270,11 @@ impl Engine {
         };
         for p in store.projects_in_stage(pipeline.id, stage_id).await? {
             if let Some(active) = p.active_build_id {
-                if store.get_build(active).await?.is_some_and(|b| matches!(b.status, BuildStatus::Queued | BuildStatus::Running)) {
+                if store
+                    .get_build(active)
+                    .await?
+                    .is_some_and(|b| matches!(b.status, BuildStatus::Queued | BuildStatus::Running))
+                {
                     return Err(conflict(format!(
                         "project {} has build {active} queued or running: wait for it or stop it first",
                         p.name

@@ -367,7 +367,8 @@ impl Engine {
     async fn note_trigger_failure(&self, build_id: crate::store::Id, failure: &str, log: &Arc<BuildLog>) {
         log.message(&format!("trigger failure (the build's own result is unchanged): {failure}"));
         let store = self.store();
-        if let Err(e) = self.patiently("record a trigger failure", || store.record_trigger_failure(build_id, failure)).await
+        if let Err(e) =
+            self.patiently("record a trigger failure", || store.record_trigger_failure(build_id, failure)).await
         {
             tracing::warn!(build = build_id, error = %e, "cannot record a trigger failure");
         }

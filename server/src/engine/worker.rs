@@ -305,7 +305,10 @@ impl Engine {
                              collapses duplicate queued builds (build_latest)",
                             pool.name
                         );
-                        let _ = self.store().append_output(other, &[(crate::store::OutputStream::Message, why.as_str())]).await;
+                        let _ = self
+                            .store()
+                            .append_output(other, &[(crate::store::OutputStream::Message, why.as_str())])
+                            .await;
                         self.live().finished(other);
                     }
                 }

@@ -632,14 +632,12 @@ impl Store {
 impl Store {
     /// Adds a line to the build's trigger failures.
     pub async fn record_trigger_failure(&self, build_id: Id, failure: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE builds SET trigger_failures = COALESCE(trigger_failures || $1, '') || $2 WHERE id = $3",
-        )
-        .bind("\n")
-        .bind(failure)
-        .bind(build_id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE builds SET trigger_failures = COALESCE(trigger_failures || $1, '') || $2 WHERE id = $3")
+            .bind("\n")
+            .bind(failure)
+            .bind(build_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

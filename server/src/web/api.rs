@@ -452,8 +452,7 @@ pub(crate) async fn pipeline_for(
     id: Id,
     action: &str,
 ) -> Result<Pipeline, ApiError> {
-    let pipeline =
-        state.store.get_pipeline(id).await?.ok_or_else(|| ApiError::not_found(&format!("pipeline {id}")))?;
+    let pipeline = state.store.get_pipeline(id).await?.ok_or_else(|| ApiError::not_found(&format!("pipeline {id}")))?;
     let object = authz_object(state, "pipeline", serde_json::to_value(&pipeline).unwrap_or_default()).await?;
     state.authorize(principal, action, "pipeline", Some(object)).await?;
     Ok(pipeline)
@@ -473,12 +472,15 @@ async fn rerun_stage(
     reject_unknown(&body, &["stage"], "a re-run")?;
     let stage_id = match body.get("stage") {
         Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or_default(),
-        Some(Value::String(name)) => {
-            state.store.find_stage(name).await?.map(|s| s.id).ok_or_else(|| {
-                ApiError::field("stage", format!("'stage': no stage is named '{name}'"))
-            })?
+        Some(Value::String(name)) => state
+            .store
+            .find_stage(name)
+            .await?
+            .map(|s| s.id)
+            .ok_or_else(|| ApiError::field("stage", format!("'stage': no stage is named '{name}'")))?,
+        None => {
+            return Err(ApiError::field("stage", "'stage' is required: the id or name of the stage to re-run from"))
         }
-        None => return Err(ApiError::field("stage", "'stage' is required: the id or name of the stage to re-run from")),
         Some(other) => {
             return Err(ApiError::field("stage", format!("'stage' must be a stage id or name, got {}", kind_of(other))))
         }

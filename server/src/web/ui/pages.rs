@@ -487,9 +487,10 @@ pub(crate) async fn pipeline_run_action(ctx: &Ctx, id: Id, run: Id, action: &str
             ctx.state.engine.approve_stage(&pipeline, run, ctx.user.id, &ctx.user.username).await?;
         } else {
             let pipeline = api::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
-            let stage = form.get("stage").and_then(|s| s.parse::<Id>().ok()).ok_or_else(|| {
-                ApiError::field("stage", "Choose the stage to re-run from.")
-            })?;
+            let stage = form
+                .get("stage")
+                .and_then(|s| s.parse::<Id>().ok())
+                .ok_or_else(|| ApiError::field("stage", "Choose the stage to re-run from."))?;
             api::rerun_authorized(&ctx.state, &ctx.principal, &pipeline, run, stage).await?;
         }
         Ok(redirect(&format!("/ui/pipelines/{id}/map")))
