@@ -157,6 +157,14 @@ command = "echo failure {{{{ build.id }}}} >> {log}"
         log.contains("trigger failure (the build's own result is unchanged)") && log.contains("notifier down"),
         "{log}"
     );
+    // Where people look: the build page names the trigger failure.
+    let server = sandbox.serve();
+    user(&store, "root", true, &[]).await;
+    let cookie = server.login("root", "password-of-root");
+    let (status, page) = server.get_with(&format!("/ui/builds/{fine}"), &[("Cookie", &cookie)]);
+    assert_eq!(status, 200);
+    let shown = page.split("id=\"build-trigger-failures\"").nth(1).unwrap_or_default();
+    assert!(shown.contains("success_triggers trigger") && shown.contains("broken"), "{page}");
     // The template error and the checkout failure both ran the failure triggers.
     assert_eq!(store.get_build(typo).await.unwrap().unwrap().status, BuildStatus::Failure);
     assert_eq!(store.get_build(nocheckout).await.unwrap().unwrap().status, BuildStatus::Failure);

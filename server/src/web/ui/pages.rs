@@ -77,6 +77,7 @@ async fn build_row(
         "has_root": !b.working_dir.is_empty() && b.root_removed_at.is_none(),
         "can_stop": can_stop,
         "pinned": b.pinned,
+        "trigger_failures": b.trigger_failures.as_deref().map(|t| t.lines().collect::<Vec<_>>()),
         "log_removed_at": fmt_time(&v["log_removed_at"]),
         "root_removed_at": fmt_time(&v["root_removed_at"]),
     })
