@@ -589,7 +589,7 @@ async fn build_status_machine(s: &Store) {
         .create_build(&NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() })
         .await
         .unwrap();
-    assert_eq!(s.abort_other_queued(pid, q1.id).await.unwrap(), 1);
+    assert_eq!(s.abort_other_queued(pid, q1.id).await.unwrap(), vec![q2.id]);
     assert_eq!(s.build_status(q2.id).await.unwrap(), Some(BuildStatus::Aborted));
     assert_eq!(s.orphan_stale_builds(pool_id, store::now() + chrono::Duration::minutes(1)).await.unwrap(), 1);
     assert_eq!(s.build_status(q1.id).await.unwrap(), Some(BuildStatus::Orphaned));
@@ -863,6 +863,13 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     for column in ["pinned", "log_removed_at", "root_removed_at"] {
         sqlx::query(&format!("ALTER TABLE builds DROP COLUMN {column}")).execute(s.pool()).await.unwrap();
     }
+    // 0009 the audit log and public badges.
+    sqlx::query("DROP TABLE audit_events").execute(s.pool()).await.unwrap();
+    sqlx::query("ALTER TABLE projects DROP COLUMN public_badge").execute(s.pool()).await.unwrap();
+    // 0010 approval stages, trigger failures and the approvals of runs.
+    sqlx::query("DROP TABLE pipeline_approvals").execute(s.pool()).await.unwrap();
+    sqlx::query("ALTER TABLE stages DROP COLUMN approval_required").execute(s.pool()).await.unwrap();
+    sqlx::query("ALTER TABLE builds DROP COLUMN trigger_failures").execute(s.pool()).await.unwrap();
     // 0007: logs were one row per line.
     sqlx::query("DROP TABLE build_log_chunks").execute(s.pool()).await.unwrap();
     sqlx::query(

@@ -189,14 +189,28 @@ fn describe_template_error(e: &minijinja::Error, source: &str) -> String {
 
 impl Engine {
     /// Queues a build of a project. A script that does not render gives a
-    /// FAILURE build at once, with the template error in its log.
-    pub async fn start_project(&self, req: StartRequest) -> Result<Build> {
+    /// FAILURE build at once, with the template error in its log, and runs
+    /// the failure triggers. A project runs one build at a time: a start
+    /// while it has a QUEUED or RUNNING build is refused, naming that build.
+    ///
+    /// A start of a project in a later stage of a pipeline (not the first)
+    /// without a parent build continues the pipeline run its last pipeline
+    /// build belonged to: it gets that run's earlier stages' outputs, and its
+    /// success advances that run.
+    pub async fn start_project(&self, mut req: StartRequest) -> Result<Build> {
         let store = self.store();
         let project = store
             .get_project(req.project_id)
             .await?
             .ok_or_else(|| EngineError::Invalid(format!("project {} does not exist", req.project_id)))?;
         check_answers(&project.launch_questions, &req.answers)?;
+        let mut notes = Vec::new();
+        if req.pipeline_parent.is_none() {
+            if let Some((parent, note)) = self.run_to_continue(&project).await? {
+                req.pipeline_parent = Some(parent);
+                notes.push(note);
+            }
+        }
         let mut placeholders = Placeholders::new();
         // A variables plugin that fails (a snippet this script names that does
         // not render) fails this build, as a template error does.
@@ -225,6 +239,7 @@ impl Engine {
             created_by: req.created_by,
             pipeline_parent_build_id: parent,
             pipeline_origin_build_id: origin,
+            one_at_a_time: true,
         };
         let rendered = match failed {
             Some(e) => Err(format!("the variables could not be computed: {e}")),
@@ -241,6 +256,11 @@ impl Engine {
                 new.secret_values = placeholders.used_by(&[&script, &new.variables]);
                 new.script = script;
                 let build = store.create_build(&new).await?;
+                let lines: Vec<(OutputStream, &str)> =
+                    notes.iter().map(|n| (OutputStream::Message, n.as_str())).collect();
+                if !lines.is_empty() {
+                    store.append_output(build.id, &lines).await?;
+                }
                 self.notify_queued();
                 self.audit_start(&req, &project, &build).await;
                 Ok(build)
@@ -249,8 +269,16 @@ impl Engine {
                 new.status = Some(BuildStatus::Failure);
                 new.script = project.script.clone();
                 let build = store.create_build(&new).await?;
+                if !notes.is_empty() {
+                    let lines: Vec<(OutputStream, &str)> =
+                        notes.iter().map(|n| (OutputStream::Message, n.as_str())).collect();
+                    store.append_output(build.id, &lines).await?;
+                }
                 let message = format!("the project could not be started: {e}");
-                store.append_output(build.id, &[(OutputStream::Message, message.as_str())]).await?;
+                // A build that fails here still notifies: its failure triggers run.
+                if let Err(e) = self.fail_unstarted(&build, &project, &message).await {
+                    tracing::warn!(build = build.id, error = %e, "failure triggers of an unstarted build");
+                }
                 self.audit_start(&req, &project, &build).await;
                 Ok(store.get_build(build.id).await?.unwrap_or(build))
             }
@@ -278,6 +306,32 @@ impl Engine {
         if let Err(e) = store.record_audit(&actor, "build.start", &object, details).await {
             tracing::error!(error = %e, build = build.id, "cannot record the build start in the audit log");
         }
+    }
+
+    /// For a project in a later pipeline stage started without a parent:
+    /// the parent of its last pipeline build (so the new build joins that
+    /// run), and the log line saying so. `None` for first-stage projects,
+    /// projects outside an enabled pipeline, and projects no run reached.
+    async fn run_to_continue(&self, project: &Project) -> Result<Option<(Build, String)>> {
+        let store = self.store();
+        let (Some(pipeline_id), Some(stage_id)) = (project.pipeline_id, project.stage_id) else { return Ok(None) };
+        if !project.pipeline_enabled {
+            return Ok(None);
+        }
+        let Some(pipeline) = store.get_pipeline(pipeline_id).await? else { return Ok(None) };
+        if !pipeline.enabled || pipeline.stage_ids.first() == Some(&stage_id) {
+            return Ok(None);
+        }
+        let Some(last) = store.latest_pipeline_build_of(project.id).await? else { return Ok(None) };
+        let Some(parent_id) = last.pipeline_parent_build_id else { return Ok(None) };
+        let Some(parent) = store.get_build(parent_id).await? else { return Ok(None) };
+        let origin = parent.pipeline_origin_build_id.unwrap_or(parent.id);
+        let note = format!(
+            "pipeline {}: this start continues run {origin} (after build {}): it gets that run's earlier \
+             stages' outputs, and its success advances that run",
+            pipeline.name, parent.id
+        );
+        Ok(Some((parent, note)))
     }
 
     /// Runs the `variables` plugin chain for a project, each result merged

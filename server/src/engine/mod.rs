@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub use enqueue::{LaunchAnswers, StartRequest};
+pub use pipeline::{PipelineRun, StageBuild, StageRun};
 pub use run::{pretty_json, LAUNCH_SCRIPT};
 pub use worker::{WorkerConfig, WorkerSummary};
 

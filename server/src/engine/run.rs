@@ -67,32 +67,22 @@ impl Engine {
         if let Err(e) = write_build_files(&self.build_root_for(build.id), &build, &[]) {
             log.message(&format!("could not rewrite the build root's copies without secrets: {e}"));
         }
-        let mut outcome = outcome.unwrap_or_else(|e| Outcome {
+        let outcome = outcome.unwrap_or_else(|e| Outcome {
             status: BuildStatus::Failure,
             return_code: Some(-1),
             message: format!("build failed: {e}"),
         });
         log.message(&outcome.message);
 
-        // Post triggers see the build as it ended; a failing success trigger fails it.
+        // Post triggers see the build as it ended. Their failures are recorded
+        // on the build as trigger failures; the build's own result stands.
         let working_dir = self.build_root_for(build.id);
-        let section = if outcome.status == BuildStatus::Success {
-            PluginSection::SuccessTriggers
-        } else {
-            PluginSection::FailureTriggers
-        };
-        let hook = if outcome.status == BuildStatus::Success { "success" } else { "failure" };
         // The row as it is now: the checkout recorded the revision and committer.
         let current = self.patiently("read the build", || store.get_build(build.id)).await?.unwrap_or(build.clone());
         let mut info = build_info(&current, &pool, &working_dir);
         info.status = outcome.status.as_str().into();
         info.return_code = outcome.return_code.map(|c| c as i32);
-        if let Err(e) = self.run_triggers(section, hook, &info, &project, &log, &cancel).await {
-            log.message(&e);
-            if outcome.status == BuildStatus::Success {
-                outcome = Outcome { status: BuildStatus::Failure, return_code: Some(-1), message: e };
-            }
-        }
+        self.run_post_triggers(&info, &project, &log, &cancel).await;
 
         // Output variables are captured as batches are stored: drain first.
         log.close();
@@ -207,10 +197,14 @@ impl Engine {
         }
 
         // After the checkout, so pre triggers know the revision (a commit
-        // status needs it); still before the script.
-        self.run_triggers(PluginSection::PreTriggers, "pre", &info, project, log, cancel)
-            .await
-            .map_err(EngineError::Failed)?;
+        // status needs it); still before the script. Pre triggers are gates:
+        // the first that fails stops the build before it runs.
+        if let Some(failure) =
+            self.run_triggers(PluginSection::PreTriggers, "pre", &info, project, log, cancel, true).await.pop()
+        {
+            self.note_trigger_failure(build.id, &failure, log).await;
+            return Err(EngineError::Failed(format!("{failure}: the build did not run")));
+        }
 
         write_build_files(&root, build, &secrets).map_err(EngineError::Failed)?;
 
@@ -360,7 +354,41 @@ impl Engine {
             .map_err(|e| EngineError::Failed(format!("the scm plugin answered an invalid checkout result: {e}")))
     }
 
-    /// Runs a trigger section for a build; the first failure is the answer.
+    /// The success triggers of a build that succeeded, the failure triggers
+    /// of any other; each failure is recorded on the build (see
+    /// [`Engine::note_trigger_failure`]) and the rest still run.
+    pub(super) async fn run_post_triggers(
+        &self,
+        info: &BuildInfo,
+        project: &Project,
+        log: &Arc<BuildLog>,
+        cancel: &Arc<CancelState>,
+    ) {
+        let (section, hook) = if info.status == BuildStatus::Success.as_str() {
+            (PluginSection::SuccessTriggers, "success")
+        } else {
+            (PluginSection::FailureTriggers, "failure")
+        };
+        for failure in self.run_triggers(section, hook, info, project, log, cancel, false).await {
+            self.note_trigger_failure(info.id, &failure, log).await;
+        }
+    }
+
+    /// A trigger failure: a line in the build's log and in its
+    /// `trigger_failures`, never a change of its status.
+    async fn note_trigger_failure(&self, build_id: crate::store::Id, failure: &str, log: &Arc<BuildLog>) {
+        log.message(&format!("trigger failure (the build's own result is unchanged): {failure}"));
+        let store = self.store();
+        if let Err(e) =
+            self.patiently("record a trigger failure", || store.record_trigger_failure(build_id, failure)).await
+        {
+            tracing::warn!(build = build_id, error = %e, "cannot record a trigger failure");
+        }
+    }
+
+    /// Runs a trigger section for a build; answers the failures (with
+    /// `stop_at_first`, at most one: the triggers after it do not run).
+    #[allow(clippy::too_many_arguments)]
     async fn run_triggers(
         &self,
         section: PluginSection,
@@ -369,12 +397,13 @@ impl Engine {
         project: &Project,
         log: &Arc<BuildLog>,
         cancel: &Arc<CancelState>,
-    ) -> Result<(), String> {
+        stop_at_first: bool,
+    ) -> Vec<String> {
         let project_triggers: Vec<String> = serde_json::from_str(&project.triggers).unwrap_or_default();
         let names: Vec<String> =
             self.registry().triggers(section, &project_triggers).map(|(n, _)| n.to_string()).collect();
         if names.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
         let mut context = TriggerContext {
             hook: hook.into(),
@@ -382,6 +411,7 @@ impl Engine {
             project: project_info(project),
             ..Default::default()
         };
+        let section_name = section.name();
         // The build's page, for links back (forge_status): only with a public address to give.
         let public_url = self.settings().server.public_url.trim().trim_end_matches('/');
         if !public_url.is_empty() {
@@ -390,34 +420,80 @@ impl Engine {
         // The project's service login, its password as a handle the host's
         // decrypter reads: attaching the login to the project needed `use` on it.
         if let Some(id) = project.scm_login_id {
-            let login = self
-                .patiently("read a service login", || self.store().get_service_login(id))
-                .await
-                .map_err(|e| format!("cannot read the project's service login: {e}"))?;
+            let login = match self.patiently("read a service login", || self.store().get_service_login(id)).await {
+                Ok(login) => login,
+                Err(e) => return vec![format!("{section_name}: cannot read the project's service login: {e}")],
+            };
             if let Some(login) = login {
                 let login = LoginRef {
                     username: login.username.clone(),
                     password: login.password.is_present().then(|| secret_handle("login", id, "password")),
                 };
-                context.extra.insert("login".into(), serde_json::to_value(login).map_err(|e| e.to_string())?);
+                match serde_json::to_value(login) {
+                    Ok(login) => {
+                        context.extra.insert("login".into(), login);
+                    }
+                    Err(e) => return vec![format!("{section_name}: the trigger context could not be written: {e}")],
+                }
             }
         }
-        let context = serde_json::to_string(&context).map_err(|e| e.to_string())?;
+        let context = match serde_json::to_string(&context) {
+            Ok(c) => c,
+            Err(e) => return vec![format!("{section_name}: the trigger context could not be written: {e}")],
+        };
         let host = self.build_host(log, cancel, Path::new(&info.working_dir));
         let registry = self.registry().clone();
-        let section_name = section.name();
         tokio::task::spawn_blocking(move || {
+            let mut failures = Vec::new();
             for (name, trigger) in registry.triggers(section, &project_triggers) {
                 host.log.message(&format!("{section_name}: running trigger '{name}'"));
                 if let Err(e) = trigger.execute(RStr::from(context.as_str()), &host.host()).into_result() {
                     crate::metrics::plugin_error(name, "trigger");
-                    return Err(format!("{section_name} trigger '{name}' failed: {e}"));
+                    failures.push(format!("{section_name} trigger '{name}' failed: {e}"));
+                    if stop_at_first {
+                        break;
+                    }
                 }
             }
-            Ok(())
+            failures
         })
         .await
-        .map_err(|e| format!("triggers stopped: {e}"))?
+        .unwrap_or_else(|e| vec![format!("{section_name} triggers stopped: {e}")])
+    }
+
+    /// The failure triggers of a build that failed before any worker took it
+    /// (its script did not render), run in the process that started it: in a
+    /// build root of its own, with their lines in its log.
+    pub(super) async fn fail_unstarted(&self, build: &Build, project: &Project, why: &str) -> Result<()> {
+        let store = self.store();
+        let pool = store
+            .get_worker_pool(build.worker_pool_id)
+            .await?
+            .ok_or_else(|| EngineError::Failed(format!("worker pool {} is gone", build.worker_pool_id)))?;
+        let started_ms = build.start_time.map(|t| t.timestamp_millis()).unwrap_or_default();
+        let log = BuildLog::with_limits(build.id, started_ms, LogLimits::from_settings(&self.settings().limits));
+        let flusher = tokio::spawn({
+            let engine = self.clone();
+            let log = log.clone();
+            async move { engine.flush_log(log).await }
+        });
+        log.message(why);
+        let root = self.build_root_for(build.id);
+        let cancel = CancelState::new(None);
+        match create_build_root(&root) {
+            Ok(()) => {
+                let mut info = build_info(build, &pool, &root);
+                info.status = BuildStatus::Failure.as_str().into();
+                self.run_post_triggers(&info, project, &log, &cancel).await;
+            }
+            Err(e) => {
+                let failure = format!("failure_triggers did not run: {e}");
+                self.note_trigger_failure(build.id, &failure, &log).await;
+            }
+        }
+        log.close();
+        let _ = flusher.await;
+        Ok(())
     }
 }
 

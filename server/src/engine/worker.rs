@@ -301,9 +301,23 @@ impl Engine {
             let pool = self.patiently("read the worker pool", || self.store().get_worker_pool(build.worker_pool_id));
             if let (Some(project_id), Some(pool)) = (build.project_id, pool.await?) {
                 if pool.build_latest {
-                    // Newer duplicates would run the same thing again: only this one runs.
-                    self.patiently("collapse queued duplicates", || self.store().abort_other_queued(project_id, id))
+                    // Starts refuse a second build of a busy project, so duplicates come
+                    // only from builds queued straight into the store; each says why it went.
+                    let dropped = self
+                        .patiently("collapse queued duplicates", || self.store().abort_other_queued(project_id, id))
                         .await?;
+                    for other in dropped {
+                        let why = format!(
+                            "dropped without running: build {id} of the same project was taken first and pool {} \
+                             collapses duplicate queued builds (build_latest)",
+                            pool.name
+                        );
+                        let _ = self
+                            .store()
+                            .append_output(other, &[(crate::store::OutputStream::Message, why.as_str())])
+                            .await;
+                        self.live().finished(other);
+                    }
                 }
             }
             self.run_build(build).await.map(|_| ())

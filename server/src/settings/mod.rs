@@ -192,6 +192,30 @@ pub struct WorkerSettings {
     /// How often an idle worker looks at the queue by itself. Builds queued in
     /// the same process, or by any process on PostgreSQL, wake it at once.
     pub poll_milliseconds: u64,
+    /// The pools whose builds `serve`'s embedded workers take, by name;
+    /// empty (the default): every pool. Pools left out are for standalone
+    /// `vespene worker POOL` processes.
+    #[serde(default)]
+    pub pools: Vec<String>,
+}
+
+impl WorkerSettings {
+    /// One line naming a blank or repeated pool name.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (i, name) in self.pools.iter().enumerate() {
+            if name.trim().is_empty() {
+                return Err(SettingsError(format!(
+                    "invalid setting 'workers.pools': entry {} is blank; name a worker pool, or leave the list \
+                     empty for every pool",
+                    i + 1
+                )));
+            }
+            if self.pools[..i].contains(name) {
+                return Err(SettingsError(format!("invalid setting 'workers.pools': pool '{name}' is named twice")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Which repositories projects may name.
@@ -427,6 +451,7 @@ impl Settings {
         settings.plugins.anchor_key_files(&settings.data_dir);
         settings.limits.validate()?;
         settings.retention.validate()?;
+        settings.workers.validate()?;
         if settings.database.max_connections == Some(0) {
             return Err(SettingsError("invalid setting 'database.max_connections': must be at least 1".into()));
         }
@@ -496,6 +521,7 @@ embedded = true
 per_pool = 2
 heartbeat_timeout_seconds = 30
 poll_milliseconds = 500
+pools = []
 
 [repositories]
 local_roots = []

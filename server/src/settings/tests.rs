@@ -155,3 +155,22 @@ fn database_connections_default_to_ten_and_zero_is_refused() {
     let err = Settings::from_layers(&[defaults, zero]).unwrap_err().to_string();
     assert!(err.contains("'database.max_connections'") && err.contains("at least 1"), "{err}");
 }
+
+#[test]
+fn worker_pools_for_embedded_workers_are_checked() {
+    let with = |text: &str| {
+        Settings::from_layers(&[Layer { source: "defaults".into(), table: defaults() }, layer("w.toml", text)])
+    };
+    assert!(with("[workers]\n").unwrap().workers.pools.is_empty(), "default: every pool");
+    assert_eq!(with("[workers]\npools = [\"default\", \"fast\"]\n").unwrap().workers.pools, ["default", "fast"]);
+    let err = with("[workers]\npools = \"default\"\n").unwrap_err().to_string();
+    assert!(err.contains("workers.pools") && err.contains("w.toml"), "{err}");
+    let err = with("[workers]\npools = [1]\n").unwrap_err().to_string();
+    assert!(err.contains("workers.pools"), "{err}");
+    let err = with("[workers]\npool = [\"default\"]\n").unwrap_err().to_string();
+    assert!(err.contains("pool"), "{err}");
+    let err = with("[workers]\npools = [\"\"]\n").unwrap_err().to_string();
+    assert!(err.contains("workers.pools") && err.contains("blank"), "{err}");
+    let err = with("[workers]\npools = [\"a\", \"a\"]\n").unwrap_err().to_string();
+    assert!(err.contains("'a' is named twice"), "{err}");
+}

@@ -47,6 +47,7 @@ fn build_from_row(r: &AnyRow) -> Result<Build> {
         pinned: row::get_bool(r, "pinned")?,
         log_removed_at: get_opt_time(r, "log_removed_at")?,
         root_removed_at: get_opt_time(r, "root_removed_at")?,
+        trigger_failures: get_opt_str(r, "trigger_failures")?,
     })
 }
 
@@ -81,6 +82,26 @@ impl Store {
             _ => (Some(now), Some(now)),
         };
         let mut tx = self.begin_write().await?;
+        if let (true, Some(pid)) = (nb.one_at_a_time, nb.project_id) {
+            if self.backend == Backend::Postgres {
+                // Two starts at once: the second waits here and then sees the first's build.
+                sqlx::query("SELECT id FROM projects WHERE id = $1 FOR UPDATE").bind(pid).execute(&mut *tx).await?;
+            }
+            let active = sqlx::query(
+                "SELECT id, status FROM builds WHERE project_id = $1 AND status IN ('QUEUED', 'RUNNING')
+                 ORDER BY id LIMIT 1",
+            )
+            .bind(pid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(r) = active {
+                let (id, status): (Id, String) = (r.try_get(0)?, r.try_get(1)?);
+                return Err(StoreError::Conflict(format!(
+                    "build {id} of this project is {status}: a project runs one build at a time; \
+                     start it again when build {id} has finished, or stop build {id} first"
+                )));
+            }
+        }
         let r = sqlx::query(
             "INSERT INTO builds (project_id, organization_id, worker_pool_id, status, queued_time, start_time,
                  end_time, script, variables, launch_answers, created_by, pipeline_parent_build_id,
@@ -415,18 +436,18 @@ impl Store {
     }
 
     /// Duplicate collapse: every other QUEUED build of the project becomes
-    /// ABORTED; answers how many.
-    pub async fn abort_other_queued(&self, project_id: Id, keep: Id) -> Result<u64> {
-        let done = sqlx::query(
+    /// ABORTED; answers their ids.
+    pub async fn abort_other_queued(&self, project_id: Id, keep: Id) -> Result<Vec<Id>> {
+        let rows = sqlx::query(
             "UPDATE builds SET status = 'ABORTED', end_time = $1
-             WHERE project_id = $2 AND status = 'QUEUED' AND id <> $3",
+             WHERE project_id = $2 AND status = 'QUEUED' AND id <> $3 RETURNING id",
         )
         .bind(row::now().timestamp_millis())
         .bind(project_id)
         .bind(keep)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
     }
 
     async fn clear_inactive_pointers(&self) -> Result<()> {
@@ -641,5 +662,105 @@ impl Store {
         }
         tx.commit().await?;
         Ok(ids)
+    }
+}
+
+impl Store {
+    /// Adds a line to the build's trigger failures.
+    pub async fn record_trigger_failure(&self, build_id: Id, failure: &str) -> Result<()> {
+        sqlx::query("UPDATE builds SET trigger_failures = COALESCE(trigger_failures || $1, '') || $2 WHERE id = $3")
+            .bind("\n")
+            .bind(failure)
+            .bind(build_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The runs (origin build ids) of a pipeline's projects, newest first.
+    pub async fn pipeline_runs(&self, pipeline_id: Id, limit: i64) -> Result<Vec<Id>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT pipeline_origin_build_id AS run FROM builds
+             WHERE pipeline_origin_build_id IS NOT NULL
+               AND project_id IN (SELECT id FROM projects WHERE pipeline_id = $1)
+             ORDER BY run DESC LIMIT $2",
+        )
+        .bind(pipeline_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+    }
+
+    /// The latest build of a project that a pipeline started (one with a
+    /// parent): the build a plain start of the project continues from.
+    pub async fn latest_pipeline_build_of(&self, project_id: Id) -> Result<Option<Build>> {
+        let r = sqlx::query(
+            "SELECT * FROM builds WHERE project_id = $1 AND pipeline_parent_build_id IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(project_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(build_from_row).transpose()
+    }
+
+    /// A run starts waiting before `stage_id` (again, if it waited there
+    /// before: an earlier approval of the same run and stage is cleared).
+    pub async fn request_approval(&self, pipeline_id: Id, origin: Id, stage_id: Id, parent: Id) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO pipeline_approvals (origin_build_id, stage_id, pipeline_id, parent_build_id, requested_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (origin_build_id, stage_id) DO UPDATE SET parent_build_id = excluded.parent_build_id,
+                 requested_at = excluded.requested_at, approved_by = NULL, approved_at = NULL",
+        )
+        .bind(origin)
+        .bind(stage_id)
+        .bind(pipeline_id)
+        .bind(parent)
+        .bind(row::now().timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Approves a waiting run at `stage_id`; answers the approval when this
+    /// call ended the wait (one caller wins), `None` when nothing waited.
+    pub async fn approve(&self, origin: Id, stage_id: Id, user_id: Id) -> Result<Option<PipelineApproval>> {
+        let done = sqlx::query(
+            "UPDATE pipeline_approvals SET approved_by = $1, approved_at = $2
+             WHERE origin_build_id = $3 AND stage_id = $4 AND approved_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(row::now().timestamp_millis())
+        .bind(origin)
+        .bind(stage_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        Ok(self.approvals_of_run(origin).await?.into_iter().find(|a| a.stage_id == stage_id))
+    }
+
+    /// The approvals (waiting and given) of one run.
+    pub async fn approvals_of_run(&self, origin: Id) -> Result<Vec<PipelineApproval>> {
+        let rows = sqlx::query("SELECT * FROM pipeline_approvals WHERE origin_build_id = $1 ORDER BY requested_at")
+            .bind(origin)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PipelineApproval {
+                    origin_build_id: get_i64(r, "origin_build_id")?,
+                    stage_id: get_i64(r, "stage_id")?,
+                    pipeline_id: get_i64(r, "pipeline_id")?,
+                    parent_build_id: get_i64(r, "parent_build_id")?,
+                    requested_at: row::get_time(r, "requested_at")?,
+                    approved_by: get_opt_i64(r, "approved_by")?,
+                    approved_at: get_opt_time(r, "approved_at")?,
+                })
+            })
+            .collect()
     }
 }

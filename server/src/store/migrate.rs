@@ -90,6 +90,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0009_audit_and_badges.sql"),
         convert: None,
     },
+    Migration {
+        version: 10,
+        name: "pipeline_flow",
+        sqlite: include_str!("../../migrations/sqlite/0010_pipeline_flow.sql"),
+        postgres: include_str!("../../migrations/postgres/0010_pipeline_flow.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.

@@ -450,6 +450,10 @@ pub struct Stage {
     /// owner or a superuser sets this.
     #[serde(default)]
     pub shared: bool,
+    /// A pipeline run waits before this stage until someone allowed to
+    /// `approve` the pipeline approves it.
+    #[serde(default)]
+    pub approval_required: bool,
 }
 
 /// An ordered chain of stages (any number of them).
@@ -471,7 +475,7 @@ pub struct Pipeline {
     pub variable_set_ids: Vec<Id>,
     /// When the last run completed.
     pub last_completed_date: Option<Timestamp>,
-    /// The build that completed it.
+    /// The build whose success completed its last run.
     pub last_completed_by: Option<Id>,
     /// Creator.
     pub created_by: Option<Id>,
@@ -808,6 +812,10 @@ pub struct Build {
     /// When retention removed its build root; `None`: not removed.
     #[serde(default)]
     pub root_removed_at: Option<Timestamp>,
+    /// The triggers that failed for this build, one per line (`None`: none
+    /// failed). A trigger failure never rewrites the build's own status.
+    #[serde(default)]
+    pub trigger_failures: Option<String>,
 }
 
 /// A build to create.
@@ -838,6 +846,28 @@ pub struct NewBuild {
     pub pipeline_parent_build_id: Option<Id>,
     /// The first build of the pipeline run; defaults to the new build itself.
     pub pipeline_origin_build_id: Option<Id>,
+    /// Refuse (a [`super::StoreError::Conflict`] naming it) when the project
+    /// has a QUEUED or RUNNING build: a project runs one build at a time.
+    pub one_at_a_time: bool,
+}
+
+/// A pipeline run's wait before a stage that needs approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineApproval {
+    /// The run (its origin build).
+    pub origin_build_id: Id,
+    /// The stage that waits.
+    pub stage_id: Id,
+    /// The pipeline.
+    pub pipeline_id: Id,
+    /// The build of the previous stage whose success reached the stage.
+    pub parent_build_id: Id,
+    /// When the run started waiting.
+    pub requested_at: Timestamp,
+    /// Who approved (`None`: still waiting).
+    pub approved_by: Option<Id>,
+    /// When.
+    pub approved_at: Option<Timestamp>,
 }
 
 /// What a build checked out, as its scm plugin reported it.

@@ -925,6 +925,7 @@ impl Record for Stage {
             ("name", self.name.clone().into()),
             ("description", self.description.clone().into()),
             ("variables", json_default(&self.variables, "{}").into()),
+            ("approval_required", self.approval_required.into()),
         ])
     }
     fn from_row(r: &AnyRow) -> Result<Self> {
@@ -935,6 +936,7 @@ impl Record for Stage {
             description: get_str(r, "description")?,
             variables: secret_vars::mask(&get_str(r, "variables")?),
             variable_set_ids: vec![],
+            approval_required: get_bool(r, "approval_required")?,
         })
     }
     fn links(&self) -> Vec<&[Id]> {

@@ -60,7 +60,7 @@ pub async fn handle(state: Arc<AppState>, req: ApiRequest) -> Response {
 }
 
 async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, ApiError> {
-    let Some((route, id)) = routes::find(req.method.as_str(), &req.path) else {
+    let Some((route, id, run)) = routes::find(req.method.as_str(), &req.path) else {
         return Err(if routes::path_exists(&req.path) {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed on {}", req.method, req.path))
         } else {
@@ -85,6 +85,24 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
         "project.start" => start_project(&state, &principal, id, &req).await,
         "project.badge" => super::observe::badge(&state, &principal, id).await,
         "audit.list" => super::audit::list(&state, &principal, &req.query).await,
+        "pipeline.runs" => {
+            let pipeline = pipeline_for(&state, &principal, id, "view").await?;
+            let limit = query_i64(&req.query, "limit", 10)?.clamp(1, 100);
+            let runs = state.engine.pipeline_runs(&pipeline, limit).await?;
+            Ok(json_response(StatusCode::OK, &json!({ "pipeline": id, "results": runs })))
+        }
+        "pipeline.approve" => {
+            // Approving maps onto `edit` of the pipeline: superusers, its creator and its owner groups.
+            let pipeline = pipeline_for(&state, &principal, id, "edit").await?;
+            if !req.body.iter().all(u8::is_ascii_whitespace) {
+                reject_unknown(&body_object(&req.body)?, &[], "an approval")?;
+            }
+            let user = principal.require()?;
+            let (approval, started) =
+                state.engine.approve_stage(&pipeline, run.unwrap_or(0), user.id, &user.username).await?;
+            Ok(json_response(StatusCode::OK, &json!({ "approval": approval, "started": started })))
+        }
+        "pipeline.rerun" => rerun_stage(&state, &principal, id, run.unwrap_or(0), &req).await,
         "build.list" => list_builds(&state, &principal, &req).await,
         "build.get" => {
             let (build, object) = build_object(&state, id).await?;
@@ -463,6 +481,73 @@ async fn start_project(
         })
         .await?;
     Ok(json_response(StatusCode::CREATED, &build))
+}
+
+/// A pipeline, after asking whether the principal may `action` it.
+pub(crate) async fn pipeline_for(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    id: Id,
+    action: &str,
+) -> Result<Pipeline, ApiError> {
+    let pipeline = state.store.get_pipeline(id).await?.ok_or_else(|| ApiError::not_found(&format!("pipeline {id}")))?;
+    let object = authz_object(state, "pipeline", serde_json::to_value(&pipeline).unwrap_or_default()).await?;
+    state.authorize(principal, action, "pipeline", Some(object)).await?;
+    Ok(pipeline)
+}
+
+/// Re-runs a pipeline run from a stage: needs `view` of the pipeline and
+/// `start` of every project of the stage (re-running starts them).
+async fn rerun_stage(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    id: Id,
+    run: Id,
+    req: &ApiRequest,
+) -> Result<Response, ApiError> {
+    let pipeline = pipeline_for(state, principal, id, "view").await?;
+    let body = body_object(&req.body)?;
+    reject_unknown(&body, &["stage"], "a re-run")?;
+    let stage_id = match body.get("stage") {
+        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or_default(),
+        Some(Value::String(name)) => state
+            .store
+            .find_stage(name)
+            .await?
+            .map(|s| s.id)
+            .ok_or_else(|| ApiError::field("stage", format!("'stage': no stage is named '{name}'")))?,
+        None => {
+            return Err(ApiError::field("stage", "'stage' is required: the id or name of the stage to re-run from"))
+        }
+        Some(other) => {
+            return Err(ApiError::field("stage", format!("'stage' must be a stage id or name, got {}", kind_of(other))))
+        }
+    };
+    let started = rerun_authorized(state, principal, &pipeline, run, stage_id).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "run": run, "stage": stage_id, "started": started })))
+}
+
+/// Re-runs `run` of `pipeline` (which the principal may view) from
+/// `stage_id`, once the principal may start every project of the stage.
+pub(crate) async fn rerun_authorized(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    pipeline: &Pipeline,
+    run: Id,
+    stage_id: Id,
+) -> Result<Vec<String>, ApiError> {
+    if !pipeline.stage_ids.contains(&stage_id) {
+        return Err(ApiError::field(
+            "stage",
+            format!("'stage': stage {stage_id} is not a stage of pipeline {}", pipeline.name),
+        ));
+    }
+    for project in state.store.projects_in_stage(pipeline.id, stage_id).await? {
+        let object = authz_object(state, "project", serde_json::to_value(&project).unwrap_or_default()).await?;
+        state.authorize(principal, "start", "project", Some(object)).await?;
+    }
+    let user = principal.require()?;
+    Ok(state.engine.rerun_stage(pipeline, run, stage_id, user.id).await?)
 }
 
 // ------------------------------------------------------------ objects

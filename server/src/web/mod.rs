@@ -225,7 +225,7 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         let engine = Engine::new(store.clone(), registry.clone(), Arc::new(settings.clone()));
         let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
         let workers = if settings.workers.embedded {
-            let config = WorkerConfig::named(Vec::new(), settings.workers.per_pool as usize);
+            let config = WorkerConfig::named(settings.workers.pools.clone(), settings.workers.per_pool as usize);
             let engine = engine.clone();
             Some(tokio::spawn(async move { engine.run_worker(config, workers_stop).await }))
         } else {

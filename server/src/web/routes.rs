@@ -9,7 +9,7 @@ pub struct Route {
     pub id: &'static str,
     /// The HTTP method.
     pub method: &'static str,
-    /// The path, with `{id}` for the one parameter.
+    /// The path, with `{id}` (and for pipeline runs `{run}`) for its parameters.
     pub path: &'static str,
     /// What it does.
     pub summary: &'static str,
@@ -67,6 +67,24 @@ pub const SPECIAL: &[Route] = &[
         method: "POST",
         path: "/api/v1/projects/{id}/start",
         summary: "Start a project (body: {\"answers\": {...}})",
+    },
+    Route {
+        id: "pipeline.runs",
+        method: "GET",
+        path: "/api/v1/pipelines/{id}/runs",
+        summary: "The pipeline's latest runs (limit, default 10), newest first, with every stage's status",
+    },
+    Route {
+        id: "pipeline.approve",
+        method: "POST",
+        path: "/api/v1/pipelines/{id}/runs/{run}/approve",
+        summary: "Approve the stage a run waits before, and start it (edit permission on the pipeline)",
+    },
+    Route {
+        id: "pipeline.rerun",
+        method: "POST",
+        path: "/api/v1/pipelines/{id}/runs/{run}/rerun",
+        summary: "Re-run a run from a stage (body: {\"stage\": id or name}; start permission on its projects)",
     },
     Route {
         id: "build.list",
@@ -140,8 +158,8 @@ pub fn all() -> impl Iterator<Item = &'static Route> {
     SPECIAL.iter().chain(CRUD.iter())
 }
 
-/// Finds the route for a request; answers it and the `{id}` parameter.
-pub fn find(method: &str, path: &str) -> Option<(&'static Route, Option<i64>)> {
+/// Finds the route for a request; answers it and its `{id}` and `{run}` parameters.
+pub fn find(method: &str, path: &str) -> Option<(&'static Route, Option<i64>, Option<i64>)> {
     let path = path.trim_end_matches('/');
     let path = if path.is_empty() { "/" } else { path };
     for route in all() {
@@ -153,17 +171,20 @@ pub fn find(method: &str, path: &str) -> Option<(&'static Route, Option<i64>)> {
         if pattern.len() != actual.len() {
             continue;
         }
-        let mut id = None;
-        let matched = pattern.iter().zip(&actual).all(|(p, a)| {
-            if *p == "{id}" {
+        let (mut id, mut run) = (None, None);
+        let matched = pattern.iter().zip(&actual).all(|(p, a)| match *p {
+            "{id}" => {
                 id = a.parse::<i64>().ok();
                 id.is_some()
-            } else {
-                p == a
             }
+            "{run}" => {
+                run = a.parse::<i64>().ok();
+                run.is_some()
+            }
+            _ => p == a,
         });
         if matched {
-            return Some((route, id));
+            return Some((route, id, run));
         }
     }
     None
@@ -190,9 +211,13 @@ pub fn openapi() -> Value {
                 "404": { "description": "Not found" }
             }
         });
-        if route.path.contains("{id}") {
-            op["parameters"] =
-                json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }]);
+        let params: Vec<Value> = ["id", "run"]
+            .iter()
+            .filter(|p| route.path.contains(&format!("{{{p}}}")))
+            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "integer" } }))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
         }
         entry[route.method.to_ascii_lowercase()] = op;
     }

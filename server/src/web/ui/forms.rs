@@ -158,6 +158,13 @@ const PIPELINE: &[Field] = &[
 const STAGE: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
+    h(
+        "Info",
+        "approval_required",
+        "Needs approval",
+        Check,
+        "A pipeline run waits before this stage until someone who may edit the pipeline approves it.",
+    ),
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
     h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),

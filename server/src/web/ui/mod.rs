@@ -366,6 +366,9 @@ async fn handle(state: Arc<AppState>, req: UiRequest) -> Response {
         (Method::GET, ["ui", "pipelines", id, "map", "fragment"]) => {
             pages::pipeline_map(&ctx, parse_id(id), true).await
         }
+        (Method::POST, ["ui", "pipelines", id, "runs", run, action @ ("approve" | "rerun")]) => {
+            pages::pipeline_run_action(&ctx, parse_id(id), parse_id(run), action, &form).await
+        }
         (method, ["ui", plural, rest @ ..]) if crud::kind_of(plural).is_some() => {
             let kind = crud::kind_of(plural).expect("checked");
             crud::handle(&ctx, kind, method, rest, &req, &form).await

@@ -161,6 +161,7 @@ async fn build_row(
         "has_root": !b.working_dir.is_empty() && b.root_removed_at.is_none(),
         "can_stop": can_stop,
         "pinned": b.pinned,
+        "trigger_failures": b.trigger_failures.as_deref().map(|t| t.lines().collect::<Vec<_>>()),
         "log_removed_at": fmt_time(&v["log_removed_at"]),
         "root_removed_at": fmt_time(&v["root_removed_at"]),
     })
@@ -582,6 +583,30 @@ pub(crate) async fn delete_build(ctx: &Ctx, id: Id) -> Response {
     result.unwrap_or_else(|e| api_error_page(ctx, e))
 }
 
+/// How many runs the pipeline map shows.
+const RUNS_SHOWN: i64 = 10;
+
+/// Approves a pipeline run, or re-runs it from the form's `stage`, and goes
+/// back to the map.
+pub(crate) async fn pipeline_run_action(ctx: &Ctx, id: Id, run: Id, action: &str, form: &Form) -> Response {
+    let result: Result<Response, ApiError> = async {
+        if action == "approve" {
+            let pipeline = api::pipeline_for(&ctx.state, &ctx.principal, id, "edit").await?;
+            ctx.state.engine.approve_stage(&pipeline, run, ctx.user.id, &ctx.user.username).await?;
+        } else {
+            let pipeline = api::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
+            let stage = form
+                .get("stage")
+                .and_then(|s| s.parse::<Id>().ok())
+                .ok_or_else(|| ApiError::field("stage", "Choose the stage to re-run from."))?;
+            api::rerun_authorized(&ctx.state, &ctx.principal, &pipeline, run, stage).await?;
+        }
+        Ok(redirect(&format!("/ui/pipelines/{id}/map")))
+    }
+    .await;
+    result.unwrap_or_else(|e| api_error_page(ctx, e))
+}
+
 pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response {
     let result: Result<Value, ApiError> = async {
         let pipeline = api::get_value(&ctx.state, "pipeline", id).await?;
@@ -590,7 +615,7 @@ pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response 
         let mut rows = Vec::new();
         let stage_ids: Vec<i64> =
             pipeline["stage_ids"].as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
-        for stage in stage_ids {
+        for &stage in &stage_ids {
             let mut cells = Vec::new();
             for p in ctx.state.store.projects_in_stage(id, stage).await? {
                 let status = |b: Option<i64>| async move {
@@ -612,9 +637,23 @@ pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response 
                 "projects": cells,
             }));
         }
+        let typed = api::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
+        let runs = ctx.state.engine.pipeline_runs(&typed, RUNS_SHOWN).await?;
+        let can_approve = ctx.require("edit", "pipeline", Some(&pipeline)).await.is_ok();
+        let runs: Vec<Value> = runs
+            .into_iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(&r).unwrap_or_default();
+                v["started"] = json!(fmt_time(&v["started"]));
+                v
+            })
+            .collect();
         Ok(json!({
-            "pipeline": { "id": id, "name": pipeline["name"], "enabled": pipeline["enabled"], "last_completed_date": fmt_time(&pipeline["last_completed_date"]) },
+            "pipeline": { "id": id, "name": pipeline["name"], "enabled": pipeline["enabled"], "last_completed_date": fmt_time(&pipeline["last_completed_date"]), "last_completed_by": pipeline["last_completed_by"] },
             "rows": rows,
+            "runs": runs,
+            "stages": stage_ids.iter().map(|s| json!({"id": s, "name": stage_names.get(s).cloned().unwrap_or_else(|| format!("#{s}"))})).collect::<Vec<_>>(),
+            "can_approve": can_approve,
             "updated": chrono::Utc::now().format("%H:%M:%S UTC").to_string(),
         }))
     }
