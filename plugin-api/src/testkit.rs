@@ -1,6 +1,8 @@
 //! A test kit for plugin authors (feature `testkit`): a recording host, fake
 //! contexts, and loaders that build a plugin through the same ABI constructor
-//! and trait object the server uses, so a plugin is tested without a server.
+//! and trait object the server uses, so a plugin is tested without a server;
+//! for plugins that call an HTTP API, a canned loopback server that records
+//! what it was sent ([`serve_canned`]).
 //!
 //! ```
 //! # use vespene_plugin_api::{serde_json::Value, Host, PluginResult, Trigger, TriggerContext};
@@ -227,5 +229,95 @@ mod tests {
         let outcome = run(&host, slow);
         assert!(outcome.cancelled, "the time limit stops it");
         assert!(!host.outputs().iter().any(|l| l == "never"));
+    }
+}
+
+/// One HTTP request as [`serve_canned`] saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// `POST /path HTTP/1.1`.
+    pub request_line: String,
+    /// Header names lowercased, in the order sent.
+    pub headers: Vec<(String, String)>,
+    /// The body (by its Content-Length).
+    pub body: String,
+}
+
+impl SeenRequest {
+    /// A header's value by its lowercase name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("the request body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// For plugins that call an HTTP API (a chat service, a forge): a server on
+/// 127.0.0.1 that answers each connection with the next canned
+/// `(status, JSON body)` and records the request. It stops after the last
+/// answer, or when no client came for 10 seconds; joining the handle answers
+/// what it saw. The URL is `http://127.0.0.1:PORT`.
+pub fn serve_canned(answers: Vec<(u16, &'static str)>) -> (String, std::thread::JoinHandle<Vec<SeenRequest>>) {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("a bound address"));
+    listener.set_nonblocking(true).expect("a non-blocking listener");
+    let handle = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        for (status, body) in answers {
+            let stream = loop {
+                match listener.accept() {
+                    Ok((stream, _)) => break Some(stream),
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                    Err(_) => break None,
+                }
+            };
+            let Some(mut stream) = stream else { break };
+            stream.set_nonblocking(false).expect("a blocking stream");
+            stream.set_read_timeout(Some(Duration::from_secs(5))).expect("a read timeout");
+            seen.push(read_request(&stream));
+            let reply = format!(
+                "HTTP/1.1 {status} Canned\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).expect("write the answer");
+        }
+        seen
+    });
+    (url, handle)
+}
+
+/// Reads one HTTP/1.1 request with a Content-Length body (for a test
+/// server of your own, say one that hangs up without answering).
+pub fn read_request(stream: &std::net::TcpStream) -> SeenRequest {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).expect("a request line");
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').expect("a header is NAME: VALUE");
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let length: usize =
+        headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().expect("a Content-Length"));
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    SeenRequest {
+        request_line: request_line.trim_end().to_string(),
+        headers,
+        body: String::from_utf8(body).expect("a UTF-8 body"),
     }
 }

@@ -218,6 +218,9 @@ async fn finding_7_webhooks_require_signatures_and_refuse_replays() {
     let (status, body) = anon.raw("POST", "/webhooks", &push, &github("delivery-1"));
     assert_eq!(status, 409, "a replay to a fresh process: {body}");
     assert_eq!(build_count(&store).await, 1);
+    // Stop that build: a start while it waits would be refused as busy (409), not judged as a delivery.
+    let first = store.find_project("signed").await.unwrap().unwrap().last_build_id.expect("the started build");
+    assert!(store.request_stop(first).await.unwrap());
 
     // The generic form: a bare token is not a signature here; the signed timestamp must be recent.
     let generic = json!({"repository": "https://git.example.com/app.git", "branch": "main"}).to_string();

@@ -1,89 +1,15 @@
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
 
 use vespene_plugin_api::serde_json::{self, json, Value};
-use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
+use vespene_plugin_api::testkit::{
+    fake_trigger_context, serve_canned, to_json, trigger_from, RecordingHost, SeenRequest as Seen,
+};
 use vespene_plugin_api::TriggerContext;
 
 use super::{repository_from_url, without_userinfo, Forge, ForgeStatus};
 
 const TOKEN: &str = "forge-SECRET-token-123";
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
-
-/// One request as the test server saw it.
-#[derive(Debug)]
-struct Seen {
-    request_line: String,
-    /// Names lowercased.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap()
-    }
-}
-
-fn read_request(stream: &TcpStream) -> Seen {
-    let mut reader = BufReader::new(stream);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line).unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').unwrap();
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-    }
-    let length: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    Seen { request_line: request_line.trim_end().to_string(), headers, body: String::from_utf8(body).unwrap() }
-}
-
-/// A server on 127.0.0.1 answering each connection with the next canned
-/// (status, body); the handle answers what it saw.
-fn serve(answers: Vec<(u16, &'static str)>) -> (String, JoinHandle<Vec<Seen>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base_url = format!("http://{}", listener.local_addr().unwrap());
-    listener.set_nonblocking(true).unwrap();
-    let handle = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
-        for (status, body) in answers {
-            let stream = loop {
-                match listener.accept() {
-                    Ok((stream, _)) => break Some(stream),
-                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-                    Err(_) => break None,
-                }
-            };
-            let Some(mut stream) = stream else { break };
-            stream.set_nonblocking(false).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            seen.push(read_request(&stream));
-            let reply = format!(
-                "HTTP/1.1 {status} Canned\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(reply.as_bytes()).unwrap();
-        }
-        seen
-    });
-    (base_url, handle)
-}
 
 /// A context for `hook` of a project cloned from `repo_url`, at [`SHA`], with a login and a link.
 fn context(hook: &str, status: &str, repo_url: &str) -> TriggerContext {
@@ -104,7 +30,7 @@ fn execute(config: &Value, ctx: &TriggerContext, host: &RecordingHost) -> Result
 
 #[test]
 fn github_gets_pending_success_and_failure_with_a_bearer_token() {
-    let (base, server) = serve(vec![(201, "{}"), (201, "{}"), (201, "{}"), (201, "{}")]);
+    let (base, server) = serve_canned(vec![(201, "{}"), (201, "{}"), (201, "{}"), (201, "{}")]);
     let cfg = json!({"forge": "github", "api_url": format!("{base}/")});
     let url = "https://github.com/acme/widget.git";
     let mut failed = context("failure", "FAILURE", url);
@@ -148,7 +74,7 @@ fn github_gets_pending_success_and_failure_with_a_bearer_token() {
 
 #[test]
 fn gitea_gets_its_api_path_and_a_token_header() {
-    let (base, server) = serve(vec![(201, "{}")]);
+    let (base, server) = serve_canned(vec![(201, "{}")]);
     let cfg = json!({"forge": "gitea", "api_url": base, "context": "ci/{project}/unit"});
     let host = RecordingHost::new();
     execute(&cfg, &context("failure", "FAILURE", "git@gitea.example.com:team/app.git"), &host).unwrap();
@@ -161,7 +87,7 @@ fn gitea_gets_its_api_path_and_a_token_header() {
 
 #[test]
 fn gitlab_gets_an_encoded_project_path_its_own_states_and_a_private_token() {
-    let (base, server) = serve(vec![(201, "{}"), (201, "{}"), (201, "{}")]);
+    let (base, server) = serve_canned(vec![(201, "{}"), (201, "{}"), (201, "{}")]);
     let cfg = json!({"forge": "gitlab", "api_url": base});
     let url = "https://gitlab.example.com/group/sub/app.git";
     let host = RecordingHost::new();
@@ -184,7 +110,7 @@ fn gitlab_gets_an_encoded_project_path_its_own_states_and_a_private_token() {
 
 #[test]
 fn the_project_variable_names_the_repository_but_a_launch_answer_cannot() {
-    let (base, server) = serve(vec![(201, "{}"), (201, "{}")]);
+    let (base, server) = serve_canned(vec![(201, "{}"), (201, "{}")]);
     let cfg = json!({"forge": "gitlab", "api_url": base});
     let mut ctx = context("success", "SUCCESS", "file:///srv/git/app.git");
     ctx.build.variables = json!({"forge_status_repository": "1234"});
@@ -201,7 +127,7 @@ fn the_project_variable_names_the_repository_but_a_launch_answer_cannot() {
 
 #[test]
 fn without_a_public_url_the_status_has_no_link_and_the_log_says_why() {
-    let (base, server) = serve(vec![(201, "{}")]);
+    let (base, server) = serve_canned(vec![(201, "{}")]);
     let mut ctx = context("success", "SUCCESS", "https://github.com/acme/widget");
     ctx.extra.remove("build_url");
     let host = RecordingHost::new();
@@ -254,7 +180,7 @@ fn a_missing_login_or_password_fails_naming_the_project() {
 #[test]
 fn forge_errors_are_named_without_the_token() {
     let echo: &'static str = Box::leak(format!("{{\"message\": \"Bad credentials {TOKEN}\"}}").into_boxed_str());
-    let (base, server) = serve(vec![(401, echo), (404, "")]);
+    let (base, server) = serve_canned(vec![(401, echo), (404, "")]);
     let cfg = json!({"forge": "github", "api_url": base});
     let ctx = context("success", "SUCCESS", "https://github.com/acme/widget");
     let errors: Vec<String> = (0..2).map(|_| execute(&cfg, &ctx, &RecordingHost::new()).unwrap_err()).collect();

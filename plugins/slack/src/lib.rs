@@ -289,92 +289,24 @@ export_plugin! {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpListener;
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
     use vespene_plugin_api::serde_json::{self, json, Value};
-    use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
+    use vespene_plugin_api::testkit::{
+        fake_trigger_context, read_request, serve_canned, to_json, trigger_from, RecordingHost, SeenRequest as Seen,
+    };
     use vespene_plugin_api::{Trigger, TriggerContext};
 
     use super::SlackTrigger;
 
     const TOKEN: &str = "xoxb-1234-SECRET-token";
 
-    /// One request as the test server saw it.
-    #[derive(Debug)]
-    struct Seen {
-        request_line: String,
-        /// Names lowercased.
-        headers: Vec<(String, String)>,
-        body: String,
-    }
-
-    impl Seen {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-        }
-
-        fn json(&self) -> Value {
-            serde_json::from_str(&self.body).unwrap()
-        }
-    }
-
-    /// Reads one HTTP/1.1 request with a Content-Length body.
-    fn read_request(stream: &TcpStream) -> Seen {
-        let mut reader = BufReader::new(stream);
-        let mut request_line = String::new();
-        reader.read_line(&mut request_line).unwrap();
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').unwrap();
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-        let length: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        Seen { request_line: request_line.trim_end().to_string(), headers, body: String::from_utf8(body).unwrap() }
-    }
-
-    /// A server on 127.0.0.1 answering each connection with the next canned
-    /// (status, body); it stops after the last one or after 10 seconds, and
-    /// the handle answers what it saw.
+    /// The canned server's URL with Slack's API prefix.
     fn serve(answers: Vec<(u16, &'static str)>) -> (String, JoinHandle<Vec<Seen>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base_url = format!("http://{}/api", listener.local_addr().unwrap());
-        listener.set_nonblocking(true).unwrap();
-        let handle = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut seen = Vec::new();
-            for (status, body) in answers {
-                let stream = loop {
-                    match listener.accept() {
-                        Ok((stream, _)) => break Some(stream),
-                        Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-                        Err(_) => break None,
-                    }
-                };
-                let Some(mut stream) = stream else { break };
-                stream.set_nonblocking(false).unwrap();
-                stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                seen.push(read_request(&stream));
-                let reply = format!(
-                    "HTTP/1.1 {status} Canned\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                stream.write_all(reply.as_bytes()).unwrap();
-            }
-            seen
-        });
-        (base_url, handle)
+        let (url, handle) = serve_canned(answers);
+        (format!("{url}/api"), handle)
     }
 
     fn config(base_url: &str, extra: Value) -> String {
