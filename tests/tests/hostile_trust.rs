@@ -219,8 +219,11 @@ async fn finding_7_webhooks_require_signatures_and_refuse_replays() {
     assert_eq!(status, 409, "a replay to a fresh process: {body}");
     assert_eq!(build_count(&store).await, 1);
     // Stop that build: a start while it waits would be refused as busy (409), not judged as a delivery.
-    let first = store.find_project("signed").await.unwrap().unwrap().last_build_id.expect("the started build");
-    assert!(store.request_stop(first).await.unwrap());
+    let queued =
+        vespene::store::BuildFilter { status: Some(vespene::store::BuildStatus::Queued), ..Default::default() };
+    let first = store.list_builds(&queued).await.unwrap();
+    assert_eq!(first.len(), 1, "the started build waits (no workers here)");
+    assert!(store.request_stop(first[0].id).await.unwrap());
 
     // The generic form: a bare token is not a signature here; the signed timestamp must be recent.
     let generic = json!({"repository": "https://git.example.com/app.git", "branch": "main"}).to_string();

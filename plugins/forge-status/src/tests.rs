@@ -1,6 +1,6 @@
 use std::net::TcpListener;
 
-use vespene_plugin_api::serde_json::{self, json, Value};
+use vespene_plugin_api::serde_json::{json, Value};
 use vespene_plugin_api::testkit::{
     fake_trigger_context, serve_canned, to_json, trigger_from, RecordingHost, SeenRequest as Seen,
 };

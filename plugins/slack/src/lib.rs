@@ -293,7 +293,7 @@ mod tests {
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
-    use vespene_plugin_api::serde_json::{self, json, Value};
+    use vespene_plugin_api::serde_json::{json, Value};
     use vespene_plugin_api::testkit::{
         fake_trigger_context, read_request, serve_canned, to_json, trigger_from, RecordingHost, SeenRequest as Seen,
     };
