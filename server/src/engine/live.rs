@@ -353,13 +353,22 @@ async fn source(hub: LiveHub, store: Store, channel: Arc<Channel>) {
             match store.output_seq(build).await {
                 Ok(n) => {
                     let n = n.unwrap_or(0);
-                    let mut ring = channel.ring.lock().expect("ring lock");
-                    if ring.base.is_none() {
-                        ring.base = Some(n);
-                        drop(ring);
+                    // One guard, released before `changed`: when a publish had
+                    // set the base first, locking the ring a second time here
+                    // while still holding it froze the worker thread (and
+                    // every task queued behind the ring's lock).
+                    let based = {
+                        let mut ring = channel.ring.lock().expect("ring lock");
+                        let based = ring.base.is_none();
+                        if based {
+                            ring.base = Some(n);
+                        }
+                        after = ring.last();
+                        based
+                    };
+                    if based {
                         channel.changed();
                     }
-                    after = channel.ring.lock().expect("ring lock").last();
                 }
                 Err(e) => tracing::debug!(build, error = %e, "live output: cannot read the line count"),
             }
