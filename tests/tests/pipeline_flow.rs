@@ -266,7 +266,17 @@ async fn approvals(db: Db) {
     assert!(run["stages"][1]["approval"]["approved_at"].is_string(), "{run}");
     let ship = latest_build(&store, "ship").await;
     assert!(stdout_of(&store, ship.id).await.iter().any(|l| l.ends_with("ship 7")));
-    assert_eq!(store.get_pipeline(pid).await.unwrap().unwrap().last_completed_by, Some(ship.id));
+    // The run reads as succeeded once ship's status is stored; the pipeline
+    // row is completed just after, by the worker that finished it.
+    let mut completed_by = None;
+    for _ in 0..100 {
+        completed_by = store.get_pipeline(pid).await.unwrap().unwrap().last_completed_by;
+        if completed_by.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(completed_by, Some(ship.id));
 
     // Re-run from the first stage: a new compile in the same run, and the approval is asked again.
     let answer = alice.ok("POST", &rerun, Some(&json!({"stage": "build"})));
