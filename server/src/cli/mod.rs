@@ -64,6 +64,10 @@ pub enum Command {
         /// Builds run at once.
         #[arg(long, default_value_t = 1)]
         slots: usize,
+        /// Serve this worker's /metrics (and /healthz) on this address, for
+        /// the `[metrics] token` (the builds it runs are counted here only).
+        #[arg(long, value_name = "ADDRESS")]
+        metrics_listen: Option<String>,
     },
     /// Start a project (by name or id).
     Start {
@@ -228,11 +232,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Plugins(PluginsCommand::Try { entry, lines, times }) => {
                     Ok(plugins_cmd::try_entry(&load_plugins(&settings)?, &entry, &lines, times))
                 }
-                Command::Worker { pools, max_builds, build_id, slots } => {
+                Command::Worker { pools, max_builds, build_id, slots, metrics_listen } => {
                     let mut config = crate::engine::WorkerConfig::named(pools, slots);
                     config.max_builds = max_builds;
                     config.build_id = build_id;
-                    engine_cmd::worker(&settings, config)
+                    engine_cmd::worker(&settings, config, metrics_listen.as_deref())
                 }
                 Command::Start { project, answers, wait } => {
                     engine_cmd::start(&settings, &project, answers.as_deref(), wait)
