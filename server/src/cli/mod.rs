@@ -141,8 +141,9 @@ pub enum PluginsCommand {
         /// Where to create it (default: ./vespene-plugin-NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The vespene-plugin-api checkout to depend on by path
-        /// (default: the one this binary was built from, if present).
+        /// Depend on the vespene-plugin-api crate in this directory (a
+        /// Vespene checkout's `plugin-api`) instead of the copy of the
+        /// interface vendored into the new crate (the default).
         #[arg(long)]
         api_path: Option<PathBuf>,
     },
