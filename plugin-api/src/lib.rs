@@ -118,6 +118,10 @@ pub use context::*;
 
 /// Re-exported so plugins use the exact `abi_stable` this interface was built with.
 pub use abi_stable;
+/// Re-exported so a plugin's parameter struct derives `Deserialize` for
+/// [`params::parse`] with the serde this interface was built with
+/// (`#[serde(crate = "vespene_plugin_api::serde")]`).
+pub use serde;
 /// Re-exported for plugins' configuration and context handling.
 pub use serde_json;
 

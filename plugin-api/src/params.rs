@@ -2,9 +2,38 @@
 //! shipped plugin uses.
 //!
 //! A plugin's parameters arrive as the JSON of its settings entry (without
-//! `library` and `enabled`): a table, or `null` when a host sends none. [`table`]
-//! answers that table, refusing anything else and every key the plugin does not
-//! know; the plugin then reads and checks each parameter itself.
+//! `library` and `enabled`): a table, or `null` when a host sends none.
+//!
+//! The usual way: describe the parameters as a struct and let [`parse`] read
+//! them, with every error naming the parameter:
+//!
+//! ```
+//! use vespene_plugin_api::serde::Deserialize;
+//! use vespene_plugin_api::serde_json::json;
+//! use vespene_plugin_api::{params, Kind};
+//!
+//! #[derive(Deserialize)]
+//! #[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
+//! struct Settings {
+//!     greeting: String,
+//!     #[serde(default)]
+//!     times: u32,
+//! }
+//!
+//! let s: Settings = params::parse(&json!({"greeting": "hi"}), Kind::Trigger, "hello").unwrap();
+//! assert_eq!((s.greeting.as_str(), s.times), ("hi", 0));
+//! let err = |config| params::parse::<Settings>(&config, Kind::Trigger, "hello").err().unwrap();
+//! assert_eq!(err(json!({})), "parameter 'greeting' of trigger plugin hello is required");
+//! assert_eq!(err(json!({"greeting": "hi", "greting": 1})), "unknown parameter 'greting' for trigger plugin hello");
+//! assert_eq!(
+//!     err(json!({"greeting": "hi", "times": -1})),
+//!     "parameter 'times' of trigger plugin hello: invalid value: integer `-1`, expected u32"
+//! );
+//! ```
+//!
+//! [`table`] is the lower-level way: it answers the table, refusing anything
+//! else and every key the plugin does not know, and the plugin reads and
+//! checks each parameter itself.
 //!
 //! ```
 //! use vespene_plugin_api::serde_json::{json, Value};
@@ -59,6 +88,35 @@ pub fn table<'a>(config: &'a Value, kind: Kind, name: &str, known: &[&str]) -> P
     }
 }
 
+/// The parameters of plugin `name` of `kind`, read into `T` (a struct that
+/// derives `Deserialize`, usually with `deny_unknown_fields`). `null` reads as
+/// an empty table. Every error is one line naming the parameter:
+/// * `parameter 'greeting' of trigger plugin hello is required`
+/// * `unknown parameter 'greting' for trigger plugin hello`
+/// * `parameter 'times' of trigger plugin hello: invalid type: string "x", expected u32`
+///   (for a nested value, the path: `parameter 'env.HOME' ...`)
+pub fn parse<T: serde::de::DeserializeOwned>(config: &Value, kind: Kind, name: &str) -> PluginResult<T> {
+    let table = Value::Object(open_table(config, kind, name)?.clone());
+    serde_path_to_error::deserialize::<_, T>(table).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // serde's own wording, for the two errors that are about a key rather than a value.
+        let quoted = |prefix: &str| inner.strip_prefix(prefix).and_then(|r| r.split('`').next()).map(str::to_string);
+        let at = |key: &str| if path == "." || path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+        if let Some(key) = quoted("unknown field `") {
+            // The path already ends with the unknown key.
+            let full = if path == "." || path.is_empty() { key } else { path.clone() };
+            format!("unknown parameter '{full}' for {kind} plugin {name}")
+        } else if let Some(key) = quoted("missing field `") {
+            format!("parameter '{}' of {kind} plugin {name} is required", at(&key))
+        } else if path == "." || path.is_empty() {
+            format!("the parameters of {kind} plugin {name}: {inner}")
+        } else {
+            format!("parameter '{path}' of {kind} plugin {name}: {inner}")
+        }
+    })
+}
+
 /// The parameter table of plugin `name` of `kind`, whatever its keys: for a
 /// plugin whose parameter names are open-ended (object kinds, variable names),
 /// which checks the keys itself. `null` counts as an empty table; anything else
@@ -99,6 +157,35 @@ pub fn env_table(params: &Map<String, Value>, parameter: &str) -> PluginResult<B
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_names_nested_parameters_by_their_path() {
+        use serde::Deserialize;
+        use serde_json::json;
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Inner {
+            #[allow(dead_code)]
+            port: u16,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Outer {
+            #[allow(dead_code)]
+            server: Inner,
+        }
+        let err = |config: serde_json::Value| super::parse::<Outer>(&config, crate::Kind::Scm, "x").unwrap_err();
+        assert_eq!(err(json!({"server": {}})), "parameter 'server.port' of scm plugin x is required");
+        assert_eq!(
+            err(json!({"server": {"port": 1, "host": "h"}})),
+            "unknown parameter 'server.host' for scm plugin x"
+        );
+        assert_eq!(
+            err(json!({"server": {"port": 70000}})),
+            "parameter 'server.port' of scm plugin x: invalid value: integer `70000`, expected u16"
+        );
+        assert_eq!(err(json!([1])), "the parameters of scm plugin x must be a table, not [1]");
+    }
+
     #[test]
     fn env_tables_are_checked_and_named() {
         let params = |v: serde_json::Value| v.as_object().unwrap().clone();

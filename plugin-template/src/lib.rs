@@ -14,8 +14,9 @@
 //! ```
 //!
 //! What every plugin does, shown here:
-//! * check its parameters in `new`, naming the parameter in each error, so a
-//!   bad setting stops the server at start-up rather than failing builds;
+//! * read its parameters in `new` with [`params::parse`] into a struct, so
+//!   each error names the parameter and a bad setting stops the server at
+//!   start-up rather than failing builds;
 //! * report progress through the [`Host`] and failures as `Err(one line)`;
 //! * export itself with [`export_plugin!`].
 
@@ -23,14 +24,23 @@ use std::fs::OpenOptions;
 use std::io::Write as _;
 
 use minijinja::{Environment, UndefinedBehavior};
+use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::{self, Value};
 use vespene_plugin_api::{export_plugin, params, Host, Kind, PluginResult, Trigger, TriggerContext};
 
 /// The plugin's name, for messages.
 const NAME: &str = "template";
 
-/// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["greeting", "file"];
+/// The parameters this plugin takes; any other key is a configuration error
+/// (`deny_unknown_fields`), and [`params::parse`] names the parameter in
+/// every error.
+#[derive(Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
+struct Parameters {
+    greeting: String,
+    #[serde(default)]
+    file: Option<String>,
+}
 
 /// The name the `file` template is stored under; it appears in render errors.
 const FILE_TEMPLATE: &str = "file";
@@ -73,25 +83,17 @@ impl Greeter {
 
 impl Trigger for Greeter {
     fn new(config: &Value) -> PluginResult<Self> {
-        // A table of the known parameters (`null`, no parameters at all, is reported
-        // below as the missing 'greeting'), else an error naming what is wrong.
-        let params = params::table(config, Kind::Trigger, NAME, PARAMETERS)?;
-        let greeting = params
-            .get("greeting")
-            .and_then(Value::as_str)
-            .ok_or("parameter 'greeting' (a string) is required")?
-            .to_string();
-        let file = match params.get("file") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(path)) => {
+        let Parameters { greeting, file } = params::parse(config, Kind::Trigger, NAME)?;
+        let file = match file {
+            None => None,
+            Some(path) => {
                 let mut env = Environment::new();
                 // A misspelt variable must fail, not write to a path with a hole in it.
                 env.set_undefined_behavior(UndefinedBehavior::Strict);
                 env.add_template_owned(FILE_TEMPLATE, path.clone())
-                    .map_err(|e| format!("parameter 'file' is not a valid template: {}", describe(&e, path)))?;
-                Some((env, path.clone()))
+                    .map_err(|e| format!("parameter 'file' is not a valid template: {}", describe(&e, &path)))?;
+                Some((env, path))
             }
-            Some(_) => return Err("parameter 'file' must be a string (a path)".to_string()),
         };
         Ok(Greeter { greeting, file })
     }
@@ -179,9 +181,16 @@ mod tests {
     #[test]
     fn bad_configurations_name_the_parameter() {
         let cases = [
-            ("{}", "parameter 'greeting' (a string) is required".to_string()),
-            (r#"{"greeting": 1}"#, "parameter 'greeting' (a string) is required".to_string()),
-            (r#"{"greeting": "hi", "file": 1}"#, "parameter 'file' must be a string (a path)".to_string()),
+            ("{}", format!("parameter 'greeting' of trigger plugin {NAME} is required")),
+            ("null", format!("parameter 'greeting' of trigger plugin {NAME} is required")),
+            (
+                r#"{"greeting": 1}"#,
+                format!("parameter 'greeting' of trigger plugin {NAME}: invalid type: integer `1`, expected a string"),
+            ),
+            (
+                r#"{"greeting": "hi", "file": 1}"#,
+                format!("parameter 'file' of trigger plugin {NAME}: invalid type: integer `1`, expected a string"),
+            ),
             (r#"{"greeting": "hi", "greting": "x"}"#, format!("unknown parameter 'greting' for trigger plugin {NAME}")),
             ("[]", format!("the parameters of trigger plugin {NAME} must be a table, not []")),
         ];

@@ -2,24 +2,12 @@
 //! fields, both read in the project's time zone, turned into "the latest slot
 //! that is due".
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
+use crate::store::validate::parse_cron;
 use crate::store::Project;
-
-/// Parses a 5-field cron expression (minute hour day-of-month month day-of-week).
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
-    let fields = expr.split_whitespace().count();
-    if fields != 5 {
-        return Err(format!(
-            "'{expr}' has {fields} fields; a cron expression has 5: minute hour day-of-month month day-of-week"
-        ));
-    }
-    Cron::from_str(expr.trim()).map_err(|e| format!("'{expr}' is not a valid cron expression: {e}"))
-}
 
 /// The original's hour and minute lists (`"0,8,16"`, `"9-17"`) as cron fields.
 /// Hours allow 24 there (meaning midnight); cron says 0.

@@ -382,7 +382,21 @@ pub fn cron(field: &str, v: &str) -> VResult {
     if v.trim().is_empty() {
         return Ok(());
     }
-    crate::engine::schedule::parse_cron(v).map(|_| ()).map_err(|e| ValidationError::new(field, e))
+    parse_cron(v).map(|_| ()).map_err(|e| ValidationError::new(field, e))
+}
+
+/// Parses a 5-field cron expression (minute hour day-of-month month
+/// day-of-week). Here, with the field checks, so the store needs nothing of
+/// the engine; the scheduler parses with it too.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    use std::str::FromStr;
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "'{expr}' has {fields} fields; a cron expression has 5: minute hour day-of-month month day-of-week"
+        ));
+    }
+    croner::Cron::from_str(expr.trim()).map_err(|e| format!("'{expr}' is not a valid cron expression: {e}"))
 }
 
 /// An IANA time zone name such as `Europe/Paris` (blank means UTC).
