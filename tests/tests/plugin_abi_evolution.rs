@@ -89,6 +89,7 @@ fn plugins_new_makes_a_working_crate_for_every_kind() {
         "variables",
         "secrets",
         "autoscaler",
+        "authentication",
     ];
     let work = tempfile::tempdir().unwrap();
     let sandbox = Sandbox::new();
@@ -119,7 +120,7 @@ fn plugins_new_makes_a_working_crate_for_every_kind() {
         let text = stdout(&out);
         assert!(text.contains(&format!("name: {name}")), "{text}");
         assert!(text.contains(&format!("kinds: {kind}")), "{text}");
-        assert!(text.contains("interface: 1.2.0\n"), "{text}");
+        assert!(text.contains("interface: 1.3.0\n"), "{text}");
     }
 
     // Bad input is refused clearly.

@@ -20,6 +20,7 @@ fn source_for(kind: Kind) -> &'static str {
         Kind::Variables => include_str!("../../../plugin-template/kinds/variables.rs"),
         Kind::Secrets => include_str!("../../../plugin-template/kinds/secrets.rs"),
         Kind::Autoscaler => include_str!("../../../plugin-template/kinds/autoscaler.rs"),
+        Kind::Authentication => include_str!("../../../plugin-template/kinds/authentication.rs"),
     }
 }
 
@@ -51,8 +52,8 @@ pub fn create(name: &str, kind: Kind, dir: &Path, api_path: Option<&Path>) -> Re
     let lib = format!("vespene_{}", name.replace('-', "_"));
     let api_path = api_path.map(Path::to_path_buf).or_else(default_api_path);
     let api_dep = match &api_path {
-        Some(p) => format!("vespene-plugin-api = {{ path = \"{}\", version = \"1.2\"", p.display()),
-        None => "vespene-plugin-api = { version = \"1.2\"".to_string(),
+        Some(p) => format!("vespene-plugin-api = {{ path = \"{}\", version = \"1.3\"", p.display()),
+        None => "vespene-plugin-api = { version = \"1.3\"".to_string(),
     };
     let cargo_toml: String = CARGO_TOML
         .lines()
