@@ -279,7 +279,7 @@ impl Sandbox {
                 }
                 _ => {
                     let status = child.wait().expect("wait for serve");
-                    panic!("vespene serve exited before listening: {status}");
+                    panic!("vespene serve exited before listening: {status}\n{}", self.server_log());
                 }
             }
         };

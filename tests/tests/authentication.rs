@@ -153,7 +153,7 @@ fn a_directory_user_logs_in_is_created_with_mapped_groups_and_the_login_is_audit
 
     let alice = session(&t.server.addr, "alice", &directory_password("alice"));
     let me = alice.ok("GET", "/api/v1/me", None);
-    assert_eq!(me["username"], "alice", "{me}");
+    assert_eq!(me["user"]["username"], "alice", "{me}");
 
     let record = t.user("alice");
     assert_eq!(record["auth_source"], "ldap", "{record}");
@@ -450,16 +450,17 @@ fn local_accounts_can_be_switched_off_and_bad_settings_name_the_setting() {
         (settings(&url, "", "").replace(&format!("base_dn = \"ou=people,{BASE}\""), ""), "plugin 'authentication.ldap'"),
         (settings(&url, "timeout_seconds_typo = 3", ""), "unknown parameter 'timeout_seconds_typo' for authentication plugin ldap"),
     ];
+    // `plugins list` loads the settings and every plugin as `serve` does, and exits.
     for (settings, expected) in cases {
         let sandbox = Sandbox::new();
         sandbox.settings(&settings);
-        let out = sandbox.run(&["serve"]);
-        assert!(!out.status.success(), "started with:\n{settings}");
+        let out = sandbox.run(&["plugins", "list"]);
+        assert!(!out.status.success(), "accepted:\n{settings}");
         assert!(stderr(&out).contains(expected), "{expected:?} missing from: {}", stderr(&out));
     }
     // The missing base_dn is named too.
     let sandbox = Sandbox::new();
     sandbox.settings(&settings(&url, "", "").replace(&format!("base_dn = \"ou=people,{BASE}\""), ""));
-    let err = stderr(&sandbox.run(&["serve"]));
+    let err = stderr(&sandbox.run(&["plugins", "list"]));
     assert!(err.contains("bad parameters: parameter 'base_dn' (a string) is required"), "{err}");
 }

@@ -685,7 +685,8 @@ fn env_layer(env: &[(String, String)]) -> Result<Layer, SettingsError> {
     let mut table = Table::new();
     for (name, raw) in env {
         let Some(key) = name.strip_prefix("VESPENE_") else { continue };
-        if NON_SETTINGS_ENV.contains(&name.as_str()) || key.is_empty() {
+        // Every `VESPENE_TEST_*` configures the test suite (service URLs), never the server.
+        if NON_SETTINGS_ENV.contains(&name.as_str()) || key.starts_with("TEST_") || key.is_empty() {
             continue;
         }
         let path: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
