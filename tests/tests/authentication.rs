@@ -373,11 +373,8 @@ fn threat_a_local_account_is_not_taken_over_by_a_directory_user_of_the_same_name
     for order in ["", "[authentication]\norder = [\"ldap\", \"local\"]"] {
         let t = start(&settings(&url, "", order));
         // A local dave, an ordinary user.
-        let dave = t.admin.ok(
-            "POST",
-            "/api/v1/users",
-            Some(&json!({"username": "dave", "password": "local-dave-password"})),
-        );
+        let dave =
+            t.admin.ok("POST", "/api/v1/users", Some(&json!({"username": "dave", "password": "local-dave-password"})));
         for (username, password) in [("dave", directory_password("dave")), ("admin", directory_password("admin"))] {
             let (status, body, _) = login(&t.server.addr, username, &password);
             assert_eq!(status, 401, "{order}: the directory's {username} logged into the local account: {body}");

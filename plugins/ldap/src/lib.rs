@@ -133,7 +133,9 @@ impl Ldap {
                 .iter()
                 .map(|n| match n.as_str() {
                     Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
-                    _ => Err(format!("parameter 'superuser_groups' must list group names (non-empty strings), not {n}")),
+                    _ => {
+                        Err(format!("parameter 'superuser_groups' must list group names (non-empty strings), not {n}"))
+                    }
                 })
                 .collect::<PluginResult<_>>()?,
             Some(other) => return Err(format!("parameter 'superuser_groups' must be a list, not {other}")),
@@ -207,7 +209,13 @@ impl Ldap {
         Ok(())
     }
 
-    fn search(&self, ldap: &mut LdapConn, base: &str, filter: &str, attrs: Vec<&str>) -> PluginResult<Vec<SearchEntry>> {
+    fn search(
+        &self,
+        ldap: &mut LdapConn,
+        base: &str,
+        filter: &str,
+        attrs: Vec<&str>,
+    ) -> PluginResult<Vec<SearchEntry>> {
         let (entries, _) = ldap
             .with_timeout(self.timeout)
             .search(base, Scope::Subtree, filter, attrs)
@@ -219,7 +227,8 @@ impl Ldap {
     /// The whole login, on an open connection.
     fn check(&self, ldap: &mut LdapConn, username: &str, password: &str) -> PluginResult<LoginVerdict> {
         self.bind_service(ldap)?;
-        let attrs = vec![self.email_attribute.as_str(), self.first_name_attribute.as_str(), self.last_name_attribute.as_str()];
+        let attrs =
+            vec![self.email_attribute.as_str(), self.first_name_attribute.as_str(), self.last_name_attribute.as_str()];
         let mut found = self.search(ldap, &self.base_dn, &self.user_filter_for(username), attrs)?;
         let entry = match found.len() {
             0 => return Ok(LoginVerdict::Rejected { reason: "no such user in the directory".into() }),
@@ -230,7 +239,10 @@ impl Ldap {
                 })
             }
         };
-        let bind = ldap.with_timeout(self.timeout).simple_bind(&entry.dn, password).map_err(|e| format!("the bind failed: {e}"))?;
+        let bind = ldap
+            .with_timeout(self.timeout)
+            .simple_bind(&entry.dn, password)
+            .map_err(|e| format!("the bind failed: {e}"))?;
         match bind.rc {
             0 => {}
             INVALID_CREDENTIALS => return Ok(LoginVerdict::Rejected { reason: "wrong password".into() }),
@@ -239,7 +251,8 @@ impl Ldap {
         // Groups are read as the search identity again when there is one.
         self.bind_service(ldap)?;
         let name_attr = self.group_name_attribute.as_str();
-        let groups = self.search(ldap, &self.group_base_dn, &self.group_filter_for(&entry.dn, username), vec![name_attr])?;
+        let groups =
+            self.search(ldap, &self.group_base_dn, &self.group_filter_for(&entry.dn, username), vec![name_attr])?;
         let names: Vec<String> = groups.iter().filter_map(|g| attribute(g, name_attr)).collect();
         let (groups, superuser) = self.map_groups(&names);
         Ok(LoginVerdict::Accepted(LoginIdentity {
@@ -313,7 +326,9 @@ mod tests {
 
     #[test]
     fn only_mapped_groups_count_and_superuser_needs_a_superuser_group() {
-        let l = ldap(json!({"group_map": {"devs": "dev", "ops": "ops", "dev-team": "dev"}, "superuser_groups": ["admins"]}));
+        let l = ldap(
+            json!({"group_map": {"devs": "dev", "ops": "ops", "dev-team": "dev"}, "superuser_groups": ["admins"]}),
+        );
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(l.map_groups(&names(&["devs", "dev-team", "unmapped"])), (vec!["dev".to_string()], false));
         assert_eq!(l.map_groups(&names(&["admins"])), (vec![], true));
@@ -332,10 +347,9 @@ mod tests {
 
     #[test]
     fn an_unreachable_directory_is_an_error_naming_it() {
-        let plugin = authentication_from::<Ldap>(
-            r#"{"url": "ldap://127.0.0.1:1", "base_dn": "dc=x", "timeout_seconds": 2}"#,
-        )
-        .unwrap();
+        let plugin =
+            authentication_from::<Ldap>(r#"{"url": "ldap://127.0.0.1:1", "base_dn": "dc=x", "timeout_seconds": 2}"#)
+                .unwrap();
         let request = to_json(&LoginRequest { username: "alice".into(), ..Default::default() });
         let error = plugin.authenticate(request.as_rstr(), "secret-password".into()).into_result().unwrap_err();
         assert!(error.starts_with("cannot reach the LDAP directory at ldap://127.0.0.1:1"), "{error}");

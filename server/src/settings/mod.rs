@@ -161,9 +161,7 @@ impl AuthenticationSettings {
         }
         for (i, name) in self.order.iter().enumerate() {
             if self.order[..i].contains(name) {
-                return Err(SettingsError(format!(
-                    "invalid setting 'authentication.order': '{name}' is named twice"
-                )));
+                return Err(SettingsError(format!("invalid setting 'authentication.order': '{name}' is named twice")));
             }
             if name != LOCAL_SOURCE && !enabled.contains(&name) {
                 return Err(SettingsError(format!(

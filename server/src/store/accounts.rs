@@ -267,13 +267,11 @@ impl Store {
     /// Checks a login against a local account; answers the (active) user
     /// and records the login time. Accounts of other sources never match.
     pub async fn verify_password(&self, username: &str, password: &str) -> Result<Option<User>> {
-        let r = sqlx::query(
-            "SELECT id, password_hash, is_active FROM users WHERE username = $1 AND auth_source = $2",
-        )
-        .bind(username)
-        .bind(crate::settings::LOCAL_SOURCE)
-        .fetch_optional(&self.pool)
-        .await?;
+        let r = sqlx::query("SELECT id, password_hash, is_active FROM users WHERE username = $1 AND auth_source = $2")
+            .bind(username)
+            .bind(crate::settings::LOCAL_SOURCE)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(r) = r else {
             // Spend the same time as a real check, so user names cannot be probed.
             static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -414,7 +412,8 @@ impl Store {
             }
         }
         tx.commit().await?;
-        let user = self.get_user(user_id).await?.ok_or(StoreError::NotFound { what: "user", id: user_id.to_string() })?;
+        let user =
+            self.get_user(user_id).await?.ok_or(StoreError::NotFound { what: "user", id: user_id.to_string() })?;
         Ok(ExternalLogin::Ready { user, created, skipped_groups })
     }
 

@@ -96,7 +96,7 @@ impl AppState {
                 continue;
             }
             match self.ask_plugin(&source, username, password, client).await {
-                Ok(PluginAnswer::Accepted(outcome)) => return Ok(outcome),
+                Ok(PluginAnswer::Accepted(user)) => return Ok(LoginOutcome::Accepted { user: *user, source }),
                 Ok(PluginAnswer::Refused { stop: true }) => return Ok(LoginOutcome::Refused),
                 Ok(PluginAnswer::Refused { stop: false }) => {}
                 Err(e) => {
@@ -149,8 +149,8 @@ impl AppState {
         })
         .await
         .map_err(|e| format!("the plugin's call did not finish: {e}"))??;
-        let verdict: LoginVerdict =
-            serde_json::from_str(&answer).map_err(|e| format!("the plugin answered something that is not a verdict: {e}"))?;
+        let verdict: LoginVerdict = serde_json::from_str(&answer)
+            .map_err(|e| format!("the plugin answered something that is not a verdict: {e}"))?;
         let identity = match verdict {
             LoginVerdict::Rejected { reason } => {
                 tracing::info!(source = %source, username = %username, "login rejected by '{source}': {reason}");
@@ -166,7 +166,7 @@ impl AppState {
                 for skipped in skipped_groups {
                     tracing::warn!(source = %source, "group {skipped} named by '{source}' for '{username}' was not synced");
                 }
-                Ok(PluginAnswer::Accepted(LoginOutcome::Accepted { user, source: source.to_string() }))
+                Ok(PluginAnswer::Accepted(Box::new(user)))
             }
             ExternalLogin::OwnedElsewhere(owner) => {
                 // Only a race with another login can get here (the owner was
@@ -188,8 +188,8 @@ impl AppState {
 
 /// One plugin's part in a login.
 enum PluginAnswer {
-    /// It accepted, and the account is ready.
-    Accepted(LoginOutcome),
+    /// It accepted, and the account is ready (boxed: a user is large).
+    Accepted(Box<User>),
     /// It did not accept; `stop` when no other source may try (a
     /// deactivated account).
     Refused {

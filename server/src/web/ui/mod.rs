@@ -524,7 +524,11 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
             } else {
                 StatusCode::UNAUTHORIZED
             };
-            return login_page(state, status, json!({ "next": next, "username": username, "error": refused.sentence() }));
+            return login_page(
+                state,
+                status,
+                json!({ "next": next, "username": username, "error": refused.sentence() }),
+            );
         }
         Err(e) => return api_error_page_anonymous(e),
     };
