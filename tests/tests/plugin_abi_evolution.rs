@@ -1,5 +1,5 @@
 //! The stable-ABI promise: a plugin built against the frozen 1.0 interface
-//! keeps loading and working in the current (1.2) server, and every kind's
+//! keeps loading and working in the current (1.3) server, and every kind's
 //! template from `vespene plugins new` builds, passes its tests and loads.
 
 use std::path::PathBuf;
@@ -45,7 +45,7 @@ fn a_plugin_built_on_interface_1_0_loads_and_works_in_the_current_server() {
     assert_eq!(compat.len(), 2);
     for row in compat {
         assert_eq!(row["interface_version"], "1.0.0");
-        assert_eq!(row["older_interface"], true, "a 1.0 plugin is flagged in a 1.2 server");
+        assert_eq!(row["older_interface"], true, "a 1.0 plugin is flagged in a 1.3 server");
     }
     let table = stdout(&sandbox.run(&["plugins", "list"]));
     assert!(table.contains("1.0.0 (older)"), "{table}");
@@ -75,6 +75,29 @@ fn a_plugin_built_on_interface_1_0_loads_and_works_in_the_current_server() {
     let (status, json) = server.get_with("/api/v1/plugins", &[("Cookie", &cookie)]);
     assert_eq!(status, 200);
     assert!(json.contains("\"older_interface\":true"), "{json}");
+}
+
+#[test]
+fn a_plugin_built_before_1_3_cannot_be_an_authentication_source() {
+    // The 1.0 library's root module ends before the 1.3 constructor: the host
+    // reads no authentication kind from it, and says why in one line.
+    let so = build_frozen_1_0_plugin();
+    let sandbox = Sandbox::new();
+    sandbox.settings(&format!(
+        "plugin_path = [\"{}\"]\n[plugins.authentication.compat]\nlibrary = \"{}\"\n",
+        bin_dir().display(),
+        so.display()
+    ));
+    let out = sandbox.run(&["plugins", "list"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    for needle in [
+        "plugin 'authentication.compat'",
+        "library 'compat' provides trigger, output, authorization but section 'authentication' needs an authentication plugin",
+        "it was built on plugin interface 1.0.0; the authentication kind exists since 1.3",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
 }
 
 #[test]
