@@ -100,7 +100,17 @@ struct Setup {
 }
 
 fn start(settings: &str) -> Setup {
-    let sandbox = Sandbox::new();
+    start_on(Sandbox::new(), settings)
+}
+
+/// [`start`] on a fresh database of `db`; `None` when PostgreSQL is wanted and missing.
+async fn start_with(db: Db, test: &str, settings: &str) -> Option<Setup> {
+    let mut sandbox = Sandbox::new();
+    sandbox.use_database(db, test).await?;
+    Some(start_on(sandbox, settings))
+}
+
+fn start_on(sandbox: Sandbox, settings: &str) -> Setup {
     sandbox.settings(settings);
     let server = sandbox.serve_logged();
     let admin_password = server.admin_password().expect("the first start prints the administrator's password");
@@ -298,10 +308,20 @@ fn threat_directory_users_get_no_superuser_unless_mapped() {
     assert_eq!(carol.call("GET", "/api/v1/audit", None).0, 403);
 }
 
-#[test]
-fn groups_are_synced_and_only_the_plugins_memberships_are_taken_away() {
-    let Some(url) = ldap_url("groups_are_synced") else { return };
-    let mut t = start(&settings(&url, "", ""));
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_synced_and_only_the_plugins_memberships_are_taken_away_sqlite() {
+    groups_are_synced(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_synced_and_only_the_plugins_memberships_are_taken_away_postgres() {
+    groups_are_synced(Db::Postgres).await;
+}
+
+async fn groups_are_synced(db: Db) {
+    let test = format!("groups_are_synced on {db:?}");
+    let Some(url) = ldap_url(&test) else { return };
+    let Some(mut t) = start_with(db, "groups_are_synced", &settings(&url, "", "")).await else { return };
     session(&t.server.addr, "bob", &directory_password("bob"));
     assert_eq!(t.groups_of("bob"), ["dev", "qa", "staff"]);
 
@@ -367,11 +387,20 @@ fn threat_ldap_down_is_a_clear_error_and_the_local_admin_still_logs_in() {
     assert_eq!(status, 401, "{body}");
 }
 
-#[test]
-fn threat_a_local_account_is_not_taken_over_by_a_directory_user_of_the_same_name() {
-    let Some(url) = ldap_url("threat_a_local_account_is_not_taken_over") else { return };
+#[tokio::test(flavor = "multi_thread")]
+async fn threat_a_local_account_is_not_taken_over_by_a_directory_user_of_the_same_name_sqlite() {
+    not_taken_over(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn threat_a_local_account_is_not_taken_over_by_a_directory_user_of_the_same_name_postgres() {
+    not_taken_over(Db::Postgres).await;
+}
+
+async fn not_taken_over(db: Db) {
+    let Some(url) = ldap_url(&format!("threat_a_local_account_is_not_taken_over on {db:?}")) else { return };
     for order in ["", "[authentication]\norder = [\"ldap\", \"local\"]"] {
-        let t = start(&settings(&url, "", order));
+        let Some(t) = start_with(db, "not_taken_over", &settings(&url, "", order)).await else { return };
         // A local dave, an ordinary user.
         let dave =
             t.admin.ok("POST", "/api/v1/users", Some(&json!({"username": "dave", "password": "local-dave-password"})));
@@ -387,6 +416,10 @@ fn threat_a_local_account_is_not_taken_over_by_a_directory_user_of_the_same_name
         session(&t.server.addr, "dave", "local-dave-password");
         session(&t.server.addr, "admin", &t.admin_password);
         assert_eq!(t.user("admin")["is_superuser"], true);
+        // The directory was never even asked about the local names (it would
+        // have accepted them, and the store refused the takeover).
+        let log = t.sandbox.server_log();
+        assert!(!log.contains("not taken over"), "a local account's password went to the directory:\n{log}");
     }
 }
 
