@@ -369,6 +369,7 @@ fn threat_ldap_down_is_a_clear_error_and_the_local_admin_still_logs_in() {
     assert_eq!(status, 503, "{body}");
     let message = body["error"].as_str().unwrap();
     assert!(message.contains("the authentication source 'ldap' is unavailable"), "{message}");
+    assert!(message.ends_with("; local accounts can still log in"), "{message}");
     let log = t.sandbox.server_log();
     let line = log
         .lines()

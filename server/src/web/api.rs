@@ -312,7 +312,7 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
         super::authn::LoginOutcome::Accepted { user, source } => (user, source),
         refused => {
             audit_failed_login(state, &username, req.client, &refused.audit_reason()).await;
-            let status = if matches!(refused, super::authn::LoginOutcome::Unavailable(_)) {
+            let status = if matches!(refused, super::authn::LoginOutcome::Unavailable { .. }) {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
                 StatusCode::UNAUTHORIZED

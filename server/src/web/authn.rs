@@ -34,16 +34,23 @@ pub enum LoginOutcome {
     },
     /// No source accepted the username and password.
     Refused,
-    /// No source accepted, and these could not be asked (their errors are
-    /// in the server's log).
-    Unavailable(Vec<String>),
+    /// No source accepted, and `sources` could not be asked (their errors
+    /// are in the server's log).
+    Unavailable {
+        /// The sources that failed.
+        sources: Vec<String>,
+        /// Whether local accounts are among the sources (they still work).
+        local_works: bool,
+    },
 }
 
 impl LoginOutcome {
     /// The failure's reason as the audit log records it.
     pub fn audit_reason(&self) -> String {
         match self {
-            LoginOutcome::Unavailable(sources) => format!("authentication source unavailable: {}", quoted(sources)),
+            LoginOutcome::Unavailable { sources, .. } => {
+                format!("authentication source unavailable: {}", quoted(sources))
+            }
             _ => "wrong username or password".into(),
         }
     }
@@ -52,10 +59,11 @@ impl LoginOutcome {
     /// about which sources know the name, but a source being down is said plainly.
     pub fn message(&self) -> String {
         match self {
-            LoginOutcome::Unavailable(sources) => format!(
+            LoginOutcome::Unavailable { sources, local_works } => format!(
                 "cannot check this login now: the authentication source {} is unavailable (the server's log \
-                 says why); local accounts can still log in",
-                quoted(sources)
+                 says why){}",
+                quoted(sources),
+                if *local_works { "; local accounts can still log in" } else { "" }
             ),
             _ => "wrong username or password".into(),
         }
@@ -84,7 +92,9 @@ impl AppState {
     ) -> Result<LoginOutcome, ApiError> {
         let owner = self.store.account_source(username).await?;
         let mut unavailable = Vec::new();
-        for source in self.settings.authentication.sources(&self.settings.plugins) {
+        let sources = self.settings.authentication.sources(&self.settings.plugins);
+        let local_works = sources.iter().any(|s| s == LOCAL_SOURCE);
+        for source in sources {
             // Only the source an account belongs to may check its password.
             if owner.as_deref().is_some_and(|o| o != source) {
                 continue;
@@ -107,7 +117,11 @@ impl AppState {
                 }
             }
         }
-        Ok(if unavailable.is_empty() { LoginOutcome::Refused } else { LoginOutcome::Unavailable(unavailable) })
+        Ok(if unavailable.is_empty() {
+            LoginOutcome::Refused
+        } else {
+            LoginOutcome::Unavailable { sources: unavailable, local_works }
+        })
     }
 
     /// Asks one authentication plugin, and records an accepted login.

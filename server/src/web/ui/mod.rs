@@ -519,7 +519,7 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
         }
         Ok(refused) => {
             super::api::audit_failed_login(state, &username, req.client, &refused.audit_reason()).await;
-            let status = if matches!(refused, super::authn::LoginOutcome::Unavailable(_)) {
+            let status = if matches!(refused, super::authn::LoginOutcome::Unavailable { .. }) {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
                 StatusCode::UNAUTHORIZED
