@@ -225,6 +225,13 @@ fn a_directory_user_logs_in_through_the_web_form() {
     assert_eq!(status, 303, "{body}");
     let ui_login = t.audit("login").into_iter().find(|e| e["actor"] == "bob").expect("bob's login");
     assert_eq!(ui_login["details"], json!({"via": "ui", "source": "ldap"}));
+    // The users page says whose password the directory checks.
+    let cookie = t.admin.cookie.clone().unwrap();
+    let (status, page) = t.server.get_with("/ui/users", &[("Cookie", &cookie)]);
+    assert_eq!(status, 200, "{page}");
+    let bob_row =
+        page.split("<tr").find(|row| row.contains(">bob<")).unwrap_or_else(|| panic!("no row for bob: {page}"));
+    assert!(page.contains("Password checked by") && bob_row.contains("ldap"), "{bob_row}");
 }
 
 #[test]
