@@ -33,9 +33,12 @@
 //!   ([`crate::ACCESS_ACTIONS`]) and the `shared` field of access objects. No
 //!   layout change; the host asks authorization plugins built on 1.0 or 1.1
 //!   `edit` where it would ask `use`, so they never grant more than before.
-//! * 1.3: the `approve` action of the authorization contract (manual approval
-//!   stages of pipelines). No layout change; plugins built before 1.3 are
-//!   asked `edit` where the host would ask `approve`.
+//! * 1.3: the authentication kind ([`PluginModule::new_authentication`]).
+//!   Plugins built on 1.2 or older keep loading; the host sees no
+//!   authentication constructor in them, as it sees no autoscaler in 1.0 ones.
+//!   Also 1.3: the `approve` action of the authorization contract (manual
+//!   approval stages of pipelines); plugins built before 1.3 are asked `edit`
+//!   where the host would ask `approve`.
 
 use abi_stable::{
     declare_root_module_statics,
@@ -258,6 +261,16 @@ pub trait AutoscalerAbi: Send + Sync {
     fn scale(&self, status: RStr<'_>, plan: RStr<'_>, host: &Host<'_>) -> RResult<(), RString>;
 }
 
+/// ABI object of an authentication plugin (since 1.3). See [`crate::Authentication`].
+#[sabi_trait]
+pub trait AuthenticationAbi: Send + Sync {
+    /// Checks a login: `request` is the JSON of a [`crate::LoginRequest`];
+    /// the password travels on its own. Answers the JSON of a
+    /// [`crate::LoginVerdict`], or an error when the directory cannot be asked.
+    #[sabi(last_prefix_field)]
+    fn authenticate(&self, request: RStr<'_>, password: RStr<'_>) -> RResult<RString, RString>;
+}
+
 /// Owned trigger object.
 pub type TriggerBox = TriggerAbi_TO<'static, RBox<()>>;
 /// Owned SCM object.
@@ -276,6 +289,8 @@ pub type VariablesBox = VariablesAbi_TO<'static, RBox<()>>;
 pub type SecretsBox = SecretsAbi_TO<'static, RBox<()>>;
 /// Owned autoscaler object (since 1.1).
 pub type AutoscalerBox = AutoscalerAbi_TO<'static, RBox<()>>;
+/// Owned authentication object (since 1.3).
+pub type AuthenticationBox = AuthenticationAbi_TO<'static, RBox<()>>;
 
 /// A constructor: takes the JSON of the plugin's settings parameters.
 pub type Ctor<T> = extern "C" fn(config: RStr<'_>) -> RResult<T, RString>;
@@ -329,6 +344,9 @@ pub struct PluginModule {
     pub new_secrets: Option<extern "C" fn(config: RStr<'_>) -> RResult<SecretsBox, RString>>,
     /// Since 1.1: builds an autoscaler, if provided. Absent in 1.0 plugins.
     pub new_autoscaler: Option<extern "C" fn(config: RStr<'_>) -> RResult<AutoscalerBox, RString>>,
+    /// Since 1.3: builds an authentication plugin, if provided. Absent in
+    /// plugins built on 1.2 and older.
+    pub new_authentication: Option<extern "C" fn(config: RStr<'_>) -> RResult<AuthenticationBox, RString>>,
 }
 
 impl RootModule for PluginModuleRef {

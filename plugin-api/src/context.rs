@@ -420,3 +420,61 @@ pub struct ScalePlan {
     /// Why, for the log.
     pub reason: String,
 }
+
+/// The first interface version with the authentication kind: a plugin built
+/// on an older one cannot provide it.
+pub const AUTHENTICATION_SINCE: (u64, u64) = (1, 3);
+
+/// A login an authentication plugin is asked to check (since 1.3). The
+/// password travels beside it, never inside it, so this JSON can be logged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LoginRequest {
+    /// The username exactly as typed (the host trims surrounding spaces in
+    /// the web form). It is also the Vespene account's name.
+    pub username: String,
+    /// The client's address, when known (for the plugin's own logs).
+    pub client_address: Option<String>,
+    /// Fields added by newer servers.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Who an authentication plugin says a user is, once their password checked out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LoginIdentity {
+    /// The Vespene groups the user belongs to according to this plugin. The
+    /// host creates missing groups, adds the user to these and takes them
+    /// out of groups this plugin gave them earlier but no longer names.
+    /// Groups an administrator added them to are left alone.
+    pub groups: Vec<String>,
+    /// Whether the user is a superuser; set on every login (`false` unless
+    /// the plugin maps them to it).
+    pub superuser: bool,
+    /// E-mail address ("" when unknown).
+    pub email: String,
+    /// Given name ("" when unknown).
+    pub first_name: String,
+    /// Family name ("" when unknown).
+    pub last_name: String,
+    /// Fields for newer servers.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An authentication plugin's answer to a login (since 1.3). Trouble
+/// reaching the directory is neither: the plugin returns an error instead,
+/// and the host says the source is unavailable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum LoginVerdict {
+    /// The password is right: the user, as this plugin knows them.
+    Accepted(LoginIdentity),
+    /// No such user here, or a wrong password. `reason` goes to the server's
+    /// log, never to the person logging in.
+    Rejected {
+        /// Why, for the log ("no such user", "wrong password", ...).
+        reason: String,
+    },
+}

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::abi::*;
-use crate::{PluginResult, RepositoryRef};
+use crate::{LoginRequest, PluginResult, RepositoryRef};
 
 thread_local! {
     /// Set while a guarded call runs on this thread: its panics become errors.
@@ -116,6 +116,7 @@ ctor!(new_organization, crate::Organization, OrganizationBox, OrganizationAbi_TO
 ctor!(new_variables, crate::Variables, VariablesBox, VariablesAbi_TO);
 ctor!(new_secrets, crate::Secrets, SecretsBox, SecretsAbi_TO);
 ctor!(new_autoscaler, crate::Autoscaler, AutoscalerBox, AutoscalerAbi_TO);
+ctor!(new_authentication, crate::Authentication, AuthenticationBox, AuthenticationAbi_TO);
 
 impl<T: crate::Trigger> TriggerAbi for Adapter<T> {
     fn execute(&self, context: RStr<'_>, host: &Host<'_>) -> RResult<(), RString> {
@@ -162,6 +163,16 @@ impl<T: crate::Autoscaler> AutoscalerAbi for Adapter<T> {
 
     fn scale(&self, status: RStr<'_>, plan: RStr<'_>, host: &Host<'_>) -> RResult<(), RString> {
         guard("scale", || self.0.scale(&parse("pool status", status)?, &parse("scale plan", plan)?, host))
+    }
+}
+
+impl<T: crate::Authentication> AuthenticationAbi for Adapter<T> {
+    fn authenticate(&self, request: RStr<'_>, password: RStr<'_>) -> RResult<RString, RString> {
+        guard("authenticate", || {
+            let request: LoginRequest = parse("login request", request)?;
+            let verdict = self.0.authenticate(&request, password.as_str())?;
+            serde_json::to_string(&verdict).map(RString::from).map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -227,7 +238,7 @@ impl<T: crate::Secrets> SecretsAbi for Adapter<T> {
 /// Exports a plugin library: its info and a constructor for each kind it provides.
 ///
 /// Kinds are named in interface order (trigger, scm, isolation, output,
-/// authorization, organization, variables, secrets, autoscaler), each with the type that
+/// authorization, organization, variables, secrets, autoscaler, authentication), each with the type that
 /// implements the matching trait. The plugin's version is its crate version.
 ///
 /// ```
@@ -258,6 +269,7 @@ macro_rules! export_plugin {
         $(, variables: $variables:ty)?
         $(, secrets: $secrets:ty)?
         $(, autoscaler: $autoscaler:ty)?
+        $(, authentication: $authentication:ty)?
         $(,)?
     ) => {
         extern "C" fn __vespene_plugin_info() -> $crate::abi::PluginInfo {
@@ -272,6 +284,7 @@ macro_rules! export_plugin {
                     $( $crate::export_plugin!(@kind "variables" $variables), )?
                     $( $crate::export_plugin!(@kind "secrets" $secrets), )?
                     $( $crate::export_plugin!(@kind "autoscaler" $autoscaler), )?
+                    $( $crate::export_plugin!(@kind "authentication" $authentication), )?
                 ];
                 $crate::export::info($name, env!("CARGO_PKG_VERSION"), $description, kinds)
             })
@@ -290,6 +303,7 @@ macro_rules! export_plugin {
                 new_variables: $crate::export_plugin!(@ctor new_variables $($variables)?),
                 new_secrets: $crate::export_plugin!(@ctor new_secrets $($secrets)?),
                 new_autoscaler: $crate::export_plugin!(@ctor new_autoscaler $($autoscaler)?),
+                new_authentication: $crate::export_plugin!(@ctor new_authentication $($authentication)?),
             }
             .leak_into_prefix()
         }

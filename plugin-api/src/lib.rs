@@ -12,7 +12,7 @@
 //!    `plugin-template` crate, or run `vespene plugins new NAME --kind KIND`).
 //! 2. Implement one or more of the kind traits: [`Trigger`], [`Scm`],
 //!    [`Isolation`], [`Output`], [`Authorization`], [`Organization`],
-//!    [`Variables`], [`Secrets`], [`Autoscaler`].
+//!    [`Variables`], [`Secrets`], [`Autoscaler`], [`Authentication`].
 //! 3. Export it with [`export_plugin!`].
 //!
 //! ```
@@ -152,11 +152,13 @@ pub enum Kind {
     Secrets,
     /// Plans and applies worker pool sizes (since 1.1).
     Autoscaler,
+    /// Checks usernames and passwords against another directory (since 1.3).
+    Authentication,
 }
 
 impl Kind {
     /// Every kind, in interface order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Trigger,
         Kind::Scm,
         Kind::Isolation,
@@ -166,6 +168,7 @@ impl Kind {
         Kind::Variables,
         Kind::Secrets,
         Kind::Autoscaler,
+        Kind::Authentication,
     ];
 
     /// The kind's name as used in settings and plugin info.
@@ -180,6 +183,7 @@ impl Kind {
             Kind::Variables => "variables",
             Kind::Secrets => "secrets",
             Kind::Autoscaler => "autoscaler",
+            Kind::Authentication => "authentication",
         }
     }
 
@@ -342,6 +346,22 @@ pub trait Autoscaler: Send + Sync + Sized + 'static {
     fn plan(&self, status: &PoolStatus) -> PluginResult<ScalePlan>;
     /// Applies `plan` to the pool.
     fn scale(&self, status: &PoolStatus, plan: &ScalePlan, host: &Host<'_>) -> PluginResult<()>;
+}
+
+/// An authentication plugin (since 1.3): checks a username and password
+/// against another directory (LDAP, ...) and says who the user is. The host
+/// creates the Vespene account on the first accepted login and syncs its
+/// groups and superuser flag on every one.
+///
+/// Answer [`LoginVerdict::Rejected`] for an unknown user or a wrong password,
+/// and an error only when the directory cannot be asked (down, misconfigured):
+/// the host then says the source is unavailable, and logs the error. Never
+/// put the password in an answer or an error.
+pub trait Authentication: Send + Sync + Sized + 'static {
+    /// Builds the plugin from its settings parameters.
+    fn new(config: &Value) -> PluginResult<Self>;
+    /// Checks `password` for the user in `request`.
+    fn authenticate(&self, request: &LoginRequest, password: &str) -> PluginResult<LoginVerdict>;
 }
 
 #[cfg(test)]

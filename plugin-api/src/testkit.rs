@@ -199,6 +199,7 @@ loader!(organization_from, crate::Organization, OrganizationBox, new_organizatio
 loader!(variables_from, crate::Variables, VariablesBox, new_variables);
 loader!(secrets_from, crate::Secrets, SecretsBox, new_secrets);
 loader!(autoscaler_from, crate::Autoscaler, AutoscalerBox, new_autoscaler);
+loader!(authentication_from, crate::Authentication, AuthenticationBox, new_authentication);
 
 /// Serializes a context for an ABI call.
 pub fn to_json<T: serde::Serialize>(value: &T) -> RString {

@@ -845,6 +845,12 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     let pid = project(s, "old", pool_id).await;
     let nb = NewBuild { project_id: Some(pid), worker_pool_id: pool_id, ..Default::default() };
     let id = s.create_build(&nb).await.unwrap().id;
+    let group = s.create_group("old-group").await.unwrap();
+    let old_user = s
+        .create_user(&NewUser { username: "old-timer".into(), password: "old-password-1".into(), ..Default::default() })
+        .await
+        .unwrap();
+    s.add_group_member(group, old_user).await.unwrap();
     // Every migration after the first undone (the schema of the first release):
     // 0002 revision_email, 0003 the pools' network, 0004 the `shared` flags,
     // 0005 builds.secret_values, 0006 the webhook delivery ids, 0008 retention.
@@ -870,6 +876,9 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     sqlx::query("DROP TABLE pipeline_approvals").execute(s.pool()).await.unwrap();
     sqlx::query("ALTER TABLE stages DROP COLUMN approval_required").execute(s.pool()).await.unwrap();
     sqlx::query("ALTER TABLE builds DROP COLUMN trigger_failures").execute(s.pool()).await.unwrap();
+    // 0011 the sources of accounts and group memberships.
+    sqlx::query("ALTER TABLE users DROP COLUMN auth_source").execute(s.pool()).await.unwrap();
+    sqlx::query("ALTER TABLE group_members DROP COLUMN source").execute(s.pool()).await.unwrap();
     // 0007: logs were one row per line.
     sqlx::query("DROP TABLE build_log_chunks").execute(s.pool()).await.unwrap();
     sqlx::query(
@@ -903,6 +912,16 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     assert_eq!(store::migrate::current_version(upgraded.pool()).await.unwrap(), latest);
     let build = upgraded.get_build(id).await.unwrap().expect("the build is kept");
     assert_eq!((build.project_id, build.revision_email), (Some(pid), None));
+    // 0011: existing accounts are local ones, and their memberships an administrator's.
+    let user = upgraded.find_user("old-timer").await.unwrap().expect("the user is kept");
+    assert_eq!((user.auth_source.as_str(), user.group_ids.as_slice()), ("local", &[group][..]));
+    assert_eq!(upgraded.verify_password("old-timer", "old-password-1").await.unwrap().map(|u| u.id), Some(old_user));
+    let source = sqlx::query("SELECT source FROM group_members WHERE user_id = $1")
+        .bind(old_user)
+        .fetch_one(upgraded.pool())
+        .await
+        .unwrap();
+    assert_eq!(sqlx::Row::try_get::<String, _>(&source, 0).unwrap(), "");
     // 0004 shares the pool every install started with, and nothing else.
     assert!(upgraded.get_worker_pool(default_pool).await.unwrap().unwrap().shared);
     assert!(!upgraded.get_worker_pool(pool_id).await.unwrap().unwrap().shared);

@@ -241,12 +241,29 @@ pub struct Server {
 impl Sandbox {
     /// Starts `vespene serve` on a free loopback port and waits until it listens.
     pub fn serve(&self) -> Server {
+        self.serve_with_stderr(std::process::Stdio::inherit())
+    }
+
+    /// Like [`Sandbox::serve`], with the server's log (its stderr) appended
+    /// to `server.log` in the sandbox, for tests that check what it says
+    /// ([`Sandbox::server_log`]).
+    pub fn serve_logged(&self) -> Server {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("server.log")).unwrap();
+        self.serve_with_stderr(log.into())
+    }
+
+    /// What servers started with [`Sandbox::serve_logged`] logged so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
+    }
+
+    fn serve_with_stderr(&self, stderr: std::process::Stdio) -> Server {
         use std::io::BufRead;
         let mut child = self
             .command(&["serve"])
             .env("VESPENE_SERVER__LISTEN", "127.0.0.1:0")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start vespene serve");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -262,7 +279,7 @@ impl Sandbox {
                 }
                 _ => {
                     let status = child.wait().expect("wait for serve");
-                    panic!("vespene serve exited before listening: {status}");
+                    panic!("vespene serve exited before listening: {status}\n{}", self.server_log());
                 }
             }
         };

@@ -80,6 +80,29 @@ fn a_plugin_built_on_interface_1_0_loads_and_works_in_the_current_server() {
 }
 
 #[test]
+fn a_plugin_built_before_1_3_cannot_be_an_authentication_source() {
+    // The 1.0 library's root module ends before the 1.3 constructor: the host
+    // reads no authentication kind from it, and says why in one line.
+    let so = build_frozen_1_0_plugin();
+    let sandbox = Sandbox::new();
+    sandbox.settings(&format!(
+        "plugin_path = [\"{}\"]\n[plugins.authentication.compat]\nlibrary = \"{}\"\n",
+        bin_dir().display(),
+        so.display()
+    ));
+    let out = sandbox.run(&["plugins", "list"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    for needle in [
+        "plugin 'authentication.compat'",
+        "library 'compat' provides trigger, output, authorization but section 'authentication' needs an authentication plugin",
+        "it was built on plugin interface 1.0.0; the authentication kind exists since 1.3",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+}
+
+#[test]
 fn plugins_new_makes_a_working_crate_for_every_kind() {
     let kinds = [
         "trigger",
@@ -91,6 +114,7 @@ fn plugins_new_makes_a_working_crate_for_every_kind() {
         "variables",
         "secrets",
         "autoscaler",
+        "authentication",
     ];
     let work = tempfile::tempdir().unwrap();
     let sandbox = Sandbox::new();

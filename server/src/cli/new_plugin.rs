@@ -26,6 +26,7 @@ fn source_for(kind: Kind) -> &'static str {
         Kind::Variables => include_str!("../../../plugin-template/kinds/variables.rs"),
         Kind::Secrets => include_str!("../../../plugin-template/kinds/secrets.rs"),
         Kind::Autoscaler => include_str!("../../../plugin-template/kinds/autoscaler.rs"),
+        Kind::Authentication => include_str!("../../../plugin-template/kinds/authentication.rs"),
     }
 }
 

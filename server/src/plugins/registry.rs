@@ -33,6 +33,8 @@ pub enum Instance {
     Secrets(std::sync::Arc<SecretsBox>),
     /// An autoscaler.
     Autoscaler(AutoscalerBox),
+    /// An authentication source (shared with login checks on the blocking pool).
+    Authentication(std::sync::Arc<AuthenticationBox>),
 }
 
 /// One configured, loaded and instantiated plugin.
@@ -227,6 +229,14 @@ impl Registry {
         }
     }
 
+    /// The authentication plugin configured as `name`.
+    pub fn authentication(&self, name: &str) -> Option<std::sync::Arc<AuthenticationBox>> {
+        match &self.get(PluginSection::Authentication, name)?.instance {
+            Instance::Authentication(a) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
     /// The names configured in a section (the UI's choice lists).
     pub fn names(&self, section: PluginSection) -> Vec<String> {
         self.section(section).map(|p| p.name.clone()).collect()
@@ -314,12 +324,21 @@ impl<'a> AccessJson<'a> {
     }
 }
 
+/// The (major, minor) of an interface version ("1.2.0").
+fn interface_of(interface_version: &str) -> (u64, u64) {
+    let mut parts = interface_version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Whether `interface_version` ("1.2.0") is older than `since` (major, minor).
+fn interface_before(interface_version: &str, since: (u64, u64)) -> bool {
+    interface_of(interface_version) < since
+}
+
 impl LoadedPlugin {
     /// The (major, minor) interface version the plugin was built on.
     pub fn interface(&self) -> (u64, u64) {
-        let version = self.library.info.interface_version.as_str();
-        let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
-        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+        interface_of(self.library.info.interface_version.as_str())
     }
 
     /// What listings show of this plugin.
@@ -356,6 +375,8 @@ pub fn provided_kinds(module: &PluginModuleRef) -> Vec<Kind> {
     add(module.new_secrets().is_some(), Kind::Secrets);
     // Fields after the 1.0 prefix are absent from plugins built on 1.0.
     add(module.new_autoscaler().flatten().is_some(), Kind::Autoscaler);
+    // And after the 1.2 one, from plugins built on 1.2 or older.
+    add(module.new_authentication().flatten().is_some(), Kind::Authentication);
     kinds
 }
 
@@ -365,8 +386,25 @@ fn instantiate(library: &Library, section: PluginSection, entry: &PluginEntry) -
     let module = &library.module;
     let missing = || {
         let kinds: Vec<&str> = provided_kinds(module).into_iter().map(Kind::name).collect();
+        // A kind newer than the plugin's interface cannot be in it: say so.
+        let since = match section.kind() {
+            Kind::Authentication => Some(vespene_plugin_api::AUTHENTICATION_SINCE),
+            _ => None,
+        };
+        let too_old = match since {
+            Some((major, minor)) if interface_before(library.info.interface_version.as_str(), (major, minor)) => {
+                format!(
+                    " (it was built on plugin interface {}; the {} kind exists since {major}.{minor}: rebuild it \
+                     against vespene-plugin-api {})",
+                    library.info.interface_version,
+                    section.kind(),
+                    vespene_plugin_api::INTERFACE_VERSION
+                )
+            }
+            _ => String::new(),
+        };
         format!(
-            "library '{}' provides {} but section '{section}' needs {} plugin",
+            "library '{}' provides {} but section '{section}' needs {} plugin{too_old}",
             library.info.name,
             if kinds.is_empty() { "no plugin kind".to_string() } else { kinds.join(", ") },
             with_article(section.kind().name())
@@ -395,6 +433,9 @@ fn instantiate(library: &Library, section: PluginSection, entry: &PluginEntry) -
         Kind::Autoscaler => Instance::Autoscaler(
             module.new_autoscaler().flatten().ok_or_else(missing)?(cfg).into_result().map_err(bad)?,
         ),
+        Kind::Authentication => Instance::Authentication(std::sync::Arc::new(
+            module.new_authentication().flatten().ok_or_else(missing)?(cfg).into_result().map_err(bad)?,
+        )),
     })
 }
 

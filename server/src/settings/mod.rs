@@ -43,6 +43,9 @@ pub struct Settings {
     /// What happens with no authorization plugin configured.
     #[serde(default)]
     pub authorization: AuthorizationSettings,
+    /// Where logins are checked, in which order (docs/plugins/authentication.md).
+    #[serde(default)]
+    pub authentication: AuthenticationSettings,
     /// How webhooks must prove themselves.
     #[serde(default)]
     pub webhooks: WebhookSettings,
@@ -119,6 +122,64 @@ pub struct AuthorizationSettings {
     /// refuses to start unless this is `true`.
     #[serde(default)]
     pub allow_everything: bool,
+}
+
+/// The name of local accounts (passwords kept by Vespene) in `authentication.order`.
+pub const LOCAL_SOURCE: &str = "local";
+
+/// Where logins are checked: Vespene's own accounts (`local`) and the entries
+/// of `[plugins.authentication]`, asked in `order` until one accepts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticationSettings {
+    /// The sources, by name: `local` and authentication entry names. Empty
+    /// (the default): `local` first, then every enabled entry in settings
+    /// order. Leaving `local` out of a non-empty list turns local passwords off.
+    #[serde(default)]
+    pub order: Vec<String>,
+}
+
+impl AuthenticationSettings {
+    /// The sources to ask, in order.
+    pub fn sources(&self, plugins: &PluginSettings) -> Vec<String> {
+        if !self.order.is_empty() {
+            return self.order.clone();
+        }
+        let enabled = plugins.authentication.iter().filter(|(_, e)| e.enabled).map(|(n, _)| n.clone());
+        std::iter::once(LOCAL_SOURCE.to_string()).chain(enabled).collect()
+    }
+
+    /// One line naming a source that is unknown, repeated, or missing from
+    /// the order, and an entry named like local accounts.
+    pub fn validate(&self, plugins: &PluginSettings) -> Result<(), SettingsError> {
+        let enabled: Vec<&String> = plugins.authentication.iter().filter(|(_, e)| e.enabled).map(|(n, _)| n).collect();
+        if plugins.authentication.contains_key(LOCAL_SOURCE) {
+            return Err(SettingsError(format!(
+                "invalid setting 'plugins.authentication.{LOCAL_SOURCE}': '{LOCAL_SOURCE}' names Vespene's own \
+                 accounts in authentication.order; give the entry another name"
+            )));
+        }
+        for (i, name) in self.order.iter().enumerate() {
+            if self.order[..i].contains(name) {
+                return Err(SettingsError(format!("invalid setting 'authentication.order': '{name}' is named twice")));
+            }
+            if name != LOCAL_SOURCE && !enabled.contains(&name) {
+                return Err(SettingsError(format!(
+                    "invalid setting 'authentication.order': '{name}' is neither '{LOCAL_SOURCE}' nor an enabled \
+                     entry of [plugins.authentication]"
+                )));
+            }
+        }
+        if !self.order.is_empty() {
+            if let Some(left_out) = enabled.iter().find(|n| !self.order.contains(n)) {
+                return Err(SettingsError(format!(
+                    "invalid setting 'authentication.order': the enabled entry '{left_out}' of \
+                     [plugins.authentication] is not in it; add it, or disable the entry"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Who may read `GET /metrics`: superusers always, and whoever sends
@@ -448,6 +509,7 @@ impl Settings {
             SettingsError(format!("invalid setting '{key}'{from}: {}", e.inner()))
         })?;
         settings.plugins.validate()?;
+        settings.authentication.validate(&settings.plugins)?;
         settings.plugins.anchor_key_files(&settings.data_dir);
         settings.limits.validate()?;
         settings.retention.validate()?;
@@ -621,7 +683,8 @@ fn env_layer(env: &[(String, String)]) -> Result<Layer, SettingsError> {
     let mut table = Table::new();
     for (name, raw) in env {
         let Some(key) = name.strip_prefix("VESPENE_") else { continue };
-        if NON_SETTINGS_ENV.contains(&name.as_str()) || key.is_empty() {
+        // Every `VESPENE_TEST_*` configures the test suite (service URLs), never the server.
+        if NON_SETTINGS_ENV.contains(&name.as_str()) || key.starts_with("TEST_") || key.is_empty() {
             continue;
         }
         let path: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();

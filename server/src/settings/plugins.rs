@@ -78,11 +78,13 @@ pub enum PluginSection {
     Secrets,
     /// Autoscalers by name (interface 1.1).
     Autoscalers,
+    /// Authentication sources, asked in `authentication.order` (interface 1.3).
+    Authentication,
 }
 
 impl PluginSection {
     /// Every section, in order.
-    pub const ALL: [PluginSection; 11] = [
+    pub const ALL: [PluginSection; 12] = [
         PluginSection::PreTriggers,
         PluginSection::SuccessTriggers,
         PluginSection::FailureTriggers,
@@ -94,6 +96,7 @@ impl PluginSection {
         PluginSection::Variables,
         PluginSection::Secrets,
         PluginSection::Autoscalers,
+        PluginSection::Authentication,
     ];
 
     /// The section's name in settings.
@@ -110,6 +113,7 @@ impl PluginSection {
             PluginSection::Variables => "variables",
             PluginSection::Secrets => "secrets",
             PluginSection::Autoscalers => "autoscalers",
+            PluginSection::Authentication => "authentication",
         }
     }
 
@@ -127,6 +131,7 @@ impl PluginSection {
             PluginSection::Variables => Kind::Variables,
             PluginSection::Secrets => Kind::Secrets,
             PluginSection::Autoscalers => Kind::Autoscaler,
+            PluginSection::Authentication => Kind::Authentication,
         }
     }
 }
@@ -176,6 +181,10 @@ pub struct PluginSettings {
     /// Autoscalers by name.
     #[serde(default)]
     pub autoscalers: Entries,
+    /// Authentication sources besides local accounts (`authentication.order`
+    /// says in which order they are asked).
+    #[serde(default)]
+    pub authentication: Entries,
 }
 
 impl PluginSettings {
@@ -193,6 +202,7 @@ impl PluginSettings {
             PluginSection::Variables => &self.variables,
             PluginSection::Secrets => &self.secrets,
             PluginSection::Autoscalers => &self.autoscalers,
+            PluginSection::Authentication => &self.authentication,
         }
     }
 

@@ -1,6 +1,14 @@
 //! Accounts: users (argon2id password hashes, superuser flag), groups and
 //! membership, API tokens and login sessions.
 //!
+//! An account belongs to one authentication source (`users.auth_source`):
+//! `local` accounts are checked against their hash here; accounts an
+//! authentication plugin created are checked by that plugin only, and their
+//! superuser flag and plugin-given groups are synced by [`Store::external_login`].
+//! A membership records who made it (`group_members.source`: `''` for an
+//! administrator, a plugin entry's name for a synced one), so a sync takes away
+//! only what that plugin gave.
+//!
 //! Tokens and session ids are random 256-bit values shown to their owner once;
 //! only their SHA-256 is stored, so a copy of the database does not let anyone
 //! log in. (A fast hash is right here: the values are random, not passwords.)
@@ -90,10 +98,34 @@ fn user_from_row(r: &AnyRow) -> Result<User> {
         created_at: get_opt_time(r, "created_at")?,
         last_login: get_opt_time(r, "last_login")?,
         group_ids: vec![],
+        auth_source: get_str(r, "auth_source")?,
     })
 }
 
-const USER_COLS: &str = "id, username, email, first_name, last_name, is_superuser, is_active, created_at, last_login";
+const USER_COLS: &str =
+    "id, username, email, first_name, last_name, is_superuser, is_active, created_at, last_login, auth_source";
+
+/// What [`Store::external_login`] made of a login a plugin accepted.
+#[derive(Debug)]
+pub enum ExternalLogin {
+    /// The account, created now (`created`) or before, with its flags and
+    /// groups synced; `skipped_groups` names groups that could not be made
+    /// (invalid names), with why.
+    Ready {
+        /// The account after the sync.
+        user: User,
+        /// Whether this login created it.
+        created: bool,
+        /// Group names that were not valid group names, with the reason.
+        skipped_groups: Vec<String>,
+    },
+    /// An account of that name belongs to another source (named): it is not taken over.
+    OwnedElsewhere(String),
+    /// The account exists but is deactivated.
+    Inactive,
+    /// The username cannot be a Vespene account name (the reason).
+    InvalidName(String),
+}
 
 impl Store {
     /// How many users exist.
@@ -146,9 +178,24 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { what: "user", id: u.id.to_string() });
         }
-        sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(u.id).execute(&mut *tx).await?;
-        for g in &u.group_ids {
-            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2)")
+        // Memberships that stay keep their source (an authentication
+        // plugin's sync must still recognise the ones it made).
+        let current = sqlx::query("SELECT group_id FROM group_members WHERE user_id = $1")
+            .bind(u.id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<std::result::Result<Vec<i64>, _>>()?;
+        for g in current.iter().filter(|g| !u.group_ids.contains(g)) {
+            sqlx::query("DELETE FROM group_members WHERE user_id = $1 AND group_id = $2")
+                .bind(u.id)
+                .bind(*g)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for g in u.group_ids.iter().filter(|g| !current.contains(g)) {
+            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(*g)
                 .bind(u.id)
                 .execute(&mut *tx)
@@ -159,9 +206,23 @@ impl Store {
         Ok(())
     }
 
-    /// Sets a new password.
+    /// Sets a new password (local accounts only: another source's account
+    /// has its password checked there).
     pub async fn set_password(&self, user_id: Id, password: &str) -> Result<()> {
         check_password(password)?;
+        let source = sqlx::query("SELECT auth_source FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| get_str(&r, "auth_source"))
+            .transpose()?;
+        if let Some(source) = source.filter(|s| s != crate::settings::LOCAL_SOURCE) {
+            return Err(ValidationError::new(
+                "password",
+                format!("this account's password is checked by the authentication source '{source}', not by Vespene"),
+            )
+            .into());
+        }
         let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(hash_password(password)?)
             .bind(user_id)
@@ -203,10 +264,12 @@ impl Store {
         Ok(sessions.rows_affected() + tokens.rows_affected())
     }
 
-    /// Checks a login; answers the (active) user and records the login time.
+    /// Checks a login against a local account; answers the (active) user
+    /// and records the login time. Accounts of other sources never match.
     pub async fn verify_password(&self, username: &str, password: &str) -> Result<Option<User>> {
-        let r = sqlx::query("SELECT id, password_hash, is_active FROM users WHERE username = $1")
+        let r = sqlx::query("SELECT id, password_hash, is_active FROM users WHERE username = $1 AND auth_source = $2")
             .bind(username)
+            .bind(crate::settings::LOCAL_SOURCE)
             .fetch_optional(&self.pool)
             .await?;
         let Some(r) = r else {
@@ -228,6 +291,130 @@ impl Store {
             .execute(&self.pool)
             .await?;
         self.get_user(id).await
+    }
+
+    /// The source an account of this name belongs to (`local` or a plugin
+    /// entry's name), if the account exists.
+    pub async fn account_source(&self, username: &str) -> Result<Option<String>> {
+        let r = sqlx::query("SELECT auth_source FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| get_str(&r, "auth_source")).transpose()
+    }
+
+    /// Records a login the authentication plugin `source` accepted: creates
+    /// the account on its first login (with no usable local password), or
+    /// refuses one that belongs to another source; then syncs the
+    /// superuser flag, the profile fields the plugin knows and the plugin's
+    /// groups (created when missing; memberships this source made and no
+    /// longer names are removed, others are left alone), and records the login time.
+    pub async fn external_login(
+        &self,
+        source: &str,
+        username: &str,
+        identity: &vespene_plugin_api::LoginIdentity,
+    ) -> Result<ExternalLogin> {
+        if let Err(e) = v::username("username", username) {
+            return Ok(ExternalLogin::InvalidName(e.to_string()));
+        }
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query("SELECT id, auth_source, is_active FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let now = row::now().timestamp_millis();
+        let (user_id, created) = match existing {
+            Some(r) => {
+                let owner = get_str(&r, "auth_source")?;
+                if owner != source {
+                    return Ok(ExternalLogin::OwnedElsewhere(owner));
+                }
+                if !get_bool(&r, "is_active")? {
+                    return Ok(ExternalLogin::Inactive);
+                }
+                (get_i64(&r, "id")?, false)
+            }
+            None => {
+                // The empty hash matches no password: only the plugin logs it in.
+                let r = sqlx::query(
+                    "INSERT INTO users (username, password_hash, email, first_name, last_name, is_superuser,
+                         is_active, created_at, auth_source)
+                     VALUES ($1, '', '', '', '', FALSE, TRUE, $2, $3) RETURNING id",
+                )
+                .bind(username)
+                .bind(now)
+                .bind(source)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| row::map_db_err(e, "user", username))?;
+                (r.try_get::<i64, _>(0)?, true)
+            }
+        };
+        // Profile fields the plugin does not know keep what an administrator set.
+        sqlx::query(
+            "UPDATE users SET is_superuser = $1, last_login = $2,
+                 email = CASE WHEN $3 = '' THEN email ELSE $3 END,
+                 first_name = CASE WHEN $4 = '' THEN first_name ELSE $4 END,
+                 last_name = CASE WHEN $5 = '' THEN last_name ELSE $5 END
+             WHERE id = $6",
+        )
+        .bind(identity.superuser)
+        .bind(now)
+        .bind(identity.email.as_str())
+        .bind(identity.first_name.as_str())
+        .bind(identity.last_name.as_str())
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        let mut skipped_groups = Vec::new();
+        let mut named: Vec<i64> = Vec::new();
+        for name in &identity.groups {
+            if let Err(e) = v::name("name", name) {
+                skipped_groups.push(format!("'{name}': {e}"));
+                continue;
+            }
+            sqlx::query("INSERT INTO account_groups (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let id: i64 = sqlx::query("SELECT id FROM account_groups WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            // A membership an administrator made stays theirs.
+            sqlx::query(
+                "INSERT INTO group_members (group_id, user_id, source) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(source)
+            .execute(&mut *tx)
+            .await?;
+            named.push(id);
+        }
+        let synced = sqlx::query("SELECT group_id FROM group_members WHERE user_id = $1 AND source = $2")
+            .bind(user_id)
+            .bind(source)
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in synced {
+            let group_id: i64 = r.try_get(0)?;
+            if !named.contains(&group_id) {
+                sqlx::query("DELETE FROM group_members WHERE user_id = $1 AND group_id = $2 AND source = $3")
+                    .bind(user_id)
+                    .bind(group_id)
+                    .bind(source)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        let user =
+            self.get_user(user_id).await?.ok_or(StoreError::NotFound { what: "user", id: user_id.to_string() })?;
+        Ok(ExternalLogin::Ready { user, created, skipped_groups })
     }
 
     /// One user, with group ids.

@@ -40,7 +40,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
-pub use accounts::{check_password, hash_password, random_token, set_hash_concurrency};
+pub use accounts::{check_password, hash_password, random_token, set_hash_concurrency, ExternalLogin};
 pub use audit::{AuditActor, AuditEvent, AuditFilter, AuditObject};
 pub use builds::BuildFilter;
 pub use logs::{CHUNK_BYTES, CHUNK_LINES};

@@ -173,6 +173,14 @@ pub struct User {
     pub last_login: Option<Timestamp>,
     /// Groups the user belongs to.
     pub group_ids: Vec<Id>,
+    /// Who checks the password: `local` (Vespene's own hash) or the name of
+    /// the authentication plugin entry that created the account. Read-only.
+    #[serde(default = "local_source")]
+    pub auth_source: String,
+}
+
+fn local_source() -> String {
+    crate::settings::LOCAL_SOURCE.to_string()
 }
 
 /// A user to create.

@@ -308,13 +308,22 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
             );
         }
     };
-    let Some(user) = state.store.verify_password(&username, &password).await? else {
-        audit_failed_login(state, &username, req.client, "wrong username or password").await;
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong username or password"));
+    let (user, source) = match state.check_login(&username, &password, req.client).await? {
+        super::authn::LoginOutcome::Accepted { user, source } => (user, source),
+        refused => {
+            audit_failed_login(state, &username, req.client, &refused.audit_reason()).await;
+            let status = if matches!(refused, super::authn::LoginOutcome::Unavailable { .. }) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            return Err(ApiError::new(status, refused.message()));
+        }
     };
     attempt.succeeded();
     let object = AuditObject::new("user", Some(user.id), user.username.clone());
-    state.audit(&crate::store::AuditActor::user(&user, req.client), "login", &object, json!({ "via": "api" })).await;
+    let details = json!({ "via": "api", "source": source });
+    state.audit(&crate::store::AuditActor::user(&user, req.client), "login", &object, details).await;
     let sid = state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await?;
     let csrf = auth::csrf_token(&sid);
     let cookie = auth::session_cookie(state, &sid);
@@ -560,7 +569,7 @@ fn read_only(kind: &str) -> &'static [&'static str] {
         }
         "pipeline" => &["id", "created_by", "last_completed_date", "last_completed_by"],
         "worker_pool" => &["id", "created_by", "last_autoscaled", "autoscaling_status"],
-        "user" => &["id", "created_at", "last_login"],
+        "user" => &["id", "created_at", "last_login", "auth_source"],
         "group" => &["id", "created_at"],
         _ => &["id", "created_by"],
     }
@@ -1072,6 +1081,16 @@ async fn update_user(
     }
     let user: User = typed(value, "user")?;
     if let Some(p) = &password {
+        // An account another source created has its password checked there.
+        if user.auth_source != crate::settings::LOCAL_SOURCE {
+            return Err(ApiError::field(
+                "password",
+                format!(
+                    "this account's password is checked by the authentication source '{}', not by Vespene",
+                    user.auth_source
+                ),
+            ));
+        }
         // Checked first so a weak password leaves the other fields unsaved too.
         crate::store::check_password(p).map_err(crate::store::StoreError::from)?;
         let caller = principal.require()?;

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod authn;
 pub mod error;
 pub mod limits;
 mod live;

@@ -77,7 +77,7 @@ fn columns(kind: &str) -> &'static [(&'static str, &'static str)] {
             &[("description", "Description")]
         }
         "organization" => &[("organization_identifier", "Organization"), ("last_build_id", "Last import")],
-        "user" => &[("email", "E-mail"), ("is_superuser", "Superuser")],
+        "user" => &[("email", "E-mail"), ("is_superuser", "Superuser"), ("auth_source", "Password checked by")],
         _ => &[],
     }
 }

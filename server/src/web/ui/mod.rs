@@ -512,20 +512,25 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
             return r;
         }
     };
-    let user = match state.store.verify_password(&username, password).await {
-        Ok(Some(user)) => {
+    let (user, source) = match state.check_login(&username, password, req.client).await {
+        Ok(super::authn::LoginOutcome::Accepted { user, source }) => {
             attempt.succeeded();
-            user
+            (user, source)
         }
-        Ok(None) => {
-            super::api::audit_failed_login(state, &username, req.client, "wrong username or password").await;
+        Ok(refused) => {
+            super::api::audit_failed_login(state, &username, req.client, &refused.audit_reason()).await;
+            let status = if matches!(refused, super::authn::LoginOutcome::Unavailable { .. }) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
             return login_page(
                 state,
-                StatusCode::UNAUTHORIZED,
-                json!({ "next": next, "username": username, "error": "Wrong username or password." }),
+                status,
+                json!({ "next": next, "username": username, "error": refused.sentence() }),
             );
         }
-        Err(e) => return api_error_page_anonymous(ApiError::internal(e)),
+        Err(e) => return api_error_page_anonymous(e),
     };
     let sid = match state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await {
         Ok(sid) => sid,
@@ -533,7 +538,7 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
     };
     let object = crate::store::AuditObject::new("user", Some(user.id), user.username.clone());
     let actor = crate::store::AuditActor::user(&user, req.client);
-    state.audit(&actor, "login", &object, json!({ "via": "ui" })).await;
+    state.audit(&actor, "login", &object, json!({ "via": "ui", "source": source })).await;
     let mut r = redirect(&next);
     if let Ok(v) = HeaderValue::from_str(&auth::session_cookie(state, &sid)) {
         r.headers_mut().append("set-cookie", v);
