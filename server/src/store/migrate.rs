@@ -97,6 +97,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0010_pipeline_flow.sql"),
         convert: None,
     },
+    Migration {
+        version: 11,
+        name: "autoscaling",
+        sqlite: include_str!("../../migrations/sqlite/0011_autoscaling.sql"),
+        postgres: include_str!("../../migrations/postgres/0011_autoscaling.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.
