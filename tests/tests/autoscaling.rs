@@ -17,7 +17,7 @@ use vespene_e2e::api_client::*;
 use vespene_e2e::builds::*;
 use vespene_e2e::*;
 
-/// A superuser `admin` and the ordinary users `alice` and `bob`, with clients.
+/// A superuser `chief` (`admin` is the first start's own) and the ordinary users `alice` and `bob`, with clients.
 struct People {
     admin: Client,
     alice: Client,
@@ -25,10 +25,10 @@ struct People {
 }
 
 async fn people(store: &vespene::store::Store, addr: &str) -> People {
-    user(store, "admin", true, &[]).await;
+    user(store, "chief", true, &[]).await;
     user(store, "alice", false, &[]).await;
     user(store, "bob", false, &[]).await;
-    People { admin: token_for(addr, "admin"), alice: token_for(addr, "alice"), bob: token_for(addr, "bob") }
+    People { admin: token_for(addr, "chief"), alice: token_for(addr, "alice"), bob: token_for(addr, "bob") }
 }
 
 /// Settings with embedded workers that serve only the pool `local`, so the
@@ -58,12 +58,14 @@ fn scaled_log(sandbox: &Sandbox) -> Vec<String> {
     std::fs::read_to_string(sandbox.path("scaled.log")).unwrap_or_default().lines().map(str::to_string).collect()
 }
 
-/// Queues `n` builds of a project on `pool` (no worker serves it).
+/// Queues `n` builds running `script` with `/bin/sh` on `pool`: one each of
+/// the projects `NAME-1` to `NAME-n` (a project runs one build at a time).
 fn queue_builds(client: &Client, pool: i64, name: &str, script: &str, n: usize) -> Vec<i64> {
-    let project =
-        client.ok("POST", "/api/v1/projects", Some(&json!({ "name": name, "worker_pool_id": pool, "script": script })));
-    (0..n)
-        .map(|_| {
+    let script = format!("#!/bin/sh\n{script}\n");
+    (1..=n)
+        .map(|i| {
+            let body = json!({ "name": format!("{name}-{i}"), "worker_pool_id": pool, "script": script });
+            let project = client.ok("POST", "/api/v1/projects", Some(&body));
             let build = client.ok("POST", &format!("/api/v1/projects/{}/start", project["id"]), Some(&json!({})));
             build["id"].as_i64().unwrap()
         })
@@ -136,7 +138,7 @@ async fn shell_autoscaler_applies_the_weights_and_runs_the_templated_command() {
     assert_eq!(scaled_log(&sandbox)[decided.len()], "weighted size=5 queued=4 running=0");
 
     // The UI's pool form shows the autoscaling settings, and no command.
-    let browser = session_from_login(&server.addr, "admin");
+    let browser = session_from_login(&server.addr, "chief");
     let (status, page) = browser.text("GET", &format!("/ui/worker_pools/{pool_id}/edit"), None);
     assert_eq!(status, 200, "{page}");
     for field in ["autoscaling_enabled", "autoscaler", "minimum", "maximum", "queued_weight", "reevaluate_seconds"] {
@@ -193,7 +195,7 @@ command = "echo start >> {log}; sleep 2; echo end >> {log}"
     );
     let pool_id = pool["id"].as_i64().unwrap();
     let path = format!("/api/v1/worker_pools/{pool_id}/autoscale");
-    let clients = [who.admin, token_for(&second.addr, "admin")];
+    let clients = [who.admin, token_for(&second.addr, "chief")];
     // Rounds of six requests at once, three to each server: while one
     // decision runs (two seconds), every other request is refused with 409.
     let mut decided = 0;
@@ -308,7 +310,7 @@ async fn autoscaling_finding_3_no_api_caller_can_set_an_autoscaler_command() {
     let (status, body) = who.admin.call("PATCH", &path, Some(&json!({ "autoscaler": "nope" })));
     assert_eq!(status, 400, "{body}");
     let text = body.to_string();
-    assert!(text.contains("'autoscaler': 'nope' is not an autoscaler") && text.contains("broken, cmd"), "{text}");
+    assert!(text.contains("'autoscaler': 'nope' is not an autoscaler") && text.contains("(cmd, broken)"), "{text}");
     let (status, body) = who.admin.call("PATCH", &path, Some(&json!({ "autoscaler": "../../tmp/x" })));
     assert_eq!(status, 400, "{body}");
     // Read-only results of decisions.
