@@ -455,7 +455,7 @@ binds = ["{key}:/var/lib/vespene/secret.key:ro"]
     for &id in &builds {
         let build = finished(&store, id, deadline.saturating_duration_since(Instant::now())).await;
         most = most.max(containers.list().len());
-        assert_eq!(build.status.as_str(), "SUCCEEDED", "build {id}: {}", log_of(&store, id).await);
+        assert_eq!(build.status.as_str(), "SUCCESS", "build {id}: {}", log_of(&store, id).await);
         let worker = store.get_worker(build.worker_id.expect("a worker ran it")).await.unwrap().unwrap();
         assert!(uids.contains(&worker.worker_uid), "build {id} ran on {}", worker.worker_uid);
         assert!(log_of(&store, id).await.contains("inside a container"), "build {id}");
