@@ -149,7 +149,7 @@ impl Engine {
             message: String::new(),
             log: vec![],
         };
-        let (size, outcome, log) = tokio::task::spawn_blocking(move || {
+        let (plan, outcome, log) = tokio::task::spawn_blocking(move || {
             let scaler =
                 registry.autoscaler(&entry).ok_or_else(|| format!("autoscaler '{entry}' is not configured"))?;
             let status_json = serde_json::to_string(&status).map_err(|e| e.to_string())?;
@@ -173,16 +173,16 @@ impl Engine {
         .await
         .map_err(|e| EngineError::Failed(format!("autoscaling pool {} stopped: {e}", pool.name)))?
         .map_err(EngineError::Failed)?;
-        decision.size = Some(size.size);
+        decision.size = Some(plan.size);
         decision.log = log;
         let demand = format!("{queued} queued, {running} running, {workers} workers");
         match outcome {
             Ok(()) => {
                 decision.applied = true;
-                decision.message = format!("scaled to {} workers ({demand}): {}", size.size, size.reason);
+                decision.message = format!("scaled to {} workers ({demand}): {}", plan.size, plan.reason);
             }
             Err(e) => {
-                decision.message = format!("scaling to {} workers failed ({demand}): {e}", size.size);
+                decision.message = format!("scaling to {} workers failed ({demand}): {e}", plan.size);
             }
         }
         Ok(decision)
