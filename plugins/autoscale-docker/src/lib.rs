@@ -42,6 +42,7 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use vespene_plugin_api::serde_json::{Map, Value};
@@ -216,10 +217,12 @@ impl DockerAutoscaler {
                 s.image
             )
         })?;
-        docker
-            .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|e| format!("{NAME}: cannot start worker container {name}: {e}"))?;
+        if let Err(e) = docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
+            // A container that never started would count as a worker for good.
+            let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+            let _ = docker.remove_container(&name, Some(remove)).await;
+            return Err(format!("{NAME}: cannot start worker container {name}: {e}"));
+        }
         Ok(name)
     }
 
