@@ -275,6 +275,10 @@ async fn autoscaling_finding_1_an_ordinary_user_cannot_change_a_pools_autoscalin
     }
     let pool = who.admin.ok("GET", &path, None);
     assert_eq!((pool["autoscaler"].as_str(), pool["maximum"].as_i64()), (Some("cmd"), Some(10)), "{pool}");
+    // Nor do they see the build machines (host names, build roots).
+    let (status, body) = who.alice.call("GET", "/api/v1/workers", None);
+    assert_eq!(status, 403, "{body}");
+    assert!(who.admin.ok("GET", "/api/v1/workers", None)["results"].is_array());
     // The superuser may.
     who.admin.ok("PATCH", &path, Some(&json!({ "maximum": 4 })));
 }

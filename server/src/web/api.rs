@@ -104,7 +104,10 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
         }
         "pipeline.rerun" => rerun_stage(&state, &principal, id, run.unwrap_or(0), &req).await,
         "worker.list" => {
-            principal.require()?;
+            // Host names and build-root paths of the build machines: for administrators.
+            if !principal.require()?.is_superuser {
+                return Err(ApiError::forbidden("only a superuser may list the workers"));
+            }
             let timeout = state.engine.settings().workers.heartbeat_timeout_seconds;
             let workers = state.store.list_workers().await?;
             let now = crate::store::now();

@@ -96,7 +96,7 @@ pub const SPECIAL: &[Route] = &[
         id: "worker.list",
         method: "GET",
         path: "/api/v1/workers",
-        summary: "Worker processes: the pools each serves, its last check-in, and whether it is alive",
+        summary: "Worker processes: the pools each serves, its last check-in, and whether it is alive (superusers)",
     },
     Route {
         id: "build.list",
