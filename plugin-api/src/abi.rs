@@ -33,6 +33,9 @@
 //!   ([`crate::ACCESS_ACTIONS`]) and the `shared` field of access objects. No
 //!   layout change; the host asks authorization plugins built on 1.0 or 1.1
 //!   `edit` where it would ask `use`, so they never grant more than before.
+//! * 1.3: the `approve` action of the authorization contract (manual approval
+//!   stages of pipelines). No layout change; plugins built before 1.3 are
+//!   asked `edit` where the host would ask `approve`.
 
 use abi_stable::{
     declare_root_module_statics,

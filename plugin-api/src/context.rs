@@ -224,10 +224,28 @@ pub struct UserInfo {
 /// pool, a pipeline or a stage, add a variable set, have a build render a
 /// snippet. A host asks a plugin built on an older interface `edit` instead,
 /// so such a plugin never grants more than it did.
-pub const ACCESS_ACTIONS: [&str; 8] = ["list", "view", "create", "edit", "delete", "start", "stop", "use"];
+///
+/// `approve` (since 1.3) asks whether the user may let a pipeline run past a
+/// stage that waits for a manual approval (`kind = "pipeline"`). A plugin
+/// built on an older interface is asked `edit` instead.
+pub const ACCESS_ACTIONS: [&str; 9] = ["list", "view", "create", "edit", "delete", "start", "stop", "use", "approve"];
 
 /// The first interface version whose plugins understand the `use` action.
 pub const USE_ACTION_SINCE: (u64, u64) = (1, 2);
+
+/// The first interface version whose plugins understand the `approve` action.
+pub const APPROVE_ACTION_SINCE: (u64, u64) = (1, 3);
+
+/// The action a plugin built on interface `built_on` (major, minor) is asked
+/// in place of `action`: the actions it predates become `edit`, so it never
+/// grants more than it did.
+pub fn action_for_interface(action: &str, built_on: (u64, u64)) -> &str {
+    match action {
+        "use" if built_on < USE_ACTION_SINCE => "edit",
+        "approve" if built_on < APPROVE_ACTION_SINCE => "edit",
+        other => other,
+    }
+}
 
 /// The object kinds an [`AccessRequest`] asks about.
 pub const ACCESS_KINDS: [&str; 13] = [

@@ -346,4 +346,16 @@ mod tests {
     fn export_macro_uses_abi_stables_symbol_name() {
         assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
     }
+
+    #[test]
+    fn older_plugins_are_asked_edit_for_the_actions_they_predate() {
+        use crate::action_for_interface as asked;
+        assert_eq!(asked("use", (1, 1)), "edit");
+        assert_eq!(asked("use", (1, 2)), "use");
+        assert_eq!(asked("approve", (1, 0)), "edit");
+        assert_eq!(asked("approve", (1, 2)), "edit");
+        assert_eq!(asked("approve", (1, 3)), "approve");
+        assert_eq!(asked("view", (1, 0)), "view");
+        assert!(crate::ACCESS_ACTIONS.contains(&"approve"));
+    }
 }

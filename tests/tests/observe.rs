@@ -236,6 +236,71 @@ async fn metrics_parse_with_prometheus_client_and_move_as_builds_run() {
     assert!(!heartbeats.is_empty() && heartbeats.iter().all(|(_, _, age)| *age < 60.0), "{heartbeats:?}");
 }
 
+/// Builds that standalone workers run are counted by those workers, which
+/// serve their own `/metrics` for the scrape token (`--metrics-listen`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standalone_worker_serves_the_outcomes_of_its_own_builds_for_the_token_only() {
+    let Some(t) = team_with(Db::Sqlite, "worker_metrics", false, "").await else { return };
+    let addr = format!("127.0.0.1:{}", vespene_e2e::servers::free_port());
+    let _worker = WorkerProcess::spawn(&t.sandbox, &["shell", "--metrics-listen", &addr]);
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() || http_request(&addr, "GET", "/healthz", &[], "").0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the worker's /healthz never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ok = project(
+        &t.alice,
+        t.pool,
+        "worker-ok",
+        "#!/bin/sh
+echo fine
+",
+    );
+    let bad = project(
+        &t.bob,
+        t.pool,
+        "worker-bad",
+        "#!/bin/sh
+exit 4
+",
+    );
+    run(&t.alice, &t.store, ok, BuildStatus::Success).await;
+    run(&t.bob, &t.store, bad, BuildStatus::Failure).await;
+
+    let (status, text) =
+        http_request(&addr, "GET", "/metrics", &[("Authorization", &format!("Bearer {METRICS_TOKEN}"))], "");
+    assert_eq!(status, 200, "{text}");
+    let worker = parse_metrics(&text);
+    let count = |f: &Families, status: &str| {
+        sample(f, "vespene_builds_finished", "vespene_builds_finished_total", &[("status", status)]).unwrap_or(0.0)
+    };
+    assert_eq!((count(&worker, "SUCCESS"), count(&worker, "FAILURE")), (1.0, 1.0), "{worker:?}");
+    assert_eq!(
+        sample(&worker, "vespene_build_duration_seconds", "vespene_build_duration_seconds_count", &[]),
+        Some(2.0)
+    );
+    // The serve process ran none of them, and says so.
+    let (_, served) = scrape(&t.server.addr, &format!("Bearer {METRICS_TOKEN}"));
+    assert_eq!(count(&parse_metrics(&served), "SUCCESS"), 0.0);
+
+    // A worker has no accounts: a user's API token, a wrong token or none are refused.
+    let alice_token = t.alice.token.clone().unwrap();
+    for auth in [format!("Bearer {alice_token}"), "Bearer wrong".to_string(), String::new()] {
+        let headers: Vec<(&str, &str)> = if auth.is_empty() { vec![] } else { vec![("Authorization", &auth)] };
+        let (status, body) = http_request(&addr, "GET", "/metrics", &headers, "");
+        assert_eq!(status, 401, "{auth}: {body}");
+        assert!(!body.contains("vespene_builds_finished"), "{body}");
+    }
+    assert_eq!(http_request(&addr, "GET", "/api/v1/projects", &[], "").0, 404);
+
+    // Without a token to protect it, the worker refuses to serve metrics at all.
+    let bare = Sandbox::new();
+    bare.settings(&format!("plugin_path = [\"{}\"]\n", bin_dir().display()));
+    let out = bare.run(&["worker", "--metrics-listen", "127.0.0.1:0", "--max-builds", "1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--metrics-listen needs the setting [metrics] token"), "{}", stderr(&out));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_read_queue_depth_running_builds_and_heartbeats_from_the_database() {
     // No embedded workers: what is queued stays queued until a worker comes.

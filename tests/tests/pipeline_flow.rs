@@ -400,3 +400,73 @@ async fn a_standalone_worker_beside_serve_gets_the_builds_of_its_pool_sqlite() {
 async fn a_standalone_worker_beside_serve_gets_the_builds_of_its_pool_postgres() {
     pools_for_embedded_workers(Db::Postgres).await;
 }
+
+/// `approve` is an action of its own: `group-required` leaves approvals to a
+/// release group, while the pipeline's other owners still edit it.
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_can_be_left_to_a_release_group_that_edits_nothing_more() {
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings(
+        "[plugins.authorization.group_required]\nlibrary = \"group-required\"\npipeline = { approve = [\"release\"] }\n",
+    ));
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    let pool = shared_shell_pool(&store).await;
+    let (release, devs) = (store.create_group("release").await.unwrap(), store.create_group("devs").await.unwrap());
+    user(&store, "root", true, &[]).await;
+    user(&store, "alice", false, &[devs]).await;
+    user(&store, "carol", false, &[devs, release]).await;
+    user(&store, "bob", false, &[release]).await;
+    let (admin, alice, carol, bob) = (
+        token_for(&server.addr, "root"),
+        token_for(&server.addr, "alice"),
+        token_for(&server.addr, "carol"),
+        token_for(&server.addr, "bob"),
+    );
+    let build = admin.ok("POST", "/api/v1/stages", Some(&json!({"name": "build", "shared": true})))["id"].clone();
+    let prod =
+        admin.ok("POST", "/api/v1/stages", Some(&json!({"name": "prod", "shared": true, "approval_required": true})))
+            ["id"]
+            .clone();
+    // Alice's pipeline, owned with the devs group: carol owns it too.
+    let pipeline = alice.ok(
+        "POST",
+        "/api/v1/pipelines",
+        Some(&json!({"name": "release-train", "stage_ids": [build, prod], "owner_group_ids": [devs]})),
+    );
+    let pid = pipeline["id"].as_i64().unwrap();
+    for (name, stage) in [("compile", &build), ("deploy", &prod)] {
+        alice.ok(
+            "POST",
+            "/api/v1/projects",
+            Some(&json!({"name": name, "worker_pool_id": pool, "pipeline_id": pid, "stage_id": stage,
+                         "script": "#!/bin/bash\necho ok\n"})),
+        );
+    }
+    let compile = store.find_project("compile").await.unwrap().unwrap();
+    let origin = alice.ok("POST", &format!("/api/v1/projects/{}/start", compile.id), None)["id"].as_i64().unwrap();
+    run_in_state(&alice, pid, "waiting for approval");
+    let approve = format!("/api/v1/pipelines/{pid}/runs/{origin}/approve");
+
+    // Alice owns and edits the pipeline, but is not in release: no approval.
+    let (status, body) = alice.call("POST", &approve, None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("approve"), "{body}");
+    alice.ok("PATCH", &format!("/api/v1/pipelines/{pid}"), Some(&json!({"description": "edited by alice"})));
+    // Bob is in release but does not own the pipeline: the ownership plugin refuses.
+    let (status, body) = bob.call("POST", &approve, None);
+    assert_eq!(status, 403, "{body}");
+    // Neither sees an Approve button on the map; carol does.
+    for (name, shown) in [("alice", false), ("bob", false), ("carol", true)] {
+        let cookie = server.login(name, &format!("password-of-{name}"));
+        let (status, page) = server.get_with(&format!("/ui/pipelines/{pid}/map"), &[("Cookie", &cookie)]);
+        assert_eq!(status, 200, "{name}: {page}");
+        assert_eq!(page.contains("class=\"approve\""), shown, "{name} and the Approve button: {page}");
+    }
+    assert!(store.find_project("deploy").await.unwrap().unwrap().last_build_id.is_none(), "deploy ran unapproved");
+
+    // Carol owns it (devs) and is in release: she approves, and the run goes on.
+    let answer = carol.ok("POST", &approve, None);
+    assert_eq!(answer["approval"]["approved_by"], store.find_user("carol").await.unwrap().unwrap().id);
+    run_in_state(&alice, pid, "succeeded");
+}

@@ -1,11 +1,13 @@
 //! The stable-ABI promise: a plugin built against the frozen 1.0 interface
-//! keeps loading and working in the current (1.2) server, and every kind's
-//! template from `vespene plugins new` builds, passes its tests and loads.
+//! keeps loading and working in the current server, and every kind's
+//! template from `vespene plugins new` builds, passes its tests and loads,
+//! also outside any Vespene checkout and offline.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use vespene_e2e::*;
+use vespene_plugin_api::INTERFACE_VERSION;
 
 /// Shared with the other fixture builds so dependencies compile once.
 fn fixtures_target() -> PathBuf {
@@ -45,7 +47,7 @@ fn a_plugin_built_on_interface_1_0_loads_and_works_in_the_current_server() {
     assert_eq!(compat.len(), 2);
     for row in compat {
         assert_eq!(row["interface_version"], "1.0.0");
-        assert_eq!(row["older_interface"], true, "a 1.0 plugin is flagged in a 1.2 server");
+        assert_eq!(row["older_interface"], true, "a 1.0 plugin is flagged in a newer server");
     }
     let table = stdout(&sandbox.run(&["plugins", "list"]));
     assert!(table.contains("1.0.0 (older)"), "{table}");
@@ -101,8 +103,8 @@ fn plugins_new_makes_a_working_crate_for_every_kind() {
         // Resolve dependencies as the workspace does, so nothing new is fetched or compiled.
         std::fs::copy(workspace_root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
 
-        // Its own tests pass, and it builds.
-        for args in [&["test", "--quiet"][..], &["build", "--quiet"][..]] {
+        // Its own tests pass, and it builds, offline.
+        for args in [&["test", "--quiet", "--offline"][..], &["build", "--quiet", "--offline"][..]] {
             let status = Command::new(env!("CARGO"))
                 .args(args)
                 .current_dir(&dir)
@@ -119,7 +121,7 @@ fn plugins_new_makes_a_working_crate_for_every_kind() {
         let text = stdout(&out);
         assert!(text.contains(&format!("name: {name}")), "{text}");
         assert!(text.contains(&format!("kinds: {kind}")), "{text}");
-        assert!(text.contains("interface: 1.2.0\n"), "{text}");
+        assert!(text.contains(&format!("interface: {INTERFACE_VERSION}\n")), "{text}");
     }
 
     // Bad input is refused clearly.
@@ -129,4 +131,85 @@ fn plugins_new_makes_a_working_crate_for_every_kind() {
     let out = sandbox.run(&["plugins", "new", "ok", "--kind", "teleport"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown plugin kind 'teleport'"), "{}", stderr(&out));
+}
+
+/// Every file of a directory, recursively, with its text.
+fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            found.push((path, text));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_made_outside_the_tree_builds_offline_loads_and_runs_in_a_build() {
+    use vespene_e2e::builds::{finished, log_of, start};
+    // An author's directory: no Vespene checkout in sight.
+    let outside = tempfile::tempdir().unwrap();
+    let dir = outside.path().join("greeter");
+    let sandbox = Sandbox::new();
+    let out = sandbox
+        .command(&["plugins", "new", "greeter", "--kind", "trigger", "--dir", &dir.display().to_string()])
+        .current_dir(outside.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Nothing in it points into the checkout: the interface is vendored.
+    let checkout = workspace_root().display().to_string();
+    for (path, text) in files_under(&dir) {
+        assert!(
+            !text.contains(&checkout) && !text.contains("../plugin-api"),
+            "{} points into a checkout",
+            path.display()
+        );
+    }
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("path = \"vendor/vespene-plugin-api\""), "{manifest}");
+    assert!(dir.join("vendor/vespene-plugin-api/src/abi.rs").is_file());
+
+    // Built offline, as its README says, with the workspace's lock so nothing new is resolved.
+    std::fs::copy(workspace_root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--offline"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", fixtures_target())
+        .env("CARGO_NET_OFFLINE", "true")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the new crate did not build offline");
+
+    // Installed into a plugin directory of the admin's, configured, and run by a build.
+    let installed = sandbox.path("site-plugins");
+    std::fs::create_dir_all(&installed).unwrap();
+    std::fs::copy(fixtures_target().join("debug/libvespene_greeter.so"), installed.join("libvespene_greeter.so"))
+        .unwrap();
+    sandbox.settings(&format!(
+        "plugin_path = [\"{}\", \"{}\"]\n[plugins.success_triggers.greeter]\nlibrary = \"greeter\"\ngreeting = \"hello from outside\"\n",
+        bin_dir().display(),
+        installed.display()
+    ));
+    let _server = sandbox.serve();
+    let store = sandbox.store().await;
+    let pool = vespene_e2e::api_client::shared_shell_pool(&store).await;
+    store
+        .create_project(&vespene::store::Project {
+            name: "greeted".into(),
+            worker_pool_id: pool,
+            script: "#!/bin/sh\necho building\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = start(&sandbox, "greeted", &[]);
+    let build = finished(&store, id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(build.status, vespene::store::BuildStatus::Success);
+    let log = log_of(&store, id).await;
+    assert!(log.contains(&format!("hello from outside from build {id} of greeted")), "{log}");
 }

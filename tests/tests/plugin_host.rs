@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use vespene_e2e::*;
+use vespene_plugin_api::INTERFACE_VERSION;
 
 fn lib(name: &str) -> String {
     plugin_lib(name).display().to_string()
@@ -76,7 +77,7 @@ greeting = "hello"
         assert!(names.iter().any(|(_, n, _)| *n == default), "default plugin {default} missing: {names:?}");
     }
     for row in rows {
-        assert_eq!(row["interface_version"], "1.2.0");
+        assert_eq!(row["interface_version"], INTERFACE_VERSION);
         assert_eq!(row["older_interface"], false);
         assert!(Path::new(row["library"].as_str().unwrap()).is_file());
         assert!(!row["version"].as_str().unwrap().is_empty());
@@ -263,7 +264,9 @@ fn plugins_check_reports_what_a_library_provides() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("name: command") && text.contains("kinds: trigger") && text.contains("interface: 1.2.0"),
+        text.contains("name: command")
+            && text.contains("kinds: trigger")
+            && text.contains(&format!("interface: {INTERFACE_VERSION}")),
         "{text}"
     );
 
@@ -276,9 +279,12 @@ fn another_major_interface_version_is_refused_naming_both_versions() {
     let so = build_foreign_plugin("major-2", |api| set_crate_version(api, "2.0.0"));
     let sandbox = Sandbox::new();
     let out = serve_with(&sandbox, &format!("[plugins.success_triggers.foreign]\nlibrary = \"{}\"\n", so.display()));
-    assert_one_line_error(&out, &["success_triggers.foreign", "built on plugin interface 2.0.0", "speaks 1.2.0"]);
+    assert_one_line_error(
+        &out,
+        &["success_triggers.foreign", "built on plugin interface 2.0.0", &format!("speaks {INTERFACE_VERSION}")],
+    );
     let out = sandbox.run(&["plugins", "check", &so.display().to_string()]);
-    assert_one_line_error(&out, &["2.0.0", "1.2.0"]);
+    assert_one_line_error(&out, &["2.0.0", INTERFACE_VERSION]);
 }
 
 #[test]

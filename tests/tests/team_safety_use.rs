@@ -321,3 +321,31 @@ async fn finding_3_the_ui_pickers_offer_only_what_the_user_may_use() {
     assert!(!bobs.contains("alice-git") && !bobs.contains("alice-key"), "{bobs}");
     assert!(bobs.contains("alice-shared-vars") && bobs.contains(">default<"), "{bobs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finding_p1_a_plugin_built_before_approve_is_asked_edit_instead() {
+    // The 1.0 plugin allows every action it does not know, and lets only
+    // their creators edit pipelines: asked `approve` as such, it would let
+    // anyone approve; asked `edit`, it refuses everyone but the creator.
+    let so = frozen_1_0_plugin();
+    let sandbox = Sandbox::new();
+    sandbox.settings(&format!(
+        "plugin_path = [\"{}\"]\n\
+         [plugins.authorization.ownership]\nenabled = false\n\
+         [plugins.authorization.compat]\nlibrary = \"{}\"\nlocked_kind = \"pipeline\"\n",
+        bin_dir().display(),
+        so.display()
+    ));
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    let (a, b) = (user(&store, "alice", false, &[]).await, user(&store, "bob", false, &[]).await);
+    let (a, b) = (client(&store, &server.addr, a).await, client(&store, &server.addr, b).await);
+    let pipeline = a.ok("POST", "/api/v1/pipelines", Some(&json!({"name": "alice-pipeline"})));
+    let approve = format!("/api/v1/pipelines/{}/runs/1/approve", id(&pipeline));
+    let (status, value) = b.call("POST", &approve, None);
+    assert_eq!(status, 403, "{value}");
+    assert!(value["error"].as_str().unwrap().contains("(by 'compat')"), "{value}");
+    // Alice passes authorization; her pipeline simply has no such run waiting.
+    let (status, value) = a.call("POST", &approve, None);
+    assert!(status == 404 || status == 409, "{status} {value}");
+}

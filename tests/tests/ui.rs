@@ -3,8 +3,9 @@
 //! against `vespene serve` with the real plugins. The WebDriver client is the
 //! few JSON-over-HTTP calls below, on the suite's loopback HTTP helper.
 //!
-//! Screenshots of the dashboard, a build page and a pipeline map are written
-//! to `tests/artifacts/`.
+//! Screenshots of the pages are written to `tests/artifacts/` and checked:
+//! the colours of named elements in the PNG must be those the page styles
+//! them with (`Browser::screenshot_checked`).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -215,13 +216,76 @@ impl Browser {
         }
     }
 
-    fn screenshot(&self, name: &str) -> PathBuf {
+    /// A screenshot written to `tests/artifacts/`, checked against the page:
+    /// each `swatch` element must be inside the viewport, and the colour most
+    /// of its pixels have in the PNG (decoded by the browser itself) must be
+    /// its computed background colour (its fill, for SVG shapes). A blank,
+    /// stale or unstyled capture fails.
+    fn screenshot_checked(&self, name: &str, swatches: &[&str]) -> PathBuf {
+        // Swatches outside the viewport are scrolled into it first.
+        self.run(
+            "for (const css of arguments[0]) {
+               const el = document.querySelector(css);
+               if (!el) continue;
+               const r = el.getBoundingClientRect();
+               if (r.top < 0 || r.bottom > innerHeight) el.scrollIntoView({ block: 'nearest' });
+             }",
+            json!([swatches]),
+        );
         let data = self.cmd("GET", "/screenshot", json!({}));
-        let png = base64::engine::general_purpose::STANDARD.decode(data.as_str().unwrap()).unwrap();
+        let encoded = data.as_str().expect("a base64 screenshot").to_string();
+        let png = base64::engine::general_purpose::STANDARD.decode(&encoded).unwrap();
         let dir = workspace_root().join("tests/artifacts");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, png).unwrap();
+        for css in swatches {
+            let seen = self.run_async(
+                "const [png, css, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+                 const el = document.querySelector(css);
+                 if (!el) return done({ error: 'no element ' + css });
+                 const r = el.getBoundingClientRect();
+                 if (r.top < 0 || r.left < 0 || r.bottom > innerHeight || r.right > innerWidth || r.width < 4)
+                   return done({ error: css + ' is not inside the viewport: ' + JSON.stringify(r) });
+                 const img = new Image();
+                 img.onerror = () => done({ error: 'the screenshot is not a PNG' });
+                 img.onload = () => {
+                   const canvas = document.createElement('canvas');
+                   canvas.width = img.width; canvas.height = img.height;
+                   const g = canvas.getContext('2d');
+                   g.drawImage(img, 0, 0);
+                   const scale = img.width / innerWidth;
+                   const inset = Math.min(4, r.width / 4);
+                   const y = Math.floor((r.top + r.height / 2) * scale);
+                   const x0 = Math.ceil((r.left + inset) * scale), x1 = Math.floor((r.right - inset) * scale);
+                   const row = g.getImageData(x0, y, Math.max(1, x1 - x0), 1).data;
+                   const counts = {};
+                   for (let i = 0; i < row.length; i += 4) {
+                     const key = row[i] + ',' + row[i + 1] + ',' + row[i + 2];
+                     counts[key] = (counts[key] || 0) + 1;
+                   }
+                   const most = Object.entries(counts).sort((a, b) => b[1] - a[1])[0][0];
+                   const style = getComputedStyle(el);
+                   done({ pixel: most.split(',').map(Number), css: el instanceof SVGElement ? style.fill : style.backgroundColor });
+                 };
+                 img.src = 'data:image/png;base64,' + png;",
+                json!([encoded, css]),
+            );
+            assert!(seen["error"].is_null(), "{name}: {}", seen["error"]);
+            let expected: Vec<i64> = seen["css"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("rgba(")
+                .trim_start_matches("rgb(")
+                .trim_end_matches(')')
+                .split(',')
+                .take(3)
+                .map(|c| c.trim().parse().unwrap())
+                .collect();
+            let pixel: Vec<i64> = seen["pixel"].as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect();
+            let close = expected.iter().zip(&pixel).all(|(e, p)| (e - p).abs() <= 6);
+            assert!(close, "{name}: {css} is {pixel:?} in the screenshot, but the page styles it {}", seen["css"]);
+        }
         path
     }
 
@@ -338,7 +402,7 @@ async fn a_user_creates_a_pool_and_project_starts_it_and_watches_it_live() {
     assert_ne!(color("line-stdout"), color("line-message"), "stdout and messages look the same");
     browser.wait_for("the return code", "return document.getElementById('build-rc').textContent === '0';");
     let build_id: i64 = browser.url().rsplit('/').next().unwrap().parse().unwrap();
-    browser.screenshot("build.png");
+    browser.screenshot_checked("build.png", &["header", "#build-status"]);
 
     // The dashboard updates by itself when another build starts.
     browser.goto(&format!("{base}/ui/dashboard"));
@@ -359,7 +423,7 @@ async fn a_user_creates_a_pool_and_project_starts_it_and_watches_it_live() {
         &format!("return !!document.querySelector('#board-running [data-build=\"{second}\"], #board-queued [data-build=\"{second}\"]');"),
     );
     assert_eq!(browser.run("return window.__sameDocument || null;", json!([])), json!("dash"));
-    browser.screenshot("dashboard.png");
+    browser.screenshot_checked("dashboard.png", &["header"]);
     browser.wait_for(
         "the new build to finish on the dashboard",
         &format!("return !!document.querySelector('#board-latest [data-build=\"{second}\"] .status-SUCCESS');"),
@@ -417,7 +481,7 @@ async fn a_user_creates_a_pool_and_project_starts_it_and_watches_it_live() {
         "const c = document.querySelector('[data-project=\"ui-deploy\"]'); return c && c.querySelector('.badge') ? true : null;",
     );
     assert_eq!(browser.run("return window.__sameDocument || null;", json!([])), json!("map"));
-    browser.screenshot("pipeline-map.png");
+    browser.screenshot_checked("pipeline-map.png", &["header", "[data-project=\"ui-deploy\"] .badge"]);
 
     // The plugins page lists what the server loaded.
     browser.goto(&format!("{base}/ui/plugins"));
@@ -454,7 +518,7 @@ async fn a_user_creates_a_pool_and_project_starts_it_and_watches_it_live() {
         );
         assert!(overflow.as_i64().unwrap_or(0) <= 1, "{page} is wider than a phone screen by {overflow}px: {culprits}");
     }
-    browser.screenshot("phone-builds.png");
+    browser.screenshot_checked("phone-builds.png", &["header"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -727,7 +791,15 @@ async fn the_project_page_shows_recent_builds_a_chart_and_the_success_rate_and_t
     assert_eq!(svg_in_html, json!(true));
     let rate = browser.text("#success-rate");
     assert!(rate.contains("67%") && rate.contains("2 of the last 3"), "{rate}");
-    browser.screenshot("project.png");
+    browser.run("document.getElementById('build-chart').scrollIntoView({ block: 'center' });", json!([]));
+    browser.screenshot_checked(
+        "project.png",
+        &[
+            "#build-chart rect.bar-SUCCESS",
+            "#build-chart rect.bar-FAILURE",
+            "#project-build-table .badge.status-FAILURE",
+        ],
+    );
 
     // The builds list and the build page show seconds too.
     browser.goto(&format!("{base}/ui/builds?project_id={project}"));
@@ -742,7 +814,7 @@ async fn the_project_page_shows_recent_builds_a_chart_and_the_success_rate_and_t
     browser.goto(&format!("{base}/ui/dashboard"));
     let depth = browser.text("#board-queues [data-pool=\"shell\"] .queued");
     assert_eq!(depth, queued.to_string());
-    browser.screenshot("dashboard-queues.png");
+    browser.screenshot_checked("dashboard-queues.png", &["header"]);
 
     // Bob sees the pool's depth (how busy it is), none of alice's builds.
     let bob = driver.session();
@@ -765,4 +837,123 @@ async fn the_project_page_shows_recent_builds_a_chart_and_the_success_rate_and_t
     admin.goto(&format!("{base}/ui/projects/{project}"));
     assert_eq!(admin.find_all("#project-build-table tbody tr").len(), expected.len());
     assert_eq!(admin.find_all("#build-chart rect").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_run_waits_for_approval_on_the_grid_is_approved_in_the_browser_and_shows_in_the_audit_log() {
+    use vespene_e2e::api_client::{shared_shell_pool, token_for};
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings());
+    let server = sandbox.serve();
+    let base = format!("http://{}", server.addr);
+    let store = sandbox.store().await;
+    user(&store, "root", true).await;
+    user(&store, "alice", false).await;
+    user(&store, "bob", false).await;
+    let pool = shared_shell_pool(&store).await;
+    let (admin, alice) = (token_for(&server.addr, "root"), token_for(&server.addr, "alice"));
+    let build = admin.ok("POST", "/api/v1/stages", Some(&json!({"name": "build", "shared": true})))["id"].clone();
+    let prod =
+        admin.ok("POST", "/api/v1/stages", Some(&json!({"name": "prod", "shared": true, "approval_required": true})))
+            ["id"]
+            .clone();
+    let pid = alice.ok("POST", "/api/v1/pipelines", Some(&json!({"name": "release", "stage_ids": [build, prod]})))
+        ["id"]
+        .as_i64()
+        .unwrap();
+    let mut compile = 0;
+    for (name, stage, script) in
+        [("compile", &build, "#!/bin/bash\necho compiled\n"), ("ship", &prod, "#!/bin/bash\necho shipped\n")]
+    {
+        let p = alice.ok(
+            "POST",
+            "/api/v1/projects",
+            Some(
+                &json!({"name": name, "worker_pool_id": pool, "pipeline_id": pid, "stage_id": stage, "script": script}),
+            ),
+        );
+        if name == "compile" {
+            compile = p["id"].as_i64().unwrap();
+        }
+    }
+    let run = alice.ok("POST", &format!("/api/v1/projects/{compile}/start"), None)["id"].as_i64().unwrap();
+
+    let driver = Driver::start();
+    let browser = driver.session();
+    browser.login(&base, "alice");
+    browser.goto(&format!("{base}/ui/pipelines/{pid}/map"));
+    let row = format!("table.runs tr[data-run=\"{run}\"]");
+    // The map refreshes itself: the run reaches the approval stage without a reload.
+    browser.wait_for(
+        "the run to wait for approval on the grid",
+        &format!(
+            "const r = document.querySelector('{row}'); return r && r.querySelector('button.approve') ? true : null;"
+        ),
+    );
+    assert_eq!(browser.text(&format!("{row} td[data-stage=\"build\"] .badge")), "SUCCESS");
+    assert_eq!(browser.text(&format!("{row} td[data-stage=\"prod\"] .badge")), "WAITING FOR APPROVAL");
+    browser.run("document.querySelector('table.runs').scrollIntoView({ block: 'center' });", json!([]));
+    browser.screenshot_checked(
+        "pipeline-grid-waiting.png",
+        &[
+            &format!("{row} td[data-stage=\"build\"] .badge"),
+            &format!("{row} td[data-stage=\"prod\"] .badge"),
+            &format!("{row} button.approve"),
+        ],
+    );
+
+    // Bob sees the grid but no Approve button.
+    let other = driver.session();
+    other.login(&base, "bob");
+    other.goto(&format!("{base}/ui/pipelines/{pid}/map"));
+    other.wait_for("bob's grid", &format!("return document.querySelector('{row}') ? true : null;"));
+    assert!(other.find_all(&format!("{row} button.approve")).is_empty(), "bob is offered Approve");
+    assert!(store.find_project("ship").await.unwrap().unwrap().last_build_id.is_none(), "ship ran unapproved");
+
+    // Alice presses Approve: the stage runs, the grid shows who approved.
+    browser.click(&format!("{row} button.approve"));
+    browser.wait_for(
+        "the approved stage to succeed on the grid",
+        &format!(
+            "const c = document.querySelector('{row} td[data-stage=\"prod\"]'); \
+             return c && c.dataset.status === 'SUCCESS' && c.querySelector('.approved') ? true : null;"
+        ),
+    );
+    assert_eq!(browser.text(&format!("{row} td[data-stage=\"prod\"] .approved")), "approved by alice");
+    browser.run("document.querySelector('table.runs').scrollIntoView({ block: 'center' });", json!([]));
+    browser.screenshot_checked(
+        "pipeline-grid-approved.png",
+        &[&format!("{row} td[data-stage=\"build\"] .badge"), &format!("{row} td[data-stage=\"prod\"] .badge")],
+    );
+
+    // The audit page: superusers only, filtered to approvals, names alice.
+    other.goto(&format!("{base}/ui/audit"));
+    assert!(!other.text("main").contains("pipeline.approve"), "bob reads the audit log");
+    let admin_browser = driver.session();
+    admin_browser.login(&base, "root");
+    admin_browser.goto(&format!("{base}/ui/audit"));
+    admin_browser.fill("#filter-action", "pipeline.approve");
+    admin_browser.click("form.filters button[type=submit]");
+    admin_browser.wait_for("the filtered audit page", "return location.search.includes('action=pipeline.approve');");
+    let rows = admin_browser.run(
+        "return [...document.querySelectorAll('main tbody tr')].map(r => [...r.cells].map(c => c.textContent.trim()));",
+        json!([]),
+    );
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][1], json!("alice"), "{rows:?}");
+    assert_eq!(rows[0][2], json!("127.0.0.1"), "the approver's address: {rows:?}");
+    assert_eq!(rows[0][3], json!("pipeline.approve"), "{rows:?}");
+    assert!(rows[0][4].as_str().unwrap().contains(&format!("pipeline #{pid}")), "{rows:?}");
+    // Logins are there too when the filter is cleared.
+    admin_browser.goto(&format!("{base}/ui/audit?action=login"));
+    let actors = admin_browser.run(
+        "return [...document.querySelectorAll('main tbody tr td:nth-child(2)')].map(c => c.textContent.trim());",
+        json!([]),
+    );
+    for name in ["alice", "bob", "root"] {
+        assert!(actors.as_array().unwrap().contains(&json!(name)), "{name} logged in: {actors}");
+    }
+    admin_browser.goto(&format!("{base}/ui/audit?action=pipeline.approve"));
+    admin_browser.screenshot_checked("audit.png", &["header", "form.filters button[type=submit]"]);
 }

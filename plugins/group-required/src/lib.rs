@@ -27,11 +27,14 @@
 //!
 //! * `user`: `None` for anonymous requests, which are refused everything (and
 //!   `filter_list` answers no ids). Group names are matched exactly.
-//! * `action`: `list`, `view`, `create`, `edit`, `delete`, `start`, `stop` or
-//!   `use` (interface 1.2): `use` of a kind is asked when a project, pipeline,
+//! * `action`: `list`, `view`, `create`, `edit`, `delete`, `start`, `stop`,
+//!   `approve` or `use` (interface 1.2): `use` of a kind is asked when a project, pipeline,
 //!   stage, pool or organization being saved names an object of that kind,
 //!   so `[worker_pool] use = ["ops"]` keeps every pool but superusers' out of
-//!   the hands of anyone outside ops.
+//!   the hands of anyone outside ops. `approve` (interface 1.3) is asked of a
+//!   `pipeline` waiting at a manual approval stage, so
+//!   `pipeline = { approve = ["release"] }` leaves approvals to the release
+//!   team, whoever else may edit the pipeline.
 //! * `kind`: `project`, `build`, `pipeline`, `stage`, `worker_pool`,
 //!   `snippet`, `variable_set`, `ssh_key`, `service_login`, `organization`,
 //!   `user`, `group` or `api_token`. `start` is asked of a `project`, `stop`

@@ -19,8 +19,9 @@
 //!
 //! * `user`: `None` for anonymous requests, which are refused everything (and
 //!   `filter_list` answers no ids). Group names are matched exactly.
-//! * `action`: `list`, `view`, `create`, `edit`, `delete`, `start`, `stop` or
-//!   `use` (interface 1.2: naming the object in another one).
+//! * `action`: `list`, `view`, `create`, `edit`, `delete`, `start`, `stop`,
+//!   `use` (interface 1.2: naming the object in another one) or `approve`
+//!   (interface 1.3: letting a pipeline run past a manual approval stage).
 //! * `kind`: `project`, `build`, `pipeline`, `stage`, `worker_pool`,
 //!   `snippet`, `variable_set`, `ssh_key`, `service_login`, `organization`,
 //!   `user`, `group` or `api_token`.
@@ -93,6 +94,10 @@
 //!    is `shared`. Other kinds are never used. Setting or clearing `shared`
 //!    is an `edit` whose `changes` name `shared`: only those who own the
 //!    object (rule 4: superusers alone for pools and stages).
+//! 8. `approve` (a `pipeline` waiting at a manual approval stage): those who
+//!    own the pipeline. Other kinds are never approved. To let only some of
+//!    them approve (a release team), add `group-required` with
+//!    `pipeline = { approve = ["release"] }`: every plugin must allow.
 //!
 //! # Differences from the original Vespene
 //!
@@ -264,6 +269,7 @@ impl Ownership {
             ("stop", "build") => {
                 subject.owned_by(user) || subject.launched_by(user) || subject.build_created_by == Some(user.id)
             }
+            ("approve", "pipeline") => subject.owned_by(user),
             _ => false,
         })
     }

@@ -39,7 +39,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Runs a standalone worker.
-pub fn worker(settings: &Settings, config: WorkerConfig) -> anyhow::Result<ExitCode> {
+pub fn worker(settings: &Settings, config: WorkerConfig, metrics_listen: Option<&str>) -> anyhow::Result<ExitCode> {
+    let metrics_addr = match metrics_listen {
+        None => None,
+        Some(_) if settings.metrics.token.is_empty() => anyhow::bail!(
+            "--metrics-listen needs the setting [metrics] token: a worker has no accounts, so only that token \
+             may read its metrics"
+        ),
+        Some(addr) => Some(
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("--metrics-listen '{addr}' is not an address like 127.0.0.1:9101: {e}"))?,
+        ),
+    };
     runtime()?.block_on(async {
         let engine = engine(settings).await?;
         // Held while working: a key rotation must not run under us.
@@ -49,6 +60,17 @@ pub fn worker(settings: &Settings, config: WorkerConfig) -> anyhow::Result<ExitC
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
+        if let Some(addr) = metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--metrics-listen: cannot listen on {addr}: {e}"))?;
+            println!("worker metrics on http://{}/metrics", listener.local_addr()?);
+            let (store, token) = (engine.store().clone(), settings.metrics.token.clone());
+            let mut stopped = stop_rx.clone();
+            tokio::spawn(crate::web::serve_worker_metrics(listener, store, token, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+        }
         println!(
             "worker {} serving {}",
             config.name,

@@ -69,6 +69,10 @@ pub enum Command {
         /// each.
         #[arg(long)]
         name: Option<String>,
+        /// Serve this worker's /metrics (and /healthz) on this address, for
+        /// the `[metrics] token` (the builds it runs are counted here only).
+        #[arg(long, value_name = "ADDRESS")]
+        metrics_listen: Option<String>,
     },
     /// Start a project (by name or id).
     Start {
@@ -142,8 +146,9 @@ pub enum PluginsCommand {
         /// Where to create it (default: ./vespene-plugin-NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The vespene-plugin-api checkout to depend on by path
-        /// (default: the one this binary was built from, if present).
+        /// Depend on the vespene-plugin-api crate in this directory (a
+        /// Vespene checkout's `plugin-api`) instead of the copy of the
+        /// interface vendored into the new crate (the default).
         #[arg(long)]
         api_path: Option<PathBuf>,
     },
@@ -233,14 +238,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Plugins(PluginsCommand::Try { entry, lines, times }) => {
                     Ok(plugins_cmd::try_entry(&load_plugins(&settings)?, &entry, &lines, times))
                 }
-                Command::Worker { pools, max_builds, build_id, slots, name } => {
+                Command::Worker { pools, max_builds, build_id, slots, name, metrics_listen } => {
                     let mut config = crate::engine::WorkerConfig::named(pools, slots);
                     if let Some(name) = name {
                         config.name = name;
                     }
                     config.max_builds = max_builds;
                     config.build_id = build_id;
-                    engine_cmd::worker(&settings, config)
+                    engine_cmd::worker(&settings, config, metrics_listen.as_deref())
                 }
                 Command::Start { project, answers, wait } => {
                     engine_cmd::start(&settings, &project, answers.as_deref(), wait)

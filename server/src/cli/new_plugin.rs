@@ -1,10 +1,16 @@
 //! `vespene plugins new NAME --kind KIND`: a new plugin crate made from
 //! `plugin-template`, whose files are built into the binary so the command
 //! works wherever `vespene` is installed.
+//!
+//! The interface crate, `vespene-plugin-api`, is built in too and vendored
+//! into the new crate (`vendor/vespene-plugin-api`): the crate builds on a
+//! machine with only the installed server, with no path into a Vespene
+//! checkout and no registry crate of ours. Its other dependencies are
+//! ordinary crates.io ones.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use vespene_plugin_api::Kind;
+use vespene_plugin_api::{Kind, INTERFACE_VERSION};
 
 const CARGO_TOML: &str = include_str!("../../../plugin-template/Cargo.toml");
 
@@ -23,13 +29,76 @@ fn source_for(kind: Kind) -> &'static str {
     }
 }
 
-/// Where the interface crate's source was when this binary was built; used as
-/// the new crate's path dependency when it still exists.
-fn default_api_path() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api");
-    path.join("Cargo.toml").is_file().then(|| path.canonicalize().unwrap_or(path))
-}
+/// Where the vendored interface crate goes in a new crate.
+const VENDORED_API: &str = "vendor/vespene-plugin-api";
 
+/// The interface crate's manifest, and the workspace's, whose inherited
+/// fields the vendored manifest spells out.
+const API_MANIFEST: &str = include_str!("../../../plugin-api/Cargo.toml");
+const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");
+
+/// The interface crate's sources, as this binary was built with them (a unit
+/// test checks that the list is the whole `plugin-api/src`).
+const API_SOURCES: &[(&str, &str)] = &[
+    ("src/abi.rs", include_str!("../../../plugin-api/src/abi.rs")),
+    ("src/context.rs", include_str!("../../../plugin-api/src/context.rs")),
+    ("src/export.rs", include_str!("../../../plugin-api/src/export.rs")),
+    ("src/launch.rs", include_str!("../../../plugin-api/src/launch.rs")),
+    ("src/lib.rs", include_str!("../../../plugin-api/src/lib.rs")),
+    ("src/params.rs", include_str!("../../../plugin-api/src/params.rs")),
+    ("src/repositories.rs", include_str!("../../../plugin-api/src/repositories.rs")),
+    ("src/runner.rs", include_str!("../../../plugin-api/src/runner.rs")),
+    ("src/shell.rs", include_str!("../../../plugin-api/src/shell.rs")),
+    ("src/testkit.rs", include_str!("../../../plugin-api/src/testkit.rs")),
+];
+
+/// The interface crate's manifest with every `workspace = true` replaced by
+/// the workspace's value, so it builds outside the Vespene tree.
+fn vendored_api_manifest() -> Result<String, String> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| format!("the built-in {what} is not valid TOML: {e}");
+    let mut manifest: toml::Table = API_MANIFEST.parse().map_err(|e| bad("plugin-api/Cargo.toml", &e))?;
+    let workspace: toml::Table = WORKSPACE_MANIFEST.parse().map_err(|e| bad("Cargo.toml", &e))?;
+    let inherited = |section: &str, key: &str| -> Result<toml::Value, String> {
+        workspace
+            .get("workspace")
+            .and_then(|w| w.get(section))
+            .and_then(|s| s.get(key))
+            .cloned()
+            .ok_or_else(|| format!("plugin-api inherits {section}.{key}, which the workspace does not define"))
+    };
+    let is_inherited = |v: &toml::Value| v.get("workspace").and_then(toml::Value::as_bool) == Some(true);
+    if let Some(package) = manifest.get_mut("package").and_then(toml::Value::as_table_mut) {
+        for (key, value) in package.iter_mut() {
+            if is_inherited(value) {
+                *value = inherited("package", key)?;
+            }
+        }
+    }
+    for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        let Some(deps) = manifest.get_mut(section).and_then(toml::Value::as_table_mut) else { continue };
+        for (name, dep) in deps.iter_mut() {
+            if !is_inherited(dep) {
+                continue;
+            }
+            // The workspace's entry, with this entry's own keys (features, optional) added.
+            let mut spelled = match inherited("dependencies", name)? {
+                toml::Value::String(version) => toml::Table::from_iter([("version".into(), version.into())]),
+                toml::Value::Table(table) => table,
+                other => return Err(format!("workspace dependency {name} is neither a version nor a table: {other}")),
+            };
+            for (key, value) in dep.as_table().into_iter().flatten().filter(|(k, _)| *k != "workspace") {
+                spelled.insert(key.clone(), value.clone());
+            }
+            *dep = toml::Value::Table(spelled);
+        }
+    }
+    let text = toml::to_string(&manifest).map_err(|e| format!("cannot write the vendored manifest: {e}"))?;
+    Ok(format!(
+        "# vespene-plugin-api {INTERFACE_VERSION}, the Vespene plugin interface, vendored by `vespene plugins new`\n\
+         # from the server that created this crate. To move to a newer interface, create a crate\n\
+         # with a newer `vespene plugins new` and copy this directory over.\n\n{text}"
+    ))
+}
 /// Checks a plugin name: lowercase letters, digits and dashes, starting with a letter.
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
@@ -42,20 +111,26 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Writes the new crate into `dir` (which must not exist yet).
+/// Writes the new crate into `dir` (which must not exist yet), with the
+/// interface crate vendored, or depending on the checkout at `api_path`.
 pub fn create(name: &str, kind: Kind, dir: &Path, api_path: Option<&Path>) -> Result<(), String> {
     validate_name(name)?;
     if dir.exists() {
         return Err(format!("{} already exists; choose another --dir", dir.display()));
     }
     let lib = format!("vespene_{}", name.replace('-', "_"));
-    let api_path = api_path.map(Path::to_path_buf).or_else(default_api_path);
-    let api_dep = match &api_path {
-        Some(p) => format!("vespene-plugin-api = {{ path = \"{}\", version = \"1.2\"", p.display()),
-        None => "vespene-plugin-api = { version = \"1.2\"".to_string(),
+    // "1.3" of "1.3.0": any later 1.x interface crate is as good.
+    let requirement = INTERFACE_VERSION.rsplit_once('.').map_or(INTERFACE_VERSION, |(major_minor, _)| major_minor);
+    let api_at = match api_path {
+        Some(p) => p.display().to_string(),
+        None => VENDORED_API.to_string(),
     };
+    let api_dep = format!("vespene-plugin-api = {{ path = \"{api_at}\", version = \"{requirement}\"");
+    // The template's opening comment is about the template itself.
+    let header = format!("# A Vespene {kind} plugin, made by `vespene plugins new {name} --kind {kind}`.\n");
     let cargo_toml: String = CARGO_TOML
         .lines()
+        .skip_while(|line| !line.starts_with("[package]"))
         .map(|line| {
             if line.starts_with("vespene-plugin-api = {") {
                 // Keep whatever follows the version (features = ["testkit"] on the dev line).
@@ -76,11 +151,17 @@ pub fn create(name: &str, kind: Kind, dir: &Path, api_path: Option<&Path>) -> Re
             .and_then(|()| std::fs::write(&path, text))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
-    // An empty workspace table keeps the crate standalone wherever it is created.
-    write("Cargo.toml", &(cargo_toml + "\n\n[workspace]\n"))?;
+    // The template's empty [workspace] table keeps the crate standalone wherever it is created.
+    write("Cargo.toml", &(header + &cargo_toml + "\n"))?;
     write("README.md", &readme)?;
     write("src/lib.rs", &source)?;
     write(".gitignore", "/target\nCargo.lock\n")?;
+    if api_path.is_none() {
+        write(&format!("{VENDORED_API}/Cargo.toml"), &vendored_api_manifest()?)?;
+        for (file, text) in API_SOURCES {
+            write(&format!("{VENDORED_API}/{file}"), text)?;
+        }
+    }
     Ok(())
 }
 
@@ -105,6 +186,10 @@ fn readme(name: &str, kind: Kind, lib: &str) -> String {
          ```sh\ncargo test\ncargo build --release\n```\n\n\
          The tests go through the same ABI constructor the server uses (the\n\
          `testkit` feature of vespene-plugin-api).\n\n\
+         `vendor/vespene-plugin-api` is the plugin interface, as the server that\n\
+         created this crate speaks it; `cargo doc --open` shows its documentation.\n\
+         Nothing else of Vespene is needed to build: the other dependencies come\n\
+         from crates.io (`cargo build --offline` works once cargo has them).\n\n\
          ## Install\n\n\
          Copy `target/release/lib{lib}.so` into a directory on the server's `plugin_path`\n\
          (by default `/usr/lib/vespene/plugins`), then name it in the settings:\n\n\
@@ -112,4 +197,33 @@ fn readme(name: &str, kind: Kind, lib: &str) -> String {
          Check it before restarting the server:\n\n\
          ```sh\nvespene plugins check target/release/lib{lib}.so\nvespene plugins list\n```\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_interface_source_file_is_vendored() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api/src");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&src)
+            .unwrap()
+            .map(|e| format!("src/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        on_disk.sort();
+        let built_in: Vec<String> = API_SOURCES.iter().map(|(f, _)| f.to_string()).collect();
+        assert_eq!(built_in, on_disk, "API_SOURCES must list every file of plugin-api/src");
+    }
+
+    #[test]
+    fn the_vendored_manifest_inherits_nothing_from_a_workspace() {
+        let text = vendored_api_manifest().unwrap();
+        let manifest: toml::Table = text.parse().unwrap();
+        assert!(!text.contains("workspace"), "{text}");
+        assert_eq!(manifest["package"]["version"].as_str(), Some(INTERFACE_VERSION));
+        assert!(manifest["package"]["edition"].is_str());
+        assert!(manifest["dependencies"]["abi_stable"]["version"].is_str(), "{text}");
+        assert_eq!(manifest["dependencies"]["libc"]["optional"].as_bool(), Some(true));
+        assert!(manifest["dependencies"]["serde"]["features"].as_array().is_some_and(|f| !f.is_empty()));
+    }
 }

@@ -76,7 +76,7 @@ pub fn parse_dotfile(repo: &str, text: &str) -> std::result::Result<DotVespene, 
     if text.trim().is_empty() {
         return Ok(DotVespene::default());
     }
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = yaml_serde::Deserializer::from_str(text);
     let parsed: DotVespene = serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner().to_string();
         if let Some(rest) = inner.strip_prefix("unknown field `") {
@@ -88,7 +88,7 @@ pub fn parse_dotfile(repo: &str, text: &str) -> std::result::Result<DotVespene, 
         if key.is_empty() || key == "?" {
             format!("repository {repo}: {DOTFILE} is not a valid YAML mapping: {inner}")
         } else {
-            // serde_yaml already names the path: do not say it twice.
+            // the YAML parser already names the path: do not say it twice.
             let problem = inner.strip_prefix(&format!("{}: ", path.trim_start_matches('.'))).unwrap_or(&inner);
             key_error(repo, key, problem)
         }

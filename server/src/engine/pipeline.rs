@@ -192,14 +192,15 @@ impl Engine {
     }
 
     /// Approves the stage run `run` of the pipeline waits before, and starts
-    /// it. Answers the approval and a line per project started.
+    /// it; `approver` is who approves, as the audit log records them (with
+    /// their address). Answers the approval and a line per project started.
     pub async fn approve_stage(
         &self,
         pipeline: &Pipeline,
         run: Id,
-        user_id: Id,
-        username: &str,
+        approver: &crate::store::AuditActor,
     ) -> Result<(PipelineApproval, Vec<String>)> {
+        let user_id = approver.id.ok_or_else(|| conflict("an approval needs a logged-in user".to_string()))?;
         let store = self.store();
         self.run_of(pipeline, run).await?;
         let waiting = store.approvals_of_run(run).await?.into_iter().find(|a| a.approved_at.is_none());
@@ -212,10 +213,9 @@ impl Engine {
                 pipeline.name
             )));
         };
-        let actor = crate::store::AuditActor { id: Some(user_id), name: username.to_string(), remote_addr: None };
         let object = crate::store::AuditObject::new("pipeline", Some(pipeline.id), pipeline.name.clone());
         let details = serde_json::json!({ "run": run, "stage_id": approval.stage_id });
-        if let Err(e) = store.record_audit(&actor, "pipeline.approve", &object, details).await {
+        if let Err(e) = store.record_audit(approver, "pipeline.approve", &object, details).await {
             tracing::error!(error = %e, pipeline = pipeline.id, run, "cannot record the approval in the audit log");
         }
         let parent = store.get_build(approval.parent_build_id).await?.ok_or_else(|| {
@@ -226,8 +226,12 @@ impl Engine {
         })?;
         let stage_name = store.get_stage(approval.stage_id).await?.map(|s| s.name).unwrap_or_default();
         let started = self.start_stage(pipeline, approval.stage_id, &parent, Some(user_id)).await?;
-        let line =
-            format!("pipeline {}: stage {stage_name} approved by {username}: {}", pipeline.name, started.join(", "));
+        let line = format!(
+            "pipeline {}: stage {stage_name} approved by {}: {}",
+            pipeline.name,
+            approver.name,
+            started.join(", ")
+        );
         store.append_output(parent.id, &[(OutputStream::Message, line.as_str())]).await?;
         Ok((approval, started))
     }

@@ -243,15 +243,15 @@ impl Registry {
 
 impl Registry {
     /// Asks every authorization plugin (blocking); all must allow. The error
-    /// says which plugin refused or failed. A plugin built before the `use`
-    /// action existed is asked `edit` instead, so it never grants more than
-    /// it did.
+    /// says which plugin refused or failed. A plugin built before an action
+    /// existed (`use`, `approve`) is asked `edit` instead, so it never grants
+    /// more than it did.
     pub fn access_check(&self, request: &AccessRequest) -> Result<(), String> {
-        let (current, legacy) = access_json(request);
+        let mut asked = AccessJson::new(request);
         for plugin in self.section(PluginSection::Authorization) {
             if let Instance::Authorization(a) = &plugin.instance {
-                let json = if plugin.speaks_use() { &current } else { &legacy };
-                match a.check(RStr::from(json.as_str())).into_result() {
+                let json = asked.for_plugin(plugin);
+                match a.check(RStr::from(json)).into_result() {
                     Ok(true) => {}
                     Ok(false) => {
                         return Err(format!(
@@ -271,16 +271,16 @@ impl Registry {
 
     /// The ids among `candidates` on which every authorization plugin allows
     /// the request (blocking; the plugins' `filter_list`), with the same rule
-    /// for plugins that predate `use` as [`Registry::access_check`].
+    /// for plugins that predate an action as [`Registry::access_check`].
     pub fn access_filter(&self, request: &AccessRequest, candidates: &[Value]) -> Result<Vec<i64>, String> {
-        let (current, legacy) = access_json(request);
+        let mut asked = AccessJson::new(request);
         let candidates_json = Value::Array(candidates.to_vec()).to_string();
         let mut ids: Vec<i64> = candidates.iter().filter_map(|c| c["id"].as_i64()).collect();
         for plugin in self.section(PluginSection::Authorization) {
             if let Instance::Authorization(a) = &plugin.instance {
-                let json = if plugin.speaks_use() { &current } else { &legacy };
+                let json = asked.for_plugin(plugin);
                 let keep = a
-                    .filter_list(RStr::from(json.as_str()), RStr::from(candidates_json.as_str()))
+                    .filter_list(RStr::from(json), RStr::from(candidates_json.as_str()))
                     .into_result()
                     .map_err(|e| {
                         crate::metrics::plugin_error(&plugin.name, "authorization");
@@ -293,26 +293,41 @@ impl Registry {
     }
 }
 
-/// The request as JSON for plugins that know `use`, and for those that do not.
-fn access_json(request: &AccessRequest) -> (String, String) {
-    let current = serde_json::to_string(request).expect("access request serializes");
-    let legacy = if request.action == "use" {
-        serde_json::to_string(&AccessRequest { action: "edit".into(), ..request.clone() })
-            .expect("access request serializes")
-    } else {
-        current.clone()
-    };
-    (current, legacy)
+/// An access request as JSON, serialized at most once as asked and once as
+/// `edit`: plugins built before an action existed are asked `edit` in its
+/// place ([`vespene_plugin_api::action_for_interface`]).
+struct AccessJson<'a> {
+    request: &'a AccessRequest,
+    as_asked: Option<String>,
+    as_edit: Option<String>,
+}
+
+impl<'a> AccessJson<'a> {
+    fn new(request: &'a AccessRequest) -> Self {
+        AccessJson { request, as_asked: None, as_edit: None }
+    }
+
+    /// The request as `plugin` is asked it.
+    fn for_plugin(&mut self, plugin: &LoadedPlugin) -> &str {
+        let action = vespene_plugin_api::action_for_interface(&self.request.action, plugin.interface());
+        let request = self.request;
+        if action == request.action {
+            self.as_asked.get_or_insert_with(|| serde_json::to_string(request).expect("access request serializes"))
+        } else {
+            self.as_edit.get_or_insert_with(|| {
+                serde_json::to_string(&AccessRequest { action: action.into(), ..request.clone() })
+                    .expect("access request serializes")
+            })
+        }
+    }
 }
 
 impl LoadedPlugin {
-    /// Whether the plugin was built on an interface that knows the
-    /// authorization action `use` (1.2 and later).
-    pub fn speaks_use(&self) -> bool {
+    /// The (major, minor) interface version the plugin was built on.
+    pub fn interface(&self) -> (u64, u64) {
         let version = self.library.info.interface_version.as_str();
         let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
-        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        (major, minor) >= vespene_plugin_api::USE_ACTION_SINCE
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
     }
 
     /// What listings show of this plugin.

@@ -237,7 +237,7 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         let bound = listener.local_addr()?;
         tracing::info!(plugins = plugin_count, "loaded plugins");
         println!("Vespene is listening on http://{bound}/");
-        serve_connections(listener, state, header_timeout, shutdown_signal()).await;
+        serve_connections(listener, routes(state), header_timeout, shutdown_signal()).await;
         let _ = stop_workers.send(true);
         if let Some(workers) = workers {
             // Builds in progress finish; no new ones are claimed.
@@ -302,13 +302,16 @@ async fn unisolated_pool_warnings(store: &Store, registry: &Registry) -> anyhow:
 /// within `header_timeout` (a new one, or a keep-alive one between requests)
 /// is closed, so half-sent requests cannot pile up. Each request carries its
 /// peer address ([`limits::ClientAddr`]).
-async fn serve_connections(
+async fn serve_connections<F, R>(
     listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
+    routes: F,
     header_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
-) {
-    let service = warp::service(routes(state));
+) where
+    F: Filter<Extract = (R,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+    R: warp::Reply,
+{
+    let service = warp::service(routes);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -356,6 +359,17 @@ async fn serve_connections(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves a standalone worker's `/healthz` and `/metrics` on `listener`
+/// until `shutdown` ([`observe::worker_routes`]).
+pub async fn serve_worker_metrics(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    token: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    serve_connections(listener, observe::worker_routes(store, token), Duration::from_secs(10), shutdown).await;
 }
 
 async fn shutdown_signal() {

@@ -59,11 +59,48 @@ pub async fn metrics(state: &Arc<AppState>, method: &Method, headers: &HeaderMap
             Some(_) => {}
         }
     }
-    let body = crate::metrics::render(&state.store).await?;
+    exposition(&state.store).await
+}
+
+/// The metrics as an OpenMetrics response.
+async fn exposition(store: &crate::store::Store) -> Result<Response, ApiError> {
+    let body = crate::metrics::render(store).await?;
     let mut r = Response::new(body.into());
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     Ok(r)
+}
+
+/// What a standalone worker serves with `--metrics-listen`: `/healthz`, and
+/// `/metrics` for the `[metrics] token` alone (a worker keeps no sessions).
+/// Its counters are the builds this worker ran, which no `serve` counts.
+pub fn worker_routes(
+    store: crate::store::Store,
+    token: String,
+) -> impl warp::Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
+    use warp::Filter;
+    let health = warp::path!("healthz").and(warp::get()).map(healthz);
+    let metrics = warp::path!("metrics").and(warp::get()).and(warp::header::optional::<String>("authorization")).then(
+        move |sent: Option<String>| {
+            let (store, token) = (store.clone(), token.clone());
+            async move {
+                let sent = sent.as_deref().and_then(|v| v.strip_prefix("Bearer "));
+                if !sent.is_some_and(|s| constant_time_eq(s.trim(), &token)) {
+                    return ApiError::unauthenticated().into_response();
+                }
+                exposition(&store).await.unwrap_or_else(|e| e.into_response())
+            }
+        },
+    );
+    health
+        .or(metrics)
+        .unify()
+        .recover(|_| async {
+            Ok::<_, std::convert::Infallible>(
+                ApiError::not_found("this path (a worker serves /healthz and /metrics)").into_response(),
+            )
+        })
+        .unify()
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {

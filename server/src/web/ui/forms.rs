@@ -163,7 +163,7 @@ const STAGE: &[Field] = &[
         "approval_required",
         "Needs approval",
         Check,
-        "A pipeline run waits before this stage until someone who may edit the pipeline approves it.",
+        "A pipeline run waits before this stage until someone allowed to approve the pipeline (by default, those who own it) approves it.",
     ),
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
     f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),

@@ -591,8 +591,9 @@ const RUNS_SHOWN: i64 = 10;
 pub(crate) async fn pipeline_run_action(ctx: &Ctx, id: Id, run: Id, action: &str, form: &Form) -> Response {
     let result: Result<Response, ApiError> = async {
         if action == "approve" {
-            let pipeline = api::pipeline_for(&ctx.state, &ctx.principal, id, "edit").await?;
-            ctx.state.engine.approve_stage(&pipeline, run, ctx.user.id, &ctx.user.username).await?;
+            let pipeline = api::pipeline_for(&ctx.state, &ctx.principal, id, "approve").await?;
+            let approver = crate::web::audit::actor(&ctx.principal, ctx.client);
+            ctx.state.engine.approve_stage(&pipeline, run, &approver).await?;
         } else {
             let pipeline = api::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
             let stage = form
@@ -639,12 +640,18 @@ pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response 
         }
         let typed = api::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
         let runs = ctx.state.engine.pipeline_runs(&typed, RUNS_SHOWN).await?;
-        let can_approve = ctx.require("edit", "pipeline", Some(&pipeline)).await.is_ok();
+        let can_approve = ctx.require("approve", "pipeline", Some(&pipeline)).await.is_ok();
+        let users = names(ctx, "user").await;
         let runs: Vec<Value> = runs
             .into_iter()
             .map(|r| {
                 let mut v = serde_json::to_value(&r).unwrap_or_default();
                 v["started"] = json!(fmt_time(&v["started"]));
+                for cell in v["stages"].as_array_mut().into_iter().flatten() {
+                    if let Some(approver) = cell["approval"]["approved_by"].as_i64() {
+                        cell["approval"]["approver"] = json!(users.get(&approver));
+                    }
+                }
                 v
             })
             .collect();
