@@ -872,6 +872,25 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     // 0009 the audit log and public badges.
     sqlx::query("DROP TABLE audit_events").execute(s.pool()).await.unwrap();
     sqlx::query("ALTER TABLE projects DROP COLUMN public_badge").execute(s.pool()).await.unwrap();
+    // 0012 autoscaling: the pools' planner, executor and minutes back, no
+    // lease or last message; workers without their pools.
+    for sql in [
+        "ALTER TABLE worker_pools RENAME COLUMN autoscaler TO planner",
+        "ALTER TABLE worker_pools ADD COLUMN executor TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE worker_pools ADD COLUMN executor_command TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE worker_pools ADD COLUMN reevaluate_minutes BIGINT NOT NULL DEFAULT 10",
+        "ALTER TABLE worker_pools DROP COLUMN reevaluate_seconds",
+        "ALTER TABLE worker_pools DROP COLUMN autoscaling_lease",
+        "ALTER TABLE worker_pools DROP COLUMN autoscaling_message",
+        "ALTER TABLE workers DROP COLUMN pools",
+    ] {
+        sqlx::query(sql).execute(s.pool()).await.unwrap();
+    }
+    sqlx::query("UPDATE worker_pools SET planner = 'stock', reevaluate_minutes = 7 WHERE id = $1")
+        .bind(pool_id)
+        .execute(s.pool())
+        .await
+        .unwrap();
     // 0010 approval stages, trigger failures and the approvals of runs.
     sqlx::query("DROP TABLE pipeline_approvals").execute(s.pool()).await.unwrap();
     sqlx::query("ALTER TABLE stages DROP COLUMN approval_required").execute(s.pool()).await.unwrap();
@@ -925,6 +944,9 @@ async fn a_schema_one_version_old_is_upgraded_keeping_its_builds(db: TestDb) {
     // 0004 shares the pool every install started with, and nothing else.
     assert!(upgraded.get_worker_pool(default_pool).await.unwrap().unwrap().shared);
     assert!(!upgraded.get_worker_pool(pool_id).await.unwrap().unwrap().shared);
+    // 0012 kept the pool's planner as its autoscaler and its interval, in seconds.
+    let scaled = upgraded.get_worker_pool(pool_id).await.unwrap().unwrap();
+    assert_eq!((scaled.autoscaler.as_str(), scaled.reevaluate_seconds), ("stock", 420));
     // 0007 turned the log's rows into chunks: every line reads back as it was.
     let lines = upgraded.output_since(id, 0, 0).await.unwrap();
     assert_eq!(lines.len(), 5000);

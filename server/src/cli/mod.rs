@@ -64,6 +64,11 @@ pub enum Command {
         /// Builds run at once.
         #[arg(long, default_value_t = 1)]
         slots: usize,
+        /// This worker's unique name (default: the host name and process id).
+        /// Containers sharing the host's name and all being process 1 need one
+        /// each.
+        #[arg(long)]
+        name: Option<String>,
         /// Serve this worker's /metrics (and /healthz) on this address, for
         /// the `[metrics] token` (the builds it runs are counted here only).
         #[arg(long, value_name = "ADDRESS")]
@@ -233,8 +238,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Plugins(PluginsCommand::Try { entry, lines, times }) => {
                     Ok(plugins_cmd::try_entry(&load_plugins(&settings)?, &entry, &lines, times))
                 }
-                Command::Worker { pools, max_builds, build_id, slots, metrics_listen } => {
+                Command::Worker { pools, max_builds, build_id, slots, name, metrics_listen } => {
                     let mut config = crate::engine::WorkerConfig::named(pools, slots);
+                    if let Some(name) = name {
+                        config.name = name;
+                    }
                     config.max_builds = max_builds;
                     config.build_id = build_id;
                     engine_cmd::worker(&settings, config, metrics_listen.as_deref())

@@ -7,7 +7,8 @@
 //! duplicate collapse, housekeeping), running a build (build root, triggers,
 //! checkout, isolation, output through the output chain with secrets masked,
 //! `vespene/set` variables, stop and timeout), pipelines and schedules, and
-//! retention (pruning the logs and build roots projects no longer keep).
+//! retention (pruning the logs and build roots projects no longer keep), and
+//! autoscaling (asking each autoscaled pool's autoscaler to size it).
 //! Calls the store and the plugins; never the web tier.
 //!
 //! A database that goes away (restart, network cut) does not lose a build:
@@ -15,6 +16,7 @@
 //! and a claim whose answer was lost is found again by the worker that made it.
 
 mod access;
+pub mod autoscale;
 mod enqueue;
 mod host;
 pub mod import;

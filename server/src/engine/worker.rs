@@ -5,8 +5,9 @@
 //! store every `workers.poll_milliseconds`, and a build it finds wakes the
 //! others, so an idle worker costs one query per interval however many slots
 //! it has. Housekeeping runs beside them:
-//! check-ins, schedules, sweeping builds nobody will run, and retention (the
-//! logs and this host's build roots that projects no longer keep).
+//! check-ins, schedules, sweeping builds nobody will run, autoscaling (see
+//! [`super::autoscale`]), and retention (the logs and this host's build roots
+//! that projects no longer keep).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,6 +204,7 @@ impl Engine {
                 worker_uid: config.name.clone(),
                 hostname: hostname(),
                 build_root: self.settings().build_root().display().to_string(),
+                pools: config.pools.clone(),
                 ..Default::default()
             })
             .await?)
@@ -365,6 +367,9 @@ impl Engine {
         self.store().abort_stale_aborting(now - chrono::Duration::minutes(10)).await?;
         self.run_schedules().await?;
         self.run_imports(config).await?;
+        if let Err(e) = self.autoscale_due_pools().await {
+            tracing::warn!(error = %e, "autoscaling");
+        }
         self.apply_retention().await
     }
 

@@ -237,6 +237,14 @@ impl Registry {
         }
     }
 
+    /// The autoscaler configured as `name`.
+    pub fn autoscaler(&self, name: &str) -> Option<&AutoscalerBox> {
+        match &self.get(PluginSection::Autoscalers, name)?.instance {
+            Instance::Autoscaler(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// The names configured in a section (the UI's choice lists).
     pub fn names(&self, section: PluginSection) -> Vec<String> {
         self.section(section).map(|p| p.name.clone()).collect()

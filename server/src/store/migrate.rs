@@ -104,6 +104,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0011_authentication.sql"),
         convert: None,
     },
+    Migration {
+        version: 12,
+        name: "autoscaling",
+        sqlite: include_str!("../../migrations/sqlite/0012_autoscaling.sql"),
+        postgres: include_str!("../../migrations/postgres/0012_autoscaling.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies pending migrations; answers how many ran.

@@ -18,6 +18,7 @@
 
 mod accounts;
 mod audit;
+mod autoscaling;
 mod builds;
 mod logs;
 pub mod migrate;

@@ -350,32 +350,31 @@ pub struct WorkerPool {
     pub build_object_shelf_life: i64,
     /// Days to keep build roots (informational).
     pub build_root_shelf_life: i64,
-    /// Autoscaling on.
+    /// Autoscaling on: housekeeping asks the pool's autoscaler to size it.
     pub autoscaling_enabled: bool,
-    /// Planner plugin key.
-    pub planner: String,
-    /// Executor plugin key.
-    pub executor: String,
-    /// Weight of running builds.
+    /// The autoscaler: a name in the `[plugins.autoscalers]` settings section.
+    pub autoscaler: String,
+    /// Weight of a running build in the demand the planner computes.
     pub running_weight: f64,
-    /// Weight of queued builds.
+    /// Weight of a queued build in the demand the planner computes.
     pub queued_weight: f64,
-    /// Extra workers.
+    /// Workers added to the planned size.
     pub excess: i64,
-    /// Size multiplier.
+    /// Factor applied to the weighted demand.
     pub multiplier: f64,
-    /// Lower bound.
+    /// The fewest workers the pool has.
     pub minimum: i64,
-    /// Upper bound.
+    /// The most workers the pool has (a plan above it is cut to it).
     pub maximum: i64,
-    /// Executor command template.
-    pub executor_command: String,
-    /// When last autoscaled.
+    /// When the last autoscaling decision finished.
     pub last_autoscaled: Option<Timestamp>,
-    /// Exit code of the last executor run.
+    /// Outcome of the last decision: 0 when it was applied, 1 when it failed.
     pub autoscaling_status: Option<i64>,
-    /// Autoscaler period.
-    pub reevaluate_minutes: i64,
+    /// The last decision, one line: the plan, its reason, or the error.
+    #[serde(default)]
+    pub autoscaling_message: String,
+    /// Seconds between two decisions for the pool.
+    pub reevaluate_seconds: i64,
     /// Creator.
     pub created_by: Option<Id>,
     /// Anyone logged in may use it (name it in their own objects); only its
@@ -402,18 +401,17 @@ impl Default for WorkerPool {
             build_object_shelf_life: 365,
             build_root_shelf_life: 31,
             autoscaling_enabled: false,
-            planner: String::new(),
-            executor: String::new(),
+            autoscaler: String::new(),
             running_weight: 1.0,
             queued_weight: 1.0,
             excess: 0,
             multiplier: 1.0,
             minimum: 0,
             maximum: 10,
-            executor_command: String::new(),
             last_autoscaled: None,
             autoscaling_status: None,
-            reevaluate_minutes: 10,
+            autoscaling_message: String::new(),
+            reevaluate_seconds: 600,
             created_by: None,
             shared: false,
         }
@@ -439,6 +437,9 @@ pub struct Worker {
     pub last_checkin: Option<Timestamp>,
     /// Serves build roots over http.
     pub fileserving_enabled: bool,
+    /// The pools it serves, by name; empty when it serves every pool.
+    #[serde(default)]
+    pub pools: Vec<String>,
 }
 
 /// A named pipeline step.

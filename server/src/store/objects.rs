@@ -511,11 +511,12 @@ impl Store {
         v::name("worker_uid", &w.worker_uid)?;
         let now = row::now().timestamp_millis();
         let r = sqlx::query(
-            "INSERT INTO workers (worker_uid, hostname, port, build_root, first_checkin, last_checkin, fileserving_enabled)
-             VALUES ($1, $2, $3, $4, $5, $5, $6)
+            "INSERT INTO workers (worker_uid, hostname, port, build_root, first_checkin, last_checkin, fileserving_enabled,
+                 pools)
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
              ON CONFLICT (worker_uid) DO UPDATE SET hostname = excluded.hostname, port = excluded.port,
                  build_root = excluded.build_root, last_checkin = excluded.last_checkin,
-                 fileserving_enabled = excluded.fileserving_enabled
+                 fileserving_enabled = excluded.fileserving_enabled, pools = excluded.pools
              RETURNING id",
         )
         .bind(w.worker_uid.as_str())
@@ -524,6 +525,7 @@ impl Store {
         .bind(w.build_root.as_str())
         .bind(now)
         .bind(w.fileserving_enabled)
+        .bind(super::autoscaling::encode_pools(&w.pools))
         .fetch_one(&self.pool)
         .await?;
         Ok(r.try_get::<i64, _>(0)?)
@@ -583,6 +585,7 @@ fn worker_from_row(r: &AnyRow) -> Result<Worker> {
         first_checkin: get_opt_time(r, "first_checkin")?,
         last_checkin: get_opt_time(r, "last_checkin")?,
         fileserving_enabled: get_bool(r, "fileserving_enabled")?,
+        pools: super::autoscaling::decode_pools(&get_str(r, "pools")?),
     })
 }
 
@@ -817,7 +820,14 @@ impl Record for WorkerPool {
         v::range("build_root_shelf_life", self.build_root_shelf_life, 0, 100_000)?;
         v::range("minimum", self.minimum, 0, 100_000)?;
         v::range("maximum", self.maximum, self.minimum, 100_000)?;
-        v::range("reevaluate_minutes", self.reevaluate_minutes, 1, 525_600)?;
+        v::range("reevaluate_seconds", self.reevaluate_seconds, 1, 31_536_000)?;
+        v::range("excess", self.excess, -100_000, 100_000)?;
+        if self.autoscaling_enabled && self.autoscaler.is_empty() {
+            return Err(ValidationError::new("autoscaler", "is required when autoscaling_enabled is set"));
+        }
+        if !self.autoscaler.is_empty() {
+            v::plugin_key("autoscaler", &self.autoscaler)?;
+        }
         for (f, x) in [
             ("running_weight", self.running_weight),
             ("queued_weight", self.queued_weight),
@@ -848,18 +858,17 @@ impl Record for WorkerPool {
             ("build_object_shelf_life", self.build_object_shelf_life.into()),
             ("build_root_shelf_life", self.build_root_shelf_life.into()),
             ("autoscaling_enabled", self.autoscaling_enabled.into()),
-            ("planner", self.planner.clone().into()),
-            ("executor", self.executor.clone().into()),
+            ("autoscaler", self.autoscaler.clone().into()),
             ("running_weight", self.running_weight.into()),
             ("queued_weight", self.queued_weight.into()),
             ("excess", self.excess.into()),
             ("multiplier", self.multiplier.into()),
             ("minimum", self.minimum.into()),
             ("maximum", self.maximum.into()),
-            ("executor_command", self.executor_command.clone().into()),
             ("last_autoscaled", self.last_autoscaled.into()),
             ("autoscaling_status", self.autoscaling_status.into()),
-            ("reevaluate_minutes", self.reevaluate_minutes.into()),
+            ("autoscaling_message", self.autoscaling_message.clone().into()),
+            ("reevaluate_seconds", self.reevaluate_seconds.into()),
             ("created_by", self.created_by.into()),
         ])
     }
@@ -881,18 +890,17 @@ impl Record for WorkerPool {
             build_object_shelf_life: get_i64(r, "build_object_shelf_life")?,
             build_root_shelf_life: get_i64(r, "build_root_shelf_life")?,
             autoscaling_enabled: get_bool(r, "autoscaling_enabled")?,
-            planner: get_str(r, "planner")?,
-            executor: get_str(r, "executor")?,
+            autoscaler: get_str(r, "autoscaler")?,
             running_weight: get_f64(r, "running_weight")?,
             queued_weight: get_f64(r, "queued_weight")?,
             excess: get_i64(r, "excess")?,
             multiplier: get_f64(r, "multiplier")?,
             minimum: get_i64(r, "minimum")?,
             maximum: get_i64(r, "maximum")?,
-            executor_command: get_str(r, "executor_command")?,
             last_autoscaled: get_opt_time(r, "last_autoscaled")?,
             autoscaling_status: get_opt_i64(r, "autoscaling_status")?,
-            reevaluate_minutes: get_i64(r, "reevaluate_minutes")?,
+            autoscaling_message: get_str(r, "autoscaling_message")?,
+            reevaluate_seconds: get_i64(r, "reevaluate_seconds")?,
             created_by: get_opt_i64(r, "created_by")?,
         })
     }

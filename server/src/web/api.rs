@@ -103,6 +103,46 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
             Ok(json_response(StatusCode::OK, &json!({ "approval": approval, "started": started })))
         }
         "pipeline.rerun" => rerun_stage(&state, &principal, id, run.unwrap_or(0), &req).await,
+        "worker.list" => {
+            // Host names and build-root paths of the build machines: for administrators.
+            if !principal.require()?.is_superuser {
+                return Err(ApiError::forbidden("only a superuser may list the workers"));
+            }
+            let timeout = state.engine.settings().workers.heartbeat_timeout_seconds;
+            let workers = state.store.list_workers().await?;
+            let now = crate::store::now();
+            let results: Vec<Value> = workers
+                .into_iter()
+                .map(|w| {
+                    let alive = w.last_checkin.is_some_and(|t| (now - t).num_seconds() <= timeout as i64);
+                    let mut v = serde_json::to_value(&w).unwrap_or_default();
+                    v["alive"] = json!(alive);
+                    v
+                })
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!({ "count": results.len(), "results": results })))
+        }
+        "worker_pool.autoscale" => {
+            // Deciding now is changing the pool: the pool's `edit` permission
+            // (superusers only, with the shipped authorization plugins).
+            let current = get_value(&state, "worker_pool", id).await?;
+            let object = authz_object(&state, "worker_pool", current).await?;
+            state.authorize(&principal, "edit", "worker_pool", Some(object)).await?;
+            if !req.body.iter().all(u8::is_ascii_whitespace) {
+                reject_unknown(&body_object(&req.body)?, &[], "an autoscaling request")?;
+            }
+            let Some(decision) = state.engine.autoscale_now(id).await? else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("worker pool {id}: another autoscaling decision is running; try again when it ends"),
+                ));
+            };
+            let actor = super::audit::actor(&principal, req.client);
+            let after = get_value(&state, "worker_pool", id).await?;
+            let object = AuditObject::new("worker_pool", Some(id), super::ui::object_name("worker_pool", &after));
+            state.audit(&actor, "worker_pool.autoscale", &object, json!({ "decision": decision })).await;
+            Ok(json_response(StatusCode::OK, &json!({ "decision": decision, "worker_pool": after })))
+        }
         "build.list" => list_builds(&state, &principal, &req).await,
         "build.get" => {
             let (build, object) = build_object(&state, id).await?;
@@ -568,7 +608,7 @@ fn read_only(kind: &str) -> &'static [&'static str] {
             &["id", "created_by", "last_build_id", "active_build_id", "last_successful_build_id"]
         }
         "pipeline" => &["id", "created_by", "last_completed_date", "last_completed_by"],
-        "worker_pool" => &["id", "created_by", "last_autoscaled", "autoscaling_status"],
+        "worker_pool" => &["id", "created_by", "last_autoscaled", "autoscaling_status", "autoscaling_message"],
         "user" => &["id", "created_at", "last_login", "auth_source"],
         "group" => &["id", "created_at"],
         _ => &["id", "created_by"],
@@ -886,6 +926,7 @@ pub(crate) async fn create_object(
             merge_input(&mut value, body, kind, &what)?;
             value["created_by"] = json!(user.id);
             check_uses(state, principal, kind, None, &value).await?;
+            check_autoscaler(state, kind, &value)?;
             dispatch_kind!(kind, state.store, create, value, &what)?
         }
     };
@@ -931,6 +972,7 @@ pub(crate) async fn update_object(
             let mut value = current.clone();
             merge_input(&mut value, body, kind, &what)?;
             check_uses(state, principal, kind, Some(&current), &value).await?;
+            check_autoscaler(state, kind, &value)?;
             dispatch_kind!(kind, state.store, update, value, &what)?;
         }
     }
@@ -962,6 +1004,28 @@ pub(crate) async fn delete_object(
     }
     let object = AuditObject::new(kind, Some(id), super::ui::object_name(kind, &current));
     state.audit(&super::audit::actor(principal, client), "delete", &object, json!({})).await;
+    Ok(())
+}
+
+/// A pool's `autoscaler` must name an entry of the `[plugins.autoscalers]`
+/// settings section: the API picks an autoscaler, it never defines one (its
+/// parameters, commands included, come only from the settings files).
+fn check_autoscaler(state: &Arc<AppState>, kind: &str, value: &Value) -> Result<(), ApiError> {
+    let name = value.get("autoscaler").and_then(Value::as_str).unwrap_or("");
+    if kind != "worker_pool" || name.is_empty() {
+        return Ok(());
+    }
+    let section = crate::settings::PluginSection::Autoscalers;
+    if state.registry.get(section, name).is_none() {
+        let known = state.registry.names(section);
+        let known = if known.is_empty() { "none is configured".to_string() } else { known.join(", ") };
+        return Err(ApiError::field(
+            "autoscaler",
+            format!(
+                "'autoscaler': '{name}' is not an autoscaler in the settings' [plugins.autoscalers] section ({known})"
+            ),
+        ));
+    }
     Ok(())
 }
 

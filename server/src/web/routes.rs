@@ -87,6 +87,18 @@ pub const SPECIAL: &[Route] = &[
         summary: "Re-run a run from a stage (body: {\"stage\": id or name}; start permission on its projects)",
     },
     Route {
+        id: "worker_pool.autoscale",
+        method: "POST",
+        path: "/api/v1/worker_pools/{id}/autoscale",
+        summary: "Ask the pool's autoscaler to plan and scale now (edit permission on the pool; 409 while another decision runs)",
+    },
+    Route {
+        id: "worker.list",
+        method: "GET",
+        path: "/api/v1/workers",
+        summary: "Worker processes: the pools each serves, its last check-in, and whether it is alive (superusers)",
+    },
+    Route {
         id: "build.list",
         method: "GET",
         path: "/api/v1/builds",

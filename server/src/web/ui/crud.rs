@@ -315,6 +315,28 @@ async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiE
             None => groups.push((field.group, vec![v])),
         }
     }
+    if kind == "worker_pool" {
+        // What autoscaling last did: read-only, so not in the form.
+        let text = |v: &Value| match v {
+            Value::Null => "never".to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let outcome = match current["autoscaling_status"].as_i64() {
+            None => "none yet".to_string(),
+            Some(0) => "applied".to_string(),
+            Some(_) => "failed".to_string(),
+        };
+        let decision = vec![
+            json!({ "label": "Last decision", "value": text(&current["last_autoscaled"]), "code": false }),
+            json!({ "label": "Outcome", "value": outcome, "code": false }),
+            json!({ "label": "Message", "value": text(&current["autoscaling_message"]), "code": true }),
+        ];
+        match groups.iter_mut().find(|(g, _)| *g == "Autoscaling") {
+            Some((_, list)) => list.extend(decision),
+            None => groups.push(("Autoscaling", decision)),
+        }
+    }
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(g, fields)| json!({ "name": g, "id": g.to_lowercase().replace(' ', "-"), "fields": fields }))
