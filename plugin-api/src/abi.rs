@@ -21,6 +21,9 @@
 //!   refuses plugins of the other major version with one line naming both.
 //! * Every addition bumps the minor version; the server flags plugins built on
 //!   an older minor version (they load, but lack the newer methods and kinds).
+//! * [`Host`] is a plain `#[repr(C)]` struct read by offset: it cannot gain a
+//!   field within 1.x. Host capabilities grow as methods on its four callback
+//!   objects. How the loader checks older plugins: `docs/plugins/abi.md`.
 //!
 //! # History
 //!

@@ -68,6 +68,7 @@ mod context;
 pub mod export;
 pub mod launch;
 pub mod params;
+pub mod planner;
 pub mod repositories;
 #[cfg(feature = "runner")]
 pub mod runner;

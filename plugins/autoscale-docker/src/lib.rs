@@ -45,6 +45,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
+use vespene_plugin_api::planner::{stock_plan, PlannerSettings};
 use vespene_plugin_api::serde_json::{Map, Value};
 use vespene_plugin_api::{export_plugin, params, Autoscaler, Host, Kind, PluginResult, PoolStatus, ScalePlan};
 
@@ -268,41 +269,11 @@ fn unique_suffix() -> String {
     format!("{micros:x}{:x}", std::process::id())
 }
 
-/// The stock planner over containers of `slots` builds each.
+/// The stock planner ([`vespene_plugin_api::planner`]) over containers of
+/// `slots` builds each.
 pub fn plan_for(status: &PoolStatus, slots: u64) -> PluginResult<ScalePlan> {
-    let extra = &status.extra;
-    let float = |name: &str, default: f64| -> PluginResult<f64> {
-        match extra.get(name) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .filter(|x| x.is_finite() && *x >= 0.0)
-                .ok_or_else(|| format!("pool setting '{name}' must be a non-negative number, got {v}")),
-        }
-    };
-    let int = |name: &str, default: i64| -> PluginResult<i64> {
-        match extra.get(name) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_i64().ok_or_else(|| format!("pool setting '{name}' must be a whole number, got {v}")),
-        }
-    };
-    let (running_weight, queued_weight) = (float("running_weight", 1.0)?, float("queued_weight", 1.0)?);
-    let (multiplier, excess) = (float("multiplier", 1.0)?, int("excess", 0)?);
-    let (minimum, maximum) = (int("minimum", 0)?.max(0) as u64, int("maximum", 10)?.max(0) as u64);
-    if minimum > maximum {
-        return Err(format!("pool setting 'minimum' ({minimum}) is greater than 'maximum' ({maximum})"));
-    }
-    let demand = status.running as f64 * running_weight + status.queued as f64 * queued_weight;
-    let containers = (demand * multiplier / slots as f64).ceil();
-    let wanted = (containers as i64).saturating_add(excess).max(0) as u64;
-    let size = wanted.clamp(minimum, maximum);
-    Ok(ScalePlan {
-        size,
-        reason: format!(
-            "{} running × {running_weight} + {} queued × {queued_weight} = {demand}; × {multiplier} / {slots} slots = {containers}; + {excess} excess = {wanted}; within {minimum}..={maximum}: {size}",
-            status.running, status.queued
-        ),
-    })
+    let settings = PlannerSettings::from_status(status)?;
+    Ok(stock_plan(status, &settings, slots))
 }
 
 impl Autoscaler for DockerAutoscaler {

@@ -48,83 +48,12 @@ const PARAMETERS: &[&str] = &["command", "timeout_seconds", "cwd"];
 /// The compiled command's name in the template environment.
 const TEMPLATE: &str = "command";
 
-/// The pool's planner settings, as the server sends them in `PoolStatus.extra`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannerSettings {
-    /// Workers wanted per running build.
-    pub running_weight: f64,
-    /// Workers wanted per queued build.
-    pub queued_weight: f64,
-    /// Factor on the weighted demand.
-    pub multiplier: f64,
-    /// Workers added after the multiplier.
-    pub excess: i64,
-    /// The fewest workers.
-    pub minimum: u64,
-    /// The most workers.
-    pub maximum: u64,
-}
+/// The stock planner, shared with every autoscaler (one build per worker here).
+pub use vespene_plugin_api::planner::PlannerSettings;
 
-impl PlannerSettings {
-    /// Reads the settings from a status; a field the server did not send
-    /// takes the pool default (weights and multiplier 1, excess 0, 0..=10).
-    pub fn from_status(status: &PoolStatus) -> PluginResult<Self> {
-        let extra = &status.extra;
-        let float = |name: &str, default: f64| -> PluginResult<f64> {
-            match extra.get(name) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_f64()
-                    .filter(|x| x.is_finite() && *x >= 0.0)
-                    .ok_or_else(|| format!("pool setting '{name}' must be a non-negative number, got {v}")),
-            }
-        };
-        let int = |name: &str, default: i64| -> PluginResult<i64> {
-            match extra.get(name) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v.as_i64().ok_or_else(|| format!("pool setting '{name}' must be a whole number, got {v}")),
-            }
-        };
-        let settings = PlannerSettings {
-            running_weight: float("running_weight", 1.0)?,
-            queued_weight: float("queued_weight", 1.0)?,
-            multiplier: float("multiplier", 1.0)?,
-            excess: int("excess", 0)?,
-            minimum: int("minimum", 0)?.max(0) as u64,
-            maximum: int("maximum", 10)?.max(0) as u64,
-        };
-        if settings.minimum > settings.maximum {
-            return Err(format!(
-                "pool setting 'minimum' ({}) is greater than 'maximum' ({})",
-                settings.minimum, settings.maximum
-            ));
-        }
-        Ok(settings)
-    }
-}
-
-/// The stock planner: weighted demand, times the multiplier, rounded up,
-/// plus the excess, within the bounds. Answers the size and the reason.
-pub fn stock_plan(status: &PoolStatus, s: &PlannerSettings) -> ScalePlan {
-    let demand = status.running as f64 * s.running_weight + status.queued as f64 * s.queued_weight;
-    let scaled = (demand * s.multiplier).ceil();
-    // Saturate rather than wrap: a huge queue must mean "maximum", not 0.
-    let wanted = (scaled as i64).saturating_add(s.excess).max(0) as u64;
-    let size = wanted.clamp(s.minimum, s.maximum);
-    ScalePlan {
-        size,
-        reason: format!(
-            "{} running × {} + {} queued × {} = {demand}; × {} = {scaled}; + {} excess = {wanted}; within {}..={}: {size}",
-            status.running,
-            s.running_weight,
-            status.queued,
-            s.queued_weight,
-            s.multiplier,
-            s.excess,
-            s.minimum,
-            s.maximum
-        ),
-    }
+/// The stock plan for one build per worker.
+pub fn stock_plan(status: &PoolStatus, settings: &PlannerSettings) -> ScalePlan {
+    vespene_plugin_api::planner::stock_plan(status, settings, 1)
 }
 
 /// The `autoscale-shell` autoscaler.

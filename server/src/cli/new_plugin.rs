@@ -47,6 +47,7 @@ const API_SOURCES: &[(&str, &str)] = &[
     ("src/launch.rs", include_str!("../../../plugin-api/src/launch.rs")),
     ("src/lib.rs", include_str!("../../../plugin-api/src/lib.rs")),
     ("src/params.rs", include_str!("../../../plugin-api/src/params.rs")),
+    ("src/planner.rs", include_str!("../../../plugin-api/src/planner.rs")),
     ("src/repositories.rs", include_str!("../../../plugin-api/src/repositories.rs")),
     ("src/runner.rs", include_str!("../../../plugin-api/src/runner.rs")),
     ("src/shell.rs", include_str!("../../../plugin-api/src/shell.rs")),
