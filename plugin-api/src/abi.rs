@@ -22,8 +22,12 @@
 //! * Every addition bumps the minor version; the server flags plugins built on
 //!   an older minor version (they load, but lack the newer methods and kinds).
 //! * [`Host`] is a plain `#[repr(C)]` struct read by offset: it cannot gain a
-//!   field within 1.x. Host capabilities grow as methods on its four callback
-//!   objects. How the loader checks older plugins: `docs/plugins/abi.md`.
+//!   field within 1.x. Host capabilities grow as methods appended to its four
+//!   callback objects, whose vtables are prefix types. Each has a default body
+//!   that answers [`crate::missing_host_callback`]'s error: that default runs
+//!   in the plugin when the server predates the method, so a newer plugin
+//!   meets an older server's missing capability as an `Err`, never as a crash.
+//!   How the loader checks older plugins: `docs/plugins/abi.md`.
 //!
 //! # History
 //!
@@ -42,13 +46,16 @@
 //!   Also 1.3: the `approve` action of the authorization contract (manual
 //!   approval stages of pipelines); plugins built before 1.3 are asked `edit`
 //!   where the host would ask `approve`.
+//! * 1.4: the host callback [`OutputSink::set_variable`] (a build output
+//!   variable set directly). Plugins of every 1.x version keep loading; a 1.4
+//!   plugin on an older server gets an error from it instead.
 
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RBox, ROk, RResult, RSlice, RStr, RString, RVec},
+    std_types::{RBox, RErr, ROk, RResult, RSlice, RStr, RString, RVec},
     RRef, StableAbi,
 };
 
@@ -98,13 +105,23 @@ pub struct CommandOutcome {
 
 // ---------------------------------------------------------------- host callbacks
 
-/// Streams lines into the running build's log, live.
+/// Streams lines into the running build's log, live, and (since 1.4) records
+/// the build's output variables.
 #[sabi_trait]
 pub trait OutputSink: Send + Sync {
     /// Appends `lines` to the build's `stream`. The host runs them through the
     /// output plugin chain and masks secrets before they are stored.
     #[sabi(last_prefix_field)]
     fn emit(&self, stream: Stream, lines: RSlice<'_, RStr<'_>>);
+
+    /// Since 1.4: sets the build's output variable `name` to `value`, as a
+    /// `vespene/set NAME VALUE` line would, without the line. A server built
+    /// before 1.4 lacks this callback: the default below runs in the plugin
+    /// and refuses, so a plugin can tell and carry on.
+    fn set_variable(&self, name: RStr<'_>, value: RStr<'_>) -> RResult<(), RString> {
+        let _ = (name, value);
+        RErr(crate::missing_host_callback("set_variable", "1.4").into())
+    }
 }
 
 /// Tells long-running plugin work that the build was stopped or timed out.

@@ -74,8 +74,11 @@ fn config(json: RStr<'_>) -> PluginResult<Value> {
     parse("configuration", json)
 }
 
-/// Builds the [`PluginInfo`] answered by a library's `info` function.
+/// Builds the [`PluginInfo`] answered by a library's `info` function; the
+/// kinds are listed in interface order, however the plugin named them.
 pub fn info(name: &str, version: &str, description: &str, kinds: &[&str]) -> PluginInfo {
+    let mut kinds = kinds.to_vec();
+    kinds.sort_by_key(|k| crate::Kind::from_name(k));
     PluginInfo {
         name: name.into(),
         version: version.into(),
@@ -83,6 +86,14 @@ pub fn info(name: &str, version: &str, description: &str, kinds: &[&str]) -> Plu
         interface_version: INTERFACE_VERSION.into(),
         kinds: kinds.iter().map(|k| RString::from(*k)).collect(),
     }
+}
+
+/// A plugin's name from its library's crate name: `vespene_hello` (the file
+/// `libvespene_hello.so`, settings' `library = "hello"`) is `hello`, and
+/// `vespene_my_hook` is `my-hook` (settings may say either; the server reads
+/// dashes as underscores when it looks for the file).
+pub fn library_name(crate_name: &str) -> String {
+    crate_name.strip_prefix("vespene_").unwrap_or(crate_name).replace('_', "-")
 }
 
 /// Guards a plugin's `info` function.
@@ -235,58 +246,111 @@ impl<T: crate::Secrets> SecretsAbi for Adapter<T> {
     }
 }
 
+/// The plugin's name (a `&'static str`), from its library's crate name: in
+/// a crate whose `[lib] name` is `vespene_hello` (the file
+/// `libvespene_hello.so`, which settings name `library = "hello"`),
+/// `plugin_name!()` is `"hello"`; underscores read as dashes
+/// (`vespene_my_hook` is `my-hook`, as `vespene plugins new my-hook` names
+/// it). It is the name [`export_plugin!`] gives the plugin unless told
+/// otherwise, and the one to pass to [`crate::params::parse`].
+#[macro_export]
+macro_rules! plugin_name {
+    () => {{
+        static NAME: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();
+        NAME.get_or_init(|| $crate::export::library_name(env!("CARGO_CRATE_NAME"))).as_str()
+    }};
+}
+
 /// Exports a plugin library: its info and a constructor for each kind it provides.
 ///
-/// Kinds are named in interface order (trigger, scm, isolation, output,
-/// authorization, organization, variables, secrets, autoscaler, authentication), each with the type that
-/// implements the matching trait. The plugin's version is its crate version.
+/// `description` (one line saying what the plugin does) is required; each
+/// kind it provides is named with the type that implements the matching
+/// trait (`trigger`, `scm`, `isolation`, `output`, `authorization`,
+/// `organization`, `variables`, `secrets`, `autoscaler`, `authentication`),
+/// in any order. `name` is optional: it defaults to [`plugin_name!`], the
+/// library's name. The plugin's version is its crate version.
 ///
 /// ```
-/// # use vespene_plugin_api::{abi_stable::std_types::RVec, serde_json::Value};
-/// # use vespene_plugin_api::{BatchInfo, Output, OutputLine, PluginResult};
+/// # use vespene_plugin_api::serde_json::Value;
+/// # use vespene_plugin_api::{BatchInfo, Lines, Output, PluginResult, Trigger, TriggerContext, Host};
 /// # pub struct Timestamp;
 /// # impl Output for Timestamp {
 /// #     fn new(_: &Value) -> PluginResult<Self> { Ok(Timestamp) }
-/// #     fn filter(&self, _: &BatchInfo, _: &mut RVec<OutputLine>) -> PluginResult<()> { Ok(()) }
+/// #     fn filter(&self, _: &BatchInfo, _: &mut Lines) -> PluginResult<()> { Ok(()) }
+/// # }
+/// # pub struct Notify;
+/// # impl Trigger for Notify {
+/// #     fn new(_: &Value) -> PluginResult<Self> { Ok(Notify) }
+/// #     fn execute(&self, _: &TriggerContext, _: &Host<'_>) -> PluginResult<()> { Ok(()) }
 /// # }
 /// vespene_plugin_api::export_plugin! {
-///     name: "timestamp",
 ///     description: "Prefixes output lines with the minutes since the build started",
 ///     output: Timestamp,
+///     trigger: Notify,
 /// }
+/// ```
+///
+/// A kind named twice, or a name that is not a kind, does not compile:
+///
+/// ```compile_fail
+/// # use vespene_plugin_api::serde_json::Value;
+/// # use vespene_plugin_api::{Host, PluginResult, Trigger, TriggerContext};
+/// # pub struct Notify;
+/// # impl Trigger for Notify {
+/// #     fn new(_: &Value) -> PluginResult<Self> { Ok(Notify) }
+/// #     fn execute(&self, _: &TriggerContext, _: &Host<'_>) -> PluginResult<()> { Ok(()) }
+/// # }
+/// vespene_plugin_api::export_plugin! { description: "twice", trigger: Notify, trigger: Notify }
+/// ```
+///
+/// ```compile_fail
+/// # use vespene_plugin_api::serde_json::Value;
+/// # use vespene_plugin_api::{Host, PluginResult, Trigger, TriggerContext};
+/// # pub struct Notify;
+/// # impl Trigger for Notify {
+/// #     fn new(_: &Value) -> PluginResult<Self> { Ok(Notify) }
+/// #     fn execute(&self, _: &TriggerContext, _: &Host<'_>) -> PluginResult<()> { Ok(()) }
+/// # }
+/// vespene_plugin_api::export_plugin! { description: "misspelt", triger: Notify }
 /// ```
 #[macro_export]
 macro_rules! export_plugin {
-    (
-        name: $name:expr,
-        description: $description:expr
-        $(, trigger: $trigger:ty)?
-        $(, scm: $scm:ty)?
-        $(, isolation: $isolation:ty)?
-        $(, output: $output:ty)?
-        $(, authorization: $authorization:ty)?
-        $(, organization: $organization:ty)?
-        $(, variables: $variables:ty)?
-        $(, secrets: $secrets:ty)?
-        $(, autoscaler: $autoscaler:ty)?
-        $(, authentication: $authentication:ty)?
-        $(,)?
-    ) => {
+    // Reading the entries, in any order, into [name] [description] [(kind Type)...].
+    (@read [] [$($d:expr)?] [$($k:tt)*] name: $name:expr $(, $($rest:tt)*)?) => {
+        $crate::export_plugin!(@read [$name] [$($d)?] [$($k)*] $($($rest)*)?);
+    };
+    (@read [$n:expr] [$($d:expr)?] [$($k:tt)*] name: $($rest:tt)*) => {
+        compile_error!("export_plugin!: `name` is given twice");
+    };
+    (@read [$($n:expr)?] [] [$($k:tt)*] description: $description:expr $(, $($rest:tt)*)?) => {
+        $crate::export_plugin!(@read [$($n)?] [$description] [$($k)*] $($($rest)*)?);
+    };
+    (@read [$($n:expr)?] [$d:expr] [$($k:tt)*] description: $($rest:tt)*) => {
+        compile_error!("export_plugin!: `description` is given twice");
+    };
+    (@read [$($n:expr)?] [$($d:expr)?] [$($k:tt)*] $kind:ident : $ty:ty $(, $($rest:tt)*)?) => {
+        $crate::export_plugin!(@read [$($n)?] [$($d)?] [$($k)* ($kind $ty)] $($($rest)*)?);
+    };
+    (@read [$($n:expr)?] [] [$($k:tt)*]) => {
+        compile_error!("export_plugin!: `description: \"...\"` is required, one line saying what the plugin does");
+    };
+    (@read [$($n:expr)?] [$description:expr] [$(($kind:ident $ty:ty))*]) => {
+        $( $crate::export_plugin!(@known $kind); )*
+        // A kind named twice is a duplicate variant here.
+        const _: () = {
+            #[allow(dead_code, non_camel_case_types)]
+            enum KindsNamedOnce { $($kind),* }
+        };
+
         extern "C" fn __vespene_plugin_info() -> $crate::abi::PluginInfo {
             $crate::export::info_guarded(|| {
-                let kinds: &[&str] = &[
-                    $( $crate::export_plugin!(@kind "trigger" $trigger), )?
-                    $( $crate::export_plugin!(@kind "scm" $scm), )?
-                    $( $crate::export_plugin!(@kind "isolation" $isolation), )?
-                    $( $crate::export_plugin!(@kind "output" $output), )?
-                    $( $crate::export_plugin!(@kind "authorization" $authorization), )?
-                    $( $crate::export_plugin!(@kind "organization" $organization), )?
-                    $( $crate::export_plugin!(@kind "variables" $variables), )?
-                    $( $crate::export_plugin!(@kind "secrets" $secrets), )?
-                    $( $crate::export_plugin!(@kind "autoscaler" $autoscaler), )?
-                    $( $crate::export_plugin!(@kind "authentication" $authentication), )?
-                ];
-                $crate::export::info($name, env!("CARGO_PKG_VERSION"), $description, kinds)
+                let kinds: &[&str] = &[$(stringify!($kind)),*];
+                $crate::export::info(
+                    $crate::export_plugin!(@name $($n)?),
+                    env!("CARGO_PKG_VERSION"),
+                    $description,
+                    kinds,
+                )
             })
         }
 
@@ -294,16 +358,16 @@ macro_rules! export_plugin {
             use $crate::abi_stable::prefix_type::PrefixTypeTrait;
             $crate::abi::PluginModule {
                 info: __vespene_plugin_info,
-                new_trigger: $crate::export_plugin!(@ctor new_trigger $($trigger)?),
-                new_scm: $crate::export_plugin!(@ctor new_scm $($scm)?),
-                new_isolation: $crate::export_plugin!(@ctor new_isolation $($isolation)?),
-                new_output: $crate::export_plugin!(@ctor new_output $($output)?),
-                new_authorization: $crate::export_plugin!(@ctor new_authorization $($authorization)?),
-                new_organization: $crate::export_plugin!(@ctor new_organization $($organization)?),
-                new_variables: $crate::export_plugin!(@ctor new_variables $($variables)?),
-                new_secrets: $crate::export_plugin!(@ctor new_secrets $($secrets)?),
-                new_autoscaler: $crate::export_plugin!(@ctor new_autoscaler $($autoscaler)?),
-                new_authentication: $crate::export_plugin!(@ctor new_authentication $($authentication)?),
+                new_trigger: $crate::export_plugin!(@find new_trigger $(($kind $ty))*),
+                new_scm: $crate::export_plugin!(@find new_scm $(($kind $ty))*),
+                new_isolation: $crate::export_plugin!(@find new_isolation $(($kind $ty))*),
+                new_output: $crate::export_plugin!(@find new_output $(($kind $ty))*),
+                new_authorization: $crate::export_plugin!(@find new_authorization $(($kind $ty))*),
+                new_organization: $crate::export_plugin!(@find new_organization $(($kind $ty))*),
+                new_variables: $crate::export_plugin!(@find new_variables $(($kind $ty))*),
+                new_secrets: $crate::export_plugin!(@find new_secrets $(($kind $ty))*),
+                new_autoscaler: $crate::export_plugin!(@find new_autoscaler $(($kind $ty))*),
+                new_authentication: $crate::export_plugin!(@find new_authentication $(($kind $ty))*),
             }
             .leak_into_prefix()
         }
@@ -323,7 +387,48 @@ macro_rules! export_plugin {
             }
         };
     };
-    (@kind $name:literal $ty:ty) => { $name };
-    (@ctor $ctor:ident) => { None };
-    (@ctor $ctor:ident $ty:ty) => { Some($crate::export::$ctor::<$ty>) };
+
+    (@name $name:expr) => { $name };
+    (@name) => { $crate::plugin_name!() };
+
+    (@known trigger) => {};
+    (@known scm) => {};
+    (@known isolation) => {};
+    (@known output) => {};
+    (@known authorization) => {};
+    (@known organization) => {};
+    (@known variables) => {};
+    (@known secrets) => {};
+    (@known autoscaler) => {};
+    (@known authentication) => {};
+    (@known $other:ident) => {
+        compile_error!(concat!(
+            "export_plugin!: `", stringify!($other), "` is not a plugin kind (trigger, scm, isolation, output, ",
+            "authorization, organization, variables, secrets, autoscaler, authentication) nor `name` or `description`"
+        ));
+    };
+
+    // The constructor for one kind: the type named for it, if any.
+    (@find new_trigger (trigger $ty:ty) $($rest:tt)*) => { Some($crate::export::new_trigger::<$ty>) };
+    (@find new_scm (scm $ty:ty) $($rest:tt)*) => { Some($crate::export::new_scm::<$ty>) };
+    (@find new_isolation (isolation $ty:ty) $($rest:tt)*) => { Some($crate::export::new_isolation::<$ty>) };
+    (@find new_output (output $ty:ty) $($rest:tt)*) => { Some($crate::export::new_output::<$ty>) };
+    (@find new_authorization (authorization $ty:ty) $($rest:tt)*) => {
+        Some($crate::export::new_authorization::<$ty>)
+    };
+    (@find new_organization (organization $ty:ty) $($rest:tt)*) => {
+        Some($crate::export::new_organization::<$ty>)
+    };
+    (@find new_variables (variables $ty:ty) $($rest:tt)*) => { Some($crate::export::new_variables::<$ty>) };
+    (@find new_secrets (secrets $ty:ty) $($rest:tt)*) => { Some($crate::export::new_secrets::<$ty>) };
+    (@find new_autoscaler (autoscaler $ty:ty) $($rest:tt)*) => { Some($crate::export::new_autoscaler::<$ty>) };
+    (@find new_authentication (authentication $ty:ty) $($rest:tt)*) => {
+        Some($crate::export::new_authentication::<$ty>)
+    };
+    (@find $ctor:ident ($other:ident $ty:ty) $($rest:tt)*) => { $crate::export_plugin!(@find $ctor $($rest)*) };
+    (@find $ctor:ident) => { None };
+
+    ($($entries:tt)+) => {
+        $crate::export_plugin!(@read [] [] [] $($entries)+);
+    };
 }

@@ -16,16 +16,17 @@
 //! 3. Export it with [`export_plugin!`].
 //!
 //! ```
-//! use vespene_plugin_api::{export_plugin, Host, Trigger, TriggerContext, PluginResult};
+//! use vespene_plugin_api::serde::Deserialize;
 //! use vespene_plugin_api::serde_json::Value;
+//! use vespene_plugin_api::{export_plugin, params, plugin_name, Host, Kind, PluginResult, Trigger, TriggerContext};
 //!
+//! #[derive(Deserialize)]
+//! #[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
 //! pub struct Hello { greeting: String }
 //!
 //! impl Trigger for Hello {
 //!     fn new(config: &Value) -> PluginResult<Self> {
-//!         let greeting = config.get("greeting").and_then(Value::as_str)
-//!             .ok_or("parameter 'greeting' (a string) is required")?;
-//!         Ok(Hello { greeting: greeting.to_string() })
+//!         params::parse(config, Kind::Trigger, plugin_name!())
 //!     }
 //!     fn execute(&self, ctx: &TriggerContext, host: &Host<'_>) -> PluginResult<()> {
 //!         host.message(&format!("{} from build {}", self.greeting, ctx.build.id));
@@ -33,8 +34,19 @@
 //!     }
 //! }
 //!
-//! export_plugin! { name: "hello", description: "Says hello", trigger: Hello }
+//! export_plugin! { description: "Says hello", trigger: Hello }
 //! ```
+//!
+//! The plugin's name is its library's: a crate whose `[lib] name` is
+//! `vespene_hello` builds `libvespene_hello.so`, which settings name
+//! `library = "hello"`, and [`plugin_name!`] answers `hello`.
+//!
+//! ## Testing a plugin
+//!
+//! The `testkit` feature loads a plugin through the same constructor and
+//! trait object the server uses, with plain Rust values in and out:
+//! `testkit::trigger::<Hello>(json!({"greeting": "hi"}))?.execute(&context, &host)`.
+//! See the `testkit` module (built with the feature).
 //!
 //! ## What a plugin may and may not do
 //!
@@ -44,10 +56,10 @@
 //!   call fails with the panic message, failing one build or request only.
 //! * Configuration arrives as the JSON of the plugin's settings parameters and
 //!   is checked in `new`: return an error naming the parameter and the problem;
-//!   the server then refuses to start with that message. Start with
-//!   [`params::table`], which answers the parameter table and refuses anything
-//!   else, and any parameter the plugin does not know, in the same words as
-//!   every other plugin ([`params::open_table`] when the names are open-ended).
+//!   the server then refuses to start with that message. [`params::parse`]
+//!   reads the parameters into a struct that derives `Deserialize`, every
+//!   error naming the parameter in the same words as every other plugin
+//!   ([`params::table`] and [`params::open_table`] for reading them by hand).
 //! * Plugins never touch the database; everything they need is in the context.
 //!
 //! ## Keeping plugins loading across versions
@@ -57,6 +69,17 @@
 //! travels as JSON. A plugin built against 1.0 loads in every 1.x server; the
 //! server flags it as built on an older minor version, and refuses a plugin of
 //! another major version with one line naming both versions.
+//!
+//! The server can grow too: a host callback added in a later 1.x (such as
+//! [`Host::set_variable`], 1.4) answers an error naming the version it needs
+//! when the server running the plugin is older, so a plugin may use it and
+//! fall back.
+//!
+//! `abi_stable` carries the calls, but a plugin never names its types: the
+//! traits take plain Rust values and JSON, [`Lines`] is the batch an output
+//! plugin edits, and the test kit speaks plain values too. Were `abi_stable`
+//! to be replaced, this crate would change underneath and plugins would be
+//! rebuilt, not rewritten (`docs/plugins/abi.md`, "If abi_stable must go").
 
 #![warn(missing_docs)]
 // `#[sabi_trait]` expands to impls the non_local_definitions lint dislikes.
@@ -77,6 +100,51 @@ pub mod shell;
 pub mod testkit;
 
 pub use abi::{BatchInfo, CommandOutcome, Host, OutputLine, PluginInfo, Stream, INTERFACE_VERSION};
+
+/// A batch of output lines, as an [`Output`] plugin edits it: a vector of
+/// [`OutputLine`] (push, remove, `retain`, `iter_mut` as with a `Vec`).
+pub type Lines = abi_stable::std_types::RVec<OutputLine>;
+
+impl OutputLine {
+    /// A line of `stream` produced at `at_unix_ms`.
+    pub fn new(stream: Stream, at_unix_ms: i64, text: impl Into<String>) -> Self {
+        OutputLine { stream, at_unix_ms, text: text.into().into() }
+    }
+
+    /// The line's text.
+    pub fn text(&self) -> &str {
+        self.text.as_str()
+    }
+
+    /// Replaces the line's text.
+    pub fn set_text(&mut self, text: impl Into<String>) {
+        self.text = text.into().into();
+    }
+}
+
+/// Checks an output variable's name for [`Host::set_variable`]: a letter or
+/// `_`, then letters, digits or `_`, at most 128 bytes, so templates reach
+/// it as `{{ name }}`.
+pub fn check_variable_name(name: &str) -> PluginResult<()> {
+    let mut chars = name.chars();
+    let starts_well = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !starts_well || name.len() > 128 || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "output variable name {name:?} is not allowed: use a letter or '_', then letters, digits or '_' \
+             (at most 128)"
+        ));
+    }
+    Ok(())
+}
+
+/// The error a host callback answers when the server running the plugin is
+/// older than the callback: `callback` exists since interface `since`.
+pub fn missing_host_callback(callback: &str, since: &str) -> String {
+    format!(
+        "this server does not offer the host callback '{callback}': it exists since plugin interface {since} \
+         and the server running this plugin is older"
+    )
+}
 
 /// The end of every piece of an output line longer than the limit but the
 /// last: the line goes on in the next stored line.
@@ -126,7 +194,7 @@ pub use serde;
 /// Re-exported for plugins' configuration and context handling.
 pub use serde_json;
 
-use abi_stable::std_types::{RSlice, RStr, RVec};
+use abi_stable::std_types::{RSlice, RStr};
 use serde_json::Value;
 
 /// What plugin methods return: an error is one human-readable line.
@@ -231,6 +299,15 @@ impl Host<'_> {
     pub fn decrypt(&self, stored: &str) -> PluginResult<String> {
         self.secrets.decrypt(RStr::from(stored)).into_result().map(Into::into).map_err(Into::into)
     }
+
+    /// Since 1.4: sets the build's output variable `name` (what later
+    /// pipeline stages and triggers see), as a `vespene/set NAME VALUE` line
+    /// would, without the line in the log. A server older than 1.4 answers
+    /// [`missing_host_callback`]'s error; calls made outside a build (an
+    /// autoscaler's `scale`) are refused too.
+    pub fn set_variable(&self, name: &str, value: &str) -> PluginResult<()> {
+        self.output.set_variable(RStr::from(name), RStr::from(value)).into_result().map_err(Into::into)
+    }
 }
 
 /// A trigger: runs before a build (`pre_triggers`; an error fails the build
@@ -269,7 +346,7 @@ pub trait Output: Send + Sync + Sized + 'static {
     /// Builds the plugin from its settings parameters.
     fn new(config: &Value) -> PluginResult<Self>;
     /// Transforms a batch in place.
-    fn filter(&self, info: &BatchInfo, lines: &mut RVec<OutputLine>) -> PluginResult<()>;
+    fn filter(&self, info: &BatchInfo, lines: &mut Lines) -> PluginResult<()>;
 
     /// Called once a build's output is complete (since 1.1): flush buffers,
     /// close files. Does nothing by default.

@@ -1,8 +1,9 @@
 //! A test kit for plugin authors (feature `testkit`): a recording host, fake
-//! contexts, and loaders that build a plugin through the same ABI constructor
-//! and trait object the server uses, so a plugin is tested without a server;
-//! for plugins that call an HTTP API, a canned loopback server that records
-//! what it was sent ([`serve_canned`]).
+//! contexts, and one loader per kind ([`trigger`], [`scm`], ..., [`authentication`])
+//! that builds a plugin through the same ABI constructor and trait object the
+//! server uses, so a plugin is tested without a server, with plain Rust
+//! values in and out; for plugins that call an HTTP API, a canned loopback
+//! server that records what it was sent ([`serve_canned`]).
 //!
 //! ```
 //! # use vespene_plugin_api::{serde_json::Value, Host, PluginResult, Trigger, TriggerContext};
@@ -13,17 +14,26 @@
 //! #     }
 //! #     fn execute(&self, _: &TriggerContext, host: &Host<'_>) -> PluginResult<()> {
 //! #         host.message(&self.0);
-//! #         Ok(())
+//! #         host.set_variable("greeted", "yes")
 //! #     }
 //! # }
-//! use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
+//! use vespene_plugin_api::serde_json::json;
+//! use vespene_plugin_api::testkit::{self, fake_trigger_context, RecordingHost};
+//!
 //! let host = RecordingHost::new();
-//! let trigger = trigger_from::<MyTrigger>(r#"{"greeting":"hi"}"#).unwrap();
-//! let ctx = to_json(&fake_trigger_context("success"));
-//! trigger.execute(ctx.as_rstr(), &host.host()).into_result().unwrap();
+//! let trigger = testkit::trigger::<MyTrigger>(json!({"greeting": "hi"})).unwrap();
+//! trigger.execute(&fake_trigger_context("success"), &host).unwrap();
 //! assert!(host.messages().iter().any(|l| l.contains("hi")));
+//! assert_eq!(host.variables()["greeted"], "yes");
+//!
+//! let err = testkit::trigger::<MyTrigger>(json!({})).err().unwrap();
+//! assert_eq!(err, "parameter 'greeting' is required");
 //! ```
+//!
+//! The `*_from` loaders answer the raw ABI objects instead, for tests of the
+//! boundary itself.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -31,7 +41,7 @@ use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RErr, ROk, RResult, RSlice, RStr, RString, RVec},
 };
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use crate::abi::*;
 use crate::*;
@@ -42,6 +52,7 @@ use crate::*;
 #[derive(Default)]
 pub struct RecordingHost {
     lines: Mutex<Vec<(Stream, String)>>,
+    variables: Mutex<BTreeMap<String, String>>,
     cancelled: AtomicBool,
 }
 
@@ -81,6 +92,11 @@ impl RecordingHost {
         self.of(Stream::Output)
     }
 
+    /// The output variables set so far with [`Host::set_variable`].
+    pub fn variables(&self) -> BTreeMap<String, String> {
+        self.variables.lock().unwrap().clone()
+    }
+
     fn of(&self, stream: Stream) -> Vec<String> {
         self.lines().into_iter().filter(|(s, _)| *s == stream).map(|(_, l)| l).collect()
     }
@@ -95,6 +111,14 @@ impl OutputSink for RecordingHost {
         for line in lines.iter() {
             self.record(stream, line.as_str());
         }
+    }
+
+    fn set_variable(&self, name: RStr<'_>, value: RStr<'_>) -> RResult<(), RString> {
+        if let Err(e) = crate::check_variable_name(name.as_str()) {
+            return RErr(e.into());
+        }
+        self.variables.lock().unwrap().insert(name.as_str().to_string(), value.as_str().to_string());
+        ROk(())
     }
 }
 
@@ -173,12 +197,211 @@ pub fn fake_trigger_context(hook: &str) -> TriggerContext {
 }
 
 /// A batch of output lines produced `offset_ms` after a build started at 0.
-pub fn fake_lines(texts: &[&str], offset_ms: i64) -> (BatchInfo, RVec<OutputLine>) {
+pub fn fake_lines(texts: &[&str], offset_ms: i64) -> (BatchInfo, Lines) {
     let info = BatchInfo { build_id: 42, build_started_unix_ms: 0 };
-    let lines =
-        texts.iter().map(|t| OutputLine { stream: Stream::Output, at_unix_ms: offset_ms, text: (*t).into() }).collect();
+    let lines = texts.iter().map(|t| OutputLine::new(Stream::Output, offset_ms, *t)).collect();
     (info, lines)
 }
+
+// ------------------------------------------------------------ typed loaders
+
+fn config_text(config: &Value) -> String {
+    if config.is_null() {
+        String::new()
+    } else {
+        config.to_string()
+    }
+}
+
+fn to_text<T: serde::Serialize>(value: &T) -> RString {
+    serde_json::to_string(value).expect("a value the test kit serializes").into()
+}
+
+fn from_text<T: serde::de::DeserializeOwned>(what: &str, json: RString) -> PluginResult<T> {
+    serde_json::from_str(json.as_str()).map_err(|e| format!("the plugin answered an invalid {what}: {e}"))
+}
+
+fn plain<T>(result: RResult<T, RString>) -> PluginResult<T> {
+    result.into_result().map_err(Into::into)
+}
+
+macro_rules! typed_loader {
+    ($(#[$doc:meta])* $fn_name:ident, $author:path, $wrapper:ident, $boxed:ty, $ctor:ident) => {
+        $(#[$doc])*
+        pub struct $wrapper($boxed);
+
+        /// Builds the plugin through its exported ABI constructor, exactly as
+        /// the server does, from its settings parameters (`null` for none).
+        pub fn $fn_name<T: $author>(config: Value) -> PluginResult<$wrapper> {
+            plain(crate::export::$ctor::<T>(RStr::from(config_text(&config).as_str()))).map($wrapper)
+        }
+    };
+}
+
+typed_loader!(
+    /// A trigger under test (from [`trigger`]).
+    trigger, crate::Trigger, TestTrigger, TriggerBox, new_trigger
+);
+typed_loader!(
+    /// An SCM plugin under test (from [`scm`]).
+    scm, crate::Scm, TestScm, ScmBox, new_scm
+);
+typed_loader!(
+    /// An isolation plugin under test (from [`isolation`]).
+    isolation, crate::Isolation, TestIsolation, IsolationBox, new_isolation
+);
+typed_loader!(
+    /// An output plugin under test (from [`output`]).
+    output, crate::Output, TestOutput, OutputBox, new_output
+);
+typed_loader!(
+    /// An authorization plugin under test (from [`authorization`]).
+    authorization, crate::Authorization, TestAuthorization, AuthorizationBox, new_authorization
+);
+typed_loader!(
+    /// An organization plugin under test (from [`organization`]).
+    organization, crate::Organization, TestOrganization, OrganizationBox, new_organization
+);
+typed_loader!(
+    /// A variables plugin under test (from [`variables`]).
+    variables, crate::Variables, TestVariables, VariablesBox, new_variables
+);
+typed_loader!(
+    /// A secrets plugin under test (from [`secrets`]).
+    secrets, crate::Secrets, TestSecrets, SecretsBox, new_secrets
+);
+typed_loader!(
+    /// An autoscaler under test (from [`autoscaler`]).
+    autoscaler, crate::Autoscaler, TestAutoscaler, AutoscalerBox, new_autoscaler
+);
+typed_loader!(
+    /// An authentication plugin under test (from [`authentication`]).
+    authentication, crate::Authentication, TestAuthentication, AuthenticationBox, new_authentication
+);
+
+impl TestTrigger {
+    /// Runs the trigger for `context`.
+    pub fn execute(&self, context: &TriggerContext, host: &RecordingHost) -> PluginResult<()> {
+        plain(self.0.execute(to_text(context).as_rstr(), &host.host()))
+    }
+}
+
+impl TestScm {
+    /// Checks out for `context`.
+    pub fn checkout(&self, context: &ScmContext, host: &RecordingHost) -> PluginResult<CheckoutResult> {
+        from_text("checkout result", plain(self.0.checkout(to_text(context).as_rstr(), &host.host()))?)
+    }
+}
+
+impl TestIsolation {
+    /// Runs the build's script for `context`; answers its exit code.
+    pub fn execute(&self, context: &IsolationContext, host: &RecordingHost) -> PluginResult<i32> {
+        plain(self.0.execute(to_text(context).as_rstr(), &host.host()))
+    }
+}
+
+impl TestOutput {
+    /// Filters the output lines `texts`, produced `offset_ms` after the build
+    /// started; answers the texts kept, as stored.
+    pub fn filter(&self, texts: &[&str], offset_ms: i64) -> PluginResult<Vec<String>> {
+        let (info, lines) = fake_lines(texts, offset_ms);
+        Ok(self.filter_lines(&info, lines)?.iter().map(|l| l.text().to_string()).collect())
+    }
+
+    /// Filters a batch of whole lines (streams and times of your own).
+    pub fn filter_lines(&self, info: &BatchInfo, lines: Lines) -> PluginResult<Lines> {
+        plain(self.0.filter(*info, lines))
+    }
+
+    /// Tells the plugin the build's output is complete.
+    pub fn build_finished(&self, info: &BatchInfo) -> PluginResult<()> {
+        plain(self.0.build_finished(*info))
+    }
+}
+
+impl TestAuthorization {
+    /// Whether `request` is allowed.
+    pub fn check(&self, request: &AccessRequest) -> PluginResult<bool> {
+        plain(self.0.check(to_text(request).as_rstr()))
+    }
+
+    /// The ids among `candidates` the requester may see.
+    pub fn filter_list(&self, request: &AccessRequest, candidates: &[Value]) -> PluginResult<Vec<i64>> {
+        plain(self.0.filter_list(to_text(request).as_rstr(), to_text(&candidates).as_rstr())).map(RVec::into_vec)
+    }
+}
+
+impl TestOrganization {
+    /// Lists the organization's repositories.
+    pub fn find_repos(&self, organization: &Value, host: &RecordingHost) -> PluginResult<Vec<RepositoryRef>> {
+        from_text("repository list", plain(self.0.find_repos(to_text(organization).as_rstr(), &host.host()))?)
+    }
+
+    /// Clones one repository into `dest`.
+    pub fn clone_repo(
+        &self,
+        organization: &Value,
+        repository: &RepositoryRef,
+        dest: &str,
+        host: &RecordingHost,
+    ) -> PluginResult<()> {
+        plain(self.0.clone_repo(
+            to_text(organization).as_rstr(),
+            to_text(repository).as_rstr(),
+            RStr::from(dest),
+            &host.host(),
+        ))
+    }
+}
+
+impl TestVariables {
+    /// The variables computed for `context` on top of `existing`.
+    pub fn compute(
+        &self,
+        context: &VariablesContext,
+        existing: &Map<String, Value>,
+    ) -> PluginResult<Map<String, Value>> {
+        from_text("variables object", plain(self.0.compute(to_text(context).as_rstr(), to_text(existing).as_rstr()))?)
+    }
+}
+
+impl TestSecrets {
+    /// Whether `stored` is this plugin's.
+    pub fn recognizes(&self, stored: &str) -> bool {
+        self.0.recognizes(RStr::from(stored))
+    }
+
+    /// Encrypts a plain value.
+    pub fn cloak(&self, plain_text: &str) -> PluginResult<String> {
+        plain(self.0.cloak(RStr::from(plain_text))).map(Into::into)
+    }
+
+    /// Decrypts a stored value.
+    pub fn decloak(&self, stored: &str) -> PluginResult<String> {
+        plain(self.0.decloak(RStr::from(stored))).map(Into::into)
+    }
+}
+
+impl TestAutoscaler {
+    /// The plan for a pool's status.
+    pub fn plan(&self, status: &PoolStatus) -> PluginResult<ScalePlan> {
+        from_text("scale plan", plain(self.0.plan(to_text(status).as_rstr()))?)
+    }
+
+    /// Carries out a plan.
+    pub fn scale(&self, status: &PoolStatus, plan: &ScalePlan, host: &RecordingHost) -> PluginResult<()> {
+        plain(self.0.scale(to_text(status).as_rstr(), to_text(plan).as_rstr(), &host.host()))
+    }
+}
+
+impl TestAuthentication {
+    /// The verdict on a login.
+    pub fn authenticate(&self, request: &LoginRequest, password: &str) -> PluginResult<LoginVerdict> {
+        from_text("login verdict", plain(self.0.authenticate(to_text(request).as_rstr(), RStr::from(password)))?)
+    }
+}
+
+// ------------------------------------------------------------ ABI-level loaders
 
 macro_rules! loader {
     ($fn_name:ident, $author:path, $boxed:ty, $ctor:ident) => {

@@ -23,27 +23,30 @@
 
 use std::collections::BTreeMap;
 
+use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::Value;
 use vespene_plugin_api::{
-    export_plugin, params, Authentication, Kind, LoginIdentity, LoginRequest, LoginVerdict, PluginResult,
+    export_plugin, params, plugin_name, Authentication, Kind, LoginIdentity, LoginRequest, LoginVerdict, PluginResult,
 };
 
-/// The plugin's name, for messages.
-const NAME: &str = "template";
-
-/// One account this plugin knows.
-#[derive(Debug, Clone)]
+/// One account this plugin knows: a table of the `users` parameter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
 struct Account {
     /// The environment variable holding the password.
     password_env: String,
     /// The Vespene groups the account belongs to.
+    #[serde(default)]
     groups: Vec<String>,
     /// Whether it is a superuser.
+    #[serde(default)]
     superuser: bool,
 }
 
-/// The example authentication plugin: accounts with passwords in environment variables.
-#[derive(Debug)]
+/// The example authentication plugin: accounts with passwords in environment
+/// variables. Its one parameter, `users`, is read straight into it.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
 pub struct EnvAccounts {
     users: BTreeMap<String, Account>,
 }
@@ -60,8 +63,9 @@ impl EnvAccounts {
         let Some(account) = self.users.get(username) else {
             return Ok(LoginVerdict::Rejected { reason: "not one of this plugin's users".into() });
         };
-        let expected = std::env::var(&account.password_env)
-            .map_err(|_| format!("environment variable {} (the password of {username}) is not set", account.password_env))?;
+        let expected = std::env::var(&account.password_env).map_err(|_| {
+            format!("environment variable {} (the password of {username}) is not set", account.password_env)
+        })?;
         if expected.is_empty() || !same(expected.as_bytes(), password.as_bytes()) {
             return Ok(LoginVerdict::Rejected { reason: "wrong password".into() });
         }
@@ -73,44 +77,21 @@ impl EnvAccounts {
     }
 }
 
-fn account(name: &str, value: &Value) -> PluginResult<Account> {
-    let key = |k: &str| format!("parameter 'users.{name}.{k}'");
-    let table = value.as_object().ok_or_else(|| format!("parameter 'users.{name}' must be a table, not {value}"))?;
-    if let Some(unknown) = table.keys().find(|k| !["password_env", "groups", "superuser"].contains(&k.as_str())) {
-        return Err(format!("unknown {} (known: password_env, groups, superuser)", key(unknown)));
-    }
-    let password_env = match table.get("password_env") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(format!("{} (an environment variable name) is required", key("password_env"))),
-    };
-    let groups = match table.get("groups") {
-        None => Vec::new(),
-        Some(Value::Array(list)) => list
-            .iter()
-            .map(|g| g.as_str().filter(|s| !s.trim().is_empty()).map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or_else(|| format!("{} must list group names (non-empty strings)", key("groups")))?,
-        Some(other) => return Err(format!("{} must be a list, not {other}", key("groups"))),
-    };
-    let superuser = match table.get("superuser") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(format!("{} must be true or false, not {other}", key("superuser"))),
-    };
-    Ok(Account { password_env, groups, superuser })
-}
-
 impl Authentication for EnvAccounts {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Authentication, NAME, &["users"])?;
-        let users = match params.get("users") {
-            None => return Err("parameter 'users' (a table of users) is required".into()),
-            Some(Value::Object(users)) if !users.is_empty() => {
-                users.iter().map(|(name, v)| Ok((name.clone(), account(name, v)?))).collect::<PluginResult<_>>()?
+        let accounts: EnvAccounts = params::parse(config, Kind::Authentication, plugin_name!())?;
+        if accounts.users.is_empty() {
+            return Err("parameter 'users' must name at least one user".to_string());
+        }
+        for (name, account) in &accounts.users {
+            if account.password_env.is_empty() {
+                return Err(format!("parameter 'users.{name}.password_env' must name an environment variable"));
             }
-            Some(other) => return Err(format!("parameter 'users' must be a table of at least one user, not {other}")),
-        };
-        Ok(EnvAccounts { users })
+            if account.groups.iter().any(|g| g.trim().is_empty()) {
+                return Err(format!("parameter 'users.{name}.groups' must list group names (non-empty strings)"));
+            }
+        }
+        Ok(accounts)
     }
 
     fn authenticate(&self, request: &LoginRequest, password: &str) -> PluginResult<LoginVerdict> {
@@ -119,25 +100,22 @@ impl Authentication for EnvAccounts {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example authentication: service accounts with passwords in environment variables",
     authentication: EnvAccounts,
 }
 
 #[cfg(test)]
 mod tests {
-    use vespene_plugin_api::serde_json::{self, json};
-    use vespene_plugin_api::testkit::{authentication_from, to_json};
-    use vespene_plugin_api::{LoginIdentity, LoginRequest, LoginVerdict};
+    use vespene_plugin_api::serde_json::{json, Value};
+    use vespene_plugin_api::testkit;
+    use vespene_plugin_api::{plugin_name, LoginIdentity, LoginRequest, LoginVerdict, PluginResult};
 
-    use super::{EnvAccounts, NAME};
+    use super::EnvAccounts;
 
     /// Logs `username` in through the ABI, as the server does.
-    fn login(config: &serde_json::Value, username: &str, password: &str) -> Result<LoginVerdict, String> {
-        let plugin = authentication_from::<EnvAccounts>(&config.to_string())?;
-        let request = to_json(&LoginRequest { username: username.into(), ..Default::default() });
-        let answer = plugin.authenticate(request.as_rstr(), password.into()).into_result()?;
-        Ok(serde_json::from_str(&answer).unwrap())
+    fn login(config: &Value, username: &str, password: &str) -> PluginResult<LoginVerdict> {
+        let plugin = testkit::authentication::<EnvAccounts>(config.clone())?;
+        plugin.authenticate(&LoginRequest { username: username.into(), ..Default::default() }, password)
     }
 
     #[test]
@@ -161,25 +139,37 @@ mod tests {
 
     #[test]
     fn bad_configurations_name_the_parameter() {
+        let name = plugin_name!();
         let cases = [
-            (json!({}), "parameter 'users' (a table of users) is required".to_string()),
-            (json!({"users": {}}), "parameter 'users' must be a table of at least one user, not {}".into()),
+            (json!({}), format!("parameter 'users' of authentication plugin {name} is required")),
+            (json!({"users": {}}), "parameter 'users' must name at least one user".to_string()),
             (
                 json!({"users": {"bot": {}}}),
-                "parameter 'users.bot.password_env' (an environment variable name) is required".into(),
+                format!("parameter 'users.bot.password_env' of authentication plugin {name} is required"),
+            ),
+            (
+                json!({"users": {"bot": {"password_env": ""}}}),
+                "parameter 'users.bot.password_env' must name an environment variable".to_string(),
             ),
             (
                 json!({"users": {"bot": {"password_env": "X", "group": []}}}),
-                "unknown parameter 'users.bot.group' (known: password_env, groups, superuser)".into(),
+                format!("unknown parameter 'users.bot.group' for authentication plugin {name}"),
+            ),
+            (
+                json!({"users": {"bot": {"password_env": "X", "groups": ["ops", " "]}}}),
+                "parameter 'users.bot.groups' must list group names (non-empty strings)".to_string(),
             ),
             (
                 json!({"users": {"bot": {"password_env": "X", "superuser": 1}}}),
-                "parameter 'users.bot.superuser' must be true or false, not 1".into(),
+                format!(
+                    "parameter 'users.bot.superuser' of authentication plugin {name}: \
+                     invalid type: integer `1`, expected a boolean"
+                ),
             ),
-            (json!({"user": {}}), format!("unknown parameter 'user' for authentication plugin {NAME}")),
+            (json!({"user": {}}), format!("unknown parameter 'user' for authentication plugin {name}")),
         ];
         for (config, expected) in cases {
-            assert_eq!(authentication_from::<EnvAccounts>(&config.to_string()).err().unwrap(), expected, "{config}");
+            assert_eq!(testkit::authentication::<EnvAccounts>(config.clone()).err().unwrap(), expected, "{config}");
         }
     }
 }

@@ -24,22 +24,20 @@
 //! `launch_groups`. Override `filter_list` when a listing must show only some
 //! objects.
 
+use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::Value;
-use vespene_plugin_api::{export_plugin, params, AccessRequest, Authorization, Kind, PluginResult};
-
-/// The plugin's name, for messages.
-const NAME: &str = "template";
-
-/// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["admins"];
+use vespene_plugin_api::{export_plugin, params, plugin_name, AccessRequest, Authorization, Kind, PluginResult};
 
 /// The actions every logged-in user may take.
 const READ_ACTIONS: &[&str] = &["list", "view"];
 
 /// The example authorization plugin: read-only except for administrators.
-#[derive(Debug)]
+/// Its one parameter, `admins`, is read straight into it.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
 pub struct ReadOnlyPolicy {
-    /// Usernames that may do everything.
+    /// Usernames that may do everything (none by default).
+    #[serde(default)]
     admins: Vec<String>,
 }
 
@@ -56,19 +54,11 @@ impl ReadOnlyPolicy {
 
 impl Authorization for ReadOnlyPolicy {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Authorization, NAME, PARAMETERS)?;
-        let admins = match params.get("admins") {
-            None => Vec::new(),
-            Some(Value::Array(names)) => names
-                .iter()
-                .map(|name| match name.as_str() {
-                    Some(n) if !n.trim().is_empty() => Ok(n.to_string()),
-                    _ => Err(format!("parameter 'admins' must list usernames (non-empty strings), not {name}")),
-                })
-                .collect::<PluginResult<_>>()?,
-            Some(other) => return Err(format!("parameter 'admins' must be a list of usernames, not {other}")),
-        };
-        Ok(ReadOnlyPolicy { admins })
+        let policy: ReadOnlyPolicy = params::parse(config, Kind::Authorization, plugin_name!())?;
+        if let Some(name) = policy.admins.iter().find(|n| n.trim().is_empty()) {
+            return Err(format!("parameter 'admins' must list usernames (non-empty strings), not {name:?}"));
+        }
+        Ok(policy)
     }
 
     fn check(&self, request: &AccessRequest) -> PluginResult<bool> {
@@ -85,24 +75,22 @@ impl Authorization for ReadOnlyPolicy {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example authorization: read-only for everyone but superusers and admins",
     authorization: ReadOnlyPolicy,
 }
 
 #[cfg(test)]
 mod tests {
-    use vespene_plugin_api::abi::AuthorizationBox;
     use vespene_plugin_api::serde_json::json;
-    use vespene_plugin_api::testkit::{authorization_from, to_json};
-    use vespene_plugin_api::{AccessRequest, UserInfo};
+    use vespene_plugin_api::testkit::{self, TestAuthorization};
+    use vespene_plugin_api::{plugin_name, AccessRequest, UserInfo};
 
-    use super::{ReadOnlyPolicy, NAME};
+    use super::ReadOnlyPolicy;
 
     const ACTIONS: [&str; 7] = ["list", "view", "create", "edit", "delete", "start", "stop"];
 
-    fn policy() -> AuthorizationBox {
-        authorization_from::<ReadOnlyPolicy>(r#"{"admins": ["alice"]}"#).unwrap()
+    fn policy() -> TestAuthorization {
+        testkit::authorization::<ReadOnlyPolicy>(json!({"admins": ["alice"]})).unwrap()
     }
 
     fn user(username: &str, superuser: bool) -> Option<UserInfo> {
@@ -117,10 +105,7 @@ mod tests {
     /// The actions `who` is allowed, through the ABI.
     fn allowed(who: Option<UserInfo>) -> Vec<&'static str> {
         let policy = policy();
-        ACTIONS
-            .into_iter()
-            .filter(|action| policy.check(to_json(&request(who.clone(), action)).as_rstr()).into_result().unwrap())
-            .collect()
+        ACTIONS.into_iter().filter(|action| policy.check(&request(who.clone(), action)).unwrap()).collect()
     }
 
     #[test]
@@ -144,11 +129,8 @@ mod tests {
     #[test]
     fn listings_show_everything_to_logged_in_users_only() {
         let policy = policy();
-        let candidates = to_json(&json!([{"id": 1}, {"id": 5, "name": "x"}, {"name": "no id"}]));
-        let listed = |who| {
-            let req = to_json(&request(who, "list"));
-            policy.filter_list(req.as_rstr(), candidates.as_rstr()).into_result().unwrap().into_vec()
-        };
+        let candidates = [json!({"id": 1}), json!({"id": 5, "name": "x"}), json!({"name": "no id"})];
+        let listed = |who| policy.filter_list(&request(who, "list"), &candidates).unwrap();
         assert_eq!(listed(user("carol", false)), [1, 5]);
         assert_eq!(listed(user("alice", false)), [1, 5]);
         assert!(listed(None).is_empty());
@@ -156,24 +138,27 @@ mod tests {
 
     #[test]
     fn no_admins_is_valid() {
-        let policy = authorization_from::<ReadOnlyPolicy>("{}").unwrap();
-        let edit = to_json(&request(user("alice", false), "edit"));
-        assert!(!policy.check(edit.as_rstr()).into_result().unwrap());
+        let policy = testkit::authorization::<ReadOnlyPolicy>(json!({})).unwrap();
+        assert!(!policy.check(&request(user("alice", false), "edit")).unwrap());
     }
 
     #[test]
     fn bad_configurations_name_the_parameter() {
+        let name = plugin_name!();
+        let invalid = |parameter: &str, problem: &str| {
+            format!("parameter '{parameter}' of authorization plugin {name}: invalid type: {problem}")
+        };
         let cases = [
-            (json!({"admins": "alice"}), "parameter 'admins' must be a list of usernames, not \"alice\"".to_string()),
-            (json!({"admins": [7]}), "parameter 'admins' must list usernames (non-empty strings), not 7".to_string()),
+            (json!({"admins": "alice"}), invalid("admins", "string \"alice\", expected a sequence")),
+            (json!({"admins": [7]}), invalid("admins[0]", "integer `7`, expected a string")),
             (
-                json!({"admins": [" "]}),
+                json!({"admins": ["bob", " "]}),
                 "parameter 'admins' must list usernames (non-empty strings), not \" \"".to_string(),
             ),
-            (json!({"admin": []}), format!("unknown parameter 'admin' for authorization plugin {NAME}")),
+            (json!({"admin": []}), format!("unknown parameter 'admin' for authorization plugin {name}")),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(authorization_from::<ReadOnlyPolicy>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::authorization::<ReadOnlyPolicy>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
     }
 }

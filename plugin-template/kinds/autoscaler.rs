@@ -26,40 +26,38 @@
 //! queued and running builds and its live workers), or call a cloud API in
 //! [`Autoscaler::scale`] instead of running a command.
 
-use vespene_plugin_api::serde_json::{Map, Value};
+use vespene_plugin_api::serde::Deserialize;
+use vespene_plugin_api::serde_json::Value;
 use vespene_plugin_api::{
-    export_plugin, params, Autoscaler, CommandRequest, Host, Kind, PluginResult, PoolStatus, ScalePlan, StreamName,
+    export_plugin, params, plugin_name, Autoscaler, CommandRequest, Host, Kind, PluginResult, PoolStatus, ScalePlan,
+    StreamName,
 };
 
-/// The plugin's name, for messages.
-const NAME: &str = "template";
-
-/// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["min", "max", "per_worker", "command"];
-
-/// The example autoscaler: queue-proportional, applied by a command.
-#[derive(Debug)]
+/// The example autoscaler: queue-proportional, applied by a command. Its
+/// parameters are read straight into it.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
 pub struct CommandAutoscaler {
+    /// The fewest workers (default 0).
+    #[serde(default)]
     min: u64,
+    /// The most workers.
     max: u64,
+    /// Builds per worker (default 1).
+    #[serde(default = "one")]
     per_worker: u64,
+    /// The command applying a size.
     command: String,
+}
+
+/// The default of `per_worker`.
+fn one() -> u64 {
+    1
 }
 
 /// `text` as one single-quoted shell word.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-/// A whole-number parameter, `default` when absent (required when `None`).
-fn count(params: &Map<String, Value>, name: &str, default: Option<u64>) -> PluginResult<u64> {
-    match (params.get(name), default) {
-        (None, Some(default)) => Ok(default),
-        (None, None) => Err(format!("parameter '{name}' (a number of workers) is required")),
-        (Some(value), _) => {
-            value.as_u64().ok_or_else(|| format!("parameter '{name}' must be a whole number, not {value}"))
-        }
-    }
 }
 
 impl CommandAutoscaler {
@@ -72,21 +70,17 @@ impl CommandAutoscaler {
 
 impl Autoscaler for CommandAutoscaler {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Autoscaler, NAME, PARAMETERS)?;
-        let min = count(params, "min", Some(0))?;
-        let max = count(params, "max", None)?;
-        if max < min {
-            return Err(format!("parameter 'max' ({max}) must not be less than 'min' ({min})"));
+        let scaler: CommandAutoscaler = params::parse(config, Kind::Autoscaler, plugin_name!())?;
+        if scaler.max < scaler.min {
+            return Err(format!("parameter 'max' ({}) must not be less than 'min' ({})", scaler.max, scaler.min));
         }
-        let per_worker = count(params, "per_worker", Some(1))?;
-        if per_worker == 0 {
+        if scaler.per_worker == 0 {
             return Err("parameter 'per_worker' must be at least 1".to_string());
         }
-        let command = match params.get("command") {
-            Some(Value::String(c)) if !c.trim().is_empty() => c.clone(),
-            _ => return Err("parameter 'command' (a shell command line) is required".to_string()),
-        };
-        Ok(CommandAutoscaler { min, max, per_worker, command })
+        if scaler.command.trim().is_empty() {
+            return Err("parameter 'command' (a shell command line) must not be empty".to_string());
+        }
+        Ok(scaler)
     }
 
     fn plan(&self, status: &PoolStatus) -> PluginResult<ScalePlan> {
@@ -139,7 +133,6 @@ impl Autoscaler for CommandAutoscaler {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example autoscaler: one worker per N builds, applied by a shell command",
     autoscaler: CommandAutoscaler,
 }
@@ -148,11 +141,11 @@ export_plugin! {
 mod tests {
     use std::fs;
 
-    use vespene_plugin_api::serde_json::{self, json};
-    use vespene_plugin_api::testkit::{autoscaler_from, to_json, RecordingHost};
-    use vespene_plugin_api::{PoolInfo, PoolStatus, ScalePlan};
+    use vespene_plugin_api::serde_json::{json, Value};
+    use vespene_plugin_api::testkit::{self, RecordingHost};
+    use vespene_plugin_api::{plugin_name, PluginResult, PoolInfo, PoolStatus, ScalePlan};
 
-    use super::{shell_quote, CommandAutoscaler, NAME};
+    use super::{shell_quote, CommandAutoscaler};
 
     fn status(pool: &str, queued: u64, running: u64, workers: u64) -> PoolStatus {
         PoolStatus {
@@ -164,19 +157,17 @@ mod tests {
         }
     }
 
-    fn plan(config_json: &str, status: &PoolStatus) -> ScalePlan {
-        let scaler = autoscaler_from::<CommandAutoscaler>(config_json).unwrap();
-        serde_json::from_str(&scaler.plan(to_json(status).as_rstr()).into_result().unwrap()).unwrap()
+    fn plan(config: &Value, status: &PoolStatus) -> ScalePlan {
+        testkit::autoscaler::<CommandAutoscaler>(config.clone()).unwrap().plan(status).unwrap()
     }
 
-    fn scale(config_json: &str, status: &PoolStatus, plan: &ScalePlan, host: &RecordingHost) -> Result<(), String> {
-        let scaler = autoscaler_from::<CommandAutoscaler>(config_json)?;
-        scaler.scale(to_json(status).as_rstr(), to_json(plan).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    fn scale(config: &Value, status: &PoolStatus, plan: &ScalePlan, host: &RecordingHost) -> PluginResult<()> {
+        testkit::autoscaler::<CommandAutoscaler>(config.clone())?.scale(status, plan, host)
     }
 
     #[test]
     fn plans_one_worker_per_n_builds_within_bounds() {
-        let cfg = r#"{"min": 1, "max": 5, "per_worker": 2, "command": "true"}"#;
+        let cfg = &json!({"min": 1, "max": 5, "per_worker": 2, "command": "true"});
         let sizes: Vec<u64> = [(0, 0), (1, 0), (3, 0), (2, 2), (5, 4), (20, 0)]
             .map(|(q, r)| plan(cfg, &status("p", q, r, 2)).size)
             .into();
@@ -198,7 +189,7 @@ mod tests {
 
     #[test]
     fn defaults_are_no_minimum_and_one_build_per_worker() {
-        let cfg = r#"{"max": 3, "command": "true"}"#;
+        let cfg = &json!({"max": 3, "command": "true"});
         assert_eq!(plan(cfg, &status("p", 0, 0, 1)).size, 0);
         assert_eq!(plan(cfg, &status("p", 1, 1, 1)).size, 2);
         assert_eq!(plan(cfg, &status("p", u64::MAX, u64::MAX, 1)).size, 3);
@@ -211,8 +202,7 @@ mod tests {
         let cfg = json!({
             "max": 5,
             "command": format!("echo {{size}} {{pool}} $VESPENE_POOL_SIZE $VESPENE_POOL_WORKERS > {}", out.display()),
-        })
-        .to_string();
+        });
         let host = RecordingHost::new();
         let status = status("it's $HOME {size}", 4, 0, 1);
         let plan = ScalePlan { size: 4, reason: "busy".into() };
@@ -225,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_failing_command_fails_the_scaling() {
-        let cfg = r#"{"max": 5, "command": "echo no quota left; exit 7"}"#;
+        let cfg = &json!({"max": 5, "command": "echo no quota left; exit 7"});
         let err =
             scale(cfg, &status("gpu", 1, 0, 0), &ScalePlan { size: 1, reason: String::new() }, &RecordingHost::new())
                 .unwrap_err();
@@ -236,7 +226,7 @@ mod tests {
     fn plans_outside_the_bounds_and_cancelled_builds_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("ran");
-        let cfg = json!({"min": 1, "max": 5, "command": format!("touch {}", marker.display())}).to_string();
+        let cfg = json!({"min": 1, "max": 5, "command": format!("touch {}", marker.display())});
         let host = RecordingHost::new();
         for size in [0, 6] {
             let err =
@@ -258,15 +248,15 @@ mod tests {
 
     #[test]
     fn bad_configurations_name_the_parameter() {
-        let command = "parameter 'command' (a shell command line) is required".to_string();
+        let name = plugin_name!();
+        let invalid = |parameter: &str, problem: &str| {
+            format!("parameter '{parameter}' of autoscaler plugin {name}: invalid {problem}, expected u64")
+        };
         let cases = [
-            (json!({"command": "true"}), "parameter 'max' (a number of workers) is required".to_string()),
-            (json!({"max": -1, "command": "true"}), "parameter 'max' must be a whole number, not -1".to_string()),
-            (json!({"max": 2.5, "command": "true"}), "parameter 'max' must be a whole number, not 2.5".to_string()),
-            (
-                json!({"min": "1", "max": 2, "command": "true"}),
-                "parameter 'min' must be a whole number, not \"1\"".to_string(),
-            ),
+            (json!({"command": "true"}), format!("parameter 'max' of autoscaler plugin {name} is required")),
+            (json!({"max": -1, "command": "true"}), invalid("max", "value: integer `-1`")),
+            (json!({"max": 2.5, "command": "true"}), invalid("max", "type: floating point `2.5`")),
+            (json!({"min": "1", "max": 2, "command": "true"}), invalid("min", "type: string \"1\"")),
             (
                 json!({"min": 3, "max": 2, "command": "true"}),
                 "parameter 'max' (2) must not be less than 'min' (3)".to_string(),
@@ -275,16 +265,22 @@ mod tests {
                 json!({"max": 2, "per_worker": 0, "command": "true"}),
                 "parameter 'per_worker' must be at least 1".to_string(),
             ),
-            (json!({"max": 2}), command.clone()),
-            (json!({"max": 2, "command": " "}), command.clone()),
-            (json!({"max": 2, "command": ["true"]}), command),
+            (json!({"max": 2}), format!("parameter 'command' of autoscaler plugin {name} is required")),
+            (
+                json!({"max": 2, "command": " "}),
+                "parameter 'command' (a shell command line) must not be empty".to_string(),
+            ),
+            (
+                json!({"max": 2, "command": ["true"]}),
+                format!("parameter 'command' of autoscaler plugin {name}: invalid type: sequence, expected a string"),
+            ),
             (
                 json!({"max": 2, "command": "true", "pool": "x"}),
-                format!("unknown parameter 'pool' for autoscaler plugin {NAME}"),
+                format!("unknown parameter 'pool' for autoscaler plugin {name}"),
             ),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(autoscaler_from::<CommandAutoscaler>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::autoscaler::<CommandAutoscaler>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
     }
 }

@@ -29,24 +29,29 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
+use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::Value;
 use vespene_plugin_api::{
-    export_plugin, params, CommandRequest, Host, Isolation, IsolationContext, Kind, PluginResult, StreamName,
+    export_plugin, params, plugin_name, CommandRequest, Host, Isolation, IsolationContext, Kind, PluginResult,
+    StreamName,
 };
 
-/// The plugin's name, for messages.
-const NAME: &str = "template";
-
-/// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["shell", "extra_env"];
-
 /// The example isolation plugin: the launch script under a shell, unisolated.
-#[derive(Debug)]
+/// Its parameters are read straight into it.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
 pub struct ShellIsolation {
-    /// The interpreter the script is handed to.
+    /// The interpreter the script is handed to (default `/bin/sh`).
+    #[serde(default = "default_shell")]
     shell: String,
     /// Variables added to the build's environment (which wins on a clash).
+    #[serde(default)]
     extra_env: BTreeMap<String, String>,
+}
+
+/// The default of `shell`.
+fn default_shell() -> String {
+    "/bin/sh".to_string()
 }
 
 impl ShellIsolation {
@@ -78,25 +83,14 @@ impl ShellIsolation {
 
 impl Isolation for ShellIsolation {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Isolation, NAME, PARAMETERS)?;
-        let shell = match params.get("shell") {
-            None => "/bin/sh".to_string(),
-            Some(Value::String(s)) if Path::new(s).is_absolute() => s.clone(),
-            Some(other) => return Err(format!("parameter 'shell' must be an absolute path, not {other}")),
-        };
-        let extra_env = match params.get("extra_env") {
-            None => BTreeMap::new(),
-            Some(Value::Object(vars)) => vars
-                .iter()
-                .map(|(name, value)| match value {
-                    Value::String(v) if !name.is_empty() && !name.contains('=') => Ok((name.clone(), v.clone())),
-                    Value::String(_) => Err(format!("parameter 'extra_env' has an invalid variable name '{name}'")),
-                    other => Err(format!("parameter 'extra_env': the value of '{name}' must be a string, not {other}")),
-                })
-                .collect::<PluginResult<_>>()?,
-            Some(other) => return Err(format!("parameter 'extra_env' must be a table of strings, not {other}")),
-        };
-        Ok(ShellIsolation { shell, extra_env })
+        let isolation: ShellIsolation = params::parse(config, Kind::Isolation, plugin_name!())?;
+        if !Path::new(&isolation.shell).is_absolute() {
+            return Err(format!("parameter 'shell' must be an absolute path, not {:?}", isolation.shell));
+        }
+        if let Some(name) = isolation.extra_env.keys().find(|name| name.is_empty() || name.contains('=')) {
+            return Err(format!("parameter 'extra_env' has an invalid variable name '{name}'"));
+        }
+        Ok(isolation)
     }
 
     fn execute(&self, context: &IsolationContext, host: &Host<'_>) -> PluginResult<i32> {
@@ -111,7 +105,6 @@ impl Isolation for ShellIsolation {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example isolation: runs the launch script with a shell in the build root",
     isolation: ShellIsolation,
 }
@@ -121,11 +114,11 @@ mod tests {
     use std::fs;
     use std::path::Path;
 
-    use vespene_plugin_api::serde_json::json;
-    use vespene_plugin_api::testkit::{fake_build, fake_project, isolation_from, to_json, RecordingHost};
-    use vespene_plugin_api::IsolationContext;
+    use vespene_plugin_api::serde_json::{json, Value};
+    use vespene_plugin_api::testkit::{self, fake_build, fake_project, RecordingHost};
+    use vespene_plugin_api::{plugin_name, IsolationContext, PluginResult};
 
-    use super::{ShellIsolation, NAME};
+    use super::ShellIsolation;
 
     const SCRIPT: &str =
         "#!/bin/sh\necho \"in $(pwd)\"\necho \"greeting=$GREETING build=$BUILD_ID\"\necho oops >&2\nexit 3\n";
@@ -146,9 +139,8 @@ mod tests {
         (root, ctx)
     }
 
-    fn execute(config_json: &str, ctx: &IsolationContext, host: &RecordingHost) -> Result<i32, String> {
-        let isolation = isolation_from::<ShellIsolation>(config_json)?;
-        isolation.execute(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    fn execute(config: Value, ctx: &IsolationContext, host: &RecordingHost) -> PluginResult<i32> {
+        testkit::isolation::<ShellIsolation>(config)?.execute(ctx, host)
     }
 
     #[test]
@@ -156,7 +148,7 @@ mod tests {
         let (root, ctx) = build_root(SCRIPT);
         let host = RecordingHost::new();
 
-        let code = execute(r#"{"extra_env": {"GREETING": "hi"}}"#, &ctx, &host).unwrap();
+        let code = execute(json!({"extra_env": {"GREETING": "hi"}}), &ctx, &host).unwrap();
 
         assert_eq!(code, 3);
         let script = root.path().join("vespene_launch.sh");
@@ -169,7 +161,7 @@ mod tests {
     fn the_builds_environment_wins_over_extra_env() {
         let (_root, ctx) = build_root(SCRIPT);
         let host = RecordingHost::new();
-        execute(r#"{"extra_env": {"GREETING": "hi", "BUILD_ID": "forged"}}"#, &ctx, &host).unwrap();
+        execute(json!({"extra_env": {"GREETING": "hi", "BUILD_ID": "forged"}}), &ctx, &host).unwrap();
         assert_eq!(host.outputs()[1], "greeting=hi build=42");
     }
 
@@ -177,11 +169,11 @@ mod tests {
     fn a_configured_shell_runs_the_script() {
         let (_root, ctx) = build_root("echo $0 ran me; exit 0\n");
         let host = RecordingHost::new();
-        let code = execute(r#"{"shell": "/bin/sh"}"#, &ctx, &host).unwrap();
+        let code = execute(json!({"shell": "/bin/sh"}), &ctx, &host).unwrap();
         assert_eq!(code, 0);
         assert!(host.outputs()[0].ends_with("vespene_launch.sh ran me"), "{:?}", host.outputs());
 
-        let err = execute(r#"{"shell": "/nonexistent/shell"}"#, &ctx, &RecordingHost::new()).unwrap_err();
+        let err = execute(json!({"shell": "/nonexistent/shell"}), &ctx, &RecordingHost::new()).unwrap_err();
         assert!(err.starts_with("cannot start /nonexistent/shell"), "{err}");
     }
 
@@ -190,7 +182,7 @@ mod tests {
         let (_root, ctx) = build_root(SCRIPT);
         let host = RecordingHost::new();
         host.cancel();
-        assert_eq!(execute("{}", &ctx, &host).unwrap_err(), "build was cancelled");
+        assert_eq!(execute(json!({}), &ctx, &host).unwrap_err(), "build was cancelled");
         assert!(host.outputs().is_empty(), "the script did not run");
     }
 
@@ -199,11 +191,11 @@ mod tests {
         let (root, mut ctx) = build_root(SCRIPT);
         for script in ["../vespene_launch.sh", "/bin/true", ""] {
             ctx.launch_script = script.to_string();
-            let err = execute("{}", &ctx, &RecordingHost::new()).unwrap_err();
+            let err = execute(json!({}), &ctx, &RecordingHost::new()).unwrap_err();
             assert_eq!(err, format!("launch script '{script}' is not a file name inside the build root"));
         }
         ctx.launch_script = "missing.sh".to_string();
-        let err = execute("{}", &ctx, &RecordingHost::new()).unwrap_err();
+        let err = execute(json!({}), &ctx, &RecordingHost::new()).unwrap_err();
         assert_eq!(
             err,
             format!("launch script {} does not exist", Path::new(&ctx.build_root).join("missing.sh").display())
@@ -213,24 +205,27 @@ mod tests {
 
     #[test]
     fn bad_configurations_name_the_parameter() {
+        let name = plugin_name!();
         let cases = [
             (
                 json!({"extra_env": ["A=1"]}),
-                "parameter 'extra_env' must be a table of strings, not [\"A=1\"]".to_string(),
+                format!("parameter 'extra_env' of isolation plugin {name}: invalid type: sequence, expected a map"),
             ),
             (
                 json!({"extra_env": {"A": 1}}),
-                "parameter 'extra_env': the value of 'A' must be a string, not 1".to_string(),
+                format!(
+                    "parameter 'extra_env.A' of isolation plugin {name}: invalid type: integer `1`, expected a string"
+                ),
             ),
             (
                 json!({"extra_env": {"A=B": "1"}}),
                 "parameter 'extra_env' has an invalid variable name 'A=B'".to_string(),
             ),
             (json!({"shell": "sh"}), "parameter 'shell' must be an absolute path, not \"sh\"".to_string()),
-            (json!({"env": {}}), format!("unknown parameter 'env' for isolation plugin {NAME}")),
+            (json!({"env": {}}), format!("unknown parameter 'env' for isolation plugin {name}")),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(isolation_from::<ShellIsolation>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::isolation::<ShellIsolation>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
     }
 }

@@ -28,16 +28,20 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::Value;
 use vespene_plugin_api::{
-    export_plugin, params, CommandRequest, Host, Kind, Organization, PluginResult, RepositoryRef, StreamName,
+    export_plugin, params, plugin_name, CommandRequest, Host, Kind, Organization, PluginResult, RepositoryRef,
+    StreamName,
 };
 
-/// The plugin's name, for messages.
-const NAME: &str = "template";
-
-/// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["root"];
+/// The parameters this plugin takes; any other key is a configuration error.
+#[derive(Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
+struct Parameters {
+    /// The directory organizations must be inside, if any.
+    root: Option<String>,
+}
 
 /// The example organization plugin: a directory of git repositories.
 #[derive(Debug)]
@@ -78,16 +82,16 @@ impl LocalRepositories {
 
 impl Organization for LocalRepositories {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Organization, NAME, PARAMETERS)?;
-        let root = match params.get("root") {
+        let Parameters { root } = params::parse(config, Kind::Organization, plugin_name!())?;
+        let root = match root {
             None => None,
-            Some(Value::String(root)) if Path::new(root).is_absolute() => Some(
-                fs::canonicalize(root)
+            Some(root) if Path::new(&root).is_absolute() => Some(
+                fs::canonicalize(&root)
                     .ok()
                     .filter(|r| r.is_dir())
                     .ok_or_else(|| format!("parameter 'root': {root} is not a directory"))?,
             ),
-            Some(other) => return Err(format!("parameter 'root' must be an absolute directory path, not {other}")),
+            Some(other) => return Err(format!("parameter 'root' must be an absolute directory path, not {other:?}")),
         };
         Ok(LocalRepositories { root })
     }
@@ -156,7 +160,6 @@ impl Organization for LocalRepositories {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example organization: imports the git repositories of a local directory",
     organization: LocalRepositories,
 }
@@ -167,12 +170,11 @@ mod tests {
     use std::path::Path;
     use std::process::Command;
 
-    use vespene_plugin_api::abi::OrganizationBox;
-    use vespene_plugin_api::serde_json::{self, json};
-    use vespene_plugin_api::testkit::{organization_from, to_json, RecordingHost};
-    use vespene_plugin_api::RepositoryRef;
+    use vespene_plugin_api::serde_json::{json, Value};
+    use vespene_plugin_api::testkit::{self, RecordingHost, TestOrganization};
+    use vespene_plugin_api::{plugin_name, RepositoryRef};
 
-    use super::{LocalRepositories, NAME};
+    use super::LocalRepositories;
 
     /// Runs git in `dir`, with an identity so commits work on any machine.
     fn git(dir: &Path, args: &[&str]) -> String {
@@ -211,22 +213,22 @@ mod tests {
         org
     }
 
-    fn organization(dir: &Path) -> String {
-        json!({"name": "local", "organization_identifier": dir}).to_string()
+    /// The organization JSON the server hands the plugin.
+    fn organization(dir: &Path) -> Value {
+        json!({"name": "local", "organization_identifier": dir})
     }
 
-    fn find(plugin: &OrganizationBox, org: &str, host: &RecordingHost) -> Result<Vec<RepositoryRef>, String> {
-        let answer = plugin.find_repos(org.into(), &host.host()).into_result()?;
-        Ok(serde_json::from_str(&answer).unwrap())
+    /// The plugin without `root`.
+    fn plugin() -> TestOrganization {
+        testkit::organization::<LocalRepositories>(json!({})).unwrap()
     }
 
     #[test]
     fn lists_the_git_repositories_sorted_by_name() {
         let org = organization_dir();
         let host = RecordingHost::new();
-        let plugin = organization_from::<LocalRepositories>("{}").unwrap();
 
-        let repos = find(&plugin, &organization(org.path()), &host).unwrap();
+        let repos = plugin().find_repos(&organization(org.path()), &host).unwrap();
 
         let resolved = fs::canonicalize(org.path()).unwrap();
         let expected: Vec<RepositoryRef> = [("alpha", "alpha"), ("mid", "mid.git"), ("zeta", "zeta")]
@@ -246,9 +248,8 @@ mod tests {
         let org = organization_dir();
         git(org.path(), &["clone", "-q", "--bare", "zeta", "zeta.git"]);
         let host = RecordingHost::new();
-        let plugin = organization_from::<LocalRepositories>("{}").unwrap();
 
-        let repos = find(&plugin, &organization(org.path()), &host).unwrap();
+        let repos = plugin().find_repos(&organization(org.path()), &host).unwrap();
 
         let names: Vec<&str> = repos.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["alpha", "mid", "zeta"]);
@@ -263,18 +264,13 @@ mod tests {
         let org = organization_dir();
         let dest = tempfile::tempdir().unwrap();
         let host = RecordingHost::new();
-        let plugin = organization_from::<LocalRepositories>("{}").unwrap();
-        let repos = find(&plugin, &organization(org.path()), &host).unwrap();
+        let plugin = plugin();
+        let repos = plugin.find_repos(&organization(org.path()), &host).unwrap();
         // A second commit, so a full clone would have two.
         git(&org.path().join("zeta"), &["commit", "-q", "--allow-empty", "-m", "second"]);
         let target = dest.path().join("zeta");
 
-        let repo = to_json(&repos[2]);
-        let org_json = organization(org.path());
-        plugin
-            .clone_repo(org_json.as_str().into(), repo.as_rstr(), target.to_str().unwrap().into(), &host.host())
-            .into_result()
-            .unwrap();
+        plugin.clone_repo(&organization(org.path()), &repos[2], target.to_str().unwrap(), &host).unwrap();
 
         assert_eq!(fs::read_to_string(target.join("README")).unwrap(), "zeta\n");
         assert_eq!(git(&target, &["rev-list", "--count", "HEAD"]), "1");
@@ -285,17 +281,10 @@ mod tests {
     #[test]
     fn a_failed_clone_says_so() {
         let dest = tempfile::tempdir().unwrap();
-        let plugin = organization_from::<LocalRepositories>("{}").unwrap();
-        let repo = to_json(&RepositoryRef {
-            name: "gone".into(),
-            clone_url: "file:///nonexistent/gone".into(),
-            ..Default::default()
-        });
+        let repo =
+            RepositoryRef { name: "gone".into(), clone_url: "file:///nonexistent/gone".into(), ..Default::default() };
         let target = dest.path().join("gone");
-        let err = plugin
-            .clone_repo("{}".into(), repo.as_rstr(), target.to_str().unwrap().into(), &RecordingHost::new().host())
-            .into_result()
-            .unwrap_err();
+        let err = plugin().clone_repo(&json!({}), &repo, target.to_str().unwrap(), &RecordingHost::new()).unwrap_err();
         assert!(err.starts_with("git clone of file:///nonexistent/gone failed with exit code 128: "), "{err}");
         assert!(!target.exists());
     }
@@ -304,18 +293,17 @@ mod tests {
     fn the_organization_must_be_a_directory_under_root() {
         let org = organization_dir();
         let host = RecordingHost::new();
-        let root = json!({"root": org.path().join("notes")}).to_string();
-        let plugin = organization_from::<LocalRepositories>(&root).unwrap();
-        let err = find(&plugin, &organization(org.path()), &host).unwrap_err();
+        let root = json!({"root": org.path().join("notes")});
+        let plugin = testkit::organization::<LocalRepositories>(root).unwrap();
+        let err = plugin.find_repos(&organization(org.path()), &host).unwrap_err();
         assert!(
             err.ends_with(&format!("is outside {}", fs::canonicalize(org.path().join("notes")).unwrap().display())),
             "{err}"
         );
 
-        let root = json!({"root": org.path()}).to_string();
-        let plugin = organization_from::<LocalRepositories>(&root).unwrap();
-        assert_eq!(find(&plugin, &organization(org.path()), &host).unwrap().len(), 3);
-        assert!(find(&plugin, &organization(&org.path().join("notes")), &host).unwrap().is_empty());
+        let plugin = testkit::organization::<LocalRepositories>(json!({"root": org.path()})).unwrap();
+        assert_eq!(plugin.find_repos(&organization(org.path()), &host).unwrap().len(), 3);
+        assert!(plugin.find_repos(&organization(&org.path().join("notes")), &host).unwrap().is_empty());
 
         let cases = [
             (json!({}), "the organization's organization_identifier must be a directory path".to_string()),
@@ -329,21 +317,24 @@ mod tests {
             ),
         ];
         for (organization, expected) in cases {
-            let organization = organization.to_string();
-            assert_eq!(find(&plugin, &organization, &host).unwrap_err(), expected, "{organization}");
+            assert_eq!(plugin.find_repos(&organization, &host).unwrap_err(), expected, "{organization}");
         }
     }
 
     #[test]
     fn bad_configurations_name_the_parameter() {
+        let name = plugin_name!();
         let cases = [
-            (json!({"root": 1}), "parameter 'root' must be an absolute directory path, not 1".to_string()),
+            (
+                json!({"root": 1}),
+                format!("parameter 'root' of organization plugin {name}: invalid type: integer `1`, expected a string"),
+            ),
             (json!({"root": "srv"}), "parameter 'root' must be an absolute directory path, not \"srv\"".to_string()),
             (json!({"root": "/nonexistent/git"}), "parameter 'root': /nonexistent/git is not a directory".to_string()),
-            (json!({"dir": "/"}), format!("unknown parameter 'dir' for organization plugin {NAME}")),
+            (json!({"dir": "/"}), format!("unknown parameter 'dir' for organization plugin {name}")),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(organization_from::<LocalRepositories>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::organization::<LocalRepositories>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
     }
 }

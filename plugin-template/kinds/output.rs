@@ -20,15 +20,17 @@
 //! adapt it, change [`Redactor::redact`]; to drop a line, remove it from
 //! `lines` in `filter`; to write lines elsewhere, flush in `build_finished`.
 
-use vespene_plugin_api::abi_stable::std_types::{RString, RVec};
+use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::Value;
-use vespene_plugin_api::{export_plugin, params, BatchInfo, Kind, Output, OutputLine, PluginResult};
+use vespene_plugin_api::{export_plugin, params, plugin_name, BatchInfo, Kind, Lines, Output, PluginResult};
 
-/// The plugin's name, for messages.
-const NAME: &str = "template";
-
-/// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["words"];
+/// The parameters this plugin takes; any other key is a configuration error.
+#[derive(Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
+struct Parameters {
+    /// The words to redact: at least one, none empty.
+    words: Vec<String>,
+}
 
 /// What a redacted word is replaced with.
 pub const MASK: &str = "****";
@@ -67,9 +69,9 @@ impl Redactor {
     }
 
     /// `text` with every word replaced, or `None` when nothing matches.
-    pub fn redact(&self, text: &str) -> Option<RString> {
+    pub fn redact(&self, text: &str) -> Option<String> {
         let (mut start, mut len) = self.first_match(text)?;
-        let mut redacted = RString::with_capacity(text.len());
+        let mut redacted = String::with_capacity(text.len());
         let mut rest = text;
         loop {
             redacted.push_str(&rest[..start]);
@@ -87,26 +89,22 @@ impl Redactor {
 
 impl Output for Redactor {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Output, NAME, PARAMETERS)?;
-        let mut words = match params.get("words") {
-            Some(Value::Array(words)) if !words.is_empty() => words
-                .iter()
-                .map(|word| match word.as_str() {
-                    Some(w) if !w.is_empty() => Ok(w.to_string()),
-                    _ => Err(format!("parameter 'words' must hold non-empty strings, not {word}")),
-                })
-                .collect::<PluginResult<Vec<_>>>()?,
-            _ => return Err("parameter 'words' (a non-empty list of strings) is required".to_string()),
-        };
+        let Parameters { mut words } = params::parse(config, Kind::Output, plugin_name!())?;
+        if words.is_empty() {
+            return Err("parameter 'words' must list at least one word".to_string());
+        }
+        if words.iter().any(String::is_empty) {
+            return Err("parameter 'words' must not hold an empty word".to_string());
+        }
         words.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         words.dedup();
         Ok(Redactor { words })
     }
 
-    fn filter(&self, _info: &BatchInfo, lines: &mut RVec<OutputLine>) -> PluginResult<()> {
+    fn filter(&self, _info: &BatchInfo, lines: &mut Lines) -> PluginResult<()> {
         for line in lines.iter_mut() {
-            if let Some(text) = self.redact(&line.text) {
-                line.text = text;
+            if let Some(text) = self.redact(line.text()) {
+                line.set_text(text);
             }
         }
         Ok(())
@@ -114,77 +112,81 @@ impl Output for Redactor {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example output filter: replaces configured words in build logs by ****",
     output: Redactor,
 }
 
 #[cfg(test)]
 mod tests {
-    use vespene_plugin_api::abi::Stream;
-    use vespene_plugin_api::serde_json::json;
-    use vespene_plugin_api::testkit::{fake_lines, output_from};
+    use vespene_plugin_api::serde_json::{json, Value};
+    use vespene_plugin_api::testkit::{self, fake_lines};
+    use vespene_plugin_api::{plugin_name, Stream};
 
-    use super::{Redactor, NAME};
+    use super::Redactor;
 
-    fn filter(config_json: &str, texts: &[&str]) -> Vec<String> {
-        let output = output_from::<Redactor>(config_json).unwrap();
-        let (info, lines) = fake_lines(texts, 0);
-        let lines = output.filter(info, lines).into_result().unwrap();
-        lines.iter().map(|l| l.text.to_string()).collect()
+    fn filter(config: Value, texts: &[&str]) -> Vec<String> {
+        testkit::output::<Redactor>(config).unwrap().filter(texts, 0).unwrap()
     }
 
     #[test]
     fn replaces_every_occurrence_of_every_word() {
-        let cfg = r#"{"words": ["hunter2", "db.internal"]}"#;
+        let cfg = json!({"words": ["hunter2", "db.internal"]});
         let out = filter(cfg, &["password hunter2 for db.internal", "hunter2hunter2!", "nothing here", ""]);
         assert_eq!(out, ["password **** for ****", "********!", "nothing here", ""]);
     }
 
     #[test]
     fn the_longest_of_overlapping_words_wins() {
-        let cfg = r#"{"words": ["secret", "secretpass", "pass"]}"#;
+        let cfg = json!({"words": ["secret", "secretpass", "pass"]});
         assert_eq!(filter(cfg, &["a secretpass, a secret, a pass"]), ["a ****, a ****, a ****"]);
         // "cretpa" starts earlier than "pass", so it is the one replaced.
-        assert_eq!(filter(r#"{"words": ["pass", "cretpa"]}"#, &["secretpass"]), ["se****ss"]);
+        assert_eq!(filter(json!({"words": ["pass", "cretpa"]}), &["secretpass"]), ["se****ss"]);
     }
 
     #[test]
     fn works_on_multibyte_text() {
-        assert_eq!(filter(r#"{"words": ["clé", "ü"]}"#, &["la clé: über"]), ["la ****: ****ber"]);
+        assert_eq!(filter(json!({"words": ["clé", "ü"]}), &["la clé: über"]), ["la ****: ****ber"]);
         // The search for "y" after "€" was found must not cut the "€" in two.
-        assert_eq!(filter(r#"{"words": ["€", "y"]}"#, &["x€ y €"]), ["x**** **** ****"]);
+        assert_eq!(filter(json!({"words": ["€", "y"]}), &["x€ y €"]), ["x**** **** ****"]);
     }
 
     #[test]
     fn message_lines_are_redacted_too_and_untouched_lines_are_not_copied() {
-        let output = output_from::<Redactor>(r#"{"words": ["hunter2"]}"#).unwrap();
+        let output = testkit::output::<Redactor>(json!({"words": ["hunter2"]})).unwrap();
         let (info, mut lines) = fake_lines(&["clean line", "cloning with hunter2"], 1500);
         lines[1].stream = Stream::Message;
-        let clean_buffer = lines[0].text.as_ptr();
+        let clean_buffer = lines[0].text().as_ptr();
 
-        let lines = output.filter(info, lines).into_result().unwrap();
+        let lines = output.filter_lines(&info, lines).unwrap();
 
-        assert_eq!(lines[0].text.as_str(), "clean line");
-        assert_eq!(lines[0].text.as_ptr(), clean_buffer, "a line without a match keeps its buffer");
-        assert_eq!(lines[1].text.as_str(), "cloning with ****");
+        assert_eq!(lines[0].text(), "clean line");
+        assert_eq!(lines[0].text().as_ptr(), clean_buffer, "a line without a match keeps its buffer");
+        assert_eq!(lines[1].text(), "cloning with ****");
         assert_eq!((lines[1].stream, lines[1].at_unix_ms), (Stream::Message, 1500));
-        output.build_finished(info).into_result().unwrap();
+        output.build_finished(&info).unwrap();
     }
 
     #[test]
     fn bad_configurations_name_the_parameter() {
-        let required = "parameter 'words' (a non-empty list of strings) is required".to_string();
+        let name = plugin_name!();
         let cases = [
-            (json!({}), required.clone()),
-            (json!({"words": []}), required.clone()),
-            (json!({"words": "hunter2"}), required),
-            (json!({"words": ["a", 1]}), "parameter 'words' must hold non-empty strings, not 1".to_string()),
-            (json!({"words": [""]}), "parameter 'words' must hold non-empty strings, not \"\"".to_string()),
-            (json!({"words": ["a"], "mask": "x"}), format!("unknown parameter 'mask' for output plugin {NAME}")),
+            (json!({}), format!("parameter 'words' of output plugin {name} is required")),
+            (json!({"words": []}), "parameter 'words' must list at least one word".to_string()),
+            (
+                json!({"words": "hunter2"}),
+                format!(
+                    "parameter 'words' of output plugin {name}: invalid type: string \"hunter2\", expected a sequence"
+                ),
+            ),
+            (
+                json!({"words": ["a", 1]}),
+                format!("parameter 'words[1]' of output plugin {name}: invalid type: integer `1`, expected a string"),
+            ),
+            (json!({"words": ["a", ""]}), "parameter 'words' must not hold an empty word".to_string()),
+            (json!({"words": ["a"], "mask": "x"}), format!("unknown parameter 'mask' for output plugin {name}")),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(output_from::<Redactor>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::output::<Redactor>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
     }
 }

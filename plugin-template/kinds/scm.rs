@@ -34,14 +34,20 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::Value;
-use vespene_plugin_api::{export_plugin, params, CheckoutResult, Host, Kind, PluginResult, Scm, ScmContext};
+use vespene_plugin_api::{
+    export_plugin, params, plugin_name, CheckoutResult, Host, Kind, PluginResult, Scm, ScmContext,
+};
 
-/// The plugin's name, for messages.
-const NAME: &str = "template";
-
-/// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["exclude"];
+/// The parameters this plugin takes; any other key is a configuration error.
+#[derive(Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
+struct Parameters {
+    /// File or directory names to skip at any depth.
+    #[serde(default)]
+    exclude: Vec<String>,
+}
 
 /// Directory entries that are never copied.
 const ALWAYS_SKIPPED: &str = ".git";
@@ -194,19 +200,11 @@ fn source_dir(repo_url: &str) -> PluginResult<PathBuf> {
 
 impl Scm for DirectoryCopy {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Scm, NAME, PARAMETERS)?;
-        let exclude = match params.get("exclude") {
-            None => Vec::new(),
-            Some(Value::Array(names)) => names
-                .iter()
-                .map(|name| match name.as_str() {
-                    Some(n) if !n.is_empty() && !n.contains('/') => Ok(OsString::from(n)),
-                    _ => Err(format!("parameter 'exclude' must list file names (strings without '/'), not {name}")),
-                })
-                .collect::<PluginResult<_>>()?,
-            Some(other) => return Err(format!("parameter 'exclude' must be a list of file names, not {other}")),
-        };
-        Ok(DirectoryCopy { exclude })
+        let Parameters { exclude } = params::parse(config, Kind::Scm, plugin_name!())?;
+        if let Some(name) = exclude.iter().find(|n| n.is_empty() || n.contains('/')) {
+            return Err(format!("parameter 'exclude' must list file names (strings without '/'), not {name:?}"));
+        }
+        Ok(DirectoryCopy { exclude: exclude.into_iter().map(OsString::from).collect() })
     }
 
     fn checkout(&self, context: &ScmContext, host: &Host<'_>) -> PluginResult<CheckoutResult> {
@@ -252,7 +250,6 @@ impl Scm for DirectoryCopy {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example SCM: copies a local directory into the build, revision = content hash",
     scm: DirectoryCopy,
 }
@@ -263,11 +260,11 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
-    use vespene_plugin_api::serde_json::json;
-    use vespene_plugin_api::testkit::{fake_build, fake_project, scm_from, to_json, RecordingHost};
-    use vespene_plugin_api::{CheckoutResult, ScmContext};
+    use vespene_plugin_api::serde_json::{json, Value};
+    use vespene_plugin_api::testkit::{self, fake_build, fake_project, RecordingHost};
+    use vespene_plugin_api::{plugin_name, CheckoutResult, PluginResult, ScmContext};
 
-    use super::{DirectoryCopy, Fnv128, NAME};
+    use super::{DirectoryCopy, Fnv128};
 
     fn context(repo_url: &str, work_dir: &Path) -> ScmContext {
         ScmContext {
@@ -279,10 +276,8 @@ mod tests {
         }
     }
 
-    fn checkout(config_json: &str, ctx: &ScmContext, host: &RecordingHost) -> Result<CheckoutResult, String> {
-        let scm = scm_from::<DirectoryCopy>(config_json)?;
-        let answer = scm.checkout(to_json(ctx).as_rstr(), &host.host()).into_result()?;
-        Ok(vespene_plugin_api::serde_json::from_str(&answer).unwrap())
+    fn checkout(config: Value, ctx: &ScmContext, host: &RecordingHost) -> PluginResult<CheckoutResult> {
+        testkit::scm::<DirectoryCopy>(config)?.checkout(ctx, host)
     }
 
     /// A source tree with a nested file, an executable, a link, `.git` and `target`.
@@ -302,10 +297,10 @@ mod tests {
         src
     }
 
-    fn revision_of(src: &Path, config_json: &str) -> String {
+    fn revision_of(src: &Path, config: Value) -> String {
         let work = tempfile::tempdir().unwrap();
         let ctx = context(&src.to_string_lossy(), work.path());
-        checkout(config_json, &ctx, &RecordingHost::new()).unwrap().revision.unwrap()
+        checkout(config, &ctx, &RecordingHost::new()).unwrap().revision.unwrap()
     }
 
     #[test]
@@ -315,7 +310,7 @@ mod tests {
         let host = RecordingHost::new();
         let ctx = context(&format!("file://{}", src.path().display()), work.path());
 
-        let result = checkout(r#"{"exclude": ["target"]}"#, &ctx, &host).unwrap();
+        let result = checkout(json!({"exclude": ["target"]}), &ctx, &host).unwrap();
 
         let w = work.path();
         assert_eq!(fs::read_to_string(w.join("README")).unwrap(), "read me\n");
@@ -340,25 +335,25 @@ mod tests {
     #[test]
     fn the_revision_follows_the_contents() {
         let src = source_tree();
-        let first = revision_of(src.path(), "{}");
-        assert_eq!(revision_of(src.path(), "{}"), first, "an unchanged tree keeps its revision");
+        let first = revision_of(src.path(), json!({}));
+        assert_eq!(revision_of(src.path(), json!({})), first, "an unchanged tree keeps its revision");
 
         // Skipped content does not count.
         fs::write(src.path().join(".git/HEAD"), "ref: refs/heads/other\n").unwrap();
-        assert_eq!(revision_of(src.path(), "{}"), first);
+        assert_eq!(revision_of(src.path(), json!({})), first);
 
         fs::write(src.path().join("README"), "read me!\n").unwrap();
-        let edited = revision_of(src.path(), "{}");
+        let edited = revision_of(src.path(), json!({}));
         assert_ne!(edited, first, "changed contents");
 
         fs::rename(src.path().join("README"), src.path().join("README.txt")).unwrap();
-        let renamed = revision_of(src.path(), "{}");
+        let renamed = revision_of(src.path(), json!({}));
         assert_ne!(renamed, edited, "renamed file");
 
         fs::set_permissions(src.path().join("README.txt"), fs::Permissions::from_mode(0o755)).unwrap();
-        assert_ne!(revision_of(src.path(), "{}"), renamed, "made executable");
+        assert_ne!(revision_of(src.path(), json!({})), renamed, "made executable");
 
-        assert_ne!(revision_of(src.path(), r#"{"exclude": ["target"]}"#), revision_of(src.path(), "{}"));
+        assert_ne!(revision_of(src.path(), json!({"exclude": ["target"]})), revision_of(src.path(), json!({})));
     }
 
     #[test]
@@ -368,7 +363,7 @@ mod tests {
         let host = RecordingHost::new();
         let mut ctx = context(&src.path().to_string_lossy(), work.path());
         ctx.branch = Some("main".to_string());
-        checkout("{}", &ctx, &host).unwrap();
+        checkout(json!({}), &ctx, &host).unwrap();
         assert_eq!(host.messages()[0], "branch 'main' ignored: a directory has no branches");
     }
 
@@ -378,7 +373,7 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let host = RecordingHost::new();
         host.cancel();
-        let err = checkout("{}", &context(&src.path().to_string_lossy(), work.path()), &host).unwrap_err();
+        let err = checkout(json!({}), &context(&src.path().to_string_lossy(), work.path()), &host).unwrap_err();
         assert_eq!(err, "checkout was cancelled");
         assert!(!work.path().join("README").exists());
     }
@@ -390,14 +385,14 @@ mod tests {
         let host = RecordingHost::new();
         let missing = src.path().join("nope");
 
-        let err = checkout("{}", &context(&missing.to_string_lossy(), work.path()), &host).unwrap_err();
+        let err = checkout(json!({}), &context(&missing.to_string_lossy(), work.path()), &host).unwrap_err();
         assert_eq!(err, format!("repository '{}' is not a directory", missing.display()));
 
-        let err = checkout("{}", &context("relative/dir", work.path()), &host).unwrap_err();
+        let err = checkout(json!({}), &context("relative/dir", work.path()), &host).unwrap_err();
         assert_eq!(err, "repository 'relative/dir' must be an absolute path or a file:// URL");
 
         let inside = src.path().join("src/out");
-        let err = checkout("{}", &context(&src.path().to_string_lossy(), &inside), &host).unwrap_err();
+        let err = checkout(json!({}), &context(&src.path().to_string_lossy(), &inside), &host).unwrap_err();
         assert!(err.contains("is inside the repository"), "{err}");
     }
 
@@ -412,24 +407,27 @@ mod tests {
 
     #[test]
     fn bad_configurations_name_the_parameter() {
+        let name = plugin_name!();
         let cases = [
             (
                 json!({"exclude": "target"}),
-                "parameter 'exclude' must be a list of file names, not \"target\"".to_string(),
+                format!(
+                    "parameter 'exclude' of scm plugin {name}: invalid type: string \"target\", expected a sequence"
+                ),
             ),
             (
                 json!({"exclude": [1]}),
-                "parameter 'exclude' must list file names (strings without '/'), not 1".to_string(),
+                format!("parameter 'exclude[0]' of scm plugin {name}: invalid type: integer `1`, expected a string"),
             ),
             (
                 json!({"exclude": ["a/b"]}),
                 "parameter 'exclude' must list file names (strings without '/'), not \"a/b\"".to_string(),
             ),
-            (json!({"exlude": []}), format!("unknown parameter 'exlude' for scm plugin {NAME}")),
+            (json!({"exlude": []}), format!("unknown parameter 'exlude' for scm plugin {name}")),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(scm_from::<DirectoryCopy>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::scm::<DirectoryCopy>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
-        assert!(scm_from::<DirectoryCopy>("").is_ok(), "no parameters at all");
+        assert!(testkit::scm::<DirectoryCopy>(Value::Null).is_ok(), "no parameters at all");
     }
 }

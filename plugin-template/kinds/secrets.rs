@@ -31,14 +31,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::Value;
-use vespene_plugin_api::{export_plugin, params, Kind, PluginResult, Secrets};
+use vespene_plugin_api::{export_plugin, params, plugin_name, Kind, PluginResult, Secrets};
 
-/// The plugin's name, for messages.
-const NAME: &str = "template";
-
-/// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["dir"];
+/// The parameters this plugin takes; any other key is a configuration error.
+#[derive(Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
+struct Parameters {
+    /// The directory holding the secret files: absolute, private to the server's user.
+    dir: String,
+}
 
 /// What every value this plugin stores starts with. Bump the version when the
 /// format changes, and keep reading the old one.
@@ -77,12 +80,11 @@ impl FileSecrets {
 
 impl Secrets for FileSecrets {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Secrets, NAME, PARAMETERS)?;
-        let dir = match params.get("dir") {
-            Some(Value::String(dir)) if Path::new(dir).is_absolute() => PathBuf::from(dir),
-            Some(other) => return Err(format!("parameter 'dir' must be an absolute directory path, not {other}")),
-            None => return Err("parameter 'dir' (the directory holding the secrets) is required".to_string()),
-        };
+        let Parameters { dir } = params::parse(config, Kind::Secrets, plugin_name!())?;
+        if !Path::new(&dir).is_absolute() {
+            return Err(format!("parameter 'dir' must be an absolute directory path, not {dir:?}"));
+        }
+        let dir = PathBuf::from(dir);
         let meta = fs::metadata(&dir)
             .ok()
             .filter(|m| m.is_dir())
@@ -127,7 +129,6 @@ impl Secrets for FileSecrets {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example secrets store: keeps each secret in a file (not encryption)",
     secrets: FileSecrets,
 }
@@ -137,16 +138,16 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
-    use vespene_plugin_api::abi::SecretsBox;
+    use vespene_plugin_api::plugin_name;
     use vespene_plugin_api::serde_json::json;
-    use vespene_plugin_api::testkit::secrets_from;
+    use vespene_plugin_api::testkit::{self, TestSecrets};
 
-    use super::{FileSecrets, HEADER, NAME};
+    use super::{FileSecrets, HEADER};
 
-    fn store() -> (tempfile::TempDir, SecretsBox) {
+    fn store() -> (tempfile::TempDir, TestSecrets) {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
-        let secrets = secrets_from::<FileSecrets>(&json!({"dir": dir.path()}).to_string()).unwrap();
+        let secrets = testkit::secrets::<FileSecrets>(json!({"dir": dir.path()})).unwrap();
         (dir, secrets)
     }
 
@@ -154,35 +155,35 @@ mod tests {
     fn cloaked_values_live_in_private_files_and_come_back() {
         let (dir, secrets) = store();
 
-        let stored = secrets.cloak("s3cr3t\nwith lines".into()).into_result().unwrap().to_string();
+        let stored = secrets.cloak("s3cr3t\nwith lines").unwrap();
 
         assert!(stored.starts_with(HEADER), "{stored}");
         assert!(!stored.contains("s3cr3t"));
-        assert!(secrets.recognizes(stored.as_str().into()));
+        assert!(secrets.recognizes(&stored));
         let file = dir.path().join(&stored[HEADER.len()..]);
         assert_eq!(fs::read_to_string(&file).unwrap(), "s3cr3t\nwith lines");
         assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(secrets.decloak(stored.as_str().into()).into_result().unwrap(), "s3cr3t\nwith lines");
+        assert_eq!(secrets.decloak(&stored).unwrap(), "s3cr3t\nwith lines");
     }
 
     #[test]
     fn every_cloak_makes_a_new_file() {
         let (dir, secrets) = store();
-        let first = secrets.cloak("same".into()).into_result().unwrap();
-        let second = secrets.cloak("same".into()).into_result().unwrap();
-        let empty = secrets.cloak("".into()).into_result().unwrap();
+        let first = secrets.cloak("same").unwrap();
+        let second = secrets.cloak("same").unwrap();
+        let empty = secrets.cloak("").unwrap();
         assert_ne!(first, second);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
-        assert_eq!(secrets.decloak(empty.as_rstr()).into_result().unwrap(), "");
+        assert_eq!(secrets.decloak(&empty).unwrap(), "");
     }
 
     #[test]
     fn other_headers_are_not_recognized() {
         let (_dir, secrets) = store();
         for stored in ["plain text", "[VESPENE-CLOAK][SYM][V1]abc", "[VESPENE-CLOAK][FILE][V2]abc", ""] {
-            assert!(!secrets.recognizes(stored.into()), "{stored}");
+            assert!(!secrets.recognizes(stored), "{stored}");
         }
-        let err = secrets.decloak("plain text".into()).into_result().unwrap_err();
+        let err = secrets.decloak("plain text").unwrap_err();
         assert_eq!(err, "not a value stored by the file secrets plugin");
     }
 
@@ -194,12 +195,12 @@ mod tests {
         fs::create_dir(&store).unwrap();
         fs::set_permissions(&store, fs::Permissions::from_mode(0o700)).unwrap();
         fs::write(outer.path().join("outside"), "x").unwrap();
-        let secrets = secrets_from::<FileSecrets>(&json!({"dir": store}).to_string()).unwrap();
+        let secrets = testkit::secrets::<FileSecrets>(json!({"dir": store})).unwrap();
         for name in ["../outside", "a/b", "/etc/passwd", "..", ""] {
-            let err = secrets.decloak(format!("{HEADER}{name}").as_str().into()).into_result().unwrap_err();
+            let err = secrets.decloak(&format!("{HEADER}{name}")).unwrap_err();
             assert_eq!(err, format!("invalid secret file name '{name}'"));
         }
-        let err = secrets.decloak(format!("{HEADER}removed").as_str().into()).into_result().unwrap_err();
+        let err = secrets.decloak(&format!("{HEADER}removed")).unwrap_err();
         assert!(err.starts_with(&format!("cannot read secret file {}", store.join("removed").display())), "{err}");
     }
 
@@ -211,9 +212,13 @@ mod tests {
         let open = dir.path().join("open");
         fs::create_dir(&open).unwrap();
         fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        let name = plugin_name!();
         let cases = [
-            (json!({}), "parameter 'dir' (the directory holding the secrets) is required".to_string()),
-            (json!({"dir": 1}), "parameter 'dir' must be an absolute directory path, not 1".to_string()),
+            (json!({}), format!("parameter 'dir' of secrets plugin {name} is required")),
+            (
+                json!({"dir": 1}),
+                format!("parameter 'dir' of secrets plugin {name}: invalid type: integer `1`, expected a string"),
+            ),
             (
                 json!({"dir": "secrets"}),
                 "parameter 'dir' must be an absolute directory path, not \"secrets\"".to_string(),
@@ -223,10 +228,10 @@ mod tests {
                 json!({"dir": open}),
                 format!("parameter 'dir': {} is open to other users (mode 755): make it 0700", open.display()),
             ),
-            (json!({"dir": dir.path(), "key": "x"}), format!("unknown parameter 'key' for secrets plugin {NAME}")),
+            (json!({"dir": dir.path(), "key": "x"}), format!("unknown parameter 'key' for secrets plugin {name}")),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(secrets_from::<FileSecrets>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::secrets::<FileSecrets>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
     }
 }

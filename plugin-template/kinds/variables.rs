@@ -30,24 +30,22 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::{Map, Value};
-use vespene_plugin_api::{export_plugin, params, Kind, PluginResult, Variables, VariablesContext};
-
-/// The plugin's name, for messages.
-const NAME: &str = "template";
-
-/// The parameters this plugin takes; anything else is a configuration error.
-const PARAMETERS: &[&str] = &["values", "override"];
+use vespene_plugin_api::{export_plugin, params, plugin_name, Kind, PluginResult, Variables, VariablesContext};
 
 /// The variables this plugin computes; `values` may not set them.
 const COMPUTED: &[&str] = &["build_date", "project_slug"];
 
-/// The example variables plugin.
-#[derive(Debug)]
+/// The example variables plugin. Its parameters are read straight into it.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "vespene_plugin_api::serde", deny_unknown_fields)]
 pub struct BuildFacts {
-    /// The configured constants.
+    /// The configured constants (`values`).
+    #[serde(default)]
     values: Map<String, Value>,
-    /// Whether to replace variables that already exist.
+    /// Whether to replace variables that already exist (`override`).
+    #[serde(default, rename = "override")]
     override_existing: bool,
 }
 
@@ -94,24 +92,14 @@ pub fn slug(name: &str) -> String {
 
 impl Variables for BuildFacts {
     fn new(config: &Value) -> PluginResult<Self> {
-        let params = params::table(config, Kind::Variables, NAME, PARAMETERS)?;
-        let values = match params.get("values") {
-            None => Map::new(),
-            Some(Value::Object(values)) => values.clone(),
-            Some(other) => return Err(format!("parameter 'values' must be a table, not {other}")),
-        };
-        if let Some(name) = values.keys().find(|k| COMPUTED.contains(&k.as_str())) {
+        let facts: BuildFacts = params::parse(config, Kind::Variables, plugin_name!())?;
+        if let Some(name) = facts.values.keys().find(|k| COMPUTED.contains(&k.as_str())) {
             return Err(format!("parameter 'values' must not set '{name}': the plugin computes it"));
         }
-        if values.keys().any(|k| k.trim().is_empty()) {
+        if facts.values.keys().any(|k| k.trim().is_empty()) {
             return Err("parameter 'values' has an empty variable name".to_string());
         }
-        let override_existing = match params.get("override") {
-            None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(format!("parameter 'override' must be true or false, not {other}")),
-        };
-        Ok(BuildFacts { values, override_existing })
+        Ok(facts)
     }
 
     fn compute(&self, context: &VariablesContext, existing: &Map<String, Value>) -> PluginResult<Map<String, Value>> {
@@ -127,7 +115,6 @@ impl Variables for BuildFacts {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example variables: adds constants, build_date and project_slug",
     variables: BuildFacts,
 }
@@ -137,18 +124,19 @@ mod tests {
     use std::process::Command;
     use std::time::{Duration, UNIX_EPOCH};
 
-    use vespene_plugin_api::serde_json::{self, json, Map, Value};
-    use vespene_plugin_api::testkit::{fake_project, to_json, variables_from};
-    use vespene_plugin_api::VariablesContext;
+    use vespene_plugin_api::serde_json::{json, Map, Value};
+    use vespene_plugin_api::testkit::{self, fake_project};
+    use vespene_plugin_api::{plugin_name, VariablesContext};
 
-    use super::{civil_from_days, slug, utc_date, BuildFacts, NAME};
+    use super::{civil_from_days, slug, utc_date, BuildFacts};
 
-    fn compute(config_json: &str, project_name: &str, existing: Value) -> Map<String, Value> {
-        let plugin = variables_from::<BuildFacts>(config_json).unwrap();
+    /// The variables the plugin answers for a project named `project_name`,
+    /// on top of `existing` (a JSON object).
+    fn compute(config: Value, project_name: &str, existing: Value) -> Map<String, Value> {
+        let plugin = testkit::variables::<BuildFacts>(config).unwrap();
         let mut ctx = VariablesContext { project: fake_project(), ..Default::default() };
         ctx.project.name = project_name.to_string();
-        let answer = plugin.compute(to_json(&ctx).as_rstr(), to_json(&existing).as_rstr()).into_result().unwrap();
-        serde_json::from_str(&answer).unwrap()
+        plugin.compute(&ctx, existing.as_object().unwrap()).unwrap()
     }
 
     fn today_by_date_command() -> String {
@@ -159,7 +147,7 @@ mod tests {
     #[test]
     fn adds_the_values_the_date_and_the_slug() {
         let before = today_by_date_command();
-        let vars = compute(r#"{"values": {"company": "ACME", "replicas": 3}}"#, "My Web App (v2)", json!({}));
+        let vars = compute(json!({"values": {"company": "ACME", "replicas": 3}}), "My Web App (v2)", json!({}));
         let after = today_by_date_command();
 
         assert_eq!(vars["company"], "ACME");
@@ -175,12 +163,12 @@ mod tests {
         let existing = json!({"company": "Initech", "build_date": "someday", "other": 1});
         let cfg = json!({"values": {"company": "ACME", "tier": "gold"}});
 
-        let kept = compute(&cfg.to_string(), "demo", existing.clone());
+        let kept = compute(cfg.clone(), "demo", existing.clone());
         assert_eq!(kept, json!({"tier": "gold", "project_slug": "demo"}).as_object().unwrap().clone());
 
         let mut cfg = cfg;
         cfg["override"] = json!(true);
-        let replaced = compute(&cfg.to_string(), "demo", existing);
+        let replaced = compute(cfg, "demo", existing);
         assert_eq!(replaced["company"], "ACME");
         assert_ne!(replaced["build_date"], "someday");
         assert_eq!(replaced.len(), 4, "{replaced:?}");
@@ -208,18 +196,27 @@ mod tests {
 
     #[test]
     fn bad_configurations_name_the_parameter() {
+        let name = plugin_name!();
         let cases = [
-            (json!({"values": ["a"]}), "parameter 'values' must be a table, not [\"a\"]".to_string()),
+            (
+                json!({"values": ["a"]}),
+                format!("parameter 'values' of variables plugin {name}: invalid type: sequence, expected a map"),
+            ),
             (
                 json!({"values": {"build_date": "x"}}),
                 "parameter 'values' must not set 'build_date': the plugin computes it".to_string(),
             ),
             (json!({"values": {"": 1}}), "parameter 'values' has an empty variable name".to_string()),
-            (json!({"override": "yes"}), "parameter 'override' must be true or false, not \"yes\"".to_string()),
-            (json!({"value": {}}), format!("unknown parameter 'value' for variables plugin {NAME}")),
+            (
+                json!({"override": "yes"}),
+                format!(
+                    "parameter 'override' of variables plugin {name}: invalid type: string \"yes\", expected a boolean"
+                ),
+            ),
+            (json!({"value": {}}), format!("unknown parameter 'value' for variables plugin {name}")),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(variables_from::<BuildFacts>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::variables::<BuildFacts>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
     }
 }

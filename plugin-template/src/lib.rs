@@ -26,10 +26,7 @@ use std::io::Write as _;
 use minijinja::{Environment, UndefinedBehavior};
 use vespene_plugin_api::serde::Deserialize;
 use vespene_plugin_api::serde_json::{self, Value};
-use vespene_plugin_api::{export_plugin, params, Host, Kind, PluginResult, Trigger, TriggerContext};
-
-/// The plugin's name, for messages.
-const NAME: &str = "template";
+use vespene_plugin_api::{export_plugin, params, plugin_name, Host, Kind, PluginResult, Trigger, TriggerContext};
 
 /// The parameters this plugin takes; any other key is a configuration error
 /// (`deny_unknown_fields`), and [`params::parse`] names the parameter in
@@ -74,16 +71,15 @@ impl Greeter {
             return Ok(None);
         };
         let vars = serde_json::to_value(context).map_err(|e| e.to_string())?;
-        env.get_template(FILE_TEMPLATE)
-            .and_then(|t| t.render(&vars))
-            .map(Some)
-            .map_err(|e| format!("cannot render parameter 'file' of the {NAME} trigger: {}", describe(&e, source)))
+        env.get_template(FILE_TEMPLATE).and_then(|t| t.render(&vars)).map(Some).map_err(|e| {
+            format!("cannot render parameter 'file' of the {} trigger: {}", plugin_name!(), describe(&e, source))
+        })
     }
 }
 
 impl Trigger for Greeter {
     fn new(config: &Value) -> PluginResult<Self> {
-        let Parameters { greeting, file } = params::parse(config, Kind::Trigger, NAME)?;
+        let Parameters { greeting, file } = params::parse(config, Kind::Trigger, plugin_name!())?;
         let file = match file {
             None => None,
             Some(path) => {
@@ -115,28 +111,27 @@ impl Trigger for Greeter {
 }
 
 export_plugin! {
-    name: "template",
     description: "Example trigger: greets each build, optionally into a file",
     trigger: Greeter,
 }
 
 #[cfg(test)]
 mod tests {
-    use vespene_plugin_api::serde_json::json;
-    use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
-    use vespene_plugin_api::TriggerContext;
+    use vespene_plugin_api::serde_json::{json, Value};
+    use vespene_plugin_api::testkit::{self, fake_trigger_context, RecordingHost};
+    use vespene_plugin_api::{plugin_name, PluginResult, TriggerContext};
 
-    use super::{Greeter, NAME};
+    use super::Greeter;
 
-    fn execute(config_json: &str, ctx: &TriggerContext, host: &RecordingHost) -> Result<(), String> {
-        let trigger = trigger_from::<Greeter>(config_json)?;
-        trigger.execute(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    /// Builds the trigger from `config` and runs it once, as the server does.
+    fn execute(config: Value, ctx: &TriggerContext, host: &RecordingHost) -> PluginResult<()> {
+        testkit::trigger::<Greeter>(config)?.execute(ctx, host)
     }
 
     #[test]
     fn writes_the_greeting_to_the_message_log() {
         let host = RecordingHost::new();
-        execute(r#"{"greeting": "hello"}"#, &fake_trigger_context("success"), &host).unwrap();
+        execute(json!({"greeting": "hello"}), &fake_trigger_context("success"), &host).unwrap();
         assert_eq!(host.messages(), vec!["hello from build 42 of demo".to_string()]);
         assert!(host.outputs().is_empty());
     }
@@ -145,13 +140,13 @@ mod tests {
     fn appends_the_greeting_to_the_rendered_file() {
         let dir = tempfile::tempdir().unwrap();
         let template = format!("{}/{{{{ project.name }}}}-{{{{ hook }}}}.log", dir.path().display());
-        let cfg = json!({"greeting": "hi", "file": template}).to_string();
+        let cfg = json!({"greeting": "hi", "file": template});
         let host = RecordingHost::new();
         let mut ctx = fake_trigger_context("failure");
 
-        execute(&cfg, &ctx, &host).unwrap();
+        execute(cfg.clone(), &ctx, &host).unwrap();
         ctx.build.id = 43;
-        execute(&cfg, &ctx, &host).unwrap();
+        execute(cfg, &ctx, &host).unwrap();
 
         let written = std::fs::read_to_string(dir.path().join("demo-failure.log")).unwrap();
         assert_eq!(written, "hi from build 42 of demo\nhi from build 43 of demo\n");
@@ -164,15 +159,14 @@ mod tests {
         let cfg = json!({
             "greeting": "hi",
             "file": dir.path().join("missing-dir/x.log"),
-        })
-        .to_string();
-        let err = execute(&cfg, &fake_trigger_context("success"), &RecordingHost::new()).unwrap_err();
+        });
+        let err = execute(cfg, &fake_trigger_context("success"), &RecordingHost::new()).unwrap_err();
         assert!(err.starts_with("cannot open "), "{err}");
     }
 
     #[test]
     fn an_undefined_variable_in_file_fails_the_trigger() {
-        let cfg = r#"{"greeting": "hi", "file": "/tmp/{{ build.nope }}.log"}"#;
+        let cfg = json!({"greeting": "hi", "file": "/tmp/{{ build.nope }}.log"});
         let err = execute(cfg, &fake_trigger_context("success"), &RecordingHost::new()).unwrap_err();
         assert!(err.starts_with("cannot render parameter 'file'"), "{err}");
         assert!(err.ends_with(" at `build.nope`"), "{err}");
@@ -180,24 +174,28 @@ mod tests {
 
     #[test]
     fn bad_configurations_name_the_parameter() {
+        let name = plugin_name!();
         let cases = [
-            ("{}", format!("parameter 'greeting' of trigger plugin {NAME} is required")),
-            ("null", format!("parameter 'greeting' of trigger plugin {NAME} is required")),
+            (json!({}), format!("parameter 'greeting' of trigger plugin {name} is required")),
+            (Value::Null, format!("parameter 'greeting' of trigger plugin {name} is required")),
             (
-                r#"{"greeting": 1}"#,
-                format!("parameter 'greeting' of trigger plugin {NAME}: invalid type: integer `1`, expected a string"),
+                json!({"greeting": 1}),
+                format!("parameter 'greeting' of trigger plugin {name}: invalid type: integer `1`, expected a string"),
             ),
             (
-                r#"{"greeting": "hi", "file": 1}"#,
-                format!("parameter 'file' of trigger plugin {NAME}: invalid type: integer `1`, expected a string"),
+                json!({"greeting": "hi", "file": 1}),
+                format!("parameter 'file' of trigger plugin {name}: invalid type: integer `1`, expected a string"),
             ),
-            (r#"{"greeting": "hi", "greting": "x"}"#, format!("unknown parameter 'greting' for trigger plugin {NAME}")),
-            ("[]", format!("the parameters of trigger plugin {NAME} must be a table, not []")),
+            (
+                json!({"greeting": "hi", "greting": "x"}),
+                format!("unknown parameter 'greting' for trigger plugin {name}"),
+            ),
+            (json!([]), format!("the parameters of trigger plugin {name} must be a table, not []")),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(trigger_from::<Greeter>(cfg).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::trigger::<Greeter>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
-        let err = trigger_from::<Greeter>(r#"{"greeting": "hi", "file": "/tmp/{% if %}"}"#).err().unwrap();
+        let err = testkit::trigger::<Greeter>(json!({"greeting": "hi", "file": "/tmp/{% if %}"})).err().unwrap();
         assert!(err.starts_with("parameter 'file' is not a valid template: "), "{err}");
     }
 }

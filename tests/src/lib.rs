@@ -186,6 +186,25 @@ pub fn cargo(target_dir: &Path) -> Command {
     cmd
 }
 
+/// Where fixture plugins built outside the workspace go, shared so their
+/// dependencies compile once.
+pub fn fixtures_target() -> PathBuf {
+    workspace_root().join("target").join("fixtures-target")
+}
+
+/// Builds `plugin-template` the way its README tells an author to (a
+/// standalone crate, not a workspace member) and answers its library.
+pub fn built_plugin_template() -> PathBuf {
+    let template = workspace_root().join("plugin-template");
+    let status = cargo(&fixtures_target())
+        .args(["build", "--quiet", "--offline"])
+        .current_dir(&template)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building plugin-template failed");
+    fixtures_target().join("debug/libvespene_template.so")
+}
+
 /// Rewrites the `version = "..."` line of a copied crate's Cargo.toml.
 pub fn set_crate_version(crate_dir: &Path, version: &str) {
     let manifest = crate_dir.join("Cargo.toml");

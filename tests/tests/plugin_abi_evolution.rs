@@ -9,11 +9,6 @@ use std::process::Command;
 use vespene_e2e::*;
 use vespene_plugin_api::INTERFACE_VERSION;
 
-/// Shared with the other fixture builds so dependencies compile once.
-fn fixtures_target() -> PathBuf {
-    workspace_root().join("target").join("fixtures-target")
-}
-
 fn build_frozen_1_0_plugin() -> PathBuf {
     let status = Command::new(env!("CARGO"))
         .args(["build", "--quiet", "-p", "vespene-compat-plugin", "--manifest-path"])
@@ -236,4 +231,68 @@ async fn a_plugin_made_outside_the_tree_builds_offline_loads_and_runs_in_a_build
     assert_eq!(build.status, vespene::store::BuildStatus::Success);
     let log = log_of(&store, id).await;
     assert!(log.contains(&format!("hello from outside from build {id} of greeted")), "{log}");
+}
+
+fn build_frozen_1_0_host() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "vespene-compat-host", "--manifest-path"])
+        .arg(workspace_root().join("tests/compat/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", fixtures_target())
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the frozen 1.0 host failed");
+    fixtures_target().join("debug/vespene-host-1-0")
+}
+
+/// The host can grow within 1.x: `set_variable` (1.4) works in the current
+/// server, and a 1.4 plugin run by a 1.0 host, whose callbacks lack it, gets
+/// an error naming the version instead of a crash, and its build goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_callback_newer_than_the_server_is_refused_gracefully_where_it_is_missing() {
+    use vespene_e2e::builds::{finished, log_of, start};
+    let plugin = bin_dir().join("libvespene_set_variable.so");
+    let parameters = r#"{"name": "greeting", "value": "hello from a plugin"}"#;
+
+    // A 1.0 server's loader and host callbacks.
+    let out = Command::new(build_frozen_1_0_host()).arg(&plugin).arg(parameters).output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains(&format!("loaded set-variable 0.0.0, built on interface {INTERFACE_VERSION}")), "{text}");
+    assert!(
+        text.contains(
+            "[message] set-variable could not set greeting: this server does not offer the host callback \
+             'set_variable': it exists since plugin interface 1.4 and the server running this plugin is older"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("trigger: ok\n"), "{text}");
+
+    // The current server: the same library, as a pre-trigger of a build.
+    let sandbox = Sandbox::new();
+    sandbox.settings(&format!(
+        "plugin_path = [\"{}\"]\n[plugins.pre_triggers.greeting]\nlibrary = \"set_variable\"\n\
+         name = \"greeting\"\nvalue = \"hello from a plugin\"\n",
+        bin_dir().display()
+    ));
+    let _server = sandbox.serve();
+    let store = sandbox.store().await;
+    let pool = vespene_e2e::api_client::shared_shell_pool(&store).await;
+    store
+        .create_project(&vespene::store::Project {
+            name: "greeted".into(),
+            worker_pool_id: pool,
+            script: "#!/bin/sh\necho building\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = start(&sandbox, "greeted", &[]);
+    let build = finished(&store, id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(build.status, vespene::store::BuildStatus::Success);
+    let variables: serde_json::Value = serde_json::from_str(&build.output_variables).unwrap();
+    assert_eq!(variables["greeting"], "hello from a plugin");
+    let log = log_of(&store, id).await;
+    assert!(log.contains("output variable greeting set by a plugin"), "{log}");
+    assert!(log.contains("set-variable set greeting"), "{log}");
+    assert!(!log.contains("could not set"), "{log}");
 }

@@ -45,7 +45,7 @@ library = "{template}"
 greeting = "hello"
 "#,
         dir = bin_dir().display(),
-        template = lib("template"),
+        template = built_plugin_template().display(),
     ));
     let out = sandbox.run(&["plugins", "list", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -305,7 +305,7 @@ export_plugin! {
 #[cfg(test)]
 mod tests {
     use vespene_plugin_api::serde_json::json;
-    use vespene_plugin_api::testkit::autoscaler_from;
+    use vespene_plugin_api::testkit;
     use vespene_plugin_api::{PoolInfo, PoolStatus};
 
     use super::{plan_for, DockerAutoscaler};
@@ -351,9 +351,9 @@ mod tests {
             (json!({ "command": "x" }), "unknown parameter 'command' for autoscaler plugin autoscale-docker"),
         ];
         for (config, expected) in cases {
-            let err = autoscaler_from::<DockerAutoscaler>(&config.to_string()).err().unwrap();
+            let err = testkit::autoscaler::<DockerAutoscaler>(config.clone()).err().unwrap();
             assert!(err.starts_with(expected), "{config}: {err}");
         }
-        assert!(autoscaler_from::<DockerAutoscaler>("{}").is_ok(), "every parameter has a default");
+        assert!(testkit::autoscaler::<DockerAutoscaler>(json!({})).is_ok(), "every parameter has a default");
     }
 }

@@ -180,7 +180,7 @@ export_plugin! {
 #[cfg(test)]
 mod tests {
     use vespene_plugin_api::serde_json::{self, json};
-    use vespene_plugin_api::testkit::{autoscaler_from, to_json, RecordingHost};
+    use vespene_plugin_api::testkit::{self, RecordingHost};
     use vespene_plugin_api::{PoolInfo, PoolStatus, ScalePlan};
 
     use super::ShellAutoscaler;
@@ -195,41 +195,42 @@ mod tests {
         }
     }
 
-    fn plan(config: &str, s: &PoolStatus) -> Result<ScalePlan, String> {
-        let plugin = autoscaler_from::<ShellAutoscaler>(config)?;
-        let answer = plugin.plan(to_json(s).as_rstr()).into_result().map_err(|e| e.to_string())?;
-        Ok(serde_json::from_str(answer.as_str()).unwrap())
+    fn plan(config: serde_json::Value, s: &PoolStatus) -> Result<ScalePlan, String> {
+        testkit::autoscaler::<ShellAutoscaler>(config)?.plan(s)
     }
 
-    const TRUE: &str = r#"{"command": "true"}"#;
+    /// A configuration whose command does nothing: these tests plan only.
+    fn runs_true() -> serde_json::Value {
+        json!({"command": "true"})
+    }
 
     #[test]
     fn the_weights_are_applied() {
         let weights = json!({ "running_weight": 0.5, "queued_weight": 2.0, "maximum": 100 });
         // 4 running × 0.5 + 3 queued × 2 = 8 (the original would have said 7).
-        assert_eq!(plan(TRUE, &status(3, 4, 0, weights.clone())).unwrap().size, 8);
+        assert_eq!(plan(runs_true(), &status(3, 4, 0, weights.clone())).unwrap().size, 8);
         let none_for_queued = json!({ "queued_weight": 0.0, "maximum": 100 });
-        assert_eq!(plan(TRUE, &status(30, 2, 0, none_for_queued)).unwrap().size, 2);
+        assert_eq!(plan(runs_true(), &status(30, 2, 0, none_for_queued)).unwrap().size, 2);
     }
 
     #[test]
     fn multiplier_excess_and_bounds() {
         let s = json!({ "multiplier": 0.5, "excess": 1, "minimum": 2, "maximum": 6 });
         // ceil(5 × 0.5) + 1 = 4
-        let p = plan(TRUE, &status(5, 0, 0, s.clone())).unwrap();
+        let p = plan(runs_true(), &status(5, 0, 0, s.clone())).unwrap();
         assert_eq!(p.size, 4);
         assert!(p.reason.contains("+ 1 excess = 4"), "{}", p.reason);
-        assert_eq!(plan(TRUE, &status(0, 0, 5, s.clone())).unwrap().size, 2, "never below the minimum");
-        assert_eq!(plan(TRUE, &status(100, 40, 1, s)).unwrap().size, 6, "never above the maximum");
+        assert_eq!(plan(runs_true(), &status(0, 0, 5, s.clone())).unwrap().size, 2, "never below the minimum");
+        assert_eq!(plan(runs_true(), &status(100, 40, 1, s)).unwrap().size, 6, "never above the maximum");
         let negative = json!({ "excess": -3 });
-        assert_eq!(plan(TRUE, &status(1, 0, 0, negative)).unwrap().size, 0, "a negative excess stops at 0");
+        assert_eq!(plan(runs_true(), &status(1, 0, 0, negative)).unwrap().size, 0, "a negative excess stops at 0");
     }
 
     #[test]
     fn bad_pool_settings_name_the_field() {
-        let err = plan(TRUE, &status(1, 0, 0, json!({ "queued_weight": -1.0 }))).unwrap_err();
+        let err = plan(runs_true(), &status(1, 0, 0, json!({ "queued_weight": -1.0 }))).unwrap_err();
         assert_eq!(err, "pool setting 'queued_weight' must be a non-negative number, got -1.0");
-        let err = plan(TRUE, &status(1, 0, 0, json!({ "minimum": 5, "maximum": 2 }))).unwrap_err();
+        let err = plan(runs_true(), &status(1, 0, 0, json!({ "minimum": 5, "maximum": 2 }))).unwrap_err();
         assert_eq!(err, "pool setting 'minimum' (5) is greater than 'maximum' (2)");
     }
 
@@ -238,36 +239,33 @@ mod tests {
         let config = json!({
             "command": "echo pool={{ worker_pool }} size={{ size }} queued={{ queued_size }} env=$VESPENE_SIZE"
         });
-        let plugin = autoscaler_from::<ShellAutoscaler>(&config.to_string()).unwrap();
+        let plugin = testkit::autoscaler::<ShellAutoscaler>(config).unwrap();
         let host = RecordingHost::new();
         let p = ScalePlan { size: 3, reason: "test".into() };
         let s = status(5, 1, 1, json!({}));
-        plugin.scale(to_json(&s).as_rstr(), to_json(&p).as_rstr(), &host.host()).into_result().unwrap();
+        plugin.scale(&s, &p, &host).unwrap();
         assert_eq!(host.messages().last().map(String::as_str), Some("pool=general builds size=3 queued=5 env=3"));
     }
 
     #[test]
     fn a_pool_name_cannot_inject_shell() {
         let config = json!({ "command": "echo {{ worker_pool }}" });
-        let plugin = autoscaler_from::<ShellAutoscaler>(&config.to_string()).unwrap();
+        let plugin = testkit::autoscaler::<ShellAutoscaler>(config).unwrap();
         let host = RecordingHost::new();
         let mut s = status(0, 0, 0, json!({}));
         s.pool.name = "x; echo injected".into();
         let p = ScalePlan { size: 0, reason: "test".into() };
-        plugin.scale(to_json(&s).as_rstr(), to_json(&p).as_rstr(), &host.host()).into_result().unwrap();
+        plugin.scale(&s, &p, &host).unwrap();
         assert_eq!(host.messages().last().map(String::as_str), Some("x; echo injected"));
     }
 
     #[test]
     fn a_failing_command_fails_the_decision() {
-        let plugin = autoscaler_from::<ShellAutoscaler>(r#"{"command": "echo quota exceeded; exit 2"}"#).unwrap();
+        let plugin = testkit::autoscaler::<ShellAutoscaler>(json!({"command": "echo quota exceeded; exit 2"})).unwrap();
         let host = RecordingHost::new();
         let p = ScalePlan { size: 3, reason: "test".into() };
-        let err = plugin
-            .scale(to_json(&status(5, 0, 1, json!({}))).as_rstr(), to_json(&p).as_rstr(), &host.host())
-            .into_result()
-            .unwrap_err();
-        assert_eq!(err.as_str(), "scaling pool general builds to 3 failed with exit code 2: quota exceeded");
+        let err = plugin.scale(&status(5, 0, 1, json!({})), &p, &host).unwrap_err();
+        assert_eq!(err, "scaling pool general builds to 3 failed with exit code 2: quota exceeded");
     }
 
     #[test]
@@ -290,10 +288,10 @@ mod tests {
             ),
         ];
         for (config, expected) in cases {
-            let err = autoscaler_from::<ShellAutoscaler>(&config.to_string()).err().unwrap();
+            let err = testkit::autoscaler::<ShellAutoscaler>(config.clone()).err().unwrap();
             assert!(err.starts_with(&expected), "{config}: {err}");
         }
-        let err = autoscaler_from::<ShellAutoscaler>(r#"{"command": "echo {{ size"}"#).err().unwrap();
+        let err = testkit::autoscaler::<ShellAutoscaler>(json!({"command": "echo {{ size"})).err().unwrap();
         assert!(err.starts_with("parameter 'command' is not a valid template"), "{err}");
     }
 }

@@ -169,7 +169,8 @@ export_plugin! {
 
 #[cfg(test)]
 mod tests {
-    use vespene_plugin_api::testkit::secrets_from;
+    use vespene_plugin_api::serde_json::json;
+    use vespene_plugin_api::testkit;
 
     use super::*;
 
@@ -206,24 +207,23 @@ mod tests {
     fn through_the_plugin_interface() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret.key");
-        let config = format!("{{\"key_file\": \"{}\"}}", path.display());
-        let plugin = secrets_from::<BasicSecrets>(&config).unwrap();
-        let stored = plugin.cloak("s3cret-value".into()).into_result().unwrap();
-        assert!(plugin.recognizes(stored.as_str().into()));
-        assert!(!plugin.recognizes("$VESPENE$cmd1$x".into()));
-        assert_eq!(plugin.decloak(stored.as_str().into()).into_result().unwrap().as_str(), "s3cret-value");
+        let plugin = testkit::secrets::<BasicSecrets>(json!({"key_file": path})).unwrap();
+        let stored = plugin.cloak("s3cret-value").unwrap();
+        assert!(plugin.recognizes(&stored));
+        assert!(!plugin.recognizes("$VESPENE$cmd1$x"));
+        assert_eq!(plugin.decloak(&stored).unwrap(), "s3cret-value");
     }
 
     #[test]
     fn bad_configuration_and_readable_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         for (config, expected) in [
-            ("{}", "parameter 'key_file' is required: the file holding the key"),
-            (r#"{"key_file": 3}"#, "parameter 'key_file' must be the path of the key file"),
-            (r#"{"key_file": "secret.key"}"#, "parameter 'key_file' must be an absolute path"),
-            (r#"{"key": "x"}"#, "unknown parameter 'key' for secrets plugin basic"),
+            (json!({}), "parameter 'key_file' is required: the file holding the key"),
+            (json!({"key_file": 3}), "parameter 'key_file' must be the path of the key file"),
+            (json!({"key_file": "secret.key"}), "parameter 'key_file' must be an absolute path"),
+            (json!({"key": "x"}), "unknown parameter 'key' for secrets plugin basic"),
         ] {
-            let err = secrets_from::<BasicSecrets>(config).err().unwrap();
+            let err = testkit::secrets::<BasicSecrets>(config.clone()).err().unwrap();
             assert!(err.starts_with(expected), "{config}: {err}");
         }
         #[cfg(unix)]

@@ -151,13 +151,13 @@ mod tests {
     use vespene_plugin_api::abi_stable::sabi_trait::TD_Opaque;
     use vespene_plugin_api::abi_stable::std_types::{ROk, RResult, RStr, RString};
     use vespene_plugin_api::serde_json::{self, json};
-    use vespene_plugin_api::testkit::{fake_trigger_context, to_json, trigger_from, RecordingHost};
+    use vespene_plugin_api::testkit::{self, fake_trigger_context, RecordingHost};
     use vespene_plugin_api::{CommandRequest, StreamName, TriggerContext};
 
     use super::CommandTrigger;
 
-    fn config(command: &str) -> String {
-        json!({ "command": command }).to_string()
+    fn config(command: &str) -> serde_json::Value {
+        json!({ "command": command })
     }
 
     fn context_in(dir: &std::path::Path) -> TriggerContext {
@@ -166,9 +166,8 @@ mod tests {
         ctx
     }
 
-    fn execute(config_json: &str, ctx: &TriggerContext, host: &RecordingHost) -> Result<(), String> {
-        let trigger = trigger_from::<CommandTrigger>(config_json)?;
-        trigger.execute(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    fn execute(config: serde_json::Value, ctx: &TriggerContext, host: &RecordingHost) -> Result<(), String> {
+        testkit::trigger::<CommandTrigger>(config)?.execute(ctx, host)
     }
 
     #[test]
@@ -178,7 +177,7 @@ mod tests {
         // A relative path: lands in the build's working directory only if cwd is set.
         let cfg = config("echo '{{ hook }} {{ build.id }} {{ project.name }}' > out.txt && echo wrote it");
 
-        execute(&cfg, &context_in(dir.path()), &host).unwrap();
+        execute(cfg, &context_in(dir.path()), &host).unwrap();
 
         let written = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
         assert_eq!(written, "success 42 demo\n");
@@ -192,7 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let host = RecordingHost::new();
         let err =
-            execute(&config("echo failing for {{ build.id }}; exit 3"), &context_in(dir.path()), &host).unwrap_err();
+            execute(config("echo failing for {{ build.id }}; exit 3"), &context_in(dir.path()), &host).unwrap_err();
         assert_eq!(err, "command trigger failed with exit code 3: echo failing for 42; exit 3");
         assert_eq!(host.messages(), ["running: echo failing for 42; exit 3", "failing for 42"]);
     }
@@ -202,7 +201,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let host = RecordingHost::new();
         let err =
-            execute(&config("touch ran.txt {{ build.no_such_field }}"), &context_in(dir.path()), &host).unwrap_err();
+            execute(config("touch ran.txt {{ build.no_such_field }}"), &context_in(dir.path()), &host).unwrap_err();
         assert!(err.starts_with("cannot render the command"), "{err}");
         assert!(err.contains("undefined"), "{err}");
         assert!(err.ends_with(" at `build.no_such_field`"), "{err}");
@@ -215,33 +214,38 @@ mod tests {
         let host = RecordingHost::new();
         let mut ctx = context_in(dir.path());
         ctx.extra.insert("pipeline".into(), json!({"name": "deploy"}));
-        execute(&config("echo {{ pipeline.name }} {{ build.revision or 'HEAD' }}"), &ctx, &host).unwrap();
+        execute(config("echo {{ pipeline.name }} {{ build.revision or 'HEAD' }}"), &ctx, &host).unwrap();
         assert_eq!(host.messages(), ["running: echo deploy HEAD", "deploy HEAD"]);
     }
 
     #[test]
     fn template_syntax_error_is_a_configuration_error() {
-        let err = trigger_from::<CommandTrigger>(&config("echo {{ build.id")).err().unwrap();
+        let err = testkit::trigger::<CommandTrigger>(config("echo {{ build.id")).err().unwrap();
         assert!(err.starts_with("parameter 'command' is not a valid template: "), "{err}");
         assert!(err.contains("syntax error"), "{err}");
     }
 
     #[test]
     fn command_is_required_and_must_be_a_string() {
-        for cfg in ["{}", "", r#"{"command": 5}"#, r#"{"command": null}"#] {
-            let err = trigger_from::<CommandTrigger>(cfg).err().unwrap();
+        for cfg in [json!({}), json!(null), json!({"command": 5}), json!({"command": null})] {
+            let err = testkit::trigger::<CommandTrigger>(cfg.clone()).err().unwrap();
             assert_eq!(err, "parameter 'command' (a string) is required", "{cfg}");
         }
     }
 
     #[test]
     fn unknown_parameters_are_named() {
-        let err = trigger_from::<CommandTrigger>(r#"{"command": "true", "comand": "x"}"#).err().unwrap();
+        let err = testkit::trigger::<CommandTrigger>(json!({"command": "true", "comand": "x"})).err().unwrap();
         assert_eq!(err, "unknown parameter 'comand' for trigger plugin command");
 
-        let err = trigger_from::<CommandTrigger>(r#"{"a": 1, "b": 2}"#).err().unwrap();
+        let err = testkit::trigger::<CommandTrigger>(json!({"a": 1, "b": 2})).err().unwrap();
         assert_eq!(err, "unknown parameters 'a', 'b' for trigger plugin command");
     }
+
+    // ABI level on purpose from here on: these tests check the exact request
+    // the plugin sends across the boundary and answer canned outcomes, so they
+    // put their own command runner into the raw `Host`; the typed kit's
+    // `RecordingHost` runs commands for real and cannot be given another.
 
     /// A command runner that records the request and answers a canned outcome.
     struct FakeRunner {
@@ -262,8 +266,9 @@ mod tests {
         let runner = FakeRunner { seen: Mutex::new(Vec::new()), outcome };
         let mut host = recording.host();
         host.commands = CommandRunner_TO::from_ptr(&runner, TD_Opaque);
-        let trigger = trigger_from::<CommandTrigger>(&config("make deploy ID={{ build.id }}")).unwrap();
-        let result = trigger.execute(to_json(ctx).as_rstr(), &host).into_result().map_err(Into::into);
+        let trigger =
+            testkit::trigger_from::<CommandTrigger>(&config("make deploy ID={{ build.id }}").to_string()).unwrap();
+        let result = trigger.execute(testkit::to_json(ctx).as_rstr(), &host).into_result().map_err(Into::into);
         drop(host);
         (result, runner.seen.into_inner().unwrap())
     }

@@ -154,12 +154,13 @@ fn is_id(id: &str) -> bool {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
-    use vespene_plugin_api::testkit::secrets_from;
+    use vespene_plugin_api::serde_json::{json, Value};
+    use vespene_plugin_api::testkit;
 
     use super::*;
 
     /// A tiny secret store: one file per id in `dir`.
-    fn script_store(dir: &std::path::Path) -> (String, String) {
+    fn script_store(dir: &std::path::Path) -> (Value, String) {
         let script = dir.join("store.sh");
         let body = format!(
             "#!/bin/sh\nset -e\ncase \"$1\" in\n  put) cat > \"{0}/$2\" ;;\n  get) cat \"{0}/$2\" ;;\n  *) echo \"unknown verb $1\" >&2; exit 2 ;;\nesac\n",
@@ -168,54 +169,54 @@ mod tests {
         std::fs::write(&script, body).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let script = script.display().to_string();
-        (format!(r#"{{"store": ["{script}", "put", "{{id}}"], "fetch": ["{script}", "get", "{{id}}"]}}"#), script)
+        (json!({"store": [script, "put", "{id}"], "fetch": [script, "get", "{id}"]}), script)
     }
 
     #[test]
     fn values_live_in_the_script_store_and_the_database_holds_an_id() {
         let dir = tempfile::tempdir().unwrap();
         let (config, _) = script_store(dir.path());
-        let plugin = secrets_from::<CommandSecrets>(&config).unwrap();
+        let plugin = testkit::secrets::<CommandSecrets>(config).unwrap();
         for value in ["hunter2", "two\nlines\n", "$(touch /tmp/x) `id` ' \"", ""] {
-            let stored = plugin.cloak(value.into()).into_result().unwrap().to_string();
+            let stored = plugin.cloak(value).unwrap();
             assert!(stored.starts_with(HEADER) && !stored.contains("hunter2"), "{stored}");
-            assert!(plugin.recognizes(stored.as_str().into()));
+            assert!(plugin.recognizes(&stored));
             let id = stored.strip_prefix(HEADER).unwrap();
             assert_eq!(std::fs::read_to_string(dir.path().join(id)).unwrap(), format!("{value}\n"));
-            assert_eq!(plugin.decloak(stored.as_str().into()).into_result().unwrap().as_str(), value);
+            assert_eq!(plugin.decloak(&stored).unwrap(), value);
         }
-        assert!(!plugin.recognizes("$VESPENE$v1$abc".into()));
-        assert!(!plugin.recognizes(format!("{HEADER}../../etc/passwd").as_str().into()));
+        assert!(!plugin.recognizes("$VESPENE$v1$abc"));
+        assert!(!plugin.recognizes(&format!("{HEADER}../../etc/passwd")));
     }
 
     #[test]
     fn failures_name_the_command_and_never_the_value() {
         let dir = tempfile::tempdir().unwrap();
         let (config, script) = script_store(dir.path());
-        let plugin = secrets_from::<CommandSecrets>(&config).unwrap();
+        let plugin = testkit::secrets::<CommandSecrets>(config).unwrap();
         let missing = format!("{HEADER}{}", "0".repeat(32));
-        let err = plugin.decloak(missing.as_str().into()).into_result().unwrap_err().to_string();
+        let err = plugin.decloak(&missing).unwrap_err();
         assert!(err.starts_with(&format!("`fetch` command ({script}): exit status: 1: cat: ")), "{err}");
 
-        let slow = r#"{"store": ["sh", "-c", "sleep 5", "{id}"], "fetch": ["true", "{id}"], "timeout_seconds": 1}"#;
-        let plugin = secrets_from::<CommandSecrets>(slow).unwrap();
-        let err = plugin.cloak("s3cret-value".into()).into_result().unwrap_err().to_string();
+        let slow = json!({"store": ["sh", "-c", "sleep 5", "{id}"], "fetch": ["true", "{id}"], "timeout_seconds": 1});
+        let plugin = testkit::secrets::<CommandSecrets>(slow).unwrap();
+        let err = plugin.cloak("s3cret-value").unwrap_err();
         assert_eq!(err, "`store` command (sh): still running after 1 s; stopped");
     }
 
     #[test]
     fn bad_configuration_is_named() {
         for (config, expected) in [
-            (r#"{"fetch": ["x", "{id}"]}"#, "parameter 'store' is required"),
-            (r#"{"store": "pass insert", "fetch": ["x", "{id}"]}"#, "parameter 'store' must be a non-empty list"),
-            (r#"{"store": ["x", "{id}"], "fetch": ["pass", "show"]}"#, "parameter 'fetch' must name the value's id"),
+            (json!({"fetch": ["x", "{id}"]}), "parameter 'store' is required"),
+            (json!({"store": "pass insert", "fetch": ["x", "{id}"]}), "parameter 'store' must be a non-empty list"),
+            (json!({"store": ["x", "{id}"], "fetch": ["pass", "show"]}), "parameter 'fetch' must name the value's id"),
             (
-                r#"{"store": ["x", "{id}"], "fetch": ["x", "{id}"], "timeout_seconds": 0}"#,
+                json!({"store": ["x", "{id}"], "fetch": ["x", "{id}"], "timeout_seconds": 0}),
                 "parameter 'timeout_seconds'",
             ),
-            (r#"{"store": ["x", "{id}"], "fetch": ["x", "{id}"], "shell": true}"#, "unknown parameter 'shell'"),
+            (json!({"store": ["x", "{id}"], "fetch": ["x", "{id}"], "shell": true}), "unknown parameter 'shell'"),
         ] {
-            let err = secrets_from::<CommandSecrets>(config).err().unwrap();
+            let err = testkit::secrets::<CommandSecrets>(config.clone()).err().unwrap();
             assert!(err.starts_with(expected), "{config}: {err}");
         }
     }

@@ -688,8 +688,8 @@ mod tests {
     use std::path::Path;
     use std::time::{Duration, Instant};
 
-    use vespene_plugin_api::serde_json::{self, json};
-    use vespene_plugin_api::testkit::{fake_build, fake_project, isolation_from, to_json, RecordingHost};
+    use vespene_plugin_api::serde_json::json;
+    use vespene_plugin_api::testkit::{self, fake_build, fake_project, RecordingHost};
     use vespene_plugin_api::{IsolationContext, PoolInfo};
 
     use super::*;
@@ -790,40 +790,41 @@ mod tests {
     #[test]
     fn bad_configuration_is_named() {
         let cases = [
-            ("{}", "parameter 'images' is required: the list of images builds may use"),
-            (r#"{"images": "a:1"}"#, "parameter 'images' must be a list of non-empty strings"),
+            (json!({}), "parameter 'images' is required: the list of images builds may use"),
+            (json!({"images": "a:1"}), "parameter 'images' must be a list of non-empty strings"),
             (
-                r#"{"images": ["a:1"], "default_image": "b:2"}"#,
+                json!({"images": ["a:1"], "default_image": "b:2"}),
                 "parameter 'default_image': 'b:2' is not in parameter 'images'",
             ),
             (
-                r#"{"images": ["a:1"], "memory_mb": "1g"}"#,
+                json!({"images": ["a:1"], "memory_mb": "1g"}),
                 "parameter 'memory_mb' must be a whole number of MiB, at least 6",
             ),
-            (r#"{"images": ["a:1"], "cpus": 0}"#, "parameter 'cpus' must be a number above 0"),
+            (json!({"images": ["a:1"], "cpus": 0}), "parameter 'cpus' must be a number above 0"),
             (
-                r#"{"images": ["a:1"], "shell": "sh"}"#,
+                json!({"images": ["a:1"], "shell": "sh"}),
                 "parameter 'shell' must be an absolute path in the image, such as \"/bin/sh\"",
             ),
             (
-                r#"{"images": ["a:1"], "network_pools": "x"}"#,
+                json!({"images": ["a:1"], "network_pools": "x"}),
                 "parameter 'network_pools' must be a list of non-empty strings",
             ),
             (
-                r#"{"images": ["a:1"], "user": "builder"}"#,
+                json!({"images": ["a:1"], "user": "builder"}),
                 "parameter 'user' must be a numeric uid or uid:gid, such as \"1000:1000\", not 'builder'",
             ),
-            (r#"{"images": ["a:1"], "image": "a:1"}"#, "unknown parameter 'image' for isolation plugin container"),
-            ("[]", "the parameters of isolation plugin container must be a table, not []"),
+            (json!({"images": ["a:1"], "image": "a:1"}), "unknown parameter 'image' for isolation plugin container"),
+            (json!([]), "the parameters of isolation plugin container must be a table, not []"),
         ];
         for (config, expected) in cases {
-            assert_eq!(isolation_from::<ContainerIsolation>(config).err().unwrap(), expected, "{config}");
+            assert_eq!(testkit::isolation::<ContainerIsolation>(config.clone()).err().unwrap(), expected, "{config}");
         }
-        isolation_from::<ContainerIsolation>(r#"{"images": ["a:1"], "default_image": "a:1", "cpus": 0.5}"#).unwrap();
+        testkit::isolation::<ContainerIsolation>(json!({"images": ["a:1"], "default_image": "a:1", "cpus": 0.5}))
+            .unwrap();
     }
 
-    fn config() -> String {
-        serde_json::to_string(&json!({ "images": [TEST_IMAGE] })).unwrap()
+    fn config() -> Value {
+        json!({ "images": [TEST_IMAGE] })
     }
 
     #[test]
@@ -862,9 +863,9 @@ mod tests {
             Some(TEST_IMAGE),
         );
         ctx.build.id = 900_001;
-        let plugin = isolation_from::<ContainerIsolation>(&config()).unwrap();
+        let plugin = testkit::isolation::<ContainerIsolation>(config()).unwrap();
         let host = RecordingHost::new();
-        let code = plugin.execute(to_json(&ctx).as_rstr(), &host.host()).into_result().unwrap();
+        let code = plugin.execute(&ctx, &host).unwrap();
         assert_eq!(code, 3, "{:?}", host.lines());
         let out = host.outputs();
         // In order, stderr merged; no network interface but the loopback.
@@ -880,10 +881,10 @@ mod tests {
         }
         let root = tempfile::tempdir().unwrap();
         let ctx = context(root.path(), "id -u\necho mine > made.txt\n", Some(TEST_IMAGE));
-        let config = serde_json::to_string(&json!({ "images": [TEST_IMAGE], "user": "4321:4321" })).unwrap();
-        let plugin = isolation_from::<ContainerIsolation>(&config).unwrap();
+        let plugin =
+            testkit::isolation::<ContainerIsolation>(json!({ "images": [TEST_IMAGE], "user": "4321:4321" })).unwrap();
         let host = RecordingHost::new();
-        let code = plugin.execute(to_json(&ctx).as_rstr(), &host.host()).into_result().unwrap();
+        let code = plugin.execute(&ctx, &host).unwrap();
         assert_eq!(code, 0, "{:?}", host.lines());
         assert_eq!(host.outputs(), ["4321"]);
         use std::os::unix::fs::MetadataExt;
@@ -898,11 +899,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut ctx = context(root.path(), "echo started\nsleep 600\n", Some(TEST_IMAGE));
         ctx.build.id = 900_002;
-        let plugin = isolation_from::<ContainerIsolation>(&config()).unwrap();
+        let plugin = testkit::isolation::<ContainerIsolation>(config()).unwrap();
         let host = RecordingHost::new();
         let started = Instant::now();
         std::thread::scope(|scope| {
-            let run = scope.spawn(|| plugin.execute(to_json(&ctx).as_rstr(), &host.host()).into_result());
+            let run = scope.spawn(|| plugin.execute(&ctx, &host));
             while !host.outputs().contains(&"started".to_string()) {
                 assert!(started.elapsed() < Duration::from_secs(30), "never started: {:?}", host.lines());
                 std::thread::sleep(Duration::from_millis(20));
@@ -910,7 +911,7 @@ mod tests {
             let asked = Instant::now();
             host.cancel();
             let err = run.join().unwrap().unwrap_err();
-            assert_eq!(err.as_str(), STOPPED);
+            assert_eq!(err, STOPPED);
             assert!(asked.elapsed() < Duration::from_secs(2), "stop took {:?}", asked.elapsed());
         });
         assert!(!container_exists(root.path()), "the container was left behind");

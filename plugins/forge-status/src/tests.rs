@@ -1,9 +1,7 @@
 use std::net::TcpListener;
 
 use vespene_plugin_api::serde_json::{json, Value};
-use vespene_plugin_api::testkit::{
-    fake_trigger_context, serve_canned, to_json, trigger_from, RecordingHost, SeenRequest as Seen,
-};
+use vespene_plugin_api::testkit::{self, fake_trigger_context, serve_canned, RecordingHost, SeenRequest as Seen};
 use vespene_plugin_api::TriggerContext;
 
 use super::{repository_from_url, without_userinfo, Forge, ForgeStatus};
@@ -24,8 +22,7 @@ fn context(hook: &str, status: &str, repo_url: &str) -> TriggerContext {
 }
 
 fn execute(config: &Value, ctx: &TriggerContext, host: &RecordingHost) -> Result<(), String> {
-    let trigger = trigger_from::<ForgeStatus>(&config.to_string())?;
-    trigger.execute(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    testkit::trigger::<ForgeStatus>(config.clone())?.execute(ctx, host)
 }
 
 #[test]
@@ -283,11 +280,11 @@ fn bad_configuration_is_named() {
         (json!({"forge": "github", "token": "x"}), "unknown parameter 'token' for trigger plugin forge_status"),
     ];
     for (config, expected) in cases {
-        assert_eq!(trigger_from::<ForgeStatus>(&config.to_string()).err().unwrap(), expected, "{config}");
+        assert_eq!(testkit::trigger::<ForgeStatus>(config.clone()).err().unwrap(), expected, "{config}");
     }
     // The defaults need nothing but the forge.
-    trigger_from::<ForgeStatus>(r#"{"forge": "github"}"#).unwrap();
-    trigger_from::<ForgeStatus>(r#"{"forge": "gitlab"}"#).unwrap();
+    testkit::trigger::<ForgeStatus>(json!({"forge": "github"})).unwrap();
+    testkit::trigger::<ForgeStatus>(json!({"forge": "gitlab"})).unwrap();
 }
 
 #[test]

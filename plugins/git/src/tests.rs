@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use vespene_plugin_api::testkit::{fake_build, fake_project, scm_from, to_json, RecordingHost};
+use vespene_plugin_api::serde_json::json;
+use vespene_plugin_api::testkit::{self, fake_build, fake_project, RecordingHost};
 use vespene_plugin_api::{CheckoutResult, ScmContext};
 
 use super::*;
@@ -65,7 +66,7 @@ fn context(url: &str, work: &Path, branch: Option<&str>) -> ScmContext {
         ..Default::default()
     };
     // The fixtures' submodules are local: allowed under any root here.
-    ctx.extra.insert("local_repository_roots".into(), vespene_plugin_api::serde_json::json!(["/"]));
+    ctx.extra.insert("local_repository_roots".into(), json!(["/"]));
     ctx
 }
 
@@ -77,11 +78,8 @@ fn local_submodules_outside_the_servers_roots_are_refused() {
     std::fs::create_dir_all(&work).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let mut ctx = context(&url, &work, None);
-    ctx.extra.insert(
-        "local_repository_roots".into(),
-        vespene_plugin_api::serde_json::json!([elsewhere.path().display().to_string()]),
-    );
-    let err = checkout("{}", &ctx, &RecordingHost::new()).unwrap_err();
+    ctx.extra.insert("local_repository_roots".into(), json!([elsewhere.path().display().to_string()]));
+    let err = checkout(json!({}), &ctx, &RecordingHost::new()).unwrap_err();
     let lib = root.path().join("lib.git");
     assert!(err.starts_with(&format!("git: submodule lib: local repository '{}' is outside", lib.display())), "{err}");
     assert!(!work.join("lib/lib.txt").exists());
@@ -90,16 +88,14 @@ fn local_submodules_outside_the_servers_roots_are_refused() {
     std::fs::create_dir_all(&work2).unwrap();
     let mut ctx = context(&url, &work2, None);
     ctx.extra.clear();
-    let err = checkout("{}", &ctx, &RecordingHost::new()).unwrap_err();
+    let err = checkout(json!({}), &ctx, &RecordingHost::new()).unwrap_err();
     assert!(err.contains("local_roots: none"), "{err}");
     assert!(local_allowed(&format!("file://{}/x/%2e%2e/y", root.path().display()), &[root.path().into()]).is_err());
     assert!(local_allowed(&format!("file://{}/x", root.path().display()), &[root.path().into()]).is_ok());
 }
 
-fn checkout(config: &str, ctx: &ScmContext, host: &RecordingHost) -> Result<CheckoutResult, String> {
-    let plugin = scm_from::<GitScm>(config)?;
-    let answer = plugin.checkout(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(|e| e.to_string())?;
-    Ok(vespene_plugin_api::serde_json::from_str(answer.as_str()).unwrap())
+fn checkout(config: Value, ctx: &ScmContext, host: &RecordingHost) -> Result<CheckoutResult, String> {
+    testkit::scm::<GitScm>(config)?.checkout(ctx, host)
 }
 
 #[test]
@@ -110,7 +106,7 @@ fn clones_the_default_branch_with_submodules_and_records_revision_and_committer(
     std::fs::create_dir(&work).unwrap();
     let host = RecordingHost::new();
 
-    let result = checkout("{}", &context(&url, &work, None), &host).unwrap();
+    let result = checkout(json!({}), &context(&url, &work, None), &host).unwrap();
 
     assert_eq!(result.revision.as_deref(), Some(head.as_str()));
     assert!(head.starts_with(result.short_revision.as_deref().unwrap()));
@@ -132,7 +128,7 @@ fn a_named_branch_is_cloned_alone() {
     std::fs::create_dir(&work).unwrap();
     let host = RecordingHost::new();
 
-    let result = checkout(r#"{"submodules": false}"#, &context(&url, &work, Some("feature")), &host).unwrap();
+    let result = checkout(json!({"submodules": false}), &context(&url, &work, Some("feature")), &host).unwrap();
 
     assert_eq!(result.committer.as_deref(), Some("Bob"));
     assert_eq!(result.committer_email.as_deref(), Some("bob@example.com"));
@@ -150,15 +146,15 @@ fn a_missing_branch_and_a_missing_repository_are_named() {
     let work = root.path().join("build");
     std::fs::create_dir(&work).unwrap();
 
-    let err = checkout("{}", &context(&url, &work, Some("nope")), &RecordingHost::new()).unwrap_err();
+    let err = checkout(json!({}), &context(&url, &work, Some("nope")), &RecordingHost::new()).unwrap_err();
     assert_eq!(err, format!("git: branch 'nope' does not exist in {url}"));
 
     let work2 = root.path().join("build2");
     std::fs::create_dir(&work2).unwrap();
-    let err = checkout("{}", &context("file:///no/such/repo", &work2, None), &RecordingHost::new()).unwrap_err();
+    let err = checkout(json!({}), &context("file:///no/such/repo", &work2, None), &RecordingHost::new()).unwrap_err();
     assert!(err.starts_with("git: cloning file:///no/such/repo failed:"), "{err}");
 
-    let err = checkout("{}", &context(&url, &work2, Some("bad..name")), &RecordingHost::new()).unwrap_err();
+    let err = checkout(json!({}), &context(&url, &work2, Some("bad..name")), &RecordingHost::new()).unwrap_err();
     assert_eq!(err, "git: 'bad..name' is not a valid branch name");
 }
 
@@ -170,7 +166,7 @@ fn a_stopped_build_clones_nothing() {
     std::fs::create_dir(&work).unwrap();
     let host = RecordingHost::new();
     host.cancel();
-    let err = checkout("{}", &context(&url, &work, None), &host).unwrap_err();
+    let err = checkout(json!({}), &context(&url, &work, None), &host).unwrap_err();
     assert_eq!(err, "git: checkout stopped: the build was stopped or timed out");
     assert!(std::fs::read_dir(&work).unwrap().next().is_none());
 }
@@ -182,28 +178,29 @@ fn bad_configuration_is_named() {
     std::fs::write(&file, "").unwrap();
     let cases = [
         (
-            r#"{"host_key_policy": "yes"}"#,
+            json!({"host_key_policy": "yes"}),
             "parameter 'host_key_policy' must be \"strict\" or \"accept-new\", not \"yes\"",
         ),
-        (r#"{"host_key_policy": "accept-new"}"#, "parameter 'known_hosts_store' is required with host_key_policy"),
-        (r#"{"known_hosts": "relative"}"#, "parameter 'known_hosts' must be an absolute path, not 'relative'"),
-        (r#"{"known_hosts": ["/no/such/file"]}"#, "parameter 'known_hosts': /no/such/file does not exist"),
-        (r#"{"timeout_seconds": 0}"#, "parameter 'timeout_seconds' must be a positive integer"),
-        (r#"{"depth": -1}"#, "parameter 'depth' must be a whole number"),
-        (r#"{"submodules": "yes"}"#, "parameter 'submodules' must be true or false"),
-        (r#"{"insecure": true}"#, "unknown parameter 'insecure' for scm plugin git"),
+        (json!({"host_key_policy": "accept-new"}), "parameter 'known_hosts_store' is required with host_key_policy"),
+        (json!({"known_hosts": "relative"}), "parameter 'known_hosts' must be an absolute path, not 'relative'"),
+        (json!({"known_hosts": ["/no/such/file"]}), "parameter 'known_hosts': /no/such/file does not exist"),
+        (json!({"timeout_seconds": 0}), "parameter 'timeout_seconds' must be a positive integer"),
+        (json!({"depth": -1}), "parameter 'depth' must be a whole number"),
+        (json!({"submodules": "yes"}), "parameter 'submodules' must be true or false"),
+        (json!({"insecure": true}), "unknown parameter 'insecure' for scm plugin git"),
     ];
     for (config, expected) in cases {
-        let err = scm_from::<GitScm>(config).err().unwrap();
+        let err = testkit::scm::<GitScm>(config.clone()).err().unwrap();
         assert!(err.starts_with(expected), "{config}: {err}");
     }
-    let ok = format!(
-        r#"{{"host_key_policy": "accept-new", "known_hosts": ["{}"], "known_hosts_store": "{}/store", "depth": 0}}"#,
-        file.display(),
-        dir.path().display()
-    );
-    scm_from::<GitScm>(&ok).unwrap();
-    scm_from::<GitScm>("{}").unwrap();
+    let ok = json!({
+        "host_key_policy": "accept-new",
+        "known_hosts": [file.display().to_string()],
+        "known_hosts_store": format!("{}/store", dir.path().display()),
+        "depth": 0,
+    });
+    testkit::scm::<GitScm>(ok).unwrap();
+    testkit::scm::<GitScm>(json!({})).unwrap();
 }
 
 #[test]

@@ -244,9 +244,8 @@ mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
 
-    use vespene_plugin_api::serde_json::{self, json};
-    use vespene_plugin_api::testkit::{organization_from, RecordingHost};
-    use vespene_plugin_api::RepositoryRef;
+    use vespene_plugin_api::serde_json::json;
+    use vespene_plugin_api::testkit::{self, RecordingHost};
 
     use super::{has_next_link, GitHub};
 
@@ -303,13 +302,11 @@ mod tests {
     #[test]
     fn lists_every_page_with_the_token() {
         let (base, server) = serve_pages();
-        let plugin = organization_from::<GitHub>(&json!({"api_url": "https://unused.invalid"}).to_string()).unwrap();
+        let plugin = testkit::organization::<GitHub>(json!({"api_url": "https://unused.invalid"})).unwrap();
         let org = json!({"organization_identifier": "acme", "api_endpoint": base,
-            "login": {"username": "ci", "password": "plain:t0ken"}})
-        .to_string();
+            "login": {"username": "ci", "password": "plain:t0ken"}});
         let host = RecordingHost::new();
-        let answer = plugin.find_repos(org.as_str().into(), &host.host()).into_result().unwrap();
-        let repos: Vec<RepositoryRef> = serde_json::from_str(&answer).unwrap();
+        let repos = plugin.find_repos(&org, &host).unwrap();
         assert_eq!(repos.len(), 2);
         assert_eq!(repos[0].clone_url, "git://h/a");
         assert_eq!(repos[1].default_branch.as_deref(), Some("dev"));
@@ -327,7 +324,7 @@ mod tests {
             (json!({"token": "x"}), "unknown parameter 'token' for organization plugin github"),
         ];
         for (cfg, expected) in cases {
-            assert_eq!(organization_from::<GitHub>(&cfg.to_string()).err().unwrap(), expected, "{cfg}");
+            assert_eq!(testkit::organization::<GitHub>(cfg.clone()).err().unwrap(), expected, "{cfg}");
         }
     }
 }

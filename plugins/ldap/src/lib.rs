@@ -301,7 +301,7 @@ export_plugin! {
 #[cfg(test)]
 mod tests {
     use vespene_plugin_api::serde_json::json;
-    use vespene_plugin_api::testkit::{authentication_from, to_json};
+    use vespene_plugin_api::testkit;
     use vespene_plugin_api::{LoginRequest, LoginVerdict};
 
     use super::*;
@@ -338,20 +338,18 @@ mod tests {
     #[test]
     fn an_empty_password_is_refused_without_asking_the_directory() {
         // Port 1 has no directory: an attempt to connect would be an error, not a refusal.
-        let plugin = authentication_from::<Ldap>(r#"{"url": "ldap://127.0.0.1:1", "base_dn": "dc=x"}"#).unwrap();
-        let request = to_json(&LoginRequest { username: "alice".into(), ..Default::default() });
-        let answer = plugin.authenticate(request.as_rstr(), "".into()).into_result().unwrap();
-        let verdict: LoginVerdict = vespene_plugin_api::serde_json::from_str(&answer).unwrap();
+        let plugin = testkit::authentication::<Ldap>(json!({"url": "ldap://127.0.0.1:1", "base_dn": "dc=x"})).unwrap();
+        let request = LoginRequest { username: "alice".into(), ..Default::default() };
+        let verdict = plugin.authenticate(&request, "").unwrap();
         assert_eq!(verdict, LoginVerdict::Rejected { reason: "empty password".into() });
     }
 
     #[test]
     fn an_unreachable_directory_is_an_error_naming_it() {
-        let plugin =
-            authentication_from::<Ldap>(r#"{"url": "ldap://127.0.0.1:1", "base_dn": "dc=x", "timeout_seconds": 2}"#)
-                .unwrap();
-        let request = to_json(&LoginRequest { username: "alice".into(), ..Default::default() });
-        let error = plugin.authenticate(request.as_rstr(), "secret-password".into()).into_result().unwrap_err();
+        let config = json!({"url": "ldap://127.0.0.1:1", "base_dn": "dc=x", "timeout_seconds": 2});
+        let plugin = testkit::authentication::<Ldap>(config).unwrap();
+        let request = LoginRequest { username: "alice".into(), ..Default::default() };
+        let error = plugin.authenticate(&request, "secret-password").unwrap_err();
         assert!(error.starts_with("cannot reach the LDAP directory at ldap://127.0.0.1:1"), "{error}");
         assert!(!error.contains("secret-password"), "{error}");
     }

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use vespene_plugin_api::serde_json::json;
-use vespene_plugin_api::testkit::{fake_build, fake_project, isolation_from, to_json, RecordingHost};
+use vespene_plugin_api::testkit::{self, fake_build, fake_project, RecordingHost};
 use vespene_plugin_api::IsolationContext;
 
 use super::*;
@@ -50,9 +50,8 @@ fn context(root: &Root) -> IsolationContext {
     }
 }
 
-fn execute(config: &str, ctx: &IsolationContext, host: &RecordingHost) -> Result<i32, String> {
-    let plugin = isolation_from::<SandboxIsolation>(config)?;
-    plugin.execute(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(Into::into)
+fn execute(config: Value, ctx: &IsolationContext, host: &RecordingHost) -> Result<i32, String> {
+    testkit::isolation::<SandboxIsolation>(config)?.execute(ctx, host)
 }
 
 #[test]
@@ -73,9 +72,9 @@ fn a_build_runs_as_its_projects_identity_and_sees_only_its_root() {
     let mut ctx = context(&root);
     ctx.hidden_paths = vec![shown.path().join("data").display().to_string()];
     let host = RecordingHost::new();
-    let config = json!({ "read_only": [shown.path()] }).to_string();
+    let config = json!({ "read_only": [shown.path()] });
 
-    assert_eq!(execute(&config, &ctx, &host), Ok(0), "{:?}", host.lines());
+    assert_eq!(execute(config, &ctx, &host), Ok(0), "{:?}", host.lines());
 
     let uid = if euid() == 0 { DEFAULT_UID_BASE + 7 } else { euid() };
     let root_text = root.path.display().to_string();
@@ -111,7 +110,7 @@ fn a_pool_without_network_has_only_loopback() {
     let mut ctx = context(&root);
     ctx.pool.network = Some(false);
     let host = RecordingHost::new();
-    assert_eq!(execute("{}", &ctx, &host), Ok(0), "{:?}", host.lines());
+    assert_eq!(execute(json!({}), &ctx, &host), Ok(0), "{:?}", host.lines());
     let out = host.outputs();
     assert_ne!(out[0], host_ns, "a namespace of its own");
     assert_eq!(out[1..], ["lo".to_string()]);
@@ -120,7 +119,7 @@ fn a_pool_without_network_has_only_loopback() {
     let root = root_with(script);
     let ctx = context(&root);
     let host = RecordingHost::new();
-    assert_eq!(execute("{}", &ctx, &host), Ok(0), "{:?}", host.lines());
+    assert_eq!(execute(json!({}), &ctx, &host), Ok(0), "{:?}", host.lines());
     assert_eq!(host.outputs()[0], host_ns, "the host's network by default");
 }
 
@@ -143,7 +142,7 @@ fn a_stop_kills_everything_the_build_started_even_outside_its_process_group() {
     let ctx = context(&root);
     let host = RecordingHost::new();
     let result = std::thread::scope(|s| {
-        let run = s.spawn(|| execute("{}", &ctx, &host));
+        let run = s.spawn(|| execute(json!({}), &ctx, &host));
         let begun = Instant::now();
         while !host.outputs().contains(&"started".to_string()) {
             assert!(begun.elapsed() < Duration::from_secs(20), "the build never started: {:?}", host.lines());
@@ -168,7 +167,7 @@ fn a_timeout_stops_the_build() {
     ctx.timeout_seconds = Some(1);
     let host = RecordingHost::new();
     let begun = Instant::now();
-    assert_eq!(execute("{}", &ctx, &host), Err(STOPPED.to_string()));
+    assert_eq!(execute(json!({}), &ctx, &host), Err(STOPPED.to_string()));
     assert!(begun.elapsed() < Duration::from_secs(10));
     assert_eq!(host.outputs(), ["going"]);
 }
@@ -180,7 +179,7 @@ fn a_script_without_shebang_runs_with_the_shell_and_the_build_environment_wins()
     ctx.env.insert("GREETING".into(), "from-the-build".into());
     let config = json!({ "env": { "GREETING": "from-the-plugin", "LANG_X": "C.UTF-8" }, "path": "/usr/bin:/bin" });
     let host = RecordingHost::new();
-    assert_eq!(execute(&config.to_string(), &ctx, &host), Ok(0), "{:?}", host.lines());
+    assert_eq!(execute(config, &ctx, &host), Ok(0), "{:?}", host.lines());
     assert_eq!(host.outputs(), ["from-the-build C.UTF-8 /usr/bin:/bin"]);
 }
 
@@ -202,19 +201,19 @@ fn identities_come_from_the_project_when_the_worker_is_root() {
 #[test]
 fn bad_configuration_is_named() {
     let cases = [
-        (r#"{"bwrap": "bwrap"}"#, "parameter 'bwrap' must be an absolute path, not 'bwrap'"),
-        (r#"{"shell": 3}"#, "parameter 'shell' must be a non-empty string"),
-        (r#"{"read_only": "/opt"}"#, "parameter 'read_only' must be a list of absolute paths"),
-        (r#"{"read_only": ["opt"]}"#, "parameter 'read_only': \"opt\" is not an absolute path below /"),
-        (r#"{"uid_base": -1}"#, "parameter 'uid_base' must be a whole number from 1 to 4294967295, not -1"),
+        (json!({"bwrap": "bwrap"}), "parameter 'bwrap' must be an absolute path, not 'bwrap'"),
+        (json!({"shell": 3}), "parameter 'shell' must be a non-empty string"),
+        (json!({"read_only": "/opt"}), "parameter 'read_only' must be a list of absolute paths"),
+        (json!({"read_only": ["opt"]}), "parameter 'read_only': \"opt\" is not an absolute path below /"),
+        (json!({"uid_base": -1}), "parameter 'uid_base' must be a whole number from 1 to 4294967295, not -1"),
         (
-            r#"{"uid_base": 4294967000}"#,
+            json!({"uid_base": 4294967000u64}),
             "parameters 'uid_base' + 'uid_count' (4294967000 + 1000000) pass the largest uid",
         ),
-        (r#"{"network": false}"#, "unknown parameter 'network' for isolation plugin sandbox"),
+        (json!({"network": false}), "unknown parameter 'network' for isolation plugin sandbox"),
     ];
     for (config, expected) in cases {
-        assert_eq!(isolation_from::<SandboxIsolation>(config).err().unwrap(), expected, "{config}");
+        assert_eq!(testkit::isolation::<SandboxIsolation>(config.clone()).err().unwrap(), expected, "{config}");
     }
 }
 
@@ -222,7 +221,7 @@ fn bad_configuration_is_named() {
 fn a_missing_bubblewrap_is_named() {
     let root = root_with("#!/bin/sh\ntrue\n");
     let host = RecordingHost::new();
-    let err = execute(r#"{"bwrap": "/nonexistent/bwrap"}"#, &context(&root), &host).unwrap_err();
+    let err = execute(json!({"bwrap": "/nonexistent/bwrap"}), &context(&root), &host).unwrap_err();
     assert_eq!(
         err,
         "sandbox isolation: bubblewrap is not installed: /nonexistent/bwrap does not exist (install Debian's \
@@ -242,6 +241,6 @@ fn a_root_the_identity_cannot_reach_is_named() {
     std::fs::write(path.join(SCRIPT), "#!/bin/sh\ntrue\n").unwrap();
     let root = Root { _base: base, path };
     let host = RecordingHost::new();
-    let err = execute("{}", &context(&root), &host).unwrap_err();
+    let err = execute(json!({}), &context(&root), &host).unwrap_err();
     assert!(err.contains("cannot reach the build root") && err.contains("is not searchable by others"), "{err}");
 }

@@ -144,8 +144,8 @@ mod tests {
     use vespene_plugin_api::abi::{CommandOutcome, CommandRunner, CommandRunner_TO};
     use vespene_plugin_api::abi_stable::sabi_trait::TD_Opaque;
     use vespene_plugin_api::abi_stable::std_types::{RResult, RStr, RString};
-    use vespene_plugin_api::serde_json::{self, json};
-    use vespene_plugin_api::testkit::{fake_build, fake_project, isolation_from, to_json, RecordingHost};
+    use vespene_plugin_api::serde_json::{self, json, Value};
+    use vespene_plugin_api::testkit::{self, fake_build, fake_project, RecordingHost};
     use vespene_plugin_api::{CommandRequest, IsolationContext, StreamName};
 
     use super::{ShellIsolation, STOPPED};
@@ -169,9 +169,8 @@ mod tests {
         }
     }
 
-    fn execute(config_json: &str, ctx: &IsolationContext, host: &RecordingHost) -> Result<i32, String> {
-        let plugin = isolation_from::<ShellIsolation>(config_json)?;
-        plugin.execute(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    fn execute(config: Value, ctx: &IsolationContext, host: &RecordingHost) -> Result<i32, String> {
+        testkit::isolation::<ShellIsolation>(config)?.execute(ctx, host)
     }
 
     #[test]
@@ -180,7 +179,7 @@ mod tests {
         let ctx = context(root.path(), "#!/bin/sh\necho one\necho two >&2\necho three\nexit 3\n");
         let host = RecordingHost::new();
 
-        let code = execute("{}", &ctx, &host).unwrap();
+        let code = execute(json!({}), &ctx, &host).unwrap();
 
         assert_eq!(code, 3);
         // stdout and stderr in the order the script wrote them, as on the server.
@@ -202,14 +201,14 @@ mod tests {
         let script = root.path().join(SCRIPT);
 
         let host = RecordingHost::new();
-        let code = execute(&json!({ "shell": shell }).to_string(), &ctx, &host).unwrap();
+        let code = execute(json!({ "shell": shell }), &ctx, &host).unwrap();
         assert_eq!(code, 0);
         assert_eq!(host.outputs(), [format!("myshell: {}", script.display()), "no shebang here".to_string()]);
 
         // The default shell is /bin/sh; the script need not even be executable.
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o600)).unwrap();
         let host = RecordingHost::new();
-        assert_eq!(execute("{}", &ctx, &host).unwrap(), 0);
+        assert_eq!(execute(json!({}), &ctx, &host).unwrap(), 0);
         assert_eq!(host.outputs(), ["no shebang here"]);
     }
 
@@ -221,10 +220,10 @@ mod tests {
             "#!/bin/sh\necho \"greeting=$GREETING\"\necho \"lang=$LANG_X\"\necho \"home=${HOME:+set}\"\n",
         );
         ctx.env.insert("GREETING".into(), "from the build".into());
-        let config = json!({ "env": { "GREETING": "from the plugin", "LANG_X": "C.UTF-8" } }).to_string();
+        let config = json!({ "env": { "GREETING": "from the plugin", "LANG_X": "C.UTF-8" } });
         let host = RecordingHost::new();
 
-        assert_eq!(execute(&config, &ctx, &host).unwrap(), 0);
+        assert_eq!(execute(config, &ctx, &host).unwrap(), 0);
         let expected_home = if std::env::var_os("HOME").is_some() { "home=set" } else { "home=" };
         assert_eq!(host.outputs(), ["greeting=from the build", "lang=C.UTF-8", expected_home]);
     }
@@ -235,7 +234,7 @@ mod tests {
         let ctx = context(root.path(), "#!/bin/sh\ncat vespene.json\necho\npwd\n");
         let host = RecordingHost::new();
 
-        assert_eq!(execute("{}", &ctx, &host).unwrap(), 0);
+        assert_eq!(execute(json!({}), &ctx, &host).unwrap(), 0);
         let pwd = std::fs::canonicalize(root.path()).unwrap();
         assert_eq!(host.outputs(), [r#"{"build_id": 42}"#.to_string(), pwd.display().to_string()]);
     }
@@ -247,7 +246,7 @@ mod tests {
         let host = RecordingHost::new();
         host.cancel();
 
-        assert_eq!(execute("{}", &ctx, &host).unwrap_err(), STOPPED);
+        assert_eq!(execute(json!({}), &ctx, &host).unwrap_err(), STOPPED);
         assert!(!root.path().join("ran").exists());
         assert!(host.lines().is_empty());
     }
@@ -259,44 +258,52 @@ mod tests {
         let host = RecordingHost::new();
 
         ctx.launch_script = "../evil.sh".into();
-        let err = execute("{}", &ctx, &host).unwrap_err();
+        let err = execute(json!({}), &ctx, &host).unwrap_err();
         assert_eq!(err, "shell isolation: launch script '../evil.sh' must be a plain file name in the build root");
 
         ctx.launch_script = "missing.sh".into();
-        let err = execute("{}", &ctx, &host).unwrap_err();
+        let err = execute(json!({}), &ctx, &host).unwrap_err();
         assert_eq!(
             err,
             format!("shell isolation: launch script 'missing.sh' not found in build root {}", root.path().display())
         );
 
         ctx.launch_script = String::new();
-        assert_eq!(execute("{}", &ctx, &host).unwrap_err(), "shell isolation: the build has no launch script");
+        assert_eq!(execute(json!({}), &ctx, &host).unwrap_err(), "shell isolation: the build has no launch script");
         assert!(host.lines().is_empty());
     }
 
     #[test]
     fn bad_configuration_is_named() {
         let cases = [
-            (r#"{"shell": "bash"}"#, "parameter 'shell' must be an absolute path, such as \"/bin/bash\"".to_string()),
-            (r#"{"shell": 5}"#, "parameter 'shell' must be an absolute path, such as \"/bin/bash\"".to_string()),
+            (json!({"shell": "bash"}), "parameter 'shell' must be an absolute path, such as \"/bin/bash\"".to_string()),
+            (json!({"shell": 5}), "parameter 'shell' must be an absolute path, such as \"/bin/bash\"".to_string()),
             (
-                r#"{"shell": "/no/such/shell"}"#,
+                json!({"shell": "/no/such/shell"}),
                 "parameter 'shell': /no/such/shell does not exist or is not a file".into(),
             ),
-            (r#"{"env": "A=1"}"#, "parameter 'env' must be a table of variable names to strings".into()),
-            (r#"{"env": {"A": 1}}"#, "parameter 'env': the value of 'A' must be a string".into()),
-            (r#"{"env": {"A=B": "1"}}"#, "parameter 'env': 'A=B' is not a valid environment variable name".into()),
-            (r#"{"shel": "/bin/sh"}"#, "unknown parameter 'shel' for isolation plugin shell".into()),
-            (r#"{"a": 1, "b": 2}"#, "unknown parameters 'a', 'b' for isolation plugin shell".into()),
-            ("[]", "the parameters of isolation plugin shell must be a table, not []".into()),
+            (json!({"env": "A=1"}), "parameter 'env' must be a table of variable names to strings".into()),
+            (json!({"env": {"A": 1}}), "parameter 'env': the value of 'A' must be a string".into()),
+            (json!({"env": {"A=B": "1"}}), "parameter 'env': 'A=B' is not a valid environment variable name".into()),
+            (json!({"shel": "/bin/sh"}), "unknown parameter 'shel' for isolation plugin shell".into()),
+            (json!({"a": 1, "b": 2}), "unknown parameters 'a', 'b' for isolation plugin shell".into()),
+            (json!([]), "the parameters of isolation plugin shell must be a table, not []".into()),
         ];
         for (config, expected) in cases {
-            assert_eq!(isolation_from::<ShellIsolation>(config).err().unwrap(), expected, "{config}");
+            assert_eq!(testkit::isolation::<ShellIsolation>(config.clone()).err().unwrap(), expected, "{config}");
         }
-        for config in ["", "{}", "null", r#"{"shell": "/bin/sh", "env": {}}"#] {
-            isolation_from::<ShellIsolation>(config).unwrap();
+        for config in [Value::Null, json!({}), json!({"shell": "/bin/sh", "env": {}})] {
+            testkit::isolation::<ShellIsolation>(config).unwrap();
         }
+        // Raw on purpose: a host's text "null" reaches `new` as JSON null, and
+        // the typed loader never sends that text (it sends null as "").
+        testkit::isolation_from::<ShellIsolation>("null").unwrap();
     }
+
+    // ABI level on purpose from here on: these tests check the exact request
+    // the plugin sends across the boundary and feed it start errors, so they
+    // put their own command runner into the raw `Host`; the typed kit's
+    // `RecordingHost` runs commands for real and cannot be given another.
 
     /// A command runner that records each request and answers the next canned result.
     struct FakeRunner {
@@ -324,8 +331,8 @@ mod tests {
         let runner = FakeRunner { seen: Mutex::new(Vec::new()), answers: Mutex::new(answers.into()) };
         let mut host = recording.host();
         host.commands = CommandRunner_TO::from_ptr(&runner, TD_Opaque);
-        let plugin = isolation_from::<ShellIsolation>(r#"{"env": {"CI": "true"}}"#).unwrap();
-        let result = plugin.execute(to_json(ctx).as_rstr(), &host).into_result().map_err(Into::into);
+        let plugin = testkit::isolation_from::<ShellIsolation>(r#"{"env": {"CI": "true"}}"#).unwrap();
+        let result = plugin.execute(testkit::to_json(ctx).as_rstr(), &host).into_result().map_err(Into::into);
         drop(host);
         (result, runner.seen.into_inner().unwrap())
     }

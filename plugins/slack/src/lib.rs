@@ -295,7 +295,7 @@ mod tests {
 
     use vespene_plugin_api::serde_json::{json, Value};
     use vespene_plugin_api::testkit::{
-        fake_trigger_context, read_request, serve_canned, to_json, trigger_from, RecordingHost, SeenRequest as Seen,
+        self, fake_trigger_context, read_request, serve_canned, RecordingHost, SeenRequest as Seen,
     };
     use vespene_plugin_api::{Trigger, TriggerContext};
 
@@ -309,15 +309,14 @@ mod tests {
         (format!("{url}/api"), handle)
     }
 
-    fn config(base_url: &str, extra: Value) -> String {
+    fn config(base_url: &str, extra: Value) -> Value {
         let mut cfg = json!({ "channel": "#builds", "token": TOKEN, "base_url": base_url });
         cfg.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        cfg.to_string()
+        cfg
     }
 
-    fn execute(config_json: &str, ctx: &TriggerContext, host: &RecordingHost) -> Result<(), String> {
-        let trigger = trigger_from::<SlackTrigger>(config_json)?;
-        trigger.execute(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(Into::into)
+    fn execute(config: &Value, ctx: &TriggerContext, host: &RecordingHost) -> Result<(), String> {
+        testkit::trigger::<SlackTrigger>(config.clone())?.execute(ctx, host)
     }
 
     #[test]
@@ -482,12 +481,12 @@ mod tests {
             (json!([t]), "the parameters of trigger plugin slack must be a table"),
         ];
         for (cfg, expected) in cases {
-            let err = trigger_from::<SlackTrigger>(&cfg.to_string()).err().unwrap();
+            let err = testkit::trigger::<SlackTrigger>(cfg.clone()).err().unwrap();
             assert_eq!(err, expected, "{cfg}");
             assert!(!err.contains(TOKEN));
         }
         assert_eq!(
-            trigger_from::<SlackTrigger>("").err().unwrap(),
+            testkit::trigger::<SlackTrigger>(Value::Null).err().unwrap(),
             "parameter 'channel' (a non-empty string) is required"
         );
     }
@@ -495,7 +494,7 @@ mod tests {
     #[test]
     fn a_template_syntax_error_is_a_configuration_error() {
         let cfg = json!({ "channel": "#b", "token": TOKEN, "message_failure": "{{ build.id" });
-        let err = trigger_from::<SlackTrigger>(&cfg.to_string()).err().unwrap();
+        let err = testkit::trigger::<SlackTrigger>(cfg).err().unwrap();
         assert!(err.starts_with("parameter 'message_failure' is not a valid template: "), "{err}");
         assert!(err.contains("syntax error"), "{err}");
     }

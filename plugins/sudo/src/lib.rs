@@ -378,7 +378,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
-    use vespene_plugin_api::testkit::{fake_build, fake_project, isolation_from, to_json, RecordingHost};
+    use vespene_plugin_api::serde_json::json;
+    use vespene_plugin_api::testkit::{self, fake_build, fake_project, RecordingHost};
     use vespene_plugin_api::{IsolationContext, PoolInfo};
 
     use super::*;
@@ -506,38 +507,41 @@ mod tests {
     #[test]
     fn bad_configuration_is_named() {
         let cases = [
-            (r#"{"default_user": "root"}"#, "parameter 'default_user': builds never run as root: name another user"),
-            (r#"{"default_user": 5}"#, "parameter 'default_user' must be a non-empty string"),
-            (r#"{"shell": "bash"}"#, "parameter 'shell' must be an absolute path, such as \"/bin/bash\""),
-            (r#"{"env": {"A": 1}}"#, "parameter 'env': the value of 'A' must be a string"),
+            (json!({"default_user": "root"}), "parameter 'default_user': builds never run as root: name another user"),
+            (json!({"default_user": 5}), "parameter 'default_user' must be a non-empty string"),
+            (json!({"shell": "bash"}), "parameter 'shell' must be an absolute path, such as \"/bin/bash\""),
+            (json!({"env": {"A": 1}}), "parameter 'env': the value of 'A' must be a string"),
             (
-                r#"{"group": "no-such-group-here"}"#,
+                json!({"group": "no-such-group-here"}),
                 "parameter 'group': group 'no-such-group-here' does not exist on this worker",
             ),
-            (r#"{"user": "x"}"#, "unknown parameter 'user' for isolation plugin sudo"),
-            ("[]", "the parameters of isolation plugin sudo must be a table, not []"),
+            (json!({"user": "x"}), "unknown parameter 'user' for isolation plugin sudo"),
+            (json!([]), "the parameters of isolation plugin sudo must be a table, not []"),
         ];
         for (config, expected) in cases {
-            assert_eq!(isolation_from::<SudoIsolation>(config).err().unwrap(), expected, "{config}");
+            assert_eq!(testkit::isolation::<SudoIsolation>(config.clone()).err().unwrap(), expected, "{config}");
         }
-        for config in ["", "{}", "null", r#"{"default_user": "nobody", "path": "/bin", "env": {}}"#] {
-            isolation_from::<SudoIsolation>(config).unwrap();
+        for config in [Value::Null, json!({}), json!({"default_user": "nobody", "path": "/bin", "env": {}})] {
+            testkit::isolation::<SudoIsolation>(config).unwrap();
         }
+        // Raw on purpose: a host's text "null" reaches `new` as JSON null, and
+        // the typed loader never sends that text (it sends null as "").
+        testkit::isolation_from::<SudoIsolation>("null").unwrap();
     }
 
     #[test]
     fn an_unknown_user_and_a_stopped_build_run_nothing() {
         let root = tempfile::tempdir().unwrap();
-        let plugin = isolation_from::<SudoIsolation>("{}").unwrap();
+        let plugin = testkit::isolation::<SudoIsolation>(json!({})).unwrap();
         let host = RecordingHost::new();
         let ctx = context(root.path(), "#!/bin/sh\ntouch ran\n", Some("no-such-user-here"));
-        let err = plugin.execute(to_json(&ctx).as_rstr(), &host.host()).into_result().unwrap_err();
-        assert_eq!(err.as_str(), "sudo isolation: build user 'no-such-user-here' does not exist on this worker");
+        let err = plugin.execute(&ctx, &host).unwrap_err();
+        assert_eq!(err, "sudo isolation: build user 'no-such-user-here' does not exist on this worker");
 
         let ctx = context(root.path(), "#!/bin/sh\ntouch ran\n", Some("nobody"));
         host.cancel();
-        let err = plugin.execute(to_json(&ctx).as_rstr(), &host.host()).into_result().unwrap_err();
-        assert_eq!(err.as_str(), STOPPED);
+        let err = plugin.execute(&ctx, &host).unwrap_err();
+        assert_eq!(err, STOPPED);
         assert!(!root.path().join("ran").exists());
     }
 
@@ -547,7 +551,7 @@ mod tests {
         if unsafe { libc::geteuid() } != 0 {
             return; // only root hands roots to project uids
         }
-        let per_project = isolation_from::<SudoIsolation>(r#"{"project_uid_base": 2000000}"#).unwrap();
+        let per_project = testkit::isolation::<SudoIsolation>(json!({"project_uid_base": 2000000})).unwrap();
         let mut seen = Vec::new();
         for project in [3, 4] {
             let dir = reachable_root();
@@ -555,8 +559,8 @@ mod tests {
             let mut ctx = context(&root, "#!/bin/sh\nid -u\nid -G\necho \"user=$USER\"\ntouch made\n", None);
             ctx.project.id = project;
             let host = RecordingHost::new();
-            let code = per_project.execute(to_json(&ctx).as_rstr(), &host.host()).into_result();
-            assert_eq!(code.map_err(|e| e.to_string()), Ok(0), "{:?}", host.lines());
+            let code = per_project.execute(&ctx, &host);
+            assert_eq!(code, Ok(0), "{:?}", host.lines());
             let uid = 2_000_000 + project as u32;
             assert_eq!(host.outputs(), [uid.to_string(), uid.to_string(), format!("user=vespene-build-{uid}")]);
             assert_eq!(std::fs::metadata(root.join("made")).unwrap().uid(), uid);
@@ -582,9 +586,9 @@ mod tests {
             "#!/bin/sh\nwhoami\necho \"home=$HOME\"\necho \"server-env=${CARGO_MANIFEST_DIR:-unset}\"\ntouch made\nexit 5\n",
             Some(BUILD_USER),
         );
-        let plugin = isolation_from::<SudoIsolation>("{}").unwrap();
+        let plugin = testkit::isolation::<SudoIsolation>(json!({})).unwrap();
         let host = RecordingHost::new();
-        let code = plugin.execute(to_json(&ctx).as_rstr(), &host.host()).into_result().unwrap();
+        let code = plugin.execute(&ctx, &host).unwrap();
         assert_eq!(code, 5, "{:?}", host.lines());
         assert_eq!(
             host.outputs(),
@@ -609,9 +613,9 @@ mod tests {
         let root = dir.path().join("42");
         std::fs::create_dir(&root).unwrap();
         let ctx = context(&root, "#!/bin/sh\ntrue\n", Some(BUILD_USER));
-        let plugin = isolation_from::<SudoIsolation>("{}").unwrap();
+        let plugin = testkit::isolation::<SudoIsolation>(json!({})).unwrap();
         let host = RecordingHost::new();
-        let err = plugin.execute(to_json(&ctx).as_rstr(), &host.host()).into_result().unwrap_err();
+        let err = plugin.execute(&ctx, &host).unwrap_err();
         let expected = format!(
             "sudo isolation: build user '{BUILD_USER}' cannot reach the build root {}: {} is not searchable by them",
             root.display(),

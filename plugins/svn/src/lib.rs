@@ -303,7 +303,8 @@ mod tests {
     use std::path::Path;
     use std::process::Command;
 
-    use vespene_plugin_api::testkit::{fake_build, fake_project, scm_from, to_json, RecordingHost};
+    use vespene_plugin_api::serde_json::json;
+    use vespene_plugin_api::testkit::{self, fake_build, fake_project, RecordingHost};
     use vespene_plugin_api::{CheckoutResult, LoginRef, ScmContext};
 
     use super::*;
@@ -344,9 +345,7 @@ mod tests {
     }
 
     fn checkout(ctx: &ScmContext, host: &RecordingHost) -> Result<CheckoutResult, String> {
-        let plugin = scm_from::<SvnScm>("{}")?;
-        let answer = plugin.checkout(to_json(ctx).as_rstr(), &host.host()).into_result().map_err(|e| e.to_string())?;
-        Ok(vespene_plugin_api::serde_json::from_str(answer.as_str()).unwrap())
+        testkit::scm::<SvnScm>(json!({}))?.checkout(ctx, host)
     }
 
     #[test]
@@ -384,7 +383,7 @@ mod tests {
         let url = fixture(root.path());
         let elsewhere = tempfile::tempdir().unwrap();
         let secret = fixture(elsewhere.path());
-        let roots = vespene_plugin_api::serde_json::json!([root.path()]);
+        let roots = json!([root.path()]);
 
         // Relative, same-repository and file externals under the roots are fetched.
         set_externals(&url, root.path(), "^/branches/feature feat\n-r 1 ../trunk/README readme-copy\n");
@@ -417,10 +416,10 @@ mod tests {
         assert!(err.contains("(local_roots: none)") || err.contains("local_roots: none"), "{err}");
 
         // externals = false skips them.
-        let plugin = scm_from::<SvnScm>(r#"{"externals": false}"#).unwrap();
+        let plugin = testkit::scm::<SvnScm>(json!({"externals": false})).unwrap();
         let root4 = tempfile::tempdir().unwrap();
         let ctx = context(&url, root4.path(), Some("trunk"));
-        plugin.checkout(to_json(&ctx).as_rstr(), &RecordingHost::new().host()).into_result().unwrap();
+        plugin.checkout(&ctx, &RecordingHost::new()).unwrap();
         assert!(!Path::new(&ctx.work_dir).join("stolen").exists());
         assert!(Path::new(&ctx.work_dir).join("README").exists());
     }
@@ -467,15 +466,15 @@ mod tests {
     #[test]
     fn bad_configuration_is_named() {
         let cases = [
-            (r#"{"svn": 1}"#, "parameter 'svn' must be the path of the svn client"),
-            (r#"{"svn": "/no/svn"}"#, "parameter 'svn': /no/svn does not exist or is not a file"),
-            (r#"{"timeout_seconds": "x"}"#, "parameter 'timeout_seconds' must be a positive integer"),
-            (r#"{"externals": "no"}"#, "parameter 'externals' must be true or false"),
-            (r#"{"user": "x"}"#, "unknown parameter 'user' for scm plugin svn"),
+            (json!({"svn": 1}), "parameter 'svn' must be the path of the svn client"),
+            (json!({"svn": "/no/svn"}), "parameter 'svn': /no/svn does not exist or is not a file"),
+            (json!({"timeout_seconds": "x"}), "parameter 'timeout_seconds' must be a positive integer"),
+            (json!({"externals": "no"}), "parameter 'externals' must be true or false"),
+            (json!({"user": "x"}), "unknown parameter 'user' for scm plugin svn"),
         ];
         for (config, expected) in cases {
-            assert_eq!(scm_from::<SvnScm>(config).err().unwrap(), expected, "{config}");
+            assert_eq!(testkit::scm::<SvnScm>(config.clone()).err().unwrap(), expected, "{config}");
         }
-        scm_from::<SvnScm>("{}").unwrap();
+        testkit::scm::<SvnScm>(json!({})).unwrap();
     }
 }

@@ -269,6 +269,10 @@ impl OutputSink for ScaleHost {
     fn emit(&self, _stream: Stream, lines: RSlice<'_, RStr<'_>>) {
         self.push(lines.iter().map(|l| l.as_str().to_owned()).collect());
     }
+
+    fn set_variable(&self, name: RStr<'_>, _value: RStr<'_>) -> RResult<(), RString> {
+        RErr(format!("cannot set output variable {}: an autoscaler runs outside any build", name.as_str()).into())
+    }
 }
 
 impl CancelToken for ScaleHost {

@@ -107,6 +107,10 @@ impl OutputSink for BuildHost {
     fn emit(&self, stream: Stream, lines: RSlice<'_, RStr<'_>>) {
         self.log.push_lines(stream, lines.iter().map(|l| l.as_str().to_owned()).collect());
     }
+
+    fn set_variable(&self, name: RStr<'_>, value: RStr<'_>) -> RResult<(), RString> {
+        self.log.set_output_variable(name.as_str(), value.as_str()).map_err(RString::from).into()
+    }
 }
 
 impl CancelToken for BuildHost {

@@ -226,6 +226,20 @@ impl BuildLog {
         })
     }
 
+    /// Sets an output variable a plugin gave through the host
+    /// (`Host::set_variable`): the name checked, the value masked like the
+    /// log, and a message line naming the variable (not its value).
+    pub fn set_output_variable(&self, name: &str, value: &str) -> Result<(), String> {
+        vespene_plugin_api::check_variable_name(name)?;
+        let value = match self.masks_anything() {
+            true => self.masks.lock().expect("mask lock").mask(value).unwrap_or_else(|| value.to_string()),
+            false => value.to_string(),
+        };
+        self.output_variables.lock().expect("vars lock").insert(name.to_string(), Value::String(value));
+        self.message(&format!("output variable {name} set by a plugin"));
+        Ok(())
+    }
+
     /// The variables set so far with `vespene/set NAME VALUE`.
     pub fn output_variables(&self) -> Map<String, Value> {
         self.output_variables.lock().expect("vars lock").clone()

@@ -48,6 +48,14 @@ impl OutputSink for ConsoleHost {
             print_line(stream, line.as_str());
         }
     }
+
+    fn set_variable(&self, name: RStr<'_>, value: RStr<'_>) -> RResult<(), RString> {
+        if let Err(e) = vespene_plugin_api::check_variable_name(name.as_str()) {
+            return RErr(e.into());
+        }
+        print_line(Stream::Message, &format!("output variable {} = {}", name.as_str(), value.as_str()));
+        ROk(())
+    }
 }
 
 impl CancelToken for ConsoleHost {

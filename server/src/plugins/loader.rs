@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
+use abi_stable::abi_stability::abi_checking::{check_layout_compatibility_with_globals, CheckingGlobals};
 use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use abi_stable::std_types::RBoxError;
 use abi_stable::StableAbi;
@@ -147,11 +147,18 @@ pub fn open_with_detail(path: &Path, detail: bool) -> Result<Library, String> {
 /// the check runs the other way round: the plugin's layout must be a prefix of
 /// ours, field for field. The generated accessors then answer `None`, or the
 /// trait method's default, for what the plugin lacks.
+///
+/// The check runs with checking state of its own: abi_stable merges every
+/// prefix type it checks into a process-wide map, and for two of the same
+/// length it keeps the first one's field types. An older plugin's vtables
+/// merged there would carry its older `Host` into the checks of every
+/// current plugin loaded after it, which would then fail.
 fn init_older_minor(header: &LibHeader) -> Result<PluginModuleRef, LibraryError> {
     let Some(plugin_layout) = header.layout() else {
         return Err(LibraryError::AbiInstability(RBoxError::from_fmt(&"the plugin carries no layout to check")));
     };
-    check_layout_compatibility(plugin_layout, <PluginModuleRef as StableAbi>::LAYOUT)
+    let isolated = CheckingGlobals::new();
+    check_layout_compatibility_with_globals(plugin_layout, <PluginModuleRef as StableAbi>::LAYOUT, &isolated)
         .map_err(|e| LibraryError::AbiInstability(RBoxError::from_fmt(&e)))?;
     // SAFETY: the layout was checked just above, with the plugin as the interface.
     unsafe { header.init_root_module_with_unchecked_layout::<PluginModuleRef>() }

@@ -6,10 +6,9 @@
 //! `"new"` panics while constructing. `fail_with`: `"panic"` (the default)
 //! or `"error"` (returns an error instead of panicking).
 
-use vespene_plugin_api::abi_stable::std_types::RVec;
 use vespene_plugin_api::serde_json::Value;
 use vespene_plugin_api::{
-    export_plugin, BatchInfo, CheckoutResult, Host, Isolation, IsolationContext, Output, OutputLine, PluginResult, Scm,
+    export_plugin, BatchInfo, CheckoutResult, Host, Isolation, IsolationContext, Lines, Output, PluginResult, Scm,
     ScmContext, Trigger, TriggerContext,
 };
 
@@ -95,7 +94,7 @@ impl Output for PanickyOutput {
         Failure::from_config(config).map(PanickyOutput)
     }
 
-    fn filter(&self, _info: &BatchInfo, _lines: &mut RVec<OutputLine>) -> PluginResult<()> {
+    fn filter(&self, _info: &BatchInfo, _lines: &mut Lines) -> PluginResult<()> {
         self.0.fail()
     }
 }
