@@ -1,6 +1,7 @@
 //! The Vespene server: settings, the plugin host, storage, the build engine, the
-//! web tier and the command line. Data flows one way: web and cli call the
-//! engine, the engine calls the store and the plugins; plugins never touch the
+//! web tier and the command line. Each module names only the layers below it
+//! (metrics and settings, then store, plugins, engine, web, cli; checked by
+//! `tests/layers.rs`, described in ARCHITECTURE.md); plugins never touch the
 //! database.
 
 pub mod cli;

@@ -6,6 +6,9 @@
 //! every start; and gauges read from the database at each scrape (queue depth
 //! per pool, running builds, worker heartbeat ages), which every server
 //! process answers alike.
+//!
+//! A leaf: every layer counts into it, and it names none of them. The web
+//! tier reads the gauges from the store and hands them to [`render`].
 
 use std::sync::LazyLock;
 
@@ -15,8 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use crate::store::{BuildStatus, Store};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
@@ -65,9 +66,9 @@ static LOCAL: LazyLock<Local> = LazyLock::new(|| Local {
     http_duration: Histogram::new(exponential_buckets(0.001, 2.5, 12)),
 });
 
-/// Counts a build that this process moved to a finished status.
-pub fn build_finished(status: BuildStatus, seconds: Option<f64>) {
-    LOCAL.build_outcomes.get_or_create(&StatusLabel { status: status.as_str().to_string() }).inc();
+/// Counts a build that this process moved to a finished status (`SUCCESS`, ...).
+pub fn build_finished(status: &str, seconds: Option<f64>) {
+    LOCAL.build_outcomes.get_or_create(&StatusLabel { status: status.to_string() }).inc();
     if let Some(s) = seconds {
         LOCAL.build_duration.observe(s.max(0.0));
     }
@@ -87,13 +88,26 @@ pub fn http_request(method: &str, status: u16, seconds: f64) {
     LOCAL.http_duration.observe(seconds);
 }
 
-/// The whole exposition (OpenMetrics text), the database gauges read now.
-pub async fn render(store: &Store) -> crate::store::Result<String> {
+/// What the database says at a scrape, read by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Every finished build status, counted from zero so rates work from the first build.
+    pub finished_statuses: Vec<&'static str>,
+    /// Queued builds per pool name.
+    pub queue_depth: Vec<(String, i64)>,
+    /// Builds running now, on any host.
+    pub running_builds: i64,
+    /// Seconds since each worker (uid, host name) last checked in.
+    pub heartbeat_ages: Vec<(String, String, f64)>,
+}
+
+/// The whole exposition (OpenMetrics text): this process's counters and the
+/// database `gauges`.
+pub fn render(gauges: &Gauges) -> Result<String, String> {
     let mut registry = Registry::with_prefix("vespene");
     let local = &*LOCAL;
-    // Every finished status from zero, so rates work from the first build.
-    for status in BuildStatus::ALL.into_iter().filter(|s| !s.is_active()) {
-        let _ = local.build_outcomes.get_or_create(&StatusLabel { status: status.as_str().to_string() });
+    for status in &gauges.finished_statuses {
+        let _ = local.build_outcomes.get_or_create(&StatusLabel { status: status.to_string() });
     }
     registry.register(
         "builds_finished",
@@ -122,19 +136,16 @@ pub async fn render(store: &Store) -> crate::store::Result<String> {
     );
 
     let queue: Family<PoolLabel, Gauge> = Family::default();
-    for (pool, depth) in store.queue_depth_by_pool().await? {
-        queue.get_or_create(&PoolLabel { pool }).set(depth);
+    for (pool, depth) in &gauges.queue_depth {
+        queue.get_or_create(&PoolLabel { pool: pool.clone() }).set(*depth);
     }
     registry.register("queue_depth", "Queued builds per worker pool (from the database)", queue);
     let running: Gauge = Gauge::default();
-    running.set(store.count_running_builds().await?);
+    running.set(gauges.running_builds);
     registry.register("running_builds", "Builds running now, any host (from the database)", running);
     let heartbeats: Family<WorkerLabel, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
-    let now = crate::store::now();
-    for w in store.list_workers().await? {
-        let Some(last) = w.last_checkin else { continue };
-        let age = (now - last).num_milliseconds() as f64 / 1000.0;
-        heartbeats.get_or_create(&WorkerLabel { worker: w.worker_uid, hostname: w.hostname }).set(age.max(0.0));
+    for (worker, hostname, age) in &gauges.heartbeat_ages {
+        heartbeats.get_or_create(&WorkerLabel { worker: worker.clone(), hostname: hostname.clone() }).set(age.max(0.0));
     }
     registry.register(
         "worker_heartbeat_age_seconds",
@@ -144,6 +155,6 @@ pub async fn render(store: &Store) -> crate::store::Result<String> {
 
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)
-        .map_err(|e| crate::store::StoreError::Config(format!("cannot encode the metrics: {e}")))?;
+        .map_err(|e| format!("cannot encode the metrics: {e}"))?;
     Ok(out)
 }

@@ -136,9 +136,16 @@ impl Store {
 
     /// Creates a user; the password is hashed with argon2id.
     pub async fn create_user(&self, u: &NewUser) -> Result<Id> {
+        self.create_user_in_groups(u, &[]).await
+    }
+
+    /// Creates a local account and its group memberships in one transaction:
+    /// a group that does not exist leaves nothing saved.
+    pub async fn create_user_in_groups(&self, u: &NewUser, group_ids: &[Id]) -> Result<Id> {
         v::username("username", &u.username)?;
         check_password(&u.password)?;
         let hash = hash_password(&u.password)?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query(
             "INSERT INTO users (username, password_hash, email, first_name, last_name, is_superuser, is_active, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) RETURNING id",
@@ -150,10 +157,20 @@ impl Store {
         .bind(u.last_name.as_str())
         .bind(u.is_superuser)
         .bind(row::now().timestamp_millis())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| row::map_db_err(e, "user", &u.username))?;
-        Ok(r.try_get::<i64, _>(0)?)
+        let id = r.try_get::<i64, _>(0)?;
+        for g in group_ids {
+            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(*g)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|_| ValidationError::new("group_ids", format!("group {g} does not exist")))?;
+        }
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// Saves a user's profile fields and flags (not the password: see

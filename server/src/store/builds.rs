@@ -346,7 +346,7 @@ impl Store {
         tx.commit().await?;
         if finishing {
             let seconds = b.start_time.zip(b.end_time).map(|(s, e)| (e - s).num_milliseconds() as f64 / 1000.0);
-            crate::metrics::build_finished(to, seconds);
+            crate::metrics::build_finished(to.as_str(), seconds);
         }
         Ok(b)
     }

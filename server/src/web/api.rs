@@ -716,59 +716,48 @@ async fn check_uses(
     Ok(())
 }
 
+/// One store operation on the object kind named `$kind`, through the
+/// store's generic record functions.
 macro_rules! dispatch_kind {
     ($kind:expr, $store:expr, $op:ident $(, $arg:expr)*) => {
         match $kind {
-            "project" => dispatch_kind!(@one Project, project, projects, $store, $op $(, $arg)*),
-            "pipeline" => dispatch_kind!(@one Pipeline, pipeline, pipelines, $store, $op $(, $arg)*),
-            "stage" => dispatch_kind!(@one Stage, stage, stages, $store, $op $(, $arg)*),
-            "worker_pool" => dispatch_kind!(@one WorkerPool, worker_pool, worker_pools, $store, $op $(, $arg)*),
-            "variable_set" => dispatch_kind!(@one VariableSet, variable_set, variable_sets, $store, $op $(, $arg)*),
-            "snippet" => dispatch_kind!(@one Snippet, snippet, snippets, $store, $op $(, $arg)*),
-            "ssh_key" => dispatch_kind!(@one SshKey, ssh_key, ssh_keys, $store, $op $(, $arg)*),
-            "service_login" => dispatch_kind!(@one ServiceLogin, service_login, service_logins, $store, $op $(, $arg)*),
-            "organization" => dispatch_kind!(@one Organization, organization, organizations, $store, $op $(, $arg)*),
+            "project" => dispatch_kind!(@one Project, $store, $op $(, $arg)*),
+            "pipeline" => dispatch_kind!(@one Pipeline, $store, $op $(, $arg)*),
+            "stage" => dispatch_kind!(@one Stage, $store, $op $(, $arg)*),
+            "worker_pool" => dispatch_kind!(@one WorkerPool, $store, $op $(, $arg)*),
+            "variable_set" => dispatch_kind!(@one VariableSet, $store, $op $(, $arg)*),
+            "snippet" => dispatch_kind!(@one Snippet, $store, $op $(, $arg)*),
+            "ssh_key" => dispatch_kind!(@one SshKey, $store, $op $(, $arg)*),
+            "service_login" => dispatch_kind!(@one ServiceLogin, $store, $op $(, $arg)*),
+            "organization" => dispatch_kind!(@one Organization, $store, $op $(, $arg)*),
             other => Err(ApiError::not_found(&format!("object kind {other}"))),
         }
     };
-    (@one $ty:ty, $one:ident, $many:ident, $store:expr, list) => {
-        paste_list!($store, $many)
+    (@one $ty:ty, $store:expr, list) => {
+        $store.list_records::<$ty>().await.map_err(ApiError::from).map(|v| {
+            v.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect::<Vec<Value>>()
+        })
     };
-    (@one $ty:ty, $one:ident, $many:ident, $store:expr, get, $id:expr) => {
-        paste_get!($store, $one, $id)
+    (@one $ty:ty, $store:expr, get, $id:expr) => {
+        $store
+            .get_record::<$ty>($id)
+            .await
+            .map_err(ApiError::from)
+            .map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default()))
     };
-    (@one $ty:ty, $one:ident, $many:ident, $store:expr, create, $value:expr, $what:expr) => {{
+    (@one $ty:ty, $store:expr, create, $value:expr, $what:expr) => {{
         let obj: $ty = typed($value, $what)?;
-        paste_create!($store, $one, &obj)
+        $store.create_record(&obj).await.map_err(ApiError::from)
     }};
-    (@one $ty:ty, $one:ident, $many:ident, $store:expr, update, $value:expr, $what:expr) => {{
+    (@one $ty:ty, $store:expr, update, $value:expr, $what:expr) => {{
         let obj: $ty = typed($value, $what)?;
-        paste_update!($store, $one, &obj)
+        $store.update_record(&obj).await.map_err(ApiError::from)
     }};
-    (@one $ty:ty, $one:ident, $many:ident, $store:expr, delete, $id:expr) => {
-        paste_delete!($store, $one, $id)
+    (@one $ty:ty, $store:expr, delete, $id:expr) => {
+        $store.delete_record::<$ty>($id).await.map_err(ApiError::from)
     };
-    (@one $ty:ty, $one:ident, $many:ident, $store:expr, defaults) => {
+    (@one $ty:ty, $store:expr, defaults) => {
         Ok(serde_json::to_value(<$ty>::default()).unwrap_or_default())
-    };
-}
-
-// The store's method names are regular: list_<many>, get_<one>, create_<one>, ...
-macro_rules! paste_list { ($store:expr, $many:ident) => { ::paste::paste! { $store.[<list_ $many>]().await.map_err(ApiError::from).map(|v| v.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect::<Vec<Value>>()) } } }
-macro_rules! paste_get { ($store:expr, $one:ident, $id:expr) => { ::paste::paste! { $store.[<get_ $one>]($id).await.map_err(ApiError::from).map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default())) } } }
-macro_rules! paste_create {
-    ($store:expr, $one:ident, $obj:expr) => {
-        ::paste::paste! { $store.[<create_ $one>]($obj).await.map_err(ApiError::from) }
-    };
-}
-macro_rules! paste_update {
-    ($store:expr, $one:ident, $obj:expr) => {
-        ::paste::paste! { $store.[<update_ $one>]($obj).await.map_err(ApiError::from) }
-    };
-}
-macro_rules! paste_delete {
-    ($store:expr, $one:ident, $id:expr) => {
-        ::paste::paste! { $store.[<delete_ $one>]($id).await.map_err(ApiError::from) }
     };
 }
 
@@ -1102,27 +1091,15 @@ async fn create_user(state: &Arc<AppState>, body: Map<String, Value>) -> Result<
         group_ids: Vec<Id>,
     }
     let input: Input = typed(Value::Object(body), "user")?;
-    let id = state
-        .store
-        .create_user(&NewUser {
-            username: input.username,
-            password: input.password,
-            email: input.email,
-            first_name: input.first_name,
-            last_name: input.last_name,
-            is_superuser: input.is_superuser,
-        })
-        .await?;
-    if !input.group_ids.is_empty() {
-        let mut user = state.store.get_user(id).await?.ok_or_else(|| ApiError::not_found("user"))?;
-        user.group_ids = input.group_ids;
-        if let Err(e) = state.store.update_user(&user).await {
-            // Nothing half-saved: a bad group removes the new user again.
-            let _ = state.store.delete_user(id).await;
-            return Err(e.into());
-        }
-    }
-    Ok(id)
+    let user = NewUser {
+        username: input.username,
+        password: input.password,
+        email: input.email,
+        first_name: input.first_name,
+        last_name: input.last_name,
+        is_superuser: input.is_superuser,
+    };
+    Ok(state.store.create_user_in_groups(&user, &input.group_ids).await?)
 }
 
 async fn update_user(

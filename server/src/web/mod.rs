@@ -1,6 +1,9 @@
 //! The HTTP side: the REST API under `/api/v1`, the web UI, webhooks and live
-//! output streams, all on warp. Handlers call into the engine; they never load
-//! plugins or open files of their own.
+//! output streams, all on warp. Handlers ask the authorization chain, then
+//! start, stop, approve and follow builds through the engine and read and
+//! write objects through the store; they never load plugins. The one place
+//! that opens files is the UI's build-root browser (`ui::files`), confined to
+//! the build's root.
 
 pub mod api;
 pub mod audit;

@@ -62,9 +62,25 @@ pub async fn metrics(state: &Arc<AppState>, method: &Method, headers: &HeaderMap
     exposition(&state.store).await
 }
 
-/// The metrics as an OpenMetrics response.
+/// The metrics as an OpenMetrics response, the database gauges read now.
 async fn exposition(store: &crate::store::Store) -> Result<Response, ApiError> {
-    let body = crate::metrics::render(store).await?;
+    let now = crate::store::now();
+    let heartbeat_ages = store
+        .list_workers()
+        .await?
+        .into_iter()
+        .filter_map(|w| {
+            let age = (now - w.last_checkin?).num_milliseconds() as f64 / 1000.0;
+            Some((w.worker_uid, w.hostname, age))
+        })
+        .collect();
+    let gauges = crate::metrics::Gauges {
+        finished_statuses: BuildStatus::ALL.into_iter().filter(|s| !s.is_active()).map(BuildStatus::as_str).collect(),
+        queue_depth: store.queue_depth_by_pool().await?,
+        running_builds: store.count_running_builds().await?,
+        heartbeat_ages,
+    };
+    let body = crate::metrics::render(&gauges).map_err(ApiError::internal)?;
     let mut r = Response::new(body.into());
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));

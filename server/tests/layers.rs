@@ -1,0 +1,119 @@
+//! The server's layers, checked against its source (ARCHITECTURE.md,
+//! "Layers"): each top-level module of `server/src` names only the modules
+//! below it, so the modules form no cycle. Comments and test code
+//! (`#[cfg(test)]` items, `tests.rs` files) are not counted: a test may
+//! build what it needs from any layer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Each top-level module and the modules it may name, lowest first.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("metrics", &[]),
+    ("settings", &[]),
+    ("store", &["settings", "metrics"]),
+    ("plugins", &["settings", "store", "metrics"]),
+    ("engine", &["settings", "store", "plugins", "metrics"]),
+    ("web", &["settings", "store", "plugins", "engine", "metrics"]),
+    ("cli", &["settings", "store", "plugins", "engine", "web", "metrics"]),
+];
+
+/// The top-level modules a piece of source names through `crate::`, leaving
+/// out comments and `#[cfg(test)]` items. A `use crate::{...}` group is
+/// refused: it would hide which layers it reaches.
+fn modules_named(source: &str) -> Result<BTreeSet<String>, String> {
+    let mut named = BTreeSet::new();
+    let mut lines = source.lines();
+    while let Some(line) = lines.next() {
+        let code = line.split("//").next().unwrap_or("").trim();
+        if code == "#[cfg(test)]" {
+            // A test module runs to the end of its braces; another test item is one line.
+            let Some(item) = lines.next() else { break };
+            if item.trim_end().ends_with('{') {
+                let braces = |l: &str| l.matches('{').count() as i64 - l.matches('}').count() as i64;
+                let mut depth = braces(item);
+                for inner in lines.by_ref() {
+                    depth += braces(inner);
+                    if depth <= 0 {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            if after.starts_with('{') {
+                return Err(format!("`{code}`: name each layer in its own `use crate::module::...`"));
+            }
+            let module: String = after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if !module.is_empty() {
+                named.insert(module);
+            }
+            rest = after;
+        }
+    }
+    Ok(named)
+}
+
+fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            rust_files(&entry.unwrap().path(), out);
+        }
+    } else if path.extension().is_some_and(|e| e == "rs") && path.file_name().is_some_and(|n| n != "tests.rs") {
+        out.push(path.to_path_buf());
+    }
+}
+
+#[test]
+fn each_top_level_module_names_only_the_layers_below_it() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let layers: BTreeMap<&str, &[&str]> = LAYERS.iter().copied().collect();
+    let mut wrong = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if ["lib", "main"].contains(&name.as_str()) {
+            continue;
+        }
+        let Some(allowed) = layers.get(name.as_str()) else {
+            wrong.push(format!("server/src/{name} is in no layer: add it to LAYERS and ARCHITECTURE.md"));
+            continue;
+        };
+        let mut files = Vec::new();
+        rust_files(&path, &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let shown = file.strip_prefix(src.parent().unwrap()).unwrap().display().to_string();
+            match modules_named(&text) {
+                Err(e) => wrong.push(format!("{shown}: {e}")),
+                Ok(named) => {
+                    for module in named {
+                        if module != name && layers.contains_key(module.as_str()) && !allowed.contains(&module.as_str())
+                        {
+                            wrong.push(format!("{shown} ({name}) names crate::{module}, a layer above or beside it"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_check_reads_code_and_skips_comments_and_tests() {
+    let source = "use crate::store::Store;\n\
+                  // crate::web is only mentioned here\n\
+                  let x = crate::engine::run(); // and crate::cli here\n\
+                  #[cfg(test)]\n\
+                  mod tests {\n    use crate::web::x;\n    fn f() { crate::cli::g() }\n}\n\
+                  #[cfg(test)]\n\
+                  use crate::settings::Y;\n\
+                  fn after() { crate::plugins::z(); }\n";
+    let named: Vec<String> = modules_named(source).unwrap().into_iter().collect();
+    assert_eq!(named, ["engine", "plugins", "store"]);
+    assert!(modules_named("use crate::{store::A, web::B};").is_err());
+}
