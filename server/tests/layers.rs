@@ -1,8 +1,10 @@
 //! The server's layers, checked against its source (ARCHITECTURE.md,
 //! "Layers"): each top-level module of `server/src` names only the modules
-//! below it, so the modules form no cycle. Comments and test code
-//! (`#[cfg(test)]` items, `tests.rs` files) are not counted: a test may
-//! build what it needs from any layer.
+//! below it, and inside the web tier the API and the UI are adapters over
+//! the shared object operations (`web::objects`), naming neither each other
+//! nor anything that names them; so no modules form a cycle. Comments and
+//! test code (`#[cfg(test)]` items, `tests.rs` files) are not counted: a test
+//! may build what it needs from any layer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,10 +20,42 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("cli", &["settings", "store", "plugins", "engine", "web", "metrics"]),
 ];
 
+/// The modules of the web tier (files of `server/src/web`, and the `ui`
+/// folder) and the ones each may name. `mod.rs`, which puts the routes
+/// together, may name them all.
+const WEB_LAYERS: &[(&str, &[&str])] = &[
+    ("error", &[]),
+    ("routes", &["auth"]),
+    ("limits", &["error"]),
+    ("request", &["error"]),
+    ("auth", &["error"]),
+    ("authn", &["error"]),
+    ("audit", &["auth", "error"]),
+    ("objects", &["audit", "auth", "error", "request", "routes"]),
+    ("log", &[]),
+    ("live", &["limits", "error", "auth"]),
+    ("observe", &["auth", "error", "objects", "request"]),
+    ("webhooks", &["audit", "auth", "error", "objects", "request"]),
+    ("ui", &["audit", "auth", "authn", "error", "limits", "objects", "request", "routes"]),
+    (
+        "api",
+        &[
+            "audit", "auth", "authn", "error", "limits", "live", "log", "objects", "observe", "request", "routes",
+            "webhooks",
+        ],
+    ),
+];
+
 /// The top-level modules a piece of source names through `crate::`, leaving
 /// out comments and `#[cfg(test)]` items. A `use crate::{...}` group is
 /// refused: it would hide which layers it reaches.
 fn modules_named(source: &str) -> Result<BTreeSet<String>, String> {
+    names_after(source, &["crate::"])
+}
+
+/// The names that follow any of `prefixes` in code (not in comments or
+/// `#[cfg(test)]` items).
+fn names_after(source: &str, prefixes: &[&str]) -> Result<BTreeSet<String>, String> {
     let mut named = BTreeSet::new();
     let mut lines = source.lines();
     while let Some(line) = lines.next() {
@@ -41,17 +75,19 @@ fn modules_named(source: &str) -> Result<BTreeSet<String>, String> {
             }
             continue;
         }
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            let after = &rest[at + "crate::".len()..];
-            if after.starts_with('{') {
-                return Err(format!("`{code}`: name each layer in its own `use crate::module::...`"));
+        for prefix in prefixes {
+            let mut rest = code;
+            while let Some(at) = rest.find(prefix) {
+                let after = &rest[at + prefix.len()..];
+                if after.starts_with('{') {
+                    return Err(format!("`{code}`: name each layer in its own `use {prefix}module::...`"));
+                }
+                let module: String = after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if !module.is_empty() {
+                    named.insert(module);
+                }
+                rest = after;
             }
-            let module: String = after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            if !module.is_empty() {
-                named.insert(module);
-            }
-            rest = after;
         }
     }
     Ok(named)
@@ -101,6 +137,50 @@ fn each_top_level_module_names_only_the_layers_below_it() {
         }
     }
     assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn in_the_web_tier_the_api_and_the_ui_are_adapters_over_the_shared_object_operations() {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web");
+    let layers: BTreeMap<&str, &[&str]> = WEB_LAYERS.iter().copied().collect();
+    let mut wrong = Vec::new();
+    for entry in std::fs::read_dir(&web).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if name == "mod" {
+            continue;
+        }
+        let Some(allowed) = layers.get(name.as_str()) else {
+            wrong.push(format!("server/src/web/{name} is in no web layer: add it to WEB_LAYERS and ARCHITECTURE.md"));
+            continue;
+        };
+        let mut files = Vec::new();
+        rust_files(&path, &mut files);
+        for file in files {
+            // In web/x.rs and web/ui/mod.rs `super::` is the web tier; deeper, `super::super::`.
+            let in_folder = file.parent() != Some(web.as_path());
+            let is_folder_root = file.file_name().is_some_and(|n| n == "mod.rs");
+            let prefixes: &[&str] = if in_folder && !is_folder_root {
+                &["crate::web::", "super::super::"]
+            } else {
+                &["crate::web::", "super::"]
+            };
+            let text = std::fs::read_to_string(&file).unwrap();
+            let shown = file.strip_prefix(web.parent().unwrap()).unwrap().display().to_string();
+            match names_after(&text, prefixes) {
+                Err(e) => wrong.push(format!("{shown}: {e}")),
+                Ok(named) => {
+                    for module in named {
+                        if module != name && layers.contains_key(module.as_str()) && !allowed.contains(&module.as_str())
+                        {
+                            wrong.push(format!("{shown} ({name}) names web::{module}, which it may not"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "web layering broken:\n{}", wrong.join("\n"));
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! The HTTP side: the REST API under `/api/v1`, the web UI, webhooks and live
 //! output streams, all on warp. Handlers ask the authorization chain, then
 //! start, stop, approve and follow builds through the engine and read and
-//! write objects through the store; they never load plugins. The one place
-//! that opens files is the UI's build-root browser (`ui::files`), confined to
-//! the build's root.
+//! write objects through the store; they never load plugins. The API and the
+//! UI share the object operations in `objects` and name neither each other
+//! (`server/tests/layers.rs`). The one place that opens files is the UI's
+//! build-root browser (`ui::files`), confined to the build's root.
 
 pub mod api;
 pub mod audit;
@@ -13,7 +14,9 @@ pub mod error;
 pub mod limits;
 mod live;
 mod log;
+pub(crate) mod objects;
 pub mod observe;
+pub mod request;
 pub mod routes;
 pub mod ui;
 mod webhooks;
@@ -83,7 +86,7 @@ pub fn routes(
                         Ok(body) => body,
                         Err(e) => return Ok(closing(e.api_error().into_response())),
                     };
-                    let request = api::ApiRequest { method, path, query, headers, body, client };
+                    let request = request::ApiRequest { method, path, query, headers, body, client };
                     Ok::<_, warp::Rejection>(api::handle(state, request).await)
                 }
             },

@@ -131,7 +131,7 @@ pub async fn badge(state: &Arc<AppState>, principal: &Principal, id: Id) -> Resu
     let project = state.store.get_project(id).await?.ok_or_else(hidden)?;
     if !project.public_badge {
         let object =
-            super::api::authz_object(state, "project", serde_json::to_value(&project).unwrap_or_default()).await?;
+            super::objects::authz_object(state, "project", serde_json::to_value(&project).unwrap_or_default()).await?;
         state.authorize(principal, "view", "project", Some(object)).await.map_err(|e| {
             if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN {
                 hidden()

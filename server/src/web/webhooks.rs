@@ -23,8 +23,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use super::api::{body_object, ApiRequest};
 use super::error::ApiError;
+use super::request::{body_object, ApiRequest};
 use super::AppState;
 use crate::engine::StartRequest;
 use crate::settings::WebhookSettings;

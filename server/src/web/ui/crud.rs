@@ -9,8 +9,8 @@ use warp::reply::Response;
 
 use super::forms;
 use super::{api_error_page, error_page, redirect, Ctx, Form, UiRequest};
-use crate::web::api;
 use crate::web::error::ApiError;
+use crate::web::objects;
 
 /// The kinds with generic pages, by their URL segment.
 const KINDS: &[(&str, &str, &str, &str)] = &[
@@ -43,11 +43,6 @@ fn titles(kind: &str) -> (&'static str, &'static str) {
 }
 
 /// The display name of an object.
-pub(crate) fn name_of(kind: &str, v: &Value) -> String {
-    let key = if kind == "user" { "username" } else { "name" };
-    v[key].as_str().unwrap_or_default().to_string()
-}
-
 pub(crate) async fn handle(
     ctx: &Ctx,
     kind: &'static str,
@@ -83,7 +78,7 @@ fn columns(kind: &str) -> &'static [(&'static str, &'static str)] {
 }
 
 async fn list(ctx: &Ctx, kind: &'static str, _req: &UiRequest) -> Result<Response, ApiError> {
-    let values = api::list_visible(&ctx.state, &ctx.principal, kind).await?;
+    let values = objects::list_visible(&ctx.state, &ctx.principal, kind).await?;
     let mut rows = Vec::new();
     for v in &values {
         let cols: Vec<String> = columns(kind)
@@ -97,7 +92,7 @@ async fn list(ctx: &Ctx, kind: &'static str, _req: &UiRequest) -> Result<Respons
             .collect();
         rows.push(json!({
             "id": v["id"],
-            "name": name_of(kind, v),
+            "name": objects::object_name(kind, v),
             "cols": cols,
             "can_edit": ctx.can("edit", kind, Some(v)).await,
             "can_delete": ctx.can("delete", kind, Some(v)).await,
@@ -193,7 +188,7 @@ async fn form_page(
             "singular": singular,
             "creating": creating,
             "id": object["id"],
-            "name": name_of(kind, object),
+            "name": objects::object_name(kind, object),
             "groups": groups,
             "action": action,
             "general_error": general,
@@ -208,17 +203,17 @@ async fn only_usable(ctx: &Ctx, kind: &str, object: &Value, lookups: &mut HashMa
     let Some(user) = ctx.principal.user() else { return };
     let Ok(user) = crate::web::auth::user_info(&ctx.state, user).await else { return };
     let Ok(groups) = ctx.state.store.list_groups().await else { return };
-    for (_, target) in api::references(kind) {
+    for (_, target) in objects::references(kind) {
         let Some(names) = lookups.get_mut(target) else { continue };
-        let mut keep: Vec<i64> = api::references(kind)
+        let mut keep: Vec<i64> = objects::references(kind)
             .iter()
             .filter(|(_, t)| t == target)
-            .flat_map(|(field, _)| api::referenced_ids(&object[*field]))
+            .flat_map(|(field, _)| objects::referenced_ids(&object[*field]))
             .collect();
         let mut candidates = Vec::new();
         for id in names.keys() {
-            if let Ok(value) = api::get_value(&ctx.state, target, *id).await {
-                candidates.push(api::authz_object_with(&groups, target, &value));
+            if let Ok(value) = objects::get_value(&ctx.state, target, *id).await {
+                candidates.push(objects::authz_object_with(&groups, target, &value));
             }
         }
         match ctx.state.filter_by(Some(user.clone()), "use", target, candidates).await {
@@ -240,7 +235,7 @@ async fn new(ctx: &Ctx, kind: &'static str, form: Option<&Form>) -> Result<Respo
         Ok(input) => input,
         Err(errors) => return Ok(form_page(ctx, kind, &object, Some(form), errors, None, true).await),
     };
-    match api::create_object(&ctx.state, &ctx.principal, ctx.client, kind, input).await {
+    match objects::create_object(&ctx.state, &ctx.principal, ctx.client, kind, input).await {
         Ok(id) => Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind)))),
         Err(e) => {
             let (errors, general) = field_errors(kind, e)?;
@@ -250,7 +245,7 @@ async fn new(ctx: &Ctx, kind: &'static str, form: Option<&Form>) -> Result<Respo
 }
 
 async fn edit(ctx: &Ctx, kind: &'static str, id: i64, form: Option<&Form>) -> Result<Response, ApiError> {
-    let current = api::get_value(&ctx.state, kind, id).await?;
+    let current = objects::get_value(&ctx.state, kind, id).await?;
     ctx.require("view", kind, Some(&current)).await?;
     let Some(form) = form else {
         if edit_allowed(ctx, kind, &current).await.is_err() {
@@ -269,7 +264,7 @@ async fn edit(ctx: &Ctx, kind: &'static str, id: i64, form: Option<&Form>) -> Re
     if input.is_empty() {
         return Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind))));
     }
-    match api::update_object(&ctx.state, &ctx.principal, ctx.client, kind, id, input).await {
+    match objects::update_object(&ctx.state, &ctx.principal, ctx.client, kind, id, input).await {
         Ok(()) => Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind)))),
         Err(e) => {
             let (errors, general) = field_errors(kind, e)?;
@@ -281,7 +276,7 @@ async fn edit(ctx: &Ctx, kind: &'static str, id: i64, form: Option<&Form>) -> Re
 /// Whether the object may be edited at all (for a user row: with no
 /// privileged field named, which the authorization plugins check per change).
 async fn edit_allowed(ctx: &Ctx, kind: &str, current: &Value) -> Result<(), ApiError> {
-    let mut object = api::authz_object(&ctx.state, kind, current.clone()).await?;
+    let mut object = objects::authz_object(&ctx.state, kind, current.clone()).await?;
     if kind == "user" {
         object["changes"] = json!([]);
     }
@@ -289,14 +284,14 @@ async fn edit_allowed(ctx: &Ctx, kind: &str, current: &Value) -> Result<(), ApiE
 }
 
 async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiError> {
-    let mut current = api::get_value(&ctx.state, kind, id).await?;
+    let mut current = objects::get_value(&ctx.state, kind, id).await?;
     let mut partial = false;
     if let Err(e) = ctx.require("view", kind, Some(&current)).await {
         // As in the API: another user's row shows its username only.
         if kind != "user" || ctx.principal.user().is_none() || e.status != StatusCode::FORBIDDEN {
             return Err(e);
         }
-        current = api::user_summary(&current);
+        current = objects::user_summary(&current);
         partial = true;
     }
     let lookups = forms::lookups(ctx, kind).await;
@@ -361,7 +356,7 @@ async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiE
             "segment": segment_of(kind),
             "singular": singular,
             "id": id,
-            "name": name_of(kind, &current),
+            "name": objects::object_name(kind, &current),
             "groups": groups,
             "can_edit": can_edit,
             "can_delete": ctx.can("delete", kind, Some(&current)).await,
@@ -371,6 +366,6 @@ async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiE
 }
 
 async fn delete(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiError> {
-    api::delete_object(&ctx.state, &ctx.principal, ctx.client, kind, id).await?;
+    objects::delete_object(&ctx.state, &ctx.principal, ctx.client, kind, id).await?;
     Ok(redirect(&format!("/ui/{}", segment_of(kind))))
 }

@@ -22,7 +22,7 @@ use warp::reply::Response;
 
 use super::{api_error_page, error_page, Ctx};
 use crate::store::Id;
-use crate::web::api;
+use crate::web::objects;
 
 /// Files larger than this are not served.
 const MAX_FILE: u64 = 20 * 1024 * 1024;
@@ -207,7 +207,7 @@ fn encode(s: &str) -> String {
 }
 
 pub(crate) async fn browse(ctx: &Ctx, id: Id, rest: &[&str]) -> Response {
-    let (build, object) = match api::build_object(&ctx.state, id).await {
+    let (build, object) = match objects::build_object(&ctx.state, id).await {
         Ok(b) => b,
         Err(e) => return api_error_page(ctx, e),
     };

@@ -195,7 +195,7 @@ impl Ctx {
     /// May the user do `action` on this object (JSON as the store serializes it)?
     pub async fn can(&self, action: &str, kind: &str, object: Option<&Value>) -> bool {
         let object = match object {
-            Some(v) => match super::api::authz_object(&self.state, kind, v.clone()).await {
+            Some(v) => match super::objects::authz_object(&self.state, kind, v.clone()).await {
                 Ok(o) => Some(o),
                 Err(_) => return false,
             },
@@ -207,7 +207,7 @@ impl Ctx {
     /// Like [`Ctx::can`], as an error for the handlers.
     pub async fn require(&self, action: &str, kind: &str, object: Option<&Value>) -> Result<(), ApiError> {
         let object = match object {
-            Some(v) => Some(super::api::authz_object(&self.state, kind, v.clone()).await?),
+            Some(v) => Some(super::objects::authz_object(&self.state, kind, v.clone()).await?),
             None => None,
         };
         self.state.authorize(&self.principal, action, kind, object).await
@@ -504,7 +504,7 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
     let attempt = match state.login_throttle.begin(&username, req.client) {
         Ok(attempt) => attempt,
         Err(throttled) => {
-            super::api::audit_failed_login(state, &username, req.client, "throttled").await;
+            super::objects::audit_failed_login(state, &username, req.client, "throttled").await;
             let error = format!("Too many failed logins: {}.", throttled.message);
             let context = json!({ "next": next, "username": username, "error": error });
             let mut r = login_page(state, StatusCode::TOO_MANY_REQUESTS, context);
@@ -518,7 +518,7 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
             (user, source)
         }
         Ok(refused) => {
-            super::api::audit_failed_login(state, &username, req.client, &refused.audit_reason()).await;
+            super::objects::audit_failed_login(state, &username, req.client, &refused.audit_reason()).await;
             let status = if matches!(refused, super::authn::LoginOutcome::Unavailable { .. }) {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
@@ -566,11 +566,6 @@ async fn logout(ctx: &Ctx) -> Response {
     r
 }
 
-/// The display name of an object (the username of a user).
-pub(crate) fn object_name(kind: &str, v: &Value) -> String {
-    crud::name_of(kind, v)
-}
-
 /// Names of the objects of a kind by id, for showing references.
 pub(crate) async fn names(ctx: &Ctx, kind: &str) -> HashMap<i64, String> {
     let values = match kind {
@@ -592,7 +587,7 @@ pub(crate) async fn names(ctx: &Ctx, kind: &str) -> HashMap<i64, String> {
             .into_iter()
             .map(|u| json!({ "id": u.id, "name": u.username }))
             .collect(),
-        _ => super::api::list_visible(&ctx.state, &ctx.principal, kind).await.unwrap_or_default(),
+        _ => super::objects::list_visible(&ctx.state, &ctx.principal, kind).await.unwrap_or_default(),
     };
     values
         .into_iter()

@@ -11,8 +11,8 @@ use warp::reply::Response;
 use super::{api_error_page, error_page, names, redirect, Ctx, Form, UiRequest};
 use crate::engine::{LaunchAnswers, StartRequest};
 use crate::store::{Build, BuildFilter, BuildStatus, Id};
-use crate::web::api;
 use crate::web::error::ApiError;
+use crate::web::objects;
 
 const PAGE: i64 = 50;
 /// Output lines rendered into a build page: the last ones, and this many
@@ -169,7 +169,7 @@ async fn build_row(
 
 /// Only the builds the user may see, each with what the authorization plugins see of it.
 async fn visible_builds(ctx: &Ctx, builds: Vec<Build>) -> Result<Vec<(Build, Value)>, ApiError> {
-    let objects = api::build_objects(&ctx.state, &builds).await?;
+    let objects = objects::build_objects(&ctx.state, &builds).await?;
     let ids = ctx.state.visible(&ctx.principal, "build", objects.clone()).await?;
     Ok(builds.into_iter().zip(objects).filter(|(b, _)| ids.contains(&b.id)).collect())
 }
@@ -232,7 +232,7 @@ pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
 
 pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
     let result: Result<Value, ApiError> = async {
-        let values = api::list_visible(&ctx.state, &ctx.principal, "project").await?;
+        let values = objects::list_visible(&ctx.state, &ctx.principal, "project").await?;
         let pools = names(ctx, "worker_pool").await;
         let pipelines = names(ctx, "pipeline").await;
         let stages = names(ctx, "stage").await;
@@ -258,7 +258,7 @@ pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
             let last = status_of(&p["last_build_id"]).await;
             let last_ok = status_of(&p["last_successful_build_id"]).await;
             let can_stop = match p["active_build_id"].as_i64() {
-                Some(bid) => match api::build_object(&ctx.state, bid).await {
+                Some(bid) => match objects::build_object(&ctx.state, bid).await {
                     Ok((b, o)) => {
                         b.status.is_active()
                             && ctx.state.authorize(&ctx.principal, "stop", "build", Some(o)).await.is_ok()
@@ -296,7 +296,7 @@ pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
 }
 
 async fn project_value(ctx: &Ctx, id: Id) -> Result<Value, ApiError> {
-    api::get_value(&ctx.state, "project", id).await
+    objects::get_value(&ctx.state, "project", id).await
 }
 
 pub(crate) async fn start_prompt(ctx: &Ctx, id: Id, error: Option<(String, &Form)>) -> Response {
@@ -468,7 +468,7 @@ fn pretty(json_text: &str) -> String {
 /// first line shown, and the page's script fetches it in place instead.
 pub(crate) async fn build(ctx: &Ctx, id: Id, before: Option<i64>) -> Response {
     let result: Result<Response, ApiError> = async {
-        let (b, object) = api::build_object(&ctx.state, id).await?;
+        let (b, object) = objects::build_object(&ctx.state, id).await?;
         ctx.state.authorize(&ctx.principal, "view", "build", Some(object.clone())).await?;
         let projects = names(ctx, "project").await;
         let pools = names(ctx, "worker_pool").await;
@@ -527,7 +527,7 @@ pub(crate) async fn build(ctx: &Ctx, id: Id, before: Option<i64>) -> Response {
 
 pub(crate) async fn stop(ctx: &Ctx, id: Id, form: &Form) -> Response {
     let result: Result<Response, ApiError> = async {
-        let (b, object) = api::build_object(&ctx.state, id).await?;
+        let (b, object) = objects::build_object(&ctx.state, id).await?;
         ctx.state.authorize(&ctx.principal, "stop", "build", Some(object)).await?;
         if !ctx.state.store.request_stop(id).await? {
             return Err(ApiError::new(
@@ -536,7 +536,7 @@ pub(crate) async fn stop(ctx: &Ctx, id: Id, form: &Form) -> Response {
             ));
         }
         let actor = crate::web::audit::actor(&ctx.principal, ctx.client);
-        ctx.state.audit(&actor, "build.stop", &api::build_audit_object(&ctx.state, &b).await, json!({})).await;
+        ctx.state.audit(&actor, "build.stop", &objects::build_audit_object(&ctx.state, &b).await, json!({})).await;
         let back = match form.get("next") {
             Some(n) if n.starts_with("/ui/") => n.to_string(),
             _ => format!("/ui/builds/{id}"),
@@ -550,14 +550,14 @@ pub(crate) async fn stop(ctx: &Ctx, id: Id, form: &Form) -> Response {
 /// Pins (`pin` true) or unpins a build: retention and cleanup keep a pinned build.
 pub(crate) async fn pin(ctx: &Ctx, id: Id, pin: bool) -> Response {
     let result: Result<Response, ApiError> = async {
-        let (_, object) = api::build_object(&ctx.state, id).await?;
+        let (_, object) = objects::build_object(&ctx.state, id).await?;
         ctx.state.authorize(&ctx.principal, "stop", "build", Some(object)).await?;
         let Some(b) = ctx.state.store.set_build_pinned(id, pin).await? else {
             return Err(ApiError::not_found(&format!("build {id}")));
         };
         let actor = crate::web::audit::actor(&ctx.principal, ctx.client);
         let action = if pin { "build.pin" } else { "build.unpin" };
-        ctx.state.audit(&actor, action, &api::build_audit_object(&ctx.state, &b).await, json!({})).await;
+        ctx.state.audit(&actor, action, &objects::build_audit_object(&ctx.state, &b).await, json!({})).await;
         Ok(redirect(&format!("/ui/builds/{id}")))
     }
     .await;
@@ -566,7 +566,7 @@ pub(crate) async fn pin(ctx: &Ctx, id: Id, pin: bool) -> Response {
 
 pub(crate) async fn delete_build(ctx: &Ctx, id: Id) -> Response {
     let result: Result<Response, ApiError> = async {
-        let (b, object) = api::build_object(&ctx.state, id).await?;
+        let (b, object) = objects::build_object(&ctx.state, id).await?;
         ctx.state.authorize(&ctx.principal, "delete", "build", Some(object)).await?;
         if b.status.is_active() {
             return Err(ApiError::new(StatusCode::CONFLICT, format!("Build {id} is {}: stop it first.", b.status)));
@@ -576,7 +576,7 @@ pub(crate) async fn delete_build(ctx: &Ctx, id: Id) -> Response {
         }
         ctx.state.store.delete_build(id).await?;
         let actor = crate::web::audit::actor(&ctx.principal, ctx.client);
-        ctx.state.audit(&actor, "delete", &api::build_audit_object(&ctx.state, &b).await, json!({})).await;
+        ctx.state.audit(&actor, "delete", &objects::build_audit_object(&ctx.state, &b).await, json!({})).await;
         Ok(redirect("/ui/builds"))
     }
     .await;
@@ -591,16 +591,16 @@ const RUNS_SHOWN: i64 = 10;
 pub(crate) async fn pipeline_run_action(ctx: &Ctx, id: Id, run: Id, action: &str, form: &Form) -> Response {
     let result: Result<Response, ApiError> = async {
         if action == "approve" {
-            let pipeline = api::pipeline_for(&ctx.state, &ctx.principal, id, "approve").await?;
+            let pipeline = objects::pipeline_for(&ctx.state, &ctx.principal, id, "approve").await?;
             let approver = crate::web::audit::actor(&ctx.principal, ctx.client);
             ctx.state.engine.approve_stage(&pipeline, run, &approver).await?;
         } else {
-            let pipeline = api::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
+            let pipeline = objects::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
             let stage = form
                 .get("stage")
                 .and_then(|s| s.parse::<Id>().ok())
                 .ok_or_else(|| ApiError::field("stage", "Choose the stage to re-run from."))?;
-            api::rerun_authorized(&ctx.state, &ctx.principal, &pipeline, run, stage).await?;
+            objects::rerun_authorized(&ctx.state, &ctx.principal, &pipeline, run, stage).await?;
         }
         Ok(redirect(&format!("/ui/pipelines/{id}/map")))
     }
@@ -610,7 +610,7 @@ pub(crate) async fn pipeline_run_action(ctx: &Ctx, id: Id, run: Id, action: &str
 
 pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response {
     let result: Result<Value, ApiError> = async {
-        let pipeline = api::get_value(&ctx.state, "pipeline", id).await?;
+        let pipeline = objects::get_value(&ctx.state, "pipeline", id).await?;
         ctx.require("view", "pipeline", Some(&pipeline)).await?;
         let stage_names = names(ctx, "stage").await;
         let mut rows = Vec::new();
@@ -638,7 +638,7 @@ pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response 
                 "projects": cells,
             }));
         }
-        let typed = api::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
+        let typed = objects::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
         let runs = ctx.state.engine.pipeline_runs(&typed, RUNS_SHOWN).await?;
         let can_approve = ctx.require("approve", "pipeline", Some(&pipeline)).await.is_ok();
         let users = names(ctx, "user").await;
