@@ -103,83 +103,64 @@ fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn each_top_level_module_names_only_the_layers_below_it() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let layers: BTreeMap<&str, &[&str]> = LAYERS.iter().copied().collect();
+/// The places under `dir` (a file or folder per module, `skip` aside) that
+/// name a module of `layers` they may not; `prefixes` says, for a file,
+/// which paths reach a sibling module (`crate::` for the top level).
+fn violations(
+    dir: &Path,
+    layers: &[(&str, &[&str])],
+    skip: &[&str],
+    prefixes: impl Fn(&Path) -> Vec<&'static str>,
+) -> Vec<String> {
+    let layers: BTreeMap<&str, &[&str]> = layers.iter().copied().collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut wrong = Vec::new();
-    for entry in std::fs::read_dir(&src).unwrap() {
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        if ["lib", "main"].contains(&name.as_str()) {
+        if skip.contains(&name.as_str()) {
             continue;
         }
         let Some(allowed) = layers.get(name.as_str()) else {
-            wrong.push(format!("server/src/{name} is in no layer: add it to LAYERS and ARCHITECTURE.md"));
+            wrong.push(format!("{} is in no layer: add it to the table and ARCHITECTURE.md", path.display()));
             continue;
         };
         let mut files = Vec::new();
         rust_files(&path, &mut files);
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
-            let shown = file.strip_prefix(src.parent().unwrap()).unwrap().display().to_string();
-            match modules_named(&text) {
+            let shown = file.strip_prefix(root).unwrap().display().to_string();
+            match names_after(&text, &prefixes(&file)) {
                 Err(e) => wrong.push(format!("{shown}: {e}")),
                 Ok(named) => {
                     for module in named {
                         if module != name && layers.contains_key(module.as_str()) && !allowed.contains(&module.as_str())
                         {
-                            wrong.push(format!("{shown} ({name}) names crate::{module}, a layer above or beside it"));
+                            wrong.push(format!("{shown} ({name}) names {module}, a layer it may not name"));
                         }
                     }
                 }
             }
         }
     }
+    wrong
+}
+
+#[test]
+fn each_top_level_module_names_only_the_layers_below_it() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let wrong = violations(&src, LAYERS, &["lib", "main"], |_| vec!["crate::"]);
     assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
 }
 
 #[test]
 fn in_the_web_tier_the_api_and_the_ui_are_adapters_over_the_shared_object_operations() {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web");
-    let layers: BTreeMap<&str, &[&str]> = WEB_LAYERS.iter().copied().collect();
-    let mut wrong = Vec::new();
-    for entry in std::fs::read_dir(&web).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        if name == "mod" {
-            continue;
-        }
-        let Some(allowed) = layers.get(name.as_str()) else {
-            wrong.push(format!("server/src/web/{name} is in no web layer: add it to WEB_LAYERS and ARCHITECTURE.md"));
-            continue;
-        };
-        let mut files = Vec::new();
-        rust_files(&path, &mut files);
-        for file in files {
-            // In web/x.rs and web/ui/mod.rs `super::` is the web tier; deeper, `super::super::`.
-            let in_folder = file.parent() != Some(web.as_path());
-            let is_folder_root = file.file_name().is_some_and(|n| n == "mod.rs");
-            let prefixes: &[&str] = if in_folder && !is_folder_root {
-                &["crate::web::", "super::super::"]
-            } else {
-                &["crate::web::", "super::"]
-            };
-            let text = std::fs::read_to_string(&file).unwrap();
-            let shown = file.strip_prefix(web.parent().unwrap()).unwrap().display().to_string();
-            match names_after(&text, prefixes) {
-                Err(e) => wrong.push(format!("{shown}: {e}")),
-                Ok(named) => {
-                    for module in named {
-                        if module != name && layers.contains_key(module.as_str()) && !allowed.contains(&module.as_str())
-                        {
-                            wrong.push(format!("{shown} ({name}) names web::{module}, which it may not"));
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let wrong = violations(&web, WEB_LAYERS, &["mod"], |file| {
+        // In web/x.rs and web/ui/mod.rs `super::` is the web tier; deeper, `super::super::`.
+        let nested = file.parent() != Some(web.as_path()) && file.file_name().is_some_and(|n| n != "mod.rs");
+        vec!["crate::web::", if nested { "super::super::" } else { "super::" }]
+    });
     assert!(wrong.is_empty(), "web layering broken:\n{}", wrong.join("\n"));
 }
 

@@ -167,9 +167,29 @@ fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, String)> {
     found
 }
 
+/// Runs one build of a project `greeted` (a shell script) in the sandbox's
+/// running server; answers the finished build, which succeeded, and its log.
+async fn one_successful_build(sandbox: &Sandbox) -> (vespene::store::Build, String) {
+    use vespene_e2e::builds::{finished, log_of, start};
+    let store = sandbox.store().await;
+    let pool = vespene_e2e::api_client::shared_shell_pool(&store).await;
+    store
+        .create_project(&vespene::store::Project {
+            name: "greeted".into(),
+            worker_pool_id: pool,
+            script: "#!/bin/sh\necho building\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = start(sandbox, "greeted", &[]);
+    let build = finished(&store, id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(build.status, vespene::store::BuildStatus::Success);
+    (build, log_of(&store, id).await)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_made_outside_the_tree_builds_offline_loads_and_runs_in_a_build() {
-    use vespene_e2e::builds::{finished, log_of, start};
     // An author's directory: no Vespene checkout in sight.
     let outside = tempfile::tempdir().unwrap();
     let dir = outside.path().join("greeter");
@@ -215,22 +235,8 @@ async fn a_plugin_made_outside_the_tree_builds_offline_loads_and_runs_in_a_build
         installed.display()
     ));
     let _server = sandbox.serve();
-    let store = sandbox.store().await;
-    let pool = vespene_e2e::api_client::shared_shell_pool(&store).await;
-    store
-        .create_project(&vespene::store::Project {
-            name: "greeted".into(),
-            worker_pool_id: pool,
-            script: "#!/bin/sh\necho building\n".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let id = start(&sandbox, "greeted", &[]);
-    let build = finished(&store, id, std::time::Duration::from_secs(60)).await;
-    assert_eq!(build.status, vespene::store::BuildStatus::Success);
-    let log = log_of(&store, id).await;
-    assert!(log.contains(&format!("hello from outside from build {id} of greeted")), "{log}");
+    let (build, log) = one_successful_build(&sandbox).await;
+    assert!(log.contains(&format!("hello from outside from build {} of greeted", build.id)), "{log}");
 }
 
 fn build_frozen_1_0_host() -> PathBuf {
@@ -249,7 +255,6 @@ fn build_frozen_1_0_host() -> PathBuf {
 /// an error naming the version instead of a crash, and its build goes on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_callback_newer_than_the_server_is_refused_gracefully_where_it_is_missing() {
-    use vespene_e2e::builds::{finished, log_of, start};
     let plugin = bin_dir().join("libvespene_set_variable.so");
     let parameters = r#"{"name": "greeting", "value": "hello from a plugin"}"#;
 
@@ -275,23 +280,9 @@ async fn a_host_callback_newer_than_the_server_is_refused_gracefully_where_it_is
         bin_dir().display()
     ));
     let _server = sandbox.serve();
-    let store = sandbox.store().await;
-    let pool = vespene_e2e::api_client::shared_shell_pool(&store).await;
-    store
-        .create_project(&vespene::store::Project {
-            name: "greeted".into(),
-            worker_pool_id: pool,
-            script: "#!/bin/sh\necho building\n".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let id = start(&sandbox, "greeted", &[]);
-    let build = finished(&store, id, std::time::Duration::from_secs(60)).await;
-    assert_eq!(build.status, vespene::store::BuildStatus::Success);
+    let (build, log) = one_successful_build(&sandbox).await;
     let variables: serde_json::Value = serde_json::from_str(&build.output_variables).unwrap();
     assert_eq!(variables["greeting"], "hello from a plugin");
-    let log = log_of(&store, id).await;
     assert!(log.contains("output variable greeting set by a plugin"), "{log}");
     assert!(log.contains("set-variable set greeting"), "{log}");
     assert!(!log.contains("could not set"), "{log}");
