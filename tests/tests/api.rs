@@ -195,6 +195,56 @@ async fn malformed_requests_get_clear_4xx_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn json_documents_are_sent_as_json_or_as_text_and_a_user_is_saved_with_its_groups_or_not_at_all() {
+    let sandbox = Sandbox::new();
+    sandbox.settings(&settings());
+    let server = sandbox.serve();
+    let store = sandbox.store().await;
+    user(&store, "root", true, &[]).await;
+    let client = token_for(&server.addr, "root");
+    let pool = client.ok("POST", "/api/v1/worker_pools", Some(&json!({"name": "p1", "isolation_method": "shell"})));
+
+    // The document itself, or (older clients) the document as a string: both are kept as the same text.
+    let set = client.ok("POST", "/api/v1/variable_sets", Some(&json!({"name": "eu", "variables": {"region": "eu"}})));
+    let set = client.ok("GET", &format!("/api/v1/variable_sets/{}", set["id"]), None);
+    assert_eq!(serde_json::from_str::<Value>(set["variables"].as_str().unwrap()).unwrap(), json!({"region": "eu"}));
+    let questions = json!([{"variable": "target", "type": "radio", "choices": ["prod", "test"]}]);
+    let project = client.ok(
+        "POST",
+        "/api/v1/projects",
+        Some(&json!({
+            "name": "documents",
+            "worker_pool_id": pool["id"],
+            "variables": {"target": "prod", "DB_PASS": {"secret": "hunter2"}},
+            "launch_questions": questions,
+        })),
+    );
+    let path = format!("/api/v1/projects/{}", project["id"]);
+    let read = client.ok("GET", &path, None);
+    let variables: Value = serde_json::from_str(read["variables"].as_str().unwrap()).unwrap();
+    assert_eq!(variables, json!({"target": "prod", "DB_PASS": {"secret": "********"}}), "the secret is sealed");
+    assert_eq!(serde_json::from_str::<Value>(read["launch_questions"].as_str().unwrap()).unwrap(), questions);
+    client.ok("PATCH", &path, Some(&json!({"variables": "{\"target\": \"test\"}"})));
+    let read = client.ok("GET", &path, None);
+    assert_eq!(serde_json::from_str::<Value>(read["variables"].as_str().unwrap()).unwrap(), json!({"target": "test"}));
+    // Only those fields take a document: an object elsewhere is still a type error naming the field.
+    let (status, value) = client.call("PATCH", &path, Some(&json!({"script": {"run": "make"}})));
+    assert_eq!(status, 400, "{value}");
+    assert!(value["error"].as_str().unwrap().contains("field 'script'"), "{value}");
+
+    // A user naming a group that does not exist is refused, and nothing of it is saved.
+    let (status, value) = client.call(
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"username": "carol", "password": "long-enough-pw", "group_ids": [424242]})),
+    );
+    assert_eq!(status, 400, "{value}");
+    assert_eq!(value["field"], "group_ids", "{value}");
+    let users = client.ok("GET", "/api/v1/users", None);
+    assert!(!users.to_string().contains("carol"), "{users}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn webhooks_verify_signatures_and_match_repository_and_branch() {
     use hmac::{Hmac, Mac};
     let sandbox = Sandbox::new();

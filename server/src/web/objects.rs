@@ -510,6 +510,12 @@ pub(crate) fn check_autoscaler(state: &Arc<AppState>, kind: &str, value: &Value)
 }
 
 /// Overlays client input on an object, refusing unknown and read-only fields.
+/// Fields whose value is a JSON document kept as text (variables, a
+/// project's launch questions and per-project triggers). A client may send
+/// the document itself, an object or a list; the document as a JSON string
+/// is still accepted.
+const JSON_TEXT_FIELDS: &[&str] = &["variables", "launch_questions", "triggers"];
+
 pub(crate) fn merge_input(value: &mut Value, body: Map<String, Value>, kind: &str, what: &str) -> Result<(), ApiError> {
     let readonly = read_only(kind);
     let object = value.as_object_mut().expect("objects serialize as JSON objects");
@@ -524,6 +530,14 @@ pub(crate) fn merge_input(value: &mut Value, body: Map<String, Value>, kind: &st
                 format!("unknown field '{key}' for {what} (allowed: {})", allowed.join(", ")),
             ));
         }
+        let v = match v {
+            Value::Object(_) | Value::Array(_)
+                if JSON_TEXT_FIELDS.contains(&key.as_str()) && object[&key].is_string() =>
+            {
+                Value::String(v.to_string())
+            }
+            v => v,
+        };
         object.insert(key, v);
     }
     Ok(())
