@@ -13,6 +13,15 @@ fn settings() -> String {
     format!("plugin_path = [\"{}\"]\n[workers]\nembedded = true\nper_pool = 2\n", bin_dir().display())
 }
 
+/// Serves `sandbox` with a superuser `root`; answers the server and a client holding root's token.
+async fn served_as_root(sandbox: &Sandbox) -> (Server, Client) {
+    sandbox.settings(&settings());
+    let server = sandbox.serve();
+    user(&sandbox.store().await, "root", true, &[]).await;
+    let client = token_for(&server.addr, "root");
+    (server, client)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rest_client_creates_starts_follows_and_reads_a_build() {
     let sandbox = Sandbox::new();
@@ -137,11 +146,7 @@ async fn sqlx_tokens(sandbox: &Sandbox) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_requests_get_clear_4xx_and_change_nothing() {
     let sandbox = Sandbox::new();
-    sandbox.settings(&settings());
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    user(&store, "root", true, &[]).await;
-    let client = token_for(&server.addr, "root");
+    let (_server, client) = served_as_root(&sandbox).await;
     let pool = client.ok("POST", "/api/v1/worker_pools", Some(&json!({"name": "p1", "isolation_method": "shell"})));
     let before = client.ok("GET", "/api/v1/projects", None);
 
@@ -197,11 +202,7 @@ async fn malformed_requests_get_clear_4xx_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_documents_are_sent_as_json_or_as_text_and_a_user_is_saved_with_its_groups_or_not_at_all() {
     let sandbox = Sandbox::new();
-    sandbox.settings(&settings());
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    user(&store, "root", true, &[]).await;
-    let client = token_for(&server.addr, "root");
+    let (_server, client) = served_as_root(&sandbox).await;
     let pool = client.ok("POST", "/api/v1/worker_pools", Some(&json!({"name": "p1", "isolation_method": "shell"})));
 
     // The document itself, or (older clients) the document as a string: both are kept as the same text.
@@ -325,11 +326,7 @@ async fn webhooks_verify_signatures_and_match_repository_and_branch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openapi_lists_every_route_and_every_route_is_served() {
     let sandbox = Sandbox::new();
-    sandbox.settings(&settings());
-    let server = sandbox.serve();
-    let store = sandbox.store().await;
-    user(&store, "root", true, &[]).await;
-    let client = token_for(&server.addr, "root");
+    let (_server, client) = served_as_root(&sandbox).await;
     let doc = client.ok("GET", "/api/v1/openapi.json", None);
     let paths = doc["paths"].as_object().unwrap();
     for route in vespene::web::routes::all() {

@@ -282,9 +282,7 @@ macro_rules! dispatch_kind {
         }
     };
     (@one $ty:ty, $store:expr, list) => {
-        $store.list_records::<$ty>().await.map_err(ApiError::from).map(|v| {
-            v.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect::<Vec<Value>>()
-        })
+        $store.list_records::<$ty>().await.map_err(ApiError::from).map(as_values)
     };
     (@one $ty:ty, $store:expr, get, $id:expr) => {
         $store
@@ -311,20 +309,8 @@ macro_rules! dispatch_kind {
 
 pub(crate) async fn list_values(state: &Arc<AppState>, kind: &str) -> Result<Vec<Value>, ApiError> {
     match kind {
-        "user" => Ok(state
-            .store
-            .list_users()
-            .await?
-            .into_iter()
-            .map(|u| serde_json::to_value(u).unwrap_or_default())
-            .collect()),
-        "group" => Ok(state
-            .store
-            .list_groups()
-            .await?
-            .into_iter()
-            .map(|g| serde_json::to_value(g).unwrap_or_default())
-            .collect()),
+        "user" => Ok(as_values(state.store.list_users().await?)),
+        "group" => Ok(as_values(state.store.list_groups().await?)),
         _ => dispatch_kind!(kind, state.store, list),
     }
 }
@@ -510,6 +496,11 @@ pub(crate) fn check_autoscaler(state: &Arc<AppState>, kind: &str, value: &Value)
 }
 
 /// Overlays client input on an object, refusing unknown and read-only fields.
+/// Stored objects as JSON.
+fn as_values<T: serde::Serialize>(objects: Vec<T>) -> Vec<Value> {
+    objects.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect()
+}
+
 /// Fields whose value is a JSON document kept as text (variables, a
 /// project's launch questions and per-project triggers). A client may send
 /// the document itself, an object or a list; the document as a JSON string
