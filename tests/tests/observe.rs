@@ -116,7 +116,16 @@ async fn healthz_and_readyz_answer_without_a_login_and_readyz_is_503_naming_the_
     {
         use sqlx::{Connection, Executor};
         let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-        admin.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
+        // FORCE may not cut an autovacuum worker (it runs as the bootstrap
+        // superuser, 42501) and a plain drop waits on it (55006); such a worker
+        // leaves within moments, so the drop is tried again until it goes.
+        let mut tries = 0;
+        while let Err(err) = admin.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await {
+            let code = err.as_database_error().and_then(|e| e.code()).unwrap_or_default().into_owned();
+            tries += 1;
+            assert!(matches!(code.as_str(), "42501" | "55006") && tries < 100, "dropping {name}: {err}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         admin.close().await.ok();
     }
     let (status, body) = server.get("/readyz");

@@ -168,9 +168,19 @@ impl Browser {
         self.find_all(css).into_iter().next().unwrap_or_else(|| panic!("no element {css} on {}", self.url()))
     }
 
+    /// Clicks the element `css` names; found again if a self-refreshing panel
+    /// replaced it between the lookup and the click.
     fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.cmd("POST", &format!("/element/{e}/click"), json!({}));
+        for _ in 0..5 {
+            let e = self.find(css);
+            let path = format!("/session/{}/element/{e}/click", self.id);
+            let (status, reply) = wd_request(&self.addr, "POST", &path, "{}");
+            if status == 200 {
+                return;
+            }
+            assert!(reply.contains("stale element reference"), "WebDriver click {css}: {status} {reply}");
+        }
+        panic!("{css} kept being replaced before it could be clicked");
     }
 
     fn fill(&self, css: &str, text: &str) {

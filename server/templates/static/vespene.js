@@ -145,7 +145,14 @@
           if (r.status === 401 || r.redirected) { window.clearInterval(timer); return null; }
           return r.ok ? r.text() : null;
         })
-        .then(function (html) { if (html !== null) el.innerHTML = html; })
+        // An unchanged panel is left alone, so a button the user is about to
+        // press is not swapped for a copy under the pointer.
+        .then(function (html) {
+          if (html === null) return;
+          var fresh = document.createElement("template");
+          fresh.innerHTML = html;
+          if (fresh.innerHTML !== el.innerHTML) el.innerHTML = fresh.innerHTML;
+        })
         .catch(function () {})
         .then(function () { busy = false; });
     }, 2500);
