@@ -25,13 +25,14 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// together, may name them all.
 const WEB_LAYERS: &[(&str, &[&str])] = &[
     ("error", &[]),
-    ("routes", &["auth"]),
+    ("routes", &[]),
     ("limits", &["error"]),
     ("request", &["error"]),
     ("auth", &["error"]),
     ("authn", &["error"]),
     ("audit", &["auth", "error"]),
     ("objects", &["audit", "auth", "error", "request", "routes"]),
+    ("openapi", &["auth", "objects", "routes"]),
     ("log", &[]),
     ("live", &["limits", "error", "auth"]),
     ("observe", &["auth", "error", "objects", "request"]),
@@ -40,8 +41,8 @@ const WEB_LAYERS: &[(&str, &[&str])] = &[
     (
         "api",
         &[
-            "audit", "auth", "authn", "error", "limits", "live", "log", "objects", "observe", "request", "routes",
-            "webhooks",
+            "audit", "auth", "authn", "error", "limits", "live", "log", "objects", "observe", "openapi", "request",
+            "routes", "webhooks",
         ],
     ),
 ];

@@ -18,7 +18,7 @@ use super::*;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditActor {
     /// The user's id; `None` for the server itself or an anonymous client.
-    pub id: Option<Id>,
+    pub id: Option<i64>,
     /// The username, or `system` / `anonymous`.
     pub name: String,
     /// The client's address, when the change came over HTTP.
@@ -43,7 +43,7 @@ pub struct AuditObject {
     /// The object kind (`project`, `build`, `user`, `token`, `plugins`, ...).
     pub kind: String,
     /// Its id, when it has one.
-    pub id: Option<Id>,
+    pub id: Option<i64>,
     /// Its name at the time.
     pub name: String,
 }
@@ -56,14 +56,14 @@ impl AuditObject {
 }
 
 /// One audit record as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Row id; newer events have larger ids.
-    pub id: Id,
+    pub id: i64,
     /// When.
     pub at: DateTime<Utc>,
     /// The actor's user id, if a user.
-    pub actor_id: Option<Id>,
+    pub actor_id: Option<i64>,
     /// The actor's username, `system` or `anonymous`.
     pub actor: String,
     /// What happened: `create`, `update`, `delete`, `login`, `login_failed`,
@@ -72,7 +72,7 @@ pub struct AuditEvent {
     /// The object's kind.
     pub object_kind: String,
     /// The object's id.
-    pub object_id: Option<Id>,
+    pub object_id: Option<i64>,
     /// The object's name at the time.
     pub object_name: String,
     /// The client's address ("" when not over HTTP).
@@ -91,13 +91,13 @@ pub struct AuditFilter {
     /// Only objects of this kind.
     pub object_kind: Option<String>,
     /// Only this object id.
-    pub object_id: Option<Id>,
+    pub object_id: Option<i64>,
     /// At or after.
     pub since: Option<DateTime<Utc>>,
     /// Before.
     pub until: Option<DateTime<Utc>>,
     /// Only events older than this id (the paging cursor).
-    pub before_id: Option<Id>,
+    pub before_id: Option<i64>,
     /// At most this many.
     pub limit: i64,
 }

@@ -65,8 +65,24 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Described as it serializes: `null` or the mask, never the value.
+impl utoipa::PartialSchema for Secret {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .description(Some(
+                "A secret: read as null (none stored) or \"********\"; send null to clear it, \"********\" to keep \
+                 it, or the new value",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Secret {}
+
 /// The states of a build (inventory §2.12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BuildStatus {
     /// Waiting for a worker.
@@ -151,10 +167,10 @@ impl std::fmt::Display for BuildStatus {
 }
 
 /// A user account. The password hash never leaves the store.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique login name.
     pub username: String,
     /// E-mail address.
@@ -168,11 +184,11 @@ pub struct User {
     /// May log in.
     pub is_active: bool,
     /// When created.
-    pub created_at: Option<Timestamp>,
+    pub created_at: Option<DateTime<Utc>>,
     /// Last successful login.
-    pub last_login: Option<Timestamp>,
+    pub last_login: Option<DateTime<Utc>>,
     /// Groups the user belongs to.
-    pub group_ids: Vec<Id>,
+    pub group_ids: Vec<i64>,
     /// Who checks the password: `local` (Vespene's own hash) or the name of
     /// the authentication plugin entry that created the account. Read-only.
     #[serde(default = "local_source")]
@@ -201,40 +217,40 @@ pub struct NewUser {
 }
 
 /// A group of users (owner and launch groups).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Group {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name.
     pub name: String,
     /// When created.
-    pub created_at: Option<Timestamp>,
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// An API token as listed (the token itself is only shown once, on creation).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Owner.
-    pub user_id: Id,
+    pub user_id: i64,
     /// A label.
     pub name: String,
     /// The first characters, to recognise it.
     pub prefix: String,
     /// When created.
-    pub created_at: Timestamp,
+    pub created_at: DateTime<Utc>,
     /// Last use.
-    pub last_used_at: Option<Timestamp>,
+    pub last_used_at: Option<DateTime<Utc>>,
     /// Expiry, if any.
-    pub expires_at: Option<Timestamp>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A named, reusable JSON dict of variables.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VariableSet {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name.
     pub name: String,
     /// Free text.
@@ -242,9 +258,9 @@ pub struct VariableSet {
     /// A JSON object.
     pub variables: String,
     /// Creator.
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
     /// Groups that may edit it.
-    pub owner_group_ids: Vec<Id>,
+    pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
     #[serde(default)]
@@ -252,10 +268,10 @@ pub struct VariableSet {
 }
 
 /// A named template block injected as a variable.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snippet {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name; becomes the variable name.
     pub name: String,
     /// Free text.
@@ -263,9 +279,9 @@ pub struct Snippet {
     /// A Jinja template.
     pub text: String,
     /// Creator.
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
     /// Groups that may edit it.
-    pub owner_group_ids: Vec<Id>,
+    pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
     #[serde(default)]
@@ -273,10 +289,10 @@ pub struct Snippet {
 }
 
 /// An SSH private key with an optional unlock password, both encrypted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SshKey {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name.
     pub name: String,
     /// Free text.
@@ -286,9 +302,9 @@ pub struct SshKey {
     /// Its passphrase (masked when read).
     pub unlock_password: Secret,
     /// Creator.
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
     /// Groups that may edit or attach it.
-    pub owner_group_ids: Vec<Id>,
+    pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
     #[serde(default)]
@@ -296,10 +312,10 @@ pub struct SshKey {
 }
 
 /// A username and encrypted password for http(s) checkouts and imports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceLogin {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name.
     pub name: String,
     /// Free text.
@@ -309,9 +325,9 @@ pub struct ServiceLogin {
     /// The password (masked when read).
     pub password: Secret,
     /// Creator.
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
     /// Groups that may edit or attach it.
-    pub owner_group_ids: Vec<Id>,
+    pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
     #[serde(default)]
@@ -319,10 +335,10 @@ pub struct ServiceLogin {
 }
 
 /// A named queue plus its settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerPool {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name; `vespene worker NAME` serves it.
     pub name: String,
     /// Free text.
@@ -330,7 +346,7 @@ pub struct WorkerPool {
     /// A JSON object.
     pub variables: String,
     /// Variable sets, applied in order.
-    pub variable_set_ids: Vec<Id>,
+    pub variable_set_ids: Vec<i64>,
     /// An isolation plugin key.
     pub isolation_method: String,
     /// For sudo isolation; `nobody` when empty.
@@ -367,7 +383,7 @@ pub struct WorkerPool {
     /// The most workers the pool has (a plan above it is cut to it).
     pub maximum: i64,
     /// When the last autoscaling decision finished.
-    pub last_autoscaled: Option<Timestamp>,
+    pub last_autoscaled: Option<DateTime<Utc>>,
     /// Outcome of the last decision: 0 when it was applied, 1 when it failed.
     pub autoscaling_status: Option<i64>,
     /// The last decision, one line: the plan, its reason, or the error.
@@ -376,7 +392,7 @@ pub struct WorkerPool {
     /// Seconds between two decisions for the pool.
     pub reevaluate_seconds: i64,
     /// Creator.
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
     #[serde(default)]
@@ -419,10 +435,10 @@ impl Default for WorkerPool {
 }
 
 /// One worker host (or embedded worker), upserted by its uid.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Worker {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Stable unique id of the worker.
     pub worker_uid: String,
     /// Host name for build-root links.
@@ -432,9 +448,9 @@ pub struct Worker {
     /// Where its build roots are.
     pub build_root: String,
     /// First seen.
-    pub first_checkin: Option<Timestamp>,
+    pub first_checkin: Option<DateTime<Utc>>,
     /// Last seen.
-    pub last_checkin: Option<Timestamp>,
+    pub last_checkin: Option<DateTime<Utc>>,
     /// Serves build roots over http.
     pub fileserving_enabled: bool,
     /// The pools it serves, by name; empty when it serves every pool.
@@ -443,10 +459,10 @@ pub struct Worker {
 }
 
 /// A named pipeline step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stage {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name.
     pub name: String,
     /// Free text.
@@ -454,7 +470,7 @@ pub struct Stage {
     /// A JSON object.
     pub variables: String,
     /// Variable sets, applied in order.
-    pub variable_set_ids: Vec<Id>,
+    pub variable_set_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
     #[serde(default)]
@@ -466,10 +482,10 @@ pub struct Stage {
 }
 
 /// An ordered chain of stages (any number of them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Pipeline {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name.
     pub name: String,
     /// Free text.
@@ -477,19 +493,19 @@ pub struct Pipeline {
     /// Advancement on.
     pub enabled: bool,
     /// Stage ids in order.
-    pub stage_ids: Vec<Id>,
+    pub stage_ids: Vec<i64>,
     /// A JSON object.
     pub variables: String,
     /// Variable sets, applied in order.
-    pub variable_set_ids: Vec<Id>,
+    pub variable_set_ids: Vec<i64>,
     /// When the last run completed.
-    pub last_completed_date: Option<Timestamp>,
+    pub last_completed_date: Option<DateTime<Utc>>,
     /// The build whose success completed its last run.
-    pub last_completed_by: Option<Id>,
+    pub last_completed_by: Option<i64>,
     /// Creator.
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
     /// Groups that may edit it.
-    pub owner_group_ids: Vec<Id>,
+    pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
     #[serde(default)]
@@ -516,26 +532,26 @@ impl Default for Pipeline {
 }
 
 /// A project: a templated script, an optional repository and a worker pool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Project {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name.
     pub name: String,
     /// Free text.
     pub description: String,
     /// Pipeline membership.
-    pub pipeline_id: Option<Id>,
+    pub pipeline_id: Option<i64>,
     /// Opt out of pipeline triggering.
     pub pipeline_enabled: bool,
     /// Stage within the pipeline.
-    pub stage_id: Option<Id>,
+    pub stage_id: Option<i64>,
     /// Latest finished build (kept by the queue).
-    pub last_build_id: Option<Id>,
+    pub last_build_id: Option<i64>,
     /// The build in progress (kept by the queue).
-    pub active_build_id: Option<Id>,
+    pub active_build_id: Option<i64>,
     /// Latest successful build (kept by the queue).
-    pub last_successful_build_id: Option<Id>,
+    pub last_successful_build_id: Option<i64>,
     /// Blank means no checkout.
     pub repo_url: String,
     /// Blank means the default branch.
@@ -557,21 +573,21 @@ pub struct Project {
     /// A JSON object.
     pub variables: String,
     /// Variable sets, applied in order.
-    pub variable_set_ids: Vec<Id>,
+    pub variable_set_ids: Vec<i64>,
     /// A JSON list of questions.
     pub launch_questions: String,
     /// Login for http(s) checkouts.
-    pub scm_login_id: Option<Id>,
+    pub scm_login_id: Option<i64>,
     /// SSH keys loaded for checkout.
-    pub ssh_key_ids: Vec<Id>,
+    pub ssh_key_ids: Vec<i64>,
     /// The pool that runs it (required).
-    pub worker_pool_id: Id,
+    pub worker_pool_id: i64,
     /// Creator.
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
     /// Groups that may edit it.
-    pub owner_group_ids: Vec<Id>,
+    pub owner_group_ids: Vec<i64>,
     /// Groups that may start and stop it.
-    pub launch_group_ids: Vec<Id>,
+    pub launch_group_ids: Vec<i64>,
     /// Scheduling on.
     pub schedule_enabled: bool,
     /// Day flags, Monday first.
@@ -685,10 +701,10 @@ impl Default for Project {
 }
 
 /// An organization whose repositories are imported as projects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Organization {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// Unique name.
     pub name: String,
     /// Free text.
@@ -714,25 +730,25 @@ pub struct Organization {
     /// Policy: set worker pools.
     pub allow_worker_pool_assignment: bool,
     /// SSH keys to attach to imported projects.
-    pub auto_attach_ssh_key_ids: Vec<Id>,
+    pub auto_attach_ssh_key_ids: Vec<i64>,
     /// Pool for imported projects.
-    pub default_worker_pool_id: Id,
+    pub default_worker_pool_id: i64,
     /// Pool whose workers run the import.
-    pub worker_pool_id: Id,
+    pub worker_pool_id: i64,
     /// Import at the next chance.
     pub force_rescan: bool,
     /// Minutes between imports.
     pub refresh_minutes: i64,
     /// Login for the provider's API and clones.
-    pub scm_login_id: Option<Id>,
+    pub scm_login_id: Option<i64>,
     /// Latest import build.
-    pub last_build_id: Option<Id>,
+    pub last_build_id: Option<i64>,
     /// Import in progress.
-    pub active_build_id: Option<Id>,
+    pub active_build_id: Option<i64>,
     /// Latest successful import.
-    pub last_successful_build_id: Option<Id>,
+    pub last_successful_build_id: Option<i64>,
     /// Creator.
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
 }
 
 impl Default for Organization {
@@ -766,16 +782,16 @@ impl Default for Organization {
 }
 
 /// A build: one run of a project (or of an organization import).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Build {
     /// Row id.
-    pub id: Id,
+    pub id: i64,
     /// The project (None for import builds).
-    pub project_id: Option<Id>,
+    pub project_id: Option<i64>,
     /// The organization (import builds).
-    pub organization_id: Option<Id>,
+    pub organization_id: Option<i64>,
     /// The queue it is on.
-    pub worker_pool_id: Id,
+    pub worker_pool_id: i64,
     /// Where it is in its life.
     pub status: BuildStatus,
     /// Revision checked out.
@@ -785,11 +801,11 @@ pub struct Build {
     /// The committer's e-mail address, when the scm plugin reports one.
     pub revision_email: Option<String>,
     /// When queued.
-    pub queued_time: Option<Timestamp>,
+    pub queued_time: Option<DateTime<Utc>>,
     /// When claimed.
-    pub start_time: Option<Timestamp>,
+    pub start_time: Option<DateTime<Utc>>,
     /// When finished.
-    pub end_time: Option<Timestamp>,
+    pub end_time: Option<DateTime<Utc>>,
     /// The script's exit code.
     pub return_code: Option<i64>,
     /// The build root.
@@ -803,13 +819,13 @@ pub struct Build {
     /// Values set with `vespene/set` (JSON object).
     pub output_variables: String,
     /// Who started it (None for webhooks, schedules, pipelines).
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
     /// First build of the pipeline run.
-    pub pipeline_origin_build_id: Option<Id>,
+    pub pipeline_origin_build_id: Option<i64>,
     /// The build that triggered this one.
-    pub pipeline_parent_build_id: Option<Id>,
+    pub pipeline_parent_build_id: Option<i64>,
     /// The worker that claimed it.
-    pub worker_id: Option<Id>,
+    pub worker_id: Option<i64>,
     /// How many output lines it has (also after retention removed them).
     pub output_lines: i64,
     /// Kept whatever the retention rules say, and not deletable until unpinned.
@@ -817,10 +833,10 @@ pub struct Build {
     pub pinned: bool,
     /// When retention removed its log (the record stays); `None`: not removed.
     #[serde(default)]
-    pub log_removed_at: Option<Timestamp>,
+    pub log_removed_at: Option<DateTime<Utc>>,
     /// When retention removed its build root; `None`: not removed.
     #[serde(default)]
-    pub root_removed_at: Option<Timestamp>,
+    pub root_removed_at: Option<DateTime<Utc>>,
     /// The triggers that failed for this build, one per line (`None`: none
     /// failed). A trigger failure never rewrites the build's own status.
     #[serde(default)]
@@ -831,11 +847,11 @@ pub struct Build {
 #[derive(Debug, Clone, Default)]
 pub struct NewBuild {
     /// The project (None for import builds).
-    pub project_id: Option<Id>,
+    pub project_id: Option<i64>,
     /// The organization (import builds).
-    pub organization_id: Option<Id>,
+    pub organization_id: Option<i64>,
     /// The queue.
-    pub worker_pool_id: Id,
+    pub worker_pool_id: i64,
     /// QUEUED normally; RUNNING for import builds; FAILURE when the script
     /// could not be rendered. `None` means QUEUED.
     pub status: Option<BuildStatus>,
@@ -850,33 +866,33 @@ pub struct NewBuild {
     /// Stored apart and never served; the worker substitutes them.
     pub secret_values: String,
     /// Who started it.
-    pub created_by: Option<Id>,
+    pub created_by: Option<i64>,
     /// The triggering build, for pipelines.
-    pub pipeline_parent_build_id: Option<Id>,
+    pub pipeline_parent_build_id: Option<i64>,
     /// The first build of the pipeline run; defaults to the new build itself.
-    pub pipeline_origin_build_id: Option<Id>,
+    pub pipeline_origin_build_id: Option<i64>,
     /// Refuse (a [`super::StoreError::Conflict`] naming it) when the project
     /// has a QUEUED or RUNNING build: a project runs one build at a time.
     pub one_at_a_time: bool,
 }
 
 /// A pipeline run's wait before a stage that needs approval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineApproval {
     /// The run (its origin build).
-    pub origin_build_id: Id,
+    pub origin_build_id: i64,
     /// The stage that waits.
-    pub stage_id: Id,
+    pub stage_id: i64,
     /// The pipeline.
-    pub pipeline_id: Id,
+    pub pipeline_id: i64,
     /// The build of the previous stage whose success reached the stage.
-    pub parent_build_id: Id,
+    pub parent_build_id: i64,
     /// When the run started waiting.
-    pub requested_at: Timestamp,
+    pub requested_at: DateTime<Utc>,
     /// Who approved (`None`: still waiting).
-    pub approved_by: Option<Id>,
+    pub approved_by: Option<i64>,
     /// When.
-    pub approved_at: Option<Timestamp>,
+    pub approved_at: Option<DateTime<Utc>>,
 }
 
 /// What a build checked out, as its scm plugin reported it.
@@ -891,7 +907,7 @@ pub struct CheckedOut<'a> {
 }
 
 /// Which stream a line of output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputStream {
     /// The script's standard output (and merged standard error).
@@ -923,14 +939,14 @@ impl OutputStream {
 }
 
 /// One stored line of build output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutputLine {
     /// 1, 2, 3, ... within the build.
     pub seq: i64,
     /// Which stream.
     pub stream: OutputStream,
     /// When it was stored.
-    pub ts: Timestamp,
+    pub ts: DateTime<Utc>,
     /// The text, without the newline.
     pub text: String,
 }

@@ -55,7 +55,7 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
     let id = id.unwrap_or(0);
     match route.id {
         "health" => Ok(json_response(StatusCode::OK, &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))),
-        "openapi" => Ok(json_response(StatusCode::OK, &routes::openapi())),
+        "openapi" => Ok(json_response(StatusCode::OK, super::openapi::document())),
         "login" => login(&state, &req).await,
         "logout" => logout(&state, &principal).await,
         "me" => me(&state, &principal).await,

@@ -16,6 +16,7 @@ mod live;
 mod log;
 pub(crate) mod objects;
 pub mod observe;
+pub mod openapi;
 pub mod request;
 pub mod routes;
 pub mod ui;

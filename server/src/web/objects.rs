@@ -505,7 +505,7 @@ fn as_values<T: serde::Serialize>(objects: Vec<T>) -> Vec<Value> {
 /// project's launch questions and per-project triggers). A client may send
 /// the document itself, an object or a list; the document as a JSON string
 /// is still accepted.
-const JSON_TEXT_FIELDS: &[&str] = &["variables", "launch_questions", "triggers"];
+pub(crate) const JSON_TEXT_FIELDS: &[&str] = &["variables", "launch_questions", "triggers"];
 
 pub(crate) fn merge_input(value: &mut Value, body: Map<String, Value>, kind: &str, what: &str) -> Result<(), ApiError> {
     let readonly = read_only(kind);

@@ -1,7 +1,13 @@
 //! The API's route table: the dispatcher matches requests against it and the
-//! OpenAPI document is generated from it, so the two cannot drift apart.
+//! OpenAPI document (`openapi`) is generated from it, so the two cannot drift
+//! apart.
 
-use serde_json::{json, Map, Value};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::ToSchema;
+
+use crate::store::{
+    Group, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User, VariableSet, WorkerPool,
+};
 
 /// One API route.
 pub struct Route {
@@ -42,6 +48,46 @@ pub const CRUD: &[Route] = crud_routes! {
     "organization" => "organizations",
     "user" => "users",
     "group" => "groups",
+};
+
+/// The actions of [`CRUD`], as the last part of a route id.
+pub const CRUD_ACTIONS: &[&str] = &[".list", ".create", ".get", ".update", ".delete"];
+
+/// An object kind of [`CRUD`] and the type its answers serialize.
+pub struct ObjectRoutes {
+    /// The kind, as route ids spell it.
+    pub kind: &'static str,
+    /// The name of its schema in the OpenAPI document.
+    pub schema: &'static str,
+    /// Adds the type's schema, and those it names, to a list.
+    pub schemas: fn(&mut Vec<(String, RefOr<Schema>)>),
+}
+
+/// Adds `T`'s schema and those it names to `into`.
+pub fn schemas_of<T: ToSchema>(into: &mut Vec<(String, RefOr<Schema>)>) {
+    into.push((T::name().into_owned(), T::schema()));
+    T::schemas(into);
+}
+
+macro_rules! object_routes {
+    ($($kind:literal => $ty:ident),* $(,)?) => {
+        &[$(ObjectRoutes { kind: $kind, schema: stringify!($ty), schemas: schemas_of::<$ty> },)*]
+    };
+}
+
+/// The types of the object kinds, in the order of [`CRUD`].
+pub const OBJECTS: &[ObjectRoutes] = object_routes! {
+    "project" => Project,
+    "pipeline" => Pipeline,
+    "stage" => Stage,
+    "worker_pool" => WorkerPool,
+    "variable_set" => VariableSet,
+    "snippet" => Snippet,
+    "ssh_key" => SshKey,
+    "service_login" => ServiceLogin,
+    "organization" => Organization,
+    "user" => User,
+    "group" => Group,
 };
 
 /// The other routes.
@@ -207,42 +253,14 @@ pub fn path_exists(path: &str) -> bool {
     ["GET", "POST", "PATCH", "DELETE"].iter().any(|m| find(m, path).is_some())
 }
 
-/// The OpenAPI 3 document.
-pub fn openapi() -> Value {
-    let mut paths = Map::new();
-    for route in all() {
-        let entry = paths.entry(route.path.to_string()).or_insert_with(|| json!({}));
-        let mut op = json!({
-            "operationId": route.id,
-            "summary": route.summary,
-            "responses": {
-                "200": { "description": "OK (JSON)" },
-                "400": { "description": "Malformed request: {\"error\", \"field\"}" },
-                "401": { "description": "Not authenticated" },
-                "403": { "description": "Not allowed" },
-                "404": { "description": "Not found" }
-            }
-        });
-        let params: Vec<Value> = ["id", "run"]
-            .iter()
-            .filter(|p| route.path.contains(&format!("{{{p}}}")))
-            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "integer" } }))
-            .collect();
-        if !params.is_empty() {
-            op["parameters"] = Value::Array(params);
-        }
-        entry[route.method.to_ascii_lowercase()] = op;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_crud_kind_has_its_type() {
+        let kinds: Vec<&str> = CRUD.iter().filter_map(|r| r.id.strip_suffix(".list")).collect();
+        let typed: Vec<&str> = OBJECTS.iter().map(|o| o.kind).collect();
+        assert_eq!(kinds, typed);
     }
-    json!({
-        "openapi": "3.0.3",
-        "info": { "title": "Vespene REST API", "version": env!("CARGO_PKG_VERSION") },
-        "components": {
-            "securitySchemes": {
-                "bearer": { "type": "http", "scheme": "bearer" },
-                "session": { "type": "apiKey", "in": "cookie", "name": super::auth::SESSION_COOKIE }
-            }
-        },
-        "security": [{ "bearer": [] }, { "session": [] }],
-        "paths": paths,
-    })
 }
