@@ -481,3 +481,25 @@ async fn the_authorization_matrix() {
     let _ = BuildStatus::Success;
     creator.ok("DELETE", &format!("/api/v1/projects/{pid}"), None);
 }
+
+/// One table of defaults: an object made through the API with its name only
+/// is the one the UI's empty form shows (a pool isolates with `sandbox`, the
+/// JSON documents are empty objects).
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_made_with_a_name_only_take_the_same_defaults_as_the_ui_form() {
+    let sandbox = Sandbox::new();
+    let (server, client) = served_as_root(&sandbox).await;
+    let pool = client.ok("POST", "/api/v1/worker_pools", Some(&json!({ "name": "plain" })));
+    assert_eq!(pool["isolation_method"], "sandbox", "{pool}");
+    assert_eq!(pool["variables"], "{}", "{pool}");
+    for (path, name) in [("stages", "plain-stage"), ("variable_sets", "plain-set"), ("pipelines", "plain-line")] {
+        let made = client.ok("POST", &format!("/api/v1/{path}"), Some(&json!({ "name": name })));
+        assert_eq!(made["variables"], "{}", "{path}: {made}");
+    }
+    // The UI's form for a new pool shows the same isolation, selected.
+    let cookie = server.login("root", "password-of-root");
+    let (status, page) = server.get_with("/ui/worker_pools/new", &[("Cookie", &cookie)]);
+    assert_eq!(status, 200, "{page}");
+    let field = page.split("id=\"f-isolation_method\"").nth(1).unwrap_or_default();
+    assert!(field.split('>').next().unwrap_or_default().contains("value=\"sandbox\""), "{page}");
+}

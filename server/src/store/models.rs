@@ -247,7 +247,7 @@ pub struct ApiToken {
 }
 
 /// A named, reusable JSON dict of variables.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VariableSet {
     /// Row id.
     pub id: i64,
@@ -265,6 +265,20 @@ pub struct VariableSet {
     /// owner or a superuser sets this.
     #[serde(default)]
     pub shared: bool,
+}
+
+impl Default for VariableSet {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            name: String::new(),
+            description: String::new(),
+            variables: "{}".into(),
+            created_by: None,
+            owner_group_ids: vec![],
+            shared: false,
+        }
+    }
 }
 
 /// A named template block injected as a variable.
@@ -347,7 +361,7 @@ pub struct WorkerPool {
     pub variables: String,
     /// Variable sets, applied in order.
     pub variable_set_ids: Vec<i64>,
-    /// An isolation plugin key.
+    /// An isolation plugin key (`sandbox` unless set).
     pub isolation_method: String,
     /// For sudo isolation; `nobody` when empty.
     pub sudo_user: Option<String>,
@@ -407,7 +421,9 @@ impl Default for WorkerPool {
             description: String::new(),
             variables: "{}".into(),
             variable_set_ids: vec![],
-            isolation_method: String::new(),
+            // The isolation the server recommends: a build sees neither the
+            // server's files nor other builds (a `shell` pool is warned about).
+            isolation_method: "sandbox".into(),
             sudo_user: None,
             network: true,
             permissions_hex: "0x777".into(),
@@ -459,7 +475,7 @@ pub struct Worker {
 }
 
 /// A named pipeline step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stage {
     /// Row id.
     pub id: i64,
@@ -479,6 +495,20 @@ pub struct Stage {
     /// `approve` the pipeline approves it.
     #[serde(default)]
     pub approval_required: bool,
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            name: String::new(),
+            description: String::new(),
+            variables: "{}".into(),
+            variable_set_ids: vec![],
+            shared: false,
+            approval_required: false,
+        }
+    }
 }
 
 /// An ordered chain of stages (any number of them).

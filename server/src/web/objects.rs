@@ -307,6 +307,19 @@ macro_rules! dispatch_kind {
     };
 }
 
+/// A new object of `kind` before the client's fields: the one table of
+/// defaults, for the API's creates and the UI's empty forms alike.
+pub(crate) fn defaults(kind: &str) -> Result<Value, ApiError> {
+    match kind {
+        "user" => Ok(json!({
+            "username": "", "email": "", "first_name": "", "last_name": "",
+            "is_superuser": false, "is_active": true, "group_ids": [],
+        })),
+        "group" => Ok(json!({ "name": "" })),
+        _ => dispatch_kind!(kind, (), defaults),
+    }
+}
+
 pub(crate) async fn list_values(state: &Arc<AppState>, kind: &str) -> Result<Vec<Value>, ApiError> {
     match kind {
         "user" => Ok(as_values(state.store.list_users().await?)),
@@ -388,7 +401,7 @@ pub(crate) async fn create_object(
             state.store.create_group(name).await?
         }
         _ => {
-            let mut value = dispatch_kind!(kind, state.store, defaults)?;
+            let mut value = defaults(kind)?;
             merge_input(&mut value, body, kind, &what)?;
             value["created_by"] = json!(user.id);
             check_uses(state, principal, kind, None, &value).await?;

@@ -113,32 +113,6 @@ async fn list(ctx: &Ctx, kind: &'static str, _req: &UiRequest) -> Result<Respons
     ))
 }
 
-async fn defaults(kind: &str) -> Value {
-    match kind {
-        "user" => {
-            json!({ "username": "", "email": "", "first_name": "", "last_name": "", "is_superuser": false, "is_active": true, "group_ids": [] })
-        }
-        "group" => json!({ "name": "" }),
-        "project" => serde_json::to_value(crate::store::Project::default()).unwrap_or_default(),
-        "pipeline" => serde_json::to_value(crate::store::Pipeline::default()).unwrap_or_default(),
-        "stage" => serde_json::to_value(crate::store::Stage { variables: "{}".into(), ..Default::default() })
-            .unwrap_or_default(),
-        "snippet" => serde_json::to_value(crate::store::Snippet::default()).unwrap_or_default(),
-        "variable_set" => {
-            serde_json::to_value(crate::store::VariableSet { variables: "{}".into(), ..Default::default() })
-                .unwrap_or_default()
-        }
-        "service_login" => serde_json::to_value(crate::store::ServiceLogin::default()).unwrap_or_default(),
-        "ssh_key" => serde_json::to_value(crate::store::SshKey::default()).unwrap_or_default(),
-        "organization" => serde_json::to_value(crate::store::Organization::default()).unwrap_or_default(),
-        "worker_pool" => {
-            serde_json::to_value(crate::store::WorkerPool { isolation_method: "shell".into(), ..Default::default() })
-                .unwrap_or_default()
-        }
-        _ => json!({}),
-    }
-}
-
 /// Splits an API error into field errors (shown next to the field) and a general one.
 fn field_errors(kind: &str, e: ApiError) -> Result<(HashMap<String, String>, Option<String>), ApiError> {
     if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::NOT_FOUND {
@@ -226,7 +200,7 @@ async fn only_usable(ctx: &Ctx, kind: &str, object: &Value, lookups: &mut HashMa
 
 async fn new(ctx: &Ctx, kind: &'static str, form: Option<&Form>) -> Result<Response, ApiError> {
     ctx.require("create", kind, None).await?;
-    let object = defaults(kind).await;
+    let object = objects::defaults(kind)?;
     let Some(form) = form else {
         return Ok(form_page(ctx, kind, &object, None, HashMap::new(), None, true).await);
     };
