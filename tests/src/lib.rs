@@ -370,6 +370,19 @@ const LARGE_BODY: usize = 64 * 1024;
 
 /// A minimal HTTP/1.1 client for loopback tests: (status, body).
 pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let (status, _, body) = http_exchange(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http_request`], answering the response's head (status line and
+/// headers) as well: `(status, head, body)`.
+pub fn http_exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to server");
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -401,7 +414,7 @@ pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let body =
         if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
-    (status, body)
+    (status, head.to_string(), body)
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -202,7 +202,7 @@ async fn malformed_requests_get_clear_4xx_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_documents_are_sent_as_json_or_as_text_and_a_user_is_saved_with_its_groups_or_not_at_all() {
     let sandbox = Sandbox::new();
-    let (_server, client) = served_as_root(&sandbox).await;
+    let (server, client) = served_as_root(&sandbox).await;
     let pool = client.ok("POST", "/api/v1/worker_pools", Some(&json!({"name": "p1", "isolation_method": "shell"})));
 
     // The document itself, or (older clients) the document as a string: both are kept as the same text.
@@ -225,7 +225,19 @@ async fn json_documents_are_sent_as_json_or_as_text_and_a_user_is_saved_with_its
     let variables: Value = serde_json::from_str(read["variables"].as_str().unwrap()).unwrap();
     assert_eq!(variables, json!({"target": "prod", "DB_PASS": {"secret": "********"}}), "the secret is sealed");
     assert_eq!(serde_json::from_str::<Value>(read["launch_questions"].as_str().unwrap()).unwrap(), questions);
-    client.ok("PATCH", &path, Some(&json!({"variables": "{\"target\": \"test\"}"})));
+    // The string form still works, and its answer says it is deprecated, naming the field.
+    let auth = format!("Bearer {}", client.token.as_deref().unwrap());
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let old_form = json!({"variables": "{\"target\": \"test\"}"}).to_string();
+    let (status, head, body) = vespene_e2e::http_exchange(&server.addr, "PATCH", &path, &headers, &old_form);
+    assert_eq!(status, 200, "{body}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("\r\ndeprecation: true"), "{head}");
+    assert!(head.contains("'variables' sent as a json string"), "{head}");
+    let new_form = json!({"description": "documents", "variables": {"target": "test"}}).to_string();
+    let (status, head, body) = vespene_e2e::http_exchange(&server.addr, "PATCH", &path, &headers, &new_form);
+    assert_eq!(status, 200, "{body}");
+    assert!(!head.to_ascii_lowercase().contains("deprecation"), "{head}");
     let read = client.ok("GET", &path, None);
     assert_eq!(serde_json::from_str::<Value>(read["variables"].as_str().unwrap()).unwrap(), json!({"target": "test"}));
     // Only those fields take a document: an object elsewhere is still a type error naming the field.

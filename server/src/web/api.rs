@@ -249,6 +249,30 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
 
 // ------------------------------------------------------------ request helpers
 
+/// The JSON-document fields a body sent in the old form, as a JSON string.
+fn deprecated_forms(body: &serde_json::Map<String, Value>) -> Vec<String> {
+    JSON_TEXT_FIELDS.iter().filter(|f| body.get(**f).is_some_and(Value::is_string)).map(|f| f.to_string()).collect()
+}
+
+/// Marks an answer to a request that used a deprecated form: a
+/// `Deprecation` header (RFC 9745) and a `Warning` naming the fields.
+fn with_deprecations(mut response: Response, fields: &[String]) -> Response {
+    if fields.is_empty() {
+        return response;
+    }
+    let note = format!(
+        "299 vespene \"{} sent as a JSON string: send the JSON document itself; the string form is deprecated and \
+         will be refused in a later release\"",
+        fields.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ")
+    );
+    let headers = response.headers_mut();
+    headers.insert("deprecation", warp::http::HeaderValue::from_static("true"));
+    if let Ok(value) = warp::http::HeaderValue::from_str(&note) {
+        headers.insert("warning", value);
+    }
+    response
+}
+
 fn query_i64(query: &HashMap<String, String>, name: &str, default: i64) -> Result<i64, ApiError> {
     match query.get(name) {
         Some(v) => v.parse().map_err(|_| ApiError::field(name, format!("query parameter '{name}' must be a number"))),
@@ -471,14 +495,19 @@ async fn crud(
             principal.require()?;
             state.authorize(principal, "create", kind, None).await?;
             let body = body_object(&req.body)?;
+            let deprecated = deprecated_forms(&body);
             let created = create_object(state, principal, req.client, kind, body).await?;
-            Ok(json_response(StatusCode::CREATED, &get_value(state, kind, created).await?))
+            Ok(with_deprecations(
+                json_response(StatusCode::CREATED, &get_value(state, kind, created).await?),
+                &deprecated,
+            ))
         }
         "update" => {
             get_value(state, kind, id).await?;
             let body = body_object(&req.body)?;
+            let deprecated = deprecated_forms(&body);
             update_object(state, principal, req.client, kind, id, body).await?;
-            Ok(json_response(StatusCode::OK, &get_value(state, kind, id).await?))
+            Ok(with_deprecations(json_response(StatusCode::OK, &get_value(state, kind, id).await?), &deprecated))
         }
         "delete" => {
             delete_object(state, principal, req.client, kind, id).await?;

@@ -39,6 +39,15 @@ fn links_by_id(kind: &str, actions: &[&str]) -> Value {
     Value::Object(links)
 }
 
+/// The headers an answer carries when the request sent a JSON document as a string.
+fn deprecation_headers() -> Value {
+    json!({
+        "Deprecation": { "description": "`true` when the request used a deprecated form", "schema": { "type": "string" } },
+        "Warning": { "description": "Which fields were sent in the deprecated form, and what to send instead",
+            "schema": { "type": "string" } },
+    })
+}
+
 fn json_content(schema: Value) -> Value {
     json!({ "application/json": { "schema": schema } })
 }
@@ -414,10 +423,15 @@ fn operation(route: &Route, schemas: &Map<String, Value>) -> Value {
                 "create" => {
                     let mut created = ok("Created", item);
                     created["links"] = links_by_id(kind.kind, &["get", "update", "delete"]);
+                    created["headers"] = deprecation_headers();
                     (input("Create"), ("201", created))
                 }
                 "get" => (None, ("200", ok("The object", item))),
-                "update" => (input("Input"), ("200", ok("Changed", item))),
+                "update" => {
+                    let mut changed = ok("Changed", item);
+                    changed["headers"] = deprecation_headers();
+                    (input("Input"), ("200", changed))
+                }
                 _ => (None, ("204", json!({ "description": "Deleted" }))),
             }
         }
