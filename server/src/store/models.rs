@@ -81,6 +81,116 @@ impl utoipa::PartialSchema for Secret {
 
 impl utoipa::ToSchema for Secret {}
 
+/// The kinds of object people create, change and delete (the REST API's
+/// `/api/v1/<plural>` collections and the UI's pages). Authorization plugins
+/// see the same names as strings ([`ObjectKind::as_str`]), along with
+/// `build`, which is not made this way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// A [`Project`].
+    Project,
+    /// A [`Pipeline`].
+    Pipeline,
+    /// A [`Stage`].
+    Stage,
+    /// A [`WorkerPool`].
+    WorkerPool,
+    /// A [`VariableSet`].
+    VariableSet,
+    /// A [`Snippet`].
+    Snippet,
+    /// An [`SshKey`].
+    SshKey,
+    /// A [`ServiceLogin`].
+    ServiceLogin,
+    /// An [`Organization`].
+    Organization,
+    /// A [`User`].
+    User,
+    /// A [`Group`].
+    Group,
+}
+
+impl ObjectKind {
+    /// Every kind, in the order the API and the UI list them.
+    pub const ALL: [ObjectKind; 11] = [
+        ObjectKind::Project,
+        ObjectKind::Pipeline,
+        ObjectKind::Stage,
+        ObjectKind::WorkerPool,
+        ObjectKind::VariableSet,
+        ObjectKind::Snippet,
+        ObjectKind::SshKey,
+        ObjectKind::ServiceLogin,
+        ObjectKind::Organization,
+        ObjectKind::User,
+        ObjectKind::Group,
+    ];
+
+    /// The name plugins, route ids and audit records use: `worker_pool`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Project => "project",
+            ObjectKind::Pipeline => "pipeline",
+            ObjectKind::Stage => "stage",
+            ObjectKind::WorkerPool => "worker_pool",
+            ObjectKind::VariableSet => "variable_set",
+            ObjectKind::Snippet => "snippet",
+            ObjectKind::SshKey => "ssh_key",
+            ObjectKind::ServiceLogin => "service_login",
+            ObjectKind::Organization => "organization",
+            ObjectKind::User => "user",
+            ObjectKind::Group => "group",
+        }
+    }
+
+    /// The collection's path segment: `worker_pools`.
+    pub const fn plural(self) -> &'static str {
+        match self {
+            ObjectKind::Project => "projects",
+            ObjectKind::Pipeline => "pipelines",
+            ObjectKind::Stage => "stages",
+            ObjectKind::WorkerPool => "worker_pools",
+            ObjectKind::VariableSet => "variable_sets",
+            ObjectKind::Snippet => "snippets",
+            ObjectKind::SshKey => "ssh_keys",
+            ObjectKind::ServiceLogin => "service_logins",
+            ObjectKind::Organization => "organizations",
+            ObjectKind::User => "users",
+            ObjectKind::Group => "groups",
+        }
+    }
+
+    /// The kind [`as_str`](Self::as_str) names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The kind whose collection [`plural`](Self::plural) names.
+    pub fn from_plural(segment: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.plural() == segment)
+    }
+
+    /// In a sentence: `worker pool`.
+    pub fn label(self) -> String {
+        self.as_str().replace('_', " ")
+    }
+
+    /// The field that names an object of this kind.
+    pub const fn name_field(self) -> &'static str {
+        match self {
+            ObjectKind::User => "username",
+            _ => "name",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The states of a build (inventory §2.12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -20,7 +20,7 @@ use super::request::{body_object, ApiRequest};
 use super::routes;
 use super::AppState;
 use crate::engine::{LaunchAnswers, StartRequest};
-use crate::store::{AuditObject, BuildFilter, BuildStatus, Id};
+use crate::store::{AuditObject, BuildFilter, BuildStatus, Id, ObjectKind};
 
 /// Largest request body accepted.
 pub const MAX_BODY: u64 = 1024 * 1024;
@@ -106,7 +106,7 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
         "worker_pool.autoscale" => {
             // Deciding now is changing the pool: the pool's `edit` permission
             // (superusers only, with the shipped authorization plugins).
-            let current = get_value(&state, "worker_pool", id).await?;
+            let current = get_value(&state, ObjectKind::WorkerPool, id).await?;
             let object = authz_object(&state, "worker_pool", current).await?;
             state.authorize(&principal, "edit", "worker_pool", Some(object)).await?;
             if !req.body.iter().all(u8::is_ascii_whitespace) {
@@ -119,8 +119,8 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
                 ));
             };
             let actor = super::audit::actor(&principal, req.client);
-            let after = get_value(&state, "worker_pool", id).await?;
-            let object = AuditObject::new("worker_pool", Some(id), object_name("worker_pool", &after));
+            let after = get_value(&state, ObjectKind::WorkerPool, id).await?;
+            let object = AuditObject::new("worker_pool", Some(id), object_name(ObjectKind::WorkerPool, &after));
             state.audit(&actor, "worker_pool.autoscale", &object, json!({ "decision": decision })).await;
             Ok(json_response(StatusCode::OK, &json!({ "decision": decision, "worker_pool": after })))
         }
@@ -242,6 +242,7 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
         }
         other => {
             let (kind, action) = other.split_once('.').expect("route ids are kind.action");
+            let kind = ObjectKind::parse(kind).expect("the CRUD routes are named after the object kinds");
             crud(&state, &principal, kind, action, id, &req).await
         }
     }
@@ -458,14 +459,14 @@ async fn rerun_stage(
 async fn crud(
     state: &Arc<AppState>,
     principal: &Principal,
-    kind: &str,
+    kind: ObjectKind,
     action: &str,
     id: Id,
     req: &ApiRequest,
 ) -> Result<Response, ApiError> {
     match action {
         "list" => {
-            state.authorize(principal, "list", kind, None).await?;
+            state.authorize(principal, "list", kind.as_str(), None).await?;
             let all = list_values(state, kind).await?;
             // Filtered after visibility: a query must not probe hidden fields.
             let visible = only_visible(state, principal, kind, all).await?;
@@ -481,11 +482,13 @@ async fn crud(
         }
         "get" => {
             let value = get_value(state, kind, id).await?;
-            let allowed =
-                state.authorize(principal, "view", kind, Some(authz_object(state, kind, value.clone()).await?)).await;
+            let object = authz_object(state, kind.as_str(), value.clone()).await?;
+            let allowed = state.authorize(principal, "view", kind.as_str(), Some(object)).await;
             match allowed {
                 Ok(()) => Ok(json_response(StatusCode::OK, &value)),
-                Err(e) if kind == "user" && principal.user().is_some() && e.status == StatusCode::FORBIDDEN => {
+                Err(e)
+                    if kind == ObjectKind::User && principal.user().is_some() && e.status == StatusCode::FORBIDDEN =>
+                {
                     Ok(json_response(StatusCode::OK, &user_summary(&value)))
                 }
                 Err(e) => Err(e),
@@ -493,7 +496,7 @@ async fn crud(
         }
         "create" => {
             principal.require()?;
-            state.authorize(principal, "create", kind, None).await?;
+            state.authorize(principal, "create", kind.as_str(), None).await?;
             let body = body_object(&req.body)?;
             let deprecated = deprecated_forms(&body);
             let created = create_object(state, principal, req.client, kind, body).await?;

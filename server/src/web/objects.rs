@@ -17,8 +17,8 @@ use super::error::ApiError;
 pub(crate) use super::request::kind_of;
 use super::AppState;
 use crate::store::{
-    AuditObject, Id, NewUser, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User, VariableSet,
-    WorkerPool,
+    AuditObject, Id, NewUser, ObjectKind, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User,
+    VariableSet, WorkerPool,
 };
 
 pub(crate) fn reject_unknown(body: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), ApiError> {
@@ -150,16 +150,15 @@ pub(crate) async fn rerun_authorized(
 // ------------------------------------------------------------ objects
 
 /// Fields clients may not set: ids, authorship and pointers the server keeps.
-pub(crate) fn read_only(kind: &str) -> &'static [&'static str] {
+pub(crate) fn read_only(kind: ObjectKind) -> &'static [&'static str] {
+    use ObjectKind::*;
     match kind {
-        "project" | "organization" => {
-            &["id", "created_by", "last_build_id", "active_build_id", "last_successful_build_id"]
-        }
-        "pipeline" => &["id", "created_by", "last_completed_date", "last_completed_by"],
-        "worker_pool" => &["id", "created_by", "last_autoscaled", "autoscaling_status", "autoscaling_message"],
-        "user" => &["id", "created_at", "last_login", "auth_source"],
-        "group" => &["id", "created_at"],
-        _ => &["id", "created_by"],
+        Project | Organization => &["id", "created_by", "last_build_id", "active_build_id", "last_successful_build_id"],
+        Pipeline => &["id", "created_by", "last_completed_date", "last_completed_by"],
+        WorkerPool => &["id", "created_by", "last_autoscaled", "autoscaling_status", "autoscaling_message"],
+        User => &["id", "created_at", "last_login", "auth_source"],
+        Group => &["id", "created_at"],
+        Stage | VariableSet | Snippet | SshKey | ServiceLogin => &["id", "created_by"],
     }
 }
 
@@ -187,25 +186,26 @@ pub(crate) fn authz_object_with(groups: &[crate::store::Group], kind: &str, valu
 
 /// The fields of `kind` that name other objects, and the kind each names:
 /// saving one asks the authorization chain whether the caller may `use` it.
-pub(crate) fn references(kind: &str) -> &'static [(&'static str, &'static str)] {
+pub(crate) fn references(kind: ObjectKind) -> &'static [(&'static str, ObjectKind)] {
+    use ObjectKind::*;
     match kind {
-        "project" => &[
-            ("worker_pool_id", "worker_pool"),
-            ("scm_login_id", "service_login"),
-            ("ssh_key_ids", "ssh_key"),
-            ("variable_set_ids", "variable_set"),
-            ("pipeline_id", "pipeline"),
-            ("stage_id", "stage"),
+        Project => &[
+            ("worker_pool_id", WorkerPool),
+            ("scm_login_id", ServiceLogin),
+            ("ssh_key_ids", SshKey),
+            ("variable_set_ids", VariableSet),
+            ("pipeline_id", Pipeline),
+            ("stage_id", Stage),
         ],
-        "pipeline" => &[("stage_ids", "stage"), ("variable_set_ids", "variable_set")],
-        "stage" | "worker_pool" => &[("variable_set_ids", "variable_set")],
-        "organization" => &[
-            ("worker_pool_id", "worker_pool"),
-            ("default_worker_pool_id", "worker_pool"),
-            ("scm_login_id", "service_login"),
-            ("auto_attach_ssh_key_ids", "ssh_key"),
+        Pipeline => &[("stage_ids", Stage), ("variable_set_ids", VariableSet)],
+        Stage | WorkerPool => &[("variable_set_ids", VariableSet)],
+        Organization => &[
+            ("worker_pool_id", WorkerPool),
+            ("default_worker_pool_id", WorkerPool),
+            ("scm_login_id", ServiceLogin),
+            ("auto_attach_ssh_key_ids", SshKey),
         ],
-        _ => &[],
+        VariableSet | Snippet | SshKey | ServiceLogin | User | Group => &[],
     }
 }
 
@@ -224,13 +224,13 @@ pub(crate) fn referenced_ids(value: &Value) -> Vec<Id> {
 pub(crate) async fn check_uses(
     state: &Arc<AppState>,
     principal: &Principal,
-    kind: &str,
+    kind: ObjectKind,
     before: Option<&Value>,
     after: &Value,
 ) -> Result<(), ApiError> {
-    for (field, target) in references(kind) {
-        let old = before.map(|b| referenced_ids(&b[*field])).unwrap_or_default();
-        for id in referenced_ids(&after[*field]) {
+    for &(field, target) in references(kind) {
+        let old = before.map(|b| referenced_ids(&b[field])).unwrap_or_default();
+        for id in referenced_ids(&after[field]) {
             if old.contains(&id) {
                 continue;
             }
@@ -240,14 +240,14 @@ pub(crate) async fn check_uses(
                 Err(e) if e.status == StatusCode::NOT_FOUND => continue,
                 Err(e) => return Err(e),
             };
-            let mut object = authz_object(state, target, value.clone()).await?;
+            let mut object = authz_object(state, target.as_str(), value.clone()).await?;
             object["name"] = value["name"].clone();
             object["field"] = json!(field);
-            if let Err(e) = state.authorize(principal, "use", target, Some(object)).await {
+            if let Err(e) = state.authorize(principal, "use", target.as_str(), Some(object)).await {
                 if e.status != StatusCode::FORBIDDEN {
                     return Err(e);
                 }
-                let what = target.replace('_', " ");
+                let what = target.label();
                 let name = value["name"].as_str().unwrap_or_default();
                 return Err(ApiError {
                     status: StatusCode::FORBIDDEN,
@@ -269,16 +269,18 @@ pub(crate) async fn check_uses(
 macro_rules! dispatch_kind {
     ($kind:expr, $store:expr, $op:ident $(, $arg:expr)*) => {
         match $kind {
-            "project" => dispatch_kind!(@one Project, $store, $op $(, $arg)*),
-            "pipeline" => dispatch_kind!(@one Pipeline, $store, $op $(, $arg)*),
-            "stage" => dispatch_kind!(@one Stage, $store, $op $(, $arg)*),
-            "worker_pool" => dispatch_kind!(@one WorkerPool, $store, $op $(, $arg)*),
-            "variable_set" => dispatch_kind!(@one VariableSet, $store, $op $(, $arg)*),
-            "snippet" => dispatch_kind!(@one Snippet, $store, $op $(, $arg)*),
-            "ssh_key" => dispatch_kind!(@one SshKey, $store, $op $(, $arg)*),
-            "service_login" => dispatch_kind!(@one ServiceLogin, $store, $op $(, $arg)*),
-            "organization" => dispatch_kind!(@one Organization, $store, $op $(, $arg)*),
-            other => Err(ApiError::not_found(&format!("object kind {other}"))),
+            ObjectKind::Project => dispatch_kind!(@one Project, $store, $op $(, $arg)*),
+            ObjectKind::Pipeline => dispatch_kind!(@one Pipeline, $store, $op $(, $arg)*),
+            ObjectKind::Stage => dispatch_kind!(@one Stage, $store, $op $(, $arg)*),
+            ObjectKind::WorkerPool => dispatch_kind!(@one WorkerPool, $store, $op $(, $arg)*),
+            ObjectKind::VariableSet => dispatch_kind!(@one VariableSet, $store, $op $(, $arg)*),
+            ObjectKind::Snippet => dispatch_kind!(@one Snippet, $store, $op $(, $arg)*),
+            ObjectKind::SshKey => dispatch_kind!(@one SshKey, $store, $op $(, $arg)*),
+            ObjectKind::ServiceLogin => dispatch_kind!(@one ServiceLogin, $store, $op $(, $arg)*),
+            ObjectKind::Organization => dispatch_kind!(@one Organization, $store, $op $(, $arg)*),
+            // Users and groups have store functions of their own; callers
+            // handle them before dispatching.
+            ObjectKind::User | ObjectKind::Group => unreachable!("users and groups are not dispatched"),
         }
     };
     (@one $ty:ty, $store:expr, list) => {
@@ -309,29 +311,29 @@ macro_rules! dispatch_kind {
 
 /// A new object of `kind` before the client's fields: the one table of
 /// defaults, for the API's creates and the UI's empty forms alike.
-pub(crate) fn defaults(kind: &str) -> Result<Value, ApiError> {
+pub(crate) fn defaults(kind: ObjectKind) -> Result<Value, ApiError> {
     match kind {
-        "user" => Ok(json!({
+        ObjectKind::User => Ok(json!({
             "username": "", "email": "", "first_name": "", "last_name": "",
             "is_superuser": false, "is_active": true, "group_ids": [],
         })),
-        "group" => Ok(json!({ "name": "" })),
+        ObjectKind::Group => Ok(json!({ "name": "" })),
         _ => dispatch_kind!(kind, (), defaults),
     }
 }
 
-pub(crate) async fn list_values(state: &Arc<AppState>, kind: &str) -> Result<Vec<Value>, ApiError> {
+pub(crate) async fn list_values(state: &Arc<AppState>, kind: ObjectKind) -> Result<Vec<Value>, ApiError> {
     match kind {
-        "user" => Ok(as_values(state.store.list_users().await?)),
-        "group" => Ok(as_values(state.store.list_groups().await?)),
+        ObjectKind::User => Ok(as_values(state.store.list_users().await?)),
+        ObjectKind::Group => Ok(as_values(state.store.list_groups().await?)),
         _ => dispatch_kind!(kind, state.store, list),
     }
 }
 
-pub(crate) async fn get_value(state: &Arc<AppState>, kind: &str, id: Id) -> Result<Value, ApiError> {
+pub(crate) async fn get_value(state: &Arc<AppState>, kind: ObjectKind, id: Id) -> Result<Value, ApiError> {
     let found = match kind {
-        "user" => state.store.get_user(id).await?.map(|u| serde_json::to_value(u).unwrap_or_default()),
-        "group" => state
+        ObjectKind::User => state.store.get_user(id).await?.map(|u| serde_json::to_value(u).unwrap_or_default()),
+        ObjectKind::Group => state
             .store
             .list_groups()
             .await?
@@ -340,7 +342,7 @@ pub(crate) async fn get_value(state: &Arc<AppState>, kind: &str, id: Id) -> Resu
             .map(|g| serde_json::to_value(g).unwrap_or_default()),
         _ => dispatch_kind!(kind, state.store, get, id)?,
     };
-    found.ok_or_else(|| ApiError::not_found(&format!("{} {id}", kind.replace('_', " "))))
+    found.ok_or_else(|| ApiError::not_found(&format!("{} {id}", kind.label())))
 }
 
 /// The objects among `values` the principal may see (the authorization chain's `filter_list`).
@@ -349,14 +351,14 @@ pub(crate) async fn get_value(state: &Arc<AppState>, kind: &str, id: Id) -> Resu
 pub(crate) async fn only_visible(
     state: &Arc<AppState>,
     principal: &Principal,
-    kind: &str,
+    kind: ObjectKind,
     values: Vec<Value>,
 ) -> Result<Vec<Value>, ApiError> {
     let groups = state.store.list_groups().await?;
-    let objects = values.iter().map(|v| authz_object_with(&groups, kind, v)).collect();
-    let visible = state.visible(principal, kind, objects).await?;
+    let objects = values.iter().map(|v| authz_object_with(&groups, kind.as_str(), v)).collect();
+    let visible = state.visible(principal, kind.as_str(), objects).await?;
     let shown = |v: &Value| v["id"].as_i64().is_some_and(|i| visible.contains(&i));
-    if kind == "user" && principal.user().is_some() {
+    if kind == ObjectKind::User && principal.user().is_some() {
         return Ok(values.into_iter().map(|v| if shown(&v) { v } else { user_summary(&v) }).collect());
     }
     Ok(values.into_iter().filter(shown).collect())
@@ -371,9 +373,9 @@ pub(crate) fn user_summary(user: &Value) -> Value {
 pub(crate) async fn list_visible(
     state: &Arc<AppState>,
     principal: &Principal,
-    kind: &str,
+    kind: ObjectKind,
 ) -> Result<Vec<Value>, ApiError> {
-    state.authorize(principal, "list", kind, None).await?;
+    state.authorize(principal, "list", kind.as_str(), None).await?;
     let all = list_values(state, kind).await?;
     only_visible(state, principal, kind, all).await
 }
@@ -384,15 +386,15 @@ pub(crate) async fn create_object(
     state: &Arc<AppState>,
     principal: &Principal,
     client: Option<std::net::IpAddr>,
-    kind: &str,
+    kind: ObjectKind,
     body: Map<String, Value>,
 ) -> Result<Id, ApiError> {
     let user = principal.require()?.clone();
-    let what = kind.replace('_', " ");
+    let what = kind.label();
     let asked: Vec<String> = body.keys().cloned().collect();
     let id = match kind {
-        "user" => create_user(state, body).await?,
-        "group" => {
+        ObjectKind::User => create_user(state, body).await?,
+        ObjectKind::Group => {
             reject_unknown(&body, &["name"], "group")?;
             let name = body
                 .get("name")
@@ -411,7 +413,7 @@ pub(crate) async fn create_object(
     };
     // Shared by the API and the UI: every object created is recorded here.
     let after = get_value(state, kind, id).await?;
-    let object = AuditObject::new(kind, Some(id), object_name(kind, &after));
+    let object = AuditObject::new(kind.as_str(), Some(id), object_name(kind, &after));
     let details = super::audit::change_details(None, &after, &asked);
     state.audit(&super::audit::actor(principal, client), "create", &object, details).await;
     Ok(id)
@@ -422,13 +424,13 @@ pub(crate) async fn update_object(
     state: &Arc<AppState>,
     principal: &Principal,
     client: Option<std::net::IpAddr>,
-    kind: &str,
+    kind: ObjectKind,
     id: Id,
     body: Map<String, Value>,
 ) -> Result<(), ApiError> {
-    let what = kind.replace('_', " ");
+    let what = kind.label();
     let current = get_value(state, kind, id).await?;
-    let mut object = authz_object(state, kind, current.clone()).await?;
+    let mut object = authz_object(state, kind.as_str(), current.clone()).await?;
     let asked: Vec<String> = body.keys().cloned().collect();
     let mut changes = asked.clone();
     if body.contains_key("group_ids") {
@@ -436,10 +438,10 @@ pub(crate) async fn update_object(
         changes.push("groups".into());
     }
     object["changes"] = json!(changes);
-    state.authorize(principal, "edit", kind, Some(object)).await?;
+    state.authorize(principal, "edit", kind.as_str(), Some(object)).await?;
     match kind {
-        "user" => update_user(state, principal, current.clone(), body).await?,
-        "group" => {
+        ObjectKind::User => update_user(state, principal, current.clone(), body).await?,
+        ObjectKind::Group => {
             reject_unknown(&body, &["name"], "group")?;
             let name = body
                 .get("name")
@@ -457,7 +459,7 @@ pub(crate) async fn update_object(
     }
     // Shared by the API and the UI: every object changed is recorded here.
     let after = get_value(state, kind, id).await?;
-    let object = AuditObject::new(kind, Some(id), object_name(kind, &after));
+    let object = AuditObject::new(kind.as_str(), Some(id), object_name(kind, &after));
     let details = super::audit::change_details(Some(&current), &after, &asked);
     state.audit(&super::audit::actor(principal, client), "update", &object, details).await;
     Ok(())
@@ -468,20 +470,21 @@ pub(crate) async fn delete_object(
     state: &Arc<AppState>,
     principal: &Principal,
     client: Option<std::net::IpAddr>,
-    kind: &str,
+    kind: ObjectKind,
     id: Id,
 ) -> Result<(), ApiError> {
     let current = get_value(state, kind, id).await?;
-    state.authorize(principal, "delete", kind, Some(authz_object(state, kind, current.clone()).await?)).await?;
+    let object = authz_object(state, kind.as_str(), current.clone()).await?;
+    state.authorize(principal, "delete", kind.as_str(), Some(object)).await?;
     let deleted = match kind {
-        "user" => state.store.delete_user(id).await?,
-        "group" => state.store.delete_group(id).await?,
+        ObjectKind::User => state.store.delete_user(id).await?,
+        ObjectKind::Group => state.store.delete_group(id).await?,
         _ => dispatch_kind!(kind, state.store, delete, id)?,
     };
     if !deleted {
-        return Err(ApiError::not_found(&format!("{} {id}", kind.replace('_', " "))));
+        return Err(ApiError::not_found(&format!("{} {id}", kind.label())));
     }
-    let object = AuditObject::new(kind, Some(id), object_name(kind, &current));
+    let object = AuditObject::new(kind.as_str(), Some(id), object_name(kind, &current));
     state.audit(&super::audit::actor(principal, client), "delete", &object, json!({})).await;
     Ok(())
 }
@@ -489,9 +492,9 @@ pub(crate) async fn delete_object(
 /// A pool's `autoscaler` must name an entry of the `[plugins.autoscalers]`
 /// settings section: the API picks an autoscaler, it never defines one (its
 /// parameters, commands included, come only from the settings files).
-pub(crate) fn check_autoscaler(state: &Arc<AppState>, kind: &str, value: &Value) -> Result<(), ApiError> {
+pub(crate) fn check_autoscaler(state: &Arc<AppState>, kind: ObjectKind, value: &Value) -> Result<(), ApiError> {
     let name = value.get("autoscaler").and_then(Value::as_str).unwrap_or("");
-    if kind != "worker_pool" || name.is_empty() {
+    if kind != ObjectKind::WorkerPool || name.is_empty() {
         return Ok(());
     }
     let section = crate::settings::PluginSection::Autoscalers;
@@ -520,7 +523,12 @@ fn as_values<T: serde::Serialize>(objects: Vec<T>) -> Vec<Value> {
 /// is still accepted.
 pub(crate) const JSON_TEXT_FIELDS: &[&str] = &["variables", "launch_questions", "triggers"];
 
-pub(crate) fn merge_input(value: &mut Value, body: Map<String, Value>, kind: &str, what: &str) -> Result<(), ApiError> {
+pub(crate) fn merge_input(
+    value: &mut Value,
+    body: Map<String, Value>,
+    kind: ObjectKind,
+    what: &str,
+) -> Result<(), ApiError> {
     let readonly = read_only(kind);
     let object = value.as_object_mut().expect("objects serialize as JSON objects");
     let allowed: Vec<String> = object.keys().filter(|k| !readonly.contains(&k.as_str())).cloned().collect();
@@ -551,7 +559,7 @@ pub(crate) fn merge_input(value: &mut Value, body: Map<String, Value>, kind: &st
 pub(crate) fn filter_by_query(
     all: Vec<Value>,
     query: &HashMap<String, String>,
-    kind: &str,
+    kind: ObjectKind,
 ) -> Result<Vec<Value>, ApiError> {
     let filters: Vec<(&String, &String)> =
         query.iter().filter(|(k, _)| !["limit", "offset"].contains(&k.as_str())).collect();
@@ -559,7 +567,7 @@ pub(crate) fn filter_by_query(
     if let Some((key, _)) =
         filters.iter().find(|(k, _)| !all.is_empty() && all.iter().all(|f| f.get(k.as_str()).is_none()))
     {
-        return Err(ApiError::field(key, format!("unknown filter '{key}' for {}", kind.replace('_', " "))));
+        return Err(ApiError::field(key, format!("unknown filter '{key}' for {}", kind.label())));
     }
     Ok(all
         .into_iter()
@@ -685,7 +693,6 @@ pub(crate) async fn update_user(
 }
 
 /// The display name of an object (the username of a user).
-pub(crate) fn object_name(kind: &str, v: &Value) -> String {
-    let key = if kind == "user" { "username" } else { "name" };
-    v[key].as_str().unwrap_or_default().to_string()
+pub(crate) fn object_name(kind: ObjectKind, v: &Value) -> String {
+    v[kind.name_field()].as_str().unwrap_or_default().to_string()
 }

@@ -10,6 +10,7 @@ use utoipa::openapi::{ComponentsBuilder, RefOr, Schema};
 
 use super::objects::{read_only, JSON_TEXT_FIELDS, USER_FIELDS};
 use super::routes::{self, ObjectRoutes, Route};
+use crate::store::ObjectKind;
 
 /// Error statuses every operation may answer, with what each means.
 const ERRORS: &[(&str, &str)] = &[
@@ -79,7 +80,7 @@ fn type_schemas() -> Map<String, Value> {
 /// no others.
 fn input_schema(kind: &ObjectRoutes, object: &Value) -> Value {
     let mut properties = Map::new();
-    if kind.kind == "user" {
+    if kind.kind == ObjectKind::User {
         for field in USER_FIELDS {
             let schema = match *field {
                 "password" | "current_password" => json!({ "type": "string", "writeOnly": true }),
@@ -112,7 +113,7 @@ fn input_schema(kind: &ObjectRoutes, object: &Value) -> Value {
     }
     json!({
         "type": "object",
-        "description": format!("Fields of a {} to set; others keep their value (or default)", kind.kind.replace('_', " ")),
+        "description": format!("Fields of a {} to set; others keep their value (or default)", kind.kind.label()),
         "properties": properties,
         "additionalProperties": false,
     })
@@ -391,15 +392,18 @@ fn operation(route: &Route, schemas: &Map<String, Value>) -> Value {
     let mut parameters = path_parameters(route);
     let (body, success) = match routes::OBJECTS
         .iter()
-        .find(|k| route.id.split_once('.').map(|(k, _)| k) == Some(k.kind))
+        .find(|k| route.id.split_once('.').map(|(k, _)| k) == Some(k.kind.as_str()))
     {
         Some(kind)
             if !route.id.starts_with("project.start") && routes::CRUD_ACTIONS.iter().any(|a| route.id.ends_with(a)) =>
         {
             let object = schema_ref(kind.schema);
             // Others see a user by name only.
-            let item =
-                if kind.kind == "user" { json!({ "anyOf": [object, schema_ref("UserSummary")] }) } else { object };
+            let item = if kind.kind == ObjectKind::User {
+                json!({ "anyOf": [object, schema_ref("UserSummary")] })
+            } else {
+                object
+            };
             let input = |suffix: &str| {
                 Some(
                     json!({ "required": true, "content": json_content(schema_ref(&format!("{}{suffix}", kind.schema))) }),
@@ -422,7 +426,7 @@ fn operation(route: &Route, schemas: &Map<String, Value>) -> Value {
                 }
                 "create" => {
                     let mut created = ok("Created", item);
-                    created["links"] = links_by_id(kind.kind, &["get", "update", "delete"]);
+                    created["links"] = links_by_id(kind.kind.as_str(), &["get", "update", "delete"]);
                     created["headers"] = deprecation_headers();
                     (input("Create"), ("201", created))
                 }
@@ -488,9 +492,9 @@ fn build() -> Value {
     for kind in routes::OBJECTS {
         let input = input_schema(kind, &schemas[kind.schema]);
         let mut create = input.clone();
-        create["required"] = if kind.kind == "user" { json!(["username", "password"]) } else { json!(["name"]) };
-        create["description"] =
-            json!(format!("A new {}: fields not sent take their defaults", kind.kind.replace('_', " ")));
+        create["required"] =
+            if kind.kind == ObjectKind::User { json!(["username", "password"]) } else { json!(["name"]) };
+        create["description"] = json!(format!("A new {}: fields not sent take their defaults", kind.kind.label()));
         schemas.insert(format!("{}Input", kind.schema), input);
         schemas.insert(format!("{}Create", kind.schema), create);
     }

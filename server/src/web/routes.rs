@@ -6,7 +6,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
 use crate::store::{
-    Group, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User, VariableSet, WorkerPool,
+    Group, ObjectKind, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User, VariableSet,
+    WorkerPool,
 };
 
 /// One API route.
@@ -55,8 +56,8 @@ pub const CRUD_ACTIONS: &[&str] = &[".list", ".create", ".get", ".update", ".del
 
 /// An object kind of [`CRUD`] and the type its answers serialize.
 pub struct ObjectRoutes {
-    /// The kind, as route ids spell it.
-    pub kind: &'static str,
+    /// The kind.
+    pub kind: ObjectKind,
     /// The name of its schema in the OpenAPI document.
     pub schema: &'static str,
     /// Adds the type's schema, and those it names, to a list.
@@ -70,24 +71,14 @@ pub fn schemas_of<T: ToSchema>(into: &mut Vec<(String, RefOr<Schema>)>) {
 }
 
 macro_rules! object_routes {
-    ($($kind:literal => $ty:ident),* $(,)?) => {
-        &[$(ObjectRoutes { kind: $kind, schema: stringify!($ty), schemas: schemas_of::<$ty> },)*]
+    ($($ty:ident),* $(,)?) => {
+        &[$(ObjectRoutes { kind: ObjectKind::$ty, schema: stringify!($ty), schemas: schemas_of::<$ty> },)*]
     };
 }
 
 /// The types of the object kinds, in the order of [`CRUD`].
 pub const OBJECTS: &[ObjectRoutes] = object_routes! {
-    "project" => Project,
-    "pipeline" => Pipeline,
-    "stage" => Stage,
-    "worker_pool" => WorkerPool,
-    "variable_set" => VariableSet,
-    "snippet" => Snippet,
-    "ssh_key" => SshKey,
-    "service_login" => ServiceLogin,
-    "organization" => Organization,
-    "user" => User,
-    "group" => Group,
+    Project, Pipeline, Stage, WorkerPool, VariableSet, Snippet, SshKey, ServiceLogin, Organization, User, Group,
 };
 
 /// The other routes.
@@ -258,9 +249,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_crud_kind_has_its_type() {
+    fn every_object_kind_has_its_routes_and_its_type() {
         let kinds: Vec<&str> = CRUD.iter().filter_map(|r| r.id.strip_suffix(".list")).collect();
-        let typed: Vec<&str> = OBJECTS.iter().map(|o| o.kind).collect();
-        assert_eq!(kinds, typed);
+        let typed: Vec<&str> = OBJECTS.iter().map(|o| o.kind.as_str()).collect();
+        let all: Vec<&str> = ObjectKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(kinds, all);
+        assert_eq!(typed, all);
+        for kind in ObjectKind::ALL {
+            let list = CRUD.iter().find(|r| r.id == format!("{kind}.list")).unwrap();
+            assert_eq!(list.path, format!("/api/v1/{}", kind.plural()));
+            assert_eq!(ObjectKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(ObjectKind::from_plural(kind.plural()), Some(kind));
+        }
     }
 }

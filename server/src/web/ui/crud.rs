@@ -9,43 +9,36 @@ use warp::reply::Response;
 
 use super::forms;
 use super::{api_error_page, error_page, redirect, Ctx, Form, UiRequest};
+use crate::store::ObjectKind;
 use crate::web::error::ApiError;
 use crate::web::objects;
 
-/// The kinds with generic pages, by their URL segment.
-const KINDS: &[(&str, &str, &str, &str)] = &[
-    // (url segment, kind, plural title, singular title)
-    ("projects", "project", "Projects", "project"),
-    ("pipelines", "pipeline", "Pipelines", "pipeline"),
-    ("stages", "stage", "Stages", "stage"),
-    ("snippets", "snippet", "Snippets", "snippet"),
-    ("variable_sets", "variable_set", "Variable sets", "variable set"),
-    ("service_logins", "service_login", "Service logins", "service login"),
-    ("ssh_keys", "ssh_key", "SSH keys", "SSH key"),
-    ("organizations", "organization", "Organizations", "organization"),
-    ("worker_pools", "worker_pool", "Worker pools", "worker pool"),
-    ("users", "user", "Users", "user"),
-    ("groups", "group", "Groups", "group"),
-];
-
-/// The kind for a URL segment.
-pub(crate) fn kind_of(segment: &str) -> Option<&'static str> {
-    KINDS.iter().find(|k| k.0 == segment).map(|k| k.1)
+/// The kind a URL segment names (`/ui/<plural>/...`).
+pub(crate) fn kind_of(segment: &str) -> Option<ObjectKind> {
+    ObjectKind::from_plural(segment)
 }
 
-/// The URL segment of a kind.
-pub(crate) fn segment_of(kind: &str) -> &'static str {
-    KINDS.iter().find(|k| k.1 == kind).map(|k| k.0).unwrap_or("")
-}
-
-fn titles(kind: &str) -> (&'static str, &'static str) {
-    KINDS.iter().find(|k| k.1 == kind).map(|k| (k.2, k.3)).unwrap_or(("", ""))
+/// The page titles of a kind: plural and singular.
+fn titles(kind: ObjectKind) -> (&'static str, &'static str) {
+    match kind {
+        ObjectKind::Project => ("Projects", "project"),
+        ObjectKind::Pipeline => ("Pipelines", "pipeline"),
+        ObjectKind::Stage => ("Stages", "stage"),
+        ObjectKind::Snippet => ("Snippets", "snippet"),
+        ObjectKind::VariableSet => ("Variable sets", "variable set"),
+        ObjectKind::ServiceLogin => ("Service logins", "service login"),
+        ObjectKind::SshKey => ("SSH keys", "SSH key"),
+        ObjectKind::Organization => ("Organizations", "organization"),
+        ObjectKind::WorkerPool => ("Worker pools", "worker pool"),
+        ObjectKind::User => ("Users", "user"),
+        ObjectKind::Group => ("Groups", "group"),
+    }
 }
 
 /// The display name of an object.
 pub(crate) async fn handle(
     ctx: &Ctx,
-    kind: &'static str,
+    kind: ObjectKind,
     method: Method,
     rest: &[&str],
     req: &UiRequest,
@@ -65,19 +58,18 @@ pub(crate) async fn handle(
 }
 
 /// Extra list columns per kind: (field, heading).
-fn columns(kind: &str) -> &'static [(&'static str, &'static str)] {
+fn columns(kind: ObjectKind) -> &'static [(&'static str, &'static str)] {
+    use ObjectKind::*;
     match kind {
-        "pipeline" => &[("description", "Description"), ("last_completed_date", "Last completed")],
-        "snippet" | "variable_set" | "stage" | "service_login" | "ssh_key" | "worker_pool" => {
-            &[("description", "Description")]
-        }
-        "organization" => &[("organization_identifier", "Organization"), ("last_build_id", "Last import")],
-        "user" => &[("email", "E-mail"), ("is_superuser", "Superuser"), ("auth_source", "Password checked by")],
-        _ => &[],
+        Pipeline => &[("description", "Description"), ("last_completed_date", "Last completed")],
+        Snippet | VariableSet | Stage | ServiceLogin | SshKey | WorkerPool => &[("description", "Description")],
+        Organization => &[("organization_identifier", "Organization"), ("last_build_id", "Last import")],
+        User => &[("email", "E-mail"), ("is_superuser", "Superuser"), ("auth_source", "Password checked by")],
+        Project | Group => &[],
     }
 }
 
-async fn list(ctx: &Ctx, kind: &'static str, _req: &UiRequest) -> Result<Response, ApiError> {
+async fn list(ctx: &Ctx, kind: ObjectKind, _req: &UiRequest) -> Result<Response, ApiError> {
     let values = objects::list_visible(&ctx.state, &ctx.principal, kind).await?;
     let mut rows = Vec::new();
     for v in &values {
@@ -94,27 +86,27 @@ async fn list(ctx: &Ctx, kind: &'static str, _req: &UiRequest) -> Result<Respons
             "id": v["id"],
             "name": objects::object_name(kind, v),
             "cols": cols,
-            "can_edit": ctx.can("edit", kind, Some(v)).await,
-            "can_delete": ctx.can("delete", kind, Some(v)).await,
+            "can_edit": ctx.can("edit", kind.as_str(), Some(v)).await,
+            "can_delete": ctx.can("delete", kind.as_str(), Some(v)).await,
         }));
     }
     let (plural, singular) = titles(kind);
     Ok(ctx.page(
         "list.html",
         json!({
-            "kind": kind,
-            "segment": segment_of(kind),
+            "kind": kind.as_str(),
+            "segment": kind.plural(),
             "title": plural,
             "singular": singular,
             "headings": columns(kind).iter().map(|c| c.1).collect::<Vec<_>>(),
             "rows": rows,
-            "can_create": ctx.can("create", kind, None).await,
+            "can_create": ctx.can("create", kind.as_str(), None).await,
         }),
     ))
 }
 
 /// Splits an API error into field errors (shown next to the field) and a general one.
-fn field_errors(kind: &str, e: ApiError) -> Result<(HashMap<String, String>, Option<String>), ApiError> {
+fn field_errors(kind: ObjectKind, e: ApiError) -> Result<(HashMap<String, String>, Option<String>), ApiError> {
     if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::NOT_FOUND {
         return Err(e);
     }
@@ -133,7 +125,7 @@ fn field_errors(kind: &str, e: ApiError) -> Result<(HashMap<String, String>, Opt
 
 async fn form_page(
     ctx: &Ctx,
-    kind: &str,
+    kind: ObjectKind,
     object: &Value,
     form: Option<&Form>,
     errors: HashMap<String, String>,
@@ -143,22 +135,22 @@ async fn form_page(
     let mut lookups = forms::lookups(ctx, kind).await;
     only_usable(ctx, kind, object, &mut lookups).await;
     let mut groups = forms::view(kind, object, form, &errors, &lookups, creating);
-    if kind == "project" {
+    if kind == ObjectKind::Project {
         forms::explain_keep_rules(&mut groups, &ctx.state.settings.retention);
     }
     let (_, singular) = titles(kind);
     let action = if creating {
-        format!("/ui/{}/new", segment_of(kind))
+        format!("/ui/{}/new", kind.plural())
     } else {
-        format!("/ui/{}/{}/edit", segment_of(kind), object["id"])
+        format!("/ui/{}/{}/edit", kind.plural(), object["id"])
     };
     let status = if errors.is_empty() && general.is_none() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     ctx.page_with_status(
         "form.html",
         status,
         json!({
-            "kind": kind,
-            "segment": segment_of(kind),
+            "kind": kind.as_str(),
+            "segment": kind.plural(),
             "singular": singular,
             "creating": creating,
             "id": object["id"],
@@ -173,24 +165,24 @@ async fn form_page(
 
 /// Pickers offer only what the user may `use` (the server checks it again on
 /// save), plus whatever the object already names so an edit keeps it.
-async fn only_usable(ctx: &Ctx, kind: &str, object: &Value, lookups: &mut HashMap<&'static str, HashMap<i64, String>>) {
+async fn only_usable(ctx: &Ctx, kind: ObjectKind, object: &Value, lookups: &mut forms::Lookups) {
     let Some(user) = ctx.principal.user() else { return };
     let Ok(user) = crate::web::auth::user_info(&ctx.state, user).await else { return };
     let Ok(groups) = ctx.state.store.list_groups().await else { return };
-    for (_, target) in objects::references(kind) {
-        let Some(names) = lookups.get_mut(target) else { continue };
+    for &(_, target) in objects::references(kind) {
+        let Some(names) = lookups.get_mut(&target) else { continue };
         let mut keep: Vec<i64> = objects::references(kind)
             .iter()
-            .filter(|(_, t)| t == target)
+            .filter(|(_, t)| *t == target)
             .flat_map(|(field, _)| objects::referenced_ids(&object[*field]))
             .collect();
         let mut candidates = Vec::new();
         for id in names.keys() {
             if let Ok(value) = objects::get_value(&ctx.state, target, *id).await {
-                candidates.push(objects::authz_object_with(&groups, target, &value));
+                candidates.push(objects::authz_object_with(&groups, target.as_str(), &value));
             }
         }
-        match ctx.state.filter_by(Some(user.clone()), "use", target, candidates).await {
+        match ctx.state.filter_by(Some(user.clone()), "use", target.as_str(), candidates).await {
             Ok(usable) => keep.extend(usable),
             Err(_) => continue,
         }
@@ -198,8 +190,8 @@ async fn only_usable(ctx: &Ctx, kind: &str, object: &Value, lookups: &mut HashMa
     }
 }
 
-async fn new(ctx: &Ctx, kind: &'static str, form: Option<&Form>) -> Result<Response, ApiError> {
-    ctx.require("create", kind, None).await?;
+async fn new(ctx: &Ctx, kind: ObjectKind, form: Option<&Form>) -> Result<Response, ApiError> {
+    ctx.require("create", kind.as_str(), None).await?;
     let object = objects::defaults(kind)?;
     let Some(form) = form else {
         return Ok(form_page(ctx, kind, &object, None, HashMap::new(), None, true).await);
@@ -210,7 +202,7 @@ async fn new(ctx: &Ctx, kind: &'static str, form: Option<&Form>) -> Result<Respo
         Err(errors) => return Ok(form_page(ctx, kind, &object, Some(form), errors, None, true).await),
     };
     match objects::create_object(&ctx.state, &ctx.principal, ctx.client, kind, input).await {
-        Ok(id) => Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind)))),
+        Ok(id) => Ok(redirect(&format!("/ui/{}/{id}", kind.plural()))),
         Err(e) => {
             let (errors, general) = field_errors(kind, e)?;
             Ok(form_page(ctx, kind, &object, Some(form), errors, general, true).await)
@@ -218,13 +210,13 @@ async fn new(ctx: &Ctx, kind: &'static str, form: Option<&Form>) -> Result<Respo
     }
 }
 
-async fn edit(ctx: &Ctx, kind: &'static str, id: i64, form: Option<&Form>) -> Result<Response, ApiError> {
+async fn edit(ctx: &Ctx, kind: ObjectKind, id: i64, form: Option<&Form>) -> Result<Response, ApiError> {
     let current = objects::get_value(&ctx.state, kind, id).await?;
-    ctx.require("view", kind, Some(&current)).await?;
+    ctx.require("view", kind.as_str(), Some(&current)).await?;
     let Some(form) = form else {
         if edit_allowed(ctx, kind, &current).await.is_err() {
             // As the original: no edit rights means the read-only page.
-            return Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind))));
+            return Ok(redirect(&format!("/ui/{}/{id}", kind.plural())));
         }
         return Ok(form_page(ctx, kind, &current, None, HashMap::new(), None, false).await);
     };
@@ -236,10 +228,10 @@ async fn edit(ctx: &Ctx, kind: &'static str, id: i64, form: Option<&Form>) -> Re
         Err(errors) => return Ok(form_page(ctx, kind, &current, Some(form), errors, None, false).await),
     };
     if input.is_empty() {
-        return Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind))));
+        return Ok(redirect(&format!("/ui/{}/{id}", kind.plural())));
     }
     match objects::update_object(&ctx.state, &ctx.principal, ctx.client, kind, id, input).await {
-        Ok(()) => Ok(redirect(&format!("/ui/{}/{id}", segment_of(kind)))),
+        Ok(()) => Ok(redirect(&format!("/ui/{}/{id}", kind.plural()))),
         Err(e) => {
             let (errors, general) = field_errors(kind, e)?;
             Ok(form_page(ctx, kind, &current, Some(form), errors, general, false).await)
@@ -249,20 +241,20 @@ async fn edit(ctx: &Ctx, kind: &'static str, id: i64, form: Option<&Form>) -> Re
 
 /// Whether the object may be edited at all (for a user row: with no
 /// privileged field named, which the authorization plugins check per change).
-async fn edit_allowed(ctx: &Ctx, kind: &str, current: &Value) -> Result<(), ApiError> {
-    let mut object = objects::authz_object(&ctx.state, kind, current.clone()).await?;
-    if kind == "user" {
+async fn edit_allowed(ctx: &Ctx, kind: ObjectKind, current: &Value) -> Result<(), ApiError> {
+    let mut object = objects::authz_object(&ctx.state, kind.as_str(), current.clone()).await?;
+    if kind == ObjectKind::User {
         object["changes"] = json!([]);
     }
-    ctx.state.authorize(&ctx.principal, "edit", kind, Some(object)).await
+    ctx.state.authorize(&ctx.principal, "edit", kind.as_str(), Some(object)).await
 }
 
-async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiError> {
+async fn detail(ctx: &Ctx, kind: ObjectKind, id: i64) -> Result<Response, ApiError> {
     let mut current = objects::get_value(&ctx.state, kind, id).await?;
     let mut partial = false;
-    if let Err(e) = ctx.require("view", kind, Some(&current)).await {
+    if let Err(e) = ctx.require("view", kind.as_str(), Some(&current)).await {
         // As in the API: another user's row shows its username only.
-        if kind != "user" || ctx.principal.user().is_none() || e.status != StatusCode::FORBIDDEN {
+        if kind != ObjectKind::User || ctx.principal.user().is_none() || e.status != StatusCode::FORBIDDEN {
             return Err(e);
         }
         current = objects::user_summary(&current);
@@ -284,7 +276,7 @@ async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiE
             None => groups.push((field.group, vec![v])),
         }
     }
-    if kind == "worker_pool" {
+    if kind == ObjectKind::WorkerPool {
         // What autoscaling last did: read-only, so not in the form.
         let text = |v: &Value| match v {
             Value::Null => "never".to_string(),
@@ -311,7 +303,7 @@ async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiE
         .map(|(g, fields)| json!({ "name": g, "id": g.to_lowercase().replace(' ', "-"), "fields": fields }))
         .collect();
     let mut extra = json!({});
-    if kind == "project" {
+    if kind == ObjectKind::Project {
         let questions = super::pages::has_questions(&current);
         extra = json!({
             "can_start": ctx.can("start", "project", Some(&current)).await,
@@ -326,20 +318,20 @@ async fn detail(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiE
     Ok(ctx.page(
         "detail.html",
         json!({
-            "kind": kind,
-            "segment": segment_of(kind),
+            "kind": kind.as_str(),
+            "segment": kind.plural(),
             "singular": singular,
             "id": id,
             "name": objects::object_name(kind, &current),
             "groups": groups,
             "can_edit": can_edit,
-            "can_delete": ctx.can("delete", kind, Some(&current)).await,
+            "can_delete": ctx.can("delete", kind.as_str(), Some(&current)).await,
             "project": extra,
         }),
     ))
 }
 
-async fn delete(ctx: &Ctx, kind: &'static str, id: i64) -> Result<Response, ApiError> {
+async fn delete(ctx: &Ctx, kind: ObjectKind, id: i64) -> Result<Response, ApiError> {
     objects::delete_object(&ctx.state, &ctx.principal, ctx.client, kind, id).await?;
-    Ok(redirect(&format!("/ui/{}", segment_of(kind))))
+    Ok(redirect(&format!("/ui/{}", kind.plural())))
 }

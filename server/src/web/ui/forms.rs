@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::{Ctx, Form};
+use crate::store::ObjectKind as K;
 
 /// How a field is shown and read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -28,13 +29,13 @@ pub(crate) enum Widget {
     /// A decimal number.
     Float,
     /// One object of a kind (required).
-    Select(&'static str),
+    Select(K),
     /// One object of a kind, or none.
-    OptSelect(&'static str),
+    OptSelect(K),
     /// Several objects of a kind.
-    Multi(&'static str),
+    Multi(K),
     /// Names of objects of a kind, in order, comma-separated.
-    NameList(&'static str),
+    NameList(K),
     /// A secret: blank keeps the stored value.
     Secret,
     /// A secret over several lines (private keys).
@@ -67,7 +68,7 @@ const VARIABLES_HELP: &str = "A JSON object. {\"NAME\": {\"secret\": \"value\"}}
 const PROJECT: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
-    f("Info", "worker_pool_id", "Worker pool", Select("worker_pool")),
+    f("Info", "worker_pool_id", "Worker pool", Select(K::WorkerPool)),
     h("Info", "timeout", "Timeout (minutes)", Number, "The build fails when it runs longer."),
     h("Info", "container_base_image", "Container base image", OptText, "For container isolation."),
     h("Script", "script", "Script", Code, "A template: {{ variable }}; starts with an interpreter line."),
@@ -75,8 +76,8 @@ const PROJECT: &[Field] = &[
     f("Repository", "repo_url", "Repository URL", Text),
     f("Repository", "repo_branch", "Branch", Text),
     f("Repository", "recursive", "Clone submodules", Check),
-    f("Repository", "scm_login_id", "Service login", OptSelect("service_login")),
-    f("SSH", "ssh_key_ids", "SSH keys", Multi("ssh_key")),
+    f("Repository", "scm_login_id", "Service login", OptSelect(K::ServiceLogin)),
+    f("SSH", "ssh_key_ids", "SSH keys", Multi(K::SshKey)),
     f("Schedule", "schedule_enabled", "Scheduling enabled", Check),
     f("Schedule", "monday", "Monday", Check),
     f("Schedule", "tuesday", "Tuesday", Check),
@@ -93,7 +94,7 @@ const PROJECT: &[Field] = &[
     h("Schedule", "schedule_cron", "Cron expression", Text, "minute hour day-of-month month day-of-week"),
     f("Schedule", "schedule_timezone", "Time zone", Text),
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
-    f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
+    f("Variables", "variable_set_ids", "Variable sets", Multi(K::VariableSet)),
     h("Variables", "launch_questions", "Launch questions", Code, "A JSON list of {variable, type, choices, prompt}."),
     f("Webhooks", "webhook_enabled", "Webhooks may start it", Check),
     h(
@@ -104,12 +105,12 @@ const PROJECT: &[Field] = &[
         "Anyone, logged in or not, may fetch the status badge.",
     ),
     h("Webhooks", "webhook_token", "Webhook token", Secret, "Stored encrypted; leave blank to keep the stored one."),
-    f("Pipeline", "pipeline_id", "Pipeline", OptSelect("pipeline")),
-    f("Pipeline", "stage_id", "Stage", OptSelect("stage")),
+    f("Pipeline", "pipeline_id", "Pipeline", OptSelect(K::Pipeline)),
+    f("Pipeline", "stage_id", "Stage", OptSelect(K::Stage)),
     f("Pipeline", "pipeline_enabled", "Pipeline triggering enabled", Check),
     h("Triggers", "triggers", "Per-project triggers", Code, "A JSON list of trigger names."),
-    f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
-    h("Ownership", "launch_group_ids", "Launch groups", Multi("group"), "Members may start and stop it."),
+    f("Ownership", "owner_group_ids", "Owner groups", Multi(K::Group)),
+    h("Ownership", "launch_group_ids", "Launch groups", Multi(K::Group), "Members may start and stop it."),
     h("Retention", "log_keep_builds", "Keep logs of the last N builds", OptNumber, KEEP_HELP),
     h("Retention", "log_keep_days", "Keep logs for D days", OptNumber, KEEP_HELP),
     h("Retention", "root_keep_builds", "Keep build roots of the last N builds", OptNumber, KEEP_HELP),
@@ -148,10 +149,10 @@ const PIPELINE: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
     f("Info", "enabled", "Enabled", Check),
-    h("Stages", "stage_ids", "Stages", NameList("stage"), "Stage names in order, separated by commas."),
+    h("Stages", "stage_ids", "Stages", NameList(K::Stage), "Stage names in order, separated by commas."),
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
-    f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
-    f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    f("Variables", "variable_set_ids", "Variable sets", Multi(K::VariableSet)),
+    f("Ownership", "owner_group_ids", "Owner groups", Multi(K::Group)),
     h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
@@ -166,7 +167,7 @@ const STAGE: &[Field] = &[
         "A pipeline run waits before this stage until someone allowed to approve the pipeline (by default, those who own it) approves it.",
     ),
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
-    f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
+    f("Variables", "variable_set_ids", "Variable sets", Multi(K::VariableSet)),
     h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
@@ -174,7 +175,7 @@ const SNIPPET: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
     h("Text", "text", "Text", Code, "A template, injected as the variable named after the snippet."),
-    f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    f("Ownership", "owner_group_ids", "Owner groups", Multi(K::Group)),
     h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
@@ -182,7 +183,7 @@ const VARIABLE_SET: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
-    f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    f("Ownership", "owner_group_ids", "Owner groups", Multi(K::Group)),
     h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
@@ -191,7 +192,7 @@ const SERVICE_LOGIN: &[Field] = &[
     f("Info", "description", "Description", TextArea),
     f("Access", "username", "Username", Text),
     h("Access", "password", "Password", Secret, "Stored encrypted; leave blank to keep the stored one."),
-    f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    f("Ownership", "owner_group_ids", "Owner groups", Multi(K::Group)),
     h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
@@ -200,7 +201,7 @@ const SSH_KEY: &[Field] = &[
     f("Info", "description", "Description", TextArea),
     h("Access", "private_key", "Private key", SecretArea, "Stored encrypted; leave blank to keep the stored one."),
     h("Access", "unlock_password", "Unlock password", Secret, "Leave blank to keep the stored one."),
-    f("Ownership", "owner_group_ids", "Owner groups", Multi("group")),
+    f("Ownership", "owner_group_ids", "Owner groups", Multi(K::Group)),
     h("Ownership", "shared", "Shared", Check, "Anyone logged in may use it in their own projects and pipelines."),
 ];
 
@@ -214,10 +215,10 @@ const ORGANIZATION: &[Field] = &[
     f("Import Configuration", "import_without_dotfile", "Import repositories without .vespene", Check),
     f("Import Configuration", "force_rescan", "Import at the next chance", Check),
     f("Import Configuration", "refresh_minutes", "Minutes between imports", Number),
-    f("Import Configuration", "worker_pool_id", "Pool that runs the import", Select("worker_pool")),
-    f("Import Configuration", "default_worker_pool_id", "Pool for imported projects", Select("worker_pool")),
-    f("Import Configuration", "scm_login_id", "Service login", OptSelect("service_login")),
-    f("Import Configuration", "auto_attach_ssh_key_ids", "SSH keys to attach", Multi("ssh_key")),
+    f("Import Configuration", "worker_pool_id", "Pool that runs the import", Select(K::WorkerPool)),
+    f("Import Configuration", "default_worker_pool_id", "Pool for imported projects", Select(K::WorkerPool)),
+    f("Import Configuration", "scm_login_id", "Service login", OptSelect(K::ServiceLogin)),
+    f("Import Configuration", "auto_attach_ssh_key_ids", "SSH keys to attach", Multi(K::SshKey)),
     f("Import Rules", "overwrite_project_name", "Rename projects", Check),
     f("Import Rules", "overwrite_project_script", "Replace scripts", Check),
     f("Import Rules", "overwrite_configurations", "Replace other settings", Check),
@@ -229,7 +230,7 @@ const WORKER_POOL: &[Field] = &[
     f("Info", "name", "Name", Text),
     f("Info", "description", "Description", TextArea),
     h("Variables", "variables", "Variables", Code, VARIABLES_HELP),
-    f("Variables", "variable_set_ids", "Variable sets", Multi("variable_set")),
+    f("Variables", "variable_set_ids", "Variable sets", Multi(K::VariableSet)),
     h(
         "Security",
         "isolation_method",
@@ -290,44 +291,46 @@ const USER: &[Field] = &[
     ),
     f("Access", "is_superuser", "Superuser", Check),
     f("Access", "is_active", "Active", Check),
-    f("Access", "group_ids", "Groups", Multi("group")),
+    f("Access", "group_ids", "Groups", Multi(K::Group)),
 ];
 
 const GROUP: &[Field] = &[f("Info", "name", "Name", Text)];
 
 /// The fields of a kind.
-pub(crate) fn fields(kind: &str) -> &'static [Field] {
+pub(crate) fn fields(kind: K) -> &'static [Field] {
     match kind {
-        "project" => PROJECT,
-        "pipeline" => PIPELINE,
-        "stage" => STAGE,
-        "snippet" => SNIPPET,
-        "variable_set" => VARIABLE_SET,
-        "service_login" => SERVICE_LOGIN,
-        "ssh_key" => SSH_KEY,
-        "organization" => ORGANIZATION,
-        "worker_pool" => WORKER_POOL,
-        "user" => USER,
-        "group" => GROUP,
-        _ => &[],
+        K::Project => PROJECT,
+        K::Pipeline => PIPELINE,
+        K::Stage => STAGE,
+        K::Snippet => SNIPPET,
+        K::VariableSet => VARIABLE_SET,
+        K::ServiceLogin => SERVICE_LOGIN,
+        K::SshKey => SSH_KEY,
+        K::Organization => ORGANIZATION,
+        K::WorkerPool => WORKER_POOL,
+        K::User => USER,
+        K::Group => GROUP,
     }
 }
 
 /// The referenced kind of a widget, if any.
-fn reference(w: Widget) -> Option<&'static str> {
+fn reference(w: Widget) -> Option<K> {
     match w {
         Select(k) | OptSelect(k) | Multi(k) | NameList(k) => Some(k),
         _ => None,
     }
 }
 
+/// The names of the objects of each kind a form refers to, by id.
+pub(crate) type Lookups = HashMap<K, HashMap<i64, String>>;
+
 /// Names of every kind the fields refer to.
-pub(crate) async fn lookups(ctx: &Ctx, kind: &str) -> HashMap<&'static str, HashMap<i64, String>> {
+pub(crate) async fn lookups(ctx: &Ctx, kind: K) -> Lookups {
     let mut out = HashMap::new();
     for field in fields(kind) {
         if let Some(k) = reference(field.widget) {
-            if !out.contains_key(k) {
-                out.insert(k, super::names(ctx, k).await);
+            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(k) {
+                e.insert(super::names(ctx, k).await);
             }
         }
     }
@@ -368,11 +371,11 @@ fn sorted_options(names: &HashMap<i64, String>, selected: &[i64]) -> Vec<Value> 
 }
 
 /// The text a value shows as in a read-only view.
-pub(crate) fn display(field: &Field, value: &Value, lookups: &HashMap<&'static str, HashMap<i64, String>>) -> String {
+pub(crate) fn display(field: &Field, value: &Value, lookups: &Lookups) -> String {
     match field.widget {
         Check => if value.as_bool().unwrap_or(false) { "yes" } else { "no" }.into(),
         Select(k) | OptSelect(k) | Multi(k) | NameList(k) => {
-            let names = lookups.get(k);
+            let names = lookups.get(&k);
             ids_of(value)
                 .iter()
                 .map(|id| names.and_then(|n| n.get(id)).cloned().unwrap_or_else(|| format!("#{id}")))
@@ -397,11 +400,11 @@ pub(crate) fn display(field: &Field, value: &Value, lookups: &HashMap<&'static s
 /// The fields as the form template shows them, filled from the object
 /// (`form` None) or from what was submitted; errors next to their field.
 pub(crate) fn view(
-    kind: &str,
+    kind: K,
     object: &Value,
     form: Option<&Form>,
     errors: &HashMap<String, String>,
-    lookups: &HashMap<&'static str, HashMap<i64, String>>,
+    lookups: &Lookups,
     creating: bool,
 ) -> Vec<Value> {
     let mut groups: Vec<(&str, Vec<Value>)> = Vec::new();
@@ -426,7 +429,7 @@ pub(crate) fn view(
                     Some(f) => f.all(field.name).iter().filter_map(|s| s.parse().ok()).collect(),
                     None => ids_of(current),
                 };
-                v["options"] = json!(lookups.get(k).map(|n| sorted_options(n, &selected)).unwrap_or_default());
+                v["options"] = json!(lookups.get(&k).map(|n| sorted_options(n, &selected)).unwrap_or_default());
                 v["optional"] = json!(matches!(field.widget, OptSelect(_)));
             }
             NameList(k) => {
@@ -435,7 +438,7 @@ pub(crate) fn view(
                     None => display(field, current, lookups),
                 });
                 v["choices"] = json!(lookups
-                    .get(k)
+                    .get(&k)
                     .map(|n| {
                         let mut names: Vec<&String> = n.values().collect();
                         names.sort();
@@ -473,10 +476,10 @@ pub(crate) fn view(
 /// `current` (so an edit names exactly what it changes, as the
 /// authorization plugins expect). Unreadable values are errors by field.
 pub(crate) fn read(
-    kind: &str,
+    kind: K,
     form: &Form,
     current: &Value,
-    lookups: &HashMap<&'static str, HashMap<i64, String>>,
+    lookups: &Lookups,
     creating: bool,
 ) -> Result<Map<String, Value>, HashMap<String, String>> {
     let mut out = Map::new();
@@ -526,7 +529,7 @@ pub(crate) fn read(
             OptSelect(_) => raw.parse::<i64>().map(|n| json!(n)).unwrap_or(Value::Null),
             Multi(_) => json!(form.all(field.name).iter().filter_map(|s| s.parse::<i64>().ok()).collect::<Vec<_>>()),
             NameList(k) => {
-                let names = lookups.get(k).cloned().unwrap_or_default();
+                let names = lookups.get(&k).cloned().unwrap_or_default();
                 let mut ids = Vec::new();
                 let mut unknown = Vec::new();
                 for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -536,10 +539,7 @@ pub(crate) fn read(
                     }
                 }
                 if !unknown.is_empty() {
-                    errors.insert(
-                        field.name.to_string(),
-                        format!("No such {}: {}", k.replace('_', " "), unknown.join(", ")),
-                    );
+                    errors.insert(field.name.to_string(), format!("No such {}: {}", k.label(), unknown.join(", ")));
                     continue;
                 }
                 json!(ids)
@@ -558,7 +558,7 @@ pub(crate) fn read(
             out.insert(field.name.to_string(), value);
         }
     }
-    if kind == "user" && creating {
+    if kind == K::User && creating {
         // Accounts are created active; the API takes no is_active on creation.
         out.remove("is_active");
         out.remove("current_password");

@@ -27,7 +27,7 @@ use warp::{Filter, Reply};
 use super::auth::{self, Principal};
 use super::error::ApiError;
 use super::AppState;
-use crate::store::User;
+use crate::store::{ObjectKind, User};
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../../templates/base.html")),
@@ -567,9 +567,9 @@ async fn logout(ctx: &Ctx) -> Response {
 }
 
 /// Names of the objects of a kind by id, for showing references.
-pub(crate) async fn names(ctx: &Ctx, kind: &str) -> HashMap<i64, String> {
+pub(crate) async fn names(ctx: &Ctx, kind: ObjectKind) -> HashMap<i64, String> {
     let values = match kind {
-        "group" => ctx
+        ObjectKind::Group => ctx
             .state
             .store
             .list_groups()
@@ -578,7 +578,7 @@ pub(crate) async fn names(ctx: &Ctx, kind: &str) -> HashMap<i64, String> {
             .into_iter()
             .map(|g| json!({ "id": g.id, "name": g.name }))
             .collect(),
-        "user" => ctx
+        ObjectKind::User => ctx
             .state
             .store
             .list_users()

@@ -10,7 +10,7 @@ use warp::reply::Response;
 
 use super::{api_error_page, error_page, names, redirect, Ctx, Form, UiRequest};
 use crate::engine::{LaunchAnswers, StartRequest};
-use crate::store::{Build, BuildFilter, BuildStatus, Id};
+use crate::store::{Build, BuildFilter, BuildStatus, Id, ObjectKind};
 use crate::web::error::ApiError;
 use crate::web::objects;
 
@@ -85,8 +85,8 @@ const CHART_HEIGHT: i64 = 120;
 pub(crate) async fn project_history(ctx: &Ctx, project_id: Id) -> Result<Value, ApiError> {
     let filter = BuildFilter { project_id: Some(project_id), limit: PROJECT_BUILDS, ..Default::default() };
     let builds = visible_builds(ctx, ctx.state.store.list_builds(&filter).await?).await?;
-    let projects = names(ctx, "project").await;
-    let pools = names(ctx, "worker_pool").await;
+    let projects = names(ctx, ObjectKind::Project).await;
+    let pools = names(ctx, ObjectKind::WorkerPool).await;
     let mut rows = Vec::new();
     for (b, object) in &builds {
         rows.push(build_row(ctx, (b, object), &projects, &pools).await);
@@ -183,8 +183,8 @@ async fn builds_in(ctx: &Ctx, status: BuildStatus, limit: i64) -> Result<Vec<(Bu
 pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
     let result: Result<Value, ApiError> = async {
         ctx.require("list", "build", None).await?;
-        let projects = names(ctx, "project").await;
-        let pools = names(ctx, "worker_pool").await;
+        let projects = names(ctx, ObjectKind::Project).await;
+        let pools = names(ctx, ObjectKind::WorkerPool).await;
         let mut running = builds_in(ctx, BuildStatus::Running, 100).await?;
         running.extend(builds_in(ctx, BuildStatus::Aborting, 100).await?);
         let queued = builds_in(ctx, BuildStatus::Queued, 100).await?;
@@ -232,10 +232,10 @@ pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
 
 pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
     let result: Result<Value, ApiError> = async {
-        let values = objects::list_visible(&ctx.state, &ctx.principal, "project").await?;
-        let pools = names(ctx, "worker_pool").await;
-        let pipelines = names(ctx, "pipeline").await;
-        let stages = names(ctx, "stage").await;
+        let values = objects::list_visible(&ctx.state, &ctx.principal, ObjectKind::Project).await?;
+        let pools = names(ctx, ObjectKind::WorkerPool).await;
+        let pipelines = names(ctx, ObjectKind::Pipeline).await;
+        let stages = names(ctx, ObjectKind::Stage).await;
         let mut rows = Vec::new();
         for p in &values {
             let status_of = |id: &Value| {
@@ -296,7 +296,7 @@ pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
 }
 
 async fn project_value(ctx: &Ctx, id: Id) -> Result<Value, ApiError> {
-    objects::get_value(&ctx.state, "project", id).await
+    objects::get_value(&ctx.state, ObjectKind::Project, id).await
 }
 
 pub(crate) async fn start_prompt(ctx: &Ctx, id: Id, error: Option<(String, &Form)>) -> Response {
@@ -414,8 +414,8 @@ pub(crate) async fn builds(ctx: &Ctx, req: &UiRequest) -> Response {
         let builds = ctx.state.store.list_builds(&filter).await?;
         let full_page = builds.len() as i64 == PAGE;
         let builds = visible_builds(ctx, builds).await?;
-        let projects = names(ctx, "project").await;
-        let pools = names(ctx, "worker_pool").await;
+        let projects = names(ctx, ObjectKind::Project).await;
+        let pools = names(ctx, ObjectKind::WorkerPool).await;
         let mut rows = Vec::new();
         for (b, object) in &builds {
             rows.push(build_row(ctx, (b, object), &projects, &pools).await);
@@ -470,8 +470,8 @@ pub(crate) async fn build(ctx: &Ctx, id: Id, before: Option<i64>) -> Response {
     let result: Result<Response, ApiError> = async {
         let (b, object) = objects::build_object(&ctx.state, id).await?;
         ctx.state.authorize(&ctx.principal, "view", "build", Some(object.clone())).await?;
-        let projects = names(ctx, "project").await;
-        let pools = names(ctx, "worker_pool").await;
+        let projects = names(ctx, ObjectKind::Project).await;
+        let pools = names(ctx, ObjectKind::WorkerPool).await;
         let mut row = build_row(ctx, (&b, &object), &projects, &pools).await;
         // Who may stop a build may pin it, whatever its status.
         row["can_pin"] = json!(ctx.state.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok());
@@ -610,9 +610,9 @@ pub(crate) async fn pipeline_run_action(ctx: &Ctx, id: Id, run: Id, action: &str
 
 pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response {
     let result: Result<Value, ApiError> = async {
-        let pipeline = objects::get_value(&ctx.state, "pipeline", id).await?;
+        let pipeline = objects::get_value(&ctx.state, ObjectKind::Pipeline, id).await?;
         ctx.require("view", "pipeline", Some(&pipeline)).await?;
-        let stage_names = names(ctx, "stage").await;
+        let stage_names = names(ctx, ObjectKind::Stage).await;
         let mut rows = Vec::new();
         let stage_ids: Vec<i64> =
             pipeline["stage_ids"].as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
@@ -641,7 +641,7 @@ pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response 
         let typed = objects::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
         let runs = ctx.state.engine.pipeline_runs(&typed, RUNS_SHOWN).await?;
         let can_approve = ctx.require("approve", "pipeline", Some(&pipeline)).await.is_ok();
-        let users = names(ctx, "user").await;
+        let users = names(ctx, ObjectKind::User).await;
         let runs: Vec<Value> = runs
             .into_iter()
             .map(|r| {
