@@ -54,6 +54,8 @@ fn main() {
         .env("VESPENE_SYSTEM_DIR", dir.path().join("etc"))
         .env("VESPENE_SERVER__LISTEN", "127.0.0.1:0")
         .env("VESPENE_WORKERS__EMBEDDED", "false")
+        // The harness's own knob is no setting of the server's.
+        .env_remove("VESPENE_BENCH_SECONDS")
         .env("VESPENE_PLUGIN_PATH", &release)
         .env("VESPENE_LOG", "warn")
         .stdout(Stdio::piped())

@@ -12,8 +12,9 @@ mod support;
 use sqlx::{Connection, Executor, Row};
 use support::basic_secrets;
 use vespene::store::{
-    self, Backend, BuildFilter, BuildStatus, Group, NewBuild, NewUser, OutputStream, Pipeline, Project, Secret,
-    ServiceLogin, SshKey, Stage, Store, StoreError, StoreOptions, VariableSet, Worker, WorkerPool,
+    self, AuditActor, AuditFilter, Backend, BuildFilter, BuildStartAudit, BuildStatus, Group, NewBuild, NewUser,
+    OutputStream, Pipeline, Project, Secret, ServiceLogin, SshKey, Stage, Store, StoreError, StoreOptions, VariableSet,
+    Worker, WorkerPool,
 };
 
 struct TestDb {
@@ -109,6 +110,7 @@ store_tests!(
     users_groups_and_passwords,
     ensure_admin_creates_once,
     api_tokens_are_stored_hashed,
+    a_build_start_and_its_audit_record_are_kept_together,
     sessions_expire,
     build_status_machine,
     concurrent_claims_never_share_a_build,
@@ -480,12 +482,41 @@ async fn api_tokens_are_stored_hashed(s: &Store) {
     assert!(s.authenticate_token("vsp_wrong").await.unwrap().is_none());
     let listed = s.list_api_tokens(uid).await.unwrap();
     assert_eq!(listed[0].id, tok.id);
-    assert!(listed[0].last_used_at.is_some());
+    let first_use = listed[0].last_used_at;
+    assert!(first_use.is_some());
     assert!(secret.starts_with(&listed[0].prefix));
+    // A use within the minute writes nothing: reading the API is not a commit.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    s.authenticate_token(&secret).await.unwrap().unwrap();
+    assert_eq!(s.list_api_tokens(uid).await.unwrap()[0].last_used_at, first_use);
     let (_, expired) = s.create_api_token(uid, "old", Some(chrono::Duration::milliseconds(-1))).await.unwrap();
     assert!(s.authenticate_token(&expired).await.unwrap().is_none());
     assert!(s.delete_api_token(tok.id).await.unwrap());
     assert!(s.authenticate_token(&secret).await.unwrap().is_none());
+}
+
+async fn a_build_start_and_its_audit_record_are_kept_together(s: &Store) {
+    let pool_id = pool(s, "audited").await;
+    let pid = project(s, "audited", pool_id).await;
+    let audited = |name: &str| NewBuild {
+        project_id: Some(pid),
+        worker_pool_id: pool_id,
+        one_at_a_time: true,
+        audit: Some(BuildStartAudit {
+            actor: AuditActor::system(),
+            object_name: name.into(),
+            details: serde_json::json!({ "project_id": pid }),
+        }),
+        ..Default::default()
+    };
+    let build = s.create_build(&audited("first")).await.unwrap();
+    // The second start is refused (one build at a time): its record goes with it.
+    assert!(matches!(s.create_build(&audited("second")).await, Err(StoreError::Conflict(_))));
+    let filter = AuditFilter { action: Some("build.start".into()), limit: 10, ..Default::default() };
+    let events = s.list_audit(&filter).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].object_id, events[0].object_name.as_str()), (Some(build.id), "first"));
+    assert_eq!(events[0].actor, "system");
 }
 
 async fn sessions_expire(s: &Store) {

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use vespene_plugin_api::{ProjectInfo, SnippetInfo, VariablesContext};
 
 use super::{Engine, EngineError, Result};
-use crate::store::{Build, BuildStatus, Id, NewBuild, OutputStream, Project};
+use crate::store::{Build, BuildStartAudit, BuildStatus, Id, NewBuild, OutputStream, Project};
 
 /// Answers to launch questions: variable name to a string, or a list of
 /// strings for `multi` questions.
@@ -26,6 +26,12 @@ pub struct StartRequest {
     pub created_by: Option<Id>,
     /// The build of the previous pipeline stage that started this one.
     pub pipeline_parent: Option<Build>,
+    /// The project as the caller read it (to authorize the start): not
+    /// read again. `None`: read by `project_id`.
+    pub project: Option<Project>,
+    /// The account of `created_by`, when the caller has it: the audit
+    /// record names it without reading it again.
+    pub started_by: Option<crate::store::User>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,10 +205,13 @@ impl Engine {
     /// success advances that run.
     pub async fn start_project(&self, mut req: StartRequest) -> Result<Build> {
         let store = self.store();
-        let project = store
-            .get_project(req.project_id)
-            .await?
-            .ok_or_else(|| EngineError::Invalid(format!("project {} does not exist", req.project_id)))?;
+        let project = match req.project.take().filter(|p| p.id == req.project_id) {
+            Some(project) => project,
+            None => store
+                .get_project(req.project_id)
+                .await?
+                .ok_or_else(|| EngineError::Invalid(format!("project {} does not exist", req.project_id)))?,
+        };
         check_answers(&project.launch_questions, &req.answers)?;
         let mut notes = Vec::new();
         if req.pipeline_parent.is_none() {
@@ -240,6 +249,7 @@ impl Engine {
             pipeline_parent_build_id: parent,
             pipeline_origin_build_id: origin,
             one_at_a_time: true,
+            audit: None,
         };
         let rendered = match failed {
             Some(e) => Err(format!("the variables could not be computed: {e}")),
@@ -255,6 +265,7 @@ impl Engine {
             Ok(script) => {
                 new.secret_values = placeholders.used_by(&[&script, &new.variables]);
                 new.script = script;
+                new.audit = Some(self.start_audit(&req, &project, BuildStatus::Queued).await);
                 let build = store.create_build(&new).await?;
                 let lines: Vec<(OutputStream, &str)> =
                     notes.iter().map(|n| (OutputStream::Message, n.as_str())).collect();
@@ -262,12 +273,12 @@ impl Engine {
                     store.append_output(build.id, &lines).await?;
                 }
                 self.notify_queued();
-                self.audit_start(&req, &project, &build).await;
                 Ok(build)
             }
             Err(e) => {
                 new.status = Some(BuildStatus::Failure);
                 new.script = project.script.clone();
+                new.audit = Some(self.start_audit(&req, &project, BuildStatus::Failure).await);
                 let build = store.create_build(&new).await?;
                 if !notes.is_empty() {
                     let lines: Vec<(OutputStream, &str)> =
@@ -279,33 +290,31 @@ impl Engine {
                 if let Err(e) = self.fail_unstarted(&build, &project, &message).await {
                     tracing::warn!(build = build.id, error = %e, "failure triggers of an unstarted build");
                 }
-                self.audit_start(&req, &project, &build).await;
                 Ok(store.get_build(build.id).await?.unwrap_or(build))
             }
         }
     }
 
-    /// Records a build start in the audit log: the user who asked, or
-    /// `system` for webhooks, schedules and pipelines. Launch answers are
-    /// not recorded (they may hold anything a user typed).
-    async fn audit_start(&self, req: &StartRequest, project: &Project, build: &Build) {
-        let store = self.store();
+    /// The audit record of a build start, written with the build: the user
+    /// who asked, or `system` for webhooks, schedules and pipelines. Launch
+    /// answers are not recorded (they may hold anything a user typed).
+    async fn start_audit(&self, req: &StartRequest, project: &Project, status: BuildStatus) -> BuildStartAudit {
         let actor = match req.created_by {
-            Some(id) => match store.get_user(id).await {
+            Some(id) if req.started_by.as_ref().is_some_and(|u| u.id == id) => {
+                crate::store::AuditActor::user(req.started_by.as_ref().expect("checked"), None)
+            }
+            Some(id) => match self.store().get_user(id).await {
                 Ok(Some(user)) => crate::store::AuditActor::user(&user, None),
                 _ => crate::store::AuditActor { id: Some(id), name: format!("user {id}"), remote_addr: None },
             },
             None => crate::store::AuditActor::system(),
         };
-        let object = crate::store::AuditObject::new("build", Some(build.id), project.name.clone());
         let details = serde_json::json!({
             "project_id": project.id,
-            "status": build.status,
+            "status": status,
             "pipeline_parent_build_id": req.pipeline_parent.as_ref().map(|p| p.id),
         });
-        if let Err(e) = store.record_audit(&actor, "build.start", &object, details).await {
-            tracing::error!(error = %e, build = build.id, "cannot record the build start in the audit log");
-        }
+        BuildStartAudit { actor, object_name: project.name.clone(), details }
     }
 
     /// For a project in a later pipeline stage started without a parent:

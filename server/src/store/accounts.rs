@@ -127,6 +127,9 @@ pub enum ExternalLogin {
     InvalidName(String),
 }
 
+/// How often a token's `last_used_at` moves: at most once a minute.
+const TOKEN_USE_GRANULARITY_MS: i64 = 60_000;
+
 impl Store {
     /// How many users exist.
     pub async fn user_count(&self) -> Result<i64> {
@@ -436,13 +439,16 @@ impl Store {
 
     /// One user, with group ids.
     pub async fn get_user(&self, id: Id) -> Result<Option<User>> {
-        let r = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
+        // The row and the groups at once (two pooled connections, one wait).
+        let (r, group_ids) = futures_util::future::try_join(
+            async { Ok(sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?) },
+            self.user_group_ids(id),
+        )
+        .await?;
         let Some(r) = r else { return Ok(None) };
         let mut u = user_from_row(&r)?;
-        u.group_ids = self.user_group_ids(id).await?;
+        u.group_ids = group_ids;
         Ok(Some(u))
     }
 
@@ -609,18 +615,45 @@ impl Store {
     /// The active user a token belongs to, if the token is valid; records its use.
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<User>> {
         let now = row::now().timestamp_millis();
-        let r = sqlx::query(
-            "UPDATE api_tokens SET last_used_at = $1
-             WHERE token_hash = $2 AND (expires_at IS NULL OR expires_at > $1) RETURNING user_id",
+        let hash = sha256_hex(token);
+        // The token, its user and the user's groups at once (three pooled
+        // connections, one wait); the user counts only if the token does.
+        let user_sql =
+            format!("SELECT {USER_COLS} FROM users WHERE id = (SELECT user_id FROM api_tokens WHERE token_hash = $1)");
+        let (found, user, groups) = futures_util::future::try_join3(
+            async {
+                let sql = "SELECT user_id, last_used_at FROM api_tokens
+                           WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)";
+                Ok::<_, StoreError>(sqlx::query(sql).bind(hash.as_str()).bind(now).fetch_optional(&self.pool).await?)
+            },
+            async { Ok(sqlx::query(&user_sql).bind(hash.as_str()).fetch_optional(&self.pool).await?) },
+            async {
+                let sql = "SELECT group_id FROM group_members
+                           WHERE user_id = (SELECT user_id FROM api_tokens WHERE token_hash = $1) ORDER BY group_id";
+                Ok(sqlx::query(sql).bind(hash.as_str()).fetch_all(&self.pool).await?)
+            },
         )
-        .bind(now)
-        .bind(sha256_hex(token))
-        .fetch_optional(&self.pool)
         .await?;
-        match r {
-            Some(r) => Ok(self.get_user(r.try_get::<i64, _>(0)?).await?.filter(|u| u.is_active)),
-            None => Ok(None),
+        let (Some(r), Some(user)) = (found, user) else {
+            return Ok(None);
+        };
+        let (user_id, last_used): (i64, Option<i64>) = (r.try_get(0)?, r.try_get(1)?);
+        // Kept to the minute: a write on every request would make each read
+        // of the API wait for a commit.
+        if last_used.is_none_or(|at| now - at >= TOKEN_USE_GRANULARITY_MS) {
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2")
+                .bind(now)
+                .bind(hash.as_str())
+                .execute(&self.pool)
+                .await?;
         }
+        let mut user = user_from_row(&user)?;
+        if user.id != user_id {
+            // Only a token revoked and made again between the reads gets here.
+            return Ok(None);
+        }
+        user.group_ids = groups.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect::<Result<_>>()?;
+        Ok(Some(user).filter(|u| u.is_active))
     }
 
     /// A user's tokens (without the secret part).

@@ -102,6 +102,36 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+/// Inserts one audit event through `executor`: the pool, or the
+/// transaction of the change it records.
+pub(super) async fn insert_audit<'e, E>(
+    executor: E,
+    actor: &AuditActor,
+    action: &str,
+    object: &AuditObject,
+    details: &Value,
+) -> Result<Id>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let r = sqlx::query(
+        "INSERT INTO audit_events (at, actor_id, actor, action, object_kind, object_id, object_name, \
+         remote_addr, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(now().timestamp_millis())
+    .bind(actor.id)
+    .bind(actor.name.clone())
+    .bind(action.to_string())
+    .bind(object.kind.clone())
+    .bind(object.id)
+    .bind(object.name.clone())
+    .bind(actor.remote_addr.clone().unwrap_or_default())
+    .bind(details.to_string())
+    .fetch_one(executor)
+    .await?;
+    get_i64(&r, "id")
+}
+
 impl Store {
     /// Records one audit event; answers its id. Every part of the server that
     /// changes state calls this (the web tier for objects, logins and tokens,
@@ -113,22 +143,7 @@ impl Store {
         object: &AuditObject,
         details: Value,
     ) -> Result<Id> {
-        let r = sqlx::query(
-            "INSERT INTO audit_events (at, actor_id, actor, action, object_kind, object_id, object_name, \
-             remote_addr, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-        )
-        .bind(now().timestamp_millis())
-        .bind(actor.id)
-        .bind(actor.name.clone())
-        .bind(action.to_string())
-        .bind(object.kind.clone())
-        .bind(object.id)
-        .bind(object.name.clone())
-        .bind(actor.remote_addr.clone().unwrap_or_default())
-        .bind(details.to_string())
-        .fetch_one(&self.pool)
-        .await?;
-        get_i64(&r, "id")
+        insert_audit(&self.pool, actor, action, object, &details).await
     }
 
     /// Events matching `filter`, newest first.

@@ -126,11 +126,15 @@ impl Store {
         .await
         .map_err(|e| row::map_db_err(e, "build", "new build"))?;
         let id: Id = r.try_get(0)?;
+        // The new row comes back from the statement that completes it (one
+        // round trip fewer than reading it again).
+        let mut created = None;
         if nb.pipeline_origin_build_id.is_none() {
-            sqlx::query("UPDATE builds SET pipeline_origin_build_id = id WHERE id = $1")
+            let r = sqlx::query("UPDATE builds SET pipeline_origin_build_id = id WHERE id = $1 RETURNING *")
                 .bind(id)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
+            created = Some(build_from_row(&r)?);
         }
         if let Some(pid) = nb.project_id {
             let sql = if status.is_active() {
@@ -147,7 +151,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let b = fetch_build(&mut tx, id).await?;
+        if let Some(audit) = &nb.audit {
+            let object = AuditObject::new("build", Some(id), audit.object_name.clone());
+            super::audit::insert_audit(&mut *tx, &audit.actor, "build.start", &object, &audit.details).await?;
+        }
+        let b = match created {
+            Some(b) => b,
+            None => fetch_build(&mut tx, id).await?,
+        };
         if status == BuildStatus::Queued && self.backend == Backend::Postgres {
             // Delivered on commit to every worker process listening.
             sqlx::query(NOTIFY_QUEUED).execute(&mut *tx).await?;

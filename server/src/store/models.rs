@@ -350,7 +350,7 @@ pub struct ApiToken {
     pub prefix: String,
     /// When created.
     pub created_at: DateTime<Utc>,
-    /// Last use.
+    /// Last use (to the minute: it moves at most once a minute).
     pub last_used_at: Option<DateTime<Utc>>,
     /// Expiry, if any.
     pub expires_at: Option<DateTime<Utc>>,
@@ -1014,6 +1014,21 @@ pub struct NewBuild {
     /// Refuse (a [`super::StoreError::Conflict`] naming it) when the project
     /// has a QUEUED or RUNNING build: a project runs one build at a time.
     pub one_at_a_time: bool,
+    /// The audit record of this start (`build.start`), written in the
+    /// build's own transaction: both are kept or neither is.
+    pub audit: Option<BuildStartAudit>,
+}
+
+/// Who started a build and what the audit log says of it; the record's
+/// object is the new build, named after `object_name`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildStartAudit {
+    /// Who asked.
+    pub actor: super::AuditActor,
+    /// The name the record gives the build (its project's).
+    pub object_name: String,
+    /// The record's details.
+    pub details: serde_json::Value,
 }
 
 /// A pipeline run's wait before a stage that needs approval.

@@ -420,6 +420,8 @@ async fn start_project(
             answers,
             created_by: principal.user().map(|u| u.id),
             pipeline_parent: None,
+            project: Some(project),
+            started_by: principal.user().cloned(),
         })
         .await?;
     Ok(json_response(StatusCode::CREATED, &build))

@@ -381,6 +381,8 @@ pub(crate) async fn start(ctx: &Ctx, id: Id, form: &Form) -> Response {
                 answers,
                 created_by: Some(ctx.user.id),
                 pipeline_parent: None,
+                started_by: Some(ctx.user.clone()),
+                ..Default::default()
             })
             .await
         {
