@@ -390,37 +390,63 @@ impl Engine {
         ph: &mut Placeholders,
     ) -> Result<VariablesContext> {
         let store = self.store();
-        let pool = store.get_worker_pool(project.worker_pool_id).await?;
-        let pipeline = match project.pipeline_id {
-            Some(id) => store.get_pipeline(id).await?,
-            None => None,
+        // What the levels need, read at once (each on a pooled connection):
+        // the pool, pipeline and stage, the variables stored on each, and
+        // the snippets. The placeholders are then given in the same order
+        // as always: project, its sets, pool, pipeline, stage.
+        let sealed = |table: &'static str, id: Option<Id>| async move {
+            match id {
+                Some(id) => store.sealed_variables(table, id).await.map(Option::unwrap_or_default),
+                None => Ok(String::new()),
+            }
         };
-        let stage = match project.stage_id {
-            Some(id) => store.get_stage(id).await?,
-            None => None,
-        };
+        let (pool, pipeline, stage, stored, all_snippets) = futures_util::future::try_join5(
+            store.get_worker_pool(project.worker_pool_id),
+            async {
+                if let Some(id) = project.pipeline_id {
+                    store.get_pipeline(id).await
+                } else {
+                    Ok(None)
+                }
+            },
+            async {
+                if let Some(id) = project.stage_id {
+                    store.get_stage(id).await
+                } else {
+                    Ok(None)
+                }
+            },
+            futures_util::future::try_join4(
+                sealed("projects", Some(project.id)),
+                sealed("worker_pools", Some(project.worker_pool_id)),
+                sealed("pipelines", project.pipeline_id),
+                sealed("stages", project.stage_id),
+            ),
+            store.list_snippets(),
+        )
+        .await?;
+        let (own, pool_vars, pipeline_vars, stage_vars) = stored;
         let mut info = project_info(project);
-        let own = self.sealed("projects", project.id, ph).await?;
-        info.extra.insert("variables".into(), own);
+        info.extra.insert("variables".into(), ph.swap(&own));
         info.extra.insert("variable_sets".into(), self.variable_sets(&project.variable_set_ids, ph).await?);
         let level = |id: Id, name: &str, vars: Value, sets: Value| json!({ "id": id, "name": name, "variables": vars, "variable_sets": sets });
         let pool = match pool {
             Some(p) => {
-                let vars = self.sealed("worker_pools", p.id, ph).await?;
+                let vars = ph.swap(&pool_vars);
                 Some(level(p.id, &p.name, vars, self.variable_sets(&p.variable_set_ids, ph).await?))
             }
             None => None,
         };
         let pipeline_value = match &pipeline {
             Some(p) => {
-                let vars = self.sealed("pipelines", p.id, ph).await?;
+                let vars = ph.swap(&pipeline_vars);
                 Some(level(p.id, &p.name, vars, self.variable_sets(&p.variable_set_ids, ph).await?))
             }
             None => None,
         };
         let stage_value = match &stage {
             Some(s) => {
-                let vars = self.sealed("stages", s.id, ph).await?;
+                let vars = ph.swap(&stage_vars);
                 Some(level(s.id, &s.name, vars, self.variable_sets(&s.variable_set_ids, ph).await?))
             }
             None => None,
@@ -437,7 +463,7 @@ impl Engine {
             pipeline_outputs,
             ..Default::default()
         };
-        context.snippets = self.snippets_for(project, &context).await?;
+        context.snippets = self.snippets_for(project, &context, all_snippets).await?;
         Ok(context)
     }
 
@@ -447,13 +473,15 @@ impl Engine {
     /// authorization chain's `use`, asked for a user made of the project's
     /// creator and owner groups). Another user's snippet, or a broken one the
     /// script does not name, cannot touch the build.
-    async fn snippets_for(&self, project: &Project, context: &VariablesContext) -> Result<Vec<SnippetInfo>> {
+    async fn snippets_for(
+        &self,
+        project: &Project,
+        context: &VariablesContext,
+        all: Vec<crate::store::Snippet>,
+    ) -> Result<Vec<SnippetInfo>> {
         let named = script_names(&project.script);
         let defined = defined_names(context);
-        let wanted: Vec<crate::store::Snippet> = self
-            .store()
-            .list_snippets()
-            .await?
+        let wanted: Vec<crate::store::Snippet> = all
             .into_iter()
             .filter(|s| {
                 let key = snippet_variable(&s.name);

@@ -397,8 +397,12 @@ async fn start_project(
     id: Id,
     req: &ApiRequest,
 ) -> Result<Response, ApiError> {
-    let project = state.store.get_project(id).await?.ok_or_else(|| ApiError::not_found(&format!("project {id}")))?;
-    let object = authz_object(state, "project", serde_json::to_value(&project).unwrap_or_default()).await?;
+    // The project and the group names its authorization object needs, at once.
+    let (project, groups) = futures_util::future::try_join(state.store.get_project(id), state.store.list_groups())
+        .await
+        .map_err(ApiError::from)?;
+    let project = project.ok_or_else(|| ApiError::not_found(&format!("project {id}")))?;
+    let object = authz_object_with(&groups, "project", &serde_json::to_value(&project).unwrap_or_default());
     state.authorize(principal, "start", "project", Some(object)).await?;
     let answers: LaunchAnswers = if req.body.iter().all(u8::is_ascii_whitespace) {
         LaunchAnswers::new()
