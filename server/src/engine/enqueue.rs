@@ -299,15 +299,13 @@ impl Engine {
     /// who asked, or `system` for webhooks, schedules and pipelines. Launch
     /// answers are not recorded (they may hold anything a user typed).
     async fn start_audit(&self, req: &StartRequest, project: &Project, status: BuildStatus) -> BuildStartAudit {
-        let actor = match req.created_by {
-            Some(id) if req.started_by.as_ref().is_some_and(|u| u.id == id) => {
-                crate::store::AuditActor::user(req.started_by.as_ref().expect("checked"), None)
-            }
-            Some(id) => match self.store().get_user(id).await {
+        let actor = match (req.created_by, &req.started_by) {
+            (Some(id), Some(user)) if user.id == id => crate::store::AuditActor::user(user, None),
+            (Some(id), _) => match self.store().get_user(id).await {
                 Ok(Some(user)) => crate::store::AuditActor::user(&user, None),
                 _ => crate::store::AuditActor { id: Some(id), name: format!("user {id}"), remote_addr: None },
             },
-            None => crate::store::AuditActor::system(),
+            (None, _) => crate::store::AuditActor::system(),
         };
         let details = serde_json::json!({
             "project_id": project.id,
