@@ -1,8 +1,9 @@
 //! The server's layers, checked against its source (ARCHITECTURE.md,
 //! "Layers"): each top-level module of `server/src` names only the modules
-//! below it, and inside the web tier the API and the UI are adapters over
-//! the shared object operations (`web::objects`), naming neither each other
-//! nor anything that names them; so no modules form a cycle. Comments and
+//! below it (the web tier names the service layer, never the store or the
+//! engine), and inside the web tier the API and the UI are adapters naming
+//! neither each other nor anything that names them; so no modules form a
+//! cycle. Comments and
 //! test code (`#[cfg(test)]` items, `tests.rs` files) are not counted: a test
 //! may build what it needs from any layer.
 
@@ -16,8 +17,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["settings", "metrics"]),
     ("plugins", &["settings", "store", "metrics"]),
     ("engine", &["settings", "store", "plugins", "metrics"]),
-    ("web", &["settings", "store", "plugins", "engine", "metrics"]),
-    ("cli", &["settings", "store", "plugins", "engine", "web", "metrics"]),
+    ("service", &["settings", "store", "plugins", "engine", "metrics"]),
+    ("web", &["settings", "service", "metrics"]),
+    ("cli", &["settings", "store", "plugins", "engine", "service", "web", "metrics"]),
 ];
 
 /// The modules of the web tier (files of `server/src/web`, and the `ui`
@@ -29,21 +31,16 @@ const WEB_LAYERS: &[(&str, &[&str])] = &[
     ("limits", &["error"]),
     ("request", &["error"]),
     ("auth", &["error"]),
-    ("authn", &["error"]),
-    ("audit", &["auth", "error"]),
-    ("objects", &["audit", "auth", "error", "request", "routes"]),
-    ("openapi", &["auth", "objects", "routes"]),
+    ("audit", &["error"]),
+    ("openapi", &["auth", "routes"]),
     ("log", &[]),
-    ("live", &["limits", "error", "auth"]),
-    ("observe", &["auth", "error", "objects", "request"]),
-    ("webhooks", &["audit", "auth", "error", "objects", "request"]),
-    ("ui", &["audit", "auth", "authn", "error", "limits", "objects", "request", "routes"]),
+    ("live", &["limits", "error"]),
+    ("observe", &["auth", "error"]),
+    ("webhooks", &["error", "request"]),
+    ("ui", &["audit", "auth", "error", "limits", "request", "routes"]),
     (
         "api",
-        &[
-            "audit", "auth", "authn", "error", "limits", "live", "log", "objects", "observe", "openapi", "request",
-            "routes", "webhooks",
-        ],
+        &["audit", "auth", "error", "limits", "live", "log", "observe", "openapi", "request", "routes", "webhooks"],
     ),
 ];
 
@@ -155,7 +152,7 @@ fn each_top_level_module_names_only_the_layers_below_it() {
 }
 
 #[test]
-fn in_the_web_tier_the_api_and_the_ui_are_adapters_over_the_shared_object_operations() {
+fn in_the_web_tier_the_api_and_the_ui_are_adapters_naming_neither_each_other() {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web");
     let wrong = violations(&web, WEB_LAYERS, &["mod"], |file| {
         // In web/x.rs and web/ui/mod.rs `super::` is the web tier; deeper, `super::super::`.

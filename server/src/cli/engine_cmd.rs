@@ -65,9 +65,10 @@ pub fn worker(settings: &Settings, config: WorkerConfig, metrics_listen: Option<
                 .await
                 .map_err(|e| anyhow::anyhow!("--metrics-listen: cannot listen on {addr}: {e}"))?;
             println!("worker metrics on http://{}/metrics", listener.local_addr()?);
-            let (store, token) = (engine.store().clone(), settings.metrics.token.clone());
+            let (gauges, token) =
+                (crate::service::observe::GaugeSource::new(engine.store().clone()), settings.metrics.token.clone());
             let mut stopped = stop_rx.clone();
-            tokio::spawn(crate::web::serve_worker_metrics(listener, store, token, async move {
+            tokio::spawn(crate::web::serve_worker_metrics(listener, gauges, token, async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }));
         }

@@ -13,14 +13,16 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use super::auth::{self, Principal};
+use super::auth;
 use super::error::ApiError;
-use super::objects::*;
-use super::request::{body_object, ApiRequest};
+use super::request::{body_object, kind_of, ApiRequest};
 use super::routes;
 use super::AppState;
-use crate::engine::{LaunchAnswers, StartRequest};
-use crate::store::{AuditObject, BuildFilter, BuildStatus, Id, ObjectKind};
+use crate::service::accounts::LoginOutcome;
+use crate::service::builds::StageRef;
+use crate::service::model::{Build, BuildFilter, BuildStatus, Id, LaunchAnswers, ObjectKind};
+use crate::service::objects::{filter_by_query, reject_unknown, JSON_TEXT_FIELDS};
+use crate::service::Principal;
 
 /// Largest request body accepted.
 pub const MAX_BODY: u64 = 1024 * 1024;
@@ -53,148 +55,71 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
     }
     let principal = auth::authenticate(&state, &req.method, &req.headers).await?;
     let id = id.unwrap_or(0);
+    let svc = &state.service;
     match route.id {
         "health" => Ok(json_response(StatusCode::OK, &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))),
         "openapi" => Ok(json_response(StatusCode::OK, super::openapi::document())),
         "login" => login(&state, &req).await,
         "logout" => logout(&state, &principal).await,
-        "me" => me(&state, &principal).await,
+        "me" => me(&principal),
         "plugins" => {
             principal.require()?;
-            Ok(json_response(StatusCode::OK, &json!({ "results": state.registry.summaries() })))
+            Ok(json_response(StatusCode::OK, &json!({ "results": svc.plugin_summaries() })))
         }
         "project.start" => start_project(&state, &principal, id, &req).await,
         "project.badge" => super::observe::badge(&state, &principal, id).await,
         "audit.list" => super::audit::list(&state, &principal, &req.query).await,
         "pipeline.runs" => {
-            let pipeline = pipeline_for(&state, &principal, id, "view").await?;
             let limit = query_i64(&req.query, "limit", 10)?.clamp(1, 100);
-            let runs = state.engine.pipeline_runs(&pipeline, limit).await?;
+            let runs = svc.pipeline_runs(&principal, id, limit).await?;
             Ok(json_response(StatusCode::OK, &json!({ "pipeline": id, "results": runs })))
         }
         "pipeline.approve" => {
-            // Its own action, so a policy can leave approvals to some of those who edit the pipeline.
-            let pipeline = pipeline_for(&state, &principal, id, "approve").await?;
-            if !req.body.iter().all(u8::is_ascii_whitespace) {
-                reject_unknown(&body_object(&req.body)?, &[], "an approval")?;
-            }
-            principal.require()?;
-            let approver = super::audit::actor(&principal, req.client);
-            let (approval, started) = state.engine.approve_stage(&pipeline, run.unwrap_or(0), &approver).await?;
+            empty_body(&req, "an approval")?;
+            let (approval, started) = svc.approve_stage(&principal, req.client, id, run.unwrap_or(0)).await?;
             Ok(json_response(StatusCode::OK, &json!({ "approval": approval, "started": started })))
         }
         "pipeline.rerun" => rerun_stage(&state, &principal, id, run.unwrap_or(0), &req).await,
         "worker.list" => {
-            // Host names and build-root paths of the build machines: for administrators.
-            if !principal.require()?.is_superuser {
-                return Err(ApiError::forbidden("only a superuser may list the workers"));
-            }
-            let timeout = state.engine.settings().workers.heartbeat_timeout_seconds;
-            let workers = state.store.list_workers().await?;
-            let now = crate::store::now();
-            let results: Vec<Value> = workers
-                .into_iter()
-                .map(|w| {
-                    let alive = w.last_checkin.is_some_and(|t| (now - t).num_seconds() <= timeout as i64);
-                    let mut v = serde_json::to_value(&w).unwrap_or_default();
-                    v["alive"] = json!(alive);
-                    v
-                })
-                .collect();
+            let results = svc.list_workers(&principal).await?;
             Ok(json_response(StatusCode::OK, &json!({ "count": results.len(), "results": results })))
         }
         "worker_pool.autoscale" => {
-            // Deciding now is changing the pool: the pool's `edit` permission
-            // (superusers only, with the shipped authorization plugins).
-            let current = get_value(&state, ObjectKind::WorkerPool, id).await?;
-            let object = authz_object(&state, "worker_pool", current).await?;
-            state.authorize(&principal, "edit", "worker_pool", Some(object)).await?;
-            if !req.body.iter().all(u8::is_ascii_whitespace) {
-                reject_unknown(&body_object(&req.body)?, &[], "an autoscaling request")?;
-            }
-            let Some(decision) = state.engine.autoscale_now(id).await? else {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("worker pool {id}: another autoscaling decision is running; try again when it ends"),
-                ));
-            };
-            let actor = super::audit::actor(&principal, req.client);
-            let after = get_value(&state, ObjectKind::WorkerPool, id).await?;
-            let object = AuditObject::new("worker_pool", Some(id), object_name(ObjectKind::WorkerPool, &after));
-            state.audit(&actor, "worker_pool.autoscale", &object, json!({ "decision": decision })).await;
+            empty_body(&req, "an autoscaling request")?;
+            let (decision, after) = svc.autoscale_now(&principal, req.client, id).await?;
             Ok(json_response(StatusCode::OK, &json!({ "decision": decision, "worker_pool": after })))
         }
         "build.list" => list_builds(&state, &principal, &req).await,
-        "build.get" => {
-            let (build, object) = build_object(&state, id).await?;
-            state.authorize(&principal, "view", "build", Some(object)).await?;
-            Ok(json_response(StatusCode::OK, &build))
-        }
+        "build.get" => Ok(json_response(StatusCode::OK, &svc.build_for(&principal, id, "view").await?)),
         "build.delete" => {
-            let (build, object) = build_object(&state, id).await?;
-            state.authorize(&principal, "delete", "build", Some(object)).await?;
-            if build.status.is_active() {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("build {id} is {}: stop it first", build.status),
-                ));
-            }
-            if build.pinned {
-                return Err(ApiError::new(StatusCode::CONFLICT, format!("build {id} is pinned: unpin it first")));
-            }
-            state.store.delete_build(id).await?;
-            let actor = super::audit::actor(&principal, req.client);
-            state.audit(&actor, "delete", &build_audit_object(&state, &build).await, json!({})).await;
+            svc.delete_build(&principal, req.client, id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "build.pin" | "build.unpin" => {
-            // Who may stop a build may pin it: its project's owners and launchers, and its starter.
-            let (_, object) = build_object(&state, id).await?;
-            state.authorize(&principal, "stop", "build", Some(object)).await?;
-            let pinned = route.id == "build.pin";
-            let build = state
-                .store
-                .set_build_pinned(id, pinned)
-                .await?
-                .ok_or_else(|| ApiError::not_found(&format!("build {id}")))?;
-            let actor = super::audit::actor(&principal, req.client);
-            let action = if pinned { "build.pin" } else { "build.unpin" };
-            state.audit(&actor, action, &build_audit_object(&state, &build).await, json!({})).await;
+            let build = svc.pin_build(&principal, req.client, id, route.id == "build.pin").await?;
             Ok(json_response(StatusCode::OK, &build))
         }
         "build.stop" => {
-            let (build, object) = build_object(&state, id).await?;
-            state.authorize(&principal, "stop", "build", Some(object)).await?;
-            if !state.store.request_stop(id).await? {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("build {id} is {}: only queued or running builds can be stopped", build.status),
-                ));
-            }
-            let actor = super::audit::actor(&principal, req.client);
-            state.audit(&actor, "build.stop", &build_audit_object(&state, &build).await, json!({})).await;
+            svc.stop_build(&principal, req.client, id).await?;
             Ok(json_response(StatusCode::ACCEPTED, &json!({ "id": id, "status": "ABORTING" })))
         }
         "build.output" => {
-            let (build, object) = build_object(&state, id).await?;
-            state.authorize(&principal, "view", "build", Some(object)).await?;
+            let build = svc.build_for(&principal, id, "view").await?;
             let after = query_i64(&req.query, "after", 0)?;
             let limit = query_i64(&req.query, "limit", 1000)?.clamp(1, 10_000);
-            let lines = state.store.output_since(id, after, limit).await?;
-            let status = state.store.build_status(id).await?;
+            let lines = svc.output(id, after, limit).await?;
+            let status = svc.build_status(id).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "build": id, "status": status, "lines": lines, "log_removed_at": build.log_removed_at }),
             ))
         }
         "build.log" => {
-            let (_, object) = build_object(&state, id).await?;
-            state.authorize(&principal, "view", "build", Some(object)).await?;
+            svc.build_for(&principal, id, "view").await?;
             Ok(super::log::download(state.clone(), id, &req.headers))
         }
         "build.stream" => {
-            let (_, object) = build_object(&state, id).await?;
-            state.authorize(&principal, "view", "build", Some(object)).await?;
+            svc.build_for(&principal, id, "view").await?;
             let after = match req.headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
                 Some(v) => v.parse().map_err(|_| ApiError::bad("Last-Event-ID must be a line number"))?,
                 None => query_i64(&req.query, "after", 0)?,
@@ -202,42 +127,26 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
             let slot = state.live_streams.acquire(principal.user().map(|u| u.id))?;
             Ok(super::live::stream(state.clone(), id, after, slot))
         }
-        "token.list" => {
-            let user = principal.require()?;
-            Ok(json_response(StatusCode::OK, &json!({ "results": state.store.list_api_tokens(user.id).await? })))
-        }
+        "token.list" => Ok(json_response(StatusCode::OK, &json!({ "results": svc.list_tokens(&principal).await? }))),
         "token.create" => {
-            let user = principal.require()?.clone();
+            principal.require()?;
             let body = body_object(&req.body)?;
             reject_unknown(&body, &["name", "expires_in_days"], "token")?;
             let name = body.get("name").and_then(Value::as_str).unwrap_or("api").to_string();
             let days = match body.get("expires_in_days") {
-                None | Some(Value::Null) => state.settings.server.token_expiry_days as i64,
-                Some(v) => match v.as_i64() {
-                    Some(d) if (1..=36_500).contains(&d) => d,
-                    _ => {
-                        return Err(ApiError::field(
-                            "expires_in_days",
-                            format!("'expires_in_days' must be a whole number of days from 1 to 36500, got {v}"),
-                        ))
-                    }
-                },
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_i64().ok_or_else(|| {
+                    ApiError::field(
+                        "expires_in_days",
+                        format!("'expires_in_days' must be a whole number of days from 1 to 36500, got {v}"),
+                    )
+                })?),
             };
-            let ttl = (days > 0).then(|| chrono::Duration::days(days));
-            let (token, secret) = state.store.create_api_token(user.id, &name, ttl).await?;
-            let object = AuditObject::new("token", Some(token.id), name.clone());
-            let details = json!({ "expires_in_days": (days > 0).then_some(days) });
-            state.audit(&super::audit::actor(&principal, req.client), "token.create", &object, details).await;
+            let (token, secret) = svc.create_token(&principal, req.client, &name, days).await?;
             Ok(json_response(StatusCode::CREATED, &json!({ "token": secret, "details": token })))
         }
         "token.delete" => {
-            let user = principal.require()?;
-            let Some(token) = state.store.list_api_tokens(user.id).await?.into_iter().find(|t| t.id == id) else {
-                return Err(ApiError::not_found(&format!("token {id}")));
-            };
-            state.store.delete_api_token(id).await?;
-            let object = AuditObject::new("token", Some(id), token.name);
-            state.audit(&super::audit::actor(&principal, req.client), "token.revoke", &object, json!({})).await;
+            svc.revoke_token(&principal, req.client, id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         other => {
@@ -246,6 +155,14 @@ async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, Api
             crud(&state, &principal, kind, action, id, &req).await
         }
     }
+}
+
+/// A body that must be empty or an empty JSON object.
+fn empty_body(req: &ApiRequest, what: &str) -> Result<(), ApiError> {
+    if !req.body.iter().all(u8::is_ascii_whitespace) {
+        reject_unknown(&body_object(&req.body)?, &[], what)?;
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------ request helpers
@@ -306,18 +223,18 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
     let attempt = match state.login_throttle.begin(&username, req.client) {
         Ok(attempt) => attempt,
         Err(throttled) => {
-            audit_failed_login(state, &username, req.client, "throttled").await;
+            state.service.audit_failed_login(&username, req.client, "throttled").await;
             let response = throttled.api_error().into_response();
             return Ok(
                 warp::reply::with_header(response, "retry-after", throttled.retry_after.to_string()).into_response()
             );
         }
     };
-    let (user, source) = match state.check_login(&username, &password, req.client).await? {
-        super::authn::LoginOutcome::Accepted { user, source } => (user, source),
+    let (user, source) = match state.service.check_login(&username, &password, req.client).await? {
+        LoginOutcome::Accepted { user, source } => (user, source),
         refused => {
-            audit_failed_login(state, &username, req.client, &refused.audit_reason()).await;
-            let status = if matches!(refused, super::authn::LoginOutcome::Unavailable { .. }) {
+            state.service.audit_failed_login(&username, req.client, &refused.audit_reason()).await;
+            let status = if matches!(refused, LoginOutcome::Unavailable { .. }) {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
                 StatusCode::UNAUTHORIZED
@@ -326,10 +243,7 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
         }
     };
     attempt.succeeded();
-    let object = AuditObject::new("user", Some(user.id), user.username.clone());
-    let details = json!({ "via": "api", "source": source });
-    state.audit(&crate::store::AuditActor::user(&user, req.client), "login", &object, details).await;
-    let sid = state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await?;
+    let sid = state.service.start_session(&user, &source, "api", req.client).await?;
     let csrf = auth::csrf_token(&sid);
     let cookie = auth::session_cookie(state, &sid);
     let reply = warp::reply::json(&json!({ "user": user, "csrf_token": csrf }));
@@ -337,14 +251,12 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
 }
 
 async fn logout(state: &Arc<AppState>, principal: &Principal) -> Result<Response, ApiError> {
-    if let Principal::Session { sid, .. } = principal {
-        state.store.delete_session(sid).await?;
-    }
+    state.service.end_session(principal).await?;
     let cookie = auth::session_cookie_cleared(state);
     Ok(warp::reply::with_header(StatusCode::NO_CONTENT, "set-cookie", cookie).into_response())
 }
 
-async fn me(_state: &Arc<AppState>, principal: &Principal) -> Result<Response, ApiError> {
+fn me(principal: &Principal) -> Result<Response, ApiError> {
     let user = principal.require()?;
     let csrf = match principal {
         Principal::Session { sid, .. } => Some(auth::csrf_token(sid)),
@@ -356,7 +268,6 @@ async fn me(_state: &Arc<AppState>, principal: &Principal) -> Result<Response, A
 // ------------------------------------------------------------ builds
 
 async fn list_builds(state: &Arc<AppState>, principal: &Principal, req: &ApiRequest) -> Result<Response, ApiError> {
-    state.authorize(principal, "list", "build", None).await?;
     for key in req.query.keys() {
         if !["project_id", "worker_pool_id", "status", "limit", "offset"].contains(&key.as_str()) {
             return Err(ApiError::field(
@@ -384,10 +295,8 @@ async fn list_builds(state: &Arc<AppState>, principal: &Principal, req: &ApiRequ
         limit,
         offset,
     };
-    let builds = state.store.list_builds(&filter).await?;
-    let objects = build_objects(state, &builds).await?;
-    let visible = state.visible(principal, "build", objects).await?;
-    let results: Vec<&crate::store::Build> = builds.iter().filter(|b| visible.contains(&b.id)).collect();
+    let builds = state.service.list_builds(principal, &filter).await?;
+    let results: Vec<&Build> = builds.iter().map(|(b, _)| b).collect();
     Ok(json_response(StatusCode::OK, &json!({ "limit": limit, "offset": offset, "results": results })))
 }
 
@@ -397,13 +306,6 @@ async fn start_project(
     id: Id,
     req: &ApiRequest,
 ) -> Result<Response, ApiError> {
-    // The project and the group names its authorization object needs, at once.
-    let (project, groups) = futures_util::future::try_join(state.store.get_project(id), state.store.list_groups())
-        .await
-        .map_err(ApiError::from)?;
-    let project = project.ok_or_else(|| ApiError::not_found(&format!("project {id}")))?;
-    let object = authz_object_with(&groups, "project", &serde_json::to_value(&project).unwrap_or_default());
-    state.authorize(principal, "start", "project", Some(object)).await?;
     let answers: LaunchAnswers = if req.body.iter().all(u8::is_ascii_whitespace) {
         LaunchAnswers::new()
     } else {
@@ -417,17 +319,7 @@ async fn start_project(
             }
         }
     };
-    let build = state
-        .engine
-        .start_project(StartRequest {
-            project_id: id,
-            answers,
-            created_by: principal.user().map(|u| u.id),
-            pipeline_parent: None,
-            project: Some(project),
-            started_by: principal.user().cloned(),
-        })
-        .await?;
+    let build = state.service.start_project(principal, id, answers).await?;
     Ok(json_response(StatusCode::CREATED, &build))
 }
 
@@ -440,17 +332,11 @@ async fn rerun_stage(
     run: Id,
     req: &ApiRequest,
 ) -> Result<Response, ApiError> {
-    let pipeline = pipeline_for(state, principal, id, "view").await?;
     let body = body_object(&req.body)?;
     reject_unknown(&body, &["stage"], "a re-run")?;
-    let stage_id = match body.get("stage") {
-        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or_default(),
-        Some(Value::String(name)) => state
-            .store
-            .find_stage(name)
-            .await?
-            .map(|s| s.id)
-            .ok_or_else(|| ApiError::field("stage", format!("'stage': no stage is named '{name}'")))?,
+    let stage = match body.get("stage") {
+        Some(Value::Number(n)) if n.as_i64().is_some() => StageRef::Id(n.as_i64().unwrap_or_default()),
+        Some(Value::String(name)) => StageRef::Name(name.clone()),
         None => {
             return Err(ApiError::field("stage", "'stage' is required: the id or name of the stage to re-run from"))
         }
@@ -458,7 +344,7 @@ async fn rerun_stage(
             return Err(ApiError::field("stage", format!("'stage' must be a stage id or name, got {}", kind_of(other))))
         }
     };
-    let started = rerun_authorized(state, principal, &pipeline, run, stage_id).await?;
+    let (stage_id, started) = state.service.rerun_stage(principal, id, run, stage).await?;
     Ok(json_response(StatusCode::OK, &json!({ "run": run, "stage": stage_id, "started": started })))
 }
 
@@ -472,10 +358,8 @@ async fn crud(
 ) -> Result<Response, ApiError> {
     match action {
         "list" => {
-            state.authorize(principal, "list", kind.as_str(), None).await?;
-            let all = list_values(state, kind).await?;
             // Filtered after visibility: a query must not probe hidden fields.
-            let visible = only_visible(state, principal, kind, all).await?;
+            let visible = state.service.list_visible(principal, kind).await?;
             let visible = filter_by_query(visible, &req.query, kind)?;
             let limit = (query_i64(&req.query, "limit", PAGE as i64)?.clamp(1, MAX_PAGE as i64)) as usize;
             let offset = query_i64(&req.query, "offset", 0)?.max(0) as usize;
@@ -487,39 +371,23 @@ async fn crud(
             ))
         }
         "get" => {
-            let value = get_value(state, kind, id).await?;
-            let object = authz_object(state, kind.as_str(), value.clone()).await?;
-            let allowed = state.authorize(principal, "view", kind.as_str(), Some(object)).await;
-            match allowed {
-                Ok(()) => Ok(json_response(StatusCode::OK, &value)),
-                Err(e)
-                    if kind == ObjectKind::User && principal.user().is_some() && e.status == StatusCode::FORBIDDEN =>
-                {
-                    Ok(json_response(StatusCode::OK, &user_summary(&value)))
-                }
-                Err(e) => Err(e),
-            }
+            let value = state.service.view_object(principal, kind, id).await?;
+            Ok(json_response(StatusCode::OK, &value))
         }
         "create" => {
-            principal.require()?;
-            state.authorize(principal, "create", kind.as_str(), None).await?;
             let body = body_object(&req.body)?;
             let deprecated = deprecated_forms(&body);
-            let created = create_object(state, principal, req.client, kind, body).await?;
-            Ok(with_deprecations(
-                json_response(StatusCode::CREATED, &get_value(state, kind, created).await?),
-                &deprecated,
-            ))
+            let created = state.service.create_object(principal, req.client, kind, body).await?;
+            Ok(with_deprecations(json_response(StatusCode::CREATED, &created), &deprecated))
         }
         "update" => {
-            get_value(state, kind, id).await?;
             let body = body_object(&req.body)?;
             let deprecated = deprecated_forms(&body);
-            update_object(state, principal, req.client, kind, id, body).await?;
-            Ok(with_deprecations(json_response(StatusCode::OK, &get_value(state, kind, id).await?), &deprecated))
+            let updated = state.service.update_object(principal, req.client, kind, id, body).await?;
+            Ok(with_deprecations(json_response(StatusCode::OK, &updated), &deprecated))
         }
         "delete" => {
-            delete_object(state, principal, req.client, kind, id).await?;
+            state.service.delete_object(principal, req.client, kind, id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(ApiError::not_found("route")),

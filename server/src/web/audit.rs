@@ -1,96 +1,19 @@
-//! The audit log on the web side: who the actor of a request is, what a
-//! change looks like in a record (field names always; old and new values only
-//! for fields that can never hold a secret), and `GET /api/v1/audit`.
+//! The audit log on the web side: its filters read from a query string, and
+//! `GET /api/v1/audit` (the records themselves are the service's).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
-use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::{AuditActor, AuditEvent, AuditFilter, AuditObject};
+use crate::service::model::AuditFilter;
+use crate::service::Principal;
 
 /// Page size of `GET /api/v1/audit` when none is asked for, and the largest.
 pub const PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 500;
-
-/// Longest value text kept in a change record; longer ones are cut.
-const MAX_VALUE_CHARS: usize = 500;
-
-/// The actor of a request.
-pub fn actor(principal: &Principal, client: Option<std::net::IpAddr>) -> AuditActor {
-    match principal.user() {
-        Some(u) => AuditActor::user(u, client),
-        None => AuditActor { id: None, name: "anonymous".into(), remote_addr: client.map(|a| a.to_string()) },
-    }
-}
-
-impl AppState {
-    /// Records an audit event. The change it describes is already saved, so a
-    /// failure to record is logged (with the event) rather than undoing it.
-    pub async fn audit(&self, actor: &AuditActor, action: &str, object: &AuditObject, details: Value) {
-        if let Err(e) = self.store.record_audit(actor, action, object, details.clone()).await {
-            tracing::error!(
-                error = %e, actor = %actor.name, action, kind = %object.kind, id = ?object.id,
-                "cannot record an audit event"
-            );
-        }
-    }
-}
-
-/// Whether a field may hold a secret (or text a secret was pasted into): the
-/// record names it, never its value. Secret variables live in `variables`.
-pub fn secret_field(field: &str) -> bool {
-    matches!(field, "variables" | "private_key" | "secret_values" | "launch_answers")
-        || field.contains("password")
-        || field.contains("secret")
-        || field.contains("token")
-}
-
-/// What a create or update changed: `{"fields": [...], "changes": {field:
-/// {"old", "new"}}}`. `asked` are the fields the request named; `before` and
-/// `after` the object as the API shows it (secrets already masked there).
-/// A secret field is listed by name whenever it was asked, even when its
-/// masked reading did not change.
-pub fn change_details(before: Option<&Value>, after: &Value, asked: &[String]) -> Value {
-    let mut fields: Vec<String> = Vec::new();
-    let mut changes = Map::new();
-    for field in asked {
-        if field == "current_password" {
-            // Proof of the old password, not a change.
-            continue;
-        }
-        let old = before.map(|b| b.get(field).cloned().unwrap_or(Value::Null));
-        let new = after.get(field).cloned().unwrap_or(Value::Null);
-        if secret_field(field) {
-            fields.push(field.clone());
-            continue;
-        }
-        if old.as_ref() == Some(&new) {
-            continue;
-        }
-        fields.push(field.clone());
-        let mut change = Map::new();
-        if let Some(old) = old {
-            change.insert("old".into(), shorten(old));
-        }
-        change.insert("new".into(), shorten(new));
-        changes.insert(field.clone(), Value::Object(change));
-    }
-    fields.sort();
-    json!({ "fields": fields, "changes": changes })
-}
-
-fn shorten(v: Value) -> Value {
-    match v {
-        Value::String(s) if s.chars().count() > MAX_VALUE_CHARS => {
-            Value::String(s.chars().take(MAX_VALUE_CHARS).collect::<String>() + " [cut]")
-        }
-        other => other,
-    }
-}
 
 /// The filters of `GET /api/v1/audit` (and of the UI page), from query pairs.
 pub fn filter_from(query: &HashMap<String, String>) -> Result<AuditFilter, ApiError> {
@@ -145,30 +68,14 @@ fn parse_time(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     Some(day.and_hms_opt(0, 0, 0)?.and_utc())
 }
 
-/// Superusers only: 401 for nobody, 403 for an ordinary user.
-pub fn require_superuser(principal: &Principal) -> Result<(), ApiError> {
-    if !principal.require()?.is_superuser {
-        return Err(ApiError::forbidden("only superusers may read the audit log"));
-    }
-    Ok(())
-}
-
-/// One page of events and the cursor of the next (`before`), if there may be more.
-pub async fn page(state: &Arc<AppState>, filter: &AuditFilter) -> Result<(Vec<AuditEvent>, Option<i64>), ApiError> {
-    let events = state.store.list_audit(filter).await?;
-    let next = if events.len() as i64 == filter.limit { events.last().map(|e| e.id) } else { None };
-    Ok((events, next))
-}
-
 /// `GET /api/v1/audit`.
 pub async fn list(
     state: &Arc<AppState>,
     principal: &Principal,
     query: &HashMap<String, String>,
 ) -> Result<warp::reply::Response, ApiError> {
-    require_superuser(principal)?;
     let filter = filter_from(query)?;
-    let (events, next) = page(state, &filter).await?;
+    let (events, next) = state.service.audit_page(principal, &filter).await?;
     Ok(warp::reply::Reply::into_response(warp::reply::json(
         &json!({ "limit": filter.limit, "next_before": next, "results": events }),
     )))
@@ -177,16 +84,6 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_fields_are_named_without_values_and_others_show_old_and_new() {
-        let before = json!({ "name": "a", "variables": "{\"X\":{\"secret\":\"********\"}}", "timeout": 60 });
-        let after = json!({ "name": "b", "variables": "{\"X\":{\"secret\":\"********\"}}", "timeout": 60 });
-        let asked = ["name", "variables", "timeout", "password", "current_password"].map(String::from);
-        let d = change_details(Some(&before), &after, &asked);
-        assert_eq!(d["fields"], json!(["name", "password", "variables"]));
-        assert_eq!(d["changes"], json!({ "name": { "old": "a", "new": "b" } }));
-    }
 
     #[test]
     fn bad_filters_name_the_field() {

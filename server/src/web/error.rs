@@ -6,8 +6,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use crate::engine::EngineError;
-use crate::store::StoreError;
+use crate::service::{Error, Failure};
 
 /// An error answered to an API client.
 #[derive(Debug)]
@@ -55,13 +54,7 @@ impl ApiError {
     /// random id, the client gets the id alone (no database text, paths or
     /// other internals in an answer).
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        use rand::Rng;
-        let id = format!("{:016x}", rand::thread_rng().gen::<u64>());
-        tracing::error!(error_id = %id, error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error (id {id}): the server's log has the details under this id"),
-        )
+        Error::internal(cause).into()
     }
 
     /// The response for this error.
@@ -74,28 +67,17 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Validation(v) => {
-                let message = v.to_string();
-                ApiError { status: StatusCode::BAD_REQUEST, message, field: Some(v.field.clone()) }
-            }
-            StoreError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-            StoreError::Conflict(_) | StoreError::Reference(_) | StoreError::Transition { .. } => {
-                ApiError::new(StatusCode::CONFLICT, e.to_string())
-            }
-            other => ApiError::internal(other),
-        }
-    }
-}
-
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Store(s) => s.into(),
-            EngineError::Invalid(m) => ApiError::bad(m),
-            EngineError::Failed(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
-        }
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match e.failure {
+            Failure::Invalid => StatusCode::BAD_REQUEST,
+            Failure::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Failure::Forbidden => StatusCode::FORBIDDEN,
+            Failure::NotFound => StatusCode::NOT_FOUND,
+            Failure::Conflict => StatusCode::CONFLICT,
+            Failure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError { status, message: e.message, field: e.field }
     }
 }

@@ -15,8 +15,8 @@ use warp::http::StatusCode;
 use warp::Filter;
 
 use super::error::ApiError;
+use crate::service::model::Id;
 use crate::settings::Limits;
-use crate::store::Id;
 
 /// The peer address of a connection, put on each of its requests.
 #[derive(Debug, Clone, Copy)]

@@ -22,8 +22,8 @@ use warp::reply::Response;
 
 use super::limits::LiveSlot;
 use super::AppState;
-use crate::engine::live::{LiveBatch, LiveRead};
-use crate::store::{BuildStatus, Id, OutputStream};
+use crate::service::model::{BuildStatus, Id, OutputStream};
+use crate::service::model::{LiveBatch, LiveRead};
 
 /// Lines read from the store per query while catching up.
 const CATCH_UP: i64 = 500;
@@ -115,7 +115,7 @@ impl Cursor {
     /// Sends the next page of lines from the store: how many, or `None` when
     /// the client is gone.
     async fn send_from_store(&mut self) -> Option<i64> {
-        let lines = self.state.store.output_since(self.build, self.after, CATCH_UP).await.unwrap_or_default();
+        let lines = self.state.service.output(self.build, self.after, CATCH_UP).await.unwrap_or_default();
         let Some(last) = lines.last().map(|l| l.seq) else { return Some(0) };
         let pieces = render(lines.iter().map(|l| (l.seq, l.stream, l.text.as_str())));
         let got = lines.len() as i64;
@@ -132,7 +132,7 @@ impl Cursor {
 /// Sends the build's lines as they are stored, then `end`; stops early when the client goes.
 async fn follow(mut c: Cursor) {
     // Status first: a build that ended before this read has all its lines stored.
-    let status = c.state.store.build_status(c.build).await.ok().flatten();
+    let status = c.state.service.build_status(c.build).await.ok().flatten();
     if !status.is_some_and(BuildStatus::is_active) {
         // Over already: the store has every line.
         loop {
@@ -144,7 +144,7 @@ async fn follow(mut c: Cursor) {
         }
         return c.send_end(status).await;
     }
-    let mut live = c.state.engine.follow(c.build);
+    let mut live = c.state.service.follow(c.build);
     loop {
         match live.read(c.after) {
             LiveRead::Lines(batches) => {

@@ -12,7 +12,7 @@ use warp::http::{HeaderMap, HeaderValue};
 use warp::reply::Response;
 
 use super::AppState;
-use crate::store::Id;
+use crate::service::model::Id;
 
 /// Lines read from the store per query.
 const PAGE: i64 = 1000;
@@ -66,7 +66,7 @@ async fn produce(state: Arc<AppState>, build: Id, gzip: bool, tx: tokio::sync::m
     let mut encoder = gzip.then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
     let mut after = 0;
     loop {
-        let lines = match state.store.output_since(build, after, PAGE).await {
+        let lines = match state.service.output(build, after, PAGE).await {
             Ok(lines) => lines,
             Err(e) => {
                 // Cut the body short: the client sees an incomplete response, not a short log.

@@ -1,20 +1,17 @@
 //! The HTTP side: the REST API under `/api/v1`, the web UI, webhooks and live
-//! output streams, all on warp. Handlers ask the authorization chain, then
-//! start, stop, approve and follow builds through the engine and read and
-//! write objects through the store; they never load plugins. The API and the
-//! UI share the object operations in `objects` and name neither each other
-//! (`server/tests/layers.rs`). The one place that opens files is the UI's
-//! build-root browser (`ui::files`), confined to the build's root.
+//! output streams, all on warp. Each handler reads its request, calls one
+//! operation of the service layer (`crate::service`), which authorizes,
+//! checks and writes, and turns the result into an answer; the web tier
+//! itself reaches neither the store nor the engine. The API and the UI name
+//! neither each other (`server/tests/layers.rs`).
 
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod authn;
 pub mod error;
 pub mod limits;
 mod live;
 mod log;
-pub(crate) mod objects;
 pub mod observe;
 pub mod openapi;
 pub mod request;
@@ -28,21 +25,15 @@ use std::time::Duration;
 
 use warp::Filter;
 
-use crate::engine::{Engine, WorkerConfig};
-use crate::plugins::Registry;
-use crate::settings::{Limits, Settings};
-use crate::store::Store;
+use crate::service::model::Registry;
+use crate::service::observe::GaugeSource;
+use crate::service::Service;
+use crate::settings::Settings;
 
 /// Shared state of the web tier.
 pub struct AppState {
-    /// The effective settings.
-    pub settings: Settings,
-    /// The loaded plugins.
-    pub registry: Arc<Registry>,
-    /// The database.
-    pub store: Store,
-    /// The build engine.
-    pub engine: Engine,
+    /// The operations.
+    pub service: Service,
     /// Failed logins per account and per address.
     pub login_throttle: limits::LoginThrottle,
     /// Live output streams open now.
@@ -51,15 +42,20 @@ pub struct AppState {
 
 impl AppState {
     /// The web tier's state.
-    pub fn new(settings: Settings, registry: Arc<Registry>, store: Store, engine: Engine) -> Self {
-        let login_throttle = limits::LoginThrottle::new(&settings.limits);
-        let live_streams = limits::LiveStreams::new(&settings.limits);
-        AppState { settings, registry, store, engine, login_throttle, live_streams }
+    pub fn new(service: Service) -> Self {
+        let login_throttle = limits::LoginThrottle::new(&service.settings().limits);
+        let live_streams = limits::LiveStreams::new(&service.settings().limits);
+        AppState { service, login_throttle, live_streams }
+    }
+
+    /// The effective settings.
+    pub fn settings(&self) -> &Settings {
+        self.service.settings()
     }
 
     /// How long a request body may send nothing.
     pub fn body_idle(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.settings.limits.body_idle_timeout_seconds)
+        std::time::Duration::from_secs(self.settings().limits.body_idle_timeout_seconds)
     }
 }
 
@@ -167,15 +163,6 @@ async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, st
 
 /// Runs the web server until interrupted.
 pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
-    if let Some(refusal) = authorization_refusal(&settings, &registry) {
-        anyhow::bail!(refusal);
-    }
-    if settings.authorization.allow_everything && !has_authorization(&registry) {
-        println!(
-            "warning: no authorization plugin is configured and 'authorization.allow_everything' is true: \
-             every request is allowed to everyone, anonymous ones included"
-        );
-    }
     let addr: SocketAddr = settings
         .server
         .listen
@@ -183,125 +170,22 @@ pub fn serve(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid setting 'server.listen' ({}): {e}", settings.server.listen))?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let plugin_count = registry.all().len();
-        let store = Store::open_from_settings(&settings, Arc::new(registry.secrets_chain())).await?;
-        // Held while serving: a key rotation must not run under us.
-        let _running = store.claim_running().await?;
+        let (service, _running) = Service::open(settings, registry).await?;
         // The port first: a start that cannot listen must not spend the
         // one-time administrator password on a server nobody can reach.
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        if let Some(password) = crate::store::ensure_admin(&store).await? {
-            // Shown once: the first start of a fresh database.
-            println!("Created the administrator account: username 'admin', password '{password}'");
-            println!("(change it after logging in; it is not shown again)");
-        }
-        if store.list_worker_pools().await?.is_empty() {
-            // A fresh install gets one pool whose builds cannot see the server.
-            let default = crate::store::WorkerPool {
-                name: "default".into(),
-                description: "Runs each build in a sandbox of its own (sandbox isolation)".into(),
-                isolation_method: "sandbox".into(),
-                // Every user's first project goes here.
-                shared: true,
-                ..Default::default()
-            };
-            store.create_worker_pool(&default).await?;
-            println!("Created the worker pool 'default' (sandbox isolation)");
-        }
-        for warning in unisolated_pool_warnings(&store, &registry).await? {
-            println!("warning: {warning}");
-        }
-        if registry.secrets_chain().names().is_empty() {
-            println!(
-                "warning: no secrets plugin is configured ([plugins.secrets]): passwords, SSH keys and secret \
-                 variables can be neither stored nor read"
-            );
-        }
-        // One record of what this start loaded, for whoever asks later what ran when.
-        let loaded: Vec<_> = registry.summaries();
-        let object = crate::store::AuditObject::new("plugins", None, format!("{} plugin(s)", loaded.len()));
-        store
-            .record_audit(
-                &crate::store::AuditActor::system(),
-                "plugins.loaded",
-                &object,
-                serde_json::json!({ "plugins": loaded }),
-            )
-            .await?;
-        let registry = Arc::new(registry);
-        let engine = Engine::new(store.clone(), registry.clone(), Arc::new(settings.clone()));
-        let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
-        let workers = if settings.workers.embedded {
-            let config = WorkerConfig::named(settings.workers.pools.clone(), settings.workers.per_pool as usize);
-            let engine = engine.clone();
-            Some(tokio::spawn(async move { engine.run_worker(config, workers_stop).await }))
-        } else {
-            None
-        };
-        crate::store::set_hash_concurrency(Limits::or_cores(settings.limits.password_hash_concurrency));
-        let header_timeout = Duration::from_secs(settings.limits.header_read_timeout_seconds);
-        let state = Arc::new(AppState::new(settings, registry, store, engine));
+        service.announce_start().await?;
+        let workers = service.start_workers();
+        let header_timeout = Duration::from_secs(service.settings().limits.header_read_timeout_seconds);
+        let state = Arc::new(AppState::new(service));
         let bound = listener.local_addr()?;
-        tracing::info!(plugins = plugin_count, "loaded plugins");
         println!("Vespene is listening on http://{bound}/");
         serve_connections(listener, routes(state), header_timeout, shutdown_signal()).await;
-        let _ = stop_workers.send(true);
-        if let Some(workers) = workers {
-            // Builds in progress finish; no new ones are claimed.
-            let _ = workers.await;
-        }
+        // Builds in progress finish; no new ones are claimed.
+        workers.stop().await;
         Ok(())
     })
-}
-
-fn has_authorization(registry: &Registry) -> bool {
-    registry.all().iter().any(|p| p.section == crate::settings::PluginSection::Authorization)
-}
-
-/// Why the server must not start without an authorization plugin: with none,
-/// every request would be allowed to everyone. `None` when one is configured,
-/// or when `[authorization] allow_everything = true` says so explicitly.
-pub fn authorization_refusal(settings: &Settings, registry: &Registry) -> Option<String> {
-    if has_authorization(registry) || settings.authorization.allow_everything {
-        return None;
-    }
-    Some(
-        "no authorization plugin is configured (every entry of [plugins.authorization] is missing or disabled), \
-         so every request would be allowed to everyone, anonymous ones included: refusing to start. Enable one \
-         (e.g. [plugins.authorization.ownership] library = \"ownership\"), or set \
-         [authorization] allow_everything = true to run without any"
-            .to_string(),
-    )
-}
-
-/// One line per pool whose builds run unisolated, as the server's own user
-/// (an isolation entry of the `shell` library), that ordinary users may use:
-/// a shared pool, or one an ordinary user owns. Whoever may start a build
-/// there can read the server's key and database.
-async fn unisolated_pool_warnings(store: &Store, registry: &Registry) -> anyhow::Result<Vec<String>> {
-    let shell_entries: Vec<String> = registry
-        .summaries()
-        .into_iter()
-        .filter(|p| p.section == "isolation" && p.plugin == "shell")
-        .map(|p| p.name)
-        .collect();
-    let superusers: Vec<crate::store::Id> =
-        store.list_users().await?.into_iter().filter(|u| u.is_superuser).map(|u| u.id).collect();
-    Ok(store
-        .list_worker_pools()
-        .await?
-        .into_iter()
-        .filter(|pool| shell_entries.contains(&pool.isolation_method))
-        .filter(|pool| pool.shared || pool.created_by.is_some_and(|owner| !superusers.contains(&owner)))
-        .map(|pool| {
-            format!(
-                "worker pool '{}' runs builds with '{}' isolation, as the server's own user, and ordinary users may \
-                 use it: whoever starts a build there can read the server's key and database (use 'sandbox')",
-                pool.name, pool.isolation_method
-            )
-        })
-        .collect())
 }
 
 /// Serves HTTP/1 connections until `shutdown`, then waits for those open to
@@ -373,11 +257,11 @@ async fn serve_connections<F, R>(
 /// until `shutdown` ([`observe::worker_routes`]).
 pub async fn serve_worker_metrics(
     listener: tokio::net::TcpListener,
-    store: Store,
+    gauges: GaugeSource,
     token: String,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    serve_connections(listener, observe::worker_routes(store, token), Duration::from_secs(10), shutdown).await;
+    serve_connections(listener, observe::worker_routes(gauges, token), Duration::from_secs(10), shutdown).await;
 }
 
 async fn shutdown_signal() {

@@ -3,20 +3,18 @@
 //! status badges (docs/operations.md).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
-use super::auth::{self, Principal};
+use super::auth;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::{BuildStatus, Id};
-
-/// How long `/readyz` waits for the database before calling it gone.
-const READY_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::service::model::{BuildStatus, Id};
+use crate::service::observe::GaugeSource;
+use crate::service::Principal;
 
 /// `GET /healthz`: liveness; answers as long as the process serves HTTP.
 pub fn healthz() -> Response {
@@ -25,16 +23,10 @@ pub fn healthz() -> Response {
 
 /// `GET /readyz`: 200 when the database answers a query, else 503 naming it.
 pub async fn readyz(state: &Arc<AppState>) -> Response {
-    let database = match state.store.backend() {
-        crate::store::Backend::Sqlite => "sqlite",
-        crate::store::Backend::Postgres => "postgres",
-    };
-    let error = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => {
-            return warp::reply::json(&json!({ "status": "ready", "database": database })).into_response();
-        }
-        Ok(Err(e)) => format!("the database ({database}) does not answer: {e}"),
-        Err(_) => format!("the database ({database}) did not answer within {} s", READY_TIMEOUT.as_secs()),
+    let ready = state.service.readiness().await;
+    let database = ready.database;
+    let Some(error) = ready.error else {
+        return warp::reply::json(&json!({ "status": "ready", "database": database })).into_response();
     };
     tracing::warn!("readyz: {error}");
     warp::reply::with_status(
@@ -46,7 +38,7 @@ pub async fn readyz(state: &Arc<AppState>) -> Response {
 
 /// `GET /metrics`: superusers, or the `[metrics] token` as a bearer token.
 pub async fn metrics(state: &Arc<AppState>, method: &Method, headers: &HeaderMap) -> Result<Response, ApiError> {
-    let configured = &state.settings.metrics.token;
+    let configured = &state.settings().metrics.token;
     let sent = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let by_token = !configured.is_empty() && sent.is_some_and(|s| constant_time_eq(s.trim(), configured));
     if !by_token {
@@ -59,28 +51,12 @@ pub async fn metrics(state: &Arc<AppState>, method: &Method, headers: &HeaderMap
             Some(_) => {}
         }
     }
-    exposition(&state.store).await
+    exposition(&state.service.gauges()).await
 }
 
 /// The metrics as an OpenMetrics response, the database gauges read now.
-async fn exposition(store: &crate::store::Store) -> Result<Response, ApiError> {
-    let now = crate::store::now();
-    let heartbeat_ages = store
-        .list_workers()
-        .await?
-        .into_iter()
-        .filter_map(|w| {
-            let age = (now - w.last_checkin?).num_milliseconds() as f64 / 1000.0;
-            Some((w.worker_uid, w.hostname, age))
-        })
-        .collect();
-    let gauges = crate::metrics::Gauges {
-        finished_statuses: BuildStatus::ALL.into_iter().filter(|s| !s.is_active()).map(BuildStatus::as_str).collect(),
-        queue_depth: store.queue_depth_by_pool().await?,
-        running_builds: store.count_running_builds().await?,
-        heartbeat_ages,
-    };
-    let body = crate::metrics::render(&gauges).map_err(ApiError::internal)?;
+async fn exposition(gauges: &GaugeSource) -> Result<Response, ApiError> {
+    let body = gauges.exposition().await?;
     let mut r = Response::new(body.into());
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
@@ -91,20 +67,20 @@ async fn exposition(store: &crate::store::Store) -> Result<Response, ApiError> {
 /// `/metrics` for the `[metrics] token` alone (a worker keeps no sessions).
 /// Its counters are the builds this worker ran, which no `serve` counts.
 pub fn worker_routes(
-    store: crate::store::Store,
+    gauges: GaugeSource,
     token: String,
 ) -> impl warp::Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
     use warp::Filter;
     let health = warp::path!("healthz").and(warp::get()).map(healthz);
     let metrics = warp::path!("metrics").and(warp::get()).and(warp::header::optional::<String>("authorization")).then(
         move |sent: Option<String>| {
-            let (store, token) = (store.clone(), token.clone());
+            let (gauges, token) = (gauges.clone(), token.clone());
             async move {
                 let sent = sent.as_deref().and_then(|v| v.strip_prefix("Bearer "));
                 if !sent.is_some_and(|s| constant_time_eq(s.trim(), &token)) {
                     return ApiError::unauthenticated().into_response();
                 }
-                exposition(&store).await.unwrap_or_else(|e| e.into_response())
+                exposition(&gauges).await.unwrap_or_else(|e| e.into_response())
             }
         },
     );
@@ -127,20 +103,7 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 /// Public when the project says so; otherwise for those who may view the
 /// project, and 404 for everyone else (the project's existence does not leak).
 pub async fn badge(state: &Arc<AppState>, principal: &Principal, id: Id) -> Result<Response, ApiError> {
-    let hidden = || ApiError::not_found(&format!("project {id}"));
-    let project = state.store.get_project(id).await?.ok_or_else(hidden)?;
-    if !project.public_badge {
-        let object =
-            super::objects::authz_object(state, "project", serde_json::to_value(&project).unwrap_or_default()).await?;
-        state.authorize(principal, "view", "project", Some(object)).await.map_err(|e| {
-            if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN {
-                hidden()
-            } else {
-                e
-            }
-        })?;
-    }
-    let status = state.store.last_finished_status(id).await?;
+    let status = state.service.badge_status(principal, id).await?;
     let mut r = Response::new(badge_svg(status).into());
     let h = r.headers_mut();
     h.insert("content-type", HeaderValue::from_static("image/svg+xml; charset=utf-8"));

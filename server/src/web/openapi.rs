@@ -8,9 +8,9 @@
 use serde_json::{json, Map, Value};
 use utoipa::openapi::{ComponentsBuilder, RefOr, Schema};
 
-use super::objects::{read_only, JSON_TEXT_FIELDS, USER_FIELDS};
 use super::routes::{self, ObjectRoutes, Route};
-use crate::store::ObjectKind;
+use crate::service::model::ObjectKind;
+use crate::service::objects::{read_only, JSON_TEXT_FIELDS, USER_FIELDS};
 
 /// Error statuses every operation may answer, with what each means.
 const ERRORS: &[(&str, &str)] = &[
@@ -63,7 +63,7 @@ fn type_schemas() -> Map<String, Value> {
     for kind in routes::OBJECTS {
         (kind.schemas)(&mut collected);
     }
-    use crate::store::{ApiToken, AuditEvent, Build, OutputLine, PipelineApproval, Worker};
+    use crate::service::model::{ApiToken, AuditEvent, Build, OutputLine, PipelineApproval, Worker};
     routes::schemas_of::<Build>(&mut collected);
     routes::schemas_of::<ApiToken>(&mut collected);
     routes::schemas_of::<OutputLine>(&mut collected);
@@ -97,7 +97,7 @@ fn input_schema(kind: &ObjectRoutes, object: &Value) -> Value {
             }
             let schema = if name == "name" {
                 // store::validate::name: not blank, no surrounding spaces or control characters.
-                json!({ "type": "string", "minLength": 1, "maxLength": crate::store::validate::MAX_NAME,
+                json!({ "type": "string", "minLength": 1, "maxLength": crate::service::model::MAX_NAME,
                     "pattern": "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$" })
             } else if JSON_TEXT_FIELDS.contains(&name.as_str()) {
                 json!({ "oneOf": [

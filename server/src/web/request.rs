@@ -37,14 +37,4 @@ pub fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// How a JSON value is named in messages ("a string", "an object", ...).
-pub(crate) fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use crate::service::objects::kind_of;

@@ -5,7 +5,7 @@
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-use crate::store::{
+use crate::service::model::{
     Group, ObjectKind, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User, VariableSet,
     WorkerPool,
 };

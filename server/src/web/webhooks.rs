@@ -26,7 +26,7 @@ use warp::Reply;
 use super::error::ApiError;
 use super::request::{body_object, ApiRequest};
 use super::AppState;
-use crate::engine::StartRequest;
+use crate::service::model::now;
 use crate::settings::WebhookSettings;
 
 /// Which sender a payload is from.
@@ -62,17 +62,13 @@ pub async fn handle(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response,
     let mut refused: Option<ApiError> = None;
     let mut seen = std::collections::HashSet::new();
     let mut any_signed = false;
-    let now = crate::store::now().timestamp();
+    let now = now().timestamp();
     for url in &urls {
-        for project in state.store.projects_by_repo_url(url).await? {
-            if !project.webhook_enabled || !seen.insert(project.id) {
+        for (project, token) in state.service.webhook_projects(url, branch.as_deref()).await? {
+            if !seen.insert(project.id) {
                 continue;
             }
-            if !project.repo_branch.is_empty() && branch.as_deref().is_some_and(|b| b != project.repo_branch) {
-                continue;
-            }
-            let token = state.store.reveal_webhook_token(project.id).await?;
-            match verify(&state.settings.webhooks, token.as_deref(), sender, &req.headers, &req.body, now) {
+            match verify(&state.settings().webhooks, token.as_deref(), sender, &req.headers, &req.body, now) {
                 Ok(signed) => {
                     any_signed |= signed;
                     accepted.push(project);
@@ -90,7 +86,7 @@ pub async fn handle(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response,
         }
     } else {
         for id in delivery_ids(sender, &req.headers, &req.body, any_signed)? {
-            if !state.store.record_webhook_delivery(&id).await? {
+            if !state.service.record_webhook_delivery(&id).await? {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     format!("this delivery ({id}) was received before: a replayed delivery starts nothing"),
@@ -100,7 +96,7 @@ pub async fn handle(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response,
     }
     let mut started = Vec::new();
     for project in accepted {
-        let build = state.engine.start_project(StartRequest { project_id: project.id, ..Default::default() }).await?;
+        let build = state.service.start_for_webhook(&project).await?;
         started.push(json!({ "project": project.name, "build": build.id }));
     }
     Ok(warp::reply::with_status(warp::reply::json(&json!({ "ok": true, "started": started })), StatusCode::OK)

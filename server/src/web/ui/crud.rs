@@ -9,9 +9,9 @@ use warp::reply::Response;
 
 use super::forms;
 use super::{api_error_page, error_page, redirect, Ctx, Form, UiRequest};
-use crate::store::ObjectKind;
+use crate::service::model::ObjectKind;
+use crate::service::objects;
 use crate::web::error::ApiError;
-use crate::web::objects;
 
 /// The kind a URL segment names (`/ui/<plural>/...`).
 pub(crate) fn kind_of(segment: &str) -> Option<ObjectKind> {
@@ -70,7 +70,7 @@ fn columns(kind: ObjectKind) -> &'static [(&'static str, &'static str)] {
 }
 
 async fn list(ctx: &Ctx, kind: ObjectKind, _req: &UiRequest) -> Result<Response, ApiError> {
-    let values = objects::list_visible(&ctx.state, &ctx.principal, kind).await?;
+    let values = ctx.state.service.list_visible(&ctx.principal, kind).await?;
     let mut rows = Vec::new();
     for v in &values {
         let cols: Vec<String> = columns(kind)
@@ -136,7 +136,7 @@ async fn form_page(
     only_usable(ctx, kind, object, &mut lookups).await;
     let mut groups = forms::view(kind, object, form, &errors, &lookups, creating);
     if kind == ObjectKind::Project {
-        forms::explain_keep_rules(&mut groups, &ctx.state.settings.retention);
+        forms::explain_keep_rules(&mut groups, &ctx.state.settings().retention);
     }
     let (_, singular) = titles(kind);
     let action = if creating {
@@ -166,9 +166,9 @@ async fn form_page(
 /// Pickers offer only what the user may `use` (the server checks it again on
 /// save), plus whatever the object already names so an edit keeps it.
 async fn only_usable(ctx: &Ctx, kind: ObjectKind, object: &Value, lookups: &mut forms::Lookups) {
-    let Some(user) = ctx.principal.user() else { return };
-    let Ok(user) = crate::web::auth::user_info(&ctx.state, user).await else { return };
-    let Ok(groups) = ctx.state.store.list_groups().await else { return };
+    if ctx.principal.user().is_none() {
+        return;
+    }
     for &(_, target) in objects::references(kind) {
         let Some(names) = lookups.get_mut(&target) else { continue };
         let mut keep: Vec<i64> = objects::references(kind)
@@ -176,13 +176,8 @@ async fn only_usable(ctx: &Ctx, kind: ObjectKind, object: &Value, lookups: &mut 
             .filter(|(_, t)| *t == target)
             .flat_map(|(field, _)| objects::referenced_ids(&object[*field]))
             .collect();
-        let mut candidates = Vec::new();
-        for id in names.keys() {
-            if let Ok(value) = objects::get_value(&ctx.state, target, *id).await {
-                candidates.push(objects::authz_object_with(&groups, target.as_str(), &value));
-            }
-        }
-        match ctx.state.filter_by(Some(user.clone()), "use", target.as_str(), candidates).await {
+        let candidates = names.keys().copied().collect();
+        match ctx.state.service.usable(&ctx.principal, target, candidates).await {
             Ok(usable) => keep.extend(usable),
             Err(_) => continue,
         }
@@ -201,17 +196,17 @@ async fn new(ctx: &Ctx, kind: ObjectKind, form: Option<&Form>) -> Result<Respons
         Ok(input) => input,
         Err(errors) => return Ok(form_page(ctx, kind, &object, Some(form), errors, None, true).await),
     };
-    match objects::create_object(&ctx.state, &ctx.principal, ctx.client, kind, input).await {
-        Ok(id) => Ok(redirect(&format!("/ui/{}/{id}", kind.plural()))),
+    match ctx.state.service.create_object(&ctx.principal, ctx.client, kind, input).await {
+        Ok(created) => Ok(redirect(&format!("/ui/{}/{}", kind.plural(), created["id"]))),
         Err(e) => {
-            let (errors, general) = field_errors(kind, e)?;
+            let (errors, general) = field_errors(kind, e.into())?;
             Ok(form_page(ctx, kind, &object, Some(form), errors, general, true).await)
         }
     }
 }
 
 async fn edit(ctx: &Ctx, kind: ObjectKind, id: i64, form: Option<&Form>) -> Result<Response, ApiError> {
-    let current = objects::get_value(&ctx.state, kind, id).await?;
+    let current = ctx.state.service.get_value(kind, id).await?;
     ctx.require("view", kind.as_str(), Some(&current)).await?;
     let Some(form) = form else {
         if edit_allowed(ctx, kind, &current).await.is_err() {
@@ -230,10 +225,10 @@ async fn edit(ctx: &Ctx, kind: ObjectKind, id: i64, form: Option<&Form>) -> Resu
     if input.is_empty() {
         return Ok(redirect(&format!("/ui/{}/{id}", kind.plural())));
     }
-    match objects::update_object(&ctx.state, &ctx.principal, ctx.client, kind, id, input).await {
-        Ok(()) => Ok(redirect(&format!("/ui/{}/{id}", kind.plural()))),
+    match ctx.state.service.update_object(&ctx.principal, ctx.client, kind, id, input).await {
+        Ok(_) => Ok(redirect(&format!("/ui/{}/{id}", kind.plural()))),
         Err(e) => {
-            let (errors, general) = field_errors(kind, e)?;
+            let (errors, general) = field_errors(kind, e.into())?;
             Ok(form_page(ctx, kind, &current, Some(form), errors, general, false).await)
         }
     }
@@ -242,15 +237,15 @@ async fn edit(ctx: &Ctx, kind: ObjectKind, id: i64, form: Option<&Form>) -> Resu
 /// Whether the object may be edited at all (for a user row: with no
 /// privileged field named, which the authorization plugins check per change).
 async fn edit_allowed(ctx: &Ctx, kind: ObjectKind, current: &Value) -> Result<(), ApiError> {
-    let mut object = objects::authz_object(&ctx.state, kind.as_str(), current.clone()).await?;
+    let mut object = ctx.state.service.authz_object(kind.as_str(), current.clone()).await?;
     if kind == ObjectKind::User {
         object["changes"] = json!([]);
     }
-    ctx.state.authorize(&ctx.principal, "edit", kind.as_str(), Some(object)).await
+    Ok(ctx.state.service.authorize(&ctx.principal, "edit", kind.as_str(), Some(object)).await?)
 }
 
 async fn detail(ctx: &Ctx, kind: ObjectKind, id: i64) -> Result<Response, ApiError> {
-    let mut current = objects::get_value(&ctx.state, kind, id).await?;
+    let mut current = ctx.state.service.get_value(kind, id).await?;
     let mut partial = false;
     if let Err(e) = ctx.require("view", kind.as_str(), Some(&current)).await {
         // As in the API: another user's row shows its username only.
@@ -332,6 +327,6 @@ async fn detail(ctx: &Ctx, kind: ObjectKind, id: i64) -> Result<Response, ApiErr
 }
 
 async fn delete(ctx: &Ctx, kind: ObjectKind, id: i64) -> Result<Response, ApiError> {
-    objects::delete_object(&ctx.state, &ctx.principal, ctx.client, kind, id).await?;
+    ctx.state.service.delete_object(&ctx.principal, ctx.client, kind, id).await?;
     Ok(redirect(&format!("/ui/{}", kind.plural())))
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::{Ctx, Form};
-use crate::store::ObjectKind as K;
+use crate::service::model::ObjectKind as K;
 
 /// How a field is shown and read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -135,7 +135,7 @@ pub(crate) fn explain_keep_rules(groups: &mut [Value], retention: &crate::settin
             let name = field["name"].as_str().unwrap_or("").to_string();
             let Some((_, default, max)) = retention.keys().into_iter().find(|(k, _, _)| *k == name) else { continue };
             let unit = if name.ends_with("_days") { "days" } else { "builds" };
-            let blank = crate::engine::retention::effective(None, default, max) as u32;
+            let blank = crate::service::model::effective_retention(None, default, max) as u32;
             let mut help = format!("{KEEP_HELP} The server's default: {}.", limit(blank, unit));
             if max > 0 {
                 help += &format!(" At most {max}.");

@@ -24,10 +24,12 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::auth::{self, Principal};
+use super::auth;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::{ObjectKind, User};
+use crate::service::accounts::LoginOutcome;
+use crate::service::model::{ObjectKind, User};
+use crate::service::Principal;
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../../templates/base.html")),
@@ -195,22 +197,22 @@ impl Ctx {
     /// May the user do `action` on this object (JSON as the store serializes it)?
     pub async fn can(&self, action: &str, kind: &str, object: Option<&Value>) -> bool {
         let object = match object {
-            Some(v) => match super::objects::authz_object(&self.state, kind, v.clone()).await {
+            Some(v) => match self.state.service.authz_object(kind, v.clone()).await {
                 Ok(o) => Some(o),
                 Err(_) => return false,
             },
             None => None,
         };
-        self.state.authorize(&self.principal, action, kind, object).await.is_ok()
+        self.state.service.authorize(&self.principal, action, kind, object).await.is_ok()
     }
 
     /// Like [`Ctx::can`], as an error for the handlers.
     pub async fn require(&self, action: &str, kind: &str, object: Option<&Value>) -> Result<(), ApiError> {
         let object = match object {
-            Some(v) => Some(super::objects::authz_object(&self.state, kind, v.clone()).await?),
+            Some(v) => Some(self.state.service.authz_object(kind, v.clone()).await?),
             None => None,
         };
-        self.state.authorize(&self.principal, action, kind, object).await
+        Ok(self.state.service.authorize(&self.principal, action, kind, object).await?)
     }
 
     /// A page: the template with the navigation, user and CSRF token added.
@@ -339,7 +341,7 @@ async fn handle(state: Arc<AppState>, req: UiRequest) -> Response {
         (Method::GET, ["ui", "plugins"]) => ctx.page(
             "plugins.html",
             json!({
-                "plugins": ctx.state.registry.summaries(),
+                "plugins": ctx.state.service.plugin_summaries(),
                 "interface_version": vespene_plugin_api::INTERFACE_VERSION,
             }),
         ),
@@ -380,8 +382,8 @@ async fn handle(state: Arc<AppState>, req: UiRequest) -> Response {
 /// The audit log page (superusers), with the API's filters; a bad filter is
 /// shown above an empty table, naming it.
 async fn audit_page(ctx: &Ctx, req: &UiRequest) -> Response {
-    if let Err(e) = super::audit::require_superuser(&ctx.principal) {
-        return api_error_page(ctx, e);
+    if let Err(e) = ctx.principal.require_superuser("only superusers may read the audit log") {
+        return api_error_page(ctx, e.into());
     }
     let query: HashMap<String, String> =
         req.query.iter().filter(|(_, v)| !v.trim().is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -391,9 +393,9 @@ async fn audit_page(ctx: &Ctx, req: &UiRequest) -> Response {
         "object_id": shown("object_id"), "since": shown("since"), "until": shown("until"),
     });
     let (events, next, error) = match super::audit::filter_from(&query) {
-        Ok(filter) => match super::audit::page(&ctx.state, &filter).await {
+        Ok(filter) => match ctx.state.service.audit_page(&ctx.principal, &filter).await {
             Ok((events, next)) => (events, next, None),
-            Err(e) => return api_error_page(ctx, e),
+            Err(e) => return api_error_page(ctx, e.into()),
         },
         Err(e) => (Vec::new(), None, Some(e.message)),
     };
@@ -438,16 +440,10 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 /// The session of the request, if it has a live one.
 async fn session(state: &Arc<AppState>, req: &UiRequest) -> Result<Option<Ctx>, ApiError> {
     let Some(sid) = auth::cookie(&req.headers, auth::SESSION_COOKIE) else { return Ok(None) };
-    let Some(user) = state.store.session_user(&sid).await? else { return Ok(None) };
+    let Some(principal) = state.service.session_principal(&sid).await? else { return Ok(None) };
+    let user = principal.require()?.clone();
     let csrf = auth::csrf_token(&sid);
-    Ok(Some(Ctx {
-        state: state.clone(),
-        principal: Principal::Session { user: user.clone(), sid },
-        user,
-        csrf,
-        path: req.path.clone(),
-        client: req.client,
-    }))
+    Ok(Some(Ctx { state: state.clone(), principal, user, csrf, path: req.path.clone(), client: req.client }))
 }
 
 /// Where to go after logging in: a local path only.
@@ -464,7 +460,7 @@ const LOGIN_CSRF_COOKIE: &str = "vespene_login_csrf";
 
 /// The login page, with a fresh CSRF token in the form and its cookie.
 fn login_page(state: &AppState, status: StatusCode, mut context: Value) -> Response {
-    let token = crate::store::random_token();
+    let token = crate::service::accounts::random_token();
     context["csrf_token"] = json!(token);
     let mut r = html("login.html", status, context);
     let cookie = format!(
@@ -504,7 +500,7 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
     let attempt = match state.login_throttle.begin(&username, req.client) {
         Ok(attempt) => attempt,
         Err(throttled) => {
-            super::objects::audit_failed_login(state, &username, req.client, "throttled").await;
+            state.service.audit_failed_login(&username, req.client, "throttled").await;
             let error = format!("Too many failed logins: {}.", throttled.message);
             let context = json!({ "next": next, "username": username, "error": error });
             let mut r = login_page(state, StatusCode::TOO_MANY_REQUESTS, context);
@@ -512,14 +508,14 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
             return r;
         }
     };
-    let (user, source) = match state.check_login(&username, password, req.client).await {
-        Ok(super::authn::LoginOutcome::Accepted { user, source }) => {
+    let (user, source) = match state.service.check_login(&username, password, req.client).await {
+        Ok(LoginOutcome::Accepted { user, source }) => {
             attempt.succeeded();
             (user, source)
         }
         Ok(refused) => {
-            super::objects::audit_failed_login(state, &username, req.client, &refused.audit_reason()).await;
-            let status = if matches!(refused, super::authn::LoginOutcome::Unavailable { .. }) {
+            state.service.audit_failed_login(&username, req.client, &refused.audit_reason()).await;
+            let status = if matches!(refused, LoginOutcome::Unavailable { .. }) {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
                 StatusCode::UNAUTHORIZED
@@ -530,15 +526,12 @@ async fn login(state: &Arc<AppState>, req: &UiRequest) -> Response {
                 json!({ "next": next, "username": username, "error": refused.sentence() }),
             );
         }
-        Err(e) => return api_error_page_anonymous(e),
+        Err(e) => return api_error_page_anonymous(e.into()),
     };
-    let sid = match state.store.create_session(user.id, chrono::Duration::seconds(auth::SESSION_TTL_SECS)).await {
+    let sid = match state.service.start_session(&user, &source, "ui", req.client).await {
         Ok(sid) => sid,
-        Err(e) => return api_error_page_anonymous(ApiError::internal(e)),
+        Err(e) => return api_error_page_anonymous(e.into()),
     };
-    let object = crate::store::AuditObject::new("user", Some(user.id), user.username.clone());
-    let actor = crate::store::AuditActor::user(&user, req.client);
-    state.audit(&actor, "login", &object, json!({ "via": "ui", "source": source })).await;
     let mut r = redirect(&next);
     if let Ok(v) = HeaderValue::from_str(&auth::session_cookie(state, &sid)) {
         r.headers_mut().append("set-cookie", v);
@@ -556,9 +549,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn logout(ctx: &Ctx) -> Response {
-    if let Principal::Session { sid, .. } = &ctx.principal {
-        let _ = ctx.state.store.delete_session(sid).await;
-    }
+    let _ = ctx.state.service.end_session(&ctx.principal).await;
     let mut r = redirect("/login");
     if let Ok(v) = HeaderValue::from_str(&auth::session_cookie_cleared(&ctx.state)) {
         r.headers_mut().insert("set-cookie", v);
@@ -568,29 +559,5 @@ async fn logout(ctx: &Ctx) -> Response {
 
 /// Names of the objects of a kind by id, for showing references.
 pub(crate) async fn names(ctx: &Ctx, kind: ObjectKind) -> HashMap<i64, String> {
-    let values = match kind {
-        ObjectKind::Group => ctx
-            .state
-            .store
-            .list_groups()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|g| json!({ "id": g.id, "name": g.name }))
-            .collect(),
-        ObjectKind::User => ctx
-            .state
-            .store
-            .list_users()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|u| json!({ "id": u.id, "name": u.username }))
-            .collect(),
-        _ => super::objects::list_visible(&ctx.state, &ctx.principal, kind).await.unwrap_or_default(),
-    };
-    values
-        .into_iter()
-        .filter_map(|v| Some((v["id"].as_i64()?, v["name"].as_str().unwrap_or_default().to_string())))
-        .collect()
+    ctx.state.service.names(&ctx.principal, kind).await.unwrap_or_default()
 }

@@ -9,10 +9,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{api_error_page, error_page, names, redirect, Ctx, Form, UiRequest};
-use crate::engine::{LaunchAnswers, StartRequest};
-use crate::store::{Build, BuildFilter, BuildStatus, Id, ObjectKind};
+use crate::service::builds::StageRef;
+use crate::service::model::{Build, BuildFilter, BuildStatus, Id, LaunchAnswers, ObjectKind};
 use crate::web::error::ApiError;
-use crate::web::objects;
 
 const PAGE: i64 = 50;
 /// Output lines rendered into a build page: the last ones, and this many
@@ -84,7 +83,7 @@ const CHART_HEIGHT: i64 = 120;
 /// success rate, for the project's page.
 pub(crate) async fn project_history(ctx: &Ctx, project_id: Id) -> Result<Value, ApiError> {
     let filter = BuildFilter { project_id: Some(project_id), limit: PROJECT_BUILDS, ..Default::default() };
-    let builds = visible_builds(ctx, ctx.state.store.list_builds(&filter).await?).await?;
+    let builds = ctx.state.service.list_builds(&ctx.principal, &filter).await?;
     let projects = names(ctx, ObjectKind::Project).await;
     let pools = names(ctx, ObjectKind::WorkerPool).await;
     let mut rows = Vec::new();
@@ -140,7 +139,7 @@ async fn build_row(
     pools: &HashMap<i64, String>,
 ) -> Value {
     let can_stop = b.status.is_active()
-        && ctx.state.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok();
+        && ctx.state.service.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok();
     let v = serde_json::to_value(b).unwrap_or_default();
     json!({
         "id": b.id,
@@ -168,16 +167,9 @@ async fn build_row(
 }
 
 /// Only the builds the user may see, each with what the authorization plugins see of it.
-async fn visible_builds(ctx: &Ctx, builds: Vec<Build>) -> Result<Vec<(Build, Value)>, ApiError> {
-    let objects = objects::build_objects(&ctx.state, &builds).await?;
-    let ids = ctx.state.visible(&ctx.principal, "build", objects.clone()).await?;
-    Ok(builds.into_iter().zip(objects).filter(|(b, _)| ids.contains(&b.id)).collect())
-}
-
 async fn builds_in(ctx: &Ctx, status: BuildStatus, limit: i64) -> Result<Vec<(Build, Value)>, ApiError> {
-    let builds =
-        ctx.state.store.list_builds(&BuildFilter { status: Some(status), limit, ..Default::default() }).await?;
-    visible_builds(ctx, builds).await
+    let filter = BuildFilter { status: Some(status), limit, ..Default::default() };
+    Ok(ctx.state.service.list_builds(&ctx.principal, &filter).await?)
 }
 
 pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
@@ -190,8 +182,7 @@ pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
         let queued = builds_in(ctx, BuildStatus::Queued, 100).await?;
         let failed = builds_in(ctx, BuildStatus::Failure, 10).await?;
         let recent =
-            visible_builds(ctx, ctx.state.store.list_builds(&BuildFilter { limit: 10, ..Default::default() }).await?)
-                .await?;
+            ctx.state.service.list_builds(&ctx.principal, &BuildFilter { limit: 10, ..Default::default() }).await?;
         // Queue depth per pool the user may see: how busy a pool is, not whose builds wait in it.
         let mut pool_list: Vec<(&i64, &String)> = pools.iter().collect();
         pool_list.sort_by(|a, b| a.1.cmp(b.1));
@@ -200,8 +191,8 @@ pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
             queues.push(json!({
                 "id": id,
                 "name": name,
-                "queued": ctx.state.store.count_builds(*id, BuildStatus::Queued).await?,
-                "running": ctx.state.store.count_builds(*id, BuildStatus::Running).await?,
+                "queued": ctx.state.service.count_builds(*id, BuildStatus::Queued).await?,
+                "running": ctx.state.service.count_builds(*id, BuildStatus::Running).await?,
             }));
         }
         let mut sections = Vec::new();
@@ -232,7 +223,7 @@ pub(crate) async fn dashboard(ctx: &Ctx, fragment: bool) -> Response {
 
 pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
     let result: Result<Value, ApiError> = async {
-        let values = objects::list_visible(&ctx.state, &ctx.principal, ObjectKind::Project).await?;
+        let values = ctx.state.service.list_visible(&ctx.principal, ObjectKind::Project).await?;
         let pools = names(ctx, ObjectKind::WorkerPool).await;
         let pipelines = names(ctx, ObjectKind::Pipeline).await;
         let stages = names(ctx, ObjectKind::Stage).await;
@@ -244,7 +235,7 @@ pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
                     match id {
                         Some(id) => ctx
                             .state
-                            .store
+                            .service
                             .build_status(id)
                             .await
                             .ok()
@@ -258,11 +249,8 @@ pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
             let last = status_of(&p["last_build_id"]).await;
             let last_ok = status_of(&p["last_successful_build_id"]).await;
             let can_stop = match p["active_build_id"].as_i64() {
-                Some(bid) => match objects::build_object(&ctx.state, bid).await {
-                    Ok((b, o)) => {
-                        b.status.is_active()
-                            && ctx.state.authorize(&ctx.principal, "stop", "build", Some(o)).await.is_ok()
-                    }
+                Some(bid) => match ctx.state.service.build_for(&ctx.principal, bid, "stop").await {
+                    Ok(b) => b.status.is_active(),
                     Err(_) => false,
                 },
                 None => false,
@@ -296,7 +284,7 @@ pub(crate) async fn projects(ctx: &Ctx, _req: &UiRequest) -> Response {
 }
 
 async fn project_value(ctx: &Ctx, id: Id) -> Result<Value, ApiError> {
-    objects::get_value(&ctx.state, ObjectKind::Project, id).await
+    Ok(ctx.state.service.get_value(ObjectKind::Project, id).await?)
 }
 
 pub(crate) async fn start_prompt(ctx: &Ctx, id: Id, error: Option<(String, &Form)>) -> Response {
@@ -373,19 +361,7 @@ pub(crate) async fn start(ctx: &Ctx, id: Id, form: &Form) -> Response {
                 answers.insert(variable.to_string(), value);
             }
         }
-        match ctx
-            .state
-            .engine
-            .start_project(StartRequest {
-                project_id: id,
-                answers,
-                created_by: Some(ctx.user.id),
-                pipeline_parent: None,
-                started_by: Some(ctx.user.clone()),
-                ..Default::default()
-            })
-            .await
-        {
+        match ctx.state.service.start_project(&ctx.principal, id, answers).await {
             Ok(build) => Ok(redirect(&format!("/ui/builds/{}", build.id))),
             Err(e) => {
                 let e = ApiError::from(e);
@@ -413,9 +389,7 @@ pub(crate) async fn builds(ctx: &Ctx, req: &UiRequest) -> Response {
             limit: PAGE,
             offset,
         };
-        let builds = ctx.state.store.list_builds(&filter).await?;
-        let full_page = builds.len() as i64 == PAGE;
-        let builds = visible_builds(ctx, builds).await?;
+        let (builds, full_page) = ctx.state.service.list_builds_page(&ctx.principal, &filter).await?;
         let projects = names(ctx, ObjectKind::Project).await;
         let pools = names(ctx, ObjectKind::WorkerPool).await;
         let mut rows = Vec::new();
@@ -470,13 +444,14 @@ fn pretty(json_text: &str) -> String {
 /// first line shown, and the page's script fetches it in place instead.
 pub(crate) async fn build(ctx: &Ctx, id: Id, before: Option<i64>) -> Response {
     let result: Result<Response, ApiError> = async {
-        let (b, object) = objects::build_object(&ctx.state, id).await?;
-        ctx.state.authorize(&ctx.principal, "view", "build", Some(object.clone())).await?;
+        let (b, object) = ctx.state.service.build_object(id).await?;
+        ctx.state.service.authorize(&ctx.principal, "view", "build", Some(object.clone())).await?;
         let projects = names(ctx, ObjectKind::Project).await;
         let pools = names(ctx, ObjectKind::WorkerPool).await;
         let mut row = build_row(ctx, (&b, &object), &projects, &pools).await;
         // Who may stop a build may pin it, whatever its status.
-        row["can_pin"] = json!(ctx.state.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok());
+        row["can_pin"] =
+            json!(ctx.state.service.authorize(&ctx.principal, "stop", "build", Some(object.clone())).await.is_ok());
         let total = b.output_lines;
         let (after, limit) = match before {
             Some(before) => {
@@ -486,20 +461,14 @@ pub(crate) async fn build(ctx: &Ctx, id: Id, before: Option<i64>) -> Response {
             }
             None => ((total - OUTPUT_TAIL).max(0), OUTPUT_TAIL),
         };
-        let lines = if limit > 0 { ctx.state.store.output_since(id, after, limit).await? } else { Vec::new() };
+        let lines = if limit > 0 { ctx.state.service.output(id, after, limit).await? } else { Vec::new() };
         let first_seq = lines.first().map(|l| l.seq).unwrap_or(after + 1);
         let last_seq = lines.last().map(|l| l.seq).unwrap_or(after);
         let can_delete = !b.status.is_active()
             && !b.pinned
-            && ctx.state.authorize(&ctx.principal, "delete", "build", Some(object)).await.is_ok();
-        let worker = match b.worker_id {
-            Some(w) => ctx.state.store.get_worker(w).await?.map(|w| format!("{} ({})", w.hostname, w.worker_uid)),
-            None => None,
-        };
-        let created_by = match b.created_by {
-            Some(u) => ctx.state.store.get_user(u).await?.map(|u| u.username),
-            None => None,
-        };
+            && ctx.state.service.authorize(&ctx.principal, "delete", "build", Some(object)).await.is_ok();
+        let details = ctx.state.service.build_details(&b).await?;
+        let (worker, created_by) = (details.worker, details.created_by);
         Ok(ctx.page(
             "build.html",
             json!({
@@ -529,16 +498,7 @@ pub(crate) async fn build(ctx: &Ctx, id: Id, before: Option<i64>) -> Response {
 
 pub(crate) async fn stop(ctx: &Ctx, id: Id, form: &Form) -> Response {
     let result: Result<Response, ApiError> = async {
-        let (b, object) = objects::build_object(&ctx.state, id).await?;
-        ctx.state.authorize(&ctx.principal, "stop", "build", Some(object)).await?;
-        if !ctx.state.store.request_stop(id).await? {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("Build {id} is {}: only queued or running builds can be stopped.", b.status),
-            ));
-        }
-        let actor = crate::web::audit::actor(&ctx.principal, ctx.client);
-        ctx.state.audit(&actor, "build.stop", &objects::build_audit_object(&ctx.state, &b).await, json!({})).await;
+        ctx.state.service.stop_build(&ctx.principal, ctx.client, id).await?;
         let back = match form.get("next") {
             Some(n) if n.starts_with("/ui/") => n.to_string(),
             _ => format!("/ui/builds/{id}"),
@@ -552,14 +512,7 @@ pub(crate) async fn stop(ctx: &Ctx, id: Id, form: &Form) -> Response {
 /// Pins (`pin` true) or unpins a build: retention and cleanup keep a pinned build.
 pub(crate) async fn pin(ctx: &Ctx, id: Id, pin: bool) -> Response {
     let result: Result<Response, ApiError> = async {
-        let (_, object) = objects::build_object(&ctx.state, id).await?;
-        ctx.state.authorize(&ctx.principal, "stop", "build", Some(object)).await?;
-        let Some(b) = ctx.state.store.set_build_pinned(id, pin).await? else {
-            return Err(ApiError::not_found(&format!("build {id}")));
-        };
-        let actor = crate::web::audit::actor(&ctx.principal, ctx.client);
-        let action = if pin { "build.pin" } else { "build.unpin" };
-        ctx.state.audit(&actor, action, &objects::build_audit_object(&ctx.state, &b).await, json!({})).await;
+        ctx.state.service.pin_build(&ctx.principal, ctx.client, id, pin).await?;
         Ok(redirect(&format!("/ui/builds/{id}")))
     }
     .await;
@@ -568,17 +521,7 @@ pub(crate) async fn pin(ctx: &Ctx, id: Id, pin: bool) -> Response {
 
 pub(crate) async fn delete_build(ctx: &Ctx, id: Id) -> Response {
     let result: Result<Response, ApiError> = async {
-        let (b, object) = objects::build_object(&ctx.state, id).await?;
-        ctx.state.authorize(&ctx.principal, "delete", "build", Some(object)).await?;
-        if b.status.is_active() {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("Build {id} is {}: stop it first.", b.status)));
-        }
-        if b.pinned {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("Build {id} is pinned: unpin it first.")));
-        }
-        ctx.state.store.delete_build(id).await?;
-        let actor = crate::web::audit::actor(&ctx.principal, ctx.client);
-        ctx.state.audit(&actor, "delete", &objects::build_audit_object(&ctx.state, &b).await, json!({})).await;
+        ctx.state.service.delete_build(&ctx.principal, ctx.client, id).await?;
         Ok(redirect("/ui/builds"))
     }
     .await;
@@ -593,16 +536,13 @@ const RUNS_SHOWN: i64 = 10;
 pub(crate) async fn pipeline_run_action(ctx: &Ctx, id: Id, run: Id, action: &str, form: &Form) -> Response {
     let result: Result<Response, ApiError> = async {
         if action == "approve" {
-            let pipeline = objects::pipeline_for(&ctx.state, &ctx.principal, id, "approve").await?;
-            let approver = crate::web::audit::actor(&ctx.principal, ctx.client);
-            ctx.state.engine.approve_stage(&pipeline, run, &approver).await?;
+            ctx.state.service.approve_stage(&ctx.principal, ctx.client, id, run).await?;
         } else {
-            let pipeline = objects::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
             let stage = form
                 .get("stage")
                 .and_then(|s| s.parse::<Id>().ok())
                 .ok_or_else(|| ApiError::field("stage", "Choose the stage to re-run from."))?;
-            objects::rerun_authorized(&ctx.state, &ctx.principal, &pipeline, run, stage).await?;
+            ctx.state.service.rerun_stage(&ctx.principal, id, run, StageRef::Id(stage)).await?;
         }
         Ok(redirect(&format!("/ui/pipelines/{id}/map")))
     }
@@ -612,7 +552,7 @@ pub(crate) async fn pipeline_run_action(ctx: &Ctx, id: Id, run: Id, action: &str
 
 pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response {
     let result: Result<Value, ApiError> = async {
-        let pipeline = objects::get_value(&ctx.state, ObjectKind::Pipeline, id).await?;
+        let pipeline = ctx.state.service.get_value(ObjectKind::Pipeline, id).await?;
         ctx.require("view", "pipeline", Some(&pipeline)).await?;
         let stage_names = names(ctx, ObjectKind::Stage).await;
         let mut rows = Vec::new();
@@ -620,10 +560,10 @@ pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response 
             pipeline["stage_ids"].as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
         for &stage in &stage_ids {
             let mut cells = Vec::new();
-            for p in ctx.state.store.projects_in_stage(id, stage).await? {
+            for p in ctx.state.service.projects_in_stage(id, stage).await? {
                 let status = |b: Option<i64>| async move {
                     match b {
-                        Some(b) => ctx.state.store.build_status(b).await.ok().flatten().map(|s| json!({ "id": b, "status": s.as_str() })),
+                        Some(b) => ctx.state.service.build_status(b).await.ok().flatten().map(|s| json!({ "id": b, "status": s.as_str() })),
                         None => None,
                     }
                 };
@@ -640,8 +580,7 @@ pub(crate) async fn pipeline_map(ctx: &Ctx, id: Id, fragment: bool) -> Response 
                 "projects": cells,
             }));
         }
-        let typed = objects::pipeline_for(&ctx.state, &ctx.principal, id, "view").await?;
-        let runs = ctx.state.engine.pipeline_runs(&typed, RUNS_SHOWN).await?;
+        let runs = ctx.state.service.pipeline_runs(&ctx.principal, id, RUNS_SHOWN).await?;
         let can_approve = ctx.require("approve", "pipeline", Some(&pipeline)).await.is_ok();
         let users = names(ctx, ObjectKind::User).await;
         let runs: Vec<Value> = runs

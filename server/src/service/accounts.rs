@@ -8,19 +8,22 @@
 //! into it (the local account wins). A plugin's error (its directory is down
 //! or misconfigured) is logged with the source's name and the chain goes on;
 //! if no source accepted, the answer says which source was unavailable.
-//! Throttling and the audit records stay with the callers (the API and UI
-//! login handlers), which treat every source alike.
+//! Throttling stays with the callers (the API and UI login handlers), which
+//! treat every source alike.
+//!
+//! Also here: sessions and API tokens, the two ways a request proves who
+//! it is for.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use abi_stable::std_types::RStr;
 use vespene_plugin_api::{LoginRequest, LoginVerdict};
 
-use super::error::ApiError;
-use super::AppState;
+use serde_json::json;
+
+use super::{audit, Error, Principal, Service};
 use crate::settings::LOCAL_SOURCE;
-use crate::store::{ExternalLogin, User};
+use crate::store::{ApiToken, AuditActor, AuditObject, ExternalLogin, Id, User};
 
 /// What a login came to.
 #[derive(Debug)]
@@ -82,15 +85,15 @@ fn quoted(sources: &[String]) -> String {
     sources.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
 }
 
-impl AppState {
+impl Service {
     /// Checks a login against every source in order (see the module doc).
     pub async fn check_login(
-        self: &Arc<Self>,
+        &self,
         username: &str,
         password: &str,
         client: Option<IpAddr>,
-    ) -> Result<LoginOutcome, ApiError> {
-        let owner = self.store.account_source(username).await?;
+    ) -> Result<LoginOutcome, Error> {
+        let owner = self.store().account_source(username).await?;
         let mut unavailable = Vec::new();
         let sources = self.settings.authentication.sources(&self.settings.plugins);
         let local_works = sources.iter().any(|s| s == LOCAL_SOURCE);
@@ -100,7 +103,7 @@ impl AppState {
                 continue;
             }
             if source == LOCAL_SOURCE {
-                if let Some(user) = self.store.verify_password(username, password).await? {
+                if let Some(user) = self.store().verify_password(username, password).await? {
                     return Ok(LoginOutcome::Accepted { user, source });
                 }
                 continue;
@@ -126,7 +129,7 @@ impl AppState {
 
     /// Asks one authentication plugin, and records an accepted login.
     async fn ask_plugin(
-        self: &Arc<Self>,
+        &self,
         source: &str,
         username: &str,
         password: &str,
@@ -144,7 +147,7 @@ impl AppState {
             return Ok(PluginAnswer::Refused { stop: false });
         }
         let plugin = self
-            .registry
+            .registry()
             .authentication(source)
             .ok_or_else(|| format!("no authentication plugin '{source}' is loaded"))?;
         let request = LoginRequest {
@@ -172,7 +175,7 @@ impl AppState {
             }
             LoginVerdict::Accepted(identity) => identity,
         };
-        match self.store.external_login(source, username, &identity).await.map_err(|e| e.to_string())? {
+        match self.store().external_login(source, username, &identity).await.map_err(|e| e.to_string())? {
             ExternalLogin::Ready { user, created, skipped_groups } => {
                 if created {
                     tracing::info!(source = %source, "created account '{username}' on its first login through '{source}'");
@@ -210,4 +213,100 @@ enum PluginAnswer {
         /// Whether the chain ends here.
         stop: bool,
     },
+}
+
+/// How long a login lasts, in seconds.
+pub const SESSION_TTL_SECS: i64 = 14 * 24 * 3600;
+
+/// Longest lifetime an API token may be given, in days.
+const MAX_TOKEN_DAYS: i64 = 36_500;
+
+impl Service {
+    /// The user a bearer API token stands for; unknown, expired and revoked
+    /// tokens are refused.
+    pub async fn token_principal(&self, token: &str) -> Result<Principal, Error> {
+        match self.store().authenticate_token(token).await? {
+            Some(user) => Ok(Principal::Token { user, token: token.to_string() }),
+            None => Err(Error::new(super::Failure::Unauthenticated, "the API token is unknown or revoked")),
+        }
+    }
+
+    /// The session `sid` names, if it is live.
+    pub async fn session_principal(&self, sid: &str) -> Result<Option<Principal>, Error> {
+        Ok(self.store().session_user(sid).await?.map(|user| Principal::Session { user, sid: sid.to_string() }))
+    }
+
+    /// Starts a session for a login `source` accepted, recorded in the audit
+    /// log with the way it came (`via`: "api" or "ui"); answers the session id.
+    pub async fn start_session(
+        &self,
+        user: &User,
+        source: &str,
+        via: &str,
+        client: Option<IpAddr>,
+    ) -> Result<String, Error> {
+        let sid = self.store().create_session(user.id, chrono::Duration::seconds(SESSION_TTL_SECS)).await?;
+        let object = AuditObject::new("user", Some(user.id), user.username.clone());
+        self.audit(&AuditActor::user(user, client), "login", &object, json!({ "via": via, "source": source })).await;
+        Ok(sid)
+    }
+
+    /// Ends the principal's session, if it is one.
+    pub async fn end_session(&self, principal: &Principal) -> Result<(), Error> {
+        if let Principal::Session { sid, .. } = principal {
+            self.store().delete_session(sid).await?;
+        }
+        Ok(())
+    }
+
+    /// The caller's own API tokens.
+    pub async fn list_tokens(&self, principal: &Principal) -> Result<Vec<ApiToken>, Error> {
+        let user = principal.require()?;
+        Ok(self.store().list_api_tokens(user.id).await?)
+    }
+
+    /// A new API token for the caller, valid `days` (the settings' default
+    /// when `None`); answers its record and the token, shown this once.
+    pub async fn create_token(
+        &self,
+        principal: &Principal,
+        client: Option<IpAddr>,
+        name: &str,
+        days: Option<i64>,
+    ) -> Result<(ApiToken, String), Error> {
+        let user = principal.require()?;
+        let days = match days {
+            None => self.settings.server.token_expiry_days as i64,
+            Some(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => d,
+            Some(d) => {
+                return Err(Error::field(
+                    "expires_in_days",
+                    format!("'expires_in_days' must be a whole number of days from 1 to {MAX_TOKEN_DAYS}, got {d}"),
+                ))
+            }
+        };
+        let ttl = (days > 0).then(|| chrono::Duration::days(days));
+        let (token, secret) = self.store().create_api_token(user.id, name, ttl).await?;
+        let object = AuditObject::new("token", Some(token.id), name);
+        let details = json!({ "expires_in_days": (days > 0).then_some(days) });
+        self.audit(&audit::actor(principal, client), "token.create", &object, details).await;
+        Ok((token, secret))
+    }
+
+    /// Revokes one of the caller's own API tokens.
+    pub async fn revoke_token(&self, principal: &Principal, client: Option<IpAddr>, id: Id) -> Result<(), Error> {
+        let user = principal.require()?;
+        let Some(token) = self.store().list_api_tokens(user.id).await?.into_iter().find(|t| t.id == id) else {
+            return Err(Error::not_found(&format!("token {id}")));
+        };
+        self.store().delete_api_token(id).await?;
+        let object = AuditObject::new("token", Some(id), token.name);
+        self.audit(&audit::actor(principal, client), "token.revoke", &object, json!({})).await;
+        Ok(())
+    }
+}
+
+/// A random token: session ids, API tokens, one-time form tokens.
+pub fn random_token() -> String {
+    crate::store::random_token()
 }

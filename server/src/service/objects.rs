@@ -1,0 +1,606 @@
+//! The configuration objects (projects, pipelines, pools, users, ...):
+//! reading one as JSON, listing what a principal may see, the `use` checks
+//! on references, and creating, changing and deleting with their
+//! authorization, checks and audit records. The API and the UI both call
+//! these; the one table of defaults and of read-only fields is here.
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+
+use super::access::authz_object_with;
+use super::{audit, Error, Failure, Principal, Service};
+use crate::store::{
+    AuditObject, Id, NewUser, ObjectKind, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User,
+    VariableSet, WorkerPool,
+};
+
+/// What kind of JSON value `v` is, for error messages.
+pub fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub fn reject_unknown(body: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), Error> {
+    if let Some(key) = body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(Error::field(key, format!("unknown field '{key}' for {what} (allowed: {})", allowed.join(", "))));
+    }
+    Ok(())
+}
+
+/// Deserializes `value` into `T`, naming the field at fault.
+pub fn typed<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        Error::field(&field, format!("field '{field}' of {what}: {}", e.inner()))
+    })
+}
+
+// ------------------------------------------------------------ objects
+
+/// Fields clients may not set: ids, authorship and pointers the server keeps.
+pub fn read_only(kind: ObjectKind) -> &'static [&'static str] {
+    use ObjectKind::*;
+    match kind {
+        Project | Organization => &["id", "created_by", "last_build_id", "active_build_id", "last_successful_build_id"],
+        Pipeline => &["id", "created_by", "last_completed_date", "last_completed_by"],
+        WorkerPool => &["id", "created_by", "last_autoscaled", "autoscaling_status", "autoscaling_message"],
+        User => &["id", "created_at", "last_login", "auth_source"],
+        Group => &["id", "created_at"],
+        Stage | VariableSet | Snippet | SshKey | ServiceLogin => &["id", "created_by"],
+    }
+}
+
+/// The fields of `kind` that name other objects, and the kind each names:
+/// saving one asks the authorization chain whether the caller may `use` it.
+pub fn references(kind: ObjectKind) -> &'static [(&'static str, ObjectKind)] {
+    use ObjectKind::*;
+    match kind {
+        Project => &[
+            ("worker_pool_id", WorkerPool),
+            ("scm_login_id", ServiceLogin),
+            ("ssh_key_ids", SshKey),
+            ("variable_set_ids", VariableSet),
+            ("pipeline_id", Pipeline),
+            ("stage_id", Stage),
+        ],
+        Pipeline => &[("stage_ids", Stage), ("variable_set_ids", VariableSet)],
+        Stage | WorkerPool => &[("variable_set_ids", VariableSet)],
+        Organization => &[
+            ("worker_pool_id", WorkerPool),
+            ("default_worker_pool_id", WorkerPool),
+            ("scm_login_id", ServiceLogin),
+            ("auto_attach_ssh_key_ids", SshKey),
+        ],
+        VariableSet | Snippet | SshKey | ServiceLogin | User | Group => &[],
+    }
+}
+
+/// The ids a reference field holds: one id, a list, or none.
+pub fn referenced_ids(value: &Value) -> Vec<Id> {
+    match value {
+        Value::Array(items) => items.iter().filter_map(Value::as_i64).collect(),
+        other => other.as_i64().into_iter().collect(),
+    }
+}
+
+/// One store operation on the object kind named `$kind`, through the
+/// store's generic record functions.
+macro_rules! dispatch_kind {
+    ($kind:expr, $store:expr, $op:ident $(, $arg:expr)*) => {
+        match $kind {
+            ObjectKind::Project => dispatch_kind!(@one Project, $store, $op $(, $arg)*),
+            ObjectKind::Pipeline => dispatch_kind!(@one Pipeline, $store, $op $(, $arg)*),
+            ObjectKind::Stage => dispatch_kind!(@one Stage, $store, $op $(, $arg)*),
+            ObjectKind::WorkerPool => dispatch_kind!(@one WorkerPool, $store, $op $(, $arg)*),
+            ObjectKind::VariableSet => dispatch_kind!(@one VariableSet, $store, $op $(, $arg)*),
+            ObjectKind::Snippet => dispatch_kind!(@one Snippet, $store, $op $(, $arg)*),
+            ObjectKind::SshKey => dispatch_kind!(@one SshKey, $store, $op $(, $arg)*),
+            ObjectKind::ServiceLogin => dispatch_kind!(@one ServiceLogin, $store, $op $(, $arg)*),
+            ObjectKind::Organization => dispatch_kind!(@one Organization, $store, $op $(, $arg)*),
+            // Users and groups have store functions of their own; callers
+            // handle them before dispatching.
+            ObjectKind::User | ObjectKind::Group => unreachable!("users and groups are not dispatched"),
+        }
+    };
+    (@one $ty:ty, $store:expr, list) => {
+        $store.list_records::<$ty>().await.map_err(Error::from).map(as_values)
+    };
+    (@one $ty:ty, $store:expr, get, $id:expr) => {
+        $store
+            .get_record::<$ty>($id)
+            .await
+            .map_err(Error::from)
+            .map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default()))
+    };
+    (@one $ty:ty, $store:expr, create, $value:expr, $what:expr) => {{
+        let obj: $ty = typed($value, $what)?;
+        $store.create_record(&obj).await.map_err(Error::from)
+    }};
+    (@one $ty:ty, $store:expr, update, $value:expr, $what:expr) => {{
+        let obj: $ty = typed($value, $what)?;
+        $store.update_record(&obj).await.map_err(Error::from)
+    }};
+    (@one $ty:ty, $store:expr, delete, $id:expr) => {
+        $store.delete_record::<$ty>($id).await.map_err(Error::from)
+    };
+    (@one $ty:ty, $store:expr, defaults) => {
+        Ok(serde_json::to_value(<$ty>::default()).unwrap_or_default())
+    };
+}
+
+/// A new object of `kind` before the client's fields: the one table of
+/// defaults, for the API's creates and the UI's empty forms alike.
+pub fn defaults(kind: ObjectKind) -> Result<Value, Error> {
+    match kind {
+        ObjectKind::User => Ok(json!({
+            "username": "", "email": "", "first_name": "", "last_name": "",
+            "is_superuser": false, "is_active": true, "group_ids": [],
+        })),
+        ObjectKind::Group => Ok(json!({ "name": "" })),
+        _ => dispatch_kind!(kind, (), defaults),
+    }
+}
+
+/// What others see of a user: the username and the id, nothing else.
+pub fn user_summary(user: &Value) -> Value {
+    json!({ "id": user["id"], "username": user["username"] })
+}
+
+/// Overlays client input on an object, refusing unknown and read-only fields.
+/// Stored objects as JSON.
+fn as_values<T: serde::Serialize>(objects: Vec<T>) -> Vec<Value> {
+    objects.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect()
+}
+
+/// Fields whose value is a JSON document kept as text (variables, a
+/// project's launch questions and per-project triggers). A client may send
+/// the document itself, an object or a list; the document as a JSON string
+/// is still accepted.
+pub const JSON_TEXT_FIELDS: &[&str] = &["variables", "launch_questions", "triggers"];
+
+pub fn merge_input(value: &mut Value, body: Map<String, Value>, kind: ObjectKind, what: &str) -> Result<(), Error> {
+    let readonly = read_only(kind);
+    let object = value.as_object_mut().expect("objects serialize as JSON objects");
+    let allowed: Vec<String> = object.keys().filter(|k| !readonly.contains(&k.as_str())).cloned().collect();
+    for (key, v) in body {
+        if readonly.contains(&key.as_str()) {
+            return Err(Error::field(&key, format!("field '{key}' of {what} is read-only")));
+        }
+        if !object.contains_key(&key) {
+            return Err(Error::field(
+                &key,
+                format!("unknown field '{key}' for {what} (allowed: {})", allowed.join(", ")),
+            ));
+        }
+        let v = match v {
+            Value::Object(_) | Value::Array(_)
+                if JSON_TEXT_FIELDS.contains(&key.as_str()) && object[&key].is_string() =>
+            {
+                Value::String(v.to_string())
+            }
+            v => v,
+        };
+        object.insert(key, v);
+    }
+    Ok(())
+}
+
+/// `?field=value` filters on top-level fields, compared as text.
+pub fn filter_by_query(
+    all: Vec<Value>,
+    query: &HashMap<String, String>,
+    kind: ObjectKind,
+) -> Result<Vec<Value>, Error> {
+    let filters: Vec<(&String, &String)> =
+        query.iter().filter(|(k, _)| !["limit", "offset"].contains(&k.as_str())).collect();
+    // A field no listed row has is unknown (rows shown in part lack some).
+    if let Some((key, _)) =
+        filters.iter().find(|(k, _)| !all.is_empty() && all.iter().all(|f| f.get(k.as_str()).is_none()))
+    {
+        return Err(Error::field(key, format!("unknown filter '{key}' for {}", kind.label())));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|v| {
+            filters.iter().all(|(k, want)| match v.get(k.as_str()) {
+                None => false,
+                Some(Value::String(s)) => s == *want,
+                Some(Value::Null) => want.is_empty() || *want == "null",
+                Some(other) => format!("{other}") == **want,
+            })
+        })
+        .collect())
+}
+
+pub const USER_FIELDS: &[&str] = &[
+    "username",
+    "password",
+    "current_password",
+    "email",
+    "first_name",
+    "last_name",
+    "is_superuser",
+    "is_active",
+    "group_ids",
+];
+
+/// The display name of an object (the username of a user).
+pub fn object_name(kind: ObjectKind, v: &Value) -> String {
+    v[kind.name_field()].as_str().unwrap_or_default().to_string()
+}
+
+impl Service {
+    /// Asks whether the principal may `use` every object that `after` names and
+    /// `before` (the stored object, on update) did not: a reference already
+    /// there is not asked again, so existing objects keep working. A refusal is
+    /// a 403 naming the field and the object.
+    pub async fn check_uses(
+        &self,
+        principal: &Principal,
+        kind: ObjectKind,
+        before: Option<&Value>,
+        after: &Value,
+    ) -> Result<(), Error> {
+        for &(field, target) in references(kind) {
+            let old = before.map(|b| referenced_ids(&b[field])).unwrap_or_default();
+            for id in referenced_ids(&after[field]) {
+                if old.contains(&id) {
+                    continue;
+                }
+                // A missing object is the store's to refuse, naming the field.
+                let value = match self.get_value(target, id).await {
+                    Ok(v) => v,
+                    Err(e) if e.failure == Failure::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let mut object = self.authz_object(target.as_str(), value.clone()).await?;
+                object["name"] = value["name"].clone();
+                object["field"] = json!(field);
+                if let Err(e) = self.authorize(principal, "use", target.as_str(), Some(object)).await {
+                    if !e.is_forbidden() {
+                        return Err(e);
+                    }
+                    let what = target.label();
+                    let name = value["name"].as_str().unwrap_or_default();
+                    return Err(Error {
+                        failure: Failure::Forbidden,
+                        message: format!(
+                            "field '{field}': you may not use the {what} '{name}' (id {id}), which is neither yours nor \
+                             shared: {}",
+                            e.message
+                        ),
+                        field: Some(field.to_string()),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One object, as the principal may see it: all of it with `view`; of
+    /// another user, a logged-in user sees the username and id alone.
+    pub async fn view_object(&self, principal: &Principal, kind: ObjectKind, id: Id) -> Result<Value, Error> {
+        let value = self.get_value(kind, id).await?;
+        let object = self.authz_object(kind.as_str(), value.clone()).await?;
+        match self.authorize(principal, "view", kind.as_str(), Some(object)).await {
+            Ok(()) => Ok(value),
+            Err(e) if kind == ObjectKind::User && principal.user().is_some() && e.is_forbidden() => {
+                Ok(user_summary(&value))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Names by id, for showing references: every group and user (a name
+    /// says no more than the id the referring object holds), and of other
+    /// kinds the objects the principal may see.
+    pub async fn names(&self, principal: &Principal, kind: ObjectKind) -> Result<HashMap<Id, String>, Error> {
+        let values = match kind {
+            ObjectKind::Group | ObjectKind::User => self.list_values(kind).await?,
+            _ => self.list_visible(principal, kind).await?,
+        };
+        Ok(values.iter().filter_map(|v| Some((v["id"].as_i64()?, object_name(kind, v)))).collect())
+    }
+
+    /// The ids among `ids` (objects of `kind`) the principal may `use`: what
+    /// a form's pickers offer (saving checks each reference again).
+    pub async fn usable(&self, principal: &Principal, kind: ObjectKind, ids: Vec<Id>) -> Result<Vec<Id>, Error> {
+        let user = principal.require()?;
+        let user = self.user_info(user).await?;
+        let groups = self.store().list_groups().await?;
+        let mut candidates = Vec::new();
+        for id in ids {
+            if let Ok(value) = self.get_value(kind, id).await {
+                candidates.push(super::access::authz_object_with(&groups, kind.as_str(), &value));
+            }
+        }
+        self.filter_by(Some(user), "use", kind.as_str(), candidates).await
+    }
+
+    pub async fn list_values(&self, kind: ObjectKind) -> Result<Vec<Value>, Error> {
+        match kind {
+            ObjectKind::User => Ok(as_values(self.store().list_users().await?)),
+            ObjectKind::Group => Ok(as_values(self.store().list_groups().await?)),
+            _ => dispatch_kind!(kind, self.store(), list),
+        }
+    }
+
+    pub async fn get_value(&self, kind: ObjectKind, id: Id) -> Result<Value, Error> {
+        let found = match kind {
+            ObjectKind::User => self.store().get_user(id).await?.map(|u| serde_json::to_value(u).unwrap_or_default()),
+            ObjectKind::Group => self
+                .store()
+                .list_groups()
+                .await?
+                .into_iter()
+                .find(|g| g.id == id)
+                .map(|g| serde_json::to_value(g).unwrap_or_default()),
+            _ => dispatch_kind!(kind, self.store(), get, id)?,
+        };
+        found.ok_or_else(|| Error::not_found(&format!("{} {id}", kind.label())))
+    }
+
+    /// The objects among `values` the principal may see (the authorization chain's `filter_list`).
+    /// Users are the exception: a logged-in user sees every other user, but by
+    /// username only (with the id that other objects point at).
+    pub async fn only_visible(
+        &self,
+        principal: &Principal,
+        kind: ObjectKind,
+        values: Vec<Value>,
+    ) -> Result<Vec<Value>, Error> {
+        let groups = self.store().list_groups().await?;
+        let objects = values.iter().map(|v| authz_object_with(&groups, kind.as_str(), v)).collect();
+        let visible = self.visible(principal, kind.as_str(), objects).await?;
+        let shown = |v: &Value| v["id"].as_i64().is_some_and(|i| visible.contains(&i));
+        if kind == ObjectKind::User && principal.user().is_some() {
+            return Ok(values.into_iter().map(|v| if shown(&v) { v } else { user_summary(&v) }).collect());
+        }
+        Ok(values.into_iter().filter(shown).collect())
+    }
+
+    /// Every object of `kind` the principal may see, as JSON (after `list` is authorized).
+    pub async fn list_visible(&self, principal: &Principal, kind: ObjectKind) -> Result<Vec<Value>, Error> {
+        self.authorize(principal, "list", kind.as_str(), None).await?;
+        let all = self.list_values(kind).await?;
+        self.only_visible(principal, kind, all).await
+    }
+
+    /// Creates an object from JSON input, as `POST /api/v1/<kind>s` does; the
+    /// caller has authorized `create` already.
+    pub async fn create_object(
+        &self,
+        principal: &Principal,
+        client: Option<std::net::IpAddr>,
+        kind: ObjectKind,
+        body: Map<String, Value>,
+    ) -> Result<Value, Error> {
+        let user = principal.require()?.clone();
+        self.authorize(principal, "create", kind.as_str(), None).await?;
+        let what = kind.label();
+        let asked: Vec<String> = body.keys().cloned().collect();
+        let id = match kind {
+            ObjectKind::User => self.create_user(body).await?,
+            ObjectKind::Group => {
+                reject_unknown(&body, &["name"], "group")?;
+                let name = body
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::field("name", "'name' (a string) is required"))?;
+                self.store().create_group(name).await?
+            }
+            _ => {
+                let mut value = defaults(kind)?;
+                merge_input(&mut value, body, kind, &what)?;
+                value["created_by"] = json!(user.id);
+                self.check_uses(principal, kind, None, &value).await?;
+                self.check_autoscaler(kind, &value)?;
+                dispatch_kind!(kind, self.store(), create, value, &what)?
+            }
+        };
+        // Shared by the API and the UI: every object created is recorded here.
+        let after = self.get_value(kind, id).await?;
+        let object = AuditObject::new(kind.as_str(), Some(id), object_name(kind, &after));
+        let details = audit::change_details(None, &after, &asked);
+        self.audit(&audit::actor(principal, client), "create", &object, details).await;
+        Ok(after)
+    }
+
+    /// Changes fields of an object, as `PATCH /api/v1/<kind>s/{id}` does, `edit` authorization included.
+    pub async fn update_object(
+        &self,
+        principal: &Principal,
+        client: Option<std::net::IpAddr>,
+        kind: ObjectKind,
+        id: Id,
+        body: Map<String, Value>,
+    ) -> Result<Value, Error> {
+        let what = kind.label();
+        let current = self.get_value(kind, id).await?;
+        let mut object = self.authz_object(kind.as_str(), current.clone()).await?;
+        let asked: Vec<String> = body.keys().cloned().collect();
+        let mut changes = asked.clone();
+        if body.contains_key("group_ids") {
+            // Authorization plugins speak of group membership as `groups`.
+            changes.push("groups".into());
+        }
+        object["changes"] = json!(changes);
+        self.authorize(principal, "edit", kind.as_str(), Some(object)).await?;
+        match kind {
+            ObjectKind::User => self.update_user(principal, current.clone(), body).await?,
+            ObjectKind::Group => {
+                reject_unknown(&body, &["name"], "group")?;
+                let name = body
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::field("name", "'name' (a string) is required"))?;
+                self.store().rename_group(id, name).await?;
+            }
+            _ => {
+                let mut value = current.clone();
+                merge_input(&mut value, body, kind, &what)?;
+                self.check_uses(principal, kind, Some(&current), &value).await?;
+                self.check_autoscaler(kind, &value)?;
+                dispatch_kind!(kind, self.store(), update, value, &what)?;
+            }
+        }
+        // Shared by the API and the UI: every object changed is recorded here.
+        let after = self.get_value(kind, id).await?;
+        let object = AuditObject::new(kind.as_str(), Some(id), object_name(kind, &after));
+        let details = audit::change_details(Some(&current), &after, &asked);
+        self.audit(&audit::actor(principal, client), "update", &object, details).await;
+        Ok(after)
+    }
+
+    /// Deletes an object, as `DELETE /api/v1/<kind>s/{id}` does, `delete` authorization included.
+    pub async fn delete_object(
+        &self,
+        principal: &Principal,
+        client: Option<std::net::IpAddr>,
+        kind: ObjectKind,
+        id: Id,
+    ) -> Result<(), Error> {
+        let current = self.get_value(kind, id).await?;
+        let object = self.authz_object(kind.as_str(), current.clone()).await?;
+        self.authorize(principal, "delete", kind.as_str(), Some(object)).await?;
+        let deleted = match kind {
+            ObjectKind::User => self.store().delete_user(id).await?,
+            ObjectKind::Group => self.store().delete_group(id).await?,
+            _ => dispatch_kind!(kind, self.store(), delete, id)?,
+        };
+        if !deleted {
+            return Err(Error::not_found(&format!("{} {id}", kind.label())));
+        }
+        let object = AuditObject::new(kind.as_str(), Some(id), object_name(kind, &current));
+        self.audit(&audit::actor(principal, client), "delete", &object, json!({})).await;
+        Ok(())
+    }
+
+    /// A pool's `autoscaler` must name an entry of the `[plugins.autoscalers]`
+    /// settings section: the API picks an autoscaler, it never defines one (its
+    /// parameters, commands included, come only from the settings files).
+    pub fn check_autoscaler(&self, kind: ObjectKind, value: &Value) -> Result<(), Error> {
+        let name = value.get("autoscaler").and_then(Value::as_str).unwrap_or("");
+        if kind != ObjectKind::WorkerPool || name.is_empty() {
+            return Ok(());
+        }
+        let section = crate::settings::PluginSection::Autoscalers;
+        if self.registry().get(section, name).is_none() {
+            let known = self.registry().names(section);
+            let known = if known.is_empty() { "none is configured".to_string() } else { known.join(", ") };
+            return Err(Error::field(
+                "autoscaler",
+                format!(
+                    "'autoscaler': '{name}' is not an autoscaler in the settings' [plugins.autoscalers] section ({known})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn create_user(&self, body: Map<String, Value>) -> Result<Id, Error> {
+        reject_unknown(&body, USER_FIELDS, "user")?;
+        #[derive(serde::Deserialize)]
+        struct Input {
+            username: String,
+            password: String,
+            #[serde(default)]
+            email: String,
+            #[serde(default)]
+            first_name: String,
+            #[serde(default)]
+            last_name: String,
+            #[serde(default)]
+            is_superuser: bool,
+            #[serde(default)]
+            group_ids: Vec<Id>,
+        }
+        let input: Input = typed(Value::Object(body), "user")?;
+        let user = NewUser {
+            username: input.username,
+            password: input.password,
+            email: input.email,
+            first_name: input.first_name,
+            last_name: input.last_name,
+            is_superuser: input.is_superuser,
+        };
+        Ok(self.store().create_user_in_groups(&user, &input.group_ids).await?)
+    }
+
+    pub async fn update_user(
+        &self,
+        principal: &Principal,
+        current: Value,
+        mut body: Map<String, Value>,
+    ) -> Result<(), Error> {
+        reject_unknown(&body, USER_FIELDS, "user")?;
+        let mut string_field = |name: &str| match body.remove(name) {
+            Some(Value::String(p)) => Ok(Some(p)),
+            Some(Value::Null) | None => Ok(None),
+            Some(other) => Err(Error::field(name, format!("'{name}' must be a string, got {}", kind_of(&other)))),
+        };
+        let password = string_field("password")?;
+        let current_password = string_field("current_password")?;
+        let mut value = current;
+        for (k, v) in body {
+            value[k] = v;
+        }
+        let user: User = typed(value, "user")?;
+        if let Some(p) = &password {
+            // An account another source created has its password checked there.
+            if user.auth_source != crate::settings::LOCAL_SOURCE {
+                return Err(Error::field(
+                    "password",
+                    format!(
+                        "this account's password is checked by the authentication source '{}', not by Vespene",
+                        user.auth_source
+                    ),
+                ));
+            }
+            // Checked first so a weak password leaves the other fields unsaved too.
+            crate::store::check_password(p).map_err(crate::store::StoreError::from)?;
+            let caller = principal.require()?;
+            if caller.id == user.id {
+                // One's own password: prove the current one, so a stolen session
+                // or token cannot lock its owner out.
+                let Some(given) = current_password.as_deref() else {
+                    return Err(Error::field(
+                        "current_password",
+                        "changing your own password needs 'current_password' (your current password)",
+                    ));
+                };
+                if !self.store().password_matches(user.id, given).await? {
+                    return Err(Error {
+                        failure: Failure::Forbidden,
+                        message: "'current_password' is not your current password".into(),
+                        field: Some("current_password".into()),
+                    });
+                }
+            } else if !caller.is_superuser {
+                // Only a superuser resets someone else's password (without theirs).
+                return Err(Error::forbidden("only a superuser may set another user's password"));
+            }
+        }
+        self.store().update_user(&user).await?;
+        if let Some(p) = password {
+            // Every other way in ends: the user's other sessions and their API
+            // tokens (all but the one making the change, when it is theirs).
+            let (keep_session, keep_token) = match principal {
+                Principal::Session { user: u, sid } if u.id == user.id => (Some(sid.as_str()), None),
+                Principal::Token { user: u, token } if u.id == user.id => (None, Some(token.as_str())),
+                _ => (None, None),
+            };
+            self.store().set_password(user.id, &p).await?;
+            self.store().end_logins(user.id, keep_session, keep_token).await?;
+        }
+        Ok(())
+    }
+}
