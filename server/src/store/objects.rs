@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
-use super::row::{self, bind, get_bool, get_f64, get_i64, get_opt_i64, get_opt_str, get_opt_time, get_str, Val};
+use super::row::{self, bind, get_opt_str, Cols, FromRow, ToColumns, Val};
 use super::secret_vars;
 use super::validate::{self as v, ValidationError};
 use super::*;
@@ -43,10 +43,11 @@ const fn link(
     Link { table, owner_col, target_col, field, target_table }
 }
 
-type Cols = Vec<(&'static str, Val)>;
-
-/// How a stored type maps to its table.
-pub(crate) trait Record: Sized + Send + Unpin {
+/// How a stored type maps to its table. Its columns, read and written, are
+/// derived from its fields (`#[derive(FromRow, ToColumns)]` in [`models`],
+/// see `vespene-store-derive`); what is written here is the logic: checks,
+/// references, link tables.
+pub(crate) trait Record: FromRow + ToColumns + Send + Unpin {
     const TABLE: &'static str;
     const WHAT: &'static str;
     const LINKS: &'static [Link] = &[];
@@ -70,36 +71,10 @@ pub(crate) trait Record: Sized + Send + Unpin {
     }
     /// The columns to write. `secrets` encrypts secret fields; a secret that
     /// is `Stored` is left out so the stored value is kept.
-    fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols>;
-    fn from_row(row: &AnyRow) -> Result<Self>;
     fn links(&self) -> Vec<&[Id]> {
         vec![]
     }
     fn set_links(&mut self, _i: usize, _ids: Vec<Id>) {}
-}
-
-fn secret_col(name: &'static str, s: &Secret, secrets: &dyn SecretCipher, cols: &mut Cols) -> Result<()> {
-    match s {
-        Secret::Stored => {}
-        Secret::Empty => cols.push((name, Val::Text(None))),
-        Secret::Set(p) => cols.push((name, Val::Text(Some(secrets.encrypt(p)?)))),
-    }
-    Ok(())
-}
-
-fn secret_from(row: &AnyRow, col: &str) -> Result<Secret> {
-    Ok(match get_opt_str(row, col)? {
-        Some(s) if !s.is_empty() => Secret::Stored,
-        _ => Secret::Empty,
-    })
-}
-
-fn json_default(s: &str, empty: &str) -> String {
-    if s.trim().is_empty() {
-        empty.to_string()
-    } else {
-        s.to_string()
-    }
 }
 
 impl Store {
@@ -542,13 +517,13 @@ impl Store {
     /// One worker by id.
     pub async fn get_worker(&self, id: Id) -> Result<Option<Worker>> {
         let r = sqlx::query("SELECT * FROM workers WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        r.as_ref().map(worker_from_row).transpose()
+        r.as_ref().map(Worker::from_row).transpose()
     }
 
     /// Every worker, by uid.
     pub async fn list_workers(&self) -> Result<Vec<Worker>> {
         let rows = sqlx::query("SELECT * FROM workers ORDER BY worker_uid").fetch_all(&self.pool).await?;
-        rows.iter().map(worker_from_row).collect()
+        rows.iter().map(Worker::from_row).collect()
     }
 
     /// Projects whose repository URL is exactly `url` (webhooks, imports).
@@ -583,20 +558,6 @@ impl Store {
     }
 }
 
-fn worker_from_row(r: &AnyRow) -> Result<Worker> {
-    Ok(Worker {
-        id: get_i64(r, "id")?,
-        worker_uid: get_str(r, "worker_uid")?,
-        hostname: get_str(r, "hostname")?,
-        port: get_i64(r, "port")?,
-        build_root: get_str(r, "build_root")?,
-        first_checkin: get_opt_time(r, "first_checkin")?,
-        last_checkin: get_opt_time(r, "last_checkin")?,
-        fileserving_enabled: get_bool(r, "fileserving_enabled")?,
-        pools: super::autoscaling::decode_pools(&get_str(r, "pools")?),
-    })
-}
-
 // ---- the records ----
 
 const OWNER_GROUPS_VS: Link =
@@ -618,26 +579,6 @@ impl Record for VariableSet {
     }
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
-    }
-    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
-        Ok(vec![
-            ("shared", self.shared.into()),
-            ("name", self.name.clone().into()),
-            ("description", self.description.clone().into()),
-            ("variables", json_default(&self.variables, "{}").into()),
-            ("created_by", self.created_by.into()),
-        ])
-    }
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(Self {
-            shared: get_bool(r, "shared")?,
-            id: get_i64(r, "id")?,
-            name: get_str(r, "name")?,
-            description: get_str(r, "description")?,
-            variables: secret_vars::mask(&get_str(r, "variables")?),
-            created_by: get_opt_i64(r, "created_by")?,
-            owner_group_ids: vec![],
-        })
     }
     fn links(&self) -> Vec<&[Id]> {
         vec![&self.owner_group_ids]
@@ -667,26 +608,6 @@ impl Record for Snippet {
     }
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
-    }
-    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
-        Ok(vec![
-            ("shared", self.shared.into()),
-            ("name", self.name.clone().into()),
-            ("description", self.description.clone().into()),
-            ("text", self.text.clone().into()),
-            ("created_by", self.created_by.into()),
-        ])
-    }
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(Self {
-            shared: get_bool(r, "shared")?,
-            id: get_i64(r, "id")?,
-            name: get_str(r, "name")?,
-            description: get_str(r, "description")?,
-            text: get_str(r, "text")?,
-            created_by: get_opt_i64(r, "created_by")?,
-            owner_group_ids: vec![],
-        })
     }
     fn links(&self) -> Vec<&[Id]> {
         vec![&self.owner_group_ids]
@@ -722,29 +643,6 @@ impl Record for SshKey {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols> {
-        let mut c: Cols = vec![
-            ("shared", self.shared.into()),
-            ("name", self.name.clone().into()),
-            ("description", self.description.clone().into()),
-            ("created_by", self.created_by.into()),
-        ];
-        secret_col("private_key", &self.private_key, secrets, &mut c)?;
-        secret_col("unlock_password", &self.unlock_password, secrets, &mut c)?;
-        Ok(c)
-    }
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(Self {
-            shared: get_bool(r, "shared")?,
-            id: get_i64(r, "id")?,
-            name: get_str(r, "name")?,
-            description: get_str(r, "description")?,
-            private_key: secret_from(r, "private_key")?,
-            unlock_password: secret_from(r, "unlock_password")?,
-            created_by: get_opt_i64(r, "created_by")?,
-            owner_group_ids: vec![],
-        })
-    }
     fn links(&self) -> Vec<&[Id]> {
         vec![&self.owner_group_ids]
     }
@@ -773,29 +671,6 @@ impl Record for ServiceLogin {
     }
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
-    }
-    fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols> {
-        let mut c: Cols = vec![
-            ("shared", self.shared.into()),
-            ("name", self.name.clone().into()),
-            ("description", self.description.clone().into()),
-            ("username", self.username.clone().into()),
-            ("created_by", self.created_by.into()),
-        ];
-        secret_col("password", &self.password, secrets, &mut c)?;
-        Ok(c)
-    }
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(Self {
-            shared: get_bool(r, "shared")?,
-            id: get_i64(r, "id")?,
-            name: get_str(r, "name")?,
-            description: get_str(r, "description")?,
-            username: get_str(r, "username")?,
-            password: secret_from(r, "password")?,
-            created_by: get_opt_i64(r, "created_by")?,
-            owner_group_ids: vec![],
-        })
     }
     fn links(&self) -> Vec<&[Id]> {
         vec![&self.owner_group_ids]
@@ -850,68 +725,6 @@ impl Record for WorkerPool {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
-        Ok(vec![
-            ("shared", self.shared.into()),
-            ("name", self.name.clone().into()),
-            ("description", self.description.clone().into()),
-            ("variables", json_default(&self.variables, "{}").into()),
-            ("isolation_method", self.isolation_method.clone().into()),
-            ("sudo_user", self.sudo_user.clone().filter(|s| !s.is_empty()).into()),
-            ("network", self.network.into()),
-            ("permissions_hex", self.permissions_hex.clone().into()),
-            ("sleep_seconds", self.sleep_seconds.into()),
-            ("auto_abort_minutes", self.auto_abort_minutes.into()),
-            ("build_latest", self.build_latest.into()),
-            ("build_object_shelf_life", self.build_object_shelf_life.into()),
-            ("build_root_shelf_life", self.build_root_shelf_life.into()),
-            ("autoscaling_enabled", self.autoscaling_enabled.into()),
-            ("autoscaler", self.autoscaler.clone().into()),
-            ("running_weight", self.running_weight.into()),
-            ("queued_weight", self.queued_weight.into()),
-            ("excess", self.excess.into()),
-            ("multiplier", self.multiplier.into()),
-            ("minimum", self.minimum.into()),
-            ("maximum", self.maximum.into()),
-            ("last_autoscaled", self.last_autoscaled.into()),
-            ("autoscaling_status", self.autoscaling_status.into()),
-            ("autoscaling_message", self.autoscaling_message.clone().into()),
-            ("reevaluate_seconds", self.reevaluate_seconds.into()),
-            ("created_by", self.created_by.into()),
-        ])
-    }
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(Self {
-            shared: get_bool(r, "shared")?,
-            id: get_i64(r, "id")?,
-            name: get_str(r, "name")?,
-            description: get_str(r, "description")?,
-            variables: secret_vars::mask(&get_str(r, "variables")?),
-            variable_set_ids: vec![],
-            isolation_method: get_str(r, "isolation_method")?,
-            sudo_user: get_opt_str(r, "sudo_user")?,
-            network: get_bool(r, "network")?,
-            permissions_hex: get_str(r, "permissions_hex")?,
-            sleep_seconds: get_i64(r, "sleep_seconds")?,
-            auto_abort_minutes: get_i64(r, "auto_abort_minutes")?,
-            build_latest: get_bool(r, "build_latest")?,
-            build_object_shelf_life: get_i64(r, "build_object_shelf_life")?,
-            build_root_shelf_life: get_i64(r, "build_root_shelf_life")?,
-            autoscaling_enabled: get_bool(r, "autoscaling_enabled")?,
-            autoscaler: get_str(r, "autoscaler")?,
-            running_weight: get_f64(r, "running_weight")?,
-            queued_weight: get_f64(r, "queued_weight")?,
-            excess: get_i64(r, "excess")?,
-            multiplier: get_f64(r, "multiplier")?,
-            minimum: get_i64(r, "minimum")?,
-            maximum: get_i64(r, "maximum")?,
-            last_autoscaled: get_opt_time(r, "last_autoscaled")?,
-            autoscaling_status: get_opt_i64(r, "autoscaling_status")?,
-            autoscaling_message: get_str(r, "autoscaling_message")?,
-            reevaluate_seconds: get_i64(r, "reevaluate_seconds")?,
-            created_by: get_opt_i64(r, "created_by")?,
-        })
-    }
     fn links(&self) -> Vec<&[Id]> {
         vec![&self.variable_set_ids]
     }
@@ -934,26 +747,6 @@ impl Record for Stage {
     fn validate(&self) -> Result<(), ValidationError> {
         v::name("name", &self.name)?;
         v::json_object("variables", &self.variables)
-    }
-    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
-        Ok(vec![
-            ("shared", self.shared.into()),
-            ("name", self.name.clone().into()),
-            ("description", self.description.clone().into()),
-            ("variables", json_default(&self.variables, "{}").into()),
-            ("approval_required", self.approval_required.into()),
-        ])
-    }
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(Self {
-            shared: get_bool(r, "shared")?,
-            id: get_i64(r, "id")?,
-            name: get_str(r, "name")?,
-            description: get_str(r, "description")?,
-            variables: secret_vars::mask(&get_str(r, "variables")?),
-            variable_set_ids: vec![],
-            approval_required: get_bool(r, "approval_required")?,
-        })
     }
     fn links(&self) -> Vec<&[Id]> {
         vec![&self.variable_set_ids]
@@ -988,34 +781,6 @@ impl Record for Pipeline {
     }
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by), ("last_completed_by", "builds", self.last_completed_by)]
-    }
-    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
-        Ok(vec![
-            ("shared", self.shared.into()),
-            ("name", self.name.clone().into()),
-            ("description", self.description.clone().into()),
-            ("enabled", self.enabled.into()),
-            ("variables", json_default(&self.variables, "{}").into()),
-            ("last_completed_date", self.last_completed_date.into()),
-            ("last_completed_by", self.last_completed_by.into()),
-            ("created_by", self.created_by.into()),
-        ])
-    }
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(Self {
-            shared: get_bool(r, "shared")?,
-            id: get_i64(r, "id")?,
-            name: get_str(r, "name")?,
-            description: get_str(r, "description")?,
-            enabled: get_bool(r, "enabled")?,
-            stage_ids: vec![],
-            variables: secret_vars::mask(&get_str(r, "variables")?),
-            variable_set_ids: vec![],
-            last_completed_date: get_opt_time(r, "last_completed_date")?,
-            last_completed_by: get_opt_i64(r, "last_completed_by")?,
-            created_by: get_opt_i64(r, "created_by")?,
-            owner_group_ids: vec![],
-        })
     }
     fn links(&self) -> Vec<&[Id]> {
         vec![&self.stage_ids, &self.variable_set_ids, &self.owner_group_ids]
@@ -1088,108 +853,6 @@ impl Record for Project {
             ("created_by", "users", self.created_by),
         ]
     }
-    fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols> {
-        // The build pointers are left out on purpose: the queue keeps them.
-        let mut cols = vec![
-            ("name", self.name.clone().into()),
-            ("description", self.description.clone().into()),
-            ("pipeline_id", self.pipeline_id.into()),
-            ("pipeline_enabled", self.pipeline_enabled.into()),
-            ("stage_id", self.stage_id.into()),
-            ("repo_url", self.repo_url.clone().into()),
-            ("repo_branch", self.repo_branch.clone().into()),
-            ("recursive", self.recursive.into()),
-            ("scm_type", self.scm_type.clone().into()),
-            ("webhook_enabled", self.webhook_enabled.into()),
-            ("public_badge", self.public_badge.into()),
-            ("script", self.script.clone().into()),
-            ("timeout", self.timeout.into()),
-            ("container_base_image", self.container_base_image.clone().filter(|s| !s.is_empty()).into()),
-            ("variables", json_default(&self.variables, "{}").into()),
-            ("launch_questions", json_default(&self.launch_questions, "[]").into()),
-            ("scm_login_id", self.scm_login_id.into()),
-            ("worker_pool_id", self.worker_pool_id.into()),
-            ("created_by", self.created_by.into()),
-            ("schedule_enabled", self.schedule_enabled.into()),
-            ("monday", self.monday.into()),
-            ("tuesday", self.tuesday.into()),
-            ("wednesday", self.wednesday.into()),
-            ("thursday", self.thursday.into()),
-            ("friday", self.friday.into()),
-            ("saturday", self.saturday.into()),
-            ("sunday", self.sunday.into()),
-            ("weekday_start_hours", self.weekday_start_hours.clone().into()),
-            ("weekday_start_minutes", self.weekday_start_minutes.clone().into()),
-            ("weekend_start_hours", self.weekend_start_hours.clone().into()),
-            ("weekend_start_minutes", self.weekend_start_minutes.clone().into()),
-            ("schedule_threshold", self.schedule_threshold.into()),
-            ("schedule_cron", self.schedule_cron.trim().to_string().into()),
-            ("schedule_timezone", non_empty(&self.schedule_timezone, "UTC").into()),
-            ("triggers", json_default(&self.triggers, "[]").into()),
-        ];
-        // 0 and null both mean the administrator's default: stored as NULL.
-        for (field, value) in self.keep_rules() {
-            cols.push((field, value.filter(|v| *v > 0).into()));
-        }
-        let token = match &self.webhook_token {
-            Secret::Set(t) if t.is_empty() => &Secret::Empty,
-            other => other,
-        };
-        secret_col("webhook_token", token, secrets, &mut cols)?;
-        Ok(cols)
-    }
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(Self {
-            id: get_i64(r, "id")?,
-            name: get_str(r, "name")?,
-            description: get_str(r, "description")?,
-            pipeline_id: get_opt_i64(r, "pipeline_id")?,
-            pipeline_enabled: get_bool(r, "pipeline_enabled")?,
-            stage_id: get_opt_i64(r, "stage_id")?,
-            last_build_id: get_opt_i64(r, "last_build_id")?,
-            active_build_id: get_opt_i64(r, "active_build_id")?,
-            last_successful_build_id: get_opt_i64(r, "last_successful_build_id")?,
-            repo_url: get_str(r, "repo_url")?,
-            repo_branch: get_str(r, "repo_branch")?,
-            recursive: get_bool(r, "recursive")?,
-            scm_type: get_str(r, "scm_type")?,
-            webhook_enabled: get_bool(r, "webhook_enabled")?,
-            webhook_token: secret_from(r, "webhook_token")?,
-            script: get_str(r, "script")?,
-            timeout: get_i64(r, "timeout")?,
-            container_base_image: get_opt_str(r, "container_base_image")?,
-            variables: secret_vars::mask(&get_str(r, "variables")?),
-            variable_set_ids: vec![],
-            launch_questions: get_str(r, "launch_questions")?,
-            scm_login_id: get_opt_i64(r, "scm_login_id")?,
-            ssh_key_ids: vec![],
-            worker_pool_id: get_i64(r, "worker_pool_id")?,
-            created_by: get_opt_i64(r, "created_by")?,
-            owner_group_ids: vec![],
-            launch_group_ids: vec![],
-            schedule_enabled: get_bool(r, "schedule_enabled")?,
-            monday: get_bool(r, "monday")?,
-            tuesday: get_bool(r, "tuesday")?,
-            wednesday: get_bool(r, "wednesday")?,
-            thursday: get_bool(r, "thursday")?,
-            friday: get_bool(r, "friday")?,
-            saturday: get_bool(r, "saturday")?,
-            sunday: get_bool(r, "sunday")?,
-            weekday_start_hours: get_str(r, "weekday_start_hours")?,
-            weekday_start_minutes: get_str(r, "weekday_start_minutes")?,
-            weekend_start_hours: get_str(r, "weekend_start_hours")?,
-            weekend_start_minutes: get_str(r, "weekend_start_minutes")?,
-            schedule_threshold: get_i64(r, "schedule_threshold")?,
-            schedule_cron: get_str(r, "schedule_cron")?,
-            schedule_timezone: get_str(r, "schedule_timezone")?,
-            triggers: get_str(r, "triggers")?,
-            log_keep_builds: get_opt_i64(r, "log_keep_builds")?,
-            log_keep_days: get_opt_i64(r, "log_keep_days")?,
-            root_keep_builds: get_opt_i64(r, "root_keep_builds")?,
-            root_keep_days: get_opt_i64(r, "root_keep_days")?,
-            public_badge: get_bool(r, "public_badge")?,
-        })
-    }
     fn links(&self) -> Vec<&[Id]> {
         vec![&self.variable_set_ids, &self.ssh_key_ids, &self.owner_group_ids, &self.launch_group_ids]
     }
@@ -1231,55 +894,6 @@ impl Record for Organization {
             ("created_by", "users", self.created_by),
         ]
     }
-    fn columns(&self, _: &dyn SecretCipher) -> Result<Cols> {
-        Ok(vec![
-            ("name", self.name.clone().into()),
-            ("description", self.description.clone().into()),
-            ("organization_type", self.organization_type.clone().into()),
-            ("organization_identifier", self.organization_identifier.clone().into()),
-            ("api_endpoint", self.api_endpoint.clone().into()),
-            ("import_enabled", self.import_enabled.into()),
-            ("import_without_dotfile", self.import_without_dotfile.into()),
-            ("overwrite_project_name", self.overwrite_project_name.into()),
-            ("overwrite_project_script", self.overwrite_project_script.into()),
-            ("overwrite_configurations", self.overwrite_configurations.into()),
-            ("allow_pipeline_definition", self.allow_pipeline_definition.into()),
-            ("allow_worker_pool_assignment", self.allow_worker_pool_assignment.into()),
-            ("default_worker_pool_id", self.default_worker_pool_id.into()),
-            ("worker_pool_id", self.worker_pool_id.into()),
-            ("force_rescan", self.force_rescan.into()),
-            ("refresh_minutes", self.refresh_minutes.into()),
-            ("scm_login_id", self.scm_login_id.into()),
-            ("created_by", self.created_by.into()),
-        ])
-    }
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(Self {
-            id: get_i64(r, "id")?,
-            name: get_str(r, "name")?,
-            description: get_str(r, "description")?,
-            organization_type: get_str(r, "organization_type")?,
-            organization_identifier: get_str(r, "organization_identifier")?,
-            api_endpoint: get_str(r, "api_endpoint")?,
-            import_enabled: get_bool(r, "import_enabled")?,
-            import_without_dotfile: get_bool(r, "import_without_dotfile")?,
-            overwrite_project_name: get_bool(r, "overwrite_project_name")?,
-            overwrite_project_script: get_bool(r, "overwrite_project_script")?,
-            overwrite_configurations: get_bool(r, "overwrite_configurations")?,
-            allow_pipeline_definition: get_bool(r, "allow_pipeline_definition")?,
-            allow_worker_pool_assignment: get_bool(r, "allow_worker_pool_assignment")?,
-            auto_attach_ssh_key_ids: vec![],
-            default_worker_pool_id: get_i64(r, "default_worker_pool_id")?,
-            worker_pool_id: get_i64(r, "worker_pool_id")?,
-            force_rescan: get_bool(r, "force_rescan")?,
-            refresh_minutes: get_i64(r, "refresh_minutes")?,
-            scm_login_id: get_opt_i64(r, "scm_login_id")?,
-            last_build_id: get_opt_i64(r, "last_build_id")?,
-            active_build_id: get_opt_i64(r, "active_build_id")?,
-            last_successful_build_id: get_opt_i64(r, "last_successful_build_id")?,
-            created_by: get_opt_i64(r, "created_by")?,
-        })
-    }
     fn links(&self) -> Vec<&[Id]> {
         vec![&self.auto_attach_ssh_key_ids]
     }
@@ -1297,14 +911,5 @@ impl Project {
             ("root_keep_builds", self.root_keep_builds),
             ("root_keep_days", self.root_keep_days),
         ]
-    }
-}
-
-/// `value`, or `default` when it is blank.
-fn non_empty(value: &str, default: &str) -> String {
-    if value.trim().is_empty() {
-        default.to_string()
-    } else {
-        value.trim().to_string()
     }
 }
