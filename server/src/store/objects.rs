@@ -19,38 +19,50 @@ use super::secret_vars;
 use super::validate::{self as v, ValidationError};
 use super::*;
 
-/// A many-to-many link table owned by a record.
-pub(crate) struct Link {
+/// A many-to-many link table owned by a record, and the id-list field of
+/// the record it fills.
+pub(crate) struct Link<T> {
     /// The link table.
     table: &'static str,
     /// Column holding the owner's id.
     owner_col: &'static str,
     /// Column holding the target's id.
     target_col: &'static str,
-    /// The field name used in validation errors.
+    /// The field, also named in validation errors.
     field: &'static str,
     /// The table the targets live in.
     target_table: &'static str,
+    /// The field's ids.
+    get: fn(&T) -> &[Id],
+    /// Sets the field's ids.
+    set: fn(&mut T, Vec<Id>),
 }
 
-const fn link(
-    table: &'static str,
-    owner_col: &'static str,
-    target_col: &'static str,
-    field: &'static str,
-    target_table: &'static str,
-) -> Link {
-    Link { table, owner_col, target_col, field, target_table }
+/// `link!(field: "table" ("owner_col" -> "target_col") of "target_table")`, in
+/// a `Record` impl: the field is named once, for its value and for its
+/// validation errors.
+macro_rules! link {
+    ($field:ident: $table:literal ($owner:literal -> $target:literal) of $targets:literal) => {
+        Link::<Self> {
+            table: $table,
+            owner_col: $owner,
+            target_col: $target,
+            field: stringify!($field),
+            target_table: $targets,
+            get: |o| &o.$field,
+            set: |o, ids| o.$field = ids,
+        }
+    };
 }
 
 /// How a stored type maps to its table. Its columns, read and written, are
 /// derived from its fields (`#[derive(FromRow, ToColumns)]` in [`models`],
 /// see `vespene-store-derive`); what is written here is the logic: checks,
 /// references, link tables.
-pub(crate) trait Record: FromRow + ToColumns + Send + Unpin {
+pub(crate) trait Record: FromRow + ToColumns + Send + Unpin + 'static {
     const TABLE: &'static str;
     const WHAT: &'static str;
-    const LINKS: &'static [Link] = &[];
+    const LINKS: &'static [Link<Self>] = &[];
     /// Whether the table has a `created_at` column filled on create.
     const CREATED_AT: bool = true;
     fn id(&self) -> Id;
@@ -69,12 +81,6 @@ pub(crate) trait Record: FromRow + ToColumns + Send + Unpin {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![]
     }
-    /// The columns to write. `secrets` encrypts secret fields; a secret that
-    /// is `Stored` is left out so the stored value is kept.
-    fn links(&self) -> Vec<&[Id]> {
-        vec![]
-    }
-    fn set_links(&mut self, _i: usize, _ids: Vec<Id>) {}
 }
 
 impl Store {
@@ -167,8 +173,8 @@ impl Store {
             return Ok(None);
         };
         let mut obj = T::from_row(&r)?;
-        for (i, ids) in links.into_iter().enumerate() {
-            obj.set_links(i, ids);
+        for (l, ids) in T::LINKS.iter().zip(links) {
+            (l.set)(&mut obj, ids);
         }
         Ok(Some(obj))
     }
@@ -185,7 +191,7 @@ impl Store {
         let sql = format!("SELECT * FROM {} ORDER BY name, id", T::TABLE);
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         let mut out = rows.iter().map(T::from_row).collect::<Result<Vec<T>>>()?;
-        for (i, l) in T::LINKS.iter().enumerate() {
+        for l in T::LINKS {
             // One query per link table, not one per object.
             let sql = format!(
                 "SELECT {o}, {t} FROM {tb} ORDER BY {o}, position, {t}",
@@ -199,7 +205,7 @@ impl Store {
             }
             for obj in &mut out {
                 let ids = by_owner.remove(&obj.id()).unwrap_or_default();
-                obj.set_links(i, ids);
+                (l.set)(obj, ids);
             }
         }
         Ok(out)
@@ -242,8 +248,8 @@ async fn check_refs<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, obj: &T) -> 
             }
         }
     }
-    for (l, ids) in T::LINKS.iter().zip(obj.links()) {
-        for id in ids {
+    for l in T::LINKS {
+        for id in (l.get)(obj) {
             if !exists(tx, l.target_table, *id).await? {
                 return Err(ValidationError::new(l.field, format!("{id} does not exist")).into());
             }
@@ -253,8 +259,8 @@ async fn check_refs<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, obj: &T) -> 
 }
 
 async fn write_links<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, obj: &T, id: Id) -> Result<()> {
-    for (l, ids) in T::LINKS.iter().zip(obj.links()) {
-        row::set_links(tx, l.table, l.owner_col, l.target_col, id, ids).await?;
+    for l in T::LINKS {
+        row::set_links(tx, l.table, l.owner_col, l.target_col, id, (l.get)(obj)).await?;
     }
     Ok(())
 }
@@ -560,13 +566,11 @@ impl Store {
 
 // ---- the records ----
 
-const OWNER_GROUPS_VS: Link =
-    link("variable_set_owner_groups", "variable_set_id", "group_id", "owner_group_ids", "account_groups");
-
 impl Record for VariableSet {
     const TABLE: &'static str = "variable_sets";
     const WHAT: &'static str = "variable set";
-    const LINKS: &'static [Link] = &[OWNER_GROUPS_VS];
+    const LINKS: &'static [Link<Self>] =
+        &[link!(owner_group_ids: "variable_set_owner_groups" ("variable_set_id" -> "group_id") of "account_groups")];
     fn id(&self) -> Id {
         self.id
     }
@@ -580,19 +584,13 @@ impl Record for VariableSet {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn links(&self) -> Vec<&[Id]> {
-        vec![&self.owner_group_ids]
-    }
-    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
-        self.owner_group_ids = ids;
-    }
 }
 
 impl Record for Snippet {
     const TABLE: &'static str = "snippets";
     const WHAT: &'static str = "snippet";
-    const LINKS: &'static [Link] =
-        &[link("snippet_owner_groups", "snippet_id", "group_id", "owner_group_ids", "account_groups")];
+    const LINKS: &'static [Link<Self>] =
+        &[link!(owner_group_ids: "snippet_owner_groups" ("snippet_id" -> "group_id") of "account_groups")];
     fn id(&self) -> Id {
         self.id
     }
@@ -609,19 +607,13 @@ impl Record for Snippet {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn links(&self) -> Vec<&[Id]> {
-        vec![&self.owner_group_ids]
-    }
-    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
-        self.owner_group_ids = ids;
-    }
 }
 
 impl Record for SshKey {
     const TABLE: &'static str = "ssh_keys";
     const WHAT: &'static str = "ssh key";
-    const LINKS: &'static [Link] =
-        &[link("ssh_key_owner_groups", "ssh_key_id", "group_id", "owner_group_ids", "account_groups")];
+    const LINKS: &'static [Link<Self>] =
+        &[link!(owner_group_ids: "ssh_key_owner_groups" ("ssh_key_id" -> "group_id") of "account_groups")];
     fn id(&self) -> Id {
         self.id
     }
@@ -643,19 +635,13 @@ impl Record for SshKey {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn links(&self) -> Vec<&[Id]> {
-        vec![&self.owner_group_ids]
-    }
-    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
-        self.owner_group_ids = ids;
-    }
 }
 
 impl Record for ServiceLogin {
     const TABLE: &'static str = "service_logins";
     const WHAT: &'static str = "service login";
-    const LINKS: &'static [Link] =
-        &[link("service_login_owner_groups", "service_login_id", "group_id", "owner_group_ids", "account_groups")];
+    const LINKS: &'static [Link<Self>] =
+        &[link!(owner_group_ids: "service_login_owner_groups" ("service_login_id" -> "group_id") of "account_groups")];
     fn id(&self) -> Id {
         self.id
     }
@@ -672,19 +658,14 @@ impl Record for ServiceLogin {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn links(&self) -> Vec<&[Id]> {
-        vec![&self.owner_group_ids]
-    }
-    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
-        self.owner_group_ids = ids;
-    }
 }
 
 impl Record for WorkerPool {
     const TABLE: &'static str = "worker_pools";
     const WHAT: &'static str = "worker pool";
-    const LINKS: &'static [Link] =
-        &[link("worker_pool_variable_sets", "worker_pool_id", "variable_set_id", "variable_set_ids", "variable_sets")];
+    const LINKS: &'static [Link<Self>] = &[
+        link!(variable_set_ids: "worker_pool_variable_sets" ("worker_pool_id" -> "variable_set_id") of "variable_sets"),
+    ];
     fn id(&self) -> Id {
         self.id
     }
@@ -725,19 +706,13 @@ impl Record for WorkerPool {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by)]
     }
-    fn links(&self) -> Vec<&[Id]> {
-        vec![&self.variable_set_ids]
-    }
-    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
-        self.variable_set_ids = ids;
-    }
 }
 
 impl Record for Stage {
     const TABLE: &'static str = "stages";
     const WHAT: &'static str = "stage";
-    const LINKS: &'static [Link] =
-        &[link("stage_variable_sets", "stage_id", "variable_set_id", "variable_set_ids", "variable_sets")];
+    const LINKS: &'static [Link<Self>] =
+        &[link!(variable_set_ids: "stage_variable_sets" ("stage_id" -> "variable_set_id") of "variable_sets")];
     fn id(&self) -> Id {
         self.id
     }
@@ -748,21 +723,15 @@ impl Record for Stage {
         v::name("name", &self.name)?;
         v::json_object("variables", &self.variables)
     }
-    fn links(&self) -> Vec<&[Id]> {
-        vec![&self.variable_set_ids]
-    }
-    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
-        self.variable_set_ids = ids;
-    }
 }
 
 impl Record for Pipeline {
     const TABLE: &'static str = "pipelines";
     const WHAT: &'static str = "pipeline";
-    const LINKS: &'static [Link] = &[
-        link("pipeline_stages", "pipeline_id", "stage_id", "stage_ids", "stages"),
-        link("pipeline_variable_sets", "pipeline_id", "variable_set_id", "variable_set_ids", "variable_sets"),
-        link("pipeline_owner_groups", "pipeline_id", "group_id", "owner_group_ids", "account_groups"),
+    const LINKS: &'static [Link<Self>] = &[
+        link!(stage_ids: "pipeline_stages" ("pipeline_id" -> "stage_id") of "stages"),
+        link!(variable_set_ids: "pipeline_variable_sets" ("pipeline_id" -> "variable_set_id") of "variable_sets"),
+        link!(owner_group_ids: "pipeline_owner_groups" ("pipeline_id" -> "group_id") of "account_groups"),
     ];
     fn id(&self) -> Id {
         self.id
@@ -782,26 +751,16 @@ impl Record for Pipeline {
     fn refs(&self) -> Vec<(&'static str, &'static str, Option<Id>)> {
         vec![("created_by", "users", self.created_by), ("last_completed_by", "builds", self.last_completed_by)]
     }
-    fn links(&self) -> Vec<&[Id]> {
-        vec![&self.stage_ids, &self.variable_set_ids, &self.owner_group_ids]
-    }
-    fn set_links(&mut self, i: usize, ids: Vec<Id>) {
-        match i {
-            0 => self.stage_ids = ids,
-            1 => self.variable_set_ids = ids,
-            _ => self.owner_group_ids = ids,
-        }
-    }
 }
 
 impl Record for Project {
     const TABLE: &'static str = "projects";
     const WHAT: &'static str = "project";
-    const LINKS: &'static [Link] = &[
-        link("project_variable_sets", "project_id", "variable_set_id", "variable_set_ids", "variable_sets"),
-        link("project_ssh_keys", "project_id", "ssh_key_id", "ssh_key_ids", "ssh_keys"),
-        link("project_owner_groups", "project_id", "group_id", "owner_group_ids", "account_groups"),
-        link("project_launch_groups", "project_id", "group_id", "launch_group_ids", "account_groups"),
+    const LINKS: &'static [Link<Self>] = &[
+        link!(variable_set_ids: "project_variable_sets" ("project_id" -> "variable_set_id") of "variable_sets"),
+        link!(ssh_key_ids: "project_ssh_keys" ("project_id" -> "ssh_key_id") of "ssh_keys"),
+        link!(owner_group_ids: "project_owner_groups" ("project_id" -> "group_id") of "account_groups"),
+        link!(launch_group_ids: "project_launch_groups" ("project_id" -> "group_id") of "account_groups"),
     ];
     fn id(&self) -> Id {
         self.id
@@ -853,24 +812,13 @@ impl Record for Project {
             ("created_by", "users", self.created_by),
         ]
     }
-    fn links(&self) -> Vec<&[Id]> {
-        vec![&self.variable_set_ids, &self.ssh_key_ids, &self.owner_group_ids, &self.launch_group_ids]
-    }
-    fn set_links(&mut self, i: usize, ids: Vec<Id>) {
-        match i {
-            0 => self.variable_set_ids = ids,
-            1 => self.ssh_key_ids = ids,
-            2 => self.owner_group_ids = ids,
-            _ => self.launch_group_ids = ids,
-        }
-    }
 }
 
 impl Record for Organization {
     const TABLE: &'static str = "organizations";
     const WHAT: &'static str = "organization";
-    const LINKS: &'static [Link] =
-        &[link("organization_ssh_keys", "organization_id", "ssh_key_id", "auto_attach_ssh_key_ids", "ssh_keys")];
+    const LINKS: &'static [Link<Self>] =
+        &[link!(auto_attach_ssh_key_ids: "organization_ssh_keys" ("organization_id" -> "ssh_key_id") of "ssh_keys")];
     fn id(&self) -> Id {
         self.id
     }
@@ -893,12 +841,6 @@ impl Record for Organization {
             ("scm_login_id", "service_logins", self.scm_login_id),
             ("created_by", "users", self.created_by),
         ]
-    }
-    fn links(&self) -> Vec<&[Id]> {
-        vec![&self.auto_attach_ssh_key_ids]
-    }
-    fn set_links(&mut self, _: usize, ids: Vec<Id>) {
-        self.auto_attach_ssh_key_ids = ids;
     }
 }
 
