@@ -6,6 +6,11 @@
 //!
 //! Secrets never appear in clear in these types: a [`Secret`] read from the
 //! store is `Stored` (masked), and only `Store::reveal_*` returns plaintext.
+//!
+//! A struct stored as a row derives `FromRow` (and `ToColumns` when the
+//! generic save path writes it): each field is the column of its name,
+//! and its `#[row(...)]` attribute, if any, says what is not plain (the
+//! `vespene-store-derive` crate documents them).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
