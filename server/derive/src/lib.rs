@@ -32,9 +32,13 @@
 //! - `read = path`: the value is `path(stored)`, `stored` being the column
 //!   read as `path`'s parameter type (`fn(String) -> Vec<String>`).
 //! - `write = path`: the value written is `path(&field)`, of the field's own
-//!   type (`fn(&String) -> String` trimming it, for example).
+//!   type (`fn(&str) -> String` trimming a `String`, for example).
+//!
+//! `read` and `write` paths are resolved where the struct is defined.
 //!
 //! # Example
+//!
+//! A stage, a few of its fields shown:
 //!
 //! ```ignore
 //! #[derive(FromRow, ToColumns)]
@@ -123,7 +127,7 @@ fn parse_field(f: &syn::Field) -> syn::Result<Field> {
     let ident = f.ident.clone().expect("named field");
     let mut field = Field {
         column: LitStr::new(&ident.to_string(), ident.span()),
-        read_only: ident == "id",
+        read_only: false,
         ident,
         skip: false,
         masked: false,
@@ -156,10 +160,12 @@ fn parse_field(f: &syn::Field) -> syn::Result<Field> {
         })?;
         // Combinations that would silently drop one of their halves.
         let conflict = |what: &str| Err(syn::Error::new_spanned(attr, what));
-        if field.skip && (field.read_only || field.masked || field.json_default.is_some()) {
-            return conflict("`skip` is not a column: it takes no other row attribute");
-        }
-        if field.skip && (field.read.is_some() || field.write.is_some()) {
+        let other = field.read_only
+            || field.masked
+            || field.json_default.is_some()
+            || field.read.is_some()
+            || field.write.is_some();
+        if field.skip && other {
             return conflict("`skip` is not a column: it takes no other row attribute");
         }
         if field.masked && field.read.is_some() {
@@ -169,6 +175,8 @@ fn parse_field(f: &syn::Field) -> syn::Result<Field> {
             return conflict("`json_default` and `write` both say what to write: keep one");
         }
     }
+    // The database assigns ids.
+    field.read_only |= field.ident == "id" && !field.skip;
     Ok(field)
 }
 
