@@ -21,10 +21,9 @@ use chrono::Duration;
 use rand::rngs::OsRng;
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::row::{self, get_bool, get_i64, get_opt_time, get_str, get_time};
+use super::row::{self, get_bool, get_i64, get_str, FromRow};
 use super::validate::{self as v, ValidationError};
 use super::*;
 
@@ -85,25 +84,6 @@ pub fn check_password(p: &str) -> Result<(), ValidationError> {
     }
     Ok(())
 }
-
-fn user_from_row(r: &AnyRow) -> Result<User> {
-    Ok(User {
-        id: get_i64(r, "id")?,
-        username: get_str(r, "username")?,
-        email: get_str(r, "email")?,
-        first_name: get_str(r, "first_name")?,
-        last_name: get_str(r, "last_name")?,
-        is_superuser: get_bool(r, "is_superuser")?,
-        is_active: get_bool(r, "is_active")?,
-        created_at: get_opt_time(r, "created_at")?,
-        last_login: get_opt_time(r, "last_login")?,
-        group_ids: vec![],
-        auth_source: get_str(r, "auth_source")?,
-    })
-}
-
-const USER_COLS: &str =
-    "id, username, email, first_name, last_name, is_superuser, is_active, created_at, last_login, auth_source";
 
 /// What [`Store::external_login`] made of a login a plugin accepted.
 #[derive(Debug)]
@@ -439,7 +419,7 @@ impl Store {
 
     /// One user, with group ids.
     pub async fn get_user(&self, id: Id) -> Result<Option<User>> {
-        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
+        let sql = format!("SELECT {} FROM users WHERE id = $1", User::COLUMNS);
         // The row and the groups at once (two pooled connections, one wait).
         let (r, group_ids) = futures_util::future::try_join(
             async { Ok(sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?) },
@@ -447,7 +427,7 @@ impl Store {
         )
         .await?;
         let Some(r) = r else { return Ok(None) };
-        let mut u = user_from_row(&r)?;
+        let mut u = User::from_row(&r)?;
         u.group_ids = group_ids;
         Ok(Some(u))
     }
@@ -464,9 +444,10 @@ impl Store {
 
     /// Every user, by name (group ids included).
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        let rows =
-            sqlx::query(&format!("SELECT {USER_COLS} FROM users ORDER BY username")).fetch_all(&self.pool).await?;
-        let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(&format!("SELECT {} FROM users ORDER BY username", User::COLUMNS))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut users = rows.iter().map(User::from_row).collect::<Result<Vec<_>>>()?;
         let links = sqlx::query("SELECT user_id, group_id FROM group_members ORDER BY user_id, group_id")
             .fetch_all(&self.pool)
             .await?;
@@ -524,17 +505,10 @@ impl Store {
 
     /// Every group, by name.
     pub async fn list_groups(&self) -> Result<Vec<Group>> {
-        let rows =
-            sqlx::query("SELECT id, name, created_at FROM account_groups ORDER BY name").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Group {
-                    id: get_i64(r, "id")?,
-                    name: get_str(r, "name")?,
-                    created_at: get_opt_time(r, "created_at")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(&format!("SELECT {} FROM account_groups ORDER BY name", Group::COLUMNS))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Group::from_row).collect()
     }
 
     /// One group by name.
@@ -618,8 +592,10 @@ impl Store {
         let hash = sha256_hex(token);
         // The token, its user and the user's groups at once (three pooled
         // connections, one wait); the user counts only if the token does.
-        let user_sql =
-            format!("SELECT {USER_COLS} FROM users WHERE id = (SELECT user_id FROM api_tokens WHERE token_hash = $1)");
+        let user_sql = format!(
+            "SELECT {} FROM users WHERE id = (SELECT user_id FROM api_tokens WHERE token_hash = $1)",
+            User::COLUMNS
+        );
         let (found, user, groups) = futures_util::future::try_join3(
             async {
                 let sql = "SELECT user_id, last_used_at FROM api_tokens
@@ -647,7 +623,7 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         }
-        let mut user = user_from_row(&user)?;
+        let mut user = User::from_row(&user)?;
         if user.id != user_id {
             // Only a token revoked and made again between the reads gets here.
             return Ok(None);
@@ -662,19 +638,7 @@ impl Store {
             .bind(user_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ApiToken {
-                    id: get_i64(r, "id")?,
-                    user_id: get_i64(r, "user_id")?,
-                    name: get_str(r, "name")?,
-                    prefix: get_str(r, "prefix")?,
-                    created_at: get_time(r, "created_at")?,
-                    last_used_at: get_opt_time(r, "last_used_at")?,
-                    expires_at: get_opt_time(r, "expires_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(ApiToken::from_row).collect()
     }
 
     /// Revokes a token.

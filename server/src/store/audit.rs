@@ -9,9 +9,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::any::AnyRow;
+use vespene_store_derive::FromRow;
 
-use super::row::{self, get_i64, get_opt_i64, get_str, get_time};
+use super::row::{self, get_i64, FromRow as _};
 use super::*;
 
 /// Who did it.
@@ -56,7 +56,7 @@ impl AuditObject {
 }
 
 /// One audit record as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, FromRow)]
 pub struct AuditEvent {
     /// Row id; newer events have larger ids.
     pub id: i64,
@@ -78,6 +78,7 @@ pub struct AuditEvent {
     /// The client's address ("" when not over HTTP).
     pub remote_addr: String,
     /// More about it (changed field names, non-secret old and new values).
+    #[row(read = details_from)]
     pub details: Value,
 }
 
@@ -185,7 +186,7 @@ impl Store {
         for b in binds {
             q = row::bind(q, b);
         }
-        q.fetch_all(&self.pool).await?.iter().map(audit_from_row).collect()
+        q.fetch_all(&self.pool).await?.iter().map(AuditEvent::from_row).collect()
     }
 
     /// Deletes up to `limit` events (0: all) recorded before `cutoff`; answers how many.
@@ -209,18 +210,7 @@ impl Store {
     }
 }
 
-fn audit_from_row(r: &AnyRow) -> Result<AuditEvent> {
-    let details = get_str(r, "details")?;
-    Ok(AuditEvent {
-        id: get_i64(r, "id")?,
-        at: get_time(r, "at")?,
-        actor_id: get_opt_i64(r, "actor_id")?,
-        actor: get_str(r, "actor")?,
-        action: get_str(r, "action")?,
-        object_kind: get_str(r, "object_kind")?,
-        object_id: get_opt_i64(r, "object_id")?,
-        object_name: get_str(r, "object_name")?,
-        remote_addr: get_str(r, "remote_addr")?,
-        details: serde_json::from_str(&details).unwrap_or(Value::String(details)),
-    })
+/// The `details` column: JSON, or the text itself if it is not.
+fn details_from(details: String) -> Value {
+    serde_json::from_str(&details).unwrap_or(Value::String(details))
 }

@@ -83,7 +83,7 @@ impl Store {
             .await?;
         let mut count = 0;
         for r in &rows {
-            if decode_pools(&get_str(r, "pools")?).iter().any(|p| p == pool) {
+            if decode_pools(get_str(r, "pools")?).iter().any(|p| p == pool) {
                 count += 1;
             }
         }
@@ -101,6 +101,6 @@ pub(crate) fn encode_pools(pools: &[String]) -> String {
 }
 
 /// Reads the `workers.pools` column back.
-pub(crate) fn decode_pools(text: &str) -> Vec<String> {
-    serde_json::from_str(text).unwrap_or_default()
+pub(crate) fn decode_pools(text: String) -> Vec<String> {
+    serde_json::from_str(&text).unwrap_or_default()
 }

@@ -10,46 +10,12 @@
 //! Their output is in [`super::logs`].
 
 use chrono::{DateTime, Utc};
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::logs::append_output_in;
-use super::row::{self, get_i64, get_opt_i64, get_opt_str, get_opt_time, get_str};
+use super::row::{self, get_str, FromRow};
 use super::validate::{self as v};
 use super::*;
-
-fn build_from_row(r: &AnyRow) -> Result<Build> {
-    let status = get_str(r, "status")?;
-    Ok(Build {
-        id: get_i64(r, "id")?,
-        project_id: get_opt_i64(r, "project_id")?,
-        organization_id: get_opt_i64(r, "organization_id")?,
-        worker_pool_id: get_i64(r, "worker_pool_id")?,
-        status: BuildStatus::parse(&status)
-            .ok_or_else(|| StoreError::Config(format!("unknown build status '{status}' in the database")))?,
-        revision: get_opt_str(r, "revision")?,
-        revision_username: get_opt_str(r, "revision_username")?,
-        revision_email: get_opt_str(r, "revision_email")?,
-        queued_time: get_opt_time(r, "queued_time")?,
-        start_time: get_opt_time(r, "start_time")?,
-        end_time: get_opt_time(r, "end_time")?,
-        return_code: get_opt_i64(r, "return_code")?,
-        working_dir: get_str(r, "working_dir")?,
-        script: get_str(r, "script")?,
-        variables: get_str(r, "variables")?,
-        launch_answers: get_str(r, "launch_answers")?,
-        output_variables: get_str(r, "output_variables")?,
-        created_by: get_opt_i64(r, "created_by")?,
-        pipeline_origin_build_id: get_opt_i64(r, "pipeline_origin_build_id")?,
-        pipeline_parent_build_id: get_opt_i64(r, "pipeline_parent_build_id")?,
-        worker_id: get_opt_i64(r, "worker_id")?,
-        output_lines: get_i64(r, "output_seq")?,
-        pinned: row::get_bool(r, "pinned")?,
-        log_removed_at: get_opt_time(r, "log_removed_at")?,
-        root_removed_at: get_opt_time(r, "root_removed_at")?,
-        trigger_failures: get_opt_str(r, "trigger_failures")?,
-    })
-}
 
 /// A page of the build list.
 #[derive(Debug, Clone, Default)]
@@ -134,7 +100,7 @@ impl Store {
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
-            created = Some(build_from_row(&r)?);
+            created = Some(Build::from_row(&r)?);
         }
         if let Some(pid) = nb.project_id {
             let sql = if status.is_active() {
@@ -170,7 +136,7 @@ impl Store {
     /// One build.
     pub async fn get_build(&self, id: Id) -> Result<Option<Build>> {
         let r = sqlx::query("SELECT * FROM builds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        r.as_ref().map(build_from_row).transpose()
+        r.as_ref().map(Build::from_row).transpose()
     }
 
     /// The clear values of a build's secret variables, as (placeholder,
@@ -217,7 +183,7 @@ impl Store {
         for val in vals {
             q = row::bind(q, val);
         }
-        q.fetch_all(&self.pool).await?.iter().map(build_from_row).collect()
+        q.fetch_all(&self.pool).await?.iter().map(Build::from_row).collect()
     }
 
     /// How many builds are in `status` in a pool (autoscaling, status pages).
@@ -286,7 +252,7 @@ impl Store {
             q = q.bind(*p);
         }
         let r = q.fetch_optional(&self.pool).await?;
-        r.as_ref().map(build_from_row).transpose()
+        r.as_ref().map(Build::from_row).transpose()
     }
 
     /// The project builds a worker holds (RUNNING or ABORTING), oldest first;
@@ -299,7 +265,7 @@ impl Store {
         .bind(worker_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(build_from_row).collect()
+        rows.iter().map(Build::from_row).collect()
     }
 
     /// Claims the oldest QUEUED build of the pool named `pool`.
@@ -321,7 +287,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        r.as_ref().map(build_from_row).transpose()
+        r.as_ref().map(Build::from_row).transpose()
     }
 
     /// Moves a build to `to` if the state machine allows it from its current
@@ -484,7 +450,7 @@ impl Store {
 
 async fn fetch_build(conn: &mut sqlx::AnyConnection, id: Id) -> Result<Build> {
     let r = sqlx::query("SELECT * FROM builds WHERE id = $1").bind(id).fetch_one(conn).await?;
-    build_from_row(&r)
+    Build::from_row(&r)
 }
 
 /// Keeps the project's (or organization's) build pointers in step with a
@@ -522,7 +488,7 @@ impl Store {
             .bind(origin_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(build_from_row).collect()
+        rows.iter().map(Build::from_row).collect()
     }
 
     /// Records a one-shot decision (`kind`, `mark`); true only for the one
@@ -713,7 +679,7 @@ impl Store {
         .bind(project_id)
         .fetch_optional(&self.pool)
         .await?;
-        r.as_ref().map(build_from_row).transpose()
+        r.as_ref().map(Build::from_row).transpose()
     }
 
     /// A run starts waiting before `stage_id` (again, if it waited there
@@ -760,18 +726,6 @@ impl Store {
             .bind(origin)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PipelineApproval {
-                    origin_build_id: get_i64(r, "origin_build_id")?,
-                    stage_id: get_i64(r, "stage_id")?,
-                    pipeline_id: get_i64(r, "pipeline_id")?,
-                    parent_build_id: get_i64(r, "parent_build_id")?,
-                    requested_at: row::get_time(r, "requested_at")?,
-                    approved_by: get_opt_i64(r, "approved_by")?,
-                    approved_at: get_opt_time(r, "approved_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(PipelineApproval::from_row).collect()
     }
 }

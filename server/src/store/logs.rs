@@ -268,6 +268,7 @@ impl Store {
             if rows.is_empty() {
                 break;
             }
+            // A chunk row is not a struct: it is decoded into its lines.
             for r in &rows {
                 let (first, last) = (get_i64(r, "first_seq")?, get_i64(r, "last_seq")?);
                 let raw = get_i64(r, "raw_bytes")?.max(0) as usize;
@@ -323,6 +324,7 @@ pub(crate) async fn convert_line_rows(conn: &mut sqlx::AnyConnection) -> Result<
             if rows.is_empty() {
                 break;
             }
+            // Old one-line rows, read only to be packed into chunks: no struct.
             let mut lines = Vec::with_capacity(rows.len());
             for r in &rows {
                 let stream = OutputStream::parse(&row::get_str(r, "stream")?);

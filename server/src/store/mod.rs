@@ -15,6 +15,14 @@
 //! the Unix epoch (`BIGINT`), booleans as `BOOLEAN` (an integer on SQLite), and
 //! JSON documents as text. The few statements that must differ (row locking,
 //! schema DDL) branch on [`Backend`].
+//!
+//! A struct stored as a row names each column once, as its field: it derives
+//! `FromRow` (and `ToColumns` when the generic save path in `objects` writes
+//! it) from `vespene-store-derive`, and the store's `row::Column` says how
+//! each field type is stored, so the conversions above are written in one
+//! place. Queries still name the columns their `WHERE`, `ORDER BY` and
+//! hand-written `UPDATE`s use; what remains mapped by hand is a projection
+//! (a computed column, a decoded log chunk), said so where it is.
 
 mod accounts;
 mod audit;

@@ -6,9 +6,17 @@
 //!
 //! Secrets never appear in clear in these types: a [`Secret`] read from the
 //! store is `Stored` (masked), and only `Store::reveal_*` returns plaintext.
+//!
+//! A struct stored as a row derives `FromRow` (and `ToColumns` when the
+//! generic save path writes it): each field is the column of its name,
+//! and its `#[row(...)]` attribute, if any, says what is not plain (the
+//! `vespene-store-derive` crate documents them).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use vespene_store_derive::{FromRow, ToColumns};
+
+use super::row;
 
 /// A row id.
 pub type Id = i64;
@@ -277,7 +285,7 @@ impl std::fmt::Display for BuildStatus {
 }
 
 /// A user account. The password hash never leaves the store.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
 pub struct User {
     /// Row id.
     pub id: i64,
@@ -298,6 +306,7 @@ pub struct User {
     /// Last successful login.
     pub last_login: Option<DateTime<Utc>>,
     /// Groups the user belongs to.
+    #[row(skip)]
     pub group_ids: Vec<i64>,
     /// Who checks the password: `local` (Vespene's own hash) or the name of
     /// the authentication plugin entry that created the account. Read-only.
@@ -327,7 +336,7 @@ pub struct NewUser {
 }
 
 /// A group of users (owner and launch groups).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
 pub struct Group {
     /// Row id.
     pub id: i64,
@@ -338,7 +347,7 @@ pub struct Group {
 }
 
 /// An API token as listed (the token itself is only shown once, on creation).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
 pub struct ApiToken {
     /// Row id.
     pub id: i64,
@@ -357,7 +366,7 @@ pub struct ApiToken {
 }
 
 /// A named, reusable JSON dict of variables.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
 pub struct VariableSet {
     /// Row id.
     pub id: i64,
@@ -366,10 +375,12 @@ pub struct VariableSet {
     /// Free text.
     pub description: String,
     /// A JSON object.
+    #[row(masked, json_default = "{}")]
     pub variables: String,
     /// Creator.
     pub created_by: Option<i64>,
     /// Groups that may edit it.
+    #[row(skip)]
     pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
@@ -392,7 +403,7 @@ impl Default for VariableSet {
 }
 
 /// A named template block injected as a variable.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
 pub struct Snippet {
     /// Row id.
     pub id: i64,
@@ -405,6 +416,7 @@ pub struct Snippet {
     /// Creator.
     pub created_by: Option<i64>,
     /// Groups that may edit it.
+    #[row(skip)]
     pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
@@ -413,7 +425,7 @@ pub struct Snippet {
 }
 
 /// An SSH private key with an optional unlock password, both encrypted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
 pub struct SshKey {
     /// Row id.
     pub id: i64,
@@ -428,6 +440,7 @@ pub struct SshKey {
     /// Creator.
     pub created_by: Option<i64>,
     /// Groups that may edit or attach it.
+    #[row(skip)]
     pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
@@ -436,7 +449,7 @@ pub struct SshKey {
 }
 
 /// A username and encrypted password for http(s) checkouts and imports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
 pub struct ServiceLogin {
     /// Row id.
     pub id: i64,
@@ -451,6 +464,7 @@ pub struct ServiceLogin {
     /// Creator.
     pub created_by: Option<i64>,
     /// Groups that may edit or attach it.
+    #[row(skip)]
     pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
@@ -459,7 +473,7 @@ pub struct ServiceLogin {
 }
 
 /// A named queue plus its settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
 pub struct WorkerPool {
     /// Row id.
     pub id: i64,
@@ -468,12 +482,15 @@ pub struct WorkerPool {
     /// Free text.
     pub description: String,
     /// A JSON object.
+    #[row(masked, json_default = "{}")]
     pub variables: String,
     /// Variable sets, applied in order.
+    #[row(skip)]
     pub variable_set_ids: Vec<i64>,
     /// An isolation plugin key (`sandbox` unless set).
     pub isolation_method: String,
     /// For sudo isolation; `nobody` when empty.
+    #[row(write = row::blank_as_null)]
     pub sudo_user: Option<String>,
     /// Whether builds may use the network (isolation plugins that can cut it
     /// off, such as `sandbox`, honour it).
@@ -561,7 +578,7 @@ impl Default for WorkerPool {
 }
 
 /// One worker host (or embedded worker), upserted by its uid.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
 pub struct Worker {
     /// Row id.
     pub id: i64,
@@ -581,11 +598,12 @@ pub struct Worker {
     pub fileserving_enabled: bool,
     /// The pools it serves, by name; empty when it serves every pool.
     #[serde(default)]
+    #[row(read = super::autoscaling::decode_pools)]
     pub pools: Vec<String>,
 }
 
 /// A named pipeline step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
 pub struct Stage {
     /// Row id.
     pub id: i64,
@@ -594,8 +612,10 @@ pub struct Stage {
     /// Free text.
     pub description: String,
     /// A JSON object.
+    #[row(masked, json_default = "{}")]
     pub variables: String,
     /// Variable sets, applied in order.
+    #[row(skip)]
     pub variable_set_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
@@ -622,7 +642,7 @@ impl Default for Stage {
 }
 
 /// An ordered chain of stages (any number of them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
 pub struct Pipeline {
     /// Row id.
     pub id: i64,
@@ -633,10 +653,13 @@ pub struct Pipeline {
     /// Advancement on.
     pub enabled: bool,
     /// Stage ids in order.
+    #[row(skip)]
     pub stage_ids: Vec<i64>,
     /// A JSON object.
+    #[row(masked, json_default = "{}")]
     pub variables: String,
     /// Variable sets, applied in order.
+    #[row(skip)]
     pub variable_set_ids: Vec<i64>,
     /// When the last run completed.
     pub last_completed_date: Option<DateTime<Utc>>,
@@ -645,6 +668,7 @@ pub struct Pipeline {
     /// Creator.
     pub created_by: Option<i64>,
     /// Groups that may edit it.
+    #[row(skip)]
     pub owner_group_ids: Vec<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
@@ -672,7 +696,7 @@ impl Default for Pipeline {
 }
 
 /// A project: a templated script, an optional repository and a worker pool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
 pub struct Project {
     /// Row id.
     pub id: i64,
@@ -687,10 +711,13 @@ pub struct Project {
     /// Stage within the pipeline.
     pub stage_id: Option<i64>,
     /// Latest finished build (kept by the queue).
+    #[row(read_only)]
     pub last_build_id: Option<i64>,
     /// The build in progress (kept by the queue).
+    #[row(read_only)]
     pub active_build_id: Option<i64>,
     /// Latest successful build (kept by the queue).
+    #[row(read_only)]
     pub last_successful_build_id: Option<i64>,
     /// Blank means no checkout.
     pub repo_url: String,
@@ -703,30 +730,38 @@ pub struct Project {
     /// Webhooks may start it.
     pub webhook_enabled: bool,
     /// The webhook secret, if set (write-only: read as set or not set).
+    #[row(write = row::empty_secret_cleared)]
     pub webhook_token: Secret,
     /// The Jinja build script.
     pub script: String,
     /// Minutes.
     pub timeout: i64,
     /// For container isolation.
+    #[row(write = row::blank_as_null)]
     pub container_base_image: Option<String>,
     /// A JSON object.
+    #[row(masked, json_default = "{}")]
     pub variables: String,
     /// Variable sets, applied in order.
+    #[row(skip)]
     pub variable_set_ids: Vec<i64>,
     /// A JSON list of questions.
+    #[row(json_default = "[]")]
     pub launch_questions: String,
     /// Login for http(s) checkouts.
     pub scm_login_id: Option<i64>,
     /// SSH keys loaded for checkout.
+    #[row(skip)]
     pub ssh_key_ids: Vec<i64>,
     /// The pool that runs it (required).
     pub worker_pool_id: i64,
     /// Creator.
     pub created_by: Option<i64>,
     /// Groups that may edit it.
+    #[row(skip)]
     pub owner_group_ids: Vec<i64>,
     /// Groups that may start and stop it.
+    #[row(skip)]
     pub launch_group_ids: Vec<i64>,
     /// Scheduling on.
     pub schedule_enabled: bool,
@@ -756,28 +791,35 @@ pub struct Project {
     pub schedule_threshold: i64,
     /// A cron expression (5 fields: minute hour day-of-month month day-of-week),
     /// in addition to the day/hour/minute fields; empty for none.
+    #[row(write = row::trimmed)]
     pub schedule_cron: String,
     /// The IANA time zone the schedule is read in (default UTC).
+    #[row(write = row::utc_if_blank)]
     pub schedule_timezone: String,
     /// Names of per-project triggers (settings entries with `per_project = true`)
     /// this project runs, as a JSON list of strings.
+    #[row(json_default = "[]")]
     pub triggers: String,
     /// Keep the logs of this many most recent finished builds (pinned ones
     /// not counted); `None` (or 0): the administrator's default
     /// (`[retention] log_keep_builds`). See docs/retention.md.
     #[serde(default)]
+    #[row(write = row::zero_as_null)]
     pub log_keep_builds: Option<i64>,
     /// Keep the logs of builds finished less than this many days ago; `None`
     /// (or 0): the administrator's default.
     #[serde(default)]
+    #[row(write = row::zero_as_null)]
     pub log_keep_days: Option<i64>,
     /// Keep the build roots of this many most recent finished builds;
     /// `None` (or 0): the administrator's default.
     #[serde(default)]
+    #[row(write = row::zero_as_null)]
     pub root_keep_builds: Option<i64>,
     /// Keep the build roots of builds finished less than this many days ago;
     /// `None` (or 0): the administrator's default.
     #[serde(default)]
+    #[row(write = row::zero_as_null)]
     pub root_keep_days: Option<i64>,
     /// Whether `GET /api/v1/projects/{id}/badge.svg` answers without a login
     /// (default: no; then whoever may view the project may see its badge).
@@ -841,7 +883,7 @@ impl Default for Project {
 }
 
 /// An organization whose repositories are imported as projects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
 pub struct Organization {
     /// Row id.
     pub id: i64,
@@ -870,6 +912,7 @@ pub struct Organization {
     /// Policy: set worker pools.
     pub allow_worker_pool_assignment: bool,
     /// SSH keys to attach to imported projects.
+    #[row(skip)]
     pub auto_attach_ssh_key_ids: Vec<i64>,
     /// Pool for imported projects.
     pub default_worker_pool_id: i64,
@@ -882,10 +925,13 @@ pub struct Organization {
     /// Login for the provider's API and clones.
     pub scm_login_id: Option<i64>,
     /// Latest import build.
+    #[row(read_only)]
     pub last_build_id: Option<i64>,
     /// Import in progress.
+    #[row(read_only)]
     pub active_build_id: Option<i64>,
     /// Latest successful import.
+    #[row(read_only)]
     pub last_successful_build_id: Option<i64>,
     /// Creator.
     pub created_by: Option<i64>,
@@ -922,7 +968,7 @@ impl Default for Organization {
 }
 
 /// A build: one run of a project (or of an organization import).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
 pub struct Build {
     /// Row id.
     pub id: i64,
@@ -967,6 +1013,7 @@ pub struct Build {
     /// The worker that claimed it.
     pub worker_id: Option<i64>,
     /// How many output lines it has (also after retention removed them).
+    #[row(column = "output_seq")]
     pub output_lines: i64,
     /// Kept whatever the retention rules say, and not deletable until unpinned.
     #[serde(default)]
@@ -1032,7 +1079,7 @@ pub struct BuildStartAudit {
 }
 
 /// A pipeline run's wait before a stage that needs approval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
 pub struct PipelineApproval {
     /// The run (its origin build).
     pub origin_build_id: i64,

@@ -132,6 +132,8 @@ impl Store {
             for id in chunk {
                 q = q.bind(*id);
             }
+            // A projection, not a row: `finished` is computed from the
+            // status and `finished_at` is a COALESCE, so it is mapped here.
             for r in q.fetch_all(&self.pool).await? {
                 let status = get_str(&r, "status")?;
                 out.push(RetentionFacts {

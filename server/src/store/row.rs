@@ -3,13 +3,110 @@
 //! milliseconds, booleans that arrive as integers from SQLite), building
 //! INSERT/UPDATE statements from column lists, and turning constraint errors
 //! into readable [`StoreError`]s.
+//!
+//! A struct stored as a row derives [`FromRow`] (and [`ToColumns`] when the
+//! generic save path writes it) with `vespene-store-derive`; each field is
+//! read and written through its type's [`Column`] impl here, so what a time,
+//! a boolean or a secret looks like in the database is said once, in this
+//! file.
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::any::AnyArguments;
+pub(crate) use sqlx::any::AnyRow;
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
-use super::{Id, Result, StoreError};
+use super::{BuildStatus, Id, Result, Secret, SecretCipher, StoreError};
+
+/// The `(column, value)` pairs an INSERT or UPDATE writes.
+pub(crate) type Cols = Vec<(&'static str, Val)>;
+
+/// A struct read from a row, one field per column (`#[derive(FromRow)]`).
+pub(crate) trait FromRow: Sized {
+    /// The columns read, comma-separated, for a `SELECT` that must not read
+    /// `*` (the users' password hashes stay in the database).
+    const COLUMNS: &'static str;
+    /// The struct from one row; the `skip` fields are left at their default.
+    fn from_row(row: &AnyRow) -> Result<Self>;
+}
+
+/// A struct written as a row (`#[derive(ToColumns)]`).
+pub(crate) trait ToColumns {
+    /// The columns to write. `secrets` seals secret fields; a secret that is
+    /// `Stored` is left out, so the stored value is kept.
+    fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols>;
+}
+
+/// How one field's type is stored in a column.
+pub(crate) trait Column: Sized {
+    /// The value of column `col` of `row`.
+    fn read(row: &AnyRow, col: &str) -> Result<Self>;
+    /// The value to bind; `None` leaves the column out of the statement.
+    fn write(&self, secrets: &dyn SecretCipher) -> Result<Option<Val>>;
+}
+
+/// Types whose stored value is their own: written as is.
+macro_rules! plain_column {
+    ($($t:ty => $read:ident),* $(,)?) => {$(
+        impl Column for $t {
+            fn read(row: &AnyRow, col: &str) -> Result<Self> {
+                $read(row, col)
+            }
+            fn write(&self, _: &dyn SecretCipher) -> Result<Option<Val>> {
+                Ok(Some(self.clone().into()))
+            }
+        }
+    )*};
+}
+
+plain_column! {
+    i64 => get_i64,
+    Option<i64> => get_opt_i64,
+    f64 => get_f64,
+    bool => get_bool,
+    String => get_str,
+    Option<String> => get_opt_str,
+    DateTime<Utc> => get_time,
+    Option<DateTime<Utc>> => get_opt_time,
+}
+
+/// Sealed with the store's cipher; read back as set or not, never in clear.
+impl Column for Secret {
+    fn read(row: &AnyRow, col: &str) -> Result<Self> {
+        Ok(match get_opt_str(row, col)? {
+            Some(s) if !s.is_empty() => Secret::Stored,
+            _ => Secret::Empty,
+        })
+    }
+    fn write(&self, secrets: &dyn SecretCipher) -> Result<Option<Val>> {
+        Ok(match self {
+            Secret::Stored => None,
+            Secret::Empty => Some(Val::Text(None)),
+            Secret::Set(p) => Some(Val::Text(Some(secrets.encrypt(p)?))),
+        })
+    }
+}
+
+/// Its stored spelling; an unknown one is an error, not a guess.
+impl Column for BuildStatus {
+    fn read(row: &AnyRow, col: &str) -> Result<Self> {
+        let status = get_str(row, col)?;
+        BuildStatus::parse(&status)
+            .ok_or_else(|| StoreError::Config(format!("unknown build status '{status}' in the database")))
+    }
+    fn write(&self, _: &dyn SecretCipher) -> Result<Option<Val>> {
+        Ok(Some(self.as_str().into()))
+    }
+}
+
+/// `s`, or `empty` when it is blank (`#[row(json_default = "{}")]`).
+pub(crate) fn json_default(s: &str, empty: &str) -> String {
+    if s.trim().is_empty() {
+        empty.to_string()
+    } else {
+        s.to_string()
+    }
+}
 
 /// A column value to bind.
 #[derive(Debug, Clone)]
@@ -63,6 +160,40 @@ impl From<Option<DateTime<Utc>>> for Val {
 impl From<DateTime<Utc>> for Val {
     fn from(v: DateTime<Utc>) -> Self {
         Val::Int(Some(v.timestamp_millis()))
+    }
+}
+
+// What some fields are saved as (`#[row(write = ...)]`).
+
+/// Blank is NULL: an optional text left empty in a form is no value.
+pub(crate) fn blank_as_null(v: &Option<String>) -> Option<String> {
+    v.clone().filter(|s| !s.is_empty())
+}
+
+/// 0 is NULL: for the keep rules, both mean the administrator's default.
+pub(crate) fn zero_as_null(v: &Option<i64>) -> Option<i64> {
+    v.filter(|v| *v > 0)
+}
+
+/// Without surrounding white space.
+pub(crate) fn trimmed(v: &str) -> String {
+    v.trim().to_string()
+}
+
+/// Trimmed, and `UTC` when blank (a schedule's time zone).
+pub(crate) fn utc_if_blank(v: &str) -> String {
+    match v.trim() {
+        "" => "UTC".to_string(),
+        v => v.to_string(),
+    }
+}
+
+/// An empty new value clears the secret rather than sealing "" (a
+/// project's webhook token).
+pub(crate) fn empty_secret_cleared(v: &Secret) -> Secret {
+    match v {
+        Secret::Set(t) if t.is_empty() => Secret::Empty,
+        other => other.clone(),
     }
 }
 

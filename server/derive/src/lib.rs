@@ -1,0 +1,246 @@
+//! Row mapping for the Vespene store: `#[derive(FromRow)]` reads a struct
+//! from a database row, `#[derive(ToColumns)]` lists the columns to write
+//! for it, so each column is named once, by its field.
+//!
+//! The derives are for the `vespene` crate's store only: the code they
+//! generate names `crate::store::row` (the traits `FromRow`, `ToColumns` and
+//! `Column`, the `Cols` list, the `AnyRow` type) and `crate::store::Result`.
+//!
+//! # What a field becomes
+//!
+//! A field is the column of the same name. How its value is read and written
+//! follows its type, through the store's `Column` trait: times
+//! (`DateTime<Utc>`) are epoch milliseconds, booleans are read from a
+//! PostgreSQL `BOOLEAN` or a SQLite integer, a NULL text reads as `""` into a
+//! `String`, a `Secret` is sealed with the store's cipher on write (and left
+//! out when it is `Stored`, so the stored value is kept) and read as `Stored`
+//! or `Empty`, never in clear. A field named `id` is read but never written:
+//! the database assigns it.
+//!
+//! # Field attributes
+//!
+//! All in `#[row(...)]`, combined with commas:
+//!
+//! - `skip`: not a column (link-table ids, filled by the caller); read as
+//!   `Default::default()`, never written.
+//! - `read_only`: read, never written (columns another part of the store
+//!   keeps, such as a project's build pointers).
+//! - `column = "name"`: the column's name when it is not the field's.
+//! - `masked`: a `variables` JSON object whose secret values are read masked
+//!   (`secret_vars::mask`); sealing them on write is the store's save path.
+//! - `json_default = "{}"`: written as this when blank.
+//! - `read = path`: the value is `path(stored)`, `stored` being the column
+//!   read as `path`'s parameter type (`fn(String) -> Vec<String>`).
+//! - `write = path`: the value written is `path(&field)`, of the field's own
+//!   type (`fn(&str) -> String` trimming a `String`, for example).
+//!
+//! `read` and `write` paths are resolved where the struct is defined.
+//!
+//! # Example
+//!
+//! A stage, a few of its fields shown:
+//!
+//! ```ignore
+//! #[derive(FromRow, ToColumns)]
+//! pub struct Stage {
+//!     pub id: i64,                        // read only
+//!     pub name: String,                   // "name"
+//!     #[row(masked, json_default = "{}")]
+//!     pub variables: String,
+//!     #[row(skip)]                        // the stage_variable_sets table
+//!     pub variable_set_ids: Vec<i64>,
+//!     pub approval_required: bool,        // BOOLEAN or 0/1
+//! }
+//! ```
+//!
+//! generates, in substance:
+//!
+//! ```ignore
+//! impl FromRow for Stage {
+//!     const COLUMNS: &'static str = "id, name, variables, approval_required";
+//!     fn from_row(row: &AnyRow) -> Result<Self> {
+//!         Ok(Self {
+//!             id: Column::read(row, "id")?,
+//!             name: Column::read(row, "name")?,
+//!             variables: secret_vars::mask(&<String as Column>::read(row, "variables")?),
+//!             variable_set_ids: Default::default(),
+//!             approval_required: Column::read(row, "approval_required")?,
+//!         })
+//!     }
+//! }
+//! impl ToColumns for Stage {
+//!     fn columns(&self, secrets: &dyn SecretCipher) -> Result<Cols> {
+//!         // ("name", ..), ("variables", json_default(..)), ("approval_required", ..)
+//!     }
+//! }
+//! ```
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as Tokens;
+use quote::quote;
+use syn::{parse_macro_input, Data, DeriveInput, Fields, Ident, LitStr, Path};
+
+/// Implements the store's `FromRow` for a struct with named fields: one
+/// `from_row` reading each field from its column, and `COLUMNS`, the
+/// comma-separated list of the columns read (for a `SELECT` that must not
+/// read `*`). See the crate documentation for the `#[row(...)]` attributes.
+#[proc_macro_derive(FromRow, attributes(row))]
+pub fn derive_from_row(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand(&input, from_row).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+/// Implements the store's `ToColumns` for a struct with named fields: the
+/// `(column, value)` pairs an INSERT or UPDATE writes, every field but `id`,
+/// `skip` and `read_only` ones. See the crate documentation for the
+/// `#[row(...)]` attributes.
+#[proc_macro_derive(ToColumns, attributes(row))]
+pub fn derive_to_columns(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand(&input, to_columns).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+/// One field and what its `#[row(...)]` attributes say.
+struct Field {
+    ident: Ident,
+    column: LitStr,
+    skip: bool,
+    read_only: bool,
+    masked: bool,
+    json_default: Option<LitStr>,
+    read: Option<Path>,
+    write: Option<Path>,
+}
+
+fn expand(input: &DeriveInput, generate: fn(&DeriveInput, &[Field]) -> Tokens) -> syn::Result<Tokens> {
+    let Data::Struct(data) = &input.data else {
+        return Err(syn::Error::new_spanned(&input.ident, "rows map to structs only"));
+    };
+    let Fields::Named(named) = &data.fields else {
+        return Err(syn::Error::new_spanned(&input.ident, "rows map to structs with named fields only"));
+    };
+    let fields = named.named.iter().map(parse_field).collect::<syn::Result<Vec<_>>>()?;
+    Ok(generate(input, &fields))
+}
+
+fn parse_field(f: &syn::Field) -> syn::Result<Field> {
+    let ident = f.ident.clone().expect("named field");
+    let mut field = Field {
+        column: LitStr::new(&ident.to_string(), ident.span()),
+        read_only: false,
+        ident,
+        skip: false,
+        masked: false,
+        json_default: None,
+        read: None,
+        write: None,
+    };
+    for attr in f.attrs.iter().filter(|a| a.path().is_ident("row")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("skip") {
+                field.skip = true;
+            } else if meta.path.is_ident("read_only") {
+                field.read_only = true;
+            } else if meta.path.is_ident("masked") {
+                field.masked = true;
+            } else if meta.path.is_ident("column") {
+                field.column = meta.value()?.parse()?;
+            } else if meta.path.is_ident("json_default") {
+                field.json_default = Some(meta.value()?.parse()?);
+            } else if meta.path.is_ident("read") {
+                field.read = Some(meta.value()?.parse()?);
+            } else if meta.path.is_ident("write") {
+                field.write = Some(meta.value()?.parse()?);
+            } else {
+                return Err(meta.error(
+                    "unknown row attribute; expected skip, read_only, column, masked, json_default, read or write",
+                ));
+            }
+            Ok(())
+        })?;
+        // Combinations that would silently drop one of their halves.
+        let conflict = |what: &str| Err(syn::Error::new_spanned(attr, what));
+        let other = field.read_only
+            || field.masked
+            || field.json_default.is_some()
+            || field.read.is_some()
+            || field.write.is_some();
+        if field.skip && other {
+            return conflict("`skip` is not a column: it takes no other row attribute");
+        }
+        if field.masked && field.read.is_some() {
+            return conflict("`masked` and `read` both say how to read: keep one");
+        }
+        if field.json_default.is_some() && field.write.is_some() {
+            return conflict("`json_default` and `write` both say what to write: keep one");
+        }
+    }
+    // The database assigns ids.
+    field.read_only |= field.ident == "id" && !field.skip;
+    Ok(field)
+}
+
+fn from_row(input: &DeriveInput, fields: &[Field]) -> Tokens {
+    let name = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let inits = fields.iter().map(|f| {
+        let ident = &f.ident;
+        let column = &f.column;
+        let value = if f.skip {
+            quote!(::core::default::Default::default())
+        } else if let Some(read) = &f.read {
+            quote!(#read(crate::store::row::Column::read(row, #column)?))
+        } else if f.masked {
+            quote!(crate::store::secret_vars::mask(&<::std::string::String as crate::store::row::Column>::read(
+                row, #column
+            )?))
+        } else {
+            quote!(crate::store::row::Column::read(row, #column)?)
+        };
+        quote!(#ident: #value)
+    });
+    let columns = fields.iter().filter(|f| !f.skip).map(|f| f.column.value()).collect::<Vec<_>>().join(", ");
+    quote! {
+        impl #impl_generics crate::store::row::FromRow for #name #ty_generics #where_clause {
+            const COLUMNS: &'static str = #columns;
+            fn from_row(row: &crate::store::row::AnyRow) -> crate::store::Result<Self> {
+                ::core::result::Result::Ok(Self { #(#inits),* })
+            }
+        }
+    }
+}
+
+fn to_columns(input: &DeriveInput, fields: &[Field]) -> Tokens {
+    let name = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let written: Vec<&Field> = fields.iter().filter(|f| !f.skip && !f.read_only).collect();
+    let capacity = written.len();
+    let pushes = written.iter().map(|f| {
+        let ident = &f.ident;
+        let column = &f.column;
+        let value = if let Some(write) = &f.write {
+            quote!(&#write(&self.#ident))
+        } else if let Some(empty) = &f.json_default {
+            quote!(&crate::store::row::json_default(&self.#ident, #empty))
+        } else {
+            quote!(&self.#ident)
+        };
+        quote! {
+            if let ::core::option::Option::Some(v) = crate::store::row::Column::write(#value, secrets)? {
+                cols.push((#column, v));
+            }
+        }
+    });
+    quote! {
+        impl #impl_generics crate::store::row::ToColumns for #name #ty_generics #where_clause {
+            fn columns(
+                &self,
+                secrets: &dyn crate::store::SecretCipher,
+            ) -> crate::store::Result<crate::store::row::Cols> {
+                let mut cols = crate::store::row::Cols::with_capacity(#capacity);
+                #(#pushes)*
+                ::core::result::Result::Ok(cols)
+            }
+        }
+    }
+}
