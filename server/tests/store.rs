@@ -12,9 +12,9 @@ mod support;
 use sqlx::{Connection, Executor, Row};
 use support::basic_secrets;
 use vespene::store::{
-    self, AuditActor, AuditFilter, Backend, BuildFilter, BuildStartAudit, BuildStatus, Group, NewBuild, NewUser,
-    OutputStream, Pipeline, Project, Secret, ServiceLogin, SshKey, Stage, Store, StoreError, StoreOptions, VariableSet,
-    Worker, WorkerPool,
+    self, AuditActor, AuditEntry, AuditFilter, Backend, BuildFilter, BuildStartAudit, BuildStatus, Group, NewBuild,
+    NewUser, OutputStream, Pipeline, Project, Secret, ServiceLogin, SshKey, Stage, Store, StoreError, StoreOptions,
+    VariableSet, Worker, WorkerPool,
 };
 
 struct TestDb {
@@ -111,6 +111,7 @@ store_tests!(
     ensure_admin_creates_once,
     api_tokens_are_stored_hashed,
     a_build_start_and_its_audit_record_are_kept_together,
+    a_change_and_its_audit_record_are_written_together,
     sessions_expire,
     build_status_machine,
     concurrent_claims_never_share_a_build,
@@ -493,6 +494,40 @@ async fn api_tokens_are_stored_hashed(s: &Store) {
     assert!(s.authenticate_token(&expired).await.unwrap().is_none());
     assert!(s.delete_api_token(tok.id).await.unwrap());
     assert!(s.authenticate_token(&secret).await.unwrap().is_none());
+}
+
+async fn a_change_and_its_audit_record_are_written_together(s: &Store) {
+    let entry = |action: &str, id: Option<i64>| AuditEntry {
+        actor: AuditActor::system(),
+        action: action.into(),
+        object: store::AuditObject::new("user", id, "someone"),
+        details: serde_json::json!({}),
+    };
+    let new_user =
+        |name: &str| NewUser { username: name.into(), password: "a long password 1".into(), ..Default::default() };
+    let kept = s.create_user_audited(&new_user("kept"), &[], |u| entry("create", Some(u.id))).await.unwrap();
+    let filter = AuditFilter { action: Some("create".into()), limit: 10, ..Default::default() };
+    let events = s.list_audit(&filter).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.object_id).collect::<Vec<_>>(), [Some(kept.id)]);
+
+    // With the audit log unwritable, no change is saved without its record.
+    sqlx::query("ALTER TABLE audit_events RENAME TO audit_events_away").execute(s.pool()).await.unwrap();
+    assert!(s.create_user_audited(&new_user("lost"), &[], |u| entry("create", Some(u.id))).await.is_err());
+    assert!(s.find_user("lost").await.unwrap().is_none(), "a user created without its audit record");
+    let changed = store::User { email: "new@example.com".into(), ..kept.clone() };
+    let refused =
+        s.update_user_audited(&changed, Some("another long password 2"), None, None, |u| entry("update", Some(u.id)));
+    assert!(refused.await.is_err());
+    let after = s.get_user(kept.id).await.unwrap().unwrap();
+    assert_eq!(after.email, kept.email, "a profile saved without its audit record");
+    assert!(s.password_matches(kept.id, "a long password 1").await.unwrap(), "a password set without its record");
+    assert!(s.create_group_audited("lost", |g| entry("create", Some(g.id))).await.is_err());
+    assert!(s.find_group("lost").await.unwrap().is_none(), "a group created without its audit record");
+    assert!(s.delete_user_audited(kept.id, &entry("delete", Some(kept.id))).await.is_err());
+    assert!(s.get_user(kept.id).await.unwrap().is_some(), "a user deleted without its audit record");
+    assert!(s.create_api_token_audited(kept.id, "lost", None, |t| entry("token.create", Some(t.id))).await.is_err());
+    assert!(s.list_api_tokens(kept.id).await.unwrap().is_empty(), "a token made without its audit record");
+    sqlx::query("ALTER TABLE audit_events_away RENAME TO audit_events").execute(s.pool()).await.unwrap();
 }
 
 async fn a_build_start_and_its_audit_record_are_kept_together(s: &Store) {

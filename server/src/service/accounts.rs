@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::{audit, Error, Principal, Service};
 use crate::settings::LOCAL_SOURCE;
-use crate::store::{ApiToken, AuditActor, AuditObject, ExternalLogin, Id, User};
+use crate::store::{ApiToken, AuditActor, AuditEntry, AuditObject, ExternalLogin, Id, User};
 
 /// What a login came to.
 #[derive(Debug)]
@@ -245,10 +245,14 @@ impl Service {
         via: &str,
         client: Option<IpAddr>,
     ) -> Result<String, Error> {
-        let sid = self.store().create_session(user.id, chrono::Duration::seconds(SESSION_TTL_SECS)).await?;
-        let object = AuditObject::new("user", Some(user.id), user.username.clone());
-        self.audit(&AuditActor::user(user, client), "login", &object, json!({ "via": via, "source": source })).await;
-        Ok(sid)
+        let record = AuditEntry {
+            actor: AuditActor::user(user, client),
+            action: "login".into(),
+            object: AuditObject::new("user", Some(user.id), user.username.clone()),
+            details: json!({ "via": via, "source": source }),
+        };
+        let ttl = chrono::Duration::seconds(SESSION_TTL_SECS);
+        Ok(self.store().create_session_audited(user.id, ttl, Some(&record)).await?)
     }
 
     /// Ends the principal's session, if it is one.
@@ -286,11 +290,14 @@ impl Service {
             }
         };
         let ttl = (days > 0).then(|| chrono::Duration::days(days));
-        let (token, secret) = self.store().create_api_token(user.id, name, ttl).await?;
-        let object = AuditObject::new("token", Some(token.id), name);
-        let details = json!({ "expires_in_days": (days > 0).then_some(days) });
-        self.audit(&audit::actor(principal, client), "token.create", &object, details).await;
-        Ok((token, secret))
+        let actor = audit::actor(principal, client);
+        let record = |token: &ApiToken| AuditEntry {
+            actor,
+            action: "token.create".into(),
+            object: AuditObject::new("token", Some(token.id), name),
+            details: json!({ "expires_in_days": (days > 0).then_some(days) }),
+        };
+        Ok(self.store().create_api_token_audited(user.id, name, ttl, record).await?)
     }
 
     /// Revokes one of the caller's own API tokens.
@@ -299,9 +306,13 @@ impl Service {
         let Some(token) = self.store().list_api_tokens(user.id).await?.into_iter().find(|t| t.id == id) else {
             return Err(Error::not_found(&format!("token {id}")));
         };
-        self.store().delete_api_token(id).await?;
-        let object = AuditObject::new("token", Some(id), token.name);
-        self.audit(&audit::actor(principal, client), "token.revoke", &object, json!({})).await;
+        let record = AuditEntry {
+            actor: audit::actor(principal, client),
+            action: "token.revoke".into(),
+            object: AuditObject::new("token", Some(id), token.name),
+            details: json!({}),
+        };
+        self.store().delete_api_token_audited(id, &record).await?;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{audit, Error, Principal, Service};
 use crate::engine::live::Subscription;
 use crate::engine::{LaunchAnswers, PipelineRun, StartRequest};
-use crate::store::{Build, BuildFilter, BuildStatus, Id, OutputLine, Pipeline, PipelineApproval, Project};
+use crate::store::{AuditEntry, Build, BuildFilter, BuildStatus, Id, OutputLine, Pipeline, PipelineApproval, Project};
 
 /// A stage named by the caller: its id, or its name.
 pub enum StageRef {
@@ -176,13 +176,17 @@ impl Service {
         id: Id,
         pinned: bool,
     ) -> Result<Build, Error> {
-        self.build_for(principal, id, "stop").await?;
-        let build =
-            self.store().set_build_pinned(id, pinned).await?.ok_or_else(|| Error::not_found(&format!("build {id}")))?;
-        let action = if pinned { "build.pin" } else { "build.unpin" };
-        let object = self.build_audit_object(&build).await;
-        self.audit(&audit::actor(principal, client), action, &object, json!({})).await;
-        Ok(build)
+        let build = self.build_for(principal, id, "stop").await?;
+        let record = AuditEntry {
+            actor: audit::actor(principal, client),
+            action: if pinned { "build.pin" } else { "build.unpin" }.into(),
+            object: self.build_audit_object(&build).await,
+            details: json!({}),
+        };
+        self.store()
+            .set_build_pinned_audited(id, pinned, Some(&record))
+            .await?
+            .ok_or_else(|| Error::not_found(&format!("build {id}")))
     }
 
     /// Deletes a finished, unpinned build with its log.
@@ -199,9 +203,13 @@ impl Service {
         if build.pinned {
             return Err(Error::conflict(format!("build {id} is pinned: unpin it first")));
         }
-        self.store().delete_build(id).await?;
-        let object = self.build_audit_object(&build).await;
-        self.audit(&audit::actor(principal, client), "delete", &object, json!({})).await;
+        let record = AuditEntry {
+            actor: audit::actor(principal, client),
+            action: "delete".into(),
+            object: self.build_audit_object(&build).await,
+            details: json!({}),
+        };
+        self.store().delete_build_audited(id, Some(&record)).await?;
         Ok(())
     }
 

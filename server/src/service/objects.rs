@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 use super::access::authz_object_with;
 use super::{audit, Error, Failure, Principal, Service};
 use crate::store::{
-    AuditObject, Id, NewUser, ObjectKind, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User,
-    VariableSet, WorkerPool,
+    AuditActor, AuditEntry, AuditObject, Id, NewUser, ObjectKind, Organization, Pipeline, Project, Record,
+    ServiceLogin, Snippet, SshKey, Stage, User, VariableSet, WorkerPool,
 };
 
 /// What kind of JSON value `v` is, for error messages.
@@ -120,16 +120,20 @@ macro_rules! dispatch_kind {
             .map_err(Error::from)
             .map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default()))
     };
-    (@one $ty:ty, $store:expr, create, $value:expr, $what:expr) => {{
+    (@one $ty:ty, $store:expr, create, $value:expr, $what:expr, $audit:expr) => {{
         let obj: $ty = typed($value, $what)?;
-        $store.create_record(&obj).await.map_err(Error::from)
+        let audit = $audit;
+        let stored = $store.create_record_audited(&obj, |stored: &$ty| audit(&as_value(stored))).await?;
+        Ok::<Value, Error>(as_value(&stored))
     }};
-    (@one $ty:ty, $store:expr, update, $value:expr, $what:expr) => {{
+    (@one $ty:ty, $store:expr, update, $value:expr, $what:expr, $audit:expr) => {{
         let obj: $ty = typed($value, $what)?;
-        $store.update_record(&obj).await.map_err(Error::from)
+        let audit = $audit;
+        let stored = $store.update_record_audited(&obj, |stored: &$ty| audit(&as_value(stored))).await?;
+        Ok::<Value, Error>(as_value(&stored))
     }};
-    (@one $ty:ty, $store:expr, delete, $id:expr) => {
-        $store.delete_record::<$ty>($id).await.map_err(Error::from)
+    (@one $ty:ty, $store:expr, delete, $id:expr, $audit:expr) => {
+        $store.delete_row(<$ty as Record>::TABLE, <$ty as Record>::WHAT, $id, Some($audit)).await.map_err(Error::from)
     };
     (@one $ty:ty, $store:expr, defaults) => {
         Ok(serde_json::to_value(<$ty>::default()).unwrap_or_default())
@@ -150,6 +154,12 @@ pub fn defaults(kind: ObjectKind) -> Result<Value, Error> {
 }
 
 /// What others see of a user: the username and the id, nothing else.
+/// The `name` of a group's create or rename body, the only field it has.
+fn group_name(body: &Map<String, Value>) -> Result<&str, Error> {
+    reject_unknown(body, &["name"], "group")?;
+    body.get("name").and_then(Value::as_str).ok_or_else(|| Error::field("name", "'name' (a string) is required"))
+}
+
 pub fn user_summary(user: &Value) -> Value {
     json!({ "id": user["id"], "username": user["username"] })
 }
@@ -158,6 +168,29 @@ pub fn user_summary(user: &Value) -> Value {
 /// Stored objects as JSON.
 fn as_values<T: serde::Serialize>(objects: Vec<T>) -> Vec<Value> {
     objects.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect()
+}
+
+/// A stored object as JSON.
+fn as_value<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).unwrap_or_default()
+}
+
+/// The audit record of `action` on an object of `kind`, made from the
+/// object as stored (`after`): its name, and what changed of the fields
+/// `asked` since `before`.
+fn change_record<'a>(
+    actor: AuditActor,
+    action: &'a str,
+    kind: ObjectKind,
+    before: Option<&'a Value>,
+    asked: &'a [String],
+) -> impl FnOnce(&Value) -> AuditEntry + 'a {
+    move |after| AuditEntry {
+        actor,
+        action: action.to_string(),
+        object: AuditObject::new(kind.as_str(), after["id"].as_i64(), object_name(kind, after)),
+        details: audit::change_details(before, after, asked),
+    }
 }
 
 /// Fields whose value is a JSON document kept as text (variables, a
@@ -387,15 +420,14 @@ impl Service {
         self.authorize(principal, "create", kind.as_str(), None).await?;
         let what = kind.label();
         let asked: Vec<String> = body.keys().cloned().collect();
-        let id = match kind {
-            ObjectKind::User => self.create_user(body).await?,
+        // Shared by the API and the UI: every object created is recorded, in the transaction that creates it.
+        let record = change_record(audit::actor(principal, client), "create", kind, None, &asked);
+        match kind {
+            ObjectKind::User => self.create_user(body, record).await,
             ObjectKind::Group => {
-                reject_unknown(&body, &["name"], "group")?;
-                let name = body
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| Error::field("name", "'name' (a string) is required"))?;
-                self.store().create_group(name).await?
+                let name = group_name(&body)?;
+                let stored = self.store().create_group_audited(name, |g| record(&as_value(g))).await?;
+                Ok(as_value(&stored))
             }
             _ => {
                 let mut value = defaults(kind)?;
@@ -403,15 +435,9 @@ impl Service {
                 value["created_by"] = json!(user.id);
                 self.check_uses(principal, kind, None, &value).await?;
                 self.check_autoscaler(kind, &value)?;
-                dispatch_kind!(kind, self.store(), create, value, &what)?
+                dispatch_kind!(kind, self.store(), create, value, &what, record)
             }
-        };
-        // Shared by the API and the UI: every object created is recorded here.
-        let after = self.get_value(kind, id).await?;
-        let object = AuditObject::new(kind.as_str(), Some(id), object_name(kind, &after));
-        let details = audit::change_details(None, &after, &asked);
-        self.audit(&audit::actor(principal, client), "create", &object, details).await;
-        Ok(after)
+        }
     }
 
     /// Changes fields of an object, as `PATCH /api/v1/<kind>s/{id}` does, `edit` authorization included.
@@ -434,30 +460,23 @@ impl Service {
         }
         object["changes"] = json!(changes);
         self.authorize(principal, "edit", kind.as_str(), Some(object)).await?;
+        // Shared by the API and the UI: every object changed is recorded, in the transaction that changes it.
+        let record = change_record(audit::actor(principal, client), "update", kind, Some(&current), &asked);
         match kind {
-            ObjectKind::User => self.update_user(principal, current.clone(), body).await?,
+            ObjectKind::User => self.update_user(principal, current.clone(), body, record).await,
             ObjectKind::Group => {
-                reject_unknown(&body, &["name"], "group")?;
-                let name = body
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| Error::field("name", "'name' (a string) is required"))?;
-                self.store().rename_group(id, name).await?;
+                let name = group_name(&body)?;
+                let stored = self.store().rename_group_audited(id, name, |g| record(&as_value(g))).await?;
+                Ok(as_value(&stored))
             }
             _ => {
                 let mut value = current.clone();
                 merge_input(&mut value, body, kind, &what)?;
                 self.check_uses(principal, kind, Some(&current), &value).await?;
                 self.check_autoscaler(kind, &value)?;
-                dispatch_kind!(kind, self.store(), update, value, &what)?;
+                dispatch_kind!(kind, self.store(), update, value, &what, record)
             }
         }
-        // Shared by the API and the UI: every object changed is recorded here.
-        let after = self.get_value(kind, id).await?;
-        let object = AuditObject::new(kind.as_str(), Some(id), object_name(kind, &after));
-        let details = audit::change_details(Some(&current), &after, &asked);
-        self.audit(&audit::actor(principal, client), "update", &object, details).await;
-        Ok(after)
     }
 
     /// Deletes an object, as `DELETE /api/v1/<kind>s/{id}` does, `delete` authorization included.
@@ -471,16 +490,20 @@ impl Service {
         let current = self.get_value(kind, id).await?;
         let object = self.authz_object(kind.as_str(), current.clone()).await?;
         self.authorize(principal, "delete", kind.as_str(), Some(object)).await?;
+        let record = AuditEntry {
+            actor: audit::actor(principal, client),
+            action: "delete".into(),
+            object: AuditObject::new(kind.as_str(), Some(id), object_name(kind, &current)),
+            details: json!({}),
+        };
         let deleted = match kind {
-            ObjectKind::User => self.store().delete_user(id).await?,
-            ObjectKind::Group => self.store().delete_group(id).await?,
-            _ => dispatch_kind!(kind, self.store(), delete, id)?,
+            ObjectKind::User => self.store().delete_user_audited(id, &record).await?,
+            ObjectKind::Group => self.store().delete_group_audited(id, &record).await?,
+            _ => dispatch_kind!(kind, self.store(), delete, id, &record)?,
         };
         if !deleted {
             return Err(Error::not_found(&format!("{} {id}", kind.label())));
         }
-        let object = AuditObject::new(kind.as_str(), Some(id), object_name(kind, &current));
-        self.audit(&audit::actor(principal, client), "delete", &object, json!({})).await;
         Ok(())
     }
 
@@ -506,7 +529,11 @@ impl Service {
         Ok(())
     }
 
-    pub async fn create_user(&self, body: Map<String, Value>) -> Result<Id, Error> {
+    async fn create_user(
+        &self,
+        body: Map<String, Value>,
+        record: impl FnOnce(&Value) -> AuditEntry,
+    ) -> Result<Value, Error> {
         reject_unknown(&body, USER_FIELDS, "user")?;
         #[derive(serde::Deserialize)]
         struct Input {
@@ -532,15 +559,17 @@ impl Service {
             last_name: input.last_name,
             is_superuser: input.is_superuser,
         };
-        Ok(self.store().create_user_in_groups(&user, &input.group_ids).await?)
+        let stored = self.store().create_user_audited(&user, &input.group_ids, |u| record(&as_value(u))).await?;
+        Ok(as_value(&stored))
     }
 
-    pub async fn update_user(
+    async fn update_user(
         &self,
         principal: &Principal,
         current: Value,
         mut body: Map<String, Value>,
-    ) -> Result<(), Error> {
+        record: impl FnOnce(&Value) -> AuditEntry,
+    ) -> Result<Value, Error> {
         reject_unknown(&body, USER_FIELDS, "user")?;
         let mut string_field = |name: &str| match body.remove(name) {
             Some(Value::String(p)) => Ok(Some(p)),
@@ -589,18 +618,17 @@ impl Service {
                 return Err(Error::forbidden("only a superuser may set another user's password"));
             }
         }
-        self.store().update_user(&user).await?;
-        if let Some(p) = password {
-            // Every other way in ends: the user's other sessions and their API
-            // tokens (all but the one making the change, when it is theirs).
-            let (keep_session, keep_token) = match principal {
-                Principal::Session { user: u, sid } if u.id == user.id => (Some(sid.as_str()), None),
-                Principal::Token { user: u, token } if u.id == user.id => (None, Some(token.as_str())),
-                _ => (None, None),
-            };
-            self.store().set_password(user.id, &p).await?;
-            self.store().end_logins(user.id, keep_session, keep_token).await?;
-        }
-        Ok(())
+        // A new password ends every other way in: the user's other sessions
+        // and their API tokens (all but the one making the change, when it is theirs).
+        let (keep_session, keep_token) = match principal {
+            Principal::Session { user: u, sid } if u.id == user.id => (Some(sid.as_str()), None),
+            Principal::Token { user: u, token } if u.id == user.id => (None, Some(token.as_str())),
+            _ => (None, None),
+        };
+        let stored = self
+            .store()
+            .update_user_audited(&user, password.as_deref(), keep_session, keep_token, |u| record(&as_value(u)))
+            .await?;
+        Ok(as_value(&stored))
     }
 }

@@ -125,35 +125,28 @@ impl Store {
     /// Creates a local account and its group memberships in one transaction:
     /// a group that does not exist leaves nothing saved.
     pub async fn create_user_in_groups(&self, u: &NewUser, group_ids: &[Id]) -> Result<Id> {
-        v::username("username", &u.username)?;
-        check_password(&u.password)?;
-        let hash = hash_password(&u.password)?;
+        let hash = checked_new_user(u)?;
         let mut tx = self.begin_write().await?;
-        let r = sqlx::query(
-            "INSERT INTO users (username, password_hash, email, first_name, last_name, is_superuser, is_active, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) RETURNING id",
-        )
-        .bind(u.username.as_str())
-        .bind(hash)
-        .bind(u.email.as_str())
-        .bind(u.first_name.as_str())
-        .bind(u.last_name.as_str())
-        .bind(u.is_superuser)
-        .bind(row::now().timestamp_millis())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| row::map_db_err(e, "user", &u.username))?;
-        let id = r.try_get::<i64, _>(0)?;
-        for g in group_ids {
-            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(*g)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|_| ValidationError::new("group_ids", format!("group {g} does not exist")))?;
-        }
+        let id = insert_user(&mut tx, u, hash, group_ids).await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// [`Store::create_user_in_groups`] with the audit record `audit` makes
+    /// of the account as stored, in the same transaction.
+    pub async fn create_user_audited(
+        &self,
+        u: &NewUser,
+        group_ids: &[Id],
+        audit: impl FnOnce(&User) -> AuditEntry,
+    ) -> Result<User> {
+        let hash = checked_new_user(u)?;
+        let mut tx = self.begin_write().await?;
+        let id = insert_user(&mut tx, u, hash, group_ids).await?;
+        let stored = read_user(&mut tx, id).await?;
+        audit(&stored).insert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// Saves a user's profile fields and flags (not the password: see
@@ -161,76 +154,53 @@ impl Store {
     pub async fn update_user(&self, u: &User) -> Result<()> {
         v::username("username", &u.username)?;
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE users SET username = $1, email = $2, first_name = $3, last_name = $4, is_superuser = $5,
-                 is_active = $6 WHERE id = $7",
-        )
-        .bind(u.username.as_str())
-        .bind(u.email.as_str())
-        .bind(u.first_name.as_str())
-        .bind(u.last_name.as_str())
-        .bind(u.is_superuser)
-        .bind(u.is_active)
-        .bind(u.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| row::map_db_err(e, "user", &u.username))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "user", id: u.id.to_string() });
-        }
-        // Memberships that stay keep their source (an authentication
-        // plugin's sync must still recognise the ones it made).
-        let current = sqlx::query("SELECT group_id FROM group_members WHERE user_id = $1")
-            .bind(u.id)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<i64, _>(0))
-            .collect::<std::result::Result<Vec<i64>, _>>()?;
-        for g in current.iter().filter(|g| !u.group_ids.contains(g)) {
-            sqlx::query("DELETE FROM group_members WHERE user_id = $1 AND group_id = $2")
-                .bind(u.id)
-                .bind(*g)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for g in u.group_ids.iter().filter(|g| !current.contains(g)) {
-            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(*g)
-                .bind(u.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|_| ValidationError::new("group_ids", format!("group {g} does not exist")))?;
-        }
+        update_user_in(&mut tx, u).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Saves a user as [`Store::update_user`] does, with a new password when
+    /// one is given (which ends every other way in: the user's sessions and
+    /// API tokens but `keep_session` and `keep_token`, the ones making the
+    /// change), and the audit record `audit` makes of the account as stored,
+    /// all in one transaction.
+    pub async fn update_user_audited(
+        &self,
+        u: &User,
+        password: Option<&str>,
+        keep_session: Option<&str>,
+        keep_token: Option<&str>,
+        audit: impl FnOnce(&User) -> AuditEntry,
+    ) -> Result<User> {
+        v::username("username", &u.username)?;
+        // Hashed before the transaction: argon2 takes a while, the write lock must not.
+        let hash = match password {
+            Some(p) => {
+                check_password(p)?;
+                Some(hash_password(p)?)
+            }
+            None => None,
+        };
+        let mut tx = self.begin_write().await?;
+        update_user_in(&mut tx, u).await?;
+        if let Some(hash) = hash {
+            set_password_in(&mut tx, u.id, &hash).await?;
+            end_logins_in(&mut tx, u.id, keep_session, keep_token).await?;
+        }
+        let stored = read_user(&mut tx, u.id).await?;
+        audit(&stored).insert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// Sets a new password (local accounts only: another source's account
     /// has its password checked there).
     pub async fn set_password(&self, user_id: Id, password: &str) -> Result<()> {
         check_password(password)?;
-        let source = sqlx::query("SELECT auth_source FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| get_str(&r, "auth_source"))
-            .transpose()?;
-        if let Some(source) = source.filter(|s| s != crate::settings::LOCAL_SOURCE) {
-            return Err(ValidationError::new(
-                "password",
-                format!("this account's password is checked by the authentication source '{source}', not by Vespene"),
-            )
-            .into());
-        }
-        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(hash_password(password)?)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "user", id: user_id.to_string() });
-        }
+        let hash = hash_password(password)?;
+        let mut tx = self.begin_write().await?;
+        set_password_in(&mut tx, user_id, &hash).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -250,18 +220,9 @@ impl Store {
     /// token given (the ones making a password change); answers how many ended.
     pub async fn end_logins(&self, user_id: Id, keep_session: Option<&str>, keep_token: Option<&str>) -> Result<u64> {
         let mut tx = self.begin_write().await?;
-        let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
-            .bind(user_id)
-            .bind(keep_session.map(sha256_hex).unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
-        let tokens = sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND token_hash <> $2")
-            .bind(user_id)
-            .bind(keep_token.map(sha256_hex).unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
+        let ended = end_logins_in(&mut tx, user_id, keep_session, keep_token).await?;
         tx.commit().await?;
-        Ok(sessions.rows_affected() + tokens.rows_affected())
+        Ok(ended)
     }
 
     /// Checks a login against a local account; answers the (active) user
@@ -462,8 +423,12 @@ impl Store {
 
     /// Deletes a user; objects they created keep existing without a creator.
     pub async fn delete_user(&self, id: Id) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
+        self.delete_row("users", "user", id, None).await
+    }
+
+    /// [`Store::delete_user`] with an audit record, in one transaction.
+    pub async fn delete_user_audited(&self, id: Id, audit: &AuditEntry) -> Result<bool> {
+        self.delete_row("users", "user", id, Some(audit)).await
     }
 
     async fn user_group_ids(&self, user_id: Id) -> Result<Vec<Id>> {
@@ -479,28 +444,48 @@ impl Store {
     /// Creates a group.
     pub async fn create_group(&self, name: &str) -> Result<Id> {
         v::name("name", name)?;
-        let r = sqlx::query("INSERT INTO account_groups (name, created_at) VALUES ($1, $2) RETURNING id")
-            .bind(name)
-            .bind(row::now().timestamp_millis())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| row::map_db_err(e, "group", name))?;
-        Ok(r.try_get::<i64, _>(0)?)
+        let mut tx = self.begin_write().await?;
+        let id = insert_group(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Creates a group and the audit record `audit` makes of it as stored,
+    /// in one transaction.
+    pub async fn create_group_audited(&self, name: &str, audit: impl FnOnce(&Group) -> AuditEntry) -> Result<Group> {
+        v::name("name", name)?;
+        let mut tx = self.begin_write().await?;
+        let id = insert_group(&mut tx, name).await?;
+        let stored = read_group(&mut tx, id).await?;
+        audit(&stored).insert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// Renames a group.
     pub async fn rename_group(&self, id: Id, name: &str) -> Result<()> {
         v::name("name", name)?;
-        let done = sqlx::query("UPDATE account_groups SET name = $1 WHERE id = $2")
-            .bind(name)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| row::map_db_err(e, "group", name))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "group", id: id.to_string() });
-        }
+        let mut tx = self.begin_write().await?;
+        rename_group_in(&mut tx, id, name).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Renames a group and records the audit record `audit` makes of it as
+    /// stored, in one transaction.
+    pub async fn rename_group_audited(
+        &self,
+        id: Id,
+        name: &str,
+        audit: impl FnOnce(&Group) -> AuditEntry,
+    ) -> Result<Group> {
+        v::name("name", name)?;
+        let mut tx = self.begin_write().await?;
+        rename_group_in(&mut tx, id, name).await?;
+        let stored = read_group(&mut tx, id).await?;
+        audit(&stored).insert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// Every group, by name.
@@ -518,8 +503,12 @@ impl Store {
 
     /// Deletes a group (and its memberships and ownerships).
     pub async fn delete_group(&self, id: Id) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM account_groups WHERE id = $1").bind(id).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
+        self.delete_row("account_groups", "group", id, None).await
+    }
+
+    /// [`Store::delete_group`] with an audit record, in one transaction.
+    pub async fn delete_group_audited(&self, id: Id, audit: &AuditEntry) -> Result<bool> {
+        self.delete_row("account_groups", "group", id, Some(audit)).await
     }
 
     /// Adds a user to a group (no error if already a member).
@@ -557,33 +546,23 @@ impl Store {
     /// Creates an API token for a user; answers its row and the token itself,
     /// which is not stored and cannot be shown again.
     pub async fn create_api_token(&self, user_id: Id, name: &str, ttl: Option<Duration>) -> Result<(ApiToken, String)> {
-        let token = format!("vsp_{}", random_token());
-        let prefix: String = token.chars().take(10).collect();
-        let now = row::now();
-        let expires = ttl.map(|d| now + d);
-        let r = sqlx::query(
-            "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(user_id)
-        .bind(name)
-        .bind(sha256_hex(&token))
-        .bind(prefix.as_str())
-        .bind(now.timestamp_millis())
-        .bind(expires.map(|t| t.timestamp_millis()))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| row::map_db_err(e, "api token", name))?;
-        let t = ApiToken {
-            id: r.try_get(0)?,
-            user_id,
-            name: name.to_string(),
-            prefix,
-            created_at: now,
-            last_used_at: None,
-            expires_at: expires,
-        };
-        Ok((t, token))
+        insert_api_token(&self.pool, user_id, name, ttl).await
+    }
+
+    /// [`Store::create_api_token`] with the audit record `audit` makes of
+    /// the token, in one transaction.
+    pub async fn create_api_token_audited(
+        &self,
+        user_id: Id,
+        name: &str,
+        ttl: Option<Duration>,
+        audit: impl FnOnce(&ApiToken) -> AuditEntry,
+    ) -> Result<(ApiToken, String)> {
+        let mut tx = self.begin_write().await?;
+        let (token, secret) = insert_api_token(&mut *tx, user_id, name, ttl).await?;
+        audit(&token).insert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((token, secret))
     }
 
     /// The active user a token belongs to, if the token is valid; records its use.
@@ -643,16 +622,31 @@ impl Store {
 
     /// Revokes a token.
     pub async fn delete_api_token(&self, id: Id) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1").bind(id).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
+        self.delete_row("api_tokens", "api token", id, None).await
+    }
+
+    /// [`Store::delete_api_token`] with an audit record, in one transaction.
+    pub async fn delete_api_token_audited(&self, id: Id, audit: &AuditEntry) -> Result<bool> {
+        self.delete_row("api_tokens", "api token", id, Some(audit)).await
     }
 
     // ---- sessions ----
 
     /// Starts a login session; answers the session id for the cookie.
     pub async fn create_session(&self, user_id: Id, ttl: Duration) -> Result<String> {
+        self.create_session_audited(user_id, ttl, None).await
+    }
+
+    /// [`Store::create_session`], recording the login `audit` in the same transaction.
+    pub async fn create_session_audited(
+        &self,
+        user_id: Id,
+        ttl: Duration,
+        audit: Option<&AuditEntry>,
+    ) -> Result<String> {
         let sid = random_token();
         let now = row::now();
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at) VALUES ($1, $2, $3, $4, $3)",
         )
@@ -660,8 +654,12 @@ impl Store {
         .bind(user_id)
         .bind(now.timestamp_millis())
         .bind((now + ttl).timestamp_millis())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if let Some(audit) = audit {
+            audit.insert(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(sid)
     }
 
@@ -708,4 +706,209 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The password hash of a new local account, once its name and password pass.
+fn checked_new_user(u: &NewUser) -> Result<String> {
+    v::username("username", &u.username)?;
+    check_password(&u.password)?;
+    hash_password(&u.password)
+}
+
+async fn insert_user(tx: &mut Tx, u: &NewUser, hash: String, group_ids: &[Id]) -> Result<Id> {
+    let r = sqlx::query(
+        "INSERT INTO users (username, password_hash, email, first_name, last_name, is_superuser, is_active, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) RETURNING id",
+    )
+    .bind(u.username.as_str())
+    .bind(hash)
+    .bind(u.email.as_str())
+    .bind(u.first_name.as_str())
+    .bind(u.last_name.as_str())
+    .bind(u.is_superuser)
+    .bind(row::now().timestamp_millis())
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| row::map_db_err(e, "user", &u.username))?;
+    let id = r.try_get::<i64, _>(0)?;
+    for g in group_ids {
+        sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(*g)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(|_| ValidationError::new("group_ids", format!("group {g} does not exist")))?;
+    }
+    Ok(id)
+}
+
+/// A user and their groups as they are in this transaction.
+async fn read_user(tx: &mut Tx, id: Id) -> Result<User> {
+    let sql = format!("SELECT {} FROM users WHERE id = $1", User::COLUMNS);
+    let r = sqlx::query(&sql).bind(id).fetch_one(&mut **tx).await?;
+    let mut user = User::from_row(&r)?;
+    user.group_ids = sqlx::query("SELECT group_id FROM group_members WHERE user_id = $1 ORDER BY group_id")
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0))
+        .collect::<std::result::Result<Vec<i64>, _>>()?;
+    Ok(user)
+}
+
+async fn update_user_in(tx: &mut Tx, u: &User) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE users SET username = $1, email = $2, first_name = $3, last_name = $4, is_superuser = $5,
+             is_active = $6 WHERE id = $7",
+    )
+    .bind(u.username.as_str())
+    .bind(u.email.as_str())
+    .bind(u.first_name.as_str())
+    .bind(u.last_name.as_str())
+    .bind(u.is_superuser)
+    .bind(u.is_active)
+    .bind(u.id)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| row::map_db_err(e, "user", &u.username))?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound { what: "user", id: u.id.to_string() });
+    }
+    // Memberships that stay keep their source (an authentication
+    // plugin's sync must still recognise the ones it made).
+    let current = sqlx::query("SELECT group_id FROM group_members WHERE user_id = $1")
+        .bind(u.id)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0))
+        .collect::<std::result::Result<Vec<i64>, _>>()?;
+    for g in current.iter().filter(|g| !u.group_ids.contains(g)) {
+        sqlx::query("DELETE FROM group_members WHERE user_id = $1 AND group_id = $2")
+            .bind(u.id)
+            .bind(*g)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for g in u.group_ids.iter().filter(|g| !current.contains(g)) {
+        sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(*g)
+            .bind(u.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(|_| ValidationError::new("group_ids", format!("group {g} does not exist")))?;
+    }
+    Ok(())
+}
+
+/// Sets a local account's password hash; another source's account has its
+/// password checked there and is refused.
+async fn set_password_in(tx: &mut Tx, user_id: Id, hash: &str) -> Result<()> {
+    let source = sqlx::query("SELECT auth_source FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| get_str(&r, "auth_source"))
+        .transpose()?;
+    let Some(source) = source else {
+        return Err(StoreError::NotFound { what: "user", id: user_id.to_string() });
+    };
+    if source != crate::settings::LOCAL_SOURCE {
+        return Err(ValidationError::new(
+            "password",
+            format!("this account's password is checked by the authentication source '{source}', not by Vespene"),
+        )
+        .into());
+    }
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(hash)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn end_logins_in(tx: &mut Tx, user_id: Id, keep_session: Option<&str>, keep_token: Option<&str>) -> Result<u64> {
+    let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+        .bind(user_id)
+        .bind(keep_session.map(sha256_hex).unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+    let tokens = sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND token_hash <> $2")
+        .bind(user_id)
+        .bind(keep_token.map(sha256_hex).unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+    Ok(sessions.rows_affected() + tokens.rows_affected())
+}
+
+async fn insert_group(tx: &mut Tx, name: &str) -> Result<Id> {
+    let r = sqlx::query("INSERT INTO account_groups (name, created_at) VALUES ($1, $2) RETURNING id")
+        .bind(name)
+        .bind(row::now().timestamp_millis())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| row::map_db_err(e, "group", name))?;
+    Ok(r.try_get::<i64, _>(0)?)
+}
+
+async fn rename_group_in(tx: &mut Tx, id: Id, name: &str) -> Result<()> {
+    let done = sqlx::query("UPDATE account_groups SET name = $1 WHERE id = $2")
+        .bind(name)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| row::map_db_err(e, "group", name))?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound { what: "group", id: id.to_string() });
+    }
+    Ok(())
+}
+
+async fn read_group(tx: &mut Tx, id: Id) -> Result<Group> {
+    let sql = format!("SELECT {} FROM account_groups WHERE id = $1", Group::COLUMNS);
+    Group::from_row(&sqlx::query(&sql).bind(id).fetch_one(&mut **tx).await?)
+}
+
+/// A new API token of `user_id`: its record, and the token, shown this once
+/// (only its hash is kept).
+async fn insert_api_token<'e, E>(
+    executor: E,
+    user_id: Id,
+    name: &str,
+    ttl: Option<Duration>,
+) -> Result<(ApiToken, String)>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let token = format!("vsp_{}", random_token());
+    let prefix: String = token.chars().take(10).collect();
+    let now = row::now();
+    let expires = ttl.map(|d| now + d);
+    let r = sqlx::query(
+        "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(name)
+    .bind(sha256_hex(&token))
+    .bind(prefix.as_str())
+    .bind(now.timestamp_millis())
+    .bind(expires.map(|t| t.timestamp_millis()))
+    .fetch_one(executor)
+    .await
+    .map_err(|e| row::map_db_err(e, "api token", name))?;
+    let t = ApiToken {
+        id: r.try_get(0)?,
+        user_id,
+        name: name.to_string(),
+        prefix,
+        created_at: now,
+        last_used_at: None,
+        expires_at: expires,
+    };
+    Ok((t, token))
 }

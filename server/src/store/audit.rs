@@ -1,7 +1,9 @@
 //! The audit log: one row per state change, login, token, build start or
 //! stop, and the plugins loaded at start (`audit_events`, migration 9).
 //!
-//! Rows are written after the change they describe and never updated.
+//! Rows are written in the transaction of the change they describe (an
+//! [`AuditEntry`]) or, for events that change nothing else (a refused login,
+//! the plugins a start loaded), on their own; they are never updated.
 //! The actor's username is copied into the row, so the log still says who
 //! after the user is deleted. Callers put only names and non-secret values
 //! into `details`: this module stores what it is given.
@@ -13,6 +15,29 @@ use vespene_store_derive::FromRow;
 
 use super::row::{self, get_i64, FromRow as _};
 use super::*;
+
+/// An audit record to write in the transaction of the change it describes.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// Who did it.
+    pub actor: AuditActor,
+    /// What they did (`create`, `update`, `build.pin`, ...).
+    pub action: String,
+    /// What it was done to.
+    pub object: AuditObject,
+    /// The change: field names, and old and new values where no secret can be.
+    pub details: Value,
+}
+
+impl AuditEntry {
+    /// Writes the record on `executor` (a transaction's connection).
+    pub(super) async fn insert<'e, E>(&self, executor: E) -> Result<Id>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        insert_audit(executor, &self.actor, &self.action, &self.object, &self.details).await
+    }
+}
 
 /// Who did it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -508,6 +508,12 @@ impl Store {
 impl Store {
     /// Deletes one finished build and its output; false if there was none.
     pub async fn delete_build(&self, id: Id) -> Result<bool> {
+        self.delete_build_audited(id, None).await
+    }
+
+    /// [`Store::delete_build`], recording `audit` in the same transaction
+    /// when the build was deleted.
+    pub async fn delete_build_audited(&self, id: Id, audit: Option<&AuditEntry>) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         for sql in [
             "UPDATE projects SET last_build_id = NULL WHERE last_build_id = $1",
@@ -521,8 +527,12 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let deleted = done.rows_affected() > 0;
+        if let (true, Some(audit)) = (deleted, audit) {
+            audit.insert(&mut *tx).await?;
+        }
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(deleted)
     }
 }
 

@@ -50,10 +50,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
 pub use accounts::{check_password, hash_password, random_token, set_hash_concurrency, ExternalLogin};
-pub use audit::{AuditActor, AuditEvent, AuditFilter, AuditObject};
+pub use audit::{AuditActor, AuditEntry, AuditEvent, AuditFilter, AuditObject};
 pub use builds::BuildFilter;
 pub use logs::{CHUNK_BYTES, CHUNK_LINES};
 pub use models::*;
+pub(crate) use objects::Record;
 pub use objects::SshKeySecrets;
 pub use retention::RetentionFacts;
 pub use row::now;

@@ -87,45 +87,100 @@ pub(crate) trait Record: FromRow + ToColumns + Send + Unpin + 'static {
 
 impl Store {
     pub(crate) async fn create_record<T: Record>(&self, obj: &T) -> Result<Id> {
-        obj.validate()?;
-        obj.validate_policy(&self.policy)?;
-        let mut cols = obj.columns(&*self.secrets)?;
-        if T::CREATED_AT {
-            cols.push(("created_at", row::now().into()));
-        }
+        let cols = self.columns_to_write(obj, true)?;
         let mut tx = self.begin_write().await?;
-        check_refs(&mut tx, obj).await?;
-        self.seal_variables::<T>(&mut tx, &mut cols, None).await?;
-        let sql = row::insert_sql(T::TABLE, &cols);
-        let mut q = sqlx::query(&sql);
-        for (_, val) in cols {
-            q = bind(q, val);
-        }
-        let id: Id = q.fetch_one(&mut *tx).await.map_err(|e| row::map_db_err(e, T::WHAT, obj.name()))?.try_get(0)?;
-        write_links(&mut tx, obj, id).await?;
+        let id = self.insert_record(&mut tx, obj, cols).await?;
         tx.commit().await?;
         Ok(id)
     }
 
     pub(crate) async fn update_record<T: Record>(&self, obj: &T) -> Result<()> {
+        let cols = self.columns_to_write(obj, false)?;
+        let mut tx = self.begin_write().await?;
+        self.overwrite_record(&mut tx, obj, cols).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates a record and the audit record `audit` makes of it as stored,
+    /// in one transaction; answers the record as stored.
+    pub(crate) async fn create_record_audited<T: Record>(
+        &self,
+        obj: &T,
+        audit: impl FnOnce(&T) -> AuditEntry,
+    ) -> Result<T> {
+        let cols = self.columns_to_write(obj, true)?;
+        let mut tx = self.begin_write().await?;
+        let id = self.insert_record(&mut tx, obj, cols).await?;
+        let stored = read_record::<T>(&mut tx, id).await?;
+        audit(&stored).insert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Saves a record and the audit record `audit` makes of it as stored, in
+    /// one transaction; answers the record as stored.
+    pub(crate) async fn update_record_audited<T: Record>(
+        &self,
+        obj: &T,
+        audit: impl FnOnce(&T) -> AuditEntry,
+    ) -> Result<T> {
+        let cols = self.columns_to_write(obj, false)?;
+        let mut tx = self.begin_write().await?;
+        self.overwrite_record(&mut tx, obj, cols).await?;
+        let stored = read_record::<T>(&mut tx, obj.id()).await?;
+        audit(&stored).insert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// The checked columns of a record to write (with `created_at` for a new one).
+    fn columns_to_write<T: Record>(&self, obj: &T, new: bool) -> Result<Cols> {
         obj.validate()?;
         obj.validate_policy(&self.policy)?;
         let mut cols = obj.columns(&*self.secrets)?;
-        let mut tx = self.begin_write().await?;
-        check_refs(&mut tx, obj).await?;
-        self.seal_variables::<T>(&mut tx, &mut cols, Some(obj.id())).await?;
+        if new && T::CREATED_AT {
+            cols.push(("created_at", row::now().into()));
+        }
+        Ok(cols)
+    }
+
+    async fn insert_record<T: Record>(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        obj: &T,
+        mut cols: Cols,
+    ) -> Result<Id> {
+        check_refs(tx, obj).await?;
+        self.seal_variables::<T>(tx, &mut cols, None).await?;
+        let sql = row::insert_sql(T::TABLE, &cols);
+        let mut q = sqlx::query(&sql);
+        for (_, val) in cols {
+            q = bind(q, val);
+        }
+        let id: Id = q.fetch_one(&mut **tx).await.map_err(|e| row::map_db_err(e, T::WHAT, obj.name()))?.try_get(0)?;
+        write_links(tx, obj, id).await?;
+        Ok(id)
+    }
+
+    async fn overwrite_record<T: Record>(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        obj: &T,
+        mut cols: Cols,
+    ) -> Result<()> {
+        check_refs(tx, obj).await?;
+        self.seal_variables::<T>(tx, &mut cols, Some(obj.id())).await?;
         let sql = row::update_sql(T::TABLE, &cols);
         let mut q = sqlx::query(&sql);
         for (_, val) in cols {
             q = bind(q, val);
         }
-        let done = q.bind(obj.id()).execute(&mut *tx).await.map_err(|e| row::map_db_err(e, T::WHAT, obj.name()))?;
+        let done = q.bind(obj.id()).execute(&mut **tx).await.map_err(|e| row::map_db_err(e, T::WHAT, obj.name()))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { what: T::WHAT, id: obj.id().to_string() });
         }
-        write_links(&mut tx, obj, obj.id()).await?;
-        tx.commit().await?;
-        Ok(())
+        write_links(tx, obj, obj.id()).await
     }
 
     /// Encrypts new secret variables of a `variables` column and puts the
@@ -214,15 +269,40 @@ impl Store {
     }
 
     pub(crate) async fn delete_record<T: Record>(&self, id: Id) -> Result<bool> {
-        let sql = format!("DELETE FROM {} WHERE id = $1", T::TABLE);
-        let done = sqlx::query(&sql).bind(id).execute(&self.pool).await.map_err(|e| match e {
+        self.delete_row(T::TABLE, T::WHAT, id, None).await
+    }
+
+    /// Deletes row `id` of `table` (a `what`) and, if it was there, records
+    /// `audit` in the same transaction. A row still referenced is refused,
+    /// naming it.
+    pub(crate) async fn delete_row(&self, table: &str, what: &str, id: Id, audit: Option<&AuditEntry>) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!("DELETE FROM {table} WHERE id = $1");
+        let done = sqlx::query(&sql).bind(id).execute(&mut *tx).await.map_err(|e| match e {
             sqlx::Error::Database(db) if row::is_fk_violation(db.as_ref()) => {
-                StoreError::Reference(format!("{} {id} is still in use and cannot be deleted", T::WHAT))
+                StoreError::Reference(format!("{what} {id} is still in use and cannot be deleted"))
             }
             e => StoreError::Db(e),
         })?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if let (true, Some(audit)) = (deleted, audit) {
+            audit.insert(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
+}
+
+/// A record and its links as they are in this transaction.
+async fn read_record<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, id: Id) -> Result<T> {
+    let sql = format!("SELECT * FROM {} WHERE id = $1", T::TABLE);
+    let r = sqlx::query(&sql).bind(id).fetch_one(&mut **tx).await?;
+    let mut obj = T::from_row(&r)?;
+    for l in T::LINKS {
+        let ids = row::link_ids(&mut **tx, l.table, l.owner_col, l.target_col, id).await?;
+        (l.set)(&mut obj, ids);
+    }
+    Ok(obj)
 }
 
 async fn exists(conn: &mut sqlx::AnyConnection, table: &str, id: Id) -> Result<bool> {

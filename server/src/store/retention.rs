@@ -40,14 +40,27 @@ pub struct RetentionFacts {
 impl Store {
     /// Pins or unpins a build; answers the build, `None` if there is none.
     pub async fn set_build_pinned(&self, id: Id, pinned: bool) -> Result<Option<Build>> {
-        let done = sqlx::query("UPDATE builds SET pinned = $1 WHERE id = $2")
-            .bind(pinned)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        self.set_build_pinned_audited(id, pinned, None).await
+    }
+
+    /// [`Store::set_build_pinned`], recording `audit` in the same
+    /// transaction when the build exists.
+    pub async fn set_build_pinned_audited(
+        &self,
+        id: Id,
+        pinned: bool,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<Build>> {
+        let mut tx = self.begin_write().await?;
+        let done =
+            sqlx::query("UPDATE builds SET pinned = $1 WHERE id = $2").bind(pinned).bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
+        if let Some(audit) = audit {
+            audit.insert(&mut *tx).await?;
+        }
+        tx.commit().await?;
         self.get_build(id).await
     }
 
