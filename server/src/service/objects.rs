@@ -193,10 +193,10 @@ fn change_record<'a>(
     }
 }
 
-/// Fields whose value is a JSON document kept as text (variables, a
-/// project's launch questions and per-project triggers). A client may send
-/// the document itself, an object or a list; the document as a JSON string
-/// is still accepted.
+/// Fields whose value is a JSON document (variables, a project's launch
+/// questions and per-project triggers): shown as the document, and taken as
+/// the document or, deprecated, as the document in a JSON string
+/// (`store::models`' `json_doc`).
 pub const JSON_TEXT_FIELDS: &[&str] = &["variables", "launch_questions", "triggers"];
 
 pub fn merge_input(value: &mut Value, body: Map<String, Value>, kind: ObjectKind, what: &str) -> Result<(), Error> {
@@ -213,14 +213,6 @@ pub fn merge_input(value: &mut Value, body: Map<String, Value>, kind: ObjectKind
                 format!("unknown field '{key}' for {what} (allowed: {})", allowed.join(", ")),
             ));
         }
-        let v = match v {
-            Value::Object(_) | Value::Array(_)
-                if JSON_TEXT_FIELDS.contains(&key.as_str()) && object[&key].is_string() =>
-            {
-                Value::String(v.to_string())
-            }
-            v => v,
-        };
         object.insert(key, v);
     }
     Ok(())

@@ -376,6 +376,8 @@ pub struct VariableSet {
     pub description: String,
     /// A JSON object.
     #[row(masked, json_default = "{}")]
+    #[serde(with = "json_doc::object")]
+    #[schema(value_type = Object)]
     pub variables: String,
     /// Creator.
     pub created_by: Option<i64>,
@@ -483,6 +485,8 @@ pub struct WorkerPool {
     pub description: String,
     /// A JSON object.
     #[row(masked, json_default = "{}")]
+    #[serde(with = "json_doc::object")]
+    #[schema(value_type = Object)]
     pub variables: String,
     /// Variable sets, applied in order.
     #[row(skip)]
@@ -613,6 +617,8 @@ pub struct Stage {
     pub description: String,
     /// A JSON object.
     #[row(masked, json_default = "{}")]
+    #[serde(with = "json_doc::object")]
+    #[schema(value_type = Object)]
     pub variables: String,
     /// Variable sets, applied in order.
     #[row(skip)]
@@ -657,6 +663,8 @@ pub struct Pipeline {
     pub stage_ids: Vec<i64>,
     /// A JSON object.
     #[row(masked, json_default = "{}")]
+    #[serde(with = "json_doc::object")]
+    #[schema(value_type = Object)]
     pub variables: String,
     /// Variable sets, applied in order.
     #[row(skip)]
@@ -741,12 +749,16 @@ pub struct Project {
     pub container_base_image: Option<String>,
     /// A JSON object.
     #[row(masked, json_default = "{}")]
+    #[serde(with = "json_doc::object")]
+    #[schema(value_type = Object)]
     pub variables: String,
     /// Variable sets, applied in order.
     #[row(skip)]
     pub variable_set_ids: Vec<i64>,
     /// A JSON list of questions.
     #[row(json_default = "[]")]
+    #[serde(with = "json_doc::list")]
+    #[schema(value_type = Vec<Object>)]
     pub launch_questions: String,
     /// Login for http(s) checkouts.
     pub scm_login_id: Option<i64>,
@@ -799,6 +811,8 @@ pub struct Project {
     /// Names of per-project triggers (settings entries with `per_project = true`)
     /// this project runs, as a JSON list of strings.
     #[row(json_default = "[]")]
+    #[serde(with = "json_doc::list")]
+    #[schema(value_type = Vec<String>)]
     pub triggers: String,
     /// Keep the logs of this many most recent finished builds (pinned ones
     /// not counted); `None` (or 0): the administrator's default
@@ -999,10 +1013,16 @@ pub struct Build {
     /// The rendered script, frozen at queue time.
     pub script: String,
     /// The merged variables (JSON object).
+    #[serde(with = "json_doc::object")]
+    #[schema(value_type = Object)]
     pub variables: String,
     /// Launch answers (JSON object).
+    #[serde(with = "json_doc::object")]
+    #[schema(value_type = Object)]
     pub launch_answers: String,
     /// Values set with `vespene/set` (JSON object).
+    #[serde(with = "json_doc::object")]
+    #[schema(value_type = Object)]
     pub output_variables: String,
     /// Who started it (None for webhooks, schedules, pipelines).
     pub created_by: Option<i64>,
@@ -1151,4 +1171,58 @@ pub struct OutputLine {
     pub ts: DateTime<Utc>,
     /// The text, without the newline.
     pub text: String,
+}
+
+/// A JSON document kept as text (variables, launch questions, triggers, a
+/// build's answers and outputs): shown in JSON as the document itself, and
+/// read from either the document or, as older clients send it, the document
+/// as a JSON string (which `validate` then checks).
+mod json_doc {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    fn show<S: Serializer>(text: &str, empty: Value, s: S) -> Result<S::Ok, S::Error> {
+        if text.trim().is_empty() {
+            return empty.serialize(s);
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(document) => document.serialize(s),
+            // Not JSON (never saved so: validation refuses it): shown as it is.
+            Err(_) => s.serialize_str(text),
+        }
+    }
+
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(text) => text,
+            Value::Null => String::new(),
+            document => document.to_string(),
+        })
+    }
+
+    /// A JSON object (blank text shows as `{}`).
+    pub mod object {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+            show(text, Value::Object(Default::default()), s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+            read(d)
+        }
+    }
+
+    /// A JSON list (blank text shows as `[]`).
+    pub mod list {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+            show(text, Value::Array(Vec::new()), s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+            read(d)
+        }
+    }
 }

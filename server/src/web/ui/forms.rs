@@ -389,11 +389,17 @@ pub(crate) fn display(field: &Field, value: &Value, lookups: &Lookups) -> String
                 "(stored)".into()
             }
         }
-        _ => match value {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        },
+        _ => shown(value),
+    }
+}
+
+/// A value as text: a JSON document (variables, launch questions) indented.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Object(_) | Value::Array(_) => serde_json::to_string_pretty(value).unwrap_or_default(),
+        other => other.to_string(),
     }
 }
 
@@ -453,11 +459,7 @@ pub(crate) fn view(
             _ => {
                 v["value"] = json!(match form {
                     Some(f) => f.get(field.name).unwrap_or("").to_string(),
-                    None => match current {
-                        Value::String(s) => s.clone(),
-                        Value::Null => String::new(),
-                        other => other.to_string(),
-                    },
+                    None => shown(current),
                 });
             }
         }
@@ -488,7 +490,19 @@ pub(crate) fn read(
         let raw = form.get(field.name).unwrap_or("");
         let value = match field.widget {
             Text | TextArea => json!(raw),
-            Code => json!(raw.replace("\r\n", "\n")),
+            Code => {
+                let text = raw.replace("\r\n", "\n");
+                // A JSON document field goes as the document when it parses
+                // (so an unchanged one is not sent), else as the text, which
+                // the save refuses naming the field.
+                match current.get(field.name) {
+                    Some(Value::Object(_) | Value::Array(_)) => serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .filter(|v| v.is_object() || v.is_array())
+                        .unwrap_or(json!(text)),
+                    _ => json!(text),
+                }
+            }
             OptText => {
                 if raw.trim().is_empty() {
                     Value::Null

@@ -24,11 +24,10 @@ pub(crate) fn has_questions(project: &Value) -> bool {
 }
 
 fn questions(project: &Value) -> Result<Vec<Value>, String> {
-    let text = project["launch_questions"].as_str().unwrap_or("[]");
-    match serde_json::from_str::<Value>(if text.trim().is_empty() { "[]" } else { text }) {
-        Ok(Value::Array(a)) => Ok(a),
-        Ok(_) => Err("launch_questions is not a JSON list".into()),
-        Err(e) => Err(format!("launch_questions is not valid JSON: {e}")),
+    match &project["launch_questions"] {
+        Value::Array(a) => Ok(a.clone()),
+        Value::Null => Ok(Vec::new()),
+        _ => Err("launch_questions is not a JSON list".into()),
     }
 }
 
