@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use warp::http::StatusCode;
+use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
 use super::auth;
 use super::error::ApiError;
 use super::request::{body_object, kind_of, ApiRequest};
-use super::routes;
+use super::routes::{self, Matched};
 use super::AppState;
 use crate::service::accounts::LoginOutcome;
 use crate::service::builds::StageRef;
@@ -34,22 +34,26 @@ fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
     warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
-/// Handles one API request.
-pub async fn handle(state: Arc<AppState>, req: ApiRequest) -> Response {
-    match dispatch(state, req).await {
+/// Handles one API request, matched to its route.
+pub async fn handle(state: Arc<AppState>, matched: Matched, req: ApiRequest) -> Response {
+    match dispatch(state, matched, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn dispatch(state: Arc<AppState>, req: ApiRequest) -> Result<Response, ApiError> {
-    let Some((route, id, run)) = routes::find(req.method.as_str(), &req.path) else {
-        return Err(if routes::path_exists(&req.path) {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed on {}", req.method, req.path))
-        } else {
-            ApiError::not_found(&format!("route {}", req.path))
-        });
-    };
+/// The answer to an API request no route takes: 405 when the path has
+/// routes for other methods, else 404.
+pub fn unrouted(method: &Method, path: &str) -> Response {
+    if routes::path_exists(path) {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}")).into_response()
+    } else {
+        ApiError::not_found(&format!("route {path}")).into_response()
+    }
+}
+
+async fn dispatch(state: Arc<AppState>, matched: Matched, req: ApiRequest) -> Result<Response, ApiError> {
+    let Matched { route, id, run } = matched;
     if route.id == "webhook" {
         return super::webhooks::handle(&state, &req).await;
     }

@@ -48,12 +48,11 @@ pub fn secure_attribute(state: &AppState) -> &'static str {
     }
 }
 
-/// A cookie value from the Cookie header.
+/// A cookie value from the Cookie headers (read by the `headers` crate's
+/// typed `Cookie`, which warp's own cookie filters use).
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|part| {
-        let (k, v) = part.trim().split_once('=')?;
-        (k == name).then(|| v.to_string())
-    })
+    use headers::HeaderMapExt;
+    headers.typed_get::<headers::Cookie>()?.get(name).map(str::to_string)
 }
 
 /// Authenticates a request from its headers; a CSRF check for cookie-based

@@ -65,30 +65,44 @@ pub fn routes(
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let ui = ui::routes(state.clone());
     let observe = observe_routes(state.clone());
-    let api = warp::method()
+    let routed = routes::filter()
+        .and(warp::method())
         .and(warp::path::full())
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(warp::header::headers_cloned())
         .and(limits::client_addr())
         .and(limits::body(api::MAX_BODY, state.body_idle()))
-        .and_then(
-            move |method, path: warp::path::FullPath, query, headers, client, body: Result<_, limits::BodyError>| {
+        .then(
+            move |matched,
+                  method,
+                  path: warp::path::FullPath,
+                  query,
+                  headers,
+                  client,
+                  body: Result<_, limits::BodyError>| {
                 let state = state.clone();
                 async move {
-                    let path = path.as_str().to_string();
-                    if !(path.starts_with("/api/") || path.starts_with("/webhooks")) {
-                        return Err(warp::reject::not_found());
-                    }
                     let body = match body {
                         Ok(body) => body,
-                        Err(e) => return Ok(closing(e.api_error().into_response())),
+                        Err(e) => return closing(e.api_error().into_response()),
                     };
-                    let request = request::ApiRequest { method, path, query, headers, body, client };
-                    Ok::<_, warp::Rejection>(api::handle(state, request).await)
+                    let path = path.as_str().to_string();
+                    api::handle(state, matched, request::ApiRequest { method, path, query, headers, body, client })
+                        .await
                 }
             },
         );
-    observe.or(ui).unify().or(api).recover(recover)
+    // An API path no route takes gets the API's JSON error, not the UI's page.
+    let unrouted = warp::method().and(warp::path::full()).and_then(
+        |method: warp::http::Method, path: warp::path::FullPath| async move {
+            let path = path.as_str();
+            if !(path.starts_with("/api/") || path.starts_with("/webhooks")) {
+                return Err(warp::reject::not_found());
+            }
+            Ok(api::unrouted(&method, path))
+        },
+    );
+    observe.or(ui).unify().or(routed).unify().or(unrouted).unify().recover(recover)
 }
 
 /// `/healthz`, `/readyz` and `/metrics`, outside the API's prefix where

@@ -1,9 +1,11 @@
-//! The API's route table: the dispatcher matches requests against it and the
-//! OpenAPI document (`openapi`) is generated from it, so the two cannot drift
-//! apart.
+//! The API's route table: warp's filters are built from it (`filter`: each
+//! route's method, path and typed parameters) and the OpenAPI document
+//! (`openapi`) is generated from it, so the two cannot drift apart.
 
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
+use warp::filters::BoxedFilter;
+use warp::Filter;
 
 use crate::service::model::{
     Group, ObjectKind, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User, VariableSet,
@@ -207,46 +209,90 @@ pub fn all() -> impl Iterator<Item = &'static Route> {
     SPECIAL.iter().chain(CRUD.iter())
 }
 
-/// Finds the route for a request; answers it and its `{id}` and `{run}` parameters.
-pub fn find(method: &str, path: &str) -> Option<(&'static Route, Option<i64>, Option<i64>)> {
-    let path = path.trim_end_matches('/');
-    let path = if path.is_empty() { "/" } else { path };
-    for route in all() {
-        if route.method != method {
-            continue;
-        }
-        let pattern: Vec<&str> = route.path.split('/').collect();
-        let actual: Vec<&str> = path.split('/').collect();
-        if pattern.len() != actual.len() {
-            continue;
-        }
-        let (mut id, mut run) = (None, None);
-        let matched = pattern.iter().zip(&actual).all(|(p, a)| match *p {
-            "{id}" => {
-                id = a.parse::<i64>().ok();
-                id.is_some()
-            }
-            "{run}" => {
-                run = a.parse::<i64>().ok();
-                run.is_some()
-            }
-            _ => p == a,
-        });
-        if matched {
-            return Some((route, id, run));
-        }
-    }
-    None
+/// A request's route and its path parameters.
+#[derive(Clone, Copy)]
+pub struct Matched {
+    /// The route.
+    pub route: &'static Route,
+    /// `{id}`, when the path has one.
+    pub id: Option<i64>,
+    /// `{run}`, when the path has one.
+    pub run: Option<i64>,
 }
 
-/// Whether some route has this path (for 405 versus 404).
+/// The route table as one warp filter: each route's method and path, its
+/// `{id}` and `{run}` parsed as numbers. A request no route takes is
+/// rejected (not found, or method not allowed).
+pub fn filter() -> BoxedFilter<(Matched,)> {
+    all().map(route_filter).reduce(|a, b| a.or(b).unify().boxed()).expect("the table has routes")
+}
+
+fn route_filter(route: &'static Route) -> BoxedFilter<(Matched,)> {
+    let mut path: BoxedFilter<(Vec<i64>,)> = warp::any().map(Vec::new).boxed();
+    for segment in route.path.trim_start_matches('/').split('/') {
+        path = if segment.starts_with('{') {
+            path.and(warp::path::param::<i64>())
+                .map(|mut found: Vec<i64>, param: i64| {
+                    found.push(param);
+                    found
+                })
+                .boxed()
+        } else {
+            path.and(warp::path(segment)).boxed()
+        };
+    }
+    let method = match route.method {
+        "GET" => warp::get().boxed(),
+        "POST" => warp::post().boxed(),
+        "PATCH" => warp::patch().boxed(),
+        "DELETE" => warp::delete().boxed(),
+        other => unreachable!("route {} has the method {other}, which the table does not use", route.id),
+    };
+    method
+        .and(path)
+        .and(warp::path::end())
+        .map(move |found: Vec<i64>| Matched { route, id: found.first().copied(), run: found.get(1).copied() })
+        .boxed()
+}
+
+/// Whether some route has this path, whatever its method (for 405 versus
+/// 404 when no route took a request).
 pub fn path_exists(path: &str) -> bool {
-    ["GET", "POST", "PATCH", "DELETE"].iter().any(|m| find(m, path).is_some())
+    let path = path.trim_end_matches('/');
+    let actual: Vec<&str> = path.split('/').collect();
+    all().any(|route| {
+        let pattern: Vec<&str> = route.path.split('/').collect();
+        pattern.len() == actual.len()
+            && pattern
+                .iter()
+                .zip(&actual)
+                .all(|(p, a)| if p.starts_with('{') { a.parse::<i64>().is_ok() } else { p == a })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn requests_find_their_route_and_typed_parameters() {
+        let routes = filter();
+        let found = |method: &str, path: &str| {
+            let request = warp::test::request().method(method).path(path);
+            let routes = routes.clone();
+            async move { request.filter(&routes).await.ok().map(|m| (m.route.id, m.id, m.run)) }
+        };
+        assert_eq!(found("GET", "/api/v1/projects").await, Some(("project.list", None, None)));
+        assert_eq!(found("GET", "/api/v1/projects/").await, Some(("project.list", None, None)));
+        assert_eq!(found("PATCH", "/api/v1/projects/7").await, Some(("project.update", Some(7), None)));
+        assert_eq!(
+            found("POST", "/api/v1/pipelines/3/runs/12/approve").await,
+            Some(("pipeline.approve", Some(3), Some(12)))
+        );
+        assert_eq!(found("GET", "/api/v1/projects/seven").await, None);
+        assert_eq!(found("PUT", "/api/v1/projects/7").await, None);
+        assert!(path_exists("/api/v1/projects/7") && !path_exists("/api/v1/projects/seven"));
+    }
 
     #[test]
     fn every_object_kind_has_its_routes_and_its_type() {

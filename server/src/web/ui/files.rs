@@ -36,35 +36,18 @@ fn refusal_page(ctx: &Ctx, refusal: &Refusal) -> Response {
     error_page(Some(ctx), status, &message)
 }
 
-/// Decodes `%XX` escapes of one path segment; None if it is malformed.
+/// Decodes `%XX` escapes of one path segment; None if it is not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|s| s.into_owned())
 }
+
+/// What a path segment in a link keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Percent-encodes a path segment for a link.
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 pub(crate) async fn browse(ctx: &Ctx, id: Id, rest: &[&str]) -> Response {
@@ -147,7 +130,7 @@ mod tests {
     #[test]
     fn path_segments_are_decoded_and_encoded() {
         assert_eq!(percent_decode("%2e%2e").as_deref(), Some(".."));
-        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%ff"), None, "not UTF-8");
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
     }
 }
