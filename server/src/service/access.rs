@@ -71,6 +71,16 @@ pub fn authz_object_with(groups: &[Group], kind: &str, value: &Value) -> Value {
     })
 }
 
+/// The user as authorization plugins see them, their group names from `groups`.
+pub fn user_info_with(groups: &[Group], user: &User) -> UserInfo {
+    UserInfo {
+        id: user.id,
+        username: user.username.clone(),
+        superuser: user.is_superuser,
+        groups: groups.iter().filter(|g| user.group_ids.contains(&g.id)).map(|g| g.name.clone()).collect(),
+    }
+}
+
 /// What the authorization plugins see of a build: its project's owners and
 /// launchers, and who started it.
 pub fn build_authz_object(build: &Build, mut project: Value) -> Value {
@@ -82,7 +92,7 @@ pub fn build_authz_object(build: &Build, mut project: Value) -> Value {
 
 impl Service {
     /// Asks every authorization plugin whether the principal may `action`
-    /// an object of `kind` (`object` as [`Service::authz_object`] makes it);
+    /// an object of `kind` (`object` as [`authz_object_with`] makes it);
     /// all must allow.
     pub async fn authorize(
         &self,
@@ -91,10 +101,24 @@ impl Service {
         kind: &str,
         object: Option<Value>,
     ) -> Result<(), Error> {
-        let user = match principal.user() {
-            Some(u) => Some(self.user_info(u).await?),
-            None => None,
+        let groups = match principal.user() {
+            Some(_) => self.store().list_groups().await?,
+            None => Vec::new(),
         };
+        self.authorize_with(principal, &groups, action, kind, object).await
+    }
+
+    /// [`Service::authorize`] with every group already read: the user's
+    /// group names come from `groups`.
+    pub async fn authorize_with(
+        &self,
+        principal: &Principal,
+        groups: &[Group],
+        action: &str,
+        kind: &str,
+        object: Option<Value>,
+    ) -> Result<(), Error> {
+        let user = principal.user().map(|u| user_info_with(groups, u));
         let anonymous = user.is_none();
         let request = AccessRequest { user, action: action.into(), kind: kind.into(), object };
         let registry = self.registry().clone();
@@ -103,12 +127,43 @@ impl Service {
         verdict.map_err(|m| if anonymous { Error::unauthenticated() } else { Error::forbidden(m) })
     }
 
+    /// Asks whether the principal may `action` the stored object `value` (as
+    /// it serializes) of `kind`, with `extra` fields added to what the
+    /// plugins see of it; the groups are read once for the object and the user.
+    pub async fn authorize_on(
+        &self,
+        principal: &Principal,
+        action: &str,
+        kind: &str,
+        value: &Value,
+        extra: &[(&str, Value)],
+    ) -> Result<(), Error> {
+        let groups = self.store().list_groups().await?;
+        let mut object = authz_object_with(&groups, kind, value);
+        for (name, v) in extra {
+            object[*name] = v.clone();
+        }
+        self.authorize_with(principal, &groups, action, kind, Some(object)).await
+    }
+
     /// The ids among `candidates` that every authorization plugin lets the principal see.
     pub async fn visible(&self, principal: &Principal, kind: &str, candidates: Vec<Value>) -> Result<Vec<i64>, Error> {
-        let user = match principal.user() {
-            Some(u) => Some(self.user_info(u).await?),
-            None => None,
+        let groups = match principal.user() {
+            Some(_) => self.store().list_groups().await?,
+            None => Vec::new(),
         };
+        self.visible_with(principal, &groups, kind, candidates).await
+    }
+
+    /// [`Service::visible`] with every group already read.
+    pub async fn visible_with(
+        &self,
+        principal: &Principal,
+        groups: &[Group],
+        kind: &str,
+        candidates: Vec<Value>,
+    ) -> Result<Vec<i64>, Error> {
+        let user = principal.user().map(|u| user_info_with(groups, u));
         self.filter_by(user, "list", kind, candidates).await
     }
 
@@ -131,46 +186,42 @@ impl Service {
 
     /// The user as authorization plugins see them.
     pub async fn user_info(&self, user: &User) -> Result<UserInfo, Error> {
-        let groups = self.store().list_groups().await?;
-        Ok(UserInfo {
-            id: user.id,
-            username: user.username.clone(),
-            superuser: user.is_superuser,
-            groups: groups.into_iter().filter(|g| user.group_ids.contains(&g.id)).map(|g| g.name).collect(),
-        })
-    }
-
-    /// The object as authorization plugins see it (see [`authz_object_with`]).
-    pub async fn authz_object(&self, kind: &str, value: Value) -> Result<Value, Error> {
-        let groups = self.store().list_groups().await?;
-        Ok(authz_object_with(&groups, kind, &value))
+        Ok(user_info_with(&self.store().list_groups().await?, user))
     }
 
     /// A build and the object the authorization chain is asked about for it.
     pub async fn build_object(&self, id: Id) -> Result<(Build, Value), Error> {
-        let build = self.store().get_build(id).await?.ok_or_else(|| Error::not_found(&format!("build {id}")))?;
+        let (build, object, _) = self.build_and_groups(id).await?;
+        Ok((build, object))
+    }
+
+    /// A build, its authorization object and every group (read once for both).
+    async fn build_and_groups(&self, id: Id) -> Result<(Build, Value, Vec<Group>), Error> {
+        let (build, groups) = futures_util::future::try_join(self.store().get_build(id), self.store().list_groups())
+            .await
+            .map_err(Error::from)?;
+        let build = build.ok_or_else(|| Error::not_found(&format!("build {id}")))?;
         let project = match build.project_id {
             Some(pid) => match self.store().get_project(pid).await? {
-                Some(p) => self.authz_object("project", serde_json::to_value(&p).unwrap_or_default()).await?,
+                Some(p) => authz_object_with(&groups, "project", &serde_json::to_value(&p).unwrap_or_default()),
                 None => json!({}),
             },
             None => json!({}),
         };
         let object = build_authz_object(&build, project);
-        Ok((build, object))
+        Ok((build, object, groups))
     }
 
     /// A build, once the principal may `action` it.
     pub async fn build_for(&self, principal: &Principal, id: Id, action: &str) -> Result<Build, Error> {
-        let (build, object) = self.build_object(id).await?;
-        self.authorize(principal, action, "build", Some(object)).await?;
+        let (build, object, groups) = self.build_and_groups(id).await?;
+        self.authorize_with(principal, &groups, action, "build", Some(object)).await?;
         Ok(build)
     }
 
-    /// [`Service::build_object`] for a page of builds: one look at the groups
-    /// and at each project, however many builds the page shows.
-    pub async fn build_objects(&self, builds: &[Build]) -> Result<Vec<Value>, Error> {
-        let groups = self.store().list_groups().await?;
+    /// What the authorization plugins see of each build of a page, from
+    /// `groups`: one look at each project, however many builds the page shows.
+    async fn build_objects(&self, groups: &[Group], builds: &[Build]) -> Result<Vec<Value>, Error> {
         let mut projects: std::collections::HashMap<Id, Value> = std::collections::HashMap::new();
         let mut objects = Vec::with_capacity(builds.len());
         for b in builds {
@@ -180,7 +231,7 @@ impl Service {
                     None => {
                         let object = match self.store().get_project(pid).await? {
                             Some(p) => {
-                                authz_object_with(&groups, "project", &serde_json::to_value(&p).unwrap_or_default())
+                                authz_object_with(groups, "project", &serde_json::to_value(&p).unwrap_or_default())
                             }
                             None => json!({}),
                         };
@@ -196,14 +247,15 @@ impl Service {
     }
 
     /// The builds among `builds` the principal may see, each with its
-    /// authorization object (in the order given).
-    pub async fn visible_builds(
+    /// authorization object (in the order given); `groups` is every group.
+    pub(super) async fn visible_builds(
         &self,
         principal: &Principal,
+        groups: &[Group],
         builds: Vec<Build>,
     ) -> Result<Vec<(Build, Value)>, Error> {
-        let objects = self.build_objects(&builds).await?;
-        let visible = self.visible(principal, "build", objects.clone()).await?;
+        let objects = self.build_objects(groups, &builds).await?;
+        let visible = self.visible_with(principal, groups, "build", objects.clone()).await?;
         Ok(builds.into_iter().zip(objects).filter(|(b, _)| visible.contains(&b.id)).collect())
     }
 
@@ -211,8 +263,8 @@ impl Service {
     pub async fn pipeline_for(&self, principal: &Principal, id: Id, action: &str) -> Result<Pipeline, Error> {
         let pipeline =
             self.store().get_pipeline(id).await?.ok_or_else(|| Error::not_found(&format!("pipeline {id}")))?;
-        let object = self.authz_object("pipeline", serde_json::to_value(&pipeline).unwrap_or_default()).await?;
-        self.authorize(principal, action, "pipeline", Some(object)).await?;
+        let value = serde_json::to_value(&pipeline).unwrap_or_default();
+        self.authorize_on(principal, action, "pipeline", &value, &[]).await?;
         Ok(pipeline)
     }
 }

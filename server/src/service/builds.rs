@@ -6,6 +6,7 @@
 
 use serde_json::json;
 
+use super::access::authz_object_with;
 use super::{audit, Error, Principal, Service};
 use crate::engine::live::Subscription;
 use crate::engine::{LaunchAnswers, PipelineRun, StartRequest};
@@ -39,7 +40,7 @@ impl Service {
         let project = project.ok_or_else(|| Error::not_found(&format!("project {id}")))?;
         let object =
             super::access::authz_object_with(&groups, "project", &serde_json::to_value(&project).unwrap_or_default());
-        self.authorize(principal, "start", "project", Some(object)).await?;
+        self.authorize_with(principal, &groups, "start", "project", Some(object)).await?;
         let build = self
             .engine
             .start_project(StartRequest {
@@ -94,9 +95,8 @@ impl Service {
         principal: &Principal,
         filter: &BuildFilter,
     ) -> Result<Vec<(Build, serde_json::Value)>, Error> {
-        self.authorize(principal, "list", "build", None).await?;
-        let builds = self.store().list_builds(filter).await?;
-        self.visible_builds(principal, builds).await
+        let (builds, groups) = self.listed_builds(principal, filter).await?;
+        self.visible_builds(principal, &groups, builds).await
     }
 
     /// [`Service::list_builds`], and whether the page of `filter` was full
@@ -106,10 +106,23 @@ impl Service {
         principal: &Principal,
         filter: &BuildFilter,
     ) -> Result<(Vec<(Build, serde_json::Value)>, bool), Error> {
-        self.authorize(principal, "list", "build", None).await?;
-        let builds = self.store().list_builds(filter).await?;
+        let (builds, groups) = self.listed_builds(principal, filter).await?;
         let full = builds.len() as i64 == filter.limit;
-        Ok((self.visible_builds(principal, builds).await?, full))
+        Ok((self.visible_builds(principal, &groups, builds).await?, full))
+    }
+
+    /// The builds `filter` selects and every group, once `list` is authorized.
+    async fn listed_builds(
+        &self,
+        principal: &Principal,
+        filter: &BuildFilter,
+    ) -> Result<(Vec<Build>, Vec<crate::store::Group>), Error> {
+        let (builds, groups) =
+            futures_util::future::try_join(self.store().list_builds(filter), self.store().list_groups())
+                .await
+                .map_err(Error::from)?;
+        self.authorize_with(principal, &groups, "list", "build", None).await?;
+        Ok((builds, groups))
     }
 
     /// How many builds of `status` wait or run in a pool.
@@ -277,9 +290,10 @@ impl Service {
                 format!("'stage': stage {stage_id} is not a stage of pipeline {}", pipeline.name),
             ));
         }
+        let groups = self.store().list_groups().await?;
         for project in self.store().projects_in_stage(pipeline.id, stage_id).await? {
-            let object = self.authz_object("project", serde_json::to_value(&project).unwrap_or_default()).await?;
-            self.authorize(principal, "start", "project", Some(object)).await?;
+            let object = authz_object_with(&groups, "project", &serde_json::to_value(&project).unwrap_or_default());
+            self.authorize_with(principal, &groups, "start", "project", Some(object)).await?;
         }
         let user = principal.require()?;
         Ok(self.engine.rerun_stage(pipeline, run, stage_id, user.id).await?)

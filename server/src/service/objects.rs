@@ -286,10 +286,8 @@ impl Service {
                     Err(e) if e.failure == Failure::NotFound => continue,
                     Err(e) => return Err(e),
                 };
-                let mut object = self.authz_object(target.as_str(), value.clone()).await?;
-                object["name"] = value["name"].clone();
-                object["field"] = json!(field);
-                if let Err(e) = self.authorize(principal, "use", target.as_str(), Some(object)).await {
+                let extra = [("name", value["name"].clone()), ("field", json!(field))];
+                if let Err(e) = self.authorize_on(principal, "use", target.as_str(), &value, &extra).await {
                     if !e.is_forbidden() {
                         return Err(e);
                     }
@@ -314,8 +312,7 @@ impl Service {
     /// another user, a logged-in user sees the username and id alone.
     pub async fn view_object(&self, principal: &Principal, kind: ObjectKind, id: Id) -> Result<Value, Error> {
         let value = self.get_value(kind, id).await?;
-        let object = self.authz_object(kind.as_str(), value.clone()).await?;
-        match self.authorize(principal, "view", kind.as_str(), Some(object)).await {
+        match self.authorize_on(principal, "view", kind.as_str(), &value, &[]).await {
             Ok(()) => Ok(value),
             Err(e) if kind == ObjectKind::User && principal.user().is_some() && e.is_forbidden() => {
                 Ok(user_summary(&value))
@@ -380,11 +377,11 @@ impl Service {
         &self,
         principal: &Principal,
         kind: ObjectKind,
+        groups: &[crate::store::Group],
         values: Vec<Value>,
     ) -> Result<Vec<Value>, Error> {
-        let groups = self.store().list_groups().await?;
-        let objects = values.iter().map(|v| authz_object_with(&groups, kind.as_str(), v)).collect();
-        let visible = self.visible(principal, kind.as_str(), objects).await?;
+        let objects = values.iter().map(|v| authz_object_with(groups, kind.as_str(), v)).collect();
+        let visible = self.visible_with(principal, groups, kind.as_str(), objects).await?;
         let shown = |v: &Value| v["id"].as_i64().is_some_and(|i| visible.contains(&i));
         if kind == ObjectKind::User && principal.user().is_some() {
             return Ok(values.into_iter().map(|v| if shown(&v) { v } else { user_summary(&v) }).collect());
@@ -394,9 +391,12 @@ impl Service {
 
     /// Every object of `kind` the principal may see, as JSON (after `list` is authorized).
     pub async fn list_visible(&self, principal: &Principal, kind: ObjectKind) -> Result<Vec<Value>, Error> {
-        self.authorize(principal, "list", kind.as_str(), None).await?;
-        let all = self.list_values(kind).await?;
-        self.only_visible(principal, kind, all).await
+        let (all, groups) = futures_util::future::try_join(self.list_values(kind), async {
+            Ok::<_, Error>(self.store().list_groups().await?)
+        })
+        .await?;
+        self.authorize_with(principal, &groups, "list", kind.as_str(), None).await?;
+        self.only_visible(principal, kind, &groups, all).await
     }
 
     /// Creates an object from JSON input, as `POST /api/v1/<kind>s` does; the
@@ -443,15 +443,13 @@ impl Service {
     ) -> Result<Value, Error> {
         let what = kind.label();
         let current = self.get_value(kind, id).await?;
-        let mut object = self.authz_object(kind.as_str(), current.clone()).await?;
         let asked: Vec<String> = body.keys().cloned().collect();
         let mut changes = asked.clone();
         if body.contains_key("group_ids") {
             // Authorization plugins speak of group membership as `groups`.
             changes.push("groups".into());
         }
-        object["changes"] = json!(changes);
-        self.authorize(principal, "edit", kind.as_str(), Some(object)).await?;
+        self.authorize_on(principal, "edit", kind.as_str(), &current, &[("changes", json!(changes))]).await?;
         // Shared by the API and the UI: every object changed is recorded, in the transaction that changes it.
         let record = change_record(audit::actor(principal, client), "update", kind, Some(&current), &asked);
         match kind {
@@ -480,8 +478,7 @@ impl Service {
         id: Id,
     ) -> Result<(), Error> {
         let current = self.get_value(kind, id).await?;
-        let object = self.authz_object(kind.as_str(), current.clone()).await?;
-        self.authorize(principal, "delete", kind.as_str(), Some(object)).await?;
+        self.authorize_on(principal, "delete", kind.as_str(), &current, &[]).await?;
         let record = AuditEntry {
             actor: audit::actor(principal, client),
             action: "delete".into(),

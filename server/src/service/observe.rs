@@ -82,8 +82,8 @@ impl Service {
         let hidden = || Error::not_found(&format!("project {id}"));
         let project = self.store().get_project(id).await?.ok_or_else(hidden)?;
         if !project.public_badge {
-            let object = self.authz_object("project", serde_json::to_value(&project).unwrap_or_default()).await?;
-            self.authorize(principal, "view", "project", Some(object)).await.map_err(|e| {
+            let value = serde_json::to_value(&project).unwrap_or_default();
+            self.authorize_on(principal, "view", "project", &value, &[]).await.map_err(|e| {
                 if matches!(e.failure, Failure::Unauthenticated | Failure::Forbidden) {
                     hidden()
                 } else {

@@ -39,8 +39,7 @@ impl Service {
         id: Id,
     ) -> Result<(Value, Value), Error> {
         let current = self.get_value(ObjectKind::WorkerPool, id).await?;
-        let object = self.authz_object("worker_pool", current).await?;
-        self.authorize(principal, "edit", "worker_pool", Some(object)).await?;
+        self.authorize_on(principal, "edit", "worker_pool", &current, &[]).await?;
         let Some(decision) = self.engine.autoscale_now(id).await? else {
             return Err(Error::new(
                 Failure::Conflict,

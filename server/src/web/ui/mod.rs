@@ -196,23 +196,17 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// May the user do `action` on this object (JSON as the store serializes it)?
     pub async fn can(&self, action: &str, kind: &str, object: Option<&Value>) -> bool {
-        let object = match object {
-            Some(v) => match self.state.service.authz_object(kind, v.clone()).await {
-                Ok(o) => Some(o),
-                Err(_) => return false,
-            },
-            None => None,
-        };
-        self.state.service.authorize(&self.principal, action, kind, object).await.is_ok()
+        self.require(action, kind, object).await.is_ok()
     }
 
     /// Like [`Ctx::can`], as an error for the handlers.
     pub async fn require(&self, action: &str, kind: &str, object: Option<&Value>) -> Result<(), ApiError> {
-        let object = match object {
-            Some(v) => Some(self.state.service.authz_object(kind, v.clone()).await?),
-            None => None,
+        let service = &self.state.service;
+        let allowed = match object {
+            Some(v) => service.authorize_on(&self.principal, action, kind, v, &[]).await,
+            None => service.authorize(&self.principal, action, kind, None).await,
         };
-        Ok(self.state.service.authorize(&self.principal, action, kind, object).await?)
+        Ok(allowed?)
     }
 
     /// A page: the template with the navigation, user and CSRF token added.
