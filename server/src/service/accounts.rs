@@ -95,7 +95,7 @@ impl Service {
     ) -> Result<LoginOutcome, Error> {
         let owner = self.store().account_source(username).await?;
         let mut unavailable = Vec::new();
-        let sources = self.settings.authentication.sources(&self.settings.plugins);
+        let sources = self.settings().authentication.sources(&self.settings().plugins);
         let local_works = sources.iter().any(|s| s == LOCAL_SOURCE);
         for source in sources {
             // Only the source an account belongs to may check its password.
@@ -280,7 +280,7 @@ impl Service {
     ) -> Result<(ApiToken, String), Error> {
         let user = principal.require()?;
         let days = match days {
-            None => self.settings.server.token_expiry_days as i64,
+            None => self.settings().server.token_expiry_days as i64,
             Some(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => d,
             Some(d) => {
                 return Err(Error::field(
@@ -315,9 +315,4 @@ impl Service {
         self.store().delete_api_token_audited(id, &record).await?;
         Ok(())
     }
-}
-
-/// A random token: session ids, API tokens, one-time form tokens.
-pub fn random_token() -> String {
-    crate::store::random_token()
 }

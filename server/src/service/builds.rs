@@ -174,8 +174,8 @@ impl Service {
                 build.status
             )));
         }
-        let object = self.build_audit_object(&build).await;
-        self.audit(&audit::actor(principal, client), "build.stop", &object, json!({})).await;
+        let record = self.build_record(principal, client, "build.stop", &build).await;
+        self.audit(&record.actor, &record.action, &record.object, record.details).await;
         Ok(())
     }
 
@@ -190,12 +190,8 @@ impl Service {
         pinned: bool,
     ) -> Result<Build, Error> {
         let build = self.build_for(principal, id, "stop").await?;
-        let record = AuditEntry {
-            actor: audit::actor(principal, client),
-            action: if pinned { "build.pin" } else { "build.unpin" }.into(),
-            object: self.build_audit_object(&build).await,
-            details: json!({}),
-        };
+        let action = if pinned { "build.pin" } else { "build.unpin" };
+        let record = self.build_record(principal, client, action, &build).await;
         self.store()
             .set_build_pinned_audited(id, pinned, Some(&record))
             .await?
@@ -216,14 +212,25 @@ impl Service {
         if build.pinned {
             return Err(Error::conflict(format!("build {id} is pinned: unpin it first")));
         }
-        let record = AuditEntry {
-            actor: audit::actor(principal, client),
-            action: "delete".into(),
-            object: self.build_audit_object(&build).await,
-            details: json!({}),
-        };
+        let record = self.build_record(principal, client, "delete", &build).await;
         self.store().delete_build_audited(id, Some(&record)).await?;
         Ok(())
+    }
+
+    /// The audit record of `action` on a build by the principal.
+    async fn build_record(
+        &self,
+        principal: &Principal,
+        client: Option<std::net::IpAddr>,
+        action: &str,
+        build: &Build,
+    ) -> AuditEntry {
+        AuditEntry {
+            actor: audit::actor(principal, client),
+            action: action.into(),
+            object: self.build_audit_object(build).await,
+            details: json!({}),
+        }
     }
 
     /// The latest runs of a pipeline the principal may view.

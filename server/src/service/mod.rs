@@ -46,7 +46,8 @@ pub mod model {
     pub use crate::store::models::*;
     pub use crate::store::validate::MAX_NAME;
     pub use crate::store::{
-        now, AuditActor, AuditEvent, AuditFilter, AuditObject, BuildFilter, ExternalLogin, StoreError, ValidationError,
+        now, random_token, AuditActor, AuditEvent, AuditFilter, AuditObject, BuildFilter, ExternalLogin, StoreError,
+        ValidationError,
     };
 }
 
@@ -54,20 +55,18 @@ pub mod model {
 /// clone (it is a handle).
 #[derive(Clone)]
 pub struct Service {
-    settings: Arc<Settings>,
     engine: Engine,
 }
 
 impl Service {
     /// The operations over `engine` (which holds the store and the plugins).
     pub fn new(engine: Engine) -> Self {
-        let settings = Arc::new(engine.settings().clone());
-        Service { settings, engine }
+        Service { engine }
     }
 
     /// The effective settings.
     pub fn settings(&self) -> &Settings {
-        &self.settings
+        self.engine.settings()
     }
 
     fn store(&self) -> &Store {

@@ -117,7 +117,7 @@ impl Service {
     /// when `[workers] embedded` is on.
     pub fn start_workers(&self) -> Workers {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let workers = &self.settings.workers;
+        let workers = &self.settings().workers;
         let running = workers.embedded.then(|| {
             let config = WorkerConfig::named(workers.pools.clone(), workers.per_pool as usize);
             let engine = self.engine.clone();

@@ -13,7 +13,7 @@ impl Service {
     /// for superusers.
     pub async fn list_workers(&self, principal: &Principal) -> Result<Vec<Value>, Error> {
         principal.require_superuser("only a superuser may list the workers")?;
-        let timeout = self.settings.workers.heartbeat_timeout_seconds;
+        let timeout = self.settings().workers.heartbeat_timeout_seconds;
         let now = crate::store::now();
         Ok(self
             .store()

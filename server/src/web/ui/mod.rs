@@ -454,7 +454,7 @@ const LOGIN_CSRF_COOKIE: &str = "vespene_login_csrf";
 
 /// The login page, with a fresh CSRF token in the form and its cookie.
 fn login_page(state: &AppState, status: StatusCode, mut context: Value) -> Response {
-    let token = crate::service::accounts::random_token();
+    let token = crate::service::model::random_token();
     context["csrf_token"] = json!(token);
     let mut r = html("login.html", status, context);
     let cookie = format!(
