@@ -399,8 +399,8 @@ impl Service {
         self.only_visible(principal, kind, &groups, all).await
     }
 
-    /// Creates an object from JSON input, as `POST /api/v1/<kind>s` does; the
-    /// caller has authorized `create` already.
+    /// Creates an object from JSON input, as `POST /api/v1/<kind>s` does, `create`
+    /// authorization included.
     pub async fn create_object(
         &self,
         principal: &Principal,
