@@ -284,7 +284,7 @@ impl Registry {
     /// for plugins that predate an action as [`Registry::access_check`].
     pub fn access_filter(&self, request: &AccessRequest, candidates: &[Value]) -> Result<Vec<i64>, String> {
         let mut asked = AccessJson::new(request);
-        let candidates_json = Value::Array(candidates.to_vec()).to_string();
+        let candidates_json = serde_json::to_string(candidates).expect("JSON values serialize");
         let mut ids: Vec<i64> = candidates.iter().filter_map(|c| c["id"].as_i64()).collect();
         for plugin in self.section(PluginSection::Authorization) {
             if let Instance::Authorization(a) = &plugin.instance {

@@ -569,30 +569,22 @@ impl Store {
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<User>> {
         let now = row::now().timestamp_millis();
         let hash = sha256_hex(token);
-        // The token, its user and the user's groups at once (three pooled
-        // connections, one wait); the user counts only if the token does.
-        let user_sql = format!(
-            "SELECT {} FROM users WHERE id = (SELECT user_id FROM api_tokens WHERE token_hash = $1)",
-            User::COLUMNS
+        // The token, its user and the user's groups in one query (every
+        // request makes it): a row per group, or one with no group.
+        let columns = User::COLUMNS.split(", ").map(|c| format!("users.{c}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {columns}, token.last_used_at AS token_used_at, member.group_id AS member_of
+             FROM (SELECT user_id, last_used_at FROM api_tokens
+                   WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)) token
+             JOIN users ON users.id = token.user_id
+             LEFT JOIN group_members member ON member.user_id = users.id
+             ORDER BY member.group_id"
         );
-        let (found, user, groups) = futures_util::future::try_join3(
-            async {
-                let sql = "SELECT user_id, last_used_at FROM api_tokens
-                           WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)";
-                Ok::<_, StoreError>(sqlx::query(sql).bind(hash.as_str()).bind(now).fetch_optional(&self.pool).await?)
-            },
-            async { Ok(sqlx::query(&user_sql).bind(hash.as_str()).fetch_optional(&self.pool).await?) },
-            async {
-                let sql = "SELECT group_id FROM group_members
-                           WHERE user_id = (SELECT user_id FROM api_tokens WHERE token_hash = $1) ORDER BY group_id";
-                Ok(sqlx::query(sql).bind(hash.as_str()).fetch_all(&self.pool).await?)
-            },
-        )
-        .await?;
-        let (Some(r), Some(user)) = (found, user) else {
+        let rows = sqlx::query(&sql).bind(hash.as_str()).bind(now).fetch_all(&self.pool).await?;
+        let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let (user_id, last_used): (i64, Option<i64>) = (r.try_get(0)?, r.try_get(1)?);
+        let last_used: Option<i64> = first.try_get("token_used_at")?;
         // Kept to the minute: a write on every request would make each read
         // of the API wait for a commit.
         if last_used.is_none_or(|at| now - at >= TOKEN_USE_GRANULARITY_MS) {
@@ -602,12 +594,12 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         }
-        let mut user = User::from_row(&user)?;
-        if user.id != user_id {
-            // Only a token revoked and made again between the reads gets here.
-            return Ok(None);
+        let mut user = User::from_row(first)?;
+        for r in &rows {
+            if let Some(group) = r.try_get::<Option<i64>, _>("member_of")? {
+                user.group_ids.push(group);
+            }
         }
-        user.group_ids = groups.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect::<Result<_>>()?;
         Ok(Some(user).filter(|u| u.is_active))
     }
 

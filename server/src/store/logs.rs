@@ -128,7 +128,19 @@ fn decode_chunk(encoding: i64, data: &[u8], first_seq: i64, raw_bytes: usize) ->
     let payload = match encoding {
         0 => data,
         1 => {
-            unpacked = zstd::bulk::decompress(data, raw_bytes).ok()?;
+            // A decompression context per thread: making one costs more than
+            // unpacking a chunk of a few hundred lines.
+            thread_local! {
+                static UNPACKER: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            unpacked = UNPACKER.with(|cell| {
+                let mut cell = cell.borrow_mut();
+                if cell.is_none() {
+                    *cell = zstd::bulk::Decompressor::new().ok();
+                }
+                cell.as_mut()?.decompress(data, raw_bytes).ok()
+            })?;
             &unpacked[..]
         }
         _ => return None,

@@ -273,6 +273,10 @@ impl Store {
             if backend != Backend::Sqlite {
                 return opts;
             }
+            // A SQLite connection is a file handle in this process: it cannot
+            // go stale, so the ping sqlx sends before lending one out (a round
+            // trip to the connection's thread per query) buys nothing.
+            let opts = opts.test_before_acquire(false);
             // Writers queue on SQLite's lock rather than failing at once; WAL lets
             // readers (live output) run beside the writer.
             opts.after_connect(|conn, _meta| {

@@ -218,21 +218,18 @@ impl Store {
 
     pub(crate) async fn get_record<T: Record>(&self, id: Id) -> Result<Option<T>> {
         let sql = format!("SELECT * FROM {} WHERE id = $1", T::TABLE);
-        // The row and its link tables at once, on several pooled
-        // connections: one round trip of latency instead of one per table.
-        let links = T::LINKS.iter().map(|l| row::link_ids(&self.pool, l.table, l.owner_col, l.target_col, id));
+        // The row and its links at once, on two pooled connections: one
+        // round trip of latency.
         let (found, links) = futures_util::future::try_join(
             async { Ok(sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?) },
-            futures_util::future::try_join_all(links),
+            read_links::<T, _>(&self.pool, Some(id)),
         )
         .await?;
         let Some(r) = found else {
             return Ok(None);
         };
         let mut obj = T::from_row(&r)?;
-        for (l, ids) in T::LINKS.iter().zip(links) {
-            (l.set)(&mut obj, ids);
-        }
+        set_links(&mut obj, &links);
         Ok(Some(obj))
     }
 
@@ -246,24 +243,14 @@ impl Store {
 
     pub(crate) async fn list_records<T: Record>(&self) -> Result<Vec<T>> {
         let sql = format!("SELECT * FROM {} ORDER BY name, id", T::TABLE);
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let (rows, links) = futures_util::future::try_join(
+            async { Ok(sqlx::query(&sql).fetch_all(&self.pool).await?) },
+            read_links::<T, _>(&self.pool, None),
+        )
+        .await?;
         let mut out = rows.iter().map(T::from_row).collect::<Result<Vec<T>>>()?;
-        for l in T::LINKS {
-            // One query per link table, not one per object.
-            let sql = format!(
-                "SELECT {o}, {t} FROM {tb} ORDER BY {o}, position, {t}",
-                o = l.owner_col,
-                t = l.target_col,
-                tb = l.table
-            );
-            let mut by_owner: HashMap<Id, Vec<Id>> = HashMap::new();
-            for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
-                by_owner.entry(r.try_get::<i64, _>(0)?).or_default().push(r.try_get::<i64, _>(1)?);
-            }
-            for obj in &mut out {
-                let ids = by_owner.remove(&obj.id()).unwrap_or_default();
-                (l.set)(obj, ids);
-            }
+        for obj in &mut out {
+            set_links(obj, &links);
         }
         Ok(out)
     }
@@ -298,11 +285,57 @@ async fn read_record<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, id: Id) -> 
     let sql = format!("SELECT * FROM {} WHERE id = $1", T::TABLE);
     let r = sqlx::query(&sql).bind(id).fetch_one(&mut **tx).await?;
     let mut obj = T::from_row(&r)?;
-    for l in T::LINKS {
-        let ids = row::link_ids(&mut **tx, l.table, l.owner_col, l.target_col, id).await?;
-        (l.set)(&mut obj, ids);
-    }
+    let links = read_links::<T, _>(&mut **tx, Some(id)).await?;
+    set_links(&mut obj, &links);
     Ok(obj)
+}
+
+/// The link ids of every link table of `T`, by link (in `T::LINKS` order)
+/// and then by owner: of one owner, or of all. One query, a `UNION ALL` over
+/// the link tables, whatever their number.
+async fn read_links<'e, T: Record, E>(exec: E, owner: Option<Id>) -> Result<Vec<HashMap<Id, Vec<Id>>>>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let mut by_link = vec![HashMap::<Id, Vec<Id>>::new(); T::LINKS.len()];
+    if T::LINKS.is_empty() {
+        return Ok(by_link);
+    }
+    let only = if owner.is_some() { " WHERE {o} = $1" } else { "" };
+    let sql = T::LINKS
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let filter = only.replace("{o}", l.owner_col);
+            format!(
+                "SELECT CAST({i} AS BIGINT) AS link, {o}, {t}, position FROM {tb}{filter}",
+                o = l.owner_col,
+                t = l.target_col,
+                tb = l.table
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let sql = format!("{sql} ORDER BY 1, 2, 4, 3");
+    let mut query = sqlx::query(&sql);
+    if let Some(id) = owner {
+        query = query.bind(id);
+    }
+    for r in query.fetch_all(exec).await? {
+        // The first column is the query's own literal index into `T::LINKS`.
+        let Some(slot) = usize::try_from(r.try_get::<i64, _>(0)?).ok().and_then(|i| by_link.get_mut(i)) else {
+            continue;
+        };
+        slot.entry(r.try_get::<i64, _>(1)?).or_default().push(r.try_get::<i64, _>(2)?);
+    }
+    Ok(by_link)
+}
+
+/// Sets `obj`'s link fields from [`read_links`]' answer.
+fn set_links<T: Record>(obj: &mut T, links: &[HashMap<Id, Vec<Id>>]) {
+    for (l, by_owner) in T::LINKS.iter().zip(links) {
+        (l.set)(obj, by_owner.get(&obj.id()).cloned().unwrap_or_default());
+    }
 }
 
 async fn exists(conn: &mut sqlx::AnyConnection, table: &str, id: Id) -> Result<bool> {

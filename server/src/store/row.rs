@@ -250,10 +250,15 @@ pub(crate) fn get_opt_str(row: &AnyRow, col: &str) -> Result<Option<String>> {
 }
 
 /// PostgreSQL hands back a boolean; SQLite an integer.
+/// The value's type is looked at first: a failed decode builds an error
+/// message, which cost more than the rest of reading the row.
 pub(crate) fn get_bool(row: &AnyRow, col: &str) -> Result<bool> {
-    match row.try_get::<bool, _>(col) {
-        Ok(b) => Ok(b),
-        Err(_) => Ok(row.try_get::<i64, _>(col)? != 0),
+    use sqlx::any::AnyTypeInfoKind;
+    use sqlx::ValueRef;
+    let kind = row.try_get_raw(col)?.type_info().kind();
+    match kind {
+        AnyTypeInfoKind::Bool => Ok(row.try_get::<bool, _>(col)?),
+        _ => Ok(row.try_get::<i64, _>(col)? != 0),
     }
 }
 
@@ -291,22 +296,6 @@ pub(crate) fn is_fk_violation(db: &dyn sqlx::error::DatabaseError) -> bool {
 /// `$a, $a+1, ...` for an IN list starting at placeholder `start`.
 pub(crate) fn placeholders(start: usize, n: usize) -> String {
     (start..start + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
-/// Reads a list of ids from a link table, in link order.
-pub(crate) async fn link_ids<'e, E>(
-    exec: E,
-    table: &str,
-    owner_col: &str,
-    target_col: &str,
-    owner: Id,
-) -> Result<Vec<Id>>
-where
-    E: sqlx::Executor<'e, Database = Any>,
-{
-    let sql = format!("SELECT {target_col} FROM {table} WHERE {owner_col} = $1 ORDER BY position, {target_col}");
-    let rows = sqlx::query(&sql).bind(owner).fetch_all(exec).await?;
-    rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
 }
 
 /// Replaces the links of one owner in a link table (inside the caller's

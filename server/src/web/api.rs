@@ -24,6 +24,26 @@ use crate::service::model::{Build, BuildFilter, BuildStatus, Id, LaunchAnswers, 
 use crate::service::objects::{filter_by_query, reject_unknown, JSON_TEXT_FIELDS};
 use crate::service::Principal;
 
+/// A page of a listing, as every `*.list` operation answers.
+#[derive(Serialize)]
+struct Page<T> {
+    /// How many objects match, on every page.
+    count: usize,
+    limit: usize,
+    offset: usize,
+    results: Vec<T>,
+}
+
+/// The answer of `build.output`: lines after `after`, and the status read
+/// before them.
+#[derive(Serialize)]
+struct OutputPage {
+    build: Id,
+    status: BuildStatus,
+    lines: Vec<crate::service::model::OutputLine>,
+    log_removed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Largest request body accepted.
 pub const MAX_BODY: u64 = 1024 * 1024;
 /// Page size when none is asked for, and the largest allowed.
@@ -111,11 +131,12 @@ async fn dispatch(state: Arc<AppState>, matched: Matched, req: ApiRequest) -> Re
             let build = svc.build_for(&principal, id, "view").await?;
             let after = query_i64(&req.query, "after", 0)?;
             let limit = query_i64(&req.query, "limit", 1000)?.clamp(1, 10_000);
+            // The status as read before the lines: a finished status then
+            // promises that every line is in this or an earlier answer.
             let lines = svc.output(id, after, limit).await?;
-            let status = svc.build_status(id).await?;
             Ok(json_response(
                 StatusCode::OK,
-                &json!({ "build": id, "status": status, "lines": lines, "log_removed_at": build.log_removed_at }),
+                &OutputPage { build: id, status: build.status, lines, log_removed_at: build.log_removed_at },
             ))
         }
         "build.log" => {
@@ -369,10 +390,7 @@ async fn crud(
             let offset = query_i64(&req.query, "offset", 0)?.max(0) as usize;
             let count = visible.len();
             let page: Vec<Value> = visible.into_iter().skip(offset).take(limit).collect();
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "count": count, "limit": limit, "offset": offset, "results": page }),
-            ))
+            Ok(json_response(StatusCode::OK, &Page { count, limit, offset, results: page }))
         }
         "get" => {
             let value = state.service.view_object(principal, kind, id).await?;
