@@ -219,7 +219,7 @@ enum PluginAnswer {
 pub const SESSION_TTL_SECS: i64 = 14 * 24 * 3600;
 
 /// Longest lifetime an API token may be given, in days.
-const MAX_TOKEN_DAYS: i64 = 36_500;
+pub const MAX_TOKEN_DAYS: i64 = 36_500;
 
 impl Service {
     /// The user a bearer API token stands for; unknown, expired and revoked

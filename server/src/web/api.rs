@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::request::{body_object, kind_of, ApiRequest};
 use super::routes::{self, Matched};
 use super::AppState;
-use crate::service::accounts::LoginOutcome;
+use crate::service::accounts::{LoginOutcome, MAX_TOKEN_DAYS};
 use crate::service::builds::StageRef;
 use crate::service::model::{Build, BuildFilter, BuildStatus, Id, LaunchAnswers, ObjectKind};
 use crate::service::objects::{filter_by_query, reject_unknown, JSON_TEXT_FIELDS};
@@ -163,7 +163,7 @@ async fn dispatch(state: Arc<AppState>, matched: Matched, req: ApiRequest) -> Re
                 Some(v) => Some(v.as_i64().ok_or_else(|| {
                     ApiError::field(
                         "expires_in_days",
-                        format!("'expires_in_days' must be a whole number of days from 1 to 36500, got {v}"),
+                        format!("'expires_in_days' must be a whole number of days from 1 to {MAX_TOKEN_DAYS}, got {v}"),
                     )
                 })?),
             };

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::{ComponentsBuilder, RefOr, Schema};
 
 use super::routes::{self, ObjectRoutes, Route};
+use crate::service::accounts::MAX_TOKEN_DAYS;
 use crate::service::model::ObjectKind;
 use crate::service::objects::{read_only, JSON_TEXT_FIELDS, USER_FIELDS};
 
@@ -337,7 +338,7 @@ fn special(route: &Route) -> (Option<Value>, Vec<Value>, (&'static str, Value)) 
         "token.create" => (
             body(
                 closed(
-                    json!({ "name": { "type": "string" }, "expires_in_days": { "type": ["integer", "null"], "minimum": 1, "maximum": 36500 } }),
+                    json!({ "name": { "type": "string" }, "expires_in_days": { "type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKEN_DAYS } }),
                 ),
                 false,
             ),
