@@ -1,7 +1,9 @@
 //! A bounded load test of the REST API on loopback: 200 concurrent clients
 //! read the project list and a build's output for 30 s (VESPENE_BENCH_SECONDS)
 //! against the release `vespene serve` on SQLite. Prints requests per second
-//! and fails if any request failed.
+//! and fails if any request failed. VESPENE_BENCH_PATH sends every request
+//! to one path instead (to measure one request kind alone), and
+//! VESPENE_BENCH_CLIENTS changes the number of clients.
 //!
 //! Run with `scripts/bench api_load`.
 
@@ -19,6 +21,9 @@ const CLIENTS: usize = 200;
 
 fn main() {
     let seconds: u64 = std::env::var("VESPENE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let client_count: usize =
+        std::env::var("VESPENE_BENCH_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(CLIENTS);
+    let only_path = std::env::var("VESPENE_BENCH_PATH").ok();
     let release = support::procs::release_dir();
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -56,6 +61,8 @@ fn main() {
         .env("VESPENE_WORKERS__EMBEDDED", "false")
         // The harness's own knob is no setting of the server's.
         .env_remove("VESPENE_BENCH_SECONDS")
+        .env_remove("VESPENE_BENCH_CLIENTS")
+        .env_remove("VESPENE_BENCH_PATH")
         .env("VESPENE_PLUGIN_PATH", &release)
         .env("VESPENE_LOG", "warn")
         .stdout(Stdio::piped())
@@ -76,12 +83,15 @@ fn main() {
     runtime.block_on(async {
         let deadline = started + Duration::from_secs(seconds);
         let mut clients = Vec::new();
-        for c in 0..CLIENTS {
+        for c in 0..client_count {
             let (addr, token, ok, failed) = (addr.clone(), token.clone(), ok.clone(), failed.clone());
+            let only_path = only_path.clone();
             clients.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    let path = if (c as u64 + n).is_multiple_of(2) {
+                    let path = if let Some(path) = &only_path {
+                        path.clone()
+                    } else if (c as u64 + n).is_multiple_of(2) {
                         "/api/v1/projects?limit=20".to_string()
                     } else {
                         format!("/api/v1/builds/{build_id}/output?after=0&limit=200")
@@ -109,7 +119,10 @@ fn main() {
     let _ = server.kill();
     let _ = server.wait();
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    println!("REST API load: {CLIENTS} concurrent clients for {seconds} s on loopback (release build, SQLite)");
+    let what = only_path.map(|p| format!(", every request GET {p}")).unwrap_or_default();
+    println!(
+        "REST API load: {client_count} concurrent clients for {seconds} s on loopback (release build, SQLite{what})"
+    );
     println!("  requests: {ok} ok, {failed} failed; {:.0} requests/s", ok as f64 / elapsed);
     assert_eq!(failed, 0, "some requests failed");
 }
