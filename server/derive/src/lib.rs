@@ -25,6 +25,9 @@
 //!   `Default::default()`, never written.
 //! - `read_only`: read, never written (columns another part of the store
 //!   keeps, such as a project's build pointers).
+//! - `kept`: written with the record, but kept by the server, not set by
+//!   clients (who made it, when it was last built). `FromRow::KEPT` lists
+//!   these, the `read_only` ones and `id`: the fields the API refuses.
 //! - `column = "name"`: the column's name when it is not the field's.
 //! - `masked`: a `variables` JSON object whose secret values are read masked
 //!   (`secret_vars::mask`); sealing them on write is the store's save path.
@@ -58,6 +61,7 @@
 //! ```ignore
 //! impl FromRow for Stage {
 //!     const COLUMNS: &'static str = "id, name, variables, approval_required";
+//!     const KEPT: &'static [&'static str] = &["id"];
 //!     fn from_row(row: &AnyRow) -> Result<Self> {
 //!         Ok(Self {
 //!             id: Column::read(row, "id")?,
@@ -106,6 +110,7 @@ struct Field {
     column: LitStr,
     skip: bool,
     read_only: bool,
+    kept: bool,
     masked: bool,
     json_default: Option<LitStr>,
     read: Option<Path>,
@@ -128,6 +133,7 @@ fn parse_field(f: &syn::Field) -> syn::Result<Field> {
     let mut field = Field {
         column: LitStr::new(&ident.to_string(), ident.span()),
         read_only: false,
+        kept: false,
         ident,
         skip: false,
         masked: false,
@@ -141,6 +147,8 @@ fn parse_field(f: &syn::Field) -> syn::Result<Field> {
                 field.skip = true;
             } else if meta.path.is_ident("read_only") {
                 field.read_only = true;
+            } else if meta.path.is_ident("kept") {
+                field.kept = true;
             } else if meta.path.is_ident("masked") {
                 field.masked = true;
             } else if meta.path.is_ident("column") {
@@ -153,7 +161,7 @@ fn parse_field(f: &syn::Field) -> syn::Result<Field> {
                 field.write = Some(meta.value()?.parse()?);
             } else {
                 return Err(meta.error(
-                    "unknown row attribute; expected skip, read_only, column, masked, json_default, read or write",
+                    "unknown row attribute; expected skip, read_only, kept, column, masked, json_default, read or write",
                 ));
             }
             Ok(())
@@ -161,12 +169,16 @@ fn parse_field(f: &syn::Field) -> syn::Result<Field> {
         // Combinations that would silently drop one of their halves.
         let conflict = |what: &str| Err(syn::Error::new_spanned(attr, what));
         let other = field.read_only
+            || field.kept
             || field.masked
             || field.json_default.is_some()
             || field.read.is_some()
             || field.write.is_some();
         if field.skip && other {
             return conflict("`skip` is not a column: it takes no other row attribute");
+        }
+        if field.kept && field.read_only {
+            return conflict("`read_only` fields are kept by the server already: keep `read_only`");
         }
         if field.masked && field.read.is_some() {
             return conflict("`masked` and `read` both say how to read: keep one");
@@ -200,9 +212,11 @@ fn from_row(input: &DeriveInput, fields: &[Field]) -> Tokens {
         quote!(#ident: #value)
     });
     let columns = fields.iter().filter(|f| !f.skip).map(|f| f.column.value()).collect::<Vec<_>>().join(", ");
+    let kept = fields.iter().filter(|f| f.read_only || f.kept).map(|f| f.ident.to_string());
     quote! {
         impl #impl_generics crate::store::row::FromRow for #name #ty_generics #where_clause {
             const COLUMNS: &'static str = #columns;
+            const KEPT: &'static [&'static str] = &[#(#kept),*];
             fn from_row(row: &crate::store::row::AnyRow) -> crate::store::Result<Self> {
                 ::core::result::Result::Ok(Self { #(#inits),* })
             }

@@ -45,17 +45,10 @@ pub fn typed<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, Error> 
 
 // ------------------------------------------------------------ objects
 
-/// Fields clients may not set: ids, authorship and pointers the server keeps.
+/// Fields clients may not set: ids, authorship and pointers the server keeps
+/// (each marked once, on its field: `#[row(read_only)]` or `#[row(kept)]`).
 pub fn read_only(kind: ObjectKind) -> &'static [&'static str] {
-    use ObjectKind::*;
-    match kind {
-        Project | Organization => &["id", "created_by", "last_build_id", "active_build_id", "last_successful_build_id"],
-        Pipeline => &["id", "created_by", "last_completed_date", "last_completed_by"],
-        WorkerPool => &["id", "created_by", "last_autoscaled", "autoscaling_status", "autoscaling_message"],
-        User => &["id", "created_at", "last_login", "auth_source"],
-        Group => &["id", "created_at"],
-        Stage | VariableSet | Snippet | SshKey | ServiceLogin => &["id", "created_by"],
-    }
+    kind.kept_fields()
 }
 
 /// The fields of `kind` that name other objects, and the kind each names:

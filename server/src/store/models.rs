@@ -120,6 +120,25 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
+    /// The fields the server keeps and clients may not set (`FromRow::KEPT`:
+    /// the id, and the fields marked `read_only` or `kept`).
+    pub fn kept_fields(self) -> &'static [&'static str] {
+        use super::row::FromRow;
+        match self {
+            ObjectKind::Project => Project::KEPT,
+            ObjectKind::Pipeline => Pipeline::KEPT,
+            ObjectKind::Stage => Stage::KEPT,
+            ObjectKind::WorkerPool => WorkerPool::KEPT,
+            ObjectKind::VariableSet => VariableSet::KEPT,
+            ObjectKind::Snippet => Snippet::KEPT,
+            ObjectKind::SshKey => SshKey::KEPT,
+            ObjectKind::ServiceLogin => ServiceLogin::KEPT,
+            ObjectKind::Organization => Organization::KEPT,
+            ObjectKind::User => User::KEPT,
+            ObjectKind::Group => Group::KEPT,
+        }
+    }
+
     /// Every kind, in the order the API and the UI list them.
     pub const ALL: [ObjectKind; 11] = [
         ObjectKind::Project,
@@ -302,8 +321,10 @@ pub struct User {
     /// May log in.
     pub is_active: bool,
     /// When created.
+    #[row(kept)]
     pub created_at: Option<DateTime<Utc>>,
     /// Last successful login.
+    #[row(kept)]
     pub last_login: Option<DateTime<Utc>>,
     /// Groups the user belongs to.
     #[row(skip)]
@@ -311,6 +332,7 @@ pub struct User {
     /// Who checks the password: `local` (Vespene's own hash) or the name of
     /// the authentication plugin entry that created the account. Read-only.
     #[serde(default = "local_source")]
+    #[row(kept)]
     pub auth_source: String,
 }
 
@@ -343,6 +365,7 @@ pub struct Group {
     /// Unique name.
     pub name: String,
     /// When created.
+    #[row(kept)]
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -380,6 +403,7 @@ pub struct VariableSet {
     #[schema(value_type = Object)]
     pub variables: String,
     /// Creator.
+    #[row(kept)]
     pub created_by: Option<i64>,
     /// Groups that may edit it.
     #[row(skip)]
@@ -416,6 +440,7 @@ pub struct Snippet {
     /// A Jinja template.
     pub text: String,
     /// Creator.
+    #[row(kept)]
     pub created_by: Option<i64>,
     /// Groups that may edit it.
     #[row(skip)]
@@ -440,6 +465,7 @@ pub struct SshKey {
     /// Its passphrase (masked when read).
     pub unlock_password: Secret,
     /// Creator.
+    #[row(kept)]
     pub created_by: Option<i64>,
     /// Groups that may edit or attach it.
     #[row(skip)]
@@ -464,6 +490,7 @@ pub struct ServiceLogin {
     /// The password (masked when read).
     pub password: Secret,
     /// Creator.
+    #[row(kept)]
     pub created_by: Option<i64>,
     /// Groups that may edit or attach it.
     #[row(skip)]
@@ -528,15 +555,19 @@ pub struct WorkerPool {
     /// The most workers the pool has (a plan above it is cut to it).
     pub maximum: i64,
     /// When the last autoscaling decision finished.
+    #[row(kept)]
     pub last_autoscaled: Option<DateTime<Utc>>,
     /// Outcome of the last decision: 0 when it was applied, 1 when it failed.
+    #[row(kept)]
     pub autoscaling_status: Option<i64>,
     /// The last decision, one line: the plan, its reason, or the error.
     #[serde(default)]
+    #[row(kept)]
     pub autoscaling_message: String,
     /// Seconds between two decisions for the pool.
     pub reevaluate_seconds: i64,
     /// Creator.
+    #[row(kept)]
     pub created_by: Option<i64>,
     /// Anyone logged in may use it (name it in their own objects); only its
     /// owner or a superuser sets this.
@@ -670,10 +701,13 @@ pub struct Pipeline {
     #[row(skip)]
     pub variable_set_ids: Vec<i64>,
     /// When the last run completed.
+    #[row(kept)]
     pub last_completed_date: Option<DateTime<Utc>>,
     /// The build whose success completed its last run.
+    #[row(kept)]
     pub last_completed_by: Option<i64>,
     /// Creator.
+    #[row(kept)]
     pub created_by: Option<i64>,
     /// Groups that may edit it.
     #[row(skip)]
@@ -768,6 +802,7 @@ pub struct Project {
     /// The pool that runs it (required).
     pub worker_pool_id: i64,
     /// Creator.
+    #[row(kept)]
     pub created_by: Option<i64>,
     /// Groups that may edit it.
     #[row(skip)]
@@ -948,6 +983,7 @@ pub struct Organization {
     #[row(read_only)]
     pub last_successful_build_id: Option<i64>,
     /// Creator.
+    #[row(kept)]
     pub created_by: Option<i64>,
 }
 

@@ -26,6 +26,9 @@ pub(crate) trait FromRow: Sized {
     /// The columns read, comma-separated, for a `SELECT` that must not read
     /// `*` (the users' password hashes stay in the database).
     const COLUMNS: &'static str;
+    /// The fields the server keeps and clients may not set: `id`, and the
+    /// fields marked `#[row(read_only)]` or `#[row(kept)]`.
+    const KEPT: &'static [&'static str];
     /// The struct from one row; the `skip` fields are left at their default.
     fn from_row(row: &AnyRow) -> Result<Self>;
 }

@@ -34,16 +34,6 @@ struct Page<T> {
     results: Vec<T>,
 }
 
-/// The answer of `build.output`: lines after `after`, and the status read
-/// before them.
-#[derive(Serialize)]
-struct OutputPage {
-    build: Id,
-    status: BuildStatus,
-    lines: Vec<crate::service::model::OutputLine>,
-    log_removed_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 /// Largest request body accepted.
 pub const MAX_BODY: u64 = 1024 * 1024;
 /// Page size when none is asked for, and the largest allowed.
@@ -131,12 +121,10 @@ async fn dispatch(state: Arc<AppState>, matched: Matched, req: ApiRequest) -> Re
             let build = svc.build_for(&principal, id, "view").await?;
             let after = query_i64(&req.query, "after", 0)?;
             let limit = query_i64(&req.query, "limit", 1000)?.clamp(1, 10_000);
-            // The status as read before the lines: a finished status then
-            // promises that every line is in this or an earlier answer.
             let lines = svc.output(id, after, limit).await?;
             Ok(json_response(
                 StatusCode::OK,
-                &OutputPage { build: id, status: build.status, lines, log_removed_at: build.log_removed_at },
+                &routes::OutputPage { build: id, status: build.status, lines, log_removed_at: build.log_removed_at },
             ))
         }
         "build.log" => {

@@ -68,6 +68,7 @@ fn type_schemas() -> Map<String, Value> {
     routes::schemas_of::<Build>(&mut collected);
     routes::schemas_of::<ApiToken>(&mut collected);
     routes::schemas_of::<OutputLine>(&mut collected);
+    routes::schemas_of::<routes::OutputPage>(&mut collected);
     routes::schemas_of::<PipelineApproval>(&mut collected);
     routes::schemas_of::<Worker>(&mut collected);
     routes::schemas_of::<AuditEvent>(&mut collected);
@@ -313,16 +314,7 @@ fn special(route: &Route) -> (Option<Value>, Vec<Value>, (&'static str, Value)) 
                 query("after", json!({ "type": "integer" }), "Lines after this sequence number"),
                 query("limit", json!({ "type": "integer" }), "Lines to return (1 to 10000, default 1000)"),
             ],
-            (
-                "200",
-                ok(
-                    "Output lines",
-                    json!({ "type": "object", "required": ["build", "lines"], "properties": {
-                "build": { "type": "integer" }, "status": { "oneOf": [schema_ref("BuildStatus"), { "type": "null" }] },
-                "lines": { "type": "array", "items": schema_ref("OutputLine") },
-                "log_removed_at": { "type": ["string", "null"], "format": "date-time" } } }),
-                ),
-            ),
+            ("200", ok("Output lines", schema_ref("OutputPage"))),
         ),
         "build.log" => (None, vec![], ("200", text("text/plain", "The stored log, one line per output line"))),
         "build.stream" => (

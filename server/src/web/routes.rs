@@ -66,6 +66,20 @@ pub struct ObjectRoutes {
     pub schemas: fn(&mut Vec<(String, RefOr<Schema>)>),
 }
 
+/// The answer of `build.output` (its OpenAPI schema is derived from this).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OutputPage {
+    /// The build.
+    pub build: i64,
+    /// Its status, read before the lines: a finished status promises that
+    /// every line is in this answer or an earlier one.
+    pub status: crate::service::model::BuildStatus,
+    /// The lines after `after`, at most `limit` of them.
+    pub lines: Vec<crate::service::model::OutputLine>,
+    /// When retention removed the build's log, if it did.
+    pub log_removed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Adds `T`'s schema and those it names to `into`.
 pub fn schemas_of<T: ToSchema>(into: &mut Vec<(String, RefOr<Schema>)>) {
     into.push((T::name().into_owned(), T::schema()));
