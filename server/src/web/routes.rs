@@ -71,8 +71,8 @@ pub struct ObjectRoutes {
 pub struct OutputPage {
     /// The build.
     pub build: i64,
-    /// Its status, read before the lines: a finished status promises that
-    /// every line is in this answer or an earlier one.
+    /// Its status, read before the lines: a finished status means every
+    /// line was stored before these were read.
     pub status: crate::service::model::BuildStatus,
     /// The lines after `after`, at most `limit` of them.
     pub lines: Vec<crate::service::model::OutputLine>,
