@@ -45,12 +45,6 @@ pub fn typed<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, Error> 
 
 // ------------------------------------------------------------ objects
 
-/// Fields clients may not set: ids, authorship and pointers the server keeps
-/// (each marked once, on its field: `#[row(read_only)]` or `#[row(kept)]`).
-pub fn read_only(kind: ObjectKind) -> &'static [&'static str] {
-    kind.kept_fields()
-}
-
 /// The fields of `kind` that name other objects, and the kind each names:
 /// saving one asks the authorization chain whether the caller may `use` it.
 pub fn references(kind: ObjectKind) -> &'static [(&'static str, ObjectKind)] {
@@ -193,7 +187,7 @@ fn change_record<'a>(
 pub const JSON_TEXT_FIELDS: &[&str] = &["variables", "launch_questions", "triggers"];
 
 pub fn merge_input(value: &mut Value, body: Map<String, Value>, kind: ObjectKind, what: &str) -> Result<(), Error> {
-    let readonly = read_only(kind);
+    let readonly = kind.kept_fields();
     let object = value.as_object_mut().expect("objects serialize as JSON objects");
     let allowed: Vec<String> = object.keys().filter(|k| !readonly.contains(&k.as_str())).cloned().collect();
     for (key, v) in body {

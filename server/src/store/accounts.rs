@@ -569,18 +569,20 @@ impl Store {
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<User>> {
         let now = row::now().timestamp_millis();
         let hash = sha256_hex(token);
-        // The token, its user and the user's groups in one query (every
-        // request makes it): a row per group, or one with no group.
-        let columns = User::COLUMNS.split(", ").map(|c| format!("users.{c}")).collect::<Vec<_>>().join(", ");
-        let sql = format!(
-            "SELECT {columns}, token.last_used_at AS token_used_at, member.group_id AS member_of
-             FROM (SELECT user_id, last_used_at FROM api_tokens
-                   WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)) token
-             JOIN users ON users.id = token.user_id
-             LEFT JOIN group_members member ON member.user_id = users.id
-             ORDER BY member.group_id"
-        );
-        let rows = sqlx::query(&sql).bind(hash.as_str()).bind(now).fetch_all(&self.pool).await?;
+        // The token, its user and the user's groups in one query, written
+        // once (every request makes it): a row per group, or one with none.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let columns = User::COLUMNS.split(", ").map(|c| format!("users.{c}")).collect::<Vec<_>>().join(", ");
+            format!(
+                "SELECT {columns}, token.last_used_at AS token_used_at, member.group_id AS member_of
+                 FROM (SELECT user_id, last_used_at FROM api_tokens
+                       WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)) token
+                 JOIN users ON users.id = token.user_id
+                 LEFT JOIN group_members member ON member.user_id = users.id
+                 ORDER BY member.group_id"
+            )
+        });
+        let rows = sqlx::query(SQL.as_str()).bind(hash.as_str()).bind(now).fetch_all(&self.pool).await?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };

@@ -220,7 +220,7 @@ impl Store {
         let sql = format!("SELECT * FROM {} WHERE id = $1", T::TABLE);
         // The row and its links at once, on two pooled connections: one
         // round trip of latency.
-        let (found, links) = futures_util::future::try_join(
+        let (found, mut links) = futures_util::future::try_join(
             async { Ok(sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?) },
             read_links::<T, _>(&self.pool, Some(id)),
         )
@@ -229,7 +229,7 @@ impl Store {
             return Ok(None);
         };
         let mut obj = T::from_row(&r)?;
-        set_links(&mut obj, &links);
+        set_links(&mut obj, &mut links);
         Ok(Some(obj))
     }
 
@@ -243,14 +243,14 @@ impl Store {
 
     pub(crate) async fn list_records<T: Record>(&self) -> Result<Vec<T>> {
         let sql = format!("SELECT * FROM {} ORDER BY name, id", T::TABLE);
-        let (rows, links) = futures_util::future::try_join(
+        let (rows, mut links) = futures_util::future::try_join(
             async { Ok(sqlx::query(&sql).fetch_all(&self.pool).await?) },
             read_links::<T, _>(&self.pool, None),
         )
         .await?;
         let mut out = rows.iter().map(T::from_row).collect::<Result<Vec<T>>>()?;
         for obj in &mut out {
-            set_links(obj, &links);
+            set_links(obj, &mut links);
         }
         Ok(out)
     }
@@ -285,8 +285,8 @@ async fn read_record<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, id: Id) -> 
     let sql = format!("SELECT * FROM {} WHERE id = $1", T::TABLE);
     let r = sqlx::query(&sql).bind(id).fetch_one(&mut **tx).await?;
     let mut obj = T::from_row(&r)?;
-    let links = read_links::<T, _>(&mut **tx, Some(id)).await?;
-    set_links(&mut obj, &links);
+    let mut links = read_links::<T, _>(&mut **tx, Some(id)).await?;
+    set_links(&mut obj, &mut links);
     Ok(obj)
 }
 
@@ -301,18 +301,13 @@ where
     if T::LINKS.is_empty() {
         return Ok(by_link);
     }
-    let only = if owner.is_some() { " WHERE {o} = $1" } else { "" };
     let sql = T::LINKS
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let filter = only.replace("{o}", l.owner_col);
-            format!(
-                "SELECT CAST({i} AS BIGINT) AS link, {o}, {t}, position FROM {tb}{filter}",
-                o = l.owner_col,
-                t = l.target_col,
-                tb = l.table
-            )
+            let (o, t, tb) = (l.owner_col, l.target_col, l.table);
+            let filter = if owner.is_some() { format!(" WHERE {o} = $1") } else { String::new() };
+            format!("SELECT CAST({i} AS BIGINT) AS link, {o}, {t}, position FROM {tb}{filter}")
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
@@ -331,10 +326,10 @@ where
     Ok(by_link)
 }
 
-/// Sets `obj`'s link fields from [`read_links`]' answer.
-fn set_links<T: Record>(obj: &mut T, links: &[HashMap<Id, Vec<Id>>]) {
+/// Moves `obj`'s link ids out of [`read_links`]' answer into its fields.
+fn set_links<T: Record>(obj: &mut T, links: &mut [HashMap<Id, Vec<Id>>]) {
     for (l, by_owner) in T::LINKS.iter().zip(links) {
-        (l.set)(obj, by_owner.get(&obj.id()).cloned().unwrap_or_default());
+        (l.set)(obj, by_owner.remove(&obj.id()).unwrap_or_default());
     }
 }
 

@@ -11,7 +11,7 @@ use utoipa::openapi::{ComponentsBuilder, RefOr, Schema};
 use super::routes::{self, ObjectRoutes, Route};
 use crate::service::accounts::MAX_TOKEN_DAYS;
 use crate::service::model::ObjectKind;
-use crate::service::objects::{read_only, JSON_TEXT_FIELDS, USER_FIELDS};
+use crate::service::objects::{JSON_TEXT_FIELDS, USER_FIELDS};
 
 /// Error statuses every operation may answer, with what each means.
 const ERRORS: &[(&str, &str)] = &[
@@ -92,7 +92,7 @@ fn input_schema(kind: &ObjectRoutes, object: &Value) -> Value {
             properties.insert(field.to_string(), schema);
         }
     } else {
-        let read_only = read_only(kind.kind);
+        let read_only = kind.kind.kept_fields();
         for (name, schema) in object["properties"].as_object().into_iter().flatten() {
             if read_only.contains(&name.as_str()) {
                 continue;
