@@ -1,6 +1,8 @@
 //! Row mapping for the Vespene store: `#[derive(FromRow)]` reads a struct
 //! from a database row, `#[derive(ToColumns)]` lists the columns to write
-//! for it, so each column is named once, by its field.
+//! for it, so each column is named once, by its field; `#[derive(Patch)]`
+//! makes the struct's typed change (`<Name>Patch`), the fields a client may
+//! set, each an `Option`.
 //!
 //! The derives are for the `vespene` crate's store only: the code they
 //! generate names `crate::store::row` (the traits `FromRow`, `ToColumns` and
@@ -56,7 +58,8 @@
 //! }
 //! ```
 //!
-//! generates, in substance:
+//! generates, in substance (and `#[derive(Patch)]` a `StagePatch` with
+//! `name: Option<String>`, `variables: Option<String>`, ... and no `id`):
 //!
 //! ```ignore
 //! impl FromRow for Stage {
@@ -82,7 +85,7 @@
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as Tokens;
 use quote::quote;
-use syn::{parse_macro_input, Data, DeriveInput, Fields, Ident, LitStr, Path};
+use syn::{parse_macro_input, Attribute, Data, DeriveInput, Fields, Ident, LitStr, Path, Type};
 
 /// Implements the store's `FromRow` for a struct with named fields: one
 /// `from_row` reading each field from its column, and `COLUMNS`, the
@@ -104,9 +107,26 @@ pub fn derive_to_columns(input: TokenStream) -> TokenStream {
     expand(&input, to_columns).unwrap_or_else(|e| e.to_compile_error()).into()
 }
 
+/// Implements the store's `Patchable` for a struct with named fields and
+/// makes its typed change, `<Name>Patch`: one `Option` per field a client may
+/// set (every field but `id`, `read_only` and `kept` ones), read from a
+/// request's JSON fields (each through the field's own `serde(with)` or
+/// `serde(deserialize_with)`, so the JSON documents read as they do on the
+/// struct) and applied to a stored or default object. A kept field is refused
+/// as read-only, any other unknown one as unknown, naming the allowed fields.
+#[proc_macro_derive(Patch, attributes(row))]
+pub fn derive_patch(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand(&input, patch).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
 /// One field and what its `#[row(...)]` attributes say.
 struct Field {
     ident: Ident,
+    ty: Type,
+    /// Its doc comment and the `serde` attributes that say how its value is read.
+    docs: Vec<Attribute>,
+    reads_with: Vec<Tokens>,
     column: LitStr,
     skip: bool,
     read_only: bool,
@@ -131,6 +151,9 @@ fn expand(input: &DeriveInput, generate: fn(&DeriveInput, &[Field]) -> Tokens) -
 fn parse_field(f: &syn::Field) -> syn::Result<Field> {
     let ident = f.ident.clone().expect("named field");
     let mut field = Field {
+        ty: f.ty.clone(),
+        docs: f.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect(),
+        reads_with: serde_readers(&f.attrs)?,
         column: LitStr::new(&ident.to_string(), ident.span()),
         read_only: false,
         kept: false,
@@ -190,6 +213,103 @@ fn parse_field(f: &syn::Field) -> syn::Result<Field> {
     // The database assigns ids.
     field.read_only |= field.ident == "id" && !field.skip;
     Ok(field)
+}
+
+/// The `with = ...` and `deserialize_with = ...` parts of a field's
+/// `#[serde(...)]` attributes: how its value is read from JSON.
+fn serde_readers(attrs: &[Attribute]) -> syn::Result<Vec<Tokens>> {
+    let mut found = Vec::new();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("with") || meta.path.is_ident("deserialize_with") {
+                let path = meta.path.clone();
+                let value: LitStr = meta.value()?.parse()?;
+                found.push(quote!(#path = #value));
+            } else if meta.input.peek(syn::Token![=]) {
+                // Other attributes (`default = "..."`) say nothing about reading a sent value.
+                let _: syn::Expr = meta.value()?.parse()?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(found)
+}
+
+fn patch(input: &DeriveInput, fields: &[Field]) -> Tokens {
+    let name = &input.ident;
+    let vis = &input.vis;
+    let patch = quote::format_ident!("{}Patch", name);
+    let settable: Vec<&Field> = fields.iter().filter(|f| !f.read_only && !f.kept).collect();
+    let names: Vec<String> = settable.iter().map(|f| f.ident.to_string()).collect();
+    let kept = fields.iter().filter(|f| f.read_only || f.kept).map(|f| f.ident.to_string());
+    let members = settable.iter().map(|f| {
+        let (ident, ty, docs) = (&f.ident, &f.ty, &f.docs);
+        quote!(#(#docs)* pub #ident: ::core::option::Option<#ty>)
+    });
+    let reads = settable.iter().map(|f| {
+        let (ident, ty, reads_with) = (&f.ident, &f.ty, &f.reads_with);
+        let key = ident.to_string();
+        let how = if reads_with.is_empty() { quote!() } else { quote!(#[serde(#(#reads_with),*)]) };
+        quote! {
+            #key => {
+                #[derive(::serde::Deserialize)]
+                struct Sent(#how #ty);
+                patch.#ident = ::core::option::Option::Some(
+                    crate::store::patch::field_value::<Sent>(&key, value, what)?.0,
+                );
+            }
+        }
+    });
+    let applies = settable.iter().map(|f| {
+        let ident = &f.ident;
+        quote!(if let ::core::option::Option::Some(v) = self.#ident { to.#ident = v; })
+    });
+    let creator = match fields.iter().find(|f| f.ident == "created_by") {
+        Some(_) => quote!(self.created_by = ::core::option::Option::Some(user);),
+        None => quote!(let _ = user;),
+    };
+    let doc =
+        format!("A change to a [`{name}`]: each field a client may set, `None` where the change leaves it as it is.");
+    quote! {
+        #[doc = #doc]
+        #[derive(Debug, Clone, Default)]
+        #vis struct #patch { #(#members),* }
+
+        impl crate::store::patch::Patch for #patch {
+            type Object = #name;
+            const FIELDS: &'static [&'static str] = &[#(#names),*];
+            fn from_fields(
+                body: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                what: &str,
+            ) -> ::core::result::Result<Self, crate::store::ValidationError> {
+                let mut patch = Self::default();
+                for (key, value) in body {
+                    match key.as_str() {
+                        #(#reads)*
+                        _ => {
+                            return ::core::result::Result::Err(crate::store::patch::refused(
+                                &key,
+                                what,
+                                &[#(#kept),*],
+                                Self::FIELDS,
+                            ))
+                        }
+                    }
+                }
+                ::core::result::Result::Ok(patch)
+            }
+            fn apply(self, to: &mut #name) {
+                #(#applies)*
+            }
+        }
+
+        impl crate::store::patch::Patchable for #name {
+            type Patch = #patch;
+            fn set_creator(&mut self, user: i64) {
+                #creator
+            }
+        }
+    }
 }
 
 fn from_row(input: &DeriveInput, fields: &[Field]) -> Tokens {

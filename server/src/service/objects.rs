@@ -2,7 +2,9 @@
 //! reading one as JSON, listing what a principal may see, the `use` checks
 //! on references, and creating, changing and deleting with their
 //! authorization, checks and audit records. The API and the UI both call
-//! these; the one table of defaults and of read-only fields is here.
+//! these. A create or change is read into the kind's typed change
+//! (`<Kind>Patch`, `store::patch`), which holds only the fields clients may
+//! set, and applied to the kind's defaults or to the stored object.
 
 use std::collections::HashMap;
 
@@ -12,8 +14,8 @@ use serde_json::{json, Map, Value};
 use super::access::authz_object_with;
 use super::{audit, Error, Failure, Principal, Service};
 use crate::store::{
-    AuditActor, AuditEntry, AuditObject, Id, NewUser, ObjectKind, Organization, Pipeline, Project, Record,
-    ServiceLogin, Snippet, SshKey, Stage, User, VariableSet, WorkerPool,
+    AuditActor, AuditEntry, AuditObject, Id, NewUser, ObjectKind, Organization, Patch, Patchable, Pipeline, Project,
+    Record, ServiceLogin, Snippet, SshKey, Stage, User, UserPatch, VariableSet, WorkerPool,
 };
 
 /// What kind of JSON value `v` is, for error messages.
@@ -78,53 +80,56 @@ pub fn referenced_ids(value: &Value) -> Vec<Id> {
     }
 }
 
-/// One store operation on the object kind named `$kind`, through the
-/// store's generic record functions.
-macro_rules! dispatch_kind {
-    ($kind:expr, $store:expr, $op:ident $(, $arg:expr)*) => {
+/// Runs `$body` with `$T` the stored type of `$kind` (every kind but users
+/// and groups, which have store functions of their own: callers handle them
+/// first).
+macro_rules! with_record_type {
+    ($kind:expr, $T:ident => $body:expr) => {
         match $kind {
-            ObjectKind::Project => dispatch_kind!(@one Project, $store, $op $(, $arg)*),
-            ObjectKind::Pipeline => dispatch_kind!(@one Pipeline, $store, $op $(, $arg)*),
-            ObjectKind::Stage => dispatch_kind!(@one Stage, $store, $op $(, $arg)*),
-            ObjectKind::WorkerPool => dispatch_kind!(@one WorkerPool, $store, $op $(, $arg)*),
-            ObjectKind::VariableSet => dispatch_kind!(@one VariableSet, $store, $op $(, $arg)*),
-            ObjectKind::Snippet => dispatch_kind!(@one Snippet, $store, $op $(, $arg)*),
-            ObjectKind::SshKey => dispatch_kind!(@one SshKey, $store, $op $(, $arg)*),
-            ObjectKind::ServiceLogin => dispatch_kind!(@one ServiceLogin, $store, $op $(, $arg)*),
-            ObjectKind::Organization => dispatch_kind!(@one Organization, $store, $op $(, $arg)*),
-            // Users and groups have store functions of their own; callers
-            // handle them before dispatching.
+            ObjectKind::Project => {
+                type $T = Project;
+                $body
+            }
+            ObjectKind::Pipeline => {
+                type $T = Pipeline;
+                $body
+            }
+            ObjectKind::Stage => {
+                type $T = Stage;
+                $body
+            }
+            ObjectKind::WorkerPool => {
+                type $T = WorkerPool;
+                $body
+            }
+            ObjectKind::VariableSet => {
+                type $T = VariableSet;
+                $body
+            }
+            ObjectKind::Snippet => {
+                type $T = Snippet;
+                $body
+            }
+            ObjectKind::SshKey => {
+                type $T = SshKey;
+                $body
+            }
+            ObjectKind::ServiceLogin => {
+                type $T = ServiceLogin;
+                $body
+            }
+            ObjectKind::Organization => {
+                type $T = Organization;
+                $body
+            }
             ObjectKind::User | ObjectKind::Group => unreachable!("users and groups are not dispatched"),
         }
     };
-    (@one $ty:ty, $store:expr, list) => {
-        $store.list_records::<$ty>().await.map_err(Error::from).map(as_values)
-    };
-    (@one $ty:ty, $store:expr, get, $id:expr) => {
-        $store
-            .get_record::<$ty>($id)
-            .await
-            .map_err(Error::from)
-            .map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default()))
-    };
-    (@one $ty:ty, $store:expr, create, $value:expr, $what:expr, $audit:expr) => {{
-        let obj: $ty = typed($value, $what)?;
-        let audit = $audit;
-        let stored = $store.create_record_audited(&obj, |stored: &$ty| audit(&as_value(stored))).await?;
-        Ok::<Value, Error>(as_value(&stored))
-    }};
-    (@one $ty:ty, $store:expr, update, $value:expr, $what:expr, $audit:expr) => {{
-        let obj: $ty = typed($value, $what)?;
-        let audit = $audit;
-        let stored = $store.update_record_audited(&obj, |stored: &$ty| audit(&as_value(stored))).await?;
-        Ok::<Value, Error>(as_value(&stored))
-    }};
-    (@one $ty:ty, $store:expr, delete, $id:expr, $audit:expr) => {
-        $store.delete_row(<$ty as Record>::TABLE, <$ty as Record>::WHAT, $id, Some($audit)).await.map_err(Error::from)
-    };
-    (@one $ty:ty, $store:expr, defaults) => {
-        Ok(serde_json::to_value(<$ty>::default()).unwrap_or_default())
-    };
+}
+
+/// A patch's refusal as the service's error, naming the field.
+fn patch_error(e: crate::store::ValidationError) -> Error {
+    Error::field(&e.field, e.message)
 }
 
 /// A new object of `kind` before the client's fields: the one table of
@@ -136,7 +141,7 @@ pub fn defaults(kind: ObjectKind) -> Result<Value, Error> {
             "is_superuser": false, "is_active": true, "group_ids": [],
         })),
         ObjectKind::Group => Ok(json!({ "name": "" })),
-        _ => dispatch_kind!(kind, (), defaults),
+        _ => with_record_type!(kind, T => Ok(as_value(&T::default()))),
     }
 }
 
@@ -186,25 +191,6 @@ fn change_record<'a>(
 /// (`store::models`' `json_doc`).
 pub const JSON_TEXT_FIELDS: &[&str] = &["variables", "launch_questions", "triggers"];
 
-pub fn merge_input(value: &mut Value, body: Map<String, Value>, kind: ObjectKind, what: &str) -> Result<(), Error> {
-    let readonly = kind.kept_fields();
-    let object = value.as_object_mut().expect("objects serialize as JSON objects");
-    let allowed: Vec<String> = object.keys().filter(|k| !readonly.contains(&k.as_str())).cloned().collect();
-    for (key, v) in body {
-        if readonly.contains(&key.as_str()) {
-            return Err(Error::field(&key, format!("field '{key}' of {what} is read-only")));
-        }
-        if !object.contains_key(&key) {
-            return Err(Error::field(
-                &key,
-                format!("unknown field '{key}' for {what} (allowed: {})", allowed.join(", ")),
-            ));
-        }
-        object.insert(key, v);
-    }
-    Ok(())
-}
-
 /// `?field=value` filters on top-level fields, compared as text.
 pub fn filter_by_query(
     all: Vec<Value>,
@@ -232,6 +218,8 @@ pub fn filter_by_query(
         .collect())
 }
 
+/// What a user's create or change may send: [`UserPatch`]'s fields and the
+/// passwords, which are not fields of a [`User`].
 pub const USER_FIELDS: &[&str] = &[
     "username",
     "password",
@@ -338,7 +326,7 @@ impl Service {
         match kind {
             ObjectKind::User => Ok(as_values(self.store().list_users().await?)),
             ObjectKind::Group => Ok(as_values(self.store().list_groups().await?)),
-            _ => dispatch_kind!(kind, self.store(), list),
+            _ => with_record_type!(kind, T => Ok(as_values(self.store().list_records::<T>().await?))),
         }
     }
 
@@ -352,7 +340,7 @@ impl Service {
                 .into_iter()
                 .find(|g| g.id == id)
                 .map(|g| serde_json::to_value(g).unwrap_or_default()),
-            _ => dispatch_kind!(kind, self.store(), get, id)?,
+            _ => with_record_type!(kind, T => self.store().get_record::<T>(id).await?.map(|o| as_value(&o))),
         };
         found.ok_or_else(|| Error::not_found(&format!("{} {id}", kind.label())))
     }
@@ -408,14 +396,16 @@ impl Service {
                 let stored = self.store().create_group_audited(name, |g| record(&as_value(g))).await?;
                 Ok(as_value(&stored))
             }
-            _ => {
-                let mut value = defaults(kind)?;
-                merge_input(&mut value, body, kind, &what)?;
-                value["created_by"] = json!(user.id);
+            _ => with_record_type!(kind, T => {
+                let mut object = T::default();
+                <T as Patchable>::Patch::from_fields(body, &what).map_err(patch_error)?.apply(&mut object);
+                object.set_creator(user.id);
+                let value = as_value(&object);
                 self.check_uses(principal, kind, None, &value).await?;
                 self.check_autoscaler(kind, &value)?;
-                dispatch_kind!(kind, self.store(), create, value, &what, record)
-            }
+                let stored = self.store().create_record_audited(&object, |stored: &T| record(&as_value(stored))).await?;
+                Ok(as_value(&stored))
+            }),
         }
     }
 
@@ -429,31 +419,57 @@ impl Service {
         body: Map<String, Value>,
     ) -> Result<Value, Error> {
         let what = kind.label();
-        let current = self.get_value(kind, id).await?;
         let asked: Vec<String> = body.keys().cloned().collect();
-        let mut changes = asked.clone();
-        if body.contains_key("group_ids") {
-            // Authorization plugins speak of group membership as `groups`.
-            changes.push("groups".into());
-        }
-        self.authorize_on(principal, "edit", kind.as_str(), &current, &[("changes", json!(changes))]).await?;
+        let actor = audit::actor(principal, client);
+        let not_found = || Error::not_found(&format!("{what} {id}"));
         // Shared by the API and the UI: every object changed is recorded, in the transaction that changes it.
-        let record = change_record(audit::actor(principal, client), "update", kind, Some(&current), &asked);
         match kind {
-            ObjectKind::User => self.update_user(principal, current.clone(), body, record).await,
+            ObjectKind::User => {
+                let current = self.store().get_user(id).await?.ok_or_else(not_found)?;
+                let before = as_value(&current);
+                self.authorize_edit(principal, kind, &before, &asked).await?;
+                let record = change_record(actor, "update", kind, Some(&before), &asked);
+                self.update_user(principal, current, body, record).await
+            }
             ObjectKind::Group => {
+                let before = self.get_value(kind, id).await?;
+                self.authorize_edit(principal, kind, &before, &asked).await?;
+                let record = change_record(actor, "update", kind, Some(&before), &asked);
                 let name = group_name(&body)?;
                 let stored = self.store().rename_group_audited(id, name, |g| record(&as_value(g))).await?;
                 Ok(as_value(&stored))
             }
-            _ => {
-                let mut value = current.clone();
-                merge_input(&mut value, body, kind, &what)?;
-                self.check_uses(principal, kind, Some(&current), &value).await?;
-                self.check_autoscaler(kind, &value)?;
-                dispatch_kind!(kind, self.store(), update, value, &what, record)
-            }
+            _ => with_record_type!(kind, T => {
+                let current = self.store().get_record::<T>(id).await?.ok_or_else(not_found)?;
+                let before = as_value(&current);
+                self.authorize_edit(principal, kind, &before, &asked).await?;
+                let record = change_record(actor, "update", kind, Some(&before), &asked);
+                let mut object = current;
+                <T as Patchable>::Patch::from_fields(body, &what).map_err(patch_error)?.apply(&mut object);
+                let after = as_value(&object);
+                self.check_uses(principal, kind, Some(&before), &after).await?;
+                self.check_autoscaler(kind, &after)?;
+                let stored = self.store().update_record_audited(&object, |stored: &T| record(&as_value(stored))).await?;
+                Ok(as_value(&stored))
+            }),
         }
+    }
+
+    /// Asks the authorization chain whether the principal may `edit` the
+    /// object `before`, changing the fields `asked`.
+    async fn authorize_edit(
+        &self,
+        principal: &Principal,
+        kind: ObjectKind,
+        before: &Value,
+        asked: &[String],
+    ) -> Result<(), Error> {
+        let mut changes = asked.to_vec();
+        if asked.iter().any(|f| f == "group_ids") {
+            // Authorization plugins speak of group membership as `groups`.
+            changes.push("groups".into());
+        }
+        self.authorize_on(principal, "edit", kind.as_str(), before, &[("changes", json!(changes))]).await
     }
 
     /// Deletes an object, as `DELETE /api/v1/<kind>s/{id}` does, `delete` authorization included.
@@ -475,7 +491,7 @@ impl Service {
         let deleted = match kind {
             ObjectKind::User => self.store().delete_user_audited(id, &record).await?,
             ObjectKind::Group => self.store().delete_group_audited(id, &record).await?,
-            _ => dispatch_kind!(kind, self.store(), delete, id, &record)?,
+            _ => with_record_type!(kind, T => self.store().delete_row(T::TABLE, T::WHAT, id, Some(&record)).await?),
         };
         if !deleted {
             return Err(Error::not_found(&format!("{} {id}", kind.label())));
@@ -542,7 +558,7 @@ impl Service {
     async fn update_user(
         &self,
         principal: &Principal,
-        current: Value,
+        current: User,
         mut body: Map<String, Value>,
         record: impl FnOnce(&Value) -> AuditEntry,
     ) -> Result<Value, Error> {
@@ -554,11 +570,8 @@ impl Service {
         };
         let password = string_field("password")?;
         let current_password = string_field("current_password")?;
-        let mut value = current;
-        for (k, v) in body {
-            value[k] = v;
-        }
-        let user: User = typed(value, "user")?;
+        let mut user = current;
+        UserPatch::from_fields(body, "user").map_err(patch_error)?.apply(&mut user);
         if let Some(p) = &password {
             // An account another source created has its password checked there.
             if user.auth_source != crate::settings::LOCAL_SOURCE {
@@ -606,5 +619,20 @@ impl Service {
             .update_user_audited(&user, password.as_deref(), keep_session, keep_token, |u| record(&as_value(u)))
             .await?;
         Ok(as_value(&stored))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_fields_are_its_patch_and_the_passwords() {
+        let mut expected: Vec<&str> = <UserPatch as Patch>::FIELDS.to_vec();
+        expected.extend(["password", "current_password"]);
+        let mut listed = USER_FIELDS.to_vec();
+        expected.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(listed, expected);
     }
 }

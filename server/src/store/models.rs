@@ -14,7 +14,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use vespene_store_derive::{FromRow, ToColumns};
+use vespene_store_derive::{FromRow, Patch, ToColumns};
 
 use super::row;
 
@@ -136,6 +136,28 @@ impl ObjectKind {
             ObjectKind::Organization => Organization::KEPT,
             ObjectKind::User => User::KEPT,
             ObjectKind::Group => Group::KEPT,
+        }
+    }
+
+    /// The fields a client may set, in the object's order (the kind's typed
+    /// change, `<Kind>Patch`, holds these and no others).
+    pub fn settable_fields(self) -> &'static [&'static str] {
+        use super::patch::{Patch, Patchable};
+        fn of<T: Patchable>() -> &'static [&'static str] {
+            <T::Patch as Patch>::FIELDS
+        }
+        match self {
+            ObjectKind::Project => of::<Project>(),
+            ObjectKind::Pipeline => of::<Pipeline>(),
+            ObjectKind::Stage => of::<Stage>(),
+            ObjectKind::WorkerPool => of::<WorkerPool>(),
+            ObjectKind::VariableSet => of::<VariableSet>(),
+            ObjectKind::Snippet => of::<Snippet>(),
+            ObjectKind::SshKey => of::<SshKey>(),
+            ObjectKind::ServiceLogin => of::<ServiceLogin>(),
+            ObjectKind::Organization => of::<Organization>(),
+            ObjectKind::User => of::<User>(),
+            ObjectKind::Group => of::<Group>(),
         }
     }
 
@@ -304,7 +326,7 @@ impl std::fmt::Display for BuildStatus {
 }
 
 /// A user account. The password hash never leaves the store.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, Patch)]
 pub struct User {
     /// Row id.
     pub id: i64,
@@ -358,7 +380,7 @@ pub struct NewUser {
 }
 
 /// A group of users (owner and launch groups).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, Patch)]
 pub struct Group {
     /// Row id.
     pub id: i64,
@@ -389,7 +411,7 @@ pub struct ApiToken {
 }
 
 /// A named, reusable JSON dict of variables.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct VariableSet {
     /// Row id.
     pub id: i64,
@@ -429,7 +451,7 @@ impl Default for VariableSet {
 }
 
 /// A named template block injected as a variable.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct Snippet {
     /// Row id.
     pub id: i64,
@@ -452,7 +474,7 @@ pub struct Snippet {
 }
 
 /// An SSH private key with an optional unlock password, both encrypted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct SshKey {
     /// Row id.
     pub id: i64,
@@ -477,7 +499,7 @@ pub struct SshKey {
 }
 
 /// A username and encrypted password for http(s) checkouts and imports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct ServiceLogin {
     /// Row id.
     pub id: i64,
@@ -502,7 +524,7 @@ pub struct ServiceLogin {
 }
 
 /// A named queue plus its settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct WorkerPool {
     /// Row id.
     pub id: i64,
@@ -638,7 +660,7 @@ pub struct Worker {
 }
 
 /// A named pipeline step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct Stage {
     /// Row id.
     pub id: i64,
@@ -679,7 +701,7 @@ impl Default for Stage {
 }
 
 /// An ordered chain of stages (any number of them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct Pipeline {
     /// Row id.
     pub id: i64,
@@ -738,7 +760,7 @@ impl Default for Pipeline {
 }
 
 /// A project: a templated script, an optional repository and a worker pool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct Project {
     /// Row id.
     pub id: i64,
@@ -932,7 +954,7 @@ impl Default for Project {
 }
 
 /// An organization whose repositories are imported as projects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct Organization {
     /// Row id.
     pub id: i64,

@@ -1,9 +1,10 @@
 //! The OpenAPI 3.1 document of the REST API. Its paths come from the route
 //! table the dispatcher matches (`routes`), and its object schemas from the
 //! domain types themselves (`utoipa::ToSchema` derived on `store`'s types), so
-//! neither can drift from what the server answers. Request bodies are the
-//! object schemas without their read-only fields, with the JSON documents
-//! (`variables`, ...) accepted as JSON or, deprecated, as a string.
+//! neither can drift from what the server answers. Request bodies list the
+//! fields of each kind's typed change (`<Kind>Patch`, the type a create or
+//! change is read into), with the JSON documents (`variables`, ...)
+//! accepted as JSON or, deprecated, as a string.
 
 use serde_json::{json, Map, Value};
 use utoipa::openapi::{ComponentsBuilder, RefOr, Schema};
@@ -77,9 +78,9 @@ fn type_schemas() -> Map<String, Value> {
     components["schemas"].as_object().cloned().unwrap_or_default()
 }
 
-/// What a create or change of `kind` may send: the object's own fields
-/// without the read-only ones, none required (a create fills in defaults),
-/// no others.
+/// What a create or change of `kind` may send: the fields of its typed
+/// change (`<Kind>Patch`), each with the object's schema for it, none
+/// required (a create fills in defaults), no others.
 fn input_schema(kind: &ObjectRoutes, object: &Value) -> Value {
     let mut properties = Map::new();
     if kind.kind == ObjectKind::User {
@@ -92,25 +93,21 @@ fn input_schema(kind: &ObjectRoutes, object: &Value) -> Value {
             properties.insert(field.to_string(), schema);
         }
     } else {
-        let read_only = kind.kind.kept_fields();
-        for (name, schema) in object["properties"].as_object().into_iter().flatten() {
-            if read_only.contains(&name.as_str()) {
-                continue;
-            }
-            let schema = if name == "name" {
+        for name in kind.kind.settable_fields() {
+            let schema = if *name == "name" {
                 // store::validate::name: not blank, no surrounding spaces or control characters.
                 json!({ "type": "string", "minLength": 1, "maxLength": crate::service::model::MAX_NAME,
                     "pattern": "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$" })
-            } else if JSON_TEXT_FIELDS.contains(&name.as_str()) {
+            } else if JSON_TEXT_FIELDS.contains(name) {
                 json!({ "oneOf": [
                     { "type": ["object", "array"], "description": "The JSON document itself" },
                     { "type": "string", "deprecated": true,
                       "description": "Deprecated: the JSON document as a string; send the document itself" },
                 ] })
             } else {
-                schema.clone()
+                object["properties"][*name].clone()
             };
-            properties.insert(name.clone(), schema);
+            properties.insert(name.to_string(), schema);
         }
     }
     json!({
