@@ -183,10 +183,6 @@ pub fn main() -> ExitCode {
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // One arena per core rather than glibc's eight: every SQLite
-        // connection runs on its own thread, and each thread's arena kept its
-        // own free memory (about 1 MiB of an idle server's 39).
-        let cores = std::thread::available_parallelism().map_or(2, usize::from).max(2);
         // SAFETY: mallopt only changes allocator parameters, before any other thread exists.
         unsafe {
             // Blocks of a MiB or more are mapped on their own and given back to
@@ -196,7 +192,10 @@ fn tune_allocator() {
             // server at gigabytes it kept. A fixed threshold also stops glibc's
             // dynamic adjustment.
             libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-            libc::mallopt(libc::M_ARENA_MAX, i32::try_from(cores).unwrap_or(i32::MAX));
+            // glibc's arenas stay at their default (eight per core): every
+            // SQLite connection runs on its own thread, and with one arena per
+            // core those threads queued on the arenas' locks (a fifth of the
+            // API's time under load, docs/benchmarks.md) to save 0.6 MiB.
         }
     }
 }
