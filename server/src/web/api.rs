@@ -4,7 +4,6 @@
 //! Every action goes through the authorization chain; errors are JSON naming
 //! the field or the reason; nothing is half-saved (the store's transactions).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -16,7 +15,7 @@ use warp::Reply;
 use super::auth;
 use super::error::ApiError;
 use super::request::{body_object, kind_of, ApiRequest};
-use super::routes::{self, Matched};
+use super::routes::{self, BuildQuery, Matched, OutputQuery, Paging, RunsQuery, StreamQuery};
 use super::AppState;
 use crate::service::accounts::{LoginOutcome, MAX_TOKEN_DAYS};
 use crate::service::builds::StageRef;
@@ -84,7 +83,7 @@ async fn dispatch(state: Arc<AppState>, matched: Matched, req: ApiRequest) -> Re
         "project.badge" => super::observe::badge(&state, &principal, id).await,
         "audit.list" => super::audit::list(&state, &principal, &req.query).await,
         "pipeline.runs" => {
-            let limit = query_i64(&req.query, "limit", 10)?.clamp(1, 100);
+            let limit = req.query_as::<RunsQuery>()?.limit.unwrap_or(10).clamp(1, 100);
             let runs = svc.pipeline_runs(&principal, id, limit).await?;
             Ok(json_response(StatusCode::OK, &json!({ "pipeline": id, "results": runs })))
         }
@@ -119,8 +118,8 @@ async fn dispatch(state: Arc<AppState>, matched: Matched, req: ApiRequest) -> Re
         }
         "build.output" => {
             let build = svc.build_for(&principal, id, "view").await?;
-            let after = query_i64(&req.query, "after", 0)?;
-            let limit = query_i64(&req.query, "limit", 1000)?.clamp(1, 10_000);
+            let query: OutputQuery = req.query_as()?;
+            let (after, limit) = (query.after.unwrap_or(0), query.limit.unwrap_or(1000).clamp(1, 10_000));
             let lines = svc.output(id, after, limit).await?;
             Ok(json_response(
                 StatusCode::OK,
@@ -135,7 +134,7 @@ async fn dispatch(state: Arc<AppState>, matched: Matched, req: ApiRequest) -> Re
             svc.build_for(&principal, id, "view").await?;
             let after = match req.headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
                 Some(v) => v.parse().map_err(|_| ApiError::bad("Last-Event-ID must be a line number"))?,
-                None => query_i64(&req.query, "after", 0)?,
+                None => req.query_as::<StreamQuery>()?.after.unwrap_or(0),
             };
             let slot = state.live_streams.acquire(principal.user().map(|u| u.id))?;
             Ok(super::live::stream(state.clone(), id, after, slot))
@@ -202,13 +201,6 @@ fn with_deprecations(mut response: Response, fields: &[String]) -> Response {
         headers.insert("warning", value);
     }
     response
-}
-
-fn query_i64(query: &HashMap<String, String>, name: &str, default: i64) -> Result<i64, ApiError> {
-    match query.get(name) {
-        Some(v) => v.parse().map_err(|_| ApiError::field(name, format!("query parameter '{name}' must be a number"))),
-        None => Ok(default),
-    }
 }
 
 // ------------------------------------------------------------ accounts
@@ -281,33 +273,21 @@ fn me(principal: &Principal) -> Result<Response, ApiError> {
 // ------------------------------------------------------------ builds
 
 async fn list_builds(state: &Arc<AppState>, principal: &Principal, req: &ApiRequest) -> Result<Response, ApiError> {
-    for key in req.query.keys() {
-        if !["project_id", "worker_pool_id", "status", "limit", "offset"].contains(&key.as_str()) {
-            return Err(ApiError::field(
-                key,
-                format!("unknown filter '{key}' for builds (project_id, worker_pool_id, status, limit, offset)"),
-            ));
-        }
+    if let Some(key) = req.query.keys().find(|k| !BuildQuery::NAMES.contains(&k.as_str())) {
+        let names = BuildQuery::NAMES.join(", ");
+        return Err(ApiError::field(key, format!("unknown filter '{key}' for builds ({names})")));
     }
-    let status = match req.query.get("status") {
+    let query: BuildQuery = req.query_as()?;
+    let status = match &query.status {
         Some(s) => {
             Some(BuildStatus::parse(s).ok_or_else(|| ApiError::field("status", format!("unknown status '{s}'")))?)
         }
         None => None,
     };
-    let limit = query_i64(&req.query, "limit", PAGE as i64)?.clamp(1, MAX_PAGE as i64);
-    let offset = query_i64(&req.query, "offset", 0)?.max(0);
-    let filter = BuildFilter {
-        project_id: req.query.get("project_id").map(|_| query_i64(&req.query, "project_id", 0)).transpose()?,
-        worker_pool_id: req
-            .query
-            .get("worker_pool_id")
-            .map(|_| query_i64(&req.query, "worker_pool_id", 0))
-            .transpose()?,
-        status,
-        limit,
-        offset,
-    };
+    let limit = query.limit.unwrap_or(PAGE as i64).clamp(1, MAX_PAGE as i64);
+    let offset = query.offset.unwrap_or(0).max(0);
+    let filter =
+        BuildFilter { project_id: query.project_id, worker_pool_id: query.worker_pool_id, status, limit, offset };
     let builds = state.service.list_builds(principal, &filter).await?;
     let results: Vec<&Build> = builds.iter().map(|(b, _)| b).collect();
     Ok(json_response(StatusCode::OK, &json!({ "limit": limit, "offset": offset, "results": results })))
@@ -374,8 +354,9 @@ async fn crud(
             // Filtered after visibility: a query must not probe hidden fields.
             let visible = state.service.list_visible(principal, kind).await?;
             let visible = filter_by_query(visible, &req.query, kind)?;
-            let limit = (query_i64(&req.query, "limit", PAGE as i64)?.clamp(1, MAX_PAGE as i64)) as usize;
-            let offset = query_i64(&req.query, "offset", 0)?.max(0) as usize;
+            let paging: Paging = req.query_as()?;
+            let limit = paging.limit.unwrap_or(PAGE as i64).clamp(1, MAX_PAGE as i64) as usize;
+            let offset = paging.offset.unwrap_or(0).max(0) as usize;
             let count = visible.len();
             let page: Vec<Value> = visible.into_iter().skip(offset).take(limit).collect();
             Ok(json_response(StatusCode::OK, &Page { count, limit, offset, results: page }))

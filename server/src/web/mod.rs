@@ -68,7 +68,7 @@ pub fn routes(
     let routed = routes::filter()
         .and(warp::method())
         .and(warp::path::full())
-        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(limits::client_addr())
         .and(limits::body(api::MAX_BODY, state.body_idle()))
@@ -76,7 +76,7 @@ pub fn routes(
             move |matched,
                   method,
                   path: warp::path::FullPath,
-                  query,
+                  raw_query: String,
                   headers,
                   client,
                   body: Result<_, limits::BodyError>| {
@@ -87,8 +87,9 @@ pub fn routes(
                         Err(e) => return closing(e.api_error().into_response()),
                     };
                     let path = path.as_str().to_string();
-                    api::handle(state, matched, request::ApiRequest { method, path, query, headers, body, client })
-                        .await
+                    let query = form_urlencoded::parse(raw_query.as_bytes()).into_owned().collect();
+                    let req = request::ApiRequest { method, path, raw_query, query, headers, body, client };
+                    api::handle(state, matched, req).await
                 }
             },
         );
@@ -153,7 +154,7 @@ pub(crate) fn closing(mut response: warp::reply::Response) -> warp::reply::Respo
     response
 }
 
-/// Turns warp's own rejections (bad query string, ...) into JSON errors.
+/// Turns warp's own rejections (a body too large, ...) into JSON errors.
 async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, std::convert::Infallible> {
     use warp::http::StatusCode;
     let error = if rejection.is_not_found() {
@@ -163,8 +164,6 @@ async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, st
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than {} bytes", api::MAX_BODY),
         )
-    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
-        error::ApiError::bad(format!("invalid query string: {e}"))
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         error::ApiError::new(StatusCode::LENGTH_REQUIRED, "send a Content-Length header")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {

@@ -148,11 +148,13 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description })
 }
 
+/// The query parameters of a typed query (`routes::BuildQuery`, ...).
+fn query_params<T: utoipa::IntoParams>() -> Vec<Value> {
+    T::into_params(|| None).into_iter().map(|p| serde_json::to_value(p).unwrap_or_default()).collect()
+}
+
 fn paging() -> Vec<Value> {
-    vec![
-        query("limit", json!({ "type": "integer" }), "Page size (1 to 500, default 50)"),
-        query("offset", json!({ "type": "integer" }), "Rows to skip"),
-    ]
+    query_params::<routes::Paging>()
 }
 
 /// The request body, extra parameters and success answer of a route that is not an object CRUD route.
@@ -206,7 +208,7 @@ fn special(route: &Route) -> (Option<Value>, Vec<Value>, (&'static str, Value)) 
         "project.badge" => (None, vec![], ("200", text("image/svg+xml", "The badge"))),
         "pipeline.runs" => (
             None,
-            vec![query("limit", json!({ "type": "integer" }), "Runs to show (1 to 100, default 10)")],
+            query_params::<routes::RunsQuery>(),
             (
                 "200",
                 ok(
@@ -271,12 +273,7 @@ fn special(route: &Route) -> (Option<Value>, Vec<Value>, (&'static str, Value)) 
             ),
         ),
         "build.list" => {
-            let mut params = vec![
-                query("project_id", json!({ "type": "integer", "format": "int64" }), "Only this project's builds"),
-                query("worker_pool_id", json!({ "type": "integer", "format": "int64" }), "Only this pool's builds"),
-                query("status", schema_ref("BuildStatus"), "Only builds in this status"),
-            ];
-            params.extend(paging());
+            let params = query_params::<routes::BuildQuery>();
             (
                 None,
                 params,
@@ -305,18 +302,13 @@ fn special(route: &Route) -> (Option<Value>, Vec<Value>, (&'static str, Value)) 
                 ),
             ),
         ),
-        "build.output" => (
-            None,
-            vec![
-                query("after", json!({ "type": "integer" }), "Lines after this sequence number"),
-                query("limit", json!({ "type": "integer" }), "Lines to return (1 to 10000, default 1000)"),
-            ],
-            ("200", ok("Output lines", schema_ref("OutputPage"))),
-        ),
+        "build.output" => {
+            (None, query_params::<routes::OutputQuery>(), ("200", ok("Output lines", schema_ref("OutputPage"))))
+        }
         "build.log" => (None, vec![], ("200", text("text/plain", "The stored log, one line per output line"))),
         "build.stream" => (
             None,
-            vec![query("after", json!({ "type": "integer" }), "Lines after this sequence number")],
+            query_params::<routes::StreamQuery>(),
             (
                 "200",
                 json!({ "description": "`line` events, then one `end` event", "content": {

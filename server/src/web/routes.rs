@@ -1,6 +1,9 @@
 //! The API's route table: warp's filters are built from it (`filter`: each
 //! route's method, path and typed parameters) and the OpenAPI document
-//! (`openapi`) is generated from it, so the two cannot drift apart.
+//! (`openapi`) is generated from it, so the two cannot drift apart. The
+//! typed query parameters of the operations that take some are here too:
+//! the handlers read the query string into them and the document lists
+//! their fields.
 
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
@@ -78,6 +81,75 @@ pub struct OutputPage {
     pub lines: Vec<crate::service::model::OutputLine>,
     /// When retention removed the build's log, if it did.
     pub log_removed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The query parameters of an object listing's page; the listing's other
+/// parameters are its filters (`?name=...`).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Paging {
+    /// Page size (1 to 500, default 50).
+    #[param(nullable = false)]
+    pub limit: Option<i64>,
+    /// Rows to skip.
+    #[param(nullable = false)]
+    pub offset: Option<i64>,
+}
+
+/// The query parameters of `build.list`; others are refused, naming them.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BuildQuery {
+    /// Only this project's builds.
+    #[param(nullable = false)]
+    pub project_id: Option<i64>,
+    /// Only this pool's builds.
+    #[param(nullable = false)]
+    pub worker_pool_id: Option<i64>,
+    /// Only builds in this status.
+    #[param(value_type = Option<crate::service::model::BuildStatus>, nullable = false)]
+    pub status: Option<String>,
+    /// Page size (1 to 500, default 50).
+    #[param(nullable = false)]
+    pub limit: Option<i64>,
+    /// Rows to skip.
+    #[param(nullable = false)]
+    pub offset: Option<i64>,
+}
+
+impl BuildQuery {
+    /// Its parameters' names.
+    pub const NAMES: &'static [&'static str] = &["project_id", "worker_pool_id", "status", "limit", "offset"];
+}
+
+/// The query parameters of `build.output`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OutputQuery {
+    /// Lines after this sequence number (default 0: from the start).
+    #[param(nullable = false)]
+    pub after: Option<i64>,
+    /// Lines to return (1 to 10000, default 1000).
+    #[param(nullable = false)]
+    pub limit: Option<i64>,
+}
+
+/// The query parameters of `build.stream` (a `Last-Event-ID` header wins).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Lines after this sequence number (default 0: from the start).
+    #[param(nullable = false)]
+    pub after: Option<i64>,
+}
+
+/// The query parameters of `pipeline.runs`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunsQuery {
+    /// Runs to show (1 to 100, default 10).
+    #[param(nullable = false)]
+    pub limit: Option<i64>,
 }
 
 /// Adds `T`'s schema and those it names to `into`.
