@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 use vespene_plugin_api::{AccessRequest, UserInfo};
 
 use super::{Error, Service};
-use crate::store::{Build, Group, Id, Pipeline, User};
+use crate::store::{
+    Build, Group, Id, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User, VariableSet,
+    WorkerPool,
+};
 
 /// Who an operation is for.
 #[derive(Debug, Clone)]
@@ -68,6 +71,76 @@ pub fn authz_object_with(groups: &[Group], kind: &str, value: &Value) -> Value {
         "owner_groups": names(&value["owner_group_ids"]),
         "launch_groups": names(&value["launch_group_ids"]),
         "shared": value["shared"].as_bool().unwrap_or(false),
+    })
+}
+
+/// What the authorization chain is told of a stored object: its id, its
+/// creator, its owner and launch groups, and whether it is shared. A kind
+/// without one of these answers none (`null`, no groups, not shared), as the
+/// object's JSON would.
+pub trait Owned {
+    /// Its id.
+    fn object_id(&self) -> Id;
+    /// Who created it.
+    fn creator(&self) -> Option<Id> {
+        None
+    }
+    /// Groups that may edit it.
+    fn owner_groups(&self) -> &[Id] {
+        &[]
+    }
+    /// Groups that may start and stop it.
+    fn launch_groups(&self) -> &[Id] {
+        &[]
+    }
+    /// Whether anyone logged in may use it.
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+macro_rules! owned {
+    ($ty:ty $(, creator = $creator:ident)? $(, owners = $owners:ident)? $(, launchers = $launchers:ident)? $(, shared = $shared:ident)?) => {
+        impl Owned for $ty {
+            fn object_id(&self) -> Id {
+                self.id
+            }
+            $(fn creator(&self) -> Option<Id> {
+                self.$creator
+            })?
+            $(fn owner_groups(&self) -> &[Id] {
+                &self.$owners
+            })?
+            $(fn launch_groups(&self) -> &[Id] {
+                &self.$launchers
+            })?
+            $(fn is_shared(&self) -> bool {
+                self.$shared
+            })?
+        }
+    };
+}
+
+owned!(Project, creator = created_by, owners = owner_group_ids, launchers = launch_group_ids);
+owned!(Pipeline, creator = created_by, owners = owner_group_ids, shared = shared);
+owned!(Stage, shared = shared);
+owned!(WorkerPool, creator = created_by, shared = shared);
+owned!(VariableSet, creator = created_by, owners = owner_group_ids, shared = shared);
+owned!(Snippet, creator = created_by, owners = owner_group_ids, shared = shared);
+owned!(SshKey, creator = created_by, owners = owner_group_ids, shared = shared);
+owned!(ServiceLogin, creator = created_by, owners = owner_group_ids, shared = shared);
+owned!(Organization, creator = created_by);
+
+/// [`authz_object_with`] from the typed object, without its JSON.
+pub fn authz_object_of(groups: &[Group], object: &impl Owned) -> Value {
+    let names =
+        |ids: &[Id]| -> Vec<&str> { groups.iter().filter(|g| ids.contains(&g.id)).map(|g| g.name.as_str()).collect() };
+    json!({
+        "id": object.object_id(),
+        "created_by": object.creator(),
+        "owner_groups": names(object.owner_groups()),
+        "launch_groups": names(object.launch_groups()),
+        "shared": object.is_shared(),
     })
 }
 
@@ -264,5 +337,71 @@ impl Service {
         let value = serde_json::to_value(&pipeline).unwrap_or_default();
         self.authorize_on(principal, action, "pipeline", &value, &[]).await?;
         Ok(pipeline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups() -> Vec<Group> {
+        [(1, "ops"), (2, "dev"), (3, "qa")]
+            .into_iter()
+            .map(|(id, name)| Group { id, name: name.into(), created_at: None })
+            .collect()
+    }
+
+    /// The typed view must tell the plugins exactly what the JSON view does.
+    fn same<T: Owned + serde::Serialize>(kind: &str, object: T) {
+        let groups = groups();
+        let from_json = authz_object_with(&groups, kind, &serde_json::to_value(&object).unwrap());
+        assert_eq!(authz_object_of(&groups, &object), from_json, "{kind}");
+    }
+
+    #[test]
+    fn the_typed_authorization_object_is_the_json_one() {
+        let (owners, launchers) = (vec![3, 1], vec![2]);
+        same(
+            "project",
+            Project {
+                id: 7,
+                created_by: Some(4),
+                owner_group_ids: owners.clone(),
+                launch_group_ids: launchers,
+                ..Project::default()
+            },
+        );
+        same(
+            "pipeline",
+            Pipeline {
+                id: 8,
+                created_by: Some(4),
+                owner_group_ids: owners.clone(),
+                shared: true,
+                ..Pipeline::default()
+            },
+        );
+        same("stage", Stage { id: 9, shared: true, ..Stage::default() });
+        same("worker_pool", WorkerPool { id: 10, created_by: Some(5), shared: true, ..WorkerPool::default() });
+        same(
+            "variable_set",
+            VariableSet {
+                id: 11,
+                created_by: None,
+                owner_group_ids: owners.clone(),
+                shared: true,
+                ..VariableSet::default()
+            },
+        );
+        same("snippet", Snippet { id: 12, created_by: Some(4), owner_group_ids: owners.clone(), ..Snippet::default() });
+        same(
+            "ssh_key",
+            SshKey { id: 13, created_by: Some(4), owner_group_ids: owners.clone(), shared: true, ..SshKey::default() },
+        );
+        same(
+            "service_login",
+            ServiceLogin { id: 14, created_by: Some(4), owner_group_ids: owners, ..ServiceLogin::default() },
+        );
+        same("organization", Organization { id: 15, created_by: Some(6), ..Organization::default() });
     }
 }

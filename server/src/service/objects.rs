@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use super::access::authz_object_with;
+use super::access::{authz_object_of, authz_object_with, Owned};
 use super::{audit, Error, Failure, Principal, Service};
 use crate::store::{
     AuditActor, AuditEntry, AuditObject, Id, NewUser, ObjectKind, Organization, Patch, Patchable, Pipeline, Project,
@@ -191,14 +192,38 @@ fn change_record<'a>(
 /// (`store::models`' `json_doc`).
 pub const JSON_TEXT_FIELDS: &[&str] = &["variables", "launch_questions", "triggers"];
 
+/// The query parameters of a listing that are its page, not its filters.
+const PAGING: &[&str] = &["limit", "offset"];
+
+/// A page of a listing.
+pub struct Listing {
+    /// How many objects match, on every page.
+    pub count: usize,
+    /// The page's objects, serialized.
+    pub results: Vec<Box<RawValue>>,
+}
+
+impl Listing {
+    /// The page of `all` from `offset`, at most `limit` objects.
+    fn of<T: serde::Serialize>(all: &[T], offset: usize, limit: usize) -> Result<Self, Error> {
+        let results = all
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(serde_json::value::to_raw_value)
+            .collect::<Result<_, _>>()
+            .map_err(Error::internal)?;
+        Ok(Listing { count: all.len(), results })
+    }
+}
+
 /// `?field=value` filters on top-level fields, compared as text.
 pub fn filter_by_query(
     all: Vec<Value>,
     query: &HashMap<String, String>,
     kind: ObjectKind,
 ) -> Result<Vec<Value>, Error> {
-    let filters: Vec<(&String, &String)> =
-        query.iter().filter(|(k, _)| !["limit", "offset"].contains(&k.as_str())).collect();
+    let filters: Vec<(&String, &String)> = query.iter().filter(|(k, _)| !PAGING.contains(&k.as_str())).collect();
     // A field no listed row has is unknown (rows shown in part lack some).
     if let Some((key, _)) =
         filters.iter().find(|(k, _)| !all.is_empty() && all.iter().all(|f| f.get(k.as_str()).is_none()))
@@ -372,6 +397,51 @@ impl Service {
         .await?;
         self.authorize_with(principal, &groups, "list", kind.as_str(), None).await?;
         self.only_visible(principal, kind, &groups, all).await
+    }
+
+    /// A page of the objects of `kind` the principal may see (after `list`
+    /// is authorized), filtered by the query's `?field=value` pairs
+    /// ([`filter_by_query`]). Each object on the page is serialized once,
+    /// from its type; only a filtered listing reads objects as JSON values.
+    pub async fn list_page(
+        &self,
+        principal: &Principal,
+        kind: ObjectKind,
+        query: &HashMap<String, String>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Listing, Error> {
+        match kind {
+            ObjectKind::User | ObjectKind::Group => {
+                let visible = filter_by_query(self.list_visible(principal, kind).await?, query, kind)?;
+                Listing::of(&visible, offset, limit)
+            }
+            _ => with_record_type!(kind, T => self.list_page_of::<T>(principal, kind, query, offset, limit).await),
+        }
+    }
+
+    async fn list_page_of<T: Record + Owned + serde::Serialize>(
+        &self,
+        principal: &Principal,
+        kind: ObjectKind,
+        query: &HashMap<String, String>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Listing, Error> {
+        let (all, groups) =
+            futures_util::future::try_join(self.store().list_records::<T>(), self.store().list_groups())
+                .await
+                .map_err(Error::from)?;
+        self.authorize_with(principal, &groups, "list", kind.as_str(), None).await?;
+        let objects = all.iter().map(|o| authz_object_of(&groups, o)).collect();
+        let shown: std::collections::HashSet<Id> =
+            self.visible_with(principal, &groups, kind.as_str(), objects).await?.into_iter().collect();
+        let visible: Vec<T> = all.into_iter().filter(|o| shown.contains(&o.object_id())).collect();
+        if query.keys().any(|k| !PAGING.contains(&k.as_str())) {
+            let values = filter_by_query(as_values(visible), query, kind)?;
+            return Listing::of(&values, offset, limit);
+        }
+        Listing::of(&visible, offset, limit)
     }
 
     /// Creates an object from JSON input, as `POST /api/v1/<kind>s` does, `create`

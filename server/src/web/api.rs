@@ -20,7 +20,7 @@ use super::AppState;
 use crate::service::accounts::{LoginOutcome, MAX_TOKEN_DAYS};
 use crate::service::builds::StageRef;
 use crate::service::model::{Build, BuildFilter, BuildStatus, Id, LaunchAnswers, ObjectKind};
-use crate::service::objects::{filter_by_query, reject_unknown, JSON_TEXT_FIELDS};
+use crate::service::objects::{reject_unknown, JSON_TEXT_FIELDS};
 use crate::service::Principal;
 
 /// A page of a listing, as every `*.list` operation answers.
@@ -351,15 +351,12 @@ async fn crud(
 ) -> Result<Response, ApiError> {
     match action {
         "list" => {
-            // Filtered after visibility: a query must not probe hidden fields.
-            let visible = state.service.list_visible(principal, kind).await?;
-            let visible = filter_by_query(visible, &req.query, kind)?;
             let paging: Paging = req.query_as()?;
             let limit = paging.limit.unwrap_or(PAGE as i64).clamp(1, MAX_PAGE as i64) as usize;
             let offset = paging.offset.unwrap_or(0).max(0) as usize;
-            let count = visible.len();
-            let page: Vec<Value> = visible.into_iter().skip(offset).take(limit).collect();
-            Ok(json_response(StatusCode::OK, &Page { count, limit, offset, results: page }))
+            // Filtered after visibility: a query must not probe hidden fields.
+            let listing = state.service.list_page(principal, kind, &req.query, offset, limit).await?;
+            Ok(json_response(StatusCode::OK, &Page { count: listing.count, limit, offset, results: listing.results }))
         }
         "get" => {
             let value = state.service.view_object(principal, kind, id).await?;
