@@ -241,6 +241,18 @@ async fn project_round_trips_every_field(s: &Store) {
     assert_eq!(got.variable_set_ids, vec![vs2, vs1], "variable set order is kept");
     assert_eq!(s.find_project("full").await.unwrap().unwrap().id, id);
     assert_eq!(s.list_projects().await.unwrap(), vec![got.clone()]);
+    let owners = |p: &Project| vespene::store::ProjectOwners {
+        id: p.id,
+        created_by: p.created_by,
+        owner_group_ids: p.owner_group_ids.clone(),
+        launch_group_ids: p.launch_group_ids.clone(),
+    };
+    let sorted = |mut o: vespene::store::ProjectOwners| {
+        o.owner_group_ids.sort_unstable();
+        o.launch_group_ids.sort_unstable();
+        o
+    };
+    assert_eq!(s.project_owners(id).await.unwrap().map(sorted), Some(sorted(owners(&got))));
 
     let mut changed = got.clone();
     changed.variable_set_ids = vec![vs1];
@@ -251,12 +263,14 @@ async fn project_round_trips_every_field(s: &Store) {
     changed.root_keep_builds = Some(4);
     s.update_project(&changed).await.unwrap();
     assert_eq!(s.get_project(id).await.unwrap().unwrap(), changed);
+    assert_eq!(s.project_owners(id).await.unwrap(), Some(owners(&changed)), "no launch groups left");
     // 0 means the administrator's default, as null does: stored as null.
     s.update_project(&Project { log_keep_days: Some(0), ..changed.clone() }).await.unwrap();
     assert_eq!(s.get_project(id).await.unwrap().unwrap().log_keep_days, None);
 
     assert!(s.delete_project(id).await.unwrap());
     assert!(s.get_project(id).await.unwrap().is_none());
+    assert_eq!(s.project_owners(id).await.unwrap(), None);
     assert!(!s.delete_project(id).await.unwrap());
     let mut gone = changed.clone();
     gone.id = 9999;

@@ -8,8 +8,8 @@ use vespene_plugin_api::{AccessRequest, UserInfo};
 
 use super::{Error, Service};
 use crate::store::{
-    Build, Group, Id, Organization, Pipeline, Project, ServiceLogin, Snippet, SshKey, Stage, User, VariableSet,
-    WorkerPool,
+    Build, Group, Id, Organization, Pipeline, Project, ProjectOwners, ServiceLogin, Snippet, SshKey, Stage, User,
+    VariableSet, WorkerPool,
 };
 
 /// Who an operation is for.
@@ -122,6 +122,7 @@ macro_rules! owned {
 }
 
 owned!(Project, creator = created_by, owners = owner_group_ids, launchers = launch_group_ids);
+owned!(ProjectOwners, creator = created_by, owners = owner_group_ids, launchers = launch_group_ids);
 owned!(Pipeline, creator = created_by, owners = owner_group_ids, shared = shared);
 owned!(Stage, shared = shared);
 owned!(WorkerPool, creator = created_by, shared = shared);
@@ -273,8 +274,8 @@ impl Service {
             .map_err(Error::from)?;
         let build = build.ok_or_else(|| Error::not_found(&format!("build {id}")))?;
         let project = match build.project_id {
-            Some(pid) => match self.store().get_project(pid).await? {
-                Some(p) => authz_object_with(&groups, "project", &serde_json::to_value(&p).unwrap_or_default()),
+            Some(pid) => match self.store().project_owners(pid).await? {
+                Some(owners) => authz_object_of(&groups, &owners),
                 None => json!({}),
             },
             None => json!({}),
@@ -300,10 +301,8 @@ impl Service {
                 Some(pid) => match projects.get(&pid) {
                     Some(object) => object.clone(),
                     None => {
-                        let object = match self.store().get_project(pid).await? {
-                            Some(p) => {
-                                authz_object_with(groups, "project", &serde_json::to_value(&p).unwrap_or_default())
-                            }
+                        let object = match self.store().project_owners(pid).await? {
+                            Some(owners) => authz_object_of(groups, &owners),
                             None => json!({}),
                         };
                         projects.insert(pid, object.clone());

@@ -277,9 +277,8 @@ impl Store {
             .bind(CHUNKS_PER_READ)
             .fetch_all(&self.pool)
             .await?;
-            if rows.is_empty() {
-                break;
-            }
+            // Fewer rows than asked for: these are the last ones stored.
+            let last_rows = (rows.len() as i64) < CHUNKS_PER_READ;
             // A chunk row is not a struct: it is decoded into its lines.
             for r in &rows {
                 let (first, last) = (get_i64(r, "first_seq")?, get_i64(r, "last_seq")?);
@@ -294,6 +293,9 @@ impl Store {
                 if out.len() >= limit {
                     break;
                 }
+            }
+            if last_rows {
+                break;
             }
         }
         Ok(out)

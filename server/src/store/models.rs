@@ -953,6 +953,20 @@ impl Default for Project {
     }
 }
 
+/// Who owns a [`Project`]: its creator and its owner and launch groups
+/// (`Store::project_owners`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectOwners {
+    /// The project.
+    pub id: i64,
+    /// Its creator.
+    pub created_by: Option<i64>,
+    /// Groups that may edit it.
+    pub owner_group_ids: Vec<i64>,
+    /// Groups that may start and stop it.
+    pub launch_group_ids: Vec<i64>,
+}
+
 /// An organization whose repositories are imported as projects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, FromRow, ToColumns, Patch)]
 pub struct Organization {
