@@ -14,10 +14,13 @@ use warp::Reply;
 
 use super::auth;
 use super::error::ApiError;
-use super::request::{body_object, kind_of, ApiRequest};
-use super::routes::{self, BuildQuery, Matched, OutputQuery, Paging, RunsQuery, StreamQuery};
+use super::request::{body_as, body_object, ApiRequest};
+use super::routes::{
+    self, BuildQuery, LoginBody, Matched, OutputQuery, Paging, RerunBody, RunsQuery, StageChoice, StartBody,
+    StreamQuery, TokenBody,
+};
 use super::AppState;
-use crate::service::accounts::{LoginOutcome, MAX_TOKEN_DAYS};
+use crate::service::accounts::LoginOutcome;
 use crate::service::builds::StageRef;
 use crate::service::model::{Build, BuildFilter, BuildStatus, Id, LaunchAnswers, ObjectKind};
 use crate::service::objects::{reject_unknown, JSON_TEXT_FIELDS};
@@ -142,19 +145,9 @@ async fn dispatch(state: Arc<AppState>, matched: Matched, req: ApiRequest) -> Re
         "token.list" => Ok(json_response(StatusCode::OK, &json!({ "results": svc.list_tokens(&principal).await? }))),
         "token.create" => {
             principal.require()?;
-            let body = body_object(&req.body)?;
-            reject_unknown(&body, &["name", "expires_in_days"], "token")?;
-            let name = body.get("name").and_then(Value::as_str).unwrap_or("api").to_string();
-            let days = match body.get("expires_in_days") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_i64().ok_or_else(|| {
-                    ApiError::field(
-                        "expires_in_days",
-                        format!("'expires_in_days' must be a whole number of days from 1 to {MAX_TOKEN_DAYS}, got {v}"),
-                    )
-                })?),
-            };
-            let (token, secret) = svc.create_token(&principal, req.client, &name, days).await?;
+            let body: TokenBody = body_as(&req.body)?;
+            let name = body.name.unwrap_or_else(|| "api".to_string());
+            let (token, secret) = svc.create_token(&principal, req.client, &name, body.expires_in_days).await?;
             Ok(json_response(StatusCode::CREATED, &json!({ "token": secret, "details": token })))
         }
         "token.delete" => {
@@ -216,15 +209,10 @@ async fn login(state: &Arc<AppState>, req: &ApiRequest) -> Result<Response, ApiE
     if !json {
         return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "log in with Content-Type: application/json"));
     }
-    let body = body_object(&req.body)?;
-    reject_unknown(&body, &["username", "password"], "login")?;
-    let field = |name: &str| {
-        body.get(name)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::field(name, format!("'{name}' (a string) is required")))
-    };
-    let (username, password) = (field("username")?, field("password")?);
+    let body: LoginBody = body_as(&req.body)?;
+    let required = |name: &str| ApiError::field(name, format!("'{name}' (a string) is required"));
+    let username = body.username.ok_or_else(|| required("username"))?;
+    let password = body.password.ok_or_else(|| required("password"))?;
     let attempt = match state.login_throttle.begin(&username, req.client) {
         Ok(attempt) => attempt,
         Err(throttled) => {
@@ -299,19 +287,8 @@ async fn start_project(
     id: Id,
     req: &ApiRequest,
 ) -> Result<Response, ApiError> {
-    let answers: LaunchAnswers = if req.body.iter().all(u8::is_ascii_whitespace) {
-        LaunchAnswers::new()
-    } else {
-        let body = body_object(&req.body)?;
-        reject_unknown(&body, &["answers"], "a project start")?;
-        match body.get("answers") {
-            None | Some(Value::Null) => LaunchAnswers::new(),
-            Some(Value::Object(a)) => a.clone(),
-            Some(other) => {
-                return Err(ApiError::field("answers", format!("'answers' must be an object, got {}", kind_of(other))))
-            }
-        }
-    };
+    let body = if req.body.iter().all(u8::is_ascii_whitespace) { StartBody::default() } else { body_as(&req.body)? };
+    let answers: LaunchAnswers = body.answers.unwrap_or_default();
     let build = state.service.start_project(principal, id, answers).await?;
     Ok(json_response(StatusCode::CREATED, &build))
 }
@@ -325,16 +302,12 @@ async fn rerun_stage(
     run: Id,
     req: &ApiRequest,
 ) -> Result<Response, ApiError> {
-    let body = body_object(&req.body)?;
-    reject_unknown(&body, &["stage"], "a re-run")?;
-    let stage = match body.get("stage") {
-        Some(Value::Number(n)) if n.as_i64().is_some() => StageRef::Id(n.as_i64().unwrap_or_default()),
-        Some(Value::String(name)) => StageRef::Name(name.clone()),
+    let body: RerunBody = body_as(&req.body)?;
+    let stage = match body.stage {
+        Some(StageChoice::Id(id)) => StageRef::Id(id),
+        Some(StageChoice::Name(name)) => StageRef::Name(name),
         None => {
             return Err(ApiError::field("stage", "'stage' is required: the id or name of the stage to re-run from"))
-        }
-        Some(other) => {
-            return Err(ApiError::field("stage", format!("'stage' must be a stage id or name, got {}", kind_of(other))))
         }
     };
     let (stage_id, started) = state.service.rerun_stage(principal, id, run, stage).await?;

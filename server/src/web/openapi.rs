@@ -10,7 +10,6 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::{ComponentsBuilder, RefOr, Schema};
 
 use super::routes::{self, ObjectRoutes, Route};
-use crate::service::accounts::MAX_TOKEN_DAYS;
 use crate::service::model::ObjectKind;
 use crate::service::objects::{JSON_TEXT_FIELDS, USER_FIELDS};
 
@@ -73,6 +72,10 @@ fn type_schemas() -> Map<String, Value> {
     routes::schemas_of::<PipelineApproval>(&mut collected);
     routes::schemas_of::<Worker>(&mut collected);
     routes::schemas_of::<AuditEvent>(&mut collected);
+    routes::schemas_of::<routes::LoginBody>(&mut collected);
+    routes::schemas_of::<routes::StartBody>(&mut collected);
+    routes::schemas_of::<routes::RerunBody>(&mut collected);
+    routes::schemas_of::<routes::TokenBody>(&mut collected);
     let builder = ComponentsBuilder::new().schemas_from_iter(collected);
     let components = serde_json::to_value(builder.build()).unwrap_or_default();
     components["schemas"].as_object().cloned().unwrap_or_default()
@@ -179,25 +182,14 @@ fn special(route: &Route) -> (Option<Value>, Vec<Value>, (&'static str, Value)) 
             ),
         ),
         "openapi" => (None, vec![], ("200", ok("This document", json!({ "type": "object" })))),
-        "login" => (
-            body(
-                json!({ "type": "object", "required": ["username", "password"], "additionalProperties": false,
-                    "properties": { "username": { "type": "string" }, "password": { "type": "string", "writeOnly": true } } }),
-                true,
-            ),
-            vec![],
-            ("200", ok("Logged in; the session cookie is set", me)),
-        ),
+        "login" => {
+            (body(schema_ref("LoginBody"), true), vec![], ("200", ok("Logged in; the session cookie is set", me)))
+        }
         "logout" => (None, vec![], ("204", json!({ "description": "Logged out; the session cookie is cleared" }))),
         "me" => (None, vec![], ("200", ok("The current user", me))),
         "plugins" => (None, vec![], ("200", ok("The configured plugins", results(json!({ "type": "object" }))))),
         "project.start" => (
-            body(
-                closed(
-                    json!({ "answers": { "type": ["object", "null"], "description": "Answers to the project's launch questions" } }),
-                ),
-                false,
-            ),
+            body(schema_ref("StartBody"), false),
             vec![],
             ("201", {
                 let mut queued = ok("The queued build", schema_ref("Build"));
@@ -232,11 +224,7 @@ fn special(route: &Route) -> (Option<Value>, Vec<Value>, (&'static str, Value)) 
             ),
         ),
         "pipeline.rerun" => (
-            body(
-                json!({ "type": "object", "required": ["stage"], "additionalProperties": false, "properties": {
-                "stage": { "oneOf": [{ "type": "integer" }, { "type": "string" }], "description": "The stage's id or name" } } }),
-                true,
-            ),
+            body(schema_ref("RerunBody"), true),
             vec![],
             (
                 "200",
@@ -317,12 +305,7 @@ fn special(route: &Route) -> (Option<Value>, Vec<Value>, (&'static str, Value)) 
         ),
         "token.list" => (None, vec![], ("200", ok("Your tokens", results(schema_ref("ApiToken"))))),
         "token.create" => (
-            body(
-                closed(
-                    json!({ "name": { "type": "string" }, "expires_in_days": { "type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKEN_DAYS } }),
-                ),
-                false,
-            ),
+            body(schema_ref("TokenBody"), false),
             vec![],
             (
                 "201",

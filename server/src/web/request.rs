@@ -40,6 +40,14 @@ impl ApiRequest {
     }
 }
 
+/// The body read as `B`: fields it does not have are refused (naming the
+/// allowed ones), and a value of the wrong type names its field.
+pub fn body_as<B: super::routes::Body>(body: &Bytes) -> Result<B, ApiError> {
+    let object = body_object(body)?;
+    crate::service::objects::reject_unknown(&object, B::FIELDS, B::WHAT)?;
+    Ok(crate::service::objects::typed(Value::Object(object), B::WHAT)?)
+}
+
 /// The body as a JSON object, or a 400 saying what is wrong with it.
 pub fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {

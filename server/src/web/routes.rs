@@ -152,6 +152,93 @@ pub struct RunsQuery {
     pub limit: Option<i64>,
 }
 
+/// A request body read into a type: the fields it may hold, for the
+/// refusal of any other (naming the allowed ones), and what it is called in
+/// messages.
+pub trait Body: serde::de::DeserializeOwned {
+    /// Its fields.
+    const FIELDS: &'static [&'static str];
+    /// What it is, in messages ("a login").
+    const WHAT: &'static str;
+}
+
+/// The body of `login`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    /// The account's name (required).
+    #[serde(default)]
+    #[schema(required = true, nullable = false)]
+    pub username: Option<String>,
+    /// Its password (required).
+    #[serde(default)]
+    #[schema(write_only, required = true, nullable = false)]
+    pub password: Option<String>,
+}
+
+impl Body for LoginBody {
+    const FIELDS: &'static [&'static str] = &["username", "password"];
+    const WHAT: &'static str = "login";
+}
+
+/// The body of `project.start` (it may be empty).
+#[derive(serde::Deserialize, utoipa::ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    /// Answers to the project's launch questions.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub answers: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Body for StartBody {
+    const FIELDS: &'static [&'static str] = &["answers"];
+    const WHAT: &'static str = "a project start";
+}
+
+/// A stage, by id or by name.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum StageChoice {
+    /// Its id.
+    Id(i64),
+    /// Its name.
+    Name(String),
+}
+
+/// The body of `pipeline.rerun`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunBody {
+    /// The stage to re-run from: its id or its name (required).
+    #[serde(default)]
+    #[schema(required = true, nullable = false)]
+    pub stage: Option<StageChoice>,
+}
+
+impl Body for RerunBody {
+    const FIELDS: &'static [&'static str] = &["stage"];
+    const WHAT: &'static str = "a re-run";
+}
+
+/// The body of `token.create`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    /// A label (default `api`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Days until it expires (none: it does not).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 36500)]
+    pub expires_in_days: Option<i64>,
+}
+
+impl Body for TokenBody {
+    const FIELDS: &'static [&'static str] = &["name", "expires_in_days"];
+    const WHAT: &'static str = "token";
+}
+
 /// Adds `T`'s schema and those it names to `into`.
 pub fn schemas_of<T: ToSchema>(into: &mut Vec<(String, RefOr<Schema>)>) {
     into.push((T::name().into_owned(), T::schema()));
@@ -378,6 +465,27 @@ mod tests {
         assert_eq!(found("GET", "/api/v1/projects/seven").await, None);
         assert_eq!(found("PUT", "/api/v1/projects/7").await, None);
         assert!(path_exists("/api/v1/projects/7") && !path_exists("/api/v1/projects/seven"));
+    }
+
+    /// Each body's list of fields is its schema's.
+    fn fields_of<T: Body + ToSchema>() {
+        let schema = serde_json::to_value(<T as utoipa::PartialSchema>::schema()).unwrap();
+        let mut listed: Vec<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields = T::FIELDS.to_vec();
+        listed.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(listed, fields, "{}", T::WHAT);
+        assert_eq!(schema["additionalProperties"], serde_json::json!(false), "{}", T::WHAT);
+    }
+
+    #[test]
+    fn request_bodies_list_their_fields() {
+        fields_of::<LoginBody>();
+        fields_of::<StartBody>();
+        fields_of::<RerunBody>();
+        fields_of::<TokenBody>();
+        let token = serde_json::to_value(<TokenBody as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(token["properties"]["expires_in_days"]["maximum"], crate::service::accounts::MAX_TOKEN_DAYS);
     }
 
     #[test]
