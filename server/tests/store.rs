@@ -362,6 +362,22 @@ async fn pipeline_has_ordered_stages_without_limit(s: &Store) {
     assert!(!p.stage_ids.contains(&order[3]));
     let dup = Pipeline { name: "dup".into(), stage_ids: vec![stages[0], stages[0]], ..Default::default() };
     assert!(matches!(s.create_pipeline(&dup).await, Err(StoreError::Validation(v)) if v.field == "stage_ids"));
+
+    // A run's completion writes its two columns only: an edit made while
+    // the run went on is kept.
+    let pool_id = pool(s, "runs").await;
+    let project_id = project(s, "runner", pool_id).await;
+    let build = s
+        .create_build(&NewBuild { project_id: Some(project_id), worker_pool_id: pool_id, ..Default::default() })
+        .await
+        .unwrap();
+    let edited = Pipeline { description: "edited during the run".into(), ..p.clone() };
+    s.update_pipeline(&edited).await.unwrap();
+    s.mark_pipeline_complete(id, build.id).await.unwrap();
+    let after = s.get_pipeline(id).await.unwrap().unwrap();
+    assert_eq!(after.description, "edited during the run");
+    assert_eq!(after.last_completed_by, Some(build.id));
+    assert!(after.last_completed_date.is_some());
 }
 
 async fn worker_pool_in_use_cannot_be_deleted(s: &Store) {

@@ -81,7 +81,7 @@ impl Engine {
         if !project.pipeline_enabled {
             return Ok(());
         }
-        let Some(mut pipeline) = store.get_pipeline(pipeline_id).await? else { return Ok(()) };
+        let Some(pipeline) = store.get_pipeline(pipeline_id).await? else { return Ok(()) };
         if !pipeline.enabled {
             return Ok(());
         }
@@ -113,9 +113,7 @@ impl Engine {
         let attempt = required.iter().filter_map(|p| latest_of(p)).map(|b| b.id).max().unwrap_or(build.id);
         let Some(next_stage) = pipeline.stage_ids.get(index + 1).copied() else {
             if store.try_mark("pipeline-complete", &format!("{origin}:{attempt}")).await? {
-                pipeline.last_completed_date = Some(crate::store::now());
-                pipeline.last_completed_by = Some(build.id);
-                store.update_pipeline(&pipeline).await?;
+                store.mark_pipeline_complete(pipeline.id, build.id).await?;
                 say(format!("pipeline {}: complete", pipeline.name)).await;
             }
             return Ok(());

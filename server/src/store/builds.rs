@@ -692,6 +692,19 @@ impl Store {
         r.as_ref().map(Build::from_row).transpose()
     }
 
+    /// Records that build `by` completed a run of the pipeline, now. Only
+    /// these two columns are written: a change someone makes to the pipeline
+    /// meanwhile is kept.
+    pub async fn mark_pipeline_complete(&self, pipeline_id: Id, by: Id) -> Result<()> {
+        sqlx::query("UPDATE pipelines SET last_completed_date = $1, last_completed_by = $2 WHERE id = $3")
+            .bind(row::now().timestamp_millis())
+            .bind(by)
+            .bind(pipeline_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A run starts waiting before `stage_id` (again, if it waited there
     /// before: an earlier approval of the same run and stage is cleared).
     pub async fn request_approval(&self, pipeline_id: Id, origin: Id, stage_id: Id, parent: Id) -> Result<()> {
