@@ -86,43 +86,15 @@ pub fn referenced_ids(value: &Value) -> Vec<Id> {
 /// first).
 macro_rules! with_record_type {
     ($kind:expr, $T:ident => $body:expr) => {
+        with_record_type!(@each $kind, $T, $body;
+            Project, Pipeline, Stage, WorkerPool, VariableSet, Snippet, SshKey, ServiceLogin, Organization)
+    };
+    (@each $kind:expr, $T:ident, $body:expr; $($ty:ident),*) => {
         match $kind {
-            ObjectKind::Project => {
-                type $T = Project;
+            $(ObjectKind::$ty => {
+                type $T = $ty;
                 $body
-            }
-            ObjectKind::Pipeline => {
-                type $T = Pipeline;
-                $body
-            }
-            ObjectKind::Stage => {
-                type $T = Stage;
-                $body
-            }
-            ObjectKind::WorkerPool => {
-                type $T = WorkerPool;
-                $body
-            }
-            ObjectKind::VariableSet => {
-                type $T = VariableSet;
-                $body
-            }
-            ObjectKind::Snippet => {
-                type $T = Snippet;
-                $body
-            }
-            ObjectKind::SshKey => {
-                type $T = SshKey;
-                $body
-            }
-            ObjectKind::ServiceLogin => {
-                type $T = ServiceLogin;
-                $body
-            }
-            ObjectKind::Organization => {
-                type $T = Organization;
-                $body
-            }
+            })*
             ObjectKind::User | ObjectKind::Group => unreachable!("users and groups are not dispatched"),
         }
     };
