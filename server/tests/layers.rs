@@ -29,7 +29,7 @@ const WEB_LAYERS: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("routes", &[]),
     ("limits", &["error"]),
-    ("request", &["error"]),
+    ("request", &["error", "routes"]),
     ("auth", &["error"]),
     ("audit", &["error"]),
     ("openapi", &["auth", "routes"]),
