@@ -194,7 +194,7 @@ fn tune_allocator() {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
             // glibc's arenas stay at their default (eight per core): every
             // SQLite connection runs on its own thread, and with one arena per
-            // core those threads queued on the arenas' locks (a fifth of the
+            // core those threads queued on the arenas' locks (a quarter of the
             // API's time under load, docs/benchmarks.md) to save 0.6 MiB.
         }
     }
