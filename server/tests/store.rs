@@ -268,6 +268,19 @@ async fn project_round_trips_every_field(s: &Store) {
     s.update_project(&Project { log_keep_days: Some(0), ..changed.clone() }).await.unwrap();
     assert_eq!(s.get_project(id).await.unwrap().unwrap().log_keep_days, None);
 
+    // What each check on a build reads: the build and its project's owners, in one query.
+    let launchers = Project { launch_group_ids: vec![g2, g1], ..changed.clone() };
+    s.update_project(&launchers).await.unwrap();
+    let build = s
+        .create_build(&NewBuild { project_id: Some(id), worker_pool_id: pool_id, ..Default::default() })
+        .await
+        .unwrap();
+    let (read, build_owners) = s.build_with_owners(build.id).await.unwrap().unwrap();
+    assert_eq!(read, s.get_build(build.id).await.unwrap().unwrap());
+    assert_eq!(build_owners, Some(owners(&launchers)), "the groups in their stored order");
+    let loose = s.create_build(&NewBuild { worker_pool_id: pool_id, ..Default::default() }).await.unwrap();
+    assert_eq!(s.build_with_owners(loose.id).await.unwrap().map(|(_, o)| o), Some(None), "no project, no owners");
+    assert!(s.build_with_owners(loose.id + 1000).await.unwrap().is_none());
     assert!(s.delete_project(id).await.unwrap());
     assert!(s.get_project(id).await.unwrap().is_none());
     assert_eq!(s.project_owners(id).await.unwrap(), None);
@@ -509,7 +522,18 @@ async fn api_tokens_are_stored_hashed(s: &Store) {
         .collect();
     assert_eq!(raw.len(), 1);
     assert!(!raw[0].contains(&secret) && raw[0].len() == 64);
-    assert_eq!(s.authenticate_token(&secret).await.unwrap().unwrap().id, uid);
+    let (user, groups) = s.authenticate_token(&secret).await.unwrap().unwrap();
+    assert_eq!((user.id, user.group_ids, groups), (uid, vec![], vec![]), "no groups yet");
+    // The token's query also reads the user's groups and every group, in name order.
+    let ops = s.create_group("ops, \"the\" night shift").await.unwrap();
+    let dev = s.create_group("dev").await.unwrap();
+    s.add_group_member(ops, uid).await.unwrap();
+    s.add_group_member(dev, uid).await.unwrap();
+    s.create_group("qa").await.unwrap();
+    let (user, groups) = s.authenticate_token(&secret).await.unwrap().unwrap();
+    assert_eq!(user.group_ids, vec![ops.min(dev), ops.max(dev)]);
+    assert_eq!(groups, s.list_groups().await.unwrap(), "every group, as listed");
+    assert_eq!(user, s.get_user(uid).await.unwrap().unwrap());
     assert!(s.authenticate_token("vsp_wrong").await.unwrap().is_none());
     let listed = s.list_api_tokens(uid).await.unwrap();
     assert_eq!(listed[0].id, tok.id);

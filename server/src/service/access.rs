@@ -3,6 +3,8 @@
 //! allow), asked about an object as the plugins see it: its id, its creator,
 //! its owner and launch groups by name, and whether it is shared.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 use vespene_plugin_api::{AccessRequest, UserInfo};
 
@@ -30,6 +32,9 @@ pub enum Principal {
         user: User,
         /// The token itself (kept when its user changes their password with it).
         token: String,
+        /// Every group, read with the token (authorization names groups by
+        /// these): no request with a token reads the groups again.
+        groups: Arc<Vec<Group>>,
     },
 }
 
@@ -165,6 +170,15 @@ pub fn build_authz_object(build: &Build, mut project: Value) -> Value {
 }
 
 impl Service {
+    /// Every group, to name groups to the authorization chain: as read with
+    /// the principal's token, else from the store.
+    pub async fn groups_for(&self, principal: &Principal) -> crate::store::Result<Arc<Vec<Group>>> {
+        match principal {
+            Principal::Token { groups, .. } => Ok(groups.clone()),
+            _ => Ok(Arc::new(self.store().list_groups().await?)),
+        }
+    }
+
     /// Asks every authorization plugin whether the principal may `action`
     /// an object of `kind` (`object` as [`authz_object_with`] makes it);
     /// all must allow.
@@ -176,8 +190,8 @@ impl Service {
         object: Option<Value>,
     ) -> Result<(), Error> {
         let groups = match principal.user() {
-            Some(_) => self.store().list_groups().await?,
-            None => Vec::new(),
+            Some(_) => self.groups_for(principal).await?,
+            None => Arc::default(),
         };
         self.authorize_with(principal, &groups, action, kind, object).await
     }
@@ -213,7 +227,7 @@ impl Service {
         value: &Value,
         extra: &[(&str, Value)],
     ) -> Result<(), Error> {
-        let groups = self.store().list_groups().await?;
+        let groups = self.groups_for(principal).await?;
         let mut object = authz_object_with(&groups, kind, value);
         for (name, v) in extra {
             object[*name] = v.clone();
@@ -224,8 +238,8 @@ impl Service {
     /// The ids among `candidates` that every authorization plugin lets the principal see.
     pub async fn visible(&self, principal: &Principal, kind: &str, candidates: Vec<Value>) -> Result<Vec<i64>, Error> {
         let groups = match principal.user() {
-            Some(_) => self.store().list_groups().await?,
-            None => Vec::new(),
+            Some(_) => self.groups_for(principal).await?,
+            None => Arc::default(),
         };
         self.visible_with(principal, &groups, kind, candidates).await
     }
@@ -263,21 +277,19 @@ impl Service {
 
     /// A build and the object the authorization chain is asked about for it.
     pub async fn build_object(&self, id: Id) -> Result<(Build, Value), Error> {
-        let (build, object, _) = self.build_and_groups(id).await?;
+        let (build, object, _) = self.build_and_groups(&Principal::Anonymous, id).await?;
         Ok((build, object))
     }
 
-    /// A build, its authorization object and every group (read once for both).
-    async fn build_and_groups(&self, id: Id) -> Result<(Build, Value, Vec<Group>), Error> {
-        let (build, groups) = futures_util::future::try_join(self.store().get_build(id), self.store().list_groups())
-            .await
-            .map_err(Error::from)?;
-        let build = build.ok_or_else(|| Error::not_found(&format!("build {id}")))?;
-        let project = match build.project_id {
-            Some(pid) => match self.store().project_owners(pid).await? {
-                Some(owners) => authz_object_of(&groups, &owners),
-                None => json!({}),
-            },
+    /// A build, its authorization object and every group (as `principal` has them).
+    async fn build_and_groups(&self, principal: &Principal, id: Id) -> Result<(Build, Value, Arc<Vec<Group>>), Error> {
+        let (found, groups) =
+            futures_util::future::try_join(self.store().build_with_owners(id), self.groups_for(principal))
+                .await
+                .map_err(Error::from)?;
+        let (build, owners) = found.ok_or_else(|| Error::not_found(&format!("build {id}")))?;
+        let project = match owners {
+            Some(owners) => authz_object_of(&groups, &owners),
             None => json!({}),
         };
         let object = build_authz_object(&build, project);
@@ -286,7 +298,7 @@ impl Service {
 
     /// A build, once the principal may `action` it.
     pub async fn build_for(&self, principal: &Principal, id: Id, action: &str) -> Result<Build, Error> {
-        let (build, object, groups) = self.build_and_groups(id).await?;
+        let (build, object, groups) = self.build_and_groups(principal, id).await?;
         self.authorize_with(principal, &groups, action, "build", Some(object)).await?;
         Ok(build)
     }

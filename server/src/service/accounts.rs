@@ -226,7 +226,7 @@ impl Service {
     /// tokens are refused.
     pub async fn token_principal(&self, token: &str) -> Result<Principal, Error> {
         match self.store().authenticate_token(token).await? {
-            Some(user) => Ok(Principal::Token { user, token: token.to_string() }),
+            Some((user, groups)) => Ok(Principal::Token { user, token: token.to_string(), groups: groups.into() }),
             None => Err(Error::new(super::Failure::Unauthenticated, "the API token is unknown or revoked")),
         }
     }

@@ -34,7 +34,7 @@ impl Service {
     pub async fn start_project(&self, principal: &Principal, id: Id, answers: LaunchAnswers) -> Result<Build, Error> {
         // The project and the group names its authorization object needs, at once.
         let (project, groups) =
-            futures_util::future::try_join(self.store().get_project(id), self.store().list_groups())
+            futures_util::future::try_join(self.store().get_project(id), self.groups_for(principal))
                 .await
                 .map_err(Error::from)?;
         let project = project.ok_or_else(|| Error::not_found(&format!("project {id}")))?;
@@ -116,9 +116,9 @@ impl Service {
         &self,
         principal: &Principal,
         filter: &BuildFilter,
-    ) -> Result<(Vec<Build>, Vec<crate::store::Group>), Error> {
+    ) -> Result<(Vec<Build>, std::sync::Arc<Vec<crate::store::Group>>), Error> {
         let (builds, groups) =
-            futures_util::future::try_join(self.store().list_builds(filter), self.store().list_groups())
+            futures_util::future::try_join(self.store().list_builds(filter), self.groups_for(principal))
                 .await
                 .map_err(Error::from)?;
         self.authorize_with(principal, &groups, "list", "build", None).await?;
@@ -297,7 +297,7 @@ impl Service {
                 format!("'stage': stage {stage_id} is not a stage of pipeline {}", pipeline.name),
             ));
         }
-        let groups = self.store().list_groups().await?;
+        let groups = self.groups_for(principal).await?;
         for project in self.store().projects_in_stage(pipeline.id, stage_id).await? {
             let object = authz_object_with(&groups, "project", &serde_json::to_value(&project).unwrap_or_default());
             self.authorize_with(principal, &groups, "start", "project", Some(object)).await?;

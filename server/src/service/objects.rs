@@ -308,8 +308,8 @@ impl Service {
     /// a form's pickers offer (saving checks each reference again).
     pub async fn usable(&self, principal: &Principal, kind: ObjectKind, ids: Vec<Id>) -> Result<Vec<Id>, Error> {
         let user = principal.require()?;
-        let user = self.user_info(user).await?;
-        let groups = self.store().list_groups().await?;
+        let groups = self.groups_for(principal).await?;
+        let user = super::access::user_info_with(&groups, user);
         let mut candidates = Vec::new();
         for id in ids {
             if let Ok(value) = self.get_value(kind, id).await {
@@ -364,7 +364,7 @@ impl Service {
     /// Every object of `kind` the principal may see, as JSON (after `list` is authorized).
     pub async fn list_visible(&self, principal: &Principal, kind: ObjectKind) -> Result<Vec<Value>, Error> {
         let (all, groups) = futures_util::future::try_join(self.list_values(kind), async {
-            Ok::<_, Error>(self.store().list_groups().await?)
+            Ok::<_, Error>(self.groups_for(principal).await?)
         })
         .await?;
         self.authorize_with(principal, &groups, "list", kind.as_str(), None).await?;
@@ -401,7 +401,7 @@ impl Service {
         limit: usize,
     ) -> Result<Listing, Error> {
         let (all, groups) =
-            futures_util::future::try_join(self.store().list_records::<T>(), self.store().list_groups())
+            futures_util::future::try_join(self.store().list_records::<T>(), self.groups_for(principal))
                 .await
                 .map_err(Error::from)?;
         self.authorize_with(principal, &groups, "list", kind.as_str(), None).await?;
@@ -653,7 +653,7 @@ impl Service {
         // and their API tokens (all but the one making the change, when it is theirs).
         let (keep_session, keep_token) = match principal {
             Principal::Session { user: u, sid } if u.id == user.id => (Some(sid.as_str()), None),
-            Principal::Token { user: u, token } if u.id == user.id => (None, Some(token.as_str())),
+            Principal::Token { user: u, token, .. } if u.id == user.id => (None, Some(token.as_str())),
             _ => (None, None),
         };
         let stored = self

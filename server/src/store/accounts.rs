@@ -565,28 +565,38 @@ impl Store {
         Ok((token, secret))
     }
 
-    /// The active user a token belongs to, if the token is valid; records its use.
-    pub async fn authenticate_token(&self, token: &str) -> Result<Option<User>> {
+    /// The active user a token belongs to, if the token is valid, with
+    /// every group as read in the same query (what authorization names
+    /// groups by); records the token's use.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<(User, Vec<Group>)>> {
         let now = row::now().timestamp_millis();
         let hash = sha256_hex(token);
-        // The token, its user and the user's groups in one query, written
-        // once (every request makes it): a row per group, or one with none.
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        // The token, its user, the user's groups and the group directory in
+        // one query, written once per backend (every request makes it).
+        static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
             let columns = User::COLUMNS.split(", ").map(|c| format!("users.{c}")).collect::<Vec<_>>().join(", ");
-            format!(
-                "SELECT {columns}, token.last_used_at AS token_used_at, member.group_id AS member_of
-                 FROM (SELECT user_id, last_used_at FROM api_tokens
-                       WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)) token
-                 JOIN users ON users.id = token.user_id
-                 LEFT JOIN group_members member ON member.user_id = users.id
-                 ORDER BY member.group_id"
-            )
+            // JSON aggregates are the one thing the two dialects spell differently.
+            let directory = [
+                "json_group_array(json_array(id, name, created_at) ORDER BY name)",
+                "COALESCE(json_agg(json_build_array(id, name, created_at) ORDER BY name), '[]')::text",
+            ];
+            directory.map(|all_groups| {
+                format!(
+                    "SELECT {columns}, token.last_used_at AS token_used_at,
+                     (SELECT string_agg(CAST(group_id AS TEXT), ',' ORDER BY group_id) FROM group_members
+                      WHERE group_members.user_id = users.id) AS member_of,
+                     (SELECT {all_groups} FROM account_groups) AS group_directory
+                     FROM (SELECT user_id, last_used_at FROM api_tokens
+                           WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)) token
+                     JOIN users ON users.id = token.user_id"
+                )
+            })
         });
-        let rows = sqlx::query(SQL.as_str()).bind(hash.as_str()).bind(now).fetch_all(&self.pool).await?;
-        let Some(first) = rows.first() else {
+        let sql = &SQL[usize::from(self.backend != Backend::Sqlite)];
+        let Some(r) = sqlx::query(sql).bind(hash.as_str()).bind(now).fetch_optional(&self.pool).await? else {
             return Ok(None);
         };
-        let last_used: Option<i64> = first.try_get("token_used_at")?;
+        let last_used: Option<i64> = r.try_get("token_used_at")?;
         // Kept to the minute: a write on every request would make each read
         // of the API wait for a commit.
         if last_used.is_none_or(|at| now - at >= TOKEN_USE_GRANULARITY_MS) {
@@ -596,13 +606,23 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         }
-        let mut user = User::from_row(first)?;
-        for r in &rows {
-            if let Some(group) = r.try_get::<Option<i64>, _>("member_of")? {
-                user.group_ids.push(group);
-            }
+        let mut user = User::from_row(&r)?;
+        user.group_ids = row::get_id_list(&r, "member_of")?;
+        if !user.is_active {
+            return Ok(None);
         }
-        Ok(Some(user).filter(|u| u.is_active))
+        let directory = row::get_str(&r, "group_directory")?;
+        let entries: Vec<(Id, String, Option<i64>)> = serde_json::from_str(&directory)
+            .map_err(|e| sqlx::Error::ColumnDecode { index: "group_directory".into(), source: Box::new(e) })?;
+        let groups = entries
+            .into_iter()
+            .map(|(id, name, created_at)| Group {
+                id,
+                name,
+                created_at: created_at.and_then(chrono::DateTime::from_timestamp_millis),
+            })
+            .collect();
+        Ok(Some((user, groups)))
     }
 
     /// A user's tokens (without the secret part).

@@ -252,6 +252,16 @@ pub(crate) fn get_opt_str(row: &AnyRow, col: &str) -> Result<Option<String>> {
     Ok(row.try_get::<Option<String>, _>(col)?)
 }
 
+/// Ids aggregated into one column as comma-separated text (`string_agg`);
+/// none when the column is null.
+pub(crate) fn get_id_list(row: &AnyRow, col: &str) -> Result<Vec<i64>> {
+    let Some(text) = get_opt_str(row, col)? else {
+        return Ok(Vec::new());
+    };
+    let ids = text.split(',').map(str::parse::<i64>).collect::<std::result::Result<Vec<_>, _>>();
+    Ok(ids.map_err(|e| sqlx::Error::ColumnDecode { index: col.to_string(), source: Box::new(e) })?)
+}
+
 /// PostgreSQL hands back a boolean; SQLite an integer.
 /// The value's type is looked at first: a failed decode builds an error
 /// message, which cost more than the rest of reading the row.
