@@ -3,6 +3,7 @@
 //! server uses, so `plugins list` and `plugins check` tell the truth about what
 //! `serve` will do.
 
+pub mod alloc;
 mod engine_cmd;
 mod new_plugin;
 mod plugins_cmd;
@@ -179,7 +180,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Allocator tuning for a long-running server on glibc.
+/// Allocator tuning for a long-running server on glibc, which serves the
+/// large blocks of the server's allocator ([`alloc`]) and every allocation
+/// of the C code it links (SQLite, zstd).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
