@@ -122,8 +122,16 @@ impl ChunkWriter {
     }
 }
 
-/// The lines of a stored chunk whose first line is `first_seq`.
-fn decode_chunk(encoding: i64, data: &[u8], first_seq: i64, raw_bytes: usize) -> Option<Vec<OutputLine>> {
+/// The lines numbered in `keep` of a stored chunk whose first line is
+/// `first_seq`, and how many lines the chunk holds. Every line is checked;
+/// only the kept ones are copied out (a page often wants part of a chunk).
+fn decode_chunk(
+    encoding: i64,
+    data: &[u8],
+    first_seq: i64,
+    raw_bytes: usize,
+    keep: std::ops::RangeInclusive<i64>,
+) -> Option<(i64, Vec<OutputLine>)> {
     let unpacked;
     let payload = match encoding {
         0 => data,
@@ -146,22 +154,20 @@ fn decode_chunk(encoding: i64, data: &[u8], first_seq: i64, raw_bytes: usize) ->
         _ => return None,
     };
     let mut lines = Vec::new();
-    let (mut at, mut ts) = (0, 0i64);
+    let (mut at, mut ts, mut seq) = (0, 0i64, first_seq);
     while at < payload.len() {
         let stream = stream_of(payload[at])?;
         at += 1;
         ts = ts.wrapping_add(unzigzag(get_varint(payload, &mut at)?));
         let len = get_varint(payload, &mut at)? as usize;
-        let text = payload.get(at..at.checked_add(len)?)?;
+        let text = std::str::from_utf8(payload.get(at..at.checked_add(len)?)?).ok()?;
         at += len;
-        lines.push(OutputLine {
-            seq: first_seq + lines.len() as i64,
-            stream,
-            ts: row::from_millis(ts),
-            text: std::str::from_utf8(text).ok()?.to_owned(),
-        });
+        if keep.contains(&seq) {
+            lines.push(OutputLine { seq, stream, ts: row::from_millis(ts), text: text.to_owned() });
+        }
+        seq += 1;
     }
-    Some(lines)
+    Some((seq - first_seq, lines))
 }
 
 /// Writes `lines`, numbered from `first_seq`, as chunks of `build_id`.
@@ -284,11 +290,15 @@ impl Store {
                 let (first, last) = (get_i64(r, "first_seq")?, get_i64(r, "last_seq")?);
                 let raw = get_i64(r, "raw_bytes")?.max(0) as usize;
                 let data: Vec<u8> = r.try_get("data")?;
-                let lines = decode_chunk(get_i64(r, "encoding")?, &data, first, raw)
-                    .filter(|lines| lines.len() as i64 == last - first + 1)
-                    .ok_or_else(|| damaged(build_id, r))?;
-                let room = limit - out.len();
-                out.extend(lines.into_iter().filter(|l| l.seq > after).take(room));
+                // The lines after `after`, as many as the page has room for.
+                let from = after.saturating_add(1).max(first);
+                let room = (limit - out.len()).min(i64::MAX as usize) as i64;
+                let keep = from..=from.saturating_add(room - 1);
+                let lines = decode_chunk(get_i64(r, "encoding")?, &data, first, raw, keep)
+                    .filter(|(count, _)| *count == last - first + 1)
+                    .ok_or_else(|| damaged(build_id, r))?
+                    .1;
+                out.extend(lines);
                 cursor = last;
                 if out.len() >= limit {
                     break;
@@ -366,6 +376,8 @@ pub(crate) async fn convert_line_rows(conn: &mut sqlx::AnyConnection) -> Result<
 mod tests {
     use super::*;
 
+    const ALL: std::ops::RangeInclusive<i64> = i64::MIN..=i64::MAX;
+
     #[test]
     fn chunks_round_trip_in_both_encodings() {
         for compress in [false, true] {
@@ -378,8 +390,10 @@ mod tests {
             }
             let raw = w.buf.len();
             let (encoding, data) = w.finish(compress);
-            let lines = decode_chunk(encoding as i64, &data, 41, raw).expect("decodes");
-            assert_eq!(lines.len(), 4);
+            let (count, lines) = decode_chunk(encoding as i64, &data, 41, raw, ALL).expect("decodes");
+            assert_eq!((count, lines.len()), (4, 4));
+            let (count, part) = decode_chunk(encoding as i64, &data, 41, raw, 42..=43).expect("decodes");
+            assert_eq!((count, part), (4, lines[1..3].to_vec()), "only the lines kept, every line counted");
             for (i, l) in lines.iter().enumerate() {
                 assert_eq!(l.seq, 41 + i as i64);
                 assert_eq!(l.text, texts[i]);
@@ -395,12 +409,12 @@ mod tests {
         w.push(OutputStream::Stdout, 5, "hello");
         let raw = w.buf.len();
         let (_, data) = w.finish(false);
-        assert!(decode_chunk(0, &data[..data.len() - 1], 1, raw).is_none(), "cut short");
+        assert!(decode_chunk(0, &data[..data.len() - 1], 1, raw, ALL).is_none(), "cut short");
         let mut bad_stream = data.clone();
         bad_stream[0] = 9;
-        assert!(decode_chunk(0, &bad_stream, 1, raw).is_none(), "unknown stream");
-        assert!(decode_chunk(7, &data, 1, raw).is_none(), "unknown encoding");
-        assert!(decode_chunk(1, &data, 1, raw).is_none(), "not zstd");
+        assert!(decode_chunk(0, &bad_stream, 1, raw, ALL).is_none(), "unknown stream");
+        assert!(decode_chunk(7, &data, 1, raw, ALL).is_none(), "unknown encoding");
+        assert!(decode_chunk(1, &data, 1, raw, ALL).is_none(), "not zstd");
     }
 
     #[test]
