@@ -194,7 +194,7 @@ fn tune_allocator() {
             // arenas: a flood of logins (argon2 takes 19 MiB each) left the
             // server at gigabytes it kept. A fixed threshold also stops glibc's
             // dynamic adjustment.
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, alloc::LARGE_BLOCK as libc::c_int);
             // glibc's arenas stay at their default (eight per core): every
             // SQLite connection runs on its own thread, and with one arena per
             // core those threads queued on the arenas' locks (a quarter of the

@@ -616,11 +616,7 @@ impl Store {
             .map_err(|e| sqlx::Error::ColumnDecode { index: "group_directory".into(), source: Box::new(e) })?;
         let groups = entries
             .into_iter()
-            .map(|(id, name, created_at)| Group {
-                id,
-                name,
-                created_at: created_at.and_then(chrono::DateTime::from_timestamp_millis),
-            })
+            .map(|(id, name, created_at)| Group { id, name, created_at: created_at.map(row::from_millis) })
             .collect();
         Ok(Some((user, groups)))
     }

@@ -143,33 +143,16 @@ impl Store {
     /// its project is gone), in one query: what each check on a build reads.
     pub async fn build_with_owners(&self, id: Id) -> Result<Option<(Build, Option<ProjectOwners>)>> {
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let groups = |table: &str| {
-                format!(
-                    "(SELECT string_agg(CAST(group_id AS TEXT), ',' ORDER BY position, group_id) FROM {table} \
-                     WHERE project_id = projects.id)"
-                )
-            };
             format!(
-                "SELECT builds.*, projects.id AS owners_project_id, projects.created_by AS owners_created_by, \
-                 {} AS owners_owner_groups, {} AS owners_launch_groups \
-                 FROM builds LEFT JOIN projects ON projects.id = builds.project_id WHERE builds.id = $1",
-                groups("project_owner_groups"),
-                groups("project_launch_groups")
+                "SELECT builds.*, {} FROM builds LEFT JOIN projects ON projects.id = builds.project_id \
+                 WHERE builds.id = $1",
+                objects::OWNER_COLUMNS.as_str()
             )
         });
         let Some(r) = sqlx::query(SQL.as_str()).bind(id).fetch_optional(&self.pool).await? else {
             return Ok(None);
         };
-        let owners = match row::get_opt_i64(&r, "owners_project_id")? {
-            Some(project) => Some(ProjectOwners {
-                id: project,
-                created_by: row::get_opt_i64(&r, "owners_created_by")?,
-                owner_group_ids: row::get_id_list(&r, "owners_owner_groups")?,
-                launch_group_ids: row::get_id_list(&r, "owners_launch_groups")?,
-            }),
-            None => None,
-        };
-        Ok(Some((Build::from_row(&r)?, owners)))
+        Ok(Some((Build::from_row(&r)?, objects::owners_from_row(&r)?)))
     }
 
     /// The clear values of a build's secret variables, as (placeholder,

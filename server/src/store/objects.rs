@@ -661,24 +661,13 @@ impl Store {
     /// authorization chain is told of the project's builds: one query,
     /// without the rest of the project.
     pub async fn project_owners(&self, id: Id) -> Result<Option<ProjectOwners>> {
-        static SQL: &str = "SELECT CAST(0 AS BIGINT) AS part, created_by AS ref FROM projects WHERE id = $1
-             UNION ALL SELECT CAST(1 AS BIGINT), group_id FROM project_owner_groups WHERE project_id = $1
-             UNION ALL SELECT CAST(2 AS BIGINT), group_id FROM project_launch_groups WHERE project_id = $1
-             ORDER BY 1";
-        let rows = sqlx::query(SQL).bind(id).fetch_all(&self.pool).await?;
-        let mut owners: Option<ProjectOwners> = None;
-        for r in &rows {
-            let reference = super::row::get_opt_i64(r, "ref")?;
-            match (super::row::get_i64(r, "part")?, owners.as_mut()) {
-                (0, _) => {
-                    owners = Some(ProjectOwners { id, created_by: reference, ..ProjectOwners::default() });
-                }
-                (1, Some(o)) => o.owner_group_ids.extend(reference),
-                (2, Some(o)) => o.launch_group_ids.extend(reference),
-                _ => {}
-            }
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("SELECT {} FROM projects WHERE projects.id = $1", OWNER_COLUMNS.as_str())
+        });
+        match sqlx::query(SQL.as_str()).bind(id).fetch_optional(&self.pool).await? {
+            Some(r) => owners_from_row(&r),
+            None => Ok(None),
         }
-        Ok(owners)
     }
 
     /// Projects in one stage of a pipeline (pipeline advancement).
@@ -696,6 +685,39 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The columns of a `projects` row (in the query, possibly joined) that
+/// [`owners_from_row`] reads: the project's id and creator, and its owner and
+/// launch groups in their stored order, aggregated by `string_agg` (the same
+/// on PostgreSQL and SQLite).
+pub(super) static OWNER_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let groups = |table: &str| {
+        format!(
+            "(SELECT string_agg(CAST(group_id AS TEXT), ',' ORDER BY position, group_id) FROM {table} \
+             WHERE project_id = projects.id)"
+        )
+    };
+    format!(
+        "projects.id AS owners_project_id, projects.created_by AS owners_created_by, \
+         {} AS owners_owner_groups, {} AS owners_launch_groups",
+        groups("project_owner_groups"),
+        groups("project_launch_groups")
+    )
+});
+
+/// A project's owners from [`OWNER_COLUMNS`]; none when the project is not
+/// there (a build without one, or whose project is gone).
+pub(super) fn owners_from_row(r: &AnyRow) -> Result<Option<ProjectOwners>> {
+    let Some(id) = row::get_opt_i64(r, "owners_project_id")? else {
+        return Ok(None);
+    };
+    Ok(Some(ProjectOwners {
+        id,
+        created_by: row::get_opt_i64(r, "owners_created_by")?,
+        owner_group_ids: row::get_id_list(r, "owners_owner_groups")?,
+        launch_group_ids: row::get_id_list(r, "owners_launch_groups")?,
+    }))
 }
 
 // ---- the records ----
