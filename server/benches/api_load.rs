@@ -3,7 +3,9 @@
 //! against the release `vespene serve` on SQLite. Prints requests per second
 //! and fails if any request failed. VESPENE_BENCH_PATH sends every request
 //! to one path instead (to measure one request kind alone), and
-//! VESPENE_BENCH_CLIENTS changes the number of clients.
+//! VESPENE_BENCH_CLIENTS changes the number of clients. Every answer must be
+//! the same as the first one, which is checked to hold the 20 projects and
+//! the 200 lines asked for: a fast wrong answer counts as a failure.
 //!
 //! Run with `scripts/bench api_load`.
 
@@ -77,6 +79,28 @@ fn main() {
     };
     std::thread::spawn(move || for _ in lines {});
 
+    let list_path = "/api/v1/projects?limit=20".to_string();
+    let output_path = format!("/api/v1/builds/{build_id}/output?after=0&limit=200");
+    let paths: Vec<String> = match &only_path {
+        Some(path) => vec![path.clone()],
+        None => vec![list_path.clone(), output_path.clone()],
+    };
+    let expected: Arc<std::collections::HashMap<String, Vec<u8>>> = Arc::new(runtime.block_on(async {
+        let mut expected = std::collections::HashMap::new();
+        for path in &paths {
+            let (status, body) = support::procs::http_response(&addr, "GET", path, &token).await.unwrap();
+            assert_eq!(status, 200, "GET {path}");
+            let text = String::from_utf8_lossy(&body);
+            if *path == list_path {
+                assert!((0..20).all(|i| text.contains(&format!("\"project-{i}\""))), "the list holds the 20 projects");
+            } else if *path == output_path {
+                assert!(text.contains("\"output line 0\"") && text.contains("\"output line 199\""), "200 lines");
+                assert!(!text.contains("\"output line 200\""), "no more than the 200 lines asked for");
+            }
+            expected.insert(path.clone(), body);
+        }
+        expected
+    }));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -85,20 +109,18 @@ fn main() {
         let mut clients = Vec::new();
         for c in 0..client_count {
             let (addr, token, ok, failed) = (addr.clone(), token.clone(), ok.clone(), failed.clone());
-            let only_path = only_path.clone();
+            let (paths, expected) = (paths.clone(), expected.clone());
             clients.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    let path = if let Some(path) = &only_path {
-                        path.clone()
-                    } else if (c as u64 + n).is_multiple_of(2) {
-                        "/api/v1/projects?limit=20".to_string()
-                    } else {
-                        format!("/api/v1/builds/{build_id}/output?after=0&limit=200")
-                    };
-                    match support::procs::http(&addr, "GET", &path, &token).await {
-                        Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
-                        Ok(status) => {
+                    let path = &paths[(c + n as usize) % paths.len()];
+                    match support::procs::http_response(&addr, "GET", path, &token).await {
+                        Ok((200, body)) if body == expected[path] => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok((200, _)) => {
+                            eprintln!("{path}: an answer unlike the first");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Ok((status, _)) => {
                             eprintln!("{path}: HTTP {status}");
                             failed.fetch_add(1, Ordering::Relaxed)
                         }

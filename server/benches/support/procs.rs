@@ -322,6 +322,12 @@ pub fn mib(kib: u64) -> f64 {
 
 /// One HTTP/1.1 request with a bearer token over a new connection; answers the status.
 pub async fn http(addr: &str, method: &str, path: &str, token: &str) -> Result<u16, String> {
+    Ok(http_response(addr, method, path, token).await?.0)
+}
+
+/// One HTTP/1.1 request with a bearer token over a new connection; answers
+/// the status and the body.
+pub async fn http_response(addr: &str, method: &str, path: &str, token: &str) -> Result<(u16, Vec<u8>), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let request = format!(
@@ -330,6 +336,8 @@ pub async fn http(addr: &str, method: &str, path: &str, token: &str) -> Result<u
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| "no status line".to_string())
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status line")?;
+    Ok((status, response.split_off(head_end + 4)))
 }

@@ -6,7 +6,7 @@
 //!
 //! The derives are for the `vespene` crate's store only: the code they
 //! generate names `crate::store::row` (the traits `FromRow`, `ToColumns` and
-//! `Column`, the `Cols` list, the `AnyRow` type) and `crate::store::Result`.
+//! `Column` and `RowRead`, the `Cols` list) and `crate::store::Result`.
 //!
 //! # What a field becomes
 //!
@@ -65,7 +65,7 @@
 //! impl FromRow for Stage {
 //!     const COLUMNS: &'static str = "id, name, variables, approval_required";
 //!     const KEPT: &'static [&'static str] = &["id"];
-//!     fn from_row(row: &AnyRow) -> Result<Self> {
+//!     fn from_row<R: RowRead + ?Sized>(row: &R) -> Result<Self> {
 //!         Ok(Self {
 //!             id: Column::read(row, "id")?,
 //!             name: Column::read(row, "name")?,
@@ -337,7 +337,7 @@ fn from_row(input: &DeriveInput, fields: &[Field]) -> Tokens {
         impl #impl_generics crate::store::row::FromRow for #name #ty_generics #where_clause {
             const COLUMNS: &'static str = #columns;
             const KEPT: &'static [&'static str] = &[#(#kept),*];
-            fn from_row(row: &crate::store::row::AnyRow) -> crate::store::Result<Self> {
+            fn from_row<R: crate::store::row::RowRead + ?Sized>(row: &R) -> crate::store::Result<Self> {
                 ::core::result::Result::Ok(Self { #(#inits),* })
             }
         }

@@ -593,10 +593,16 @@ impl Store {
             })
         });
         let sql = &SQL[usize::from(self.backend != Backend::Sqlite)];
-        let Some(r) = sqlx::query(sql).bind(hash.as_str()).bind(now).fetch_optional(&self.pool).await? else {
+        let found = self
+            .read_row(sql, &[hash.as_str().into(), now.into()], |r| {
+                let mut user = User::from_row(r)?;
+                user.group_ids = row::get_id_list(r, "member_of")?;
+                Ok((user, row::get_opt_i64(r, "token_used_at")?, row::get_str(r, "group_directory")?))
+            })
+            .await?;
+        let Some((user, last_used, directory)) = found else {
             return Ok(None);
         };
-        let last_used: Option<i64> = r.try_get("token_used_at")?;
         // Kept to the minute: a write on every request would make each read
         // of the API wait for a commit.
         if last_used.is_none_or(|at| now - at >= TOKEN_USE_GRANULARITY_MS) {
@@ -606,12 +612,9 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         }
-        let mut user = User::from_row(&r)?;
-        user.group_ids = row::get_id_list(&r, "member_of")?;
         if !user.is_active {
             return Ok(None);
         }
-        let directory = row::get_str(&r, "group_directory")?;
         let entries: Vec<(Id, String, Option<i64>)> = serde_json::from_str(&directory)
             .map_err(|e| sqlx::Error::ColumnDecode { index: "group_directory".into(), source: Box::new(e) })?;
         let groups = entries

@@ -149,10 +149,7 @@ impl Store {
                 objects::OWNER_COLUMNS.as_str()
             )
         });
-        let Some(r) = sqlx::query(SQL.as_str()).bind(id).fetch_optional(&self.pool).await? else {
-            return Ok(None);
-        };
-        Ok(Some((Build::from_row(&r)?, objects::owners_from_row(&r)?)))
+        self.read_row(SQL.as_str(), &[id.into()], |r| Ok((Build::from_row(r)?, objects::owners_from_row(r)?))).await
     }
 
     /// The clear values of a build's secret variables, as (placeholder,

@@ -15,7 +15,6 @@
 //! milliseconds since the previous line's (the first since 0), the text's
 //! length as a varint, and the UTF-8 text.
 
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::row::{self, get_i64};
@@ -243,8 +242,7 @@ pub(crate) async fn append_output_in<S: AsRef<str>>(
     Ok(last)
 }
 
-fn damaged(build_id: Id, r: &AnyRow) -> StoreError {
-    let last = r.try_get::<i64, _>("last_seq").unwrap_or_default();
+fn damaged(build_id: Id, last: i64) -> StoreError {
     StoreError::Config(format!("the stored log of build {build_id} is damaged in the chunk ending at line {last}"))
 }
 
@@ -274,37 +272,37 @@ impl Store {
         let mut out = Vec::new();
         let mut cursor = after;
         while out.len() < limit {
-            let rows = sqlx::query(
+            let mut rows = 0;
+            let args = [build_id.into(), cursor.into(), CHUNKS_PER_READ.into()];
+            // A chunk row is not a struct: it is decoded into its lines.
+            self.read_rows(
                 "SELECT first_seq, last_seq, raw_bytes, encoding, data FROM build_log_chunks
                  WHERE build_id = $1 AND last_seq > $2 ORDER BY last_seq LIMIT $3",
+                &args,
+                |r| {
+                    rows += 1;
+                    if out.len() >= limit {
+                        return Ok(());
+                    }
+                    let (first, last) = (get_i64(r, "first_seq")?, get_i64(r, "last_seq")?);
+                    let raw = get_i64(r, "raw_bytes")?.max(0) as usize;
+                    let data = r.bytes("data")?.ok_or_else(|| row::unexpected_null("data"))?;
+                    // The lines after `after`, as many as the page has room for.
+                    let from = after.saturating_add(1).max(first);
+                    let room = (limit - out.len()).min(i64::MAX as usize) as i64;
+                    let keep = from..=from.saturating_add(room - 1);
+                    let lines = decode_chunk(get_i64(r, "encoding")?, &data, first, raw, keep)
+                        .filter(|(count, _)| *count == last - first + 1)
+                        .ok_or_else(|| damaged(build_id, last))?
+                        .1;
+                    out.extend(lines);
+                    cursor = last;
+                    Ok(())
+                },
             )
-            .bind(build_id)
-            .bind(cursor)
-            .bind(CHUNKS_PER_READ)
-            .fetch_all(&self.pool)
             .await?;
             // Fewer rows than asked for: these are the last ones stored.
-            let last_rows = (rows.len() as i64) < CHUNKS_PER_READ;
-            // A chunk row is not a struct: it is decoded into its lines.
-            for r in &rows {
-                let (first, last) = (get_i64(r, "first_seq")?, get_i64(r, "last_seq")?);
-                let raw = get_i64(r, "raw_bytes")?.max(0) as usize;
-                let data: Vec<u8> = r.try_get("data")?;
-                // The lines after `after`, as many as the page has room for.
-                let from = after.saturating_add(1).max(first);
-                let room = (limit - out.len()).min(i64::MAX as usize) as i64;
-                let keep = from..=from.saturating_add(room - 1);
-                let lines = decode_chunk(get_i64(r, "encoding")?, &data, first, raw, keep)
-                    .filter(|(count, _)| *count == last - first + 1)
-                    .ok_or_else(|| damaged(build_id, r))?
-                    .1;
-                out.extend(lines);
-                cursor = last;
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            if last_rows {
+            if rows < CHUNKS_PER_READ {
                 break;
             }
         }

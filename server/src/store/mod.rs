@@ -14,7 +14,9 @@
 //! To keep to the types `Any` can carry, times are stored as milliseconds since
 //! the Unix epoch (`BIGINT`), booleans as `BOOLEAN` (an integer on SQLite), and
 //! JSON documents as text. The few statements that must differ (row locking,
-//! schema DDL) branch on [`Backend`].
+//! schema DDL) branch on [`Backend`]. The reads a request makes outside a
+//! transaction go through [`reads`], which on a SQLite file runs them in
+//! place instead of through sqlx; the SQL is the same.
 //!
 //! A struct stored as a row names each column once, as its field: it derives
 //! `FromRow` (and `ToColumns` when the generic save path in `objects` writes
@@ -33,12 +35,15 @@ pub mod migrate;
 pub mod models;
 mod objects;
 pub mod patch;
+mod reads;
 mod retention;
 mod row;
 mod running;
 pub mod secret_vars;
 pub mod secrets;
 pub use running::RunningClaim;
+#[cfg(test)]
+pub(crate) mod test_store;
 pub mod tutorial;
 pub mod validate;
 
@@ -130,6 +135,9 @@ pub enum StoreError {
     /// The database said no.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// SQLite said no to a read on the in-place read path (`reads`).
+    #[error("database error: {0}")]
+    Read(#[from] rusqlite::Error),
 }
 
 impl StoreError {
@@ -160,6 +168,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Reads outside transactions on a SQLite file, in place (`reads`).
+    reader: Option<Arc<reads::SqliteReader>>,
     backend: Backend,
     secrets: Arc<dyn SecretCipher>,
     /// The database URL (for the PostgreSQL queue listener's own connection).
@@ -309,6 +319,7 @@ impl Store {
         }
         let mut store = Store {
             pool,
+            reader: None,
             backend,
             secrets,
             url: opts.url.as_str().into(),
@@ -324,6 +335,10 @@ impl Store {
                 store.pool = pool_opts().connect_with(connect).await?;
             }
             store.seal_plaintext_secrets().await?;
+        }
+        // Opened after any migration, so no read sees the schema before it.
+        if let Some(db) = &db_file {
+            store.reader = Some(Arc::new(reads::SqliteReader::open(db)?));
         }
         Ok(store)
     }
@@ -382,8 +397,11 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool.
+    /// Closes the pool and the read connections.
     pub async fn close(&self) {
+        if let Some(reader) = &self.reader {
+            reader.close();
+        }
         self.pool.close().await;
     }
 }

@@ -221,14 +221,13 @@ impl Store {
         // The row and its links at once, on two pooled connections: one
         // round trip of latency.
         let (found, mut links) = futures_util::future::try_join(
-            async { Ok(sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?) },
-            read_links::<T, _>(&self.pool, Some(id)),
+            self.read_row(&sql, &[id.into()], |r| T::from_row(r)),
+            self.links::<T>(Some(id)),
         )
         .await?;
-        let Some(r) = found else {
+        let Some(mut obj) = found else {
             return Ok(None);
         };
-        let mut obj = T::from_row(&r)?;
         set_links(&mut obj, &mut links);
         Ok(Some(obj))
     }
@@ -243,12 +242,9 @@ impl Store {
 
     pub(crate) async fn list_records<T: Record>(&self) -> Result<Vec<T>> {
         let sql = format!("SELECT * FROM {} ORDER BY name, id", T::TABLE);
-        let (rows, mut links) = futures_util::future::try_join(
-            async { Ok(sqlx::query(&sql).fetch_all(&self.pool).await?) },
-            read_links::<T, _>(&self.pool, None),
-        )
-        .await?;
-        let mut out = rows.iter().map(T::from_row).collect::<Result<Vec<T>>>()?;
+        let (mut out, mut links) =
+            futures_util::future::try_join(self.read_rows(&sql, &[], |r| T::from_row(r)), self.links::<T>(None))
+                .await?;
         for obj in &mut out {
             set_links(obj, &mut links);
         }
@@ -285,49 +281,69 @@ async fn read_record<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, id: Id) -> 
     let sql = format!("SELECT * FROM {} WHERE id = $1", T::TABLE);
     let r = sqlx::query(&sql).bind(id).fetch_one(&mut **tx).await?;
     let mut obj = T::from_row(&r)?;
-    let mut links = read_links::<T, _>(&mut **tx, Some(id)).await?;
+    let mut links = read_links::<T>(tx, id).await?;
     set_links(&mut obj, &mut links);
     Ok(obj)
 }
 
 /// The link ids of every link table of `T`, by link (in `T::LINKS` order)
-/// and then by owner: of one owner, or of all. One query, a `UNION ALL` over
-/// the link tables, whatever their number.
-async fn read_links<'e, T: Record, E>(exec: E, owner: Option<Id>) -> Result<Vec<HashMap<Id, Vec<Id>>>>
-where
-    E: sqlx::Executor<'e, Database = Any>,
-{
-    let mut by_link = vec![HashMap::<Id, Vec<Id>>::new(); T::LINKS.len()];
+/// and then by owner.
+type Links = Vec<HashMap<Id, Vec<Id>>>;
+
+/// The query for [`Links`] of one owner (`$1`), or of all: one query, a
+/// `UNION ALL` over the link tables, whatever their number. `None` when `T`
+/// has no links.
+fn links_sql<T: Record>(one_owner: bool) -> Option<String> {
     if T::LINKS.is_empty() {
-        return Ok(by_link);
+        return None;
     }
     let sql = T::LINKS
         .iter()
         .enumerate()
         .map(|(i, l)| {
             let (o, t, tb) = (l.owner_col, l.target_col, l.table);
-            let filter = if owner.is_some() { format!(" WHERE {o} = $1") } else { String::new() };
-            format!("SELECT CAST({i} AS BIGINT) AS link, {o}, {t}, position FROM {tb}{filter}")
+            let filter = if one_owner { format!(" WHERE {o} = $1") } else { String::new() };
+            format!("SELECT CAST({i} AS BIGINT) AS link, {o} AS owner, {t} AS target, position FROM {tb}{filter}")
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let sql = format!("{sql} ORDER BY 1, 2, 4, 3");
-    let mut query = sqlx::query(&sql);
-    if let Some(id) = owner {
-        query = query.bind(id);
-    }
-    for r in query.fetch_all(exec).await? {
-        // The first column is the query's own literal index into `T::LINKS`.
-        let Some(slot) = usize::try_from(r.try_get::<i64, _>(0)?).ok().and_then(|i| by_link.get_mut(i)) else {
-            continue;
-        };
-        slot.entry(r.try_get::<i64, _>(1)?).or_default().push(r.try_get::<i64, _>(2)?);
-    }
-    Ok(by_link)
+    Some(format!("{sql} ORDER BY 1, 2, 4, 3"))
 }
 
-/// Moves `obj`'s link ids out of [`read_links`]' answer into its fields.
-fn set_links<T: Record>(obj: &mut T, links: &mut [HashMap<Id, Vec<Id>>]) {
+/// Files one row of [`links_sql`]'s answer.
+fn add_link<R: row::RowRead + ?Sized>(links: &mut Links, r: &R) -> Result<()> {
+    // `link` is the query's own literal index into `T::LINKS`.
+    if let Some(slot) = usize::try_from(row::get_i64(r, "link")?).ok().and_then(|i| links.get_mut(i)) {
+        slot.entry(row::get_i64(r, "owner")?).or_default().push(row::get_i64(r, "target")?);
+    }
+    Ok(())
+}
+
+/// The links of one owner as they are in this transaction.
+async fn read_links<T: Record>(tx: &mut sqlx::Transaction<'_, Any>, owner: Id) -> Result<Links> {
+    let mut links = vec![HashMap::new(); T::LINKS.len()];
+    if let Some(sql) = links_sql::<T>(true) {
+        for r in sqlx::query(&sql).bind(owner).fetch_all(&mut **tx).await? {
+            add_link(&mut links, &r)?;
+        }
+    }
+    Ok(links)
+}
+
+impl Store {
+    /// The links of one owner, or of all.
+    async fn links<T: Record>(&self, owner: Option<Id>) -> Result<Links> {
+        let mut links = vec![HashMap::new(); T::LINKS.len()];
+        if let Some(sql) = links_sql::<T>(owner.is_some()) {
+            let args: Vec<Val> = owner.into_iter().map(Val::from).collect();
+            self.read_rows(&sql, &args, |r| add_link(&mut links, r)).await?;
+        }
+        Ok(links)
+    }
+}
+
+/// Moves `obj`'s link ids out of its [`Links`] into its fields.
+fn set_links<T: Record>(obj: &mut T, links: &mut Links) {
     for (l, by_owner) in T::LINKS.iter().zip(links) {
         (l.set)(obj, by_owner.remove(&obj.id()).unwrap_or_default());
     }
@@ -664,10 +680,7 @@ impl Store {
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!("SELECT {} FROM projects WHERE projects.id = $1", OWNER_COLUMNS.as_str())
         });
-        match sqlx::query(SQL.as_str()).bind(id).fetch_optional(&self.pool).await? {
-            Some(r) => owners_from_row(&r),
-            None => Ok(None),
-        }
+        Ok(self.read_row(SQL.as_str(), &[id.into()], |r| owners_from_row(r)).await?.flatten())
     }
 
     /// Projects in one stage of a pipeline (pipeline advancement).
@@ -708,7 +721,7 @@ pub(super) static OWNER_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLo
 
 /// A project's owners from [`OWNER_COLUMNS`]; none when the project is not
 /// there (a build without one, or whose project is gone).
-pub(super) fn owners_from_row(r: &AnyRow) -> Result<Option<ProjectOwners>> {
+pub(super) fn owners_from_row<R: row::RowRead + ?Sized>(r: &R) -> Result<Option<ProjectOwners>> {
     let Some(id) = row::get_opt_i64(r, "owners_project_id")? else {
         return Ok(None);
     };
@@ -1016,28 +1029,7 @@ impl Project {
 mod tests {
     use super::*;
     use crate::store::row::FromRow;
-
-    /// Seals nothing: these tests write no secret.
-    struct Clear;
-    impl SecretCipher for Clear {
-        fn encrypt(&self, plain: &str) -> Result<String, SecretError> {
-            Ok(plain.to_string())
-        }
-        fn decrypt(&self, stored: &str) -> Result<String, SecretError> {
-            Ok(stored.to_string())
-        }
-    }
-
-    async fn sqlite(dir: &std::path::Path) -> Store {
-        let opts = StoreOptions {
-            url: format!("sqlite://{}", dir.join("vespene.db").display()),
-            secrets: std::sync::Arc::new(Clear),
-            max_connections: 1,
-            migrate: true,
-            compress_logs: false,
-        };
-        Store::open(&opts).await.unwrap()
-    }
+    use crate::store::test_store::{sqlite, Clear};
 
     /// Whether `SELECT columns FROM table` is a statement the schema takes.
     async fn select(store: &Store, columns: &str, table: &str) {

@@ -8,7 +8,8 @@
 //! generic save path writes it) with `vespene-store-derive`; each field is
 //! read and written through its type's [`Column`] impl here, so what a time,
 //! a boolean or a secret looks like in the database is said once, in this
-//! file.
+//! file. A row is read through [`RowRead`], which both the `Any` driver's
+//! rows and the SQLite read path's rows (`store::reads`) implement.
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::AnyArguments;
@@ -30,7 +31,7 @@ pub(crate) trait FromRow: Sized {
     /// fields marked `#[row(read_only)]` or `#[row(kept)]`.
     const KEPT: &'static [&'static str];
     /// The struct from one row; the `skip` fields are left at their default.
-    fn from_row(row: &AnyRow) -> Result<Self>;
+    fn from_row<R: RowRead + ?Sized>(row: &R) -> Result<Self>;
 }
 
 /// A struct written as a row (`#[derive(ToColumns)]`).
@@ -43,7 +44,7 @@ pub(crate) trait ToColumns {
 /// How one field's type is stored in a column.
 pub(crate) trait Column: Sized {
     /// The value of column `col` of `row`.
-    fn read(row: &AnyRow, col: &str) -> Result<Self>;
+    fn read<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<Self>;
     /// The value to bind; `None` leaves the column out of the statement.
     fn write(&self, secrets: &dyn SecretCipher) -> Result<Option<Val>>;
 }
@@ -52,7 +53,7 @@ pub(crate) trait Column: Sized {
 macro_rules! plain_column {
     ($($t:ty => $read:ident),* $(,)?) => {$(
         impl Column for $t {
-            fn read(row: &AnyRow, col: &str) -> Result<Self> {
+            fn read<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<Self> {
                 $read(row, col)
             }
             fn write(&self, _: &dyn SecretCipher) -> Result<Option<Val>> {
@@ -75,7 +76,7 @@ plain_column! {
 
 /// Sealed with the store's cipher; read back as set or not, never in clear.
 impl Column for Secret {
-    fn read(row: &AnyRow, col: &str) -> Result<Self> {
+    fn read<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<Self> {
         Ok(match get_opt_str(row, col)? {
             Some(s) if !s.is_empty() => Secret::Stored,
             _ => Secret::Empty,
@@ -92,7 +93,7 @@ impl Column for Secret {
 
 /// Its stored spelling; an unknown one is an error, not a guess.
 impl Column for BuildStatus {
-    fn read(row: &AnyRow, col: &str) -> Result<Self> {
+    fn read<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<Self> {
         let status = get_str(row, col)?;
         BuildStatus::parse(&status)
             .ok_or_else(|| StoreError::Config(format!("unknown build status '{status}' in the database")))
@@ -232,29 +233,82 @@ pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-pub(crate) fn get_i64(row: &AnyRow, col: &str) -> Result<i64> {
-    Ok(row.try_get::<i64, _>(col)?)
+/// One row of a query's answer, its columns read by name. NULL reads as
+/// `None`; a value of another type is an error naming the column.
+pub(crate) trait RowRead {
+    /// An integer column (a SQLite boolean is one too).
+    fn int(&self, col: &str) -> Result<Option<i64>>;
+    /// A floating-point column.
+    fn real(&self, col: &str) -> Result<Option<f64>>;
+    /// A text column.
+    fn text(&self, col: &str) -> Result<Option<String>>;
+    /// A boolean: PostgreSQL's `BOOLEAN`, or SQLite's integer.
+    fn boolean(&self, col: &str) -> Result<Option<bool>>;
+    /// A binary column.
+    fn bytes(&self, col: &str) -> Result<Option<Vec<u8>>>;
 }
 
-pub(crate) fn get_opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>> {
-    Ok(row.try_get::<Option<i64>, _>(col)?)
+impl RowRead for AnyRow {
+    fn int(&self, col: &str) -> Result<Option<i64>> {
+        Ok(self.try_get::<Option<i64>, _>(col)?)
+    }
+    fn real(&self, col: &str) -> Result<Option<f64>> {
+        Ok(self.try_get::<Option<f64>, _>(col)?)
+    }
+    fn text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get::<Option<String>, _>(col)?)
+    }
+    /// The value's type is looked at first: a failed decode builds an error
+    /// message, which cost more than the rest of reading the row.
+    fn boolean(&self, col: &str) -> Result<Option<bool>> {
+        use sqlx::any::AnyTypeInfoKind;
+        use sqlx::ValueRef;
+        let value = self.try_get_raw(col)?;
+        if value.is_null() {
+            return Ok(None);
+        }
+        match value.type_info().kind() {
+            AnyTypeInfoKind::Bool => Ok(Some(self.try_get::<bool, _>(col)?)),
+            _ => Ok(Some(self.try_get::<i64, _>(col)? != 0)),
+        }
+    }
+    fn bytes(&self, col: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.try_get::<Option<Vec<u8>>, _>(col)?)
+    }
 }
 
-pub(crate) fn get_f64(row: &AnyRow, col: &str) -> Result<f64> {
-    Ok(row.try_get::<f64, _>(col)?)
+/// The error for a NULL where a value must be.
+pub(crate) fn unexpected_null(col: &str) -> StoreError {
+    StoreError::Db(sqlx::Error::ColumnDecode {
+        index: col.to_string(),
+        source: Box::new(sqlx::error::UnexpectedNullError),
+    })
 }
 
-pub(crate) fn get_str(row: &AnyRow, col: &str) -> Result<String> {
-    Ok(row.try_get::<Option<String>, _>(col)?.unwrap_or_default())
+pub(crate) fn get_i64<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<i64> {
+    row.int(col)?.ok_or_else(|| unexpected_null(col))
 }
 
-pub(crate) fn get_opt_str(row: &AnyRow, col: &str) -> Result<Option<String>> {
-    Ok(row.try_get::<Option<String>, _>(col)?)
+pub(crate) fn get_opt_i64<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<Option<i64>> {
+    row.int(col)
+}
+
+pub(crate) fn get_f64<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<f64> {
+    row.real(col)?.ok_or_else(|| unexpected_null(col))
+}
+
+/// NULL reads as "".
+pub(crate) fn get_str<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<String> {
+    Ok(row.text(col)?.unwrap_or_default())
+}
+
+pub(crate) fn get_opt_str<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<Option<String>> {
+    row.text(col)
 }
 
 /// Ids aggregated into one column as comma-separated text (`string_agg`);
 /// none when the column is null.
-pub(crate) fn get_id_list(row: &AnyRow, col: &str) -> Result<Vec<i64>> {
+pub(crate) fn get_id_list<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<Vec<i64>> {
     let Some(text) = get_opt_str(row, col)? else {
         return Ok(Vec::new());
     };
@@ -262,24 +316,15 @@ pub(crate) fn get_id_list(row: &AnyRow, col: &str) -> Result<Vec<i64>> {
     Ok(ids.map_err(|e| sqlx::Error::ColumnDecode { index: col.to_string(), source: Box::new(e) })?)
 }
 
-/// PostgreSQL hands back a boolean; SQLite an integer.
-/// The value's type is looked at first: a failed decode builds an error
-/// message, which cost more than the rest of reading the row.
-pub(crate) fn get_bool(row: &AnyRow, col: &str) -> Result<bool> {
-    use sqlx::any::AnyTypeInfoKind;
-    use sqlx::ValueRef;
-    let kind = row.try_get_raw(col)?.type_info().kind();
-    match kind {
-        AnyTypeInfoKind::Bool => Ok(row.try_get::<bool, _>(col)?),
-        _ => Ok(row.try_get::<i64, _>(col)? != 0),
-    }
+pub(crate) fn get_bool<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<bool> {
+    row.boolean(col)?.ok_or_else(|| unexpected_null(col))
 }
 
-pub(crate) fn get_time(row: &AnyRow, col: &str) -> Result<DateTime<Utc>> {
+pub(crate) fn get_time<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<DateTime<Utc>> {
     Ok(from_millis(get_i64(row, col)?))
 }
 
-pub(crate) fn get_opt_time(row: &AnyRow, col: &str) -> Result<Option<DateTime<Utc>>> {
+pub(crate) fn get_opt_time<R: RowRead + ?Sized>(row: &R, col: &str) -> Result<Option<DateTime<Utc>>> {
     Ok(get_opt_i64(row, col)?.map(from_millis))
 }
 
