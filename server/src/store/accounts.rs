@@ -113,8 +113,7 @@ const TOKEN_USE_GRANULARITY_MS: i64 = 60_000;
 impl Store {
     /// How many users exist.
     pub async fn user_count(&self) -> Result<i64> {
-        let r = sqlx::query("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
-        Ok(r.try_get::<i64, _>(0)?)
+        Ok(self.read_row("SELECT COUNT(*) AS n FROM users", &[], |r| get_i64(r, "n")).await?.unwrap_or_default())
     }
 
     /// Creates a user; the password is hashed with argon2id.
@@ -206,12 +205,10 @@ impl Store {
 
     /// Whether `password` is the user's password (nothing recorded).
     pub async fn password_matches(&self, user_id: Id, password: &str) -> Result<bool> {
-        let r = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(r) = r else { return Ok(false) };
-        let hash = get_str(&r, "password_hash")?;
+        let sql = "SELECT password_hash FROM users WHERE id = $1";
+        let Some(hash) = self.read_row(sql, &[user_id.into()], |r| get_str(r, "password_hash")).await? else {
+            return Ok(false);
+        };
         let password = password.to_string();
         Ok(tokio::task::spawn_blocking(move || verify_hash(&password, &hash)).await.unwrap_or(false))
     }
@@ -228,24 +225,23 @@ impl Store {
     /// Checks a login against a local account; answers the (active) user
     /// and records the login time. Accounts of other sources never match.
     pub async fn verify_password(&self, username: &str, password: &str) -> Result<Option<User>> {
-        let r = sqlx::query("SELECT id, password_hash, is_active FROM users WHERE username = $1 AND auth_source = $2")
-            .bind(username)
-            .bind(crate::settings::LOCAL_SOURCE)
-            .fetch_optional(&self.pool)
+        let sql = "SELECT id, password_hash, is_active FROM users WHERE username = $1 AND auth_source = $2";
+        let found = self
+            .read_row(sql, &[username.into(), crate::settings::LOCAL_SOURCE.into()], |r| {
+                Ok((get_i64(r, "id")?, get_str(r, "password_hash")?, get_bool(r, "is_active")?))
+            })
             .await?;
-        let Some(r) = r else {
+        let Some((id, hash, is_active)) = found else {
             // Spend the same time as a real check, so user names cannot be probed.
             static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
             let dummy = DUMMY.get_or_init(|| hash_password("not a real password").unwrap_or_default()).clone();
             verify_bounded(password, dummy).await;
             return Ok(None);
         };
-        let hash = get_str(&r, "password_hash")?;
         let hash_ok = verify_bounded(password, hash).await;
-        if !hash_ok || !get_bool(&r, "is_active")? {
+        if !hash_ok || !is_active {
             return Ok(None);
         }
-        let id = get_i64(&r, "id")?;
         sqlx::query("UPDATE users SET last_login = $1 WHERE id = $2")
             .bind(row::now().timestamp_millis())
             .bind(id)
@@ -257,11 +253,10 @@ impl Store {
     /// The source an account of this name belongs to (`local` or a plugin
     /// entry's name), if the account exists.
     pub async fn account_source(&self, username: &str) -> Result<Option<String>> {
-        let r = sqlx::query("SELECT auth_source FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.map(|r| get_str(&r, "auth_source")).transpose()
+        self.read_row("SELECT auth_source FROM users WHERE username = $1", &[username.into()], |r| {
+            get_str(r, "auth_source")
+        })
+        .await
     }
 
     /// Records a login the authentication plugin `source` accepted: creates
@@ -382,38 +377,37 @@ impl Store {
     pub async fn get_user(&self, id: Id) -> Result<Option<User>> {
         let sql = format!("SELECT {} FROM users WHERE id = $1", User::COLUMNS);
         // The row and the groups at once (two pooled connections, one wait).
-        let (r, group_ids) = futures_util::future::try_join(
-            async { Ok(sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?) },
+        let (found, group_ids) = futures_util::future::try_join(
+            self.read_row(&sql, &[id.into()], |r| User::from_row(r)),
             self.user_group_ids(id),
         )
         .await?;
-        let Some(r) = r else { return Ok(None) };
-        let mut u = User::from_row(&r)?;
+        let Some(mut u) = found else { return Ok(None) };
         u.group_ids = group_ids;
         Ok(Some(u))
     }
 
     /// One user by name.
     pub async fn find_user(&self, username: &str) -> Result<Option<User>> {
-        let r =
-            sqlx::query("SELECT id FROM users WHERE username = $1").bind(username).fetch_optional(&self.pool).await?;
-        match r {
-            Some(r) => self.get_user(r.try_get::<i64, _>(0)?).await,
+        match self
+            .read_row("SELECT id FROM users WHERE username = $1", &[username.into()], |r| get_i64(r, "id"))
+            .await?
+        {
+            Some(id) => self.get_user(id).await,
             None => Ok(None),
         }
     }
 
     /// Every user, by name (group ids included).
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        let rows = sqlx::query(&format!("SELECT {} FROM users ORDER BY username", User::COLUMNS))
-            .fetch_all(&self.pool)
+        let sql = format!("SELECT {} FROM users ORDER BY username", User::COLUMNS);
+        let mut users = self.read_rows(&sql, &[], |r| User::from_row(r)).await?;
+        let links = self
+            .read_rows("SELECT user_id, group_id FROM group_members ORDER BY user_id, group_id", &[], |r| {
+                Ok((get_i64(r, "user_id")?, get_i64(r, "group_id")?))
+            })
             .await?;
-        let mut users = rows.iter().map(User::from_row).collect::<Result<Vec<_>>>()?;
-        let links = sqlx::query("SELECT user_id, group_id FROM group_members ORDER BY user_id, group_id")
-            .fetch_all(&self.pool)
-            .await?;
-        for l in links {
-            let (u, g) = (l.try_get::<i64, _>(0)?, l.try_get::<i64, _>(1)?);
+        for (u, g) in links {
             if let Some(user) = users.iter_mut().find(|x| x.id == u) {
                 user.group_ids.push(g);
             }
@@ -432,11 +426,8 @@ impl Store {
     }
 
     async fn user_group_ids(&self, user_id: Id) -> Result<Vec<Id>> {
-        let rows = sqlx::query("SELECT group_id FROM group_members WHERE user_id = $1 ORDER BY group_id")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+        let sql = "SELECT group_id FROM group_members WHERE user_id = $1 ORDER BY group_id";
+        self.read_rows(sql, &[user_id.into()], |r| get_i64(r, "group_id")).await
     }
 
     // ---- groups ----
@@ -490,10 +481,8 @@ impl Store {
 
     /// Every group, by name.
     pub async fn list_groups(&self) -> Result<Vec<Group>> {
-        let rows = sqlx::query(&format!("SELECT {} FROM account_groups ORDER BY name", Group::COLUMNS))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Group::from_row).collect()
+        let sql = format!("SELECT {} FROM account_groups ORDER BY name", Group::COLUMNS);
+        self.read_rows(&sql, &[], |r| Group::from_row(r)).await
     }
 
     /// One group by name.
@@ -534,11 +523,8 @@ impl Store {
 
     /// The user ids in a group.
     pub async fn group_member_ids(&self, group_id: Id) -> Result<Vec<Id>> {
-        let rows = sqlx::query("SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY user_id")
-            .bind(group_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+        let sql = "SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY user_id";
+        self.read_rows(sql, &[group_id.into()], |r| get_i64(r, "user_id")).await
     }
 
     // ---- API tokens ----
@@ -626,11 +612,8 @@ impl Store {
 
     /// A user's tokens (without the secret part).
     pub async fn list_api_tokens(&self, user_id: Id) -> Result<Vec<ApiToken>> {
-        let rows = sqlx::query("SELECT * FROM api_tokens WHERE user_id = $1 ORDER BY id")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(ApiToken::from_row).collect()
+        let sql = "SELECT * FROM api_tokens WHERE user_id = $1 ORDER BY id";
+        self.read_rows(sql, &[user_id.into()], |r| ApiToken::from_row(r)).await
     }
 
     /// Revokes a token.

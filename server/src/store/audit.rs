@@ -207,11 +207,7 @@ impl Store {
             sql.push_str(&clauses.join(" AND "));
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.max(1)));
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = row::bind(q, b);
-        }
-        q.fetch_all(&self.pool).await?.iter().map(AuditEvent::from_row).collect()
+        self.read_rows(&sql, &binds, |r| AuditEvent::from_row(r)).await
     }
 
     /// Deletes up to `limit` events (0: all) recorded before `cutoff`; answers how many.

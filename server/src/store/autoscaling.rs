@@ -65,11 +65,8 @@ impl Store {
 
     /// Whether a process holds a pool's autoscaling lease now.
     pub async fn autoscaling_leased(&self, pool_id: Id) -> Result<bool> {
-        let r = sqlx::query("SELECT autoscaling_lease FROM worker_pools WHERE id = $1")
-            .bind(pool_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let lease = r.as_ref().map(|r| get_opt_time(r, "autoscaling_lease")).transpose()?.flatten();
+        let sql = "SELECT autoscaling_lease FROM worker_pools WHERE id = $1";
+        let lease = self.read_row(sql, &[pool_id.into()], |r| get_opt_time(r, "autoscaling_lease")).await?.flatten();
         Ok(lease.is_some_and(|until| until > row::now()))
     }
 
@@ -77,17 +74,13 @@ impl Store {
     /// at or after `since`. Workers serving every pool are not counted: they
     /// are not the pool's own, and no autoscaler starts or stops them.
     pub async fn count_pool_workers(&self, pool: &str, since: DateTime<Utc>) -> Result<u64> {
-        let rows = sqlx::query("SELECT pools FROM workers WHERE last_checkin >= $1")
-            .bind(since.timestamp_millis())
-            .fetch_all(&self.pool)
+        let sql = "SELECT pools FROM workers WHERE last_checkin >= $1";
+        let serving = self
+            .read_rows(sql, &[since.timestamp_millis().into()], |r| {
+                Ok(decode_pools(get_str(r, "pools")?).iter().any(|p| p == pool))
+            })
             .await?;
-        let mut count = 0;
-        for r in &rows {
-            if decode_pools(get_str(r, "pools")?).iter().any(|p| p == pool) {
-                count += 1;
-            }
-        }
-        Ok(count)
+        Ok(serving.into_iter().filter(|serves| *serves).count() as u64)
     }
 }
 

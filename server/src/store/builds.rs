@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::logs::append_output_in;
-use super::row::{self, get_str, FromRow};
+use super::row::{self, get_i64, get_str, FromRow};
 use super::validate::{self as v};
 use super::*;
 
@@ -135,8 +135,7 @@ impl Store {
 
     /// One build.
     pub async fn get_build(&self, id: Id) -> Result<Option<Build>> {
-        let r = sqlx::query("SELECT * FROM builds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        r.as_ref().map(Build::from_row).transpose()
+        self.read_row("SELECT * FROM builds WHERE id = $1", &[id.into()], |r| Build::from_row(r)).await
     }
 
     /// A build and its project's owners (`None` when it has no project, or
@@ -155,12 +154,10 @@ impl Store {
     /// The clear values of a build's secret variables, as (placeholder,
     /// value) pairs. Only the worker running the build calls this.
     pub async fn reveal_build_secrets(&self, id: Id) -> Result<Vec<(String, String)>> {
-        let Some(r) =
-            sqlx::query("SELECT secret_values FROM builds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?
-        else {
+        let sql = "SELECT secret_values FROM builds WHERE id = $1";
+        let Some(stored) = self.read_row(sql, &[id.into()], |r| get_str(r, "secret_values")).await? else {
             return Err(StoreError::NotFound { what: "build", id: id.to_string() });
         };
-        let stored: String = r.try_get(0)?;
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&stored).unwrap_or_default();
         let mut out = Vec::with_capacity(map.len());
         for (placeholder, value) in map {
@@ -192,53 +189,37 @@ impl Store {
         vals.push(if f.limit > 0 { f.limit } else { 50 }.into());
         vals.push(f.offset.max(0).into());
         sql += &format!(" ORDER BY id DESC LIMIT ${} OFFSET ${}", vals.len() - 1, vals.len());
-        let mut q = sqlx::query(&sql);
-        for val in vals {
-            q = row::bind(q, val);
-        }
-        q.fetch_all(&self.pool).await?.iter().map(Build::from_row).collect()
+        self.read_rows(&sql, &vals, |r| Build::from_row(r)).await
     }
 
     /// How many builds are in `status` in a pool (autoscaling, status pages).
     pub async fn count_builds(&self, worker_pool_id: Id, status: BuildStatus) -> Result<i64> {
-        let r = sqlx::query("SELECT COUNT(*) FROM builds WHERE worker_pool_id = $1 AND status = $2")
-            .bind(worker_pool_id)
-            .bind(status.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(r.try_get::<i64, _>(0)?)
+        let sql = "SELECT COUNT(*) AS n FROM builds WHERE worker_pool_id = $1 AND status = $2";
+        let n = self.read_row(sql, &[worker_pool_id.into(), status.as_str().into()], |r| get_i64(r, "n")).await?;
+        Ok(n.unwrap_or_default())
     }
 
     /// Queued builds per worker pool, by pool name (every pool, 0 included).
     pub async fn queue_depth_by_pool(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT p.name AS name, COUNT(b.id) AS depth FROM worker_pools p \
-             LEFT JOIN builds b ON b.worker_pool_id = p.id AND b.status = 'QUEUED' \
-             GROUP BY p.id, p.name ORDER BY p.name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok((get_str(r, "name")?, r.try_get::<i64, _>("depth")?))).collect()
+        let sql = "SELECT p.name AS name, COUNT(b.id) AS depth FROM worker_pools p \
+                   LEFT JOIN builds b ON b.worker_pool_id = p.id AND b.status = 'QUEUED' \
+                   GROUP BY p.id, p.name ORDER BY p.name";
+        self.read_rows(sql, &[], |r| Ok((get_str(r, "name")?, get_i64(r, "depth")?))).await
     }
 
     /// The status of a project's newest finished build, if any.
     pub async fn last_finished_status(&self, project_id: Id) -> Result<Option<BuildStatus>> {
-        let r = sqlx::query(
+        let sql =
             "SELECT status FROM builds WHERE project_id = $1 AND status NOT IN ('QUEUED', 'RUNNING', 'ABORTING') \
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(project_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(r.map(|r| get_str(&r, "status")).transpose()?.and_then(|s| BuildStatus::parse(&s)))
+                   ORDER BY id DESC LIMIT 1";
+        let status = self.read_row(sql, &[project_id.into()], |r| get_str(r, "status")).await?;
+        Ok(status.and_then(|s| BuildStatus::parse(&s)))
     }
 
     /// How many builds are RUNNING or ABORTING now, on any host.
     pub async fn count_running_builds(&self) -> Result<i64> {
-        let r = sqlx::query("SELECT COUNT(*) FROM builds WHERE status IN ('RUNNING', 'ABORTING')")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(r.try_get::<i64, _>(0)?)
+        let sql = "SELECT COUNT(*) AS n FROM builds WHERE status IN ('RUNNING', 'ABORTING')";
+        Ok(self.read_row(sql, &[], |r| get_i64(r, "n")).await?.unwrap_or_default())
     }
 
     /// Claims the oldest QUEUED build in any of `pool_ids` for `worker_id`,
@@ -271,14 +252,9 @@ impl Store {
     /// The project builds a worker holds (RUNNING or ABORTING), oldest first;
     /// organization imports are not claimed from the queue and are left out.
     pub async fn claimed_builds_of_worker(&self, worker_id: Id) -> Result<Vec<Build>> {
-        let rows = sqlx::query(
-            "SELECT * FROM builds WHERE worker_id = $1 AND status IN ('RUNNING', 'ABORTING')
-               AND organization_id IS NULL ORDER BY id",
-        )
-        .bind(worker_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Build::from_row).collect()
+        let sql = "SELECT * FROM builds WHERE worker_id = $1 AND status IN ('RUNNING', 'ABORTING')
+                   AND organization_id IS NULL ORDER BY id";
+        self.read_rows(sql, &[worker_id.into()], |r| Build::from_row(r)).await
     }
 
     /// Claims the oldest QUEUED build of the pool named `pool`.
@@ -363,8 +339,9 @@ impl Store {
 
     /// Current status of a build (workers check it between output lines).
     pub async fn build_status(&self, id: Id) -> Result<Option<BuildStatus>> {
-        let r = sqlx::query("SELECT status FROM builds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        Ok(r.and_then(|r| BuildStatus::parse(&get_str(&r, "status").ok()?)))
+        let status =
+            self.read_row("SELECT status FROM builds WHERE id = $1", &[id.into()], |r| get_str(r, "status")).await?;
+        Ok(status.and_then(|s| BuildStatus::parse(&s)))
     }
 
     /// Records what was checked out.
@@ -497,11 +474,8 @@ async fn update_pointers(conn: &mut sqlx::AnyConnection, b: &Build) -> Result<()
 impl Store {
     /// Every build of one pipeline run (same origin), oldest first.
     pub async fn builds_of_run(&self, origin_id: Id) -> Result<Vec<Build>> {
-        let rows = sqlx::query("SELECT * FROM builds WHERE pipeline_origin_build_id = $1 ORDER BY id")
-            .bind(origin_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Build::from_row).collect()
+        let sql = "SELECT * FROM builds WHERE pipeline_origin_build_id = $1 ORDER BY id";
+        self.read_rows(sql, &[origin_id.into()], |r| Build::from_row(r)).await
     }
 
     /// Records a one-shot decision (`kind`, `mark`); true only for the one
@@ -562,12 +536,8 @@ impl Store {
         worker_pool_id: Id,
         worker_id: Option<Id>,
     ) -> Result<Option<Build>> {
-        let current: Option<Option<Id>> = sqlx::query("SELECT active_build_id FROM organizations WHERE id = $1")
-            .bind(organization_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get::<Option<i64>, _>(0))
-            .transpose()?;
+        let sql = "SELECT active_build_id FROM organizations WHERE id = $1";
+        let current = self.read_row(sql, &[organization_id.into()], |r| r.int("active_build_id")).await?;
         let Some(current) = current else { return Ok(None) };
         if let Some(active) = current {
             if self.build_status(active).await?.is_some_and(BuildStatus::is_active) {
@@ -679,30 +649,19 @@ impl Store {
 
     /// The runs (origin build ids) of a pipeline's projects, newest first.
     pub async fn pipeline_runs(&self, pipeline_id: Id, limit: i64) -> Result<Vec<Id>> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT pipeline_origin_build_id AS run FROM builds
-             WHERE pipeline_origin_build_id IS NOT NULL
-               AND project_id IN (SELECT id FROM projects WHERE pipeline_id = $1)
-             ORDER BY run DESC LIMIT $2",
-        )
-        .bind(pipeline_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+        let sql = "SELECT DISTINCT pipeline_origin_build_id AS run FROM builds
+                   WHERE pipeline_origin_build_id IS NOT NULL
+                     AND project_id IN (SELECT id FROM projects WHERE pipeline_id = $1)
+                   ORDER BY run DESC LIMIT $2";
+        self.read_rows(sql, &[pipeline_id.into(), limit.into()], |r| get_i64(r, "run")).await
     }
 
     /// The latest build of a project that a pipeline started (one with a
     /// parent): the build a plain start of the project continues from.
     pub async fn latest_pipeline_build_of(&self, project_id: Id) -> Result<Option<Build>> {
-        let r = sqlx::query(
-            "SELECT * FROM builds WHERE project_id = $1 AND pipeline_parent_build_id IS NOT NULL
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(project_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        r.as_ref().map(Build::from_row).transpose()
+        let sql = "SELECT * FROM builds WHERE project_id = $1 AND pipeline_parent_build_id IS NOT NULL
+                   ORDER BY id DESC LIMIT 1";
+        self.read_row(sql, &[project_id.into()], |r| Build::from_row(r)).await
     }
 
     /// Records that build `by` completed a run of the pipeline, now. Only
@@ -758,10 +717,7 @@ impl Store {
 
     /// The approvals (waiting and given) of one run.
     pub async fn approvals_of_run(&self, origin: Id) -> Result<Vec<PipelineApproval>> {
-        let rows = sqlx::query("SELECT * FROM pipeline_approvals WHERE origin_build_id = $1 ORDER BY requested_at")
-            .bind(origin)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(PipelineApproval::from_row).collect()
+        let sql = "SELECT * FROM pipeline_approvals WHERE origin_build_id = $1 ORDER BY requested_at";
+        self.read_rows(sql, &[origin.into()], |r| PipelineApproval::from_row(r)).await
     }
 }

@@ -249,11 +249,8 @@ fn damaged(build_id: Id, last: i64) -> StoreError {
 impl Store {
     /// How many output lines a build has (the last sequence number given out).
     pub async fn output_seq(&self, build_id: Id) -> Result<Option<i64>> {
-        let r = sqlx::query("SELECT output_seq FROM builds WHERE id = $1")
-            .bind(build_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.map(|r| r.try_get(0)).transpose()?)
+        self.read_row("SELECT output_seq FROM builds WHERE id = $1", &[build_id.into()], |r| get_i64(r, "output_seq"))
+            .await
     }
 
     /// Appends lines to a build's output in one transaction; answers the
@@ -311,15 +308,11 @@ impl Store {
 
     /// The bytes of a build's stored log before compression, and after.
     pub async fn log_size(&self, build_id: Id) -> Result<(i64, i64)> {
-        let r = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(raw_bytes), 0) AS BIGINT) AS raw,
-                    CAST(COALESCE(SUM(LENGTH(data)), 0) AS BIGINT) AS stored
-             FROM build_log_chunks WHERE build_id = $1",
-        )
-        .bind(build_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((get_i64(&r, "raw")?, get_i64(&r, "stored")?))
+        let sql = "SELECT CAST(COALESCE(SUM(raw_bytes), 0) AS BIGINT) AS raw,
+                          CAST(COALESCE(SUM(LENGTH(data)), 0) AS BIGINT) AS stored
+                   FROM build_log_chunks WHERE build_id = $1";
+        let size = self.read_row(sql, &[build_id.into()], |r| Ok((get_i64(r, "raw")?, get_i64(r, "stored")?))).await?;
+        Ok(size.unwrap_or_default())
     }
 }
 

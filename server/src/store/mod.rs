@@ -14,9 +14,9 @@
 //! To keep to the types `Any` can carry, times are stored as milliseconds since
 //! the Unix epoch (`BIGINT`), booleans as `BOOLEAN` (an integer on SQLite), and
 //! JSON documents as text. The few statements that must differ (row locking,
-//! schema DDL) branch on [`Backend`]. The reads a request makes outside a
-//! transaction go through [`reads`], which on a SQLite file runs them in
-//! place instead of through sqlx; the SQL is the same.
+//! schema DDL) branch on [`Backend`]. Reads outside a transaction go through
+//! [`reads`], which on a SQLite file runs them in place instead of through
+//! sqlx; the SQL is the same.
 //!
 //! A struct stored as a row names each column once, as its field: it derives
 //! `FromRow` (and `ToColumns` when the generic save path in `objects` writes

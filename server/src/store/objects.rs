@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 
-use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
 use super::row::{self, bind, get_opt_str, Cols, FromRow, ToColumns, Val};
@@ -213,7 +212,7 @@ impl Store {
             return Err(StoreError::Config(format!("{table} has no variables")));
         }
         let sql = format!("SELECT variables FROM {table} WHERE id = $1");
-        Ok(sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?.map(|r| r.try_get(0)).transpose()?)
+        self.read_row(&sql, &[id.into()], |r| row::get_str(r, "variables")).await
     }
 
     pub(crate) async fn get_record<T: Record>(&self, id: Id) -> Result<Option<T>> {
@@ -234,8 +233,8 @@ impl Store {
 
     pub(crate) async fn find_record<T: Record>(&self, name: &str) -> Result<Option<T>> {
         let sql = format!("SELECT id FROM {} WHERE name = $1", T::TABLE);
-        match sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await? {
-            Some(r) => self.get_record(r.try_get::<i64, _>(0)?).await,
+        match self.read_row(&sql, &[name.into()], |r| row::get_i64(r, "id")).await? {
+            Some(id) => self.get_record(id).await,
             None => Ok(None),
         }
     }
@@ -500,15 +499,15 @@ impl Store {
     /// The clear text of an SSH key and its unlock password. Only the build
     /// engine calls this, right before use; nothing lists it.
     pub async fn reveal_ssh_key(&self, id: Id) -> Result<SshKeySecrets> {
-        let r = sqlx::query("SELECT private_key, unlock_password FROM ssh_keys WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound { what: "ssh key", id: id.to_string() })?;
-        Ok(SshKeySecrets {
-            private_key: self.reveal_col(&r, "private_key")?,
-            unlock_password: self.reveal_col(&r, "unlock_password")?,
+        let sql = "SELECT private_key, unlock_password FROM ssh_keys WHERE id = $1";
+        self.read_row(sql, &[id.into()], |r| {
+            Ok(SshKeySecrets {
+                private_key: self.reveal_col(r, "private_key")?,
+                unlock_password: self.reveal_col(r, "unlock_password")?,
+            })
         })
+        .await?
+        .ok_or(StoreError::NotFound { what: "ssh key", id: id.to_string() })
     }
 
     /// Re-encrypts every stored secret (SSH keys, their unlock passwords,
@@ -596,25 +595,21 @@ impl Store {
 
     /// The clear-text webhook token of a project (webhooks and the engine only).
     pub async fn reveal_webhook_token(&self, project_id: Id) -> Result<Option<String>> {
-        let r = sqlx::query("SELECT webhook_token FROM projects WHERE id = $1")
-            .bind(project_id)
-            .fetch_optional(&self.pool)
+        let sql = "SELECT webhook_token FROM projects WHERE id = $1";
+        self.read_row(sql, &[project_id.into()], |r| self.reveal_col(r, "webhook_token"))
             .await?
-            .ok_or(StoreError::NotFound { what: "project", id: project_id.to_string() })?;
-        self.reveal_col(&r, "webhook_token")
+            .ok_or(StoreError::NotFound { what: "project", id: project_id.to_string() })
     }
 
     /// The clear-text password of a service login (engine only).
     pub async fn reveal_service_login_password(&self, id: Id) -> Result<Option<String>> {
-        let r = sqlx::query("SELECT password FROM service_logins WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
+        let sql = "SELECT password FROM service_logins WHERE id = $1";
+        self.read_row(sql, &[id.into()], |r| self.reveal_col(r, "password"))
             .await?
-            .ok_or(StoreError::NotFound { what: "service login", id: id.to_string() })?;
-        self.reveal_col(&r, "password")
+            .ok_or(StoreError::NotFound { what: "service login", id: id.to_string() })
     }
 
-    fn reveal_col(&self, r: &AnyRow, col: &str) -> Result<Option<String>> {
+    fn reveal_col<R: row::RowRead + ?Sized>(&self, r: &R, col: &str) -> Result<Option<String>> {
         match get_opt_str(r, col)? {
             Some(s) if !s.is_empty() => Ok(Some(self.secrets.decrypt(&s)?)),
             _ => Ok(None),
@@ -648,29 +643,19 @@ impl Store {
 
     /// One worker by id.
     pub async fn get_worker(&self, id: Id) -> Result<Option<Worker>> {
-        let r = sqlx::query("SELECT * FROM workers WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        r.as_ref().map(Worker::from_row).transpose()
+        self.read_row("SELECT * FROM workers WHERE id = $1", &[id.into()], |r| Worker::from_row(r)).await
     }
 
     /// Every worker, by uid.
     pub async fn list_workers(&self) -> Result<Vec<Worker>> {
-        let rows = sqlx::query("SELECT * FROM workers ORDER BY worker_uid").fetch_all(&self.pool).await?;
-        rows.iter().map(Worker::from_row).collect()
+        self.read_rows("SELECT * FROM workers ORDER BY worker_uid", &[], |r| Worker::from_row(r)).await
     }
 
     /// Projects whose repository URL is exactly `url` (webhooks, imports).
     pub async fn projects_by_repo_url(&self, url: &str) -> Result<Vec<Project>> {
-        let rows = sqlx::query("SELECT id FROM projects WHERE repo_url = $1 ORDER BY id")
-            .bind(url)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = vec![];
-        for r in rows {
-            if let Some(p) = self.get_project(r.try_get::<i64, _>(0)?).await? {
-                out.push(p);
-            }
-        }
-        Ok(out)
+        let sql = "SELECT id FROM projects WHERE repo_url = $1 ORDER BY id";
+        let ids = self.read_rows(sql, &[url.into()], |r| row::get_i64(r, "id")).await?;
+        self.projects_by_id(ids).await
     }
 
     /// A project's creator and its owner and launch groups, what the
@@ -685,14 +670,16 @@ impl Store {
 
     /// Projects in one stage of a pipeline (pipeline advancement).
     pub async fn projects_in_stage(&self, pipeline_id: Id, stage_id: Id) -> Result<Vec<Project>> {
-        let rows = sqlx::query("SELECT id FROM projects WHERE pipeline_id = $1 AND stage_id = $2 ORDER BY name")
-            .bind(pipeline_id)
-            .bind(stage_id)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = vec![];
-        for r in rows {
-            if let Some(p) = self.get_project(r.try_get::<i64, _>(0)?).await? {
+        let sql = "SELECT id FROM projects WHERE pipeline_id = $1 AND stage_id = $2 ORDER BY name";
+        let ids = self.read_rows(sql, &[pipeline_id.into(), stage_id.into()], |r| row::get_i64(r, "id")).await?;
+        self.projects_by_id(ids).await
+    }
+
+    /// The projects of `ids` that still exist, in that order.
+    async fn projects_by_id(&self, ids: Vec<Id>) -> Result<Vec<Project>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.get_project(id).await? {
                 out.push(p);
             }
         }

@@ -1,5 +1,7 @@
 //! Reads outside a transaction: [`Store::read_rows`] and
-//! [`Store::read_row`], the path the API's requests take.
+//! [`Store::read_row`], the path of every read the store makes outside one
+//! (a read inside a write's transaction stays on its connection, to see the
+//! transaction's own changes).
 //!
 //! On PostgreSQL, and on a SQLite database that is not a file, a read goes
 //! through the sqlx pool like every other statement. On a SQLite file it runs

@@ -10,7 +10,6 @@
 //! them, and never a pinned or active build's.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 use super::row::{self, get_bool, get_i64, get_opt_i64, get_opt_time, get_str};
 use super::*;
@@ -75,8 +74,7 @@ impl Store {
             "SELECT id FROM builds WHERE project_id = $1 AND {FINISHED} AND pinned = $2
              ORDER BY id DESC LIMIT 1 OFFSET $3"
         );
-        let r = sqlx::query(&sql).bind(project_id).bind(false).bind(n - 1).fetch_optional(&self.pool).await?;
-        Ok(r.map(|r| r.try_get::<i64, _>(0)).transpose()?)
+        self.read_row(&sql, &[project_id.into(), false.into(), (n - 1).into()], |r| get_i64(r, "id")).await
     }
 
     /// A project's finished, unpinned builds that still have their log and
@@ -98,15 +96,14 @@ impl Store {
                AND (id < $3 OR COALESCE(end_time, queued_time) < $4)
              ORDER BY id LIMIT $5"
         );
-        let rows = sqlx::query(&sql)
-            .bind(project_id)
-            .bind(false)
-            .bind(below_id.unwrap_or(i64::MIN))
-            .bind(finished_before.map_or(i64::MIN, |t| t.timestamp_millis()))
-            .bind(if limit > 0 { limit } else { i64::MAX })
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<std::result::Result<_, _>>()?)
+        let args = [
+            project_id.into(),
+            false.into(),
+            below_id.unwrap_or(i64::MIN).into(),
+            finished_before.map_or(i64::MIN, |t| t.timestamp_millis()).into(),
+            if limit > 0 { limit } else { i64::MAX }.into(),
+        ];
+        self.read_rows(&sql, &args, |r| get_i64(r, "id")).await
     }
 
     /// Removes a build's log, keeping the build record, which says when
@@ -141,22 +138,20 @@ impl Store {
                  FROM builds WHERE root_removed_at IS NULL AND id IN ({}) ORDER BY id",
                 row::placeholders(1, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(*id);
-            }
+            let args: Vec<row::Val> = chunk.iter().map(|id| (*id).into()).collect();
             // A projection, not a row: `finished` is computed from the
             // status and `finished_at` is a COALESCE, so it is mapped here.
-            for r in q.fetch_all(&self.pool).await? {
-                let status = get_str(&r, "status")?;
-                out.push(RetentionFacts {
-                    id: get_i64(&r, "id")?,
-                    project_id: get_opt_i64(&r, "project_id")?,
+            let facts = self.read_rows(&sql, &args, |r| {
+                let status = get_str(r, "status")?;
+                Ok(RetentionFacts {
+                    id: get_i64(r, "id")?,
+                    project_id: get_opt_i64(r, "project_id")?,
                     finished: BuildStatus::parse(&status).is_some_and(|s| !s.is_active()),
-                    pinned: get_bool(&r, "pinned")?,
-                    finished_at: get_opt_time(&r, "finished_at")?,
-                });
-            }
+                    pinned: get_bool(r, "pinned")?,
+                    finished_at: get_opt_time(r, "finished_at")?,
+                })
+            });
+            out.extend(facts.await?);
         }
         Ok(out)
     }
@@ -191,10 +186,7 @@ impl Store {
     /// The builds `vespene cleanup` must not touch whatever their age:
     /// pinned, queued, running and stopping ones.
     pub async fn builds_kept_from_cleanup(&self) -> Result<Vec<Id>> {
-        let rows = sqlx::query(&format!("SELECT id FROM builds WHERE pinned = $1 OR NOT ({FINISHED})"))
-            .bind(true)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<std::result::Result<_, _>>()?)
+        let sql = format!("SELECT id FROM builds WHERE pinned = $1 OR NOT ({FINISHED})");
+        self.read_rows(&sql, &[true.into()], |r| get_i64(r, "id")).await
     }
 }
