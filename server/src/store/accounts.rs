@@ -376,7 +376,8 @@ impl Store {
     /// One user, with group ids.
     pub async fn get_user(&self, id: Id) -> Result<Option<User>> {
         let sql = format!("SELECT {} FROM users WHERE id = $1", User::COLUMNS);
-        // The row and the groups at once (two pooled connections, one wait).
+        // The row and the groups at once (on PostgreSQL two pooled
+        // connections, one wait; on SQLite both run in place).
         let (found, group_ids) = futures_util::future::try_join(
             self.read_row(&sql, &[id.into()], |r| User::from_row(r)),
             self.user_group_ids(id),

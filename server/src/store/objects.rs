@@ -217,8 +217,8 @@ impl Store {
 
     pub(crate) async fn get_record<T: Record>(&self, id: Id) -> Result<Option<T>> {
         let sql = format!("SELECT * FROM {} WHERE id = $1", T::TABLE);
-        // The row and its links at once, on two pooled connections: one
-        // round trip of latency.
+        // The row and its links at once: on PostgreSQL two pooled
+        // connections, one round trip of latency; on SQLite both run in place.
         let (found, mut links) = futures_util::future::try_join(
             self.read_row(&sql, &[id.into()], |r| T::from_row(r)),
             self.links::<T>(Some(id)),
@@ -500,14 +500,11 @@ impl Store {
     /// engine calls this, right before use; nothing lists it.
     pub async fn reveal_ssh_key(&self, id: Id) -> Result<SshKeySecrets> {
         let sql = "SELECT private_key, unlock_password FROM ssh_keys WHERE id = $1";
-        self.read_row(sql, &[id.into()], |r| {
-            Ok(SshKeySecrets {
-                private_key: self.reveal_col(r, "private_key")?,
-                unlock_password: self.reveal_col(r, "unlock_password")?,
-            })
-        })
-        .await?
-        .ok_or(StoreError::NotFound { what: "ssh key", id: id.to_string() })
+        let (key, password) = self
+            .read_row(sql, &[id.into()], |r| Ok((get_opt_str(r, "private_key")?, get_opt_str(r, "unlock_password")?)))
+            .await?
+            .ok_or(StoreError::NotFound { what: "ssh key", id: id.to_string() })?;
+        Ok(SshKeySecrets { private_key: self.reveal(key)?, unlock_password: self.reveal(password)? })
     }
 
     /// Re-encrypts every stored secret (SSH keys, their unlock passwords,
@@ -596,21 +593,22 @@ impl Store {
     /// The clear-text webhook token of a project (webhooks and the engine only).
     pub async fn reveal_webhook_token(&self, project_id: Id) -> Result<Option<String>> {
         let sql = "SELECT webhook_token FROM projects WHERE id = $1";
-        self.read_row(sql, &[project_id.into()], |r| self.reveal_col(r, "webhook_token"))
-            .await?
-            .ok_or(StoreError::NotFound { what: "project", id: project_id.to_string() })
+        let sealed = self.read_row(sql, &[project_id.into()], |r| get_opt_str(r, "webhook_token")).await?;
+        self.reveal(sealed.ok_or(StoreError::NotFound { what: "project", id: project_id.to_string() })?)
     }
 
     /// The clear-text password of a service login (engine only).
     pub async fn reveal_service_login_password(&self, id: Id) -> Result<Option<String>> {
         let sql = "SELECT password FROM service_logins WHERE id = $1";
-        self.read_row(sql, &[id.into()], |r| self.reveal_col(r, "password"))
-            .await?
-            .ok_or(StoreError::NotFound { what: "service login", id: id.to_string() })
+        let sealed = self.read_row(sql, &[id.into()], |r| get_opt_str(r, "password")).await?;
+        self.reveal(sealed.ok_or(StoreError::NotFound { what: "service login", id: id.to_string() })?)
     }
 
-    fn reveal_col<R: row::RowRead + ?Sized>(&self, r: &R, col: &str) -> Result<Option<String>> {
-        match get_opt_str(r, col)? {
+    /// The clear text of a sealed column's value; none when it is empty.
+    /// Decrypted after the read, not during it: the secrets chain may ask a
+    /// plugin, or a command, and no statement stays open meanwhile.
+    fn reveal(&self, sealed: Option<String>) -> Result<Option<String>> {
+        match sealed {
             Some(s) if !s.is_empty() => Ok(Some(self.secrets.decrypt(&s)?)),
             _ => Ok(None),
         }
